@@ -1,0 +1,23 @@
+"""chunks ↔ zarr: the store layout, datasets, the streaming writer and write leases."""
+
+from reprstore.store.attrs import ReprSettings, provenance, sha256_file
+from reprstore.store.datasets import Dataset, check_dataset, write_dataset
+from reprstore.store.encoding import DEFAULT_DTYPE, STORAGE_DTYPES, Encoding, bitround
+from reprstore.store.store import ReprInfo, Store
+from reprstore.store.writer import ReprWriter
+
+__all__ = [
+    "DEFAULT_DTYPE",
+    "STORAGE_DTYPES",
+    "Dataset",
+    "Encoding",
+    "ReprInfo",
+    "ReprSettings",
+    "ReprWriter",
+    "Store",
+    "bitround",
+    "check_dataset",
+    "provenance",
+    "sha256_file",
+    "write_dataset",
+]

@@ -1,0 +1,169 @@
+"""Datasets: the probe set's sample ids, metadata columns and input fingerprint.
+
+``datasets/<name>/ids`` holds one id per row, ``datasets/<name>/meta/<column>`` the
+optional metadata. A dataset is created by the first import or extraction that uses it
+and checked by every later one: the same row count, the same ids when ids are given,
+and (for extraction) the same fingerprint of the input data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import zarr
+
+from reprstore.errors import DatasetMismatchError, NotFoundError
+from reprstore.keys import dataset_path, validate_name
+from reprstore.store.attrs import utc_now
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A read-only view of one dataset group."""
+
+    name: str
+    group: zarr.Group
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.group.attrs["n_samples"])
+
+    @property
+    def fingerprint(self) -> str | None:
+        value = self.group.attrs.get("fingerprint")
+        return str(value) if value is not None else None
+
+    def ids(self) -> np.ndarray:
+        """The sample ids, shape ``(n_samples,)``."""
+        return np.asarray(self.group["ids"][:])
+
+    def meta_columns(self) -> list[str]:
+        if "meta" not in self.group:
+            return []
+        meta = self.group["meta"]
+        assert isinstance(meta, zarr.Group)
+        return sorted(meta.array_keys())
+
+    def meta(self, column: str) -> np.ndarray:
+        """One metadata column, shape ``(n_samples,)``."""
+        if column not in self.meta_columns():
+            raise NotFoundError(
+                f"Dataset {self.name!r} has no metadata column {column!r}. "
+                f"Columns: {', '.join(self.meta_columns()) or 'none'}."
+            )
+        return np.asarray(self.group[f"meta/{column}"][:])
+
+    def table(self) -> dict[str, np.ndarray]:
+        """``id`` plus every metadata column, for row filters."""
+        return {"id": self.ids(), **{c: self.meta(c) for c in self.meta_columns()}}
+
+
+def _as_column(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values)
+    if values.dtype.kind in "OUS":
+        return values.astype(str)
+    return values
+
+
+def _write_column(group: zarr.Group, name: str, values: np.ndarray) -> None:
+    values = _as_column(values)
+    dtype = str if values.dtype.kind == "U" else values.dtype
+    arr = group.create_array(name, shape=values.shape, dtype=dtype, chunks=(max(1, len(values)),))
+    arr[:] = values
+
+
+def open_dataset(root: zarr.Group, name: str) -> Dataset:
+    """The dataset ``name``; :class:`NotFoundError` if it does not exist."""
+    path = dataset_path(name)
+    if path not in root:
+        raise NotFoundError(f"No dataset {name!r} in this store.")
+    group = root[path]
+    assert isinstance(group, zarr.Group)
+    return Dataset(name, group)
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    a, b = _as_column(a), _as_column(b)
+    if a.dtype.kind == "U" or b.dtype.kind == "U":
+        return a.shape == b.shape and bool(np.all(a.astype(str) == b.astype(str)))
+    return a.shape == b.shape and bool(np.array_equal(a, b))
+
+
+def check_dataset(
+    root: zarr.Group,
+    name: str,
+    n_samples: int,
+    ids: np.ndarray | None = None,
+    meta: Mapping[str, np.ndarray] | None = None,
+    fingerprint: str | None = None,
+) -> bool:
+    """Check new rows against an existing dataset; return False if it does not exist yet.
+
+    Nothing is written: callers validate every input before the first write.
+    """
+    validate_name(name, "dataset")
+    try:
+        ds = open_dataset(root, name)
+    except NotFoundError:
+        return False
+    if ds.n_samples != n_samples:
+        raise DatasetMismatchError(
+            f"Dataset {name!r} has {ds.n_samples} samples; the input has {n_samples} rows. "
+            "Use the same probe set, or a new --dataset name."
+        )
+    if ids is not None and not _same(ds.ids(), ids):
+        raise DatasetMismatchError(
+            f"The ids given do not match dataset {name!r}'s ids (same count, other values "
+            "or order). Use the same probe set, or a new --dataset name."
+        )
+    if fingerprint is not None and ds.fingerprint not in (None, fingerprint):
+        raise DatasetMismatchError(
+            f"The input data differ from the data dataset {name!r} was extracted from "
+            f"(fingerprint {fingerprint[:12]} ≠ {ds.fingerprint[:12]}). "  # type: ignore[index]
+            "Use the same samples in the same order, or a new --dataset name."
+        )
+    for column, values in (meta or {}).items():
+        if len(values) != n_samples:
+            raise DatasetMismatchError(
+                f"Metadata column {column!r} has {len(values)} rows; dataset {name!r} has "
+                f"{n_samples}."
+            )
+        if column in ds.meta_columns() and not _same(ds.meta(column), values):
+            raise DatasetMismatchError(
+                f"Metadata column {column!r} differs from the one stored in dataset {name!r}."
+            )
+    return True
+
+
+def write_dataset(
+    root: zarr.Group,
+    name: str,
+    n_samples: int,
+    ids: np.ndarray | None = None,
+    meta: Mapping[str, np.ndarray] | None = None,
+    fingerprint: str | None = None,
+    source: str | None = None,
+) -> Dataset:
+    """Create the dataset, or add what is new to it (run :func:`check_dataset` first)."""
+    exists = check_dataset(root, name, n_samples, ids, meta, fingerprint)
+    if not exists:
+        if ids is not None and len(ids) != n_samples:
+            raise DatasetMismatchError(
+                f"--ids has {len(ids)} entries; the input has {n_samples} rows."
+            )
+        group = root.require_group(dataset_path(name))
+        _write_column(group, "ids", ids if ids is not None else np.arange(n_samples))
+        group.attrs.update(
+            {"n_samples": n_samples, "fingerprint": fingerprint, "source": source,
+             "created": utc_now()}
+        )
+    ds = open_dataset(root, name)
+    if fingerprint is not None and ds.fingerprint is None:
+        ds.group.attrs.update({"fingerprint": fingerprint})
+    for column, values in (meta or {}).items():
+        validate_name(column, "metadata column")
+        if column not in ds.meta_columns():
+            _write_column(ds.group.require_group("meta"), column, np.asarray(values))
+    return ds

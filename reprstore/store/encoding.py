@@ -1,0 +1,110 @@
+"""How rows are stored: dtype policy, lossy bit rounding, compression and chunk size.
+
+Decisions (measured on real MiniLM activations, see the benchmarks):
+
+* Lossless compression of activations gains little (about 1.1×), so the storage dtype is
+  the big lever: ``float16`` is the default. ``bfloat16`` is stored as ``float32`` whose low
+  16 bits are zero, which the byte shuffle + zstd codec squeezes to about 2 bytes a value
+  while keeping the array readable by plain zarr/numpy (numpy has no bfloat16).
+* ``keep_bits`` rounds mantissas (round to nearest, ties to even, as numcodecs' BitRound)
+  *before* the array is written, so the stored values are the rounded values and any zarr
+  reader decodes them with standard codecs only.
+* Codec: Blosc(zstd, level 3, byte shuffle): the best ratio/speed trade-off we measured.
+* Chunks span rows only; their row count is a power of two so chunks of representations
+  with different widths line up and a comparison can read each chunk exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from reprstore.errors import InputError
+
+STORAGE_DTYPES = ("float16", "float32", "bfloat16")
+DEFAULT_DTYPE = "float16"
+TARGET_CHUNK_BYTES = 4 * 2**20
+MIN_CHUNK_ROWS = 16
+MAX_CHUNK_ROWS = 2**16
+_MANTISSA_BITS = {np.dtype("float16"): 10, np.dtype("float32"): 23, np.dtype("float64"): 52}
+_UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """The storage of one representation: zarr dtype plus optional mantissa rounding."""
+
+    name: str  # what the user asked for: float16 | float32 | bfloat16
+    keep_bits: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in STORAGE_DTYPES:
+            raise InputError(
+                f"Unknown storage dtype {self.name!r}. Expected one of {', '.join(STORAGE_DTYPES)}."
+            )
+        limit = _MANTISSA_BITS[self.zarr_dtype] if self.name != "bfloat16" else 7
+        if self.keep_bits is not None and not 0 <= self.keep_bits <= limit:
+            raise InputError(
+                f"--keep-bits {self.keep_bits} is out of range for {self.name}: "
+                f"expected 0..{limit} mantissa bits."
+            )
+
+    @property
+    def zarr_dtype(self) -> np.dtype:
+        return np.dtype("float16" if self.name == "float16" else "float32")
+
+    @property
+    def effective_keep_bits(self) -> int | None:
+        """Mantissa bits kept after rounding (bfloat16 means 7 bits of a float32)."""
+        if self.name == "bfloat16":
+            return min(7, self.keep_bits) if self.keep_bits is not None else 7
+        return self.keep_bits
+
+    def encode(self, block: np.ndarray) -> np.ndarray:
+        """Cast a row block to the stored dtype and apply rounding; returns a new array."""
+        out = np.asarray(block).astype(self.zarr_dtype, copy=True)
+        bits = self.effective_keep_bits
+        if bits is not None:
+            bitround(out, bits)
+        return out
+
+
+def bitround(values: np.ndarray, keep_bits: int) -> np.ndarray:
+    """Round the mantissa of floats to ``keep_bits`` bits in place (ties to even).
+
+    The same rounding as numcodecs' ``BitRound`` and Klöwer et al. (2021); NaN and Inf
+    pass through unchanged.
+    """
+    mbits = _MANTISSA_BITS[values.dtype]
+    if keep_bits >= mbits:
+        return values
+    uint = _UINT[values.dtype.itemsize]
+    bits = values.view(uint)
+    drop = mbits - keep_bits
+    one = uint(1)
+    half = uint((1 << (drop - 1)) - 1)
+    mask = ~uint((1 << drop) - 1)
+    finite = np.isfinite(values)
+    rounded = ((bits + half + ((bits >> uint(drop)) & one)) & mask).astype(uint)
+    np.copyto(bits, rounded, where=finite)
+    return values
+
+
+def chunk_rows_for(n_features: int, itemsize: int, n_samples: int | None) -> int:
+    """Rows per chunk: a power of two near ``TARGET_CHUNK_BYTES``, no larger than needed."""
+    row_bytes = max(1, n_features * itemsize)
+    rows = MIN_CHUNK_ROWS
+    while rows * 2 * row_bytes <= TARGET_CHUNK_BYTES and rows * 2 <= MAX_CHUNK_ROWS:
+        rows *= 2
+    if n_samples is not None:
+        while rows > MIN_CHUNK_ROWS and rows // 2 >= n_samples:
+            rows //= 2
+    return rows
+
+
+def compressors(dtype: np.dtype) -> list:
+    """The zarr v3 codec chain for a stored dtype."""
+    from zarr.codecs import BloscCodec
+
+    return [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle", typesize=dtype.itemsize)]

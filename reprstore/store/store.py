@@ -1,0 +1,328 @@
+"""The store: a zarr v3 group laid out as SPEC.md fixes it, on a path or fsspec URL.
+
+```
+STORE/
+  datasets/<dataset>/ids, datasets/<dataset>/meta/<column>
+  reprs/<model>/<seed>/<checkpoint>/<layer>     (n_samples, n_features), chunked by rows
+```
+This is the only module family that imports zarr. Everything written here stays
+readable by plain ``zarr.open_group``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.errors import GroupNotFoundError
+
+from reprstore.errors import (
+    AlreadyExistsError,
+    IncompleteError,
+    InputError,
+    NotFoundError,
+    StoreNotFoundError,
+    StoreWriteError,
+)
+from reprstore.keys import REPRS, ReprKey, Selector
+from reprstore.store.attrs import ReprSettings, provenance, utc_now
+from reprstore.store.datasets import Dataset, open_dataset
+from reprstore.store.encoding import Encoding, chunk_rows_for, compressors
+from reprstore.store.lock import Lease
+from reprstore.store.writer import ReprWriter
+
+STORE_MARKER = "reprstore"
+STORE_FORMAT = 1
+
+
+def _is_url(url: str) -> bool:
+    return "://" in url and not url.startswith("file://")
+
+
+def _local_path(url: str) -> Path | None:
+    if url.startswith("file://"):
+        return Path(url[len("file://") :])
+    return None if _is_url(url) else Path(url)
+
+
+@dataclass(frozen=True)
+class ReprInfo:
+    """What ``ls`` and ``info`` show about one representation."""
+
+    key: ReprKey
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    zarr_dtype: str
+    attrs: dict[str, Any]
+    nbytes_stored: int
+
+    @property
+    def dataset(self) -> str:
+        return str(self.attrs.get("dataset", ""))
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.attrs.get("complete", False))
+
+    @property
+    def rows_written(self) -> int:
+        return int(self.attrs.get("rows_written", 0))
+
+    @property
+    def stored_dtype(self) -> str:
+        return str(self.attrs.get("stored_dtype", self.zarr_dtype))
+
+    @property
+    def raw_float32_nbytes(self) -> int:
+        """Bytes the rows written would take as raw float32."""
+        return self.rows_written * int(self.shape[1]) * 4
+
+    @property
+    def ratio(self) -> float | None:
+        """Compression ratio against raw float32 (what a ``.npy`` dump would take)."""
+        return self.raw_float32_nbytes / self.nbytes_stored if self.nbytes_stored else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.key.as_dict(),
+            "dataset": self.dataset,
+            "shape": list(self.shape),
+            "chunks": list(self.chunks),
+            "stored_dtype": self.stored_dtype,
+            "complete": self.complete,
+            "rows_written": self.rows_written,
+            "nbytes_stored": self.nbytes_stored,
+            "ratio_vs_float32": self.ratio,
+            "nonfinite": self.attrs.get("nonfinite", {"nan": 0, "inf": 0}),
+            "attrs": self.attrs,
+        }
+
+
+class Store:
+    """A reprstore store; open it with :meth:`Store.open`."""
+
+    def __init__(self, root: zarr.Group, url: str, read_only: bool) -> None:
+        self.root = root
+        self.url = url
+        self.read_only = read_only
+
+    # -- opening -------------------------------------------------------------------
+    @classmethod
+    def open(cls, url: str | os.PathLike[str], *, create: bool = False) -> Store:
+        """Open a store; with ``create`` make it if missing (read-only otherwise)."""
+        url = os.fspath(url)
+        path = _local_path(url)
+        if path is not None and not path.exists() and not create:
+            raise StoreNotFoundError(
+                f"No store at {url}. Create one with 'reprstore import' or 'reprstore extract'."
+            )
+        if path is not None and path.exists() and not path.is_dir():
+            raise StoreNotFoundError(f"{url} is a file, not a store directory.")
+        if path is not None and create and path.exists() and not (path / "zarr.json").exists():
+            if any(path.iterdir()):
+                raise StoreNotFoundError(
+                    f"{url} is a non-empty directory that is not a zarr store; "
+                    "choose a new path for the store."
+                )
+        try:
+            root = zarr.open_group(url, mode="a" if create else "r")
+        except (GroupNotFoundError, FileNotFoundError) as err:
+            raise StoreNotFoundError(f"No store at {url}: {err}") from err
+        except (PermissionError, OSError) as err:
+            raise StoreWriteError(f"Cannot open store {url}: {err}") from err
+        except (ValueError, TypeError) as err:
+            raise StoreNotFoundError(f"{url} is not a zarr v3 group: {err}") from err
+        marker = root.attrs.get(STORE_MARKER)
+        if marker is None:
+            if not create or any(True for _ in root.keys()):
+                raise StoreNotFoundError(
+                    f"{url} is a zarr group but not a reprstore store (no '{STORE_MARKER}' "
+                    "attribute). Choose another path."
+                )
+            root.attrs.update({STORE_MARKER: {"format": STORE_FORMAT, "created": utc_now()}})
+        return cls(root, url, read_only=not create)
+
+    # -- reading -------------------------------------------------------------------
+    def _children(self, path: str, kind: str) -> list[str]:
+        if path not in self.root:
+            return []
+        group = self.root[path]
+        if not isinstance(group, zarr.Group):
+            return []
+        with warnings.catch_warnings():  # a folder whose first write just took its lock
+            warnings.filterwarnings("ignore", message=".*not recognized as a component")
+            names = list(group.group_keys() if kind == "group" else group.array_keys())
+        return sorted(names)
+
+    def keys(self, selector: Selector | str | None = None) -> Iterator[ReprKey]:
+        """Every representation key matching the selector's run and layer globs."""
+        sel = selector if isinstance(selector, Selector) else Selector.parse(selector)
+        from fnmatch import fnmatchcase
+
+        for model in self._children(REPRS, "group"):
+            if not fnmatchcase(model, sel.get("model")):
+                continue
+            for seed in self._children(f"{REPRS}/{model}", "group"):
+                if not fnmatchcase(seed, sel.get("seed")):
+                    continue
+                for ckpt in self._children(f"{REPRS}/{model}/{seed}", "group"):
+                    if not fnmatchcase(ckpt, sel.get("checkpoint")):
+                        continue
+                    for layer in self._children(f"{REPRS}/{model}/{seed}/{ckpt}", "array"):
+                        if fnmatchcase(layer, sel.get("layer")):
+                            yield ReprKey(model, seed, ckpt, layer)
+
+    def select(self, selector: Selector | str | None = None) -> list[ReprInfo]:
+        """Info on every representation the selector matches (dataset glob included)."""
+        sel = selector if isinstance(selector, Selector) else Selector.parse(selector)
+        out = []
+        for key in self.keys(sel):
+            info = self.info(key, sizes=False)
+            if sel.matches(key, info.dataset):
+                out.append(info)
+        return out
+
+    def exists(self, key: ReprKey) -> bool:
+        return key.path in self.root
+
+    def array(self, key: ReprKey, *, allow_incomplete: bool = False) -> zarr.Array:
+        """The zarr array of a representation; refuses incomplete ones unless allowed."""
+        if not self.exists(key):
+            raise NotFoundError(f"No representation {key.label()} in {self.url}.")
+        arr = self.root[key.path]
+        assert isinstance(arr, zarr.Array)
+        if not allow_incomplete and not arr.attrs.get("complete", False):
+            raise IncompleteError(
+                f"{key.label()} is incomplete ({arr.attrs.get('rows_written', 0)} of "
+                f"{arr.shape[0]} rows): resume its extraction or pass --allow-incomplete."
+            )
+        return arr
+
+    def info(self, key: ReprKey, *, sizes: bool = True) -> ReprInfo:
+        """Shape, attributes and (with ``sizes``) bytes on disk of one representation."""
+        arr = self.array(key, allow_incomplete=True)
+        return ReprInfo(
+            key=key,
+            shape=tuple(arr.shape),
+            chunks=tuple(arr.chunks),
+            zarr_dtype=str(arr.dtype),
+            attrs=dict(arr.attrs),
+            nbytes_stored=int(arr.nbytes_stored()) if sizes else 0,
+        )
+
+    def read_rows(self, key: ReprKey, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of a complete representation."""
+        return np.asarray(self.array(key)[start:stop])
+
+    def datasets(self) -> list[str]:
+        return self._children("datasets", "group")
+
+    def dataset(self, name: str) -> Dataset:
+        return open_dataset(self.root, name)
+
+    # -- writing -------------------------------------------------------------------
+    def _require_writable(self) -> None:
+        if self.read_only:
+            raise StoreWriteError(f"Store {self.url} was opened read-only.")
+
+    def delete(self, key: ReprKey) -> None:
+        """Remove one representation."""
+        self._require_writable()
+        parent = self.root[key.path.rsplit("/", 1)[0]]
+        assert isinstance(parent, zarr.Group)
+        del parent[key.layer]
+
+    def writer(
+        self,
+        key: ReprKey,
+        settings: ReprSettings,
+        *,
+        encoding: Encoding,
+        sources: dict[str, Any] | None = None,
+        overwrite: bool = False,
+        on_nonfinite: str = "warn",
+    ) -> ReprWriter:
+        """A writer for ``key``: new, resumed (same settings, interrupted) or overwritten.
+
+        Raises :class:`AlreadyExistsError` for a complete representation unless
+        ``overwrite``, and :class:`InputError` when an interrupted write with other
+        settings is in the way.
+        """
+        self._require_writable()
+        lease = Lease(self.root.store, key.path).acquire()
+        try:
+            arr = self._prepare_array(key, settings, encoding, sources or {}, overwrite)
+            lease.renew()
+            return ReprWriter(arr, key, settings, encoding, lease, on_nonfinite)
+        except BaseException:
+            lease.release()
+            raise
+
+    def check_writable(self, key: ReprKey, settings: ReprSettings, overwrite: bool) -> None:
+        """Raise now if writing ``key`` would be refused (validate before any write)."""
+        if not self.exists(key):
+            return
+        attrs = dict(self.root[key.path].attrs)
+        if attrs.get("complete") and not overwrite:
+            raise AlreadyExistsError(
+                f"{key.label()} already exists and is complete. Pass --overwrite to replace it."
+            )
+        if not attrs.get("complete") and not overwrite:
+            diffs = ReprSettings.from_dict(attrs.get("settings", {})).differences(settings)
+            if diffs:
+                raise InputError(
+                    f"{key.label()} holds an interrupted write with other settings "
+                    f"({', '.join(diffs)}); pass --overwrite to start it again."
+                )
+
+    def _prepare_array(
+        self,
+        key: ReprKey,
+        settings: ReprSettings,
+        encoding: Encoding,
+        sources: dict[str, Any],
+        overwrite: bool,
+    ) -> zarr.Array:
+        self.check_writable(key, settings, overwrite)
+        if self.exists(key) and not overwrite:
+            arr = self.root[key.path]
+            assert isinstance(arr, zarr.Array)
+            return arr
+        dtype = encoding.zarr_dtype
+        rows = chunk_rows_for(settings.n_features, dtype.itemsize, settings.n_samples)
+        attributes = {
+            "dataset": settings.dataset,
+            "n_samples": settings.n_samples,
+            "original_shape": list(settings.original_shape),
+            "reduction": settings.reduction,
+            "stored_dtype": settings.stored_dtype,
+            "source_dtype": settings.source_dtype,
+            "keep_bits": settings.keep_bits,
+            "complete": False,
+            "rows_written": 0,
+            "chunk_crc32": [],
+            "nonfinite": {"nan": 0, "inf": 0},
+            "settings": settings.to_dict(),
+            "provenance": provenance(**sources),
+            "created": utc_now(),
+        }
+        try:
+            return self.root.create_array(
+                key.path,
+                shape=(settings.n_samples or 0, settings.n_features),
+                chunks=(rows, settings.n_features),
+                dtype=dtype,
+                compressors=compressors(dtype),
+                fill_value=0,
+                attributes=attributes,
+                dimension_names=["sample", "feature"],
+                overwrite=overwrite,
+            )
+        except OSError as err:
+            raise StoreWriteError(f"Cannot create {key.label()} in {self.url}: {err}") from err

@@ -1,0 +1,186 @@
+"""Streaming, resumable writes of one representation, whole chunks at a time.
+
+Rows arrive in blocks of any size; the writer copies them into a one-chunk buffer and
+writes a chunk only when it is full (or the last one of the array), so no partial chunk
+is ever written and memory stays at one chunk. After every chunk the array's attributes
+record ``rows_written`` and the chunk's CRC-32, atomically (zarr's local store writes
+metadata by rename), so a crash at any moment leaves an array that says exactly how far
+it got and is never marked complete. Starting the same write again resumes after the
+last whole chunk.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import zarr
+
+from reprstore.errors import DatasetMismatchError, InputError, StoreWriteError
+from reprstore.keys import ReprKey
+from reprstore.store.attrs import ReprSettings, utc_now
+from reprstore.store.encoding import Encoding
+from reprstore.store.lock import Lease
+
+NONFINITE_POLICIES = ("error", "warn", "ignore")
+
+
+class ReprWriter:
+    """Append row blocks to one representation array; :meth:`close` marks it complete.
+
+    Parameters
+    ----------
+    array
+        The preallocated (or growable, when ``n_samples`` is unknown) zarr array.
+    settings, encoding
+        What is stored; ``encoding`` casts and rounds each block.
+    lease
+        The held write lease, released on close/abort.
+    on_nonfinite
+        ``"error"`` stops at the first chunk with NaN/Inf; ``"warn"``/``"ignore"`` count them.
+    """
+
+    def __init__(
+        self,
+        array: zarr.Array,
+        key: ReprKey,
+        settings: ReprSettings,
+        encoding: Encoding,
+        lease: Lease,
+        on_nonfinite: str = "warn",
+    ) -> None:
+        if on_nonfinite not in NONFINITE_POLICIES:
+            raise InputError(
+                f"Unknown --on-nonfinite {on_nonfinite!r}. Expected one of "
+                f"{', '.join(NONFINITE_POLICIES)}."
+            )
+        self.array = array
+        self.key = key
+        self.settings = settings
+        self.encoding = encoding
+        self.lease = lease
+        self.on_nonfinite = on_nonfinite
+        self.chunk_rows = int(array.chunks[0])
+        attrs = dict(array.attrs)
+        whole_chunks = int(attrs.get("rows_written", 0)) // self.chunk_rows
+        self.crcs: list[int] = list(attrs.get("chunk_crc32", []))[:whole_chunks]
+        self.rows_written = len(self.crcs) * self.chunk_rows
+        self.nonfinite: dict[str, int] = dict(attrs.get("nonfinite", {"nan": 0, "inf": 0}))
+        self._buffer = np.empty((self.chunk_rows, settings.n_features), encoding.zarr_dtype)
+        self._filled = 0
+        self.closed = False
+        self.resumed_from = self.rows_written
+
+    @property
+    def rows_accepted(self) -> int:
+        """Rows written plus rows waiting in the chunk buffer."""
+        return self.rows_written + self._filled
+
+    def write(self, block: Any) -> None:
+        """Append rows ``(n_rows, n_features)``; writes every chunk that fills up."""
+        rows = self.encoding.encode(np.asarray(block))
+        if rows.ndim != 2 or rows.shape[1] != self.settings.n_features:
+            raise DatasetMismatchError(
+                f"{self.key.label()}: expected row blocks of shape (n, "
+                f"{self.settings.n_features}). Got {rows.shape} instead."
+            )
+        limit = self.settings.n_samples
+        if limit is not None and self.rows_accepted + len(rows) > limit:
+            raise DatasetMismatchError(
+                f"{self.key.label()}: more rows than the dataset's {limit} samples."
+            )
+        start = 0
+        while start < len(rows):
+            take = min(self.chunk_rows - self._filled, len(rows) - start)
+            self._buffer[self._filled : self._filled + take] = rows[start : start + take]
+            self._filled += take
+            start += take
+            if self._filled == self.chunk_rows:
+                self._flush()
+
+    def write_at(self, start: int, block: Any) -> None:
+        """Write rows ``start:start+len(block)``, skipping those already accepted.
+
+        Lets a caller that resumes several representations from the smallest common row
+        feed every writer the same blocks.
+        """
+        skip = self.rows_accepted - start
+        if skip < 0:
+            raise DatasetMismatchError(
+                f"{self.key.label()}: rows {self.rows_accepted}..{start} would be missing."
+            )
+        if skip < len(block):
+            self.write(block[skip:])
+
+    def _flush(self) -> None:
+        if self._filled == 0:
+            return
+        chunk = self._buffer[: self._filled]
+        self._count_nonfinite(chunk)
+        lo, hi = self.rows_written, self.rows_written + self._filled
+        try:
+            if self.settings.n_samples is None and hi > self.array.shape[0]:
+                self.array.resize((hi, self.settings.n_features))
+            self.array[lo:hi] = chunk
+            self.crcs.append(zlib.crc32(np.ascontiguousarray(chunk).tobytes()))
+            self.rows_written = hi
+            self._filled = 0
+            self.array.attrs.update(
+                {"rows_written": hi, "chunk_crc32": self.crcs, "nonfinite": self.nonfinite}
+            )
+        except OSError as err:
+            raise StoreWriteError(
+                f"Writing {self.key.label()} failed at row {lo}: {err.strerror or err}. "
+                "Free space or fix permissions, then run the same command again to resume."
+            ) from err
+        self.lease.heartbeat()
+
+    def _count_nonfinite(self, chunk: np.ndarray) -> None:
+        nan = int(np.isnan(chunk).sum())
+        inf = int(np.isinf(chunk).sum())
+        if nan == inf == 0:
+            return
+        if self.on_nonfinite == "error":
+            raise InputError(
+                f"{self.key.label()}: {nan} NaN and {inf} Inf values in rows "
+                f"{self.rows_written}..{self.rows_written + len(chunk)}. "
+                "Pass --on-nonfinite warn to store them anyway."
+            )
+        self.nonfinite = {"nan": self.nonfinite["nan"] + nan, "inf": self.nonfinite["inf"] + inf}
+
+    def close(self) -> None:
+        """Write the last partial chunk and mark the array complete."""
+        if self.closed:
+            return
+        self._flush()
+        n = self.settings.n_samples
+        if n is not None and self.rows_written != n:
+            raise DatasetMismatchError(
+                f"{self.key.label()}: got {self.rows_written} rows, the dataset has {n}."
+            )
+        if n is None and self.array.shape[0] != self.rows_written:
+            self.array.resize((self.rows_written, self.settings.n_features))
+        self.array.attrs.update(
+            {"complete": True, "n_samples": self.rows_written, "completed": utc_now()}
+        )
+        self.closed = True
+        self.lease.release()
+
+    def abort(self) -> None:
+        """Leave the array incomplete (resumable) and release the lease."""
+        self.closed = True
+        self.lease.release()
+
+    def __enter__(self) -> ReprWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+ProgressCallback = Callable[[int], None]
