@@ -156,8 +156,12 @@ def write_dataset(
         group = root.require_group(dataset_path(name))
         _write_column(group, "ids", ids if ids is not None else np.arange(n_samples))
         group.attrs.update(
-            {"n_samples": n_samples, "fingerprint": fingerprint, "source": source,
-             "created": utc_now()}
+            {
+                "n_samples": n_samples,
+                "fingerprint": fingerprint,
+                "source": source,
+                "created": utc_now(),
+            }
         )
     ds = open_dataset(root, name)
     if fingerprint is not None and ds.fingerprint is None:

@@ -1,0 +1,59 @@
+"""Turn errors into one line on stderr and an exit status, in one place."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from reprstore.errors import ReprstoreError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def debug_enabled() -> bool:
+    """``REPRSTORE_DEBUG=1`` shows full tracebacks."""
+    return os.environ.get("REPRSTORE_DEBUG", "") not in ("", "0")
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``Error: message`` as one line on stderr; return the Exit to raise."""
+    line = " ".join(str(message).split())
+    sys.stderr.write(f"Error: {line}\n")
+    sys.stderr.flush()
+    return typer.Exit(code)
+
+
+def handle_errors(fn: F) -> F:
+    """Decorate a command: reprstore errors → exit 1, Ctrl-C → 130, bugs → one line too."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except ReprstoreError as err:
+            if debug_enabled():
+                raise
+            raise fail(str(err)) from None
+        except KeyboardInterrupt:
+            raise fail("Interrupted. Run the same command again to resume.", 130) from None
+        except MemoryError:
+            raise fail("Out of memory. Lower --batch-size or --memory.") from None
+        except OSError as err:
+            if debug_enabled():
+                raise
+            raise fail(f"{err.strerror or err}: {err.filename or ''}".strip(": ")) from None
+        except Exception as err:
+            if debug_enabled():
+                raise
+            raise fail(
+                f"Unexpected {type(err).__name__}: {err} (set REPRSTORE_DEBUG=1 for the traceback)"
+            ) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,230 @@
+"""Read tensor files row block by row block: ``.npy``, ``.npz``, ``.pt``, ``.safetensors``.
+
+Used by ``reprstore import`` and by extraction's tensor-file data source. No reader holds
+a whole file in memory: ``.npy`` is memory-mapped, ``.npz`` members are streamed from the
+zip archive, ``.pt`` files are memory-mapped by ``torch.load(mmap=True)`` and
+``.safetensors`` are sliced lazily. torch is imported only for ``.pt`` and bfloat16
+safetensors.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reprstore.errors import InputError
+
+TENSOR_SUFFIXES = (".npy", ".npz", ".pt", ".pth", ".safetensors")
+
+
+@dataclass
+class TensorFile:
+    """One tensor inside a file; rows (axis 0) are samples.
+
+    ``read(start, stop)`` returns rows as a numpy array (bfloat16 converted to float32).
+    """
+
+    path: Path
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    read: Callable[[int, int], np.ndarray]
+
+    @property
+    def n_rows(self) -> int:
+        return self.shape[0]
+
+    def blocks(self, rows: int, start: int = 0) -> Iterator[np.ndarray]:
+        """Rows ``start:`` in blocks of at most ``rows``."""
+        for lo in range(start, self.n_rows, rows):
+            yield self.read(lo, min(lo + rows, self.n_rows))
+
+
+def open_tensor_files(path: str | Path, key: str | None = None) -> list[TensorFile]:
+    """Every tensor in ``path`` (or just ``key``), each as a :class:`TensorFile`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"No such file: {path}.")
+    suffix = path.suffix.lower()
+    readers = {
+        ".npy": _open_npy,
+        ".npz": _open_npz,
+        ".pt": _open_pt,
+        ".pth": _open_pt,
+        ".safetensors": _open_safetensors,
+    }
+    if suffix not in readers:
+        raise InputError(
+            f"{path.name}: unsupported file type {suffix or '(none)'}. "
+            f"Expected one of {', '.join(TENSOR_SUFFIXES)}."
+        )
+    try:
+        tensors = readers[suffix](path)
+    except InputError:
+        raise
+    except Exception as err:  # corrupt or foreign files raise anything
+        raise InputError(f"{path.name} is not a readable {suffix} array file: {err}") from err
+    if not tensors:
+        raise InputError(f"{path.name} holds no numeric array.")
+    if key is not None:
+        chosen = [t for t in tensors if t.name == key]
+        if not chosen:
+            names = ", ".join(t.name for t in tensors)
+            raise InputError(f"{path.name} has no tensor {key!r}. Tensors: {names}.")
+        return chosen
+    return tensors
+
+
+def _check_numeric(path: Path, name: str, dtype: Any, shape: tuple[int, ...]) -> None:
+    kind = np.dtype(dtype).kind if not str(dtype).startswith("bfloat") else "f"
+    if kind not in "fiub":
+        raise InputError(f"{path.name}:{name} has dtype {dtype}; expected numbers.")
+    if len(shape) < 1:
+        raise InputError(f"{path.name}:{name} is a scalar, not an array of rows.")
+
+
+def _open_npy(path: Path) -> list[TensorFile]:
+    arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    _check_numeric(path, path.stem, arr.dtype, arr.shape)
+    return [TensorFile(path, path.stem, tuple(arr.shape), str(arr.dtype), lambda a, b: arr[a:b])]
+
+
+def _npz_member_header(zf: zipfile.ZipFile, member: str) -> tuple[tuple[int, ...], np.dtype, bool]:
+    with zf.open(member) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    return tuple(shape), dtype, fortran
+
+
+def _open_npz(path: Path) -> list[TensorFile]:
+    zf = zipfile.ZipFile(path)
+    out = []
+    for member in zf.namelist():
+        if not member.endswith(".npy"):
+            continue
+        shape, dtype, fortran = _npz_member_header(zf, member)
+        name = member[: -len(".npy")]
+        _check_numeric(path, name, dtype, shape)
+        if fortran and len(shape) > 1:
+            raise InputError(f"{path.name}:{name} is Fortran-ordered; save it C-ordered.")
+        out.append(TensorFile(path, name, shape, str(dtype), _npz_reader(path, member)))
+    return out
+
+
+def _npz_reader(path: Path, member: str) -> Callable[[int, int], np.ndarray]:
+    """Rows from a zip member, read sequentially (zip streams cannot seek backwards cheaply)."""
+    state: dict[str, Any] = {}
+
+    def read(start: int, stop: int) -> np.ndarray:
+        if state.get("next") != start:
+            _reopen(start)
+        fh, shape, dtype = state["fh"], state["shape"], state["dtype"]
+        row_items = int(np.prod(shape[1:], dtype=np.int64))
+        raw = fh.read((stop - start) * row_items * dtype.itemsize)
+        state["next"] = stop
+        return np.frombuffer(raw, dtype=dtype).reshape((stop - start, *shape[1:]))
+
+    def _reopen(start: int) -> None:
+        if "fh" in state:
+            state["fh"].close()
+            state["zf"].close()
+        zf = zipfile.ZipFile(path)
+        fh = zf.open(member)
+        version = np.lib.format.read_magic(fh)
+        reader = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = reader(fh)
+        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        remaining = start * row_bytes
+        while remaining:
+            remaining -= len(fh.read(min(remaining, 2**24)))
+        state.update(zf=zf, fh=fh, shape=tuple(shape), dtype=dtype, next=start)
+
+    return read
+
+
+def _torch_to_numpy(tensor: Any) -> np.ndarray:
+    import torch
+
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.float()
+    return tensor.detach().cpu().numpy()
+
+
+def _open_pt(path: Path) -> list[TensorFile]:
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise InputError(
+            f"{path.name} cannot be loaded with weights_only=True (pickled objects are "
+            f"refused for safety): {str(err).splitlines()[0]}"
+        ) from err
+    items = obj.items() if isinstance(obj, dict) else [(path.stem, obj)]
+    out = []
+    for name, tensor in items:
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        shape = tuple(tensor.shape)
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        if tensor.is_floating_point() or dtype.startswith(("int", "uint", "bool")):
+            _check_numeric(path, str(name), "float32" if "bfloat" in dtype else dtype, shape)
+            out.append(TensorFile(path, str(name), shape, dtype, _slicer(tensor, _torch_to_numpy)))
+    if not out:
+        raise InputError(f"{path.name} holds no tensor (found {type(obj).__name__}).")
+    return out
+
+
+def _slicer(tensor: Any, convert: Callable[[Any], np.ndarray]) -> Callable[[int, int], np.ndarray]:
+    return lambda a, b: convert(tensor[a:b])
+
+
+def _open_safetensors(path: Path) -> list[TensorFile]:
+    from safetensors import safe_open
+
+    out = []
+    with safe_open(str(path), framework="numpy") as probe:
+        names = list(probe.keys())
+        meta = {n: probe.get_slice(n) for n in names}
+        shapes = {n: tuple(meta[n].get_shape()) for n in names}
+        dtypes = {n: str(meta[n].get_dtype()) for n in names}
+    for name in names:
+        dtype = _SAFETENSORS_DTYPES.get(dtypes[name], dtypes[name].lower())
+        _check_numeric(path, name, "float32" if dtype == "bfloat16" else dtype, shapes[name])
+        out.append(
+            TensorFile(path, name, shapes[name], dtype, _safetensors_reader(path, name, dtype))
+        )
+    return out
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+}  # fmt: skip
+
+
+def _safetensors_reader(path: Path, name: str, dtype: str) -> Callable[[int, int], np.ndarray]:
+    from safetensors import safe_open
+
+    framework = "pt" if dtype == "bfloat16" else "numpy"
+
+    def read(start: int, stop: int) -> np.ndarray:
+        with safe_open(str(path), framework=framework) as fh:
+            block = fh.get_slice(name)[start:stop]
+        return _torch_to_numpy(block) if framework == "pt" else np.asarray(block)
+
+    return read
