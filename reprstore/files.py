@@ -9,6 +9,7 @@ safetensors.
 
 from __future__ import annotations
 
+import os
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ class TensorFile:
             yield self.read(lo, min(lo + rows, self.n_rows))
 
 
-def open_tensor_files(path: str | Path, key: str | None = None) -> list[TensorFile]:
+def open_tensor_files(path: str | os.PathLike[str], key: str | None = None) -> list[TensorFile]:
     """Every tensor in ``path`` (or just ``key``), each as a :class:`TensorFile`."""
     path = Path(path)
     if not path.is_file():

@@ -161,7 +161,7 @@ def plan_import(
         raise DatasetMismatchError(f"--ids has {len(ids)} entries; the inputs have {n} rows.")
     items = []
     digests = {t.path: sha256_file(t.path) for t in tensors}
-    for tensor, layer_name in zip(tensors, layers):
+    for tensor, layer_name in zip(tensors, layers, strict=True):
         rkey = ReprKey(name, seed, checkpoint, layer_name)
         fp = f"sha256:{digests[tensor.path]}:{tensor.name}"
         settings = _settings(tensor, dataset, reduce, dtype, keep_bits, fp)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import zarr
@@ -28,7 +29,8 @@ class Dataset:
 
     @property
     def n_samples(self) -> int:
-        return int(self.group.attrs["n_samples"])
+        attrs: dict[str, Any] = self.group.attrs.asdict()
+        return int(attrs["n_samples"])
 
     @property
     def fingerprint(self) -> str | None:
@@ -37,7 +39,7 @@ class Dataset:
 
     def ids(self) -> np.ndarray:
         """The sample ids, shape ``(n_samples,)``."""
-        return np.asarray(self.group["ids"][:])
+        return np.asarray(_array(self.group, "ids")[:])
 
     def meta_columns(self) -> list[str]:
         if "meta" not in self.group:
@@ -53,11 +55,17 @@ class Dataset:
                 f"Dataset {self.name!r} has no metadata column {column!r}. "
                 f"Columns: {', '.join(self.meta_columns()) or 'none'}."
             )
-        return np.asarray(self.group[f"meta/{column}"][:])
+        return np.asarray(_array(self.group, f"meta/{column}")[:])
 
     def table(self) -> dict[str, np.ndarray]:
         """``id`` plus every metadata column, for row filters."""
         return {"id": self.ids(), **{c: self.meta(c) for c in self.meta_columns()}}
+
+
+def _array(group: zarr.Group, path: str) -> zarr.Array:
+    node = group[path]
+    assert isinstance(node, zarr.Array)
+    return node
 
 
 def _as_column(values: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ Decisions (measured on real MiniLM activations, see the benchmarks):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +80,7 @@ def bitround(values: np.ndarray, keep_bits: int) -> np.ndarray:
     mbits = _MANTISSA_BITS[values.dtype]
     if keep_bits >= mbits:
         return values
-    uint = _UINT[values.dtype.itemsize]
+    uint: Any = _UINT[values.dtype.itemsize]
     bits = values.view(uint)
     drop = mbits - keep_bits
     one = uint(1)

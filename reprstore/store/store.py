@@ -124,9 +124,9 @@ class Store:
             )
         if path is not None and path.exists() and not path.is_dir():
             raise StoreNotFoundError(f"{url} is a file, not a store directory.")
-        if path is not None and create and path.exists() and not (path / "zarr.json").exists():
-            if any(path.iterdir()):
-                raise StoreNotFoundError(
+        fresh = path is not None and create and path.exists() and not (path / "zarr.json").exists()
+        if fresh and any(path.iterdir()):  # type: ignore[union-attr]
+            raise StoreNotFoundError(
                     f"{url} is a non-empty directory that is not a zarr store; "
                     "choose a new path for the store."
                 )
@@ -140,7 +140,7 @@ class Store:
             raise StoreNotFoundError(f"{url} is not a zarr v3 group: {err}") from err
         marker = root.attrs.get(STORE_MARKER)
         if marker is None:
-            if not create or any(True for _ in root.keys()):
+            if not create or any(True for _ in root):
                 raise StoreNotFoundError(
                     f"{url} is a zarr group but not a reprstore store (no '{STORE_MARKER}' "
                     "attribute). Choose another path."
@@ -268,7 +268,7 @@ class Store:
         """Raise now if writing ``key`` would be refused (validate before any write)."""
         if not self.exists(key):
             return
-        attrs = dict(self.root[key.path].attrs)
+        attrs: dict[str, Any] = self.root[key.path].attrs.asdict()
         if attrs.get("complete") and not overwrite:
             raise AlreadyExistsError(
                 f"{key.label()} already exists and is complete. Pass --overwrite to replace it."
@@ -296,7 +296,7 @@ class Store:
             return arr
         dtype = encoding.zarr_dtype
         rows = chunk_rows_for(settings.n_features, dtype.itemsize, settings.n_samples)
-        attributes = {
+        attributes: dict[str, Any] = {
             "dataset": settings.dataset,
             "n_samples": settings.n_samples,
             "original_shape": list(settings.original_shape),

@@ -63,7 +63,7 @@ class ReprWriter:
         self.lease = lease
         self.on_nonfinite = on_nonfinite
         self.chunk_rows = int(array.chunks[0])
-        attrs = dict(array.attrs)
+        attrs: dict[str, Any] = array.attrs.asdict()
         whole_chunks = int(attrs.get("rows_written", 0)) // self.chunk_rows
         self.crcs: list[int] = list(attrs.get("chunk_crc32", []))[:whole_chunks]
         self.rows_written = len(self.crcs) * self.chunk_rows
