@@ -1,0 +1,5 @@
+"""``python -m reprstore`` runs the command line."""
+
+from reprstore.cli import main
+
+main()
