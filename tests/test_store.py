@@ -236,7 +236,9 @@ def test_keep_bits_shrinks_store_and_is_recorded(tmp_path: Path, rng: np.random.
         assert store.info(key).attrs["keep_bits"] == keep
     assert sizes[7] < 0.9 * sizes[None]
     stored = store.array(ReprKey("m", "0", "final", "k7"))[:].astype(np.float32)
-    assert np.max(np.abs(stored - x) / np.abs(x)) <= 2.0**-8  # half an ulp of 7 bits
+    normal = np.abs(x) > 1e-2  # away from float16's subnormals
+    rel = np.abs(stored - x)[normal] / np.abs(x)[normal]
+    assert rel.max() <= 2.0**-8 + 2.0**-11  # half an ulp of 7 bits, plus float16's own
 
 
 def test_keep_bits_out_of_range() -> None:
