@@ -1,0 +1,610 @@
+"""The CKA engine: compare in-memory or out-of-core arrays, pair by pair or as a grid.
+
+:func:`cka` compares two arrays (numpy, dask, zarr, torch or any array-like with
+``shape``, ``dtype`` and row slicing). :func:`compare_arrays` is the engine behind it and
+behind the store grids of :func:`compare`: it plans passes within a memory budget, builds
+one-pass dask graphs (:mod:`reprstore.stats.dask_graph`), and turns the finished
+statistics into :class:`~reprstore.metrics.cka.CKAResult` objects.
+
+Passes
+------
+* linear, biased/debiased: one pass reads every row block of every involved array once;
+  it accumulates each representation's own statistics once and each pair's cross
+  statistics. When the p × q cross matrices of all pairs exceed ``memory``, the pairs
+  are split over several passes.
+* minibatch: one pass (consecutive batches), or one pass per group of random batches that
+  fits in ``memory`` (``shuffle``). With the RBF kernel, one earlier pass for σ.
+* rbf, biased/debiased: needs the n × n kernels in memory; refused beyond ``memory``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from reprstore.errors import ComparisonError, InputError
+from reprstore.metrics.cka import (
+    CKAResult,
+    LinearSide,
+    check_bandwidth,
+    check_finite,
+    check_options,
+    check_rows,
+    cka_grams,
+    cka_linear_sides,
+    cka_minibatch,
+    linear_side,
+)
+from reprstore.stats import dask_graph
+from reprstore.stats.hsic import MIN_ROWS_UNBIASED, GramSummary, summarize_gram
+from reprstore.stats.kernels import Bandwidth, bandwidth, rbf_from_sq_distances, sq_distances
+from reprstore.stats.linear import NUMPY, Backend, count_nonfinite, shifted
+from reprstore.stats.minibatch import MinibatchSums, assign_batches, merge_sums
+
+DEFAULT_MEMORY = 2 * 1024**3
+DEFAULT_BATCH_SIZE = 256
+#: Target bytes of one row block (all involved arrays, float64) for in-memory inputs.
+TARGET_BLOCK_BYTES = 32 * 1024**2
+#: Up to this many rows the RBF median distance is exact; beyond, it is estimated.
+SIGMA_EXACT_ROWS = 4096
+SIGMA_SAMPLE_ROWS = 2048
+SIGMA_SEED = 0
+#: Statistics of one pass are counted this many times against ``memory`` (partial states
+#: alive at once in the tree reduction and the running tasks).
+STATE_COPIES = 4
+
+Progress = Callable[[int, int], None]
+Pair = tuple[int, int]
+
+
+# ---------------------------------------------------------------------------- options
+
+
+def parse_memory(value: int | str | None) -> int:
+    """Bytes from ``2GB``, ``512MiB``, ``1e9`` or an int; ``None`` gives the default (2 GiB)."""
+    if value is None:
+        return DEFAULT_MEMORY
+    if isinstance(value, int):
+        n = value
+    else:
+        m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([kKmMgGtT]?)(i?)[bB]?\s*", str(value))
+        if not m:
+            raise InputError(
+                f"Invalid memory limit: expected e.g. '2GB' or '512MiB'. Got {value!r} instead."
+            )
+        power = " KMGT".index(m.group(2).upper() or " ")
+        try:
+            n = int(float(m.group(1)) * (1024**power))
+        except ValueError as err:
+            raise InputError(f"Invalid memory limit {value!r}.") from err
+    if n <= 0:
+        raise InputError(f"The memory limit must be positive. Got {value!r} instead.")
+    return n
+
+
+class TorchBackend:
+    """Per-block products with torch on ``device`` (e.g. ``cuda``) in float64.
+
+    torch is imported only when a product runs, so the object pickles to dask workers.
+    """
+
+    def __init__(self, device: str = "cuda") -> None:
+        self.device = device
+
+    def prepare(self, x: np.ndarray) -> Any:
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(x)).to(self.device, torch.float64)
+
+    def cross(self, a: Any, b: Any) -> np.ndarray:
+        return (a.T @ b).cpu().numpy()
+
+    def outer(self, a: Any, b: Any) -> np.ndarray:
+        return (a @ b.T).cpu().numpy()
+
+    def __repr__(self) -> str:
+        return f"TorchBackend({self.device!r})"
+
+
+def resolve_backend(device: str | Backend) -> Backend:
+    """The backend for ``device``: ``cpu`` (numpy), ``cuda``/``cuda:N`` (torch) or a backend."""
+    if not isinstance(device, str):
+        return device
+    if device == "cpu":
+        return NUMPY
+    if re.fullmatch(r"cuda(:\d+)?", device):
+        try:
+            import torch
+        except ImportError as err:
+            raise InputError("--device cuda needs PyTorch, which is not installed.") from err
+        if not torch.cuda.is_available():
+            raise InputError(
+                f"--device {device} was asked for, but no CUDA GPU is available "
+                "(torch.cuda.is_available() is False). Use --device cpu."
+            )
+        return TorchBackend(device)
+    raise InputError(f"Unknown device {device!r}. Expected 'cpu' or 'cuda[:N]'.")
+
+
+# ------------------------------------------------------------------------ array inputs
+
+
+def _from_torch(x: Any) -> Any:
+    """A numpy view/copy of a torch tensor, without importing torch."""
+    if type(x).__module__.split(".")[0] != "torch":
+        return x
+    x = x.detach()
+    if str(x.dtype) == "torch.bfloat16":
+        x = x.float()
+    return x.cpu().numpy()
+
+
+def _stored_rows(x: Any) -> int | None:
+    """Row count of one stored chunk of an array-like (zarr, h5py), if it says."""
+    chunks = getattr(x, "chunks", None)
+    if isinstance(chunks, tuple) and chunks and isinstance(chunks[0], int):
+        return int(chunks[0])
+    return None
+
+
+def as_dask(x: Any, block_rows: int | None = None) -> da.Array:
+    """A 2-D dask array over ``x`` without reading it (torch tensors are converted).
+
+    Parameters
+    ----------
+    x : array-like, shape (n, p)
+    block_rows : int, optional
+        Rows per block for inputs that are not dask arrays already.
+    """
+    if isinstance(x, da.Array):
+        arr = x
+    else:
+        x = _from_torch(x)
+        if not hasattr(x, "shape") or not hasattr(x, "__getitem__"):
+            x = np.asarray(x)
+        rows = block_rows or _default_block_rows(x)
+        arr = da.from_array(x, chunks=(rows, -1))
+    if arr.ndim != 2:
+        raise InputError(
+            f"Expected a 2-D array (n_samples, n_features). Got shape {arr.shape} instead."
+        )
+    return arr
+
+
+def _default_block_rows(x: Any) -> int:
+    stored = _stored_rows(x) or 1
+    itemsize = 8 * max(int(x.shape[1]) if len(x.shape) > 1 else 1, 1)
+    rows = max(TARGET_BLOCK_BYTES // itemsize, 1)
+    return max(stored * (rows // stored), stored)
+
+
+def align_rows(arrays: Sequence[da.Array]) -> list[da.Array]:
+    """Give every array the row chunks of the first (rechunking only those that differ)."""
+    n = arrays[0].shape[0]
+    for a in arrays:
+        if a.shape[0] != n:
+            raise ComparisonError(
+                f"Row counts differ: expected {n} rows on both sides. Got {a.shape[0]} instead."
+            )
+    chunks = arrays[0].chunks[0]
+    return [a if a.chunks[0] == chunks else a.rechunk({0: chunks}) for a in arrays]
+
+
+# ---------------------------------------------------------------------------- planning
+
+
+def plan_linear_passes(
+    features: Sequence[int], pairs: Sequence[Pair], memory: int
+) -> list[tuple[list[int], list[Pair]]]:
+    """Group pairs into passes whose statistics fit ``memory`` bytes.
+
+    Each representation's own statistics (p² + 3p floats) are made in the first pass that
+    involves it; each pair adds p·q + p + q floats. Returns ``[(own, pairs), …]``.
+    """
+    passes: list[tuple[list[int], list[Pair]]] = []
+    done: set[int] = set()
+    own: list[int] = []
+    batch: list[Pair] = []
+    used = 0
+
+    def cost(i: int, j: int, have: set[int]) -> int:
+        new = {i, j} - have
+        floats = sum(features[k] ** 2 + 3 * features[k] for k in new)
+        if i != j:
+            floats += features[i] * features[j] + features[i] + features[j]
+        return 8 * floats * STATE_COPIES
+
+    for i, j in pairs:
+        need = cost(i, j, done | set(own))
+        if batch and used + need > memory:
+            passes.append((own, batch))
+            done |= set(own)
+            own, batch, used = [], [], 0
+            need = cost(i, j, done)
+        if need > memory:
+            raise ComparisonError(
+                f"One pair ({features[i]} × {features[j]} features) needs about "
+                f"{_human(need)} of statistics, more than the memory limit {_human(memory)}. "
+                "Raise --memory or use --estimator minibatch."
+            )
+        own += [k for k in dict.fromkeys((i, j)) if k not in done and k not in own]
+        batch.append((i, j))
+        used += need
+    if batch:
+        passes.append((own, batch))
+    return passes
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+# ------------------------------------------------------------------------------ engine
+
+
+class _Runner:
+    """Runs the passes of one comparison; counts them for progress."""
+
+    def __init__(self, scheduler: Any, progress: Progress | None, total: int) -> None:
+        self.scheduler = scheduler
+        self.progress = progress
+        self.total = total
+        self.done = 0
+
+    def __call__(self, *graphs: Any) -> tuple[Any, ...]:
+        out = dask_graph.compute(*graphs, scheduler=self.scheduler)
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, max(self.total, self.done))
+        return out
+
+
+def compare_arrays(
+    arrays: Sequence[Any],
+    pairs: Sequence[Pair],
+    *,
+    names: Sequence[str] | None = None,
+    mask: np.ndarray | None = None,
+    estimator: str = "debiased",
+    kernel: str = "linear",
+    sigma: float = 0.5,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    shuffle: int | None = None,
+    device: str | Backend = "cpu",
+    memory: int | str | None = None,
+    scheduler: Any = None,
+    split_every: int = dask_graph.DEFAULT_SPLIT_EVERY,
+    progress: Progress | None = None,
+) -> list[CKAResult]:
+    """CKA of each pair ``(i, j)`` of ``arrays``, reading every block once per pass.
+
+    Parameters
+    ----------
+    arrays : sequence of array-likes, each (n, p_i)
+        Same n; converted with :func:`as_dask` and aligned to the first one's row blocks.
+    pairs : sequence of (int, int)
+    names : labels for messages (default ``"0"``, ``"1"`` …)
+    mask : bool ndarray (n,), optional
+        Rows to compare (the same on both sides).
+    estimator, kernel, sigma, batch_size, shuffle, device, memory
+        See :func:`cka`.
+    scheduler : dask scheduler (``None``: the current default, local threads)
+    split_every : int
+        Partial states merged per node of the reduction tree.
+    progress : callable(done, total), optional
+        Called after each pass.
+
+    Returns
+    -------
+    list of CKAResult, in the order of ``pairs``
+    """
+    check_options(estimator, kernel)
+    if not pairs:
+        raise ComparisonError("Nothing to compare: the list of pairs is empty.")
+    if sigma is None or not sigma > 0 or not math.isfinite(sigma):
+        raise InputError(f"sigma must be a positive number. Got {sigma!r} instead.")
+    backend = resolve_backend(device)
+    budget = parse_memory(memory)
+    labels = list(names) if names is not None else [str(i) for i in range(len(arrays))]
+    dasks = align_rows([as_dask(a) for a in arrays])
+    n_total = dasks[0].shape[0]
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (n_total,):
+            raise InputError(
+                f"The row mask must have shape ({n_total},). Got {mask.shape} instead."
+            )
+    n = int(mask.sum()) if mask is not None else n_total
+    check_rows(n, "debiased" if estimator == "minibatch" else estimator)
+    ctx = dict(
+        arrays=dasks,
+        pairs=list(pairs),
+        mask=mask,
+        n=n,
+        names=labels,
+        backend=backend,
+        memory=budget,
+        scheduler=scheduler,
+        split_every=split_every,
+        progress=progress,
+    )
+    if estimator == "minibatch":
+        return _minibatch(**ctx, kernel=kernel, sigma=sigma, batch_size=batch_size, shuffle=shuffle)
+    if kernel == "rbf":
+        return _rbf_exact(**ctx, estimator=estimator, sigma=sigma)
+    return _linear_exact(**ctx, estimator=estimator)
+
+
+def _involved(pairs: Sequence[Pair]) -> list[int]:
+    return sorted({i for p in pairs for i in p})
+
+
+def _linear_exact(
+    *,
+    arrays: list[da.Array],
+    pairs: list[Pair],
+    mask: np.ndarray | None,
+    n: int,
+    names: list[str],
+    backend: Backend,
+    memory: int,
+    scheduler: Any,
+    split_every: int,
+    progress: Progress | None,
+    estimator: str,
+) -> list[CKAResult]:
+    passes = plan_linear_passes([a.shape[1] for a in arrays], pairs, memory)
+    run = _Runner(scheduler, progress, len(passes))
+    sides: dict[int, LinearSide] = {}
+    shifts: list[Any] = [None] * len(arrays)
+    results: dict[Pair, CKAResult] = {}
+    for own, batch in passes:
+        graph, _ = dask_graph.linear_pass(
+            arrays, own, batch, mask=mask, shifts=shifts, backend=backend, split_every=split_every
+        )
+        ((reprs, cross),) = run(graph)
+        for i, m in reprs.items():
+            shifts[i] = m.shift
+            sides[i] = linear_side(m, estimator, names[i])
+        for i, j in batch:
+            results[(i, j)] = cka_linear_sides(sides[i], sides[j], cross.get((i, j)), estimator)
+    return [results[p] for p in pairs]
+
+
+def _bandwidths(
+    arrays: list[da.Array],
+    idx: list[int],
+    mask: np.ndarray | None,
+    n: int,
+    sigma: float,
+    names: list[str],
+    run: _Runner,
+    exact_rows: int = SIGMA_EXACT_ROWS,
+) -> dict[int, Bandwidth]:
+    """σ of each representation in ``idx`` from one pass: exact up to ``exact_rows`` rows."""
+    rows = np.flatnonzero(mask) if mask is not None else np.arange(arrays[0].shape[0])
+    if n <= exact_rows:
+        method = f"exact median of all {n}² squared distances"
+    else:
+        rng = np.random.default_rng(SIGMA_SEED)
+        rows = np.sort(rng.choice(rows, size=SIGMA_SAMPLE_ROWS, replace=False))
+        method = (
+            f"median estimated from the {SIGMA_SAMPLE_ROWS}² squared distances among "
+            f"{SIGMA_SAMPLE_ROWS} of {n} rows drawn at random (seed {SIGMA_SEED})"
+        )
+    sample = np.zeros(arrays[0].shape[0], dtype=bool)
+    sample[rows] = True
+    data = run(*[dask_graph.gather_rows(arrays[i], sample) for i in idx])
+    return {
+        i: _checked_bandwidth(x, sigma, method, names[i], n) for i, x in zip(idx, data, strict=True)
+    }
+
+
+def _checked_bandwidth(x: np.ndarray, sigma: float, method: str, name: str, n: int) -> Bandwidth:
+    check_finite(name, count_nonfinite(x), x.shape[0])
+    bw = bandwidth(x, sigma, method)
+    check_bandwidth(bw, name, n)
+    return bw
+
+
+def _batch_groups(
+    ids: np.ndarray, rows_per_pass: int, batch_size: int, shuffle: int | None
+) -> list[np.ndarray]:
+    n_batches = int(ids.max()) + 1 if (ids >= 0).any() else 0
+    if n_batches == 0:
+        return []
+    if shuffle is None:
+        return [ids]
+    per = max(rows_per_pass // batch_size, 1)
+    return [np.where((ids >= g) & (ids < g + per), ids, -1) for g in range(0, n_batches, per)]
+
+
+def _minibatch(
+    *,
+    arrays: list[da.Array],
+    pairs: list[Pair],
+    mask: np.ndarray | None,
+    n: int,
+    names: list[str],
+    backend: Backend,
+    memory: int,
+    scheduler: Any,
+    split_every: int,
+    progress: Progress | None,
+    kernel: str,
+    sigma: float,
+    batch_size: int,
+    shuffle: int | None,
+) -> list[CKAResult]:
+    if batch_size < MIN_ROWS_UNBIASED:
+        raise InputError(
+            f"--batch-size must be at least {MIN_ROWS_UNBIASED}. Got {batch_size} instead."
+        )
+    idx = _involved(pairs)
+    if 8 * batch_size**2 * (len(idx) + 2) > memory:
+        raise ComparisonError(
+            f"Batches of {batch_size} rows need {_human(8 * batch_size**2 * (len(idx) + 2))} "
+            f"of kernels, more than the memory limit {_human(memory)}. Lower --batch-size."
+        )
+    ids = np.full(arrays[0].shape[0], -1, dtype=np.int64)
+    sel = np.flatnonzero(mask) if mask is not None else np.arange(ids.size)
+    ids[sel] = assign_batches(n, batch_size, shuffle)
+    row_bytes = 8 * sum(arrays[i].shape[1] for i in idx) * 2
+    groups = _batch_groups(ids, max(memory // row_bytes, 1), batch_size, shuffle)
+    run = _Runner(scheduler, progress, len(groups) + (kernel == "rbf"))
+    bws = _bandwidths(arrays, idx, mask, n, sigma, names, run) if kernel == "rbf" else {}
+    sigma2 = [bws[i].sigma2 if i in bws else None for i in range(len(arrays))]
+    sums = MinibatchSums()
+    cross = [(i, j) for i, j in dict.fromkeys(pairs) if i != j]
+    for g in groups:
+        graph = dask_graph.minibatch_pass(
+            arrays,
+            g,
+            idx,
+            cross,
+            kernel=kernel,
+            sigma2=sigma2,
+            backend=backend,
+            split_every=split_every,
+        )
+        sums = merge_sums(sums, run(graph)[0])
+    return [
+        cka_minibatch(
+            sums,
+            i,
+            j,
+            kernel=kernel,
+            batch_size=batch_size,
+            names=(names[i], names[j]),
+            bandwidths=(bws[i], bws[j]) if bws else None,
+        )
+        for i, j in pairs
+    ]
+
+
+def _rbf_exact(
+    *,
+    arrays: list[da.Array],
+    pairs: list[Pair],
+    mask: np.ndarray | None,
+    n: int,
+    names: list[str],
+    backend: Backend,
+    memory: int,
+    scheduler: Any,
+    split_every: int,
+    progress: Progress | None,
+    estimator: str,
+    sigma: float,
+) -> list[CKAResult]:
+    idx = _involved(pairs)
+    need = 8 * n * n * (len(idx) + 2)
+    if need > memory:
+        raise ComparisonError(
+            f"The exact {estimator} estimator with the rbf kernel needs the {n} × {n} kernels "
+            f"in memory ({_human(need)}), more than the memory limit {_human(memory)}. "
+            "Use --estimator minibatch or raise --memory."
+        )
+    run = _Runner(scheduler, progress, 1)
+    data = run(*[dask_graph.gather_rows(arrays[i], mask) for i in idx])
+    method = f"exact median of all {n}² squared distances"
+    grams: dict[int, GramSummary] = {}
+    bws: dict[int, Bandwidth] = {}
+    for i, x in zip(idx, data, strict=True):
+        bws[i] = _checked_bandwidth(x, sigma, method, names[i], n)
+        xs = shifted(x, x.mean(axis=0))
+        k = rbf_from_sq_distances(sq_distances(xs), bws[i].sigma2)
+        grams[i] = summarize_gram(k, centred=estimator == "biased")
+    return [
+        cka_grams(
+            grams[i],
+            grams[j],
+            estimator,
+            kernel="rbf",
+            bandwidths=(bws[i], bws[j]),
+            names=(names[i], names[j]),
+        )
+        for i, j in pairs
+    ]
+
+
+# -------------------------------------------------------------------------- public API
+
+
+def cka(
+    x: Any,
+    y: Any,
+    estimator: str = "debiased",
+    kernel: str = "linear",
+    sigma: float = 0.5,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    shuffle: int | None = None,
+    device: str | Backend = "cpu",
+    *,
+    memory: int | str | None = None,
+    scheduler: Any = None,
+    split_every: int = dask_graph.DEFAULT_SPLIT_EVERY,
+) -> CKAResult:
+    """Centred kernel alignment of two representations of the same samples.
+
+    Parameters
+    ----------
+    x : array-like, shape (n_samples, p)
+        numpy, dask, zarr or torch array (or any array-like with ``shape``, ``dtype`` and
+        row slicing). Out-of-core inputs are streamed; float16 and friends are accumulated
+        in float64.
+    y : array-like, shape (n_samples, q)
+    estimator : {"debiased", "biased", "minibatch"}
+        ``debiased`` (default): Song et al.'s unbiased HSIC; ``biased``: Kornblith et al.
+        (2019); ``minibatch``: Nguyen et al. (2021) over batches of ``batch_size`` rows.
+    kernel : {"linear", "rbf"}
+    sigma : float
+        RBF width as a multiple of the median distance: σ² = sigma² × median ‖xᵢ − xⱼ‖².
+    batch_size : int
+        Rows per minibatch (``minibatch`` only).
+    shuffle : int, optional
+        Seed of random batch membership; ``None`` = consecutive rows.
+    device : {"cpu", "cuda", "cuda:N"}
+        Where the per-block products run (float64 either way).
+    memory : int or str, optional
+        Bytes (or ``"2GB"``) the statistics of one pass may take; default 2 GiB.
+    scheduler : dask scheduler, optional
+    split_every : int
+        Fan-in of the reduction tree.
+
+    Returns
+    -------
+    CKAResult
+        ``.cka`` is the value; the other fields say how it was computed.
+
+    Raises
+    ------
+    ComparisonError
+        Too few rows, a constant representation, NaN/Inf in the input, different row counts.
+    InputError
+        Unknown estimator, kernel or device; bad sigma or batch size.
+    """
+    (result,) = compare_arrays(
+        [x, y],
+        [(0, 1)],
+        names=["A", "B"],
+        estimator=estimator,
+        kernel=kernel,
+        sigma=sigma,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        device=device,
+        memory=memory,
+        scheduler=scheduler,
+        split_every=split_every,
+    )
+    return result

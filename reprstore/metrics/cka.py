@@ -1,0 +1,332 @@
+"""Centred kernel alignment from finished statistics: pure functions, no I/O.
+
+Estimators (see SPEC.md): ``biased`` (Kornblith et al. 2019, HSIC₀), ``debiased``
+(the unbiased HSIC₁ of Song et al. 2012; the default) and ``minibatch`` (Nguyen, Raghu &
+Kornblith 2021, mean of per-batch HSIC₁). A comparison never returns a silent NaN or a
+value above 1: too few rows, a constant representation or NaN/Inf in the input raise
+:class:`~reprstore.errors.ComparisonError` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from reprstore.errors import ComparisonError, InputError
+from reprstore.stats.hsic import MIN_ROWS_UNBIASED, GramSummary, HsicTerms, hsic1
+from reprstore.stats.hsic import hsic_from_grams as _hsic_grams
+from reprstore.stats.kernels import KERNELS, Bandwidth
+from reprstore.stats.linear import PairMoments, ReprMoments, self_pair
+from reprstore.stats.minibatch import MinibatchSums
+
+ESTIMATORS = ("biased", "debiased", "minibatch")
+#: A value above 1 by at most this much is rounding and is clipped; more is an error.
+CLIP_TOLERANCE = 1e-6
+#: A representation whose centred spread is below this fraction of its magnitude is constant.
+CONSTANT_RTOL = 1e-20
+
+
+@dataclass(frozen=True)
+class CKAResult:
+    """One CKA value and how it was obtained.
+
+    Attributes
+    ----------
+    cka : float
+        The value, in [-1, 1] (unbiased estimators can be negative).
+    estimator, kernel : str
+    n_samples : int
+        Rows compared (after any row filter).
+    hsic_ab, hsic_aa, hsic_bb : float
+        The HSIC values of the ratio (for minibatch: means over batches).
+    n_batches, batch_size : int or None
+        Minibatch only.
+    sigma : float or None
+        The RBF ``sigma`` multiplier.
+    sigma2_a, sigma2_b : float or None
+        The RBF σ² used for each side.
+    sigma_method : str or None
+        How the median distance behind σ² was obtained (exact or estimated).
+    """
+
+    cka: float
+    estimator: str
+    kernel: str
+    n_samples: int
+    hsic_ab: float
+    hsic_aa: float
+    hsic_bb: float
+    n_batches: int | None = None
+    batch_size: int | None = None
+    sigma: float | None = None
+    sigma2_a: float | None = None
+    sigma2_b: float | None = None
+    sigma_method: str | None = None
+
+    def __float__(self) -> float:
+        return self.cka
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def check_options(estimator: str, kernel: str) -> None:
+    """Raise :class:`InputError` for an unknown estimator or kernel."""
+    if estimator not in ESTIMATORS:
+        raise InputError(
+            f"Unknown estimator {estimator!r}. Expected one of {', '.join(ESTIMATORS)}."
+        )
+    if kernel not in KERNELS:
+        raise InputError(f"Unknown kernel {kernel!r}. Expected one of {', '.join(KERNELS)}.")
+
+
+def check_rows(n: int, estimator: str) -> None:
+    """Raise when ``n`` rows are too few for ``estimator``."""
+    need = 2 if estimator == "biased" else MIN_ROWS_UNBIASED
+    if n < need:
+        raise ComparisonError(
+            f"Too few samples for the {estimator} estimator: expected at least {need} rows. "
+            f"Got {n} instead."
+        )
+
+
+def check_finite(name: str, bad: int, n: int) -> None:
+    """Raise when representation ``name`` had ``bad`` NaN/Inf rows among ``n``."""
+    if bad:
+        raise ComparisonError(
+            f"Representation {name} has NaN or Inf values in {bad} of {n} rows; "
+            "fix or filter them (--where) before comparing."
+        )
+
+
+def _constant(name: str, n: int) -> ComparisonError:
+    return ComparisonError(
+        f"Representation {name} is constant over the {n} rows compared (zero variance); "
+        "CKA is undefined."
+    )
+
+
+def ratio(hab: float, haa: float, hbb: float, names: tuple[str, str], n: int) -> float:
+    """CKA = hab / √(haa·hbb), refusing a zero or negative denominator and a value > 1."""
+    for name, h in zip(names, (haa, hbb), strict=True):
+        if not math.isfinite(h):
+            raise ComparisonError(f"HSIC of representation {name} with itself is not finite.")
+        if h <= 0.0:
+            raise ComparisonError(
+                f"HSIC of representation {name} with itself is {h:.3g} (not positive) over "
+                f"{n} rows: it is constant or has too few distinct rows; CKA is undefined."
+            )
+    value = hab / math.sqrt(haa * hbb)
+    if not math.isfinite(value):
+        raise ComparisonError(f"CKA of {names[0]} and {names[1]} is not finite.")
+    if abs(value) > 1.0:
+        if abs(value) - 1.0 > CLIP_TOLERANCE:
+            raise ComparisonError(
+                f"CKA of {names[0]} and {names[1]} came out as {value:.9g}, outside [-1, 1]: "
+                "the statistics are numerically unreliable."
+            )
+        value = math.copysign(1.0, value)
+    return float(value)
+
+
+def _centred_spread(m: ReprMoments) -> float:
+    """Σ‖xᵢ − x̄‖² from the moments."""
+    return m.sqnorm - float(m.total @ m.total) / m.n
+
+
+def _check_moments(m: ReprMoments, name: str) -> None:
+    check_finite(name, m.nonfinite, m.n)
+    spread = _centred_spread(m)
+    scale = m.sqnorm + m.n * float(m.shift @ m.shift)
+    if spread <= CONSTANT_RTOL * scale or spread <= 0.0:
+        raise _constant(name, m.n)
+
+
+def check_bandwidth(bw: Bandwidth, name: str, n: int) -> None:
+    """Raise when the RBF bandwidth of representation ``name`` is zero (constant data)."""
+    if not math.isfinite(bw.median):
+        raise ComparisonError(f"Representation {name} has NaN or Inf values; fix or filter them.")
+    if bw.median <= CONSTANT_RTOL * bw.scale or bw.median <= 0.0:
+        raise ComparisonError(
+            f"Representation {name} is constant or has mostly duplicate rows over the {n} rows "
+            "compared: the median pairwise distance is 0, so the RBF bandwidth is undefined."
+        )
+    if bw.sigma <= 0 or not math.isfinite(bw.sigma):
+        raise InputError(f"sigma must be a positive number. Got {bw.sigma} instead.")
+
+
+def _terms(
+    n: int, sx: np.ndarray, sqx: float, sy: np.ndarray, sqy: float, ab: PairMoments
+) -> HsicTerms:
+    return HsicTerms(
+        n=n,
+        tr_kl=float(np.vdot(ab.cross, ab.cross)) - ab.ab,
+        sum_k=float(sx @ sx) - sqx,
+        sum_l=float(sy @ sy) - sqy,
+        sum_kl=float(sx @ ab.cross @ sy) - float(ab.a_y @ sy) - float(ab.b_x @ sx) + ab.ab,
+    )
+
+
+def linear_terms(a: ReprMoments, b: ReprMoments, ab: PairMoments) -> HsicTerms:
+    """The unbiased-HSIC terms of two linear kernels from streamed moments.
+
+    tr(K̃L̃) = ‖XᵀY‖²_F − Σaᵢbᵢ; 1ᵀK̃1 = ‖Σxᵢ‖² − Σaᵢ;
+    1ᵀK̃L̃1 = s_xᵀ(XᵀY)s_y − (Σaᵢyᵢ)ᵀs_y − (Σbᵢxᵢ)ᵀs_x + Σaᵢbᵢ.
+    """
+    return _terms(a.n, a.total, a.sqnorm, b.total, b.sqnorm, ab)
+
+
+def linear_hsic(a: ReprMoments, b: ReprMoments, ab: PairMoments, estimator: str) -> float:
+    """HSIC of the linear kernels of two representations from their moments.
+
+    ``biased``: ‖X_cᵀY_c‖²_F with X_c, Y_c column-centred (= tr(KHLH)); ``debiased``: HSIC₁.
+    """
+    if estimator == "biased":
+        centred = ab.cross - np.outer(a.total, b.total) / a.n
+        return float(np.vdot(centred, centred))
+    return hsic1(linear_terms(a, b, ab))
+
+
+@dataclass(frozen=True)
+class LinearSide:
+    """What a linear-kernel comparison keeps of one representation once its pass is done.
+
+    The p × p Gram matrix is reduced to the self-HSIC, so grids hold p numbers per
+    representation, not p².
+    """
+
+    name: str
+    n: int
+    total: np.ndarray  # (p,) Σxᵢ of the shifted rows
+    sqnorm: float  # Σ‖xᵢ‖²
+    hsic: float  # HSIC(K, K) for the estimator
+
+
+def linear_side(m: ReprMoments, estimator: str, name: str = "A") -> LinearSide:
+    """Check a representation's moments (NaN/Inf, constant) and take its self-HSIC."""
+    check_options(estimator, "linear")
+    if estimator == "minibatch":
+        raise InputError("linear moments serve the exact estimators; use cka_minibatch.")
+    check_rows(m.n, estimator)
+    _check_moments(m, name)
+    hsic = linear_hsic(m, m, self_pair(m), estimator)
+    return LinearSide(name=name, n=m.n, total=m.total, sqnorm=m.sqnorm, hsic=hsic)
+
+
+def cka_linear_sides(
+    a: LinearSide, b: LinearSide, ab: PairMoments | None, estimator: str
+) -> CKAResult:
+    """Exact linear CKA of two checked sides and their cross moments (None: a is b)."""
+    if a.n != b.n:
+        raise ComparisonError(f"Row counts differ: {a.name} has {a.n}, {b.name} has {b.n}.")
+    if ab is None:
+        hab = a.hsic
+    elif estimator == "biased":
+        centred = ab.cross - np.outer(a.total, b.total) / a.n
+        hab = float(np.vdot(centred, centred))
+    else:
+        hab = hsic1(_terms(a.n, a.total, a.sqnorm, b.total, b.sqnorm, ab))
+    return CKAResult(
+        cka=ratio(hab, a.hsic, b.hsic, (a.name, b.name), a.n),
+        estimator=estimator,
+        kernel="linear",
+        n_samples=a.n,
+        hsic_ab=hab,
+        hsic_aa=a.hsic,
+        hsic_bb=b.hsic,
+    )
+
+
+def cka_linear(
+    a: ReprMoments,
+    b: ReprMoments,
+    ab: PairMoments | None,
+    estimator: str = "debiased",
+    names: tuple[str, str] = ("A", "B"),
+) -> CKAResult:
+    """Exact linear CKA from streamed statistics (``ab=None``: ``b`` is ``a``)."""
+    side_a = linear_side(a, estimator, names[0])
+    side_b = side_a if ab is None else linear_side(b, estimator, names[1])
+    return cka_linear_sides(side_a, side_b, ab, estimator)
+
+
+def _bandwidth_fields(
+    sigma: float | None, bw: tuple[Bandwidth, Bandwidth] | None
+) -> dict[str, object]:
+    if bw is None:
+        return {}
+    methods = {b.method for b in bw}
+    return {
+        "sigma": sigma,
+        "sigma2_a": bw[0].sigma2,
+        "sigma2_b": bw[1].sigma2,
+        "sigma_method": "; ".join(sorted(methods)),
+    }
+
+
+def cka_minibatch(
+    sums: MinibatchSums,
+    a: int,
+    b: int,
+    *,
+    kernel: str = "linear",
+    batch_size: int | None = None,
+    bandwidths: tuple[Bandwidth, Bandwidth] | None = None,
+    names: tuple[str, str] = ("A", "B"),
+) -> CKAResult:
+    """Minibatch CKA of representations ``a`` and ``b`` (indices into ``sums``)."""
+    if sums.n_batches == 0:
+        raise ComparisonError(
+            f"No minibatch of at least {MIN_ROWS_UNBIASED} rows: expected at least "
+            f"{MIN_ROWS_UNBIASED} rows. Got {sums.n_rows} instead."
+        )
+    for name, i in zip(names, (a, b), strict=True):
+        check_finite(name, sums.nonfinite.get(i, 0), sums.n_rows)
+        if sums.spread[i] <= CONSTANT_RTOL * sums.scale[i] or sums.spread[i] <= 0.0:
+            raise _constant(name, sums.n_rows)
+    k = sums.n_batches
+    hab = (sums.own[a] if a == b else sums.pairs[(a, b)]) / k
+    haa, hbb = sums.own[a] / k, sums.own[b] / k
+    return CKAResult(
+        cka=ratio(hab, haa, hbb, names, sums.n_rows),
+        estimator="minibatch",
+        kernel=kernel,
+        n_samples=sums.n_rows,
+        hsic_ab=hab,
+        hsic_aa=haa,
+        hsic_bb=hbb,
+        n_batches=k,
+        batch_size=batch_size,
+        **_bandwidth_fields(bandwidths[0].sigma if bandwidths else None, bandwidths),  # type: ignore[arg-type]
+    )
+
+
+def cka_grams(
+    ka: GramSummary,
+    kb: GramSummary,
+    estimator: str,
+    *,
+    kernel: str = "rbf",
+    bandwidths: tuple[Bandwidth, Bandwidth] | None = None,
+    names: tuple[str, str] = ("A", "B"),
+) -> CKAResult:
+    """Exact CKA from two in-memory kernels prepared by
+    :func:`~reprstore.stats.hsic.summarize_gram` (centred for ``biased``)."""
+    n = ka.n
+    check_rows(n, estimator)
+    biased = estimator == "biased"
+    hab = _hsic_grams(ka, kb, biased=biased)
+    haa = _hsic_grams(ka, ka, biased=biased)
+    hbb = _hsic_grams(kb, kb, biased=biased)
+    return CKAResult(
+        cka=ratio(hab, haa, hbb, names, n),
+        estimator=estimator,
+        kernel=kernel,
+        n_samples=n,
+        hsic_ab=hab,
+        hsic_aa=haa,
+        hsic_bb=hbb,
+        **_bandwidth_fields(bandwidths[0].sigma if bandwidths else None, bandwidths),  # type: ignore[arg-type]
+    )

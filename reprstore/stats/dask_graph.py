@@ -1,0 +1,246 @@
+"""The one dask adapter of :mod:`reprstore.stats`: one-pass graphs over row blocks.
+
+Every involved representation is a dask array with the same row chunks (a chunk is a
+*row block*) and one column chunk. A pass is a graph with, per row block, one task that
+receives that block of every involved array (each block is a node of the input graph,
+so it is read once however many pairs use it) and returns partial statistics; the
+partials are summed by a tree of merges (``split_every`` at a time) to one state. Blocks
+holding no selected row are not read at all.
+
+The per-representation shift of the linear statistics is the mean of the first block
+holding a selected row; its task shares that block's node with the block's own task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import dask
+import dask.array as da
+import dask.threaded
+import numpy as np
+from dask.delayed import Delayed
+
+from reprstore.stats import linear, minibatch
+from reprstore.stats.linear import NUMPY, Backend
+
+T = TypeVar("T")
+
+DEFAULT_SPLIT_EVERY = 8
+
+
+def row_blocks(arrays: Sequence[da.Array]) -> tuple[list[list[Delayed]], tuple[int, ...]]:
+    """The row blocks of arrays sharing one row chunking, as delayed nodes.
+
+    Parameters
+    ----------
+    arrays : sequence of dask arrays, each (n, p_i)
+        Same row chunks; any column chunking (it is merged to one chunk).
+
+    Returns
+    -------
+    (blocks, chunks)
+        ``blocks[i][k]`` is block k of array i; ``chunks`` the row counts of the blocks.
+    """
+    chunks = arrays[0].chunks[0]
+    out = []
+    for a in arrays:
+        if a.chunks[0] != chunks:
+            raise ValueError("all arrays of one pass must share their row chunks")
+        if len(a.chunks[1]) != 1:
+            a = a.rechunk({1: -1})
+        out.append(list(a.to_delayed().ravel()))
+    return out, chunks
+
+
+def _reduce_all(merge: Callable[[T, T], T], parts: list[T]) -> T:
+    return functools.reduce(merge, parts)
+
+
+def tree_reduce(parts: list[Any], merge: Callable[[T, T], T], split_every: int) -> Delayed:
+    """Merge delayed partial states ``split_every`` at a time down to one."""
+    if not parts:
+        raise ValueError("nothing to reduce: no row block holds a selected row")
+    if split_every < 2:
+        raise ValueError(f"split_every must be at least 2, got {split_every}")
+    while len(parts) > 1:
+        parts = [
+            dask.delayed(_reduce_all)(merge, parts[i : i + split_every])
+            for i in range(0, len(parts), split_every)
+        ]
+    out = parts[0]
+    return out if isinstance(out, Delayed) else dask.delayed(out)
+
+
+def _select(block: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+    return block if rows is None else block[rows]
+
+
+def _mask_slices(mask: np.ndarray | None, chunks: Sequence[int]) -> list[np.ndarray | None]:
+    if mask is None:
+        return [None] * len(chunks)
+    bounds = np.cumsum((0, *chunks))
+    return [mask[bounds[k] : bounds[k + 1]] for k in range(len(chunks))]
+
+
+def _any(rows: np.ndarray | None) -> bool:
+    return rows is None or bool(rows.any())
+
+
+def _shift_of(block: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+    return linear.block_shift(_select(block, rows))
+
+
+def _linear_task(
+    blocks: Sequence[np.ndarray | None],
+    rows: np.ndarray | None,
+    shifts: Sequence[np.ndarray | None],
+    pairs: Sequence[tuple[int, int]],
+    own: Sequence[int],
+    backend: Backend,
+) -> tuple[dict, dict]:
+    sel = [None if b is None else _select(b, rows) for b in blocks]
+    return linear.block_moments(sel, shifts, pairs, own, backend)  # type: ignore[arg-type]
+
+
+def linear_pass(
+    arrays: Sequence[da.Array],
+    own: Sequence[int],
+    pairs: Sequence[tuple[int, int]],
+    *,
+    mask: np.ndarray | None = None,
+    shifts: Sequence[Any] | None = None,
+    backend: Backend = NUMPY,
+    split_every: int = DEFAULT_SPLIT_EVERY,
+) -> tuple[Delayed, list[Any]]:
+    """Graph of one pass of linear statistics (own statistics of ``own``, cross of ``pairs``).
+
+    Parameters
+    ----------
+    arrays : sequence of dask arrays, each (n, p_i), same row chunks
+    own : indices of the arrays whose :class:`~reprstore.stats.linear.ReprMoments` to make
+    pairs : index pairs whose :class:`~reprstore.stats.linear.PairMoments` to make
+    mask : bool ndarray (n,) or None
+        Rows to use.
+    shifts : per array, a known shift (ndarray or Delayed) or None to derive it here.
+
+    Returns
+    -------
+    (Delayed, list)
+        The delayed ``(dict of ReprMoments, dict of PairMoments)`` and the shifts used
+        (pass them to later passes over the same arrays so that states stay compatible).
+    """
+    blocks, chunks = row_blocks(arrays)
+    rows = _mask_slices(mask, chunks)
+    live = [k for k in range(len(chunks)) if chunks[k] and _any(rows[k])]
+    if not live:
+        raise ValueError("no row is selected")
+    involved = set(own) | {i for p in pairs for i in p}
+    shift_list: list[Any] = list(shifts) if shifts is not None else [None] * len(arrays)
+    for i in involved:
+        if shift_list[i] is None:
+            shift_list[i] = dask.delayed(_shift_of)(blocks[i][live[0]], rows[live[0]])
+    parts = [
+        dask.delayed(_linear_task)(
+            [blocks[i][k] if i in involved else None for i in range(len(arrays))],
+            rows[k],
+            shift_list,
+            list(pairs),
+            list(own),
+            backend,
+        )
+        for k in live
+    ]
+    return tree_reduce(parts, linear.merge_block_moments, split_every), shift_list
+
+
+def minibatch_pass(
+    arrays: Sequence[da.Array],
+    batch_ids: np.ndarray,
+    own: Sequence[int],
+    pairs: Sequence[tuple[int, int]],
+    *,
+    kernel: str,
+    sigma2: Sequence[float | None],
+    backend: Backend = NUMPY,
+    split_every: int = DEFAULT_SPLIT_EVERY,
+) -> Delayed:
+    """Graph of one minibatch pass: the delayed :class:`~reprstore.stats.minibatch.MinibatchSums`.
+
+    Parameters
+    ----------
+    arrays : sequence of dask arrays, each (n, p_i), same row chunks
+    batch_ids : int ndarray (n,)
+        Batch of every stored row; −1 for rows this pass does not use.
+    """
+    blocks, chunks = row_blocks(arrays)
+    bounds = np.cumsum((0, *chunks))
+    used = batch_ids[batch_ids >= 0]
+    if used.size == 0:
+        raise ValueError("no batch to compute")
+    totals = np.bincount(used)
+    involved = set(own) | {i for p in pairs for i in p}
+    sums: list[Any] = []
+    pieces: dict[int, list[Any]] = {}
+    for k in range(len(chunks)):
+        ids = batch_ids[bounds[k] : bounds[k + 1]]
+        present = np.unique(ids[ids >= 0])
+        if present.size == 0:
+            continue
+        local = np.bincount(ids[ids >= 0], minlength=totals.size)[present]
+        whole = present[local == totals[present]]
+        part, piece = dask.delayed(minibatch.block_minibatch, nout=2)(
+            [blocks[i][k] if i in involved else None for i in range(len(arrays))],
+            ids,
+            whole,
+            list(own),
+            list(pairs),
+            kernel,
+            list(sigma2),
+            backend,
+        )
+        sums.append(part)
+        for b in np.setdiff1d(present, whole).tolist():
+            pieces.setdefault(b, []).append(piece)
+    for b, from_blocks in pieces.items():
+        sums.append(
+            dask.delayed(minibatch.finish_batches)(
+                from_blocks, [b], list(own), list(pairs), kernel, list(sigma2), backend
+            )
+        )
+    return tree_reduce(sums, minibatch.merge_sums, split_every)
+
+
+def gather_rows(array: da.Array, mask: np.ndarray | None) -> Delayed:
+    """Delayed in-memory copy of the selected rows of ``array`` (n, p) (small data only)."""
+    blocks, chunks = row_blocks([array])
+    rows = _mask_slices(mask, chunks)
+    live = [k for k in range(len(chunks)) if chunks[k] and _any(rows[k])]
+    parts = [dask.delayed(_select)(blocks[0][k], rows[k]) for k in live]
+    return dask.delayed(np.concatenate)(parts)
+
+
+@contextlib.contextmanager
+def _blas_single_thread(active: bool) -> Iterator[None]:
+    """Limit BLAS to one thread while dask runs several tasks at once (threadpoolctl, if any)."""
+    if not active:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: without it BLAS and dask threads may oversubscribe
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def compute(*objs: Any, scheduler: Any = None) -> tuple[Any, ...]:
+    """``dask.compute`` that keeps BLAS to one thread under the local threaded scheduler."""
+    get = dask.base.get_scheduler(scheduler=scheduler, collections=list(objs))
+    threaded = get is dask.threaded.get
+    with _blas_single_thread(threaded):
+        return dask.compute(*objs, scheduler=scheduler)

@@ -1,0 +1,96 @@
+"""Kernel matrices of small row blocks and the RBF bandwidth.
+
+Only for blocks small enough to hold an n × n matrix: minibatches, and the exact RBF
+estimators on small datasets. The linear exact estimators never build a kernel matrix
+(see :mod:`reprstore.stats.linear`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+KERNELS = ("linear", "rbf")
+
+
+def sq_distances(x: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances between the rows of ``x``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n, p)
+        Rows, float64. Shift them close to their mean first for accuracy.
+
+    Returns
+    -------
+    ndarray, shape (n, n)
+        ``d[i, j] = ‖xᵢ − xⱼ‖²``, clipped at zero, with an exact zero diagonal.
+    """
+    g = x @ x.T
+    norms = np.diagonal(g).copy()
+    g *= -2.0
+    g += norms[:, None]
+    g += norms[None, :]
+    np.maximum(g, 0.0, out=g)
+    np.fill_diagonal(g, 0.0)
+    return g
+
+
+def median_sq_distance(x: np.ndarray) -> tuple[float, float]:
+    """Median of all n² squared pairwise distances of the rows of ``x`` (diagonal included).
+
+    Parameters
+    ----------
+    x : ndarray, shape (n, p)
+
+    Returns
+    -------
+    (median, scale)
+        ``scale`` is the mean squared norm of the raw rows, to judge a zero median.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    scale = float(np.vdot(x, x)) / max(x.shape[0], 1)
+    d = sq_distances(x - x.mean(axis=0))
+    return float(np.median(d, overwrite_input=True)), scale
+
+
+def bandwidth(x: np.ndarray, sigma: float, method: str) -> Bandwidth:
+    """The :class:`Bandwidth` of rows ``x`` (m, p): exact if ``x`` is every row compared."""
+    median, scale = median_sq_distance(x)
+    return Bandwidth(sigma=sigma, median=median, method=method, scale=scale)
+
+
+def rbf_from_sq_distances(d: np.ndarray, sigma2: float) -> np.ndarray:
+    """Gaussian kernel exp(−d / (2σ²)) from squared distances ``d`` (n, n), in place."""
+    d *= -1.0 / (2.0 * sigma2)
+    np.exp(d, out=d)
+    return d
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    """The RBF bandwidth used for one representation.
+
+    Attributes
+    ----------
+    sigma : float
+        The user's multiplier (``--sigma``).
+    median : float
+        Median squared pairwise distance (exact or estimated).
+    method : str
+        How ``median`` was obtained, for the result (e.g. ``"exact median of 500² ..."``).
+    scale : float
+        Mean squared norm of the rows the median came from (a zero median is judged
+        against it).
+    """
+
+    sigma: float
+    median: float
+    method: str
+    scale: float = 1.0
+
+    @property
+    def sigma2(self) -> float:
+        """σ² = sigma² × median squared distance."""
+        return self.sigma**2 * self.median
