@@ -1,7 +1,34 @@
-"""reprstore: store neural-network representations in zarr and compare them out of core."""
+"""reprstore: store neural-network representations in zarr and compare them out of core.
+
+The public API is loaded lazily (``reprstore.Store`` imports zarr on first use), so
+``import reprstore`` and ``reprstore --help`` stay instant and never import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from reprstore.errors import ReprstoreError
 from reprstore.keys import ReprKey, Selector
 
 __version__ = "0.1.0"
-__all__ = ["ReprKey", "ReprstoreError", "Selector", "__version__"]
+
+# public name -> module that defines it
+_LAZY = {
+    "Store": "reprstore.store",
+    "ReprInfo": "reprstore.store",
+    "import_files": "reprstore.ingest",
+}
+
+__all__ = ["ReprKey", "ReprstoreError", "Selector", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'reprstore' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -14,9 +14,14 @@ import pytest
 TESTS = Path(__file__).parent
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Run ``python -m reprstore ARGS`` as a user would; tests/ is importable for model specs."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+    }
     env.pop("REPRSTORE_DEBUG", None)
     return subprocess.run(
         [sys.executable, "-m", "reprstore", *args],

@@ -165,10 +165,14 @@ def test_complete_array_needs_overwrite_and_other_settings_refused(
     with store.writer(KEY, settings(64, 4), encoding=Encoding("float32"), overwrite=True) as w:
         w.write(2 * x)
     np.testing.assert_array_equal(store.array(KEY)[:], 2 * x)
-    partial = store.writer(ReprKey("mlp", "0", "final", "p"), settings(64, 4), encoding=Encoding("float32"))
+    partial = store.writer(
+        ReprKey("mlp", "0", "final", "p"), settings(64, 4), encoding=Encoding("float32")
+    )
     partial.abort()
     with pytest.raises(InputError, match="other settings"):
-        store.writer(ReprKey("mlp", "0", "final", "p"), settings(64, 8), encoding=Encoding("float32"))
+        store.writer(
+            ReprKey("mlp", "0", "final", "p"), settings(64, 8), encoding=Encoding("float32")
+        )
 
 
 def test_wrong_row_counts_are_refused(tmp_path: Path) -> None:
@@ -179,7 +183,9 @@ def test_wrong_row_counts_are_refused(tmp_path: Path) -> None:
         with pytest.raises(DatasetMismatchError, match="expected row blocks"):
             w.write(np.zeros((2, 5)))
         w.write(np.zeros((10, 4)))
-    writer = store.writer(ReprKey("a", "0", "final", "b"), settings(10, 4), encoding=Encoding("float32"))
+    writer = store.writer(
+        ReprKey("a", "0", "final", "b"), settings(10, 4), encoding=Encoding("float32")
+    )
     writer.write(np.zeros((9, 4)))
     with pytest.raises(DatasetMismatchError, match="got 9 rows"):
         writer.close()
@@ -274,8 +280,12 @@ def test_select_by_dataset_and_globs(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "s.zarr", create=True)
     for seed in ("0", "1"):
         for layer in ("l1", "l2"):
-            s = ReprSettings("probe" if layer == "l1" else "other", 3, 4, (3,), "none", "float32", "float32")
-            with store.writer(ReprKey("m", seed, "final", layer), s, encoding=Encoding("float32")) as w:
+            s = ReprSettings(
+                "probe" if layer == "l1" else "other", 3, 4, (3,), "none", "float32", "float32"
+            )
+            with store.writer(
+                ReprKey("m", seed, "final", layer), s, encoding=Encoding("float32")
+            ) as w:
                 w.write(np.ones((4, 3)))
     assert len(store.select("seed=*")) == 4
     assert [i.key.layer for i in store.select("seed=1,dataset=probe")] == ["l1"]
