@@ -1,0 +1,139 @@
+"""Layer selection and forward hooks.
+
+:func:`select_layers` is the one place where names, globs or a callable become the list of
+layers to record, with one clear error. :func:`hooked` registers forward hooks for a
+block and removes every handle in its ``finally``, also when the block fails. A hook
+hands the (first) output tensor on at once; nothing piles up here.
+
+Besides module paths, a layer may name part of what the model *returns*: ``output`` (a
+model that returns a tensor), ``output.1`` (the second element of a returned tuple) or a
+field of a returned mapping / transformers ``ModelOutput`` (``last_hidden_state``,
+``hidden_states.3``). TorchScript models run no Python hooks, so only these work there.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from reprstore.errors import InputError
+
+LayerPatterns = str | Sequence[str] | Callable[[str], bool]
+OnOutput = Callable[[str, torch.Tensor], None]
+
+
+def parse_patterns(patterns: LayerPatterns) -> list[str] | Callable[[str], bool]:
+    """Split ``"a.*,b"`` into patterns; lists and callables pass through."""
+    if callable(patterns):
+        return patterns
+    if isinstance(patterns, str):
+        patterns = patterns.split(",")
+    out = [p.strip() for p in patterns if p.strip()]
+    if not out:
+        raise InputError("No layers given. Pass --layers NAME[,GLOB…]; see --list-layers.")
+    return out
+
+
+def select_layers(patterns: LayerPatterns, available: Sequence[str]) -> list[str]:
+    """The layers of ``available`` that ``patterns`` select, in ``available``'s order.
+
+    Parameters
+    ----------
+    patterns
+        Comma-separated names/globs (``encoder.layer.*,pooler``), a list of them, or a
+        predicate ``name -> bool``.
+    available
+        Every selectable name, in model order.
+
+    Raises
+    ------
+    InputError
+        When a pattern matches nothing; the message lists the closest real names.
+    """
+    parsed = parse_patterns(patterns)
+    if callable(parsed):
+        chosen = [name for name in available if parsed(name)]
+        if not chosen:
+            raise InputError("The layer predicate selected no layer. See --list-layers.")
+        return chosen
+    for pattern in parsed:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in available):
+            raise InputError(_unknown_layer_message(pattern, available))
+    return [n for n in available if any(fnmatch.fnmatchcase(n, p) for p in parsed)]
+
+
+def _unknown_layer_message(pattern: str, available: Sequence[str]) -> str:
+    close = difflib.get_close_matches(pattern, list(available), n=5, cutoff=0.4)
+    if not close:
+        close = [n for n in available if "." not in n][:5] or list(available)[:5]
+    return (
+        f"No layer matches {pattern!r}. Closest names: {', '.join(close)}. "
+        "Run with --list-layers to see them all."
+    )
+
+
+def module_names(model: nn.Module) -> list[str]:
+    """Every hookable submodule path (the root excluded), in model order."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return []
+    return [name for name, _ in model.named_modules() if name]
+
+
+def first_tensor(value: Any) -> torch.Tensor | None:
+    """The first tensor in an output (tensor, tuple/list, mapping or ModelOutput)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        for item in value:
+            found = first_tensor(item)
+            if found is not None:
+                return found
+    return None
+
+
+def output_leaves(value: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """Name every tensor a model returns: ``output``, ``output.0``, ``hidden_states.3`` …"""
+    if isinstance(value, torch.Tensor):
+        yield (prefix or "output"), value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from output_leaves(item, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, (tuple, list)):
+        for i, item in enumerate(value):
+            yield from output_leaves(item, f"{prefix or 'output'}.{i}")
+
+
+@contextmanager
+def hooked(model: nn.Module, layers: Sequence[str], on_output: OnOutput) -> Iterator[None]:
+    """Call ``on_output(layer, tensor)`` for every named module's output inside the block.
+
+    The tensor is the module's output (its first tensor for tuples and ModelOutputs),
+    detached. Every handle is removed when the block ends, however it ends.
+    """
+    modules = dict(model.named_modules())
+    handles = []
+    try:
+        for name in layers:
+            handles.append(modules[name].register_forward_hook(_hook(name, on_output)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _hook(name: str, on_output: OnOutput) -> Callable[..., None]:
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        tensor = first_tensor(output)
+        if tensor is None:
+            raise InputError(f"Layer {name!r} returned no tensor ({type(output).__name__}).")
+        on_output(name, tensor.detach())
+
+    return hook
