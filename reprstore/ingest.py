@@ -31,6 +31,15 @@ IMPORT_REDUCTIONS = ("none", "flatten")
 
 
 @dataclass(frozen=True)
+class ImportPlan:
+    """Validated work: rows per input, what to write, and what is already complete."""
+
+    n_samples: int
+    items: list[ImportItem]
+    skipped: list[ReprKey]
+
+
+@dataclass(frozen=True)
 class ImportItem:
     """One tensor to import and the key it goes to."""
 
@@ -138,7 +147,7 @@ def plan_import(
     ids: np.ndarray | None = None,
     meta: dict[str, np.ndarray] | None = None,
     overwrite: bool = False,
-) -> list[ImportItem]:
+) -> ImportPlan:
     """Open and validate every input; raise before anything is written."""
     if reduce not in IMPORT_REDUCTIONS:
         raise InputError(f"--reduce {reduce!r} is not available for import; use none or flatten.")
@@ -159,15 +168,18 @@ def plan_import(
     check_dataset(store.root, dataset, n, ids, meta)
     if ids is not None and len(ids) != n:
         raise DatasetMismatchError(f"--ids has {len(ids)} entries; the inputs have {n} rows.")
-    items = []
+    items, skipped = [], []
     digests = {t.path: sha256_file(t.path) for t in tensors}
     for tensor, layer_name in zip(tensors, layers, strict=True):
         rkey = ReprKey(name, seed, checkpoint, layer_name)
         fp = f"sha256:{digests[tensor.path]}:{tensor.name}"
         settings = _settings(tensor, dataset, reduce, dtype, keep_bits, fp)
+        if not overwrite and store.is_complete_with(rkey, settings):
+            skipped.append(rkey)  # the same file was imported already: nothing to do
+            continue
         store.check_writable(rkey, settings, overwrite)
         items.append(ImportItem(tensor, rkey, settings))
-    return items
+    return ImportPlan(n, items, skipped)
 
 
 def import_files(
@@ -190,6 +202,9 @@ def import_files(
 ) -> list[ReprKey]:
     """Import representation files; return the keys written.
 
+    Representations already complete from the same file and settings are skipped, so
+    running an interrupted import again finishes it.
+
     Parameters
     ----------
     files
@@ -205,17 +220,16 @@ def import_files(
     st = store if isinstance(store, Store) else Store.open(store, create=True)
     id_values = read_ids(ids) if ids is not None else None
     meta_values = read_meta(meta) if meta is not None else None
-    items = plan_import(
+    plan = plan_import(
         st, files, name=name, layer=layer, seed=seed, checkpoint=checkpoint, dataset=dataset,
         dtype=dtype, keep_bits=keep_bits, key=key, reduce=reduce, ids=id_values,
         meta=meta_values, overwrite=overwrite,
     )  # fmt: skip
-    n = items[0].settings.n_samples or 0
-    write_dataset(st.root, dataset, n, id_values, meta_values, source="import")
-    counter = _Counter(n * len(items), progress)
-    for item in items:
+    write_dataset(st.root, dataset, plan.n_samples, id_values, meta_values, source="import")
+    counter = _Counter(plan.n_samples * len(plan.items), progress)
+    for item in plan.items:
         _copy(st, item, Encoding(dtype, keep_bits), overwrite, counter)
-    return [item.key for item in items]
+    return [item.key for item in plan.items]
 
 
 class _Counter:

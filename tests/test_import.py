@@ -131,6 +131,7 @@ def test_ls_and_info_json(tmp_path: Path, rng: np.random.Generator) -> None:
 def filled_store(tmp_path: Path, rng: np.random.Generator) -> Path:
     np.save(tmp_path / "x.npy", rng.normal(size=(100, 4)).astype(np.float32))
     np.save(tmp_path / "short.npy", rng.normal(size=(90, 4)).astype(np.float32))
+    np.save(tmp_path / "y.npy", rng.normal(size=(100, 4)).astype(np.float32))
     (tmp_path / "text.npy").write_text("not an array")
     (tmp_path / "table.txt").write_text("1,2,3")
     import_files(tmp_path / "s.zarr", [tmp_path / "x.npy"], name="m", layer="a")
@@ -142,7 +143,8 @@ BAD_IMPORTS = [
     (["text.npy", "--name", "m", "--layer", "b"], "not a readable .npy"),
     (["table.txt", "--name", "m", "--layer", "b"], "unsupported file type"),
     (["missing.npy", "--name", "m", "--layer", "b"], "No such file"),
-    (["x.npy", "--name", "m", "--layer", "a"], "--overwrite"),
+    (["y.npy", "--name", "m", "--layer", "a"], "--overwrite"),
+    (["x.npy", "--name", "m", "--layer", "a", "--dtype", "float32"], "--overwrite"),
     (["x.npy", "--name", "m/x", "--layer", "b"], "'/'"),
     (["x.npy", "--name", "m", "--layer", ".."], "'..'"),
     (["x.npy", "--name", "m", "--layer", "b", "--dtype", "int8"], "storage dtype"),
@@ -173,6 +175,13 @@ def test_bad_imports_fail_cleanly_and_change_nothing(
 def test_bad_listing_fails_cleanly(filled_store: Path, args: list[str], needle: str) -> None:
     before = store_digest(filled_store / "s.zarr")
     assert_user_error(run_cli(*args, cwd=filled_store), needle)
+    assert store_digest(filled_store / "s.zarr") == before
+
+
+def test_same_import_again_is_a_no_op(filled_store: Path) -> None:
+    before = store_digest(filled_store / "s.zarr")
+    result = run_cli("import", "s.zarr", "x.npy", "--name", "m", "--layer", "a", cwd=filled_store)
+    assert result.returncode == 0 and "nothing to import" in result.stdout
     assert store_digest(filled_store / "s.zarr") == before
 
 

@@ -23,6 +23,7 @@ app = typer.Typer(
 app.command("import")(store_cmds.import_)
 app.command("ls")(store_cmds.ls)
 app.command("info")(store_cmds.info)
+app.command("verify")(store_cmds.verify)
 
 
 def main() -> None:

@@ -66,6 +66,8 @@ def import_(
         )  # fmt: skip
     for k in keys:
         console.print(f"imported [bold]{k.label()}[/bold]")
+    if not keys:
+        console.print("nothing to import: every input is already stored, complete")
 
 
 def _ls_row(info: Any) -> list[str]:
@@ -140,3 +142,38 @@ def info(
         summary["on disk"] = human_bytes(i.nbytes_stored)
         attrs = {k: v for k, v in i.attrs.items() if k not in summary}
         console.print(_tree(f"[bold cyan]{i.key.label()}[/bold cyan]", {**summary, **attrs}))
+
+
+@handle_errors
+def verify(
+    store: opt.StoreArg, selector: opt.SelectorArg = None, as_json: opt.JsonOpt = False
+) -> None:
+    """Check every chunk of the selected representations: present, decodable, checksum.
+
+    Also checks shapes, dtypes and dataset row counts. Exit status 1 if anything is wrong;
+    each problem names the representation and the chunk (row range) it concerns.
+    """
+    from reprstore.cli.progress import progress_bar
+    from reprstore.store.verify import verify as run_verify
+
+    with progress_bar("verify", unit="representations") as bar:
+        report = run_verify(store, selector, progress=bar)
+    if as_json:
+        typer.echo(json.dumps({
+            "representations": report.representations, "chunks": report.chunks,
+            "bytes_read": report.bytes_read, "problems": [str(p) for p in report.problems],
+        }, indent=2))  # fmt: skip
+    else:
+        for problem in report.problems:
+            console.print(f"[red]✗[/red] {problem}", highlight=False)
+        status = (
+            "[green]OK[/green]" if report.ok else f"[red]{len(report.problems)} problem(s)[/red]"
+        )
+        console.print(
+            f"verified {report.representations} representation(s), {report.chunks} chunk(s), "
+            f"{human_bytes(report.bytes_read)} read: {status}"
+        )
+    if not report.ok:
+        from reprstore.cli._errors import fail
+
+        raise fail(f"verify found {len(report.problems)} problem(s) in {store}.")

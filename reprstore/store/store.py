@@ -127,9 +127,9 @@ class Store:
         fresh = path is not None and create and path.exists() and not (path / "zarr.json").exists()
         if fresh and any(path.iterdir()):  # type: ignore[union-attr]
             raise StoreNotFoundError(
-                    f"{url} is a non-empty directory that is not a zarr store; "
-                    "choose a new path for the store."
-                )
+                f"{url} is a non-empty directory that is not a zarr store; "
+                "choose a new path for the store."
+            )
         try:
             root = zarr.open_group(url, mode="a" if create else "r")
         except (GroupNotFoundError, FileNotFoundError) as err:
@@ -264,6 +264,21 @@ class Store:
             lease.release()
             raise
 
+    def is_complete_with(self, key: ReprKey, settings: ReprSettings) -> bool:
+        """Whether ``key`` is complete and was written with exactly these settings.
+
+        Such a representation holds what the write would produce (same source fingerprint,
+        shape and encoding), so re-running the command skips it instead of refusing: that
+        is how a multi-layer import or extraction resumes after a crash.
+        """
+        if not self.exists(key):
+            return False
+        attrs: dict[str, Any] = self.root[key.path].attrs.asdict()
+        if not attrs.get("complete"):
+            return False
+        stored = ReprSettings.from_dict(attrs.get("settings", {}))
+        return not stored.differences(settings) and settings.source_fingerprint is not None
+
     def check_writable(self, key: ReprKey, settings: ReprSettings, overwrite: bool) -> None:
         """Raise now if writing ``key`` would be refused (validate before any write)."""
         if not self.exists(key):
@@ -271,7 +286,8 @@ class Store:
         attrs: dict[str, Any] = self.root[key.path].attrs.asdict()
         if attrs.get("complete") and not overwrite:
             raise AlreadyExistsError(
-                f"{key.label()} already exists and is complete. Pass --overwrite to replace it."
+                f"{key.label()} already exists and is complete (from other data or settings). "
+                "Pass --overwrite to replace it."
             )
         if not attrs.get("complete") and not overwrite:
             diffs = ReprSettings.from_dict(attrs.get("settings", {})).differences(settings)

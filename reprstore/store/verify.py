@@ -1,0 +1,159 @@
+"""``reprstore verify``: every chunk present, decodable and matching its recorded CRC-32.
+
+Reads one chunk at a time, so verifying a store needs no more memory than one chunk.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+
+from reprstore.errors import NotFoundError
+from reprstore.keys import ReprKey
+from reprstore.store.encoding import Encoding
+from reprstore.store.store import Store
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one representation (or dataset)."""
+
+    where: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.what}"
+
+
+@dataclass
+class VerifyReport:
+    """What ``verify`` checked and found."""
+
+    representations: int = 0
+    chunks: int = 0
+    bytes_read: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _chunk_present(arr: zarr.Array, index: int) -> bool:
+    key = arr.metadata.encode_chunk_key((index, 0))
+    path = f"{arr.path}/{key}" if arr.path else key
+    store = arr.store_path.store
+    return bool(sync(store.exists(path)))
+
+
+def _chunk_bytes(arr: zarr.Array, index: int) -> int:
+    key = arr.metadata.encode_chunk_key((index, 0))
+    path = f"{arr.path}/{key}" if arr.path else key
+    buf = sync(arr.store_path.store.get(path, prototype=default_buffer_prototype()))
+    return len(buf) if buf is not None else 0
+
+
+def _check_layout(
+    store: Store, key: ReprKey, arr: zarr.Array, attrs: dict[str, Any]
+) -> Iterator[str]:
+    settings = attrs.get("settings", {})
+    n_features = settings.get("n_features")
+    if arr.ndim != 2:
+        yield f"has {arr.ndim} dimensions; expected (n_samples, n_features)"
+        return
+    if n_features is not None and arr.shape[1] != n_features:
+        yield f"has {arr.shape[1]} features; its settings say {n_features}"
+    stored = attrs.get("stored_dtype")
+    if stored is not None and str(arr.dtype) != str(Encoding(stored).zarr_dtype):
+        yield f"has dtype {arr.dtype}; stored_dtype {stored} needs {Encoding(stored).zarr_dtype}"
+    dataset = attrs.get("dataset")
+    try:
+        n = store.dataset(str(dataset)).n_samples
+    except NotFoundError:
+        yield f"refers to dataset {dataset!r}, which does not exist"
+        return
+    if attrs.get("complete") and arr.shape[0] != n:
+        yield f"has {arr.shape[0]} rows; dataset {dataset!r} has {n}"
+
+
+def _check_chunks(arr: zarr.Array, attrs: dict[str, Any], report: VerifyReport) -> Iterator[str]:
+    rows = int(arr.chunks[0])
+    written = int(attrs.get("rows_written", 0))
+    crcs = list(attrs.get("chunk_crc32", []))
+    expected_chunks = -(-written // rows)
+    if len(crcs) != expected_chunks:
+        yield f"records {len(crcs)} checksums for {expected_chunks} written chunks"
+    for index in range(min(expected_chunks, len(crcs))):
+        lo, hi = index * rows, min((index + 1) * rows, written)
+        where = f"chunk {index} (rows {lo}..{hi})"
+        report.chunks += 1
+        if not _chunk_present(arr, index):
+            yield f"{where} is missing"
+            continue
+        report.bytes_read += _chunk_bytes(arr, index)
+        try:
+            block = np.ascontiguousarray(arr[lo:hi])
+        except Exception as err:  # codecs raise many types on corrupt bytes
+            yield f"{where} does not decode ({type(err).__name__}: {err})"
+            continue
+        if zlib.crc32(block.tobytes()) != int(crcs[index]):
+            yield f"{where} does not match its checksum (corrupted on disk)"
+
+
+def verify_representation(store: Store, key: ReprKey, report: VerifyReport) -> None:
+    """Append every problem of one representation to ``report``."""
+    arr = store.array(key, allow_incomplete=True)
+    attrs: dict[str, Any] = arr.attrs.asdict()
+    report.representations += 1
+    where = key.label()
+    problems = list(_check_layout(store, key, arr, attrs))
+    if not attrs.get("complete"):
+        problems.append(
+            f"is incomplete ({attrs.get('rows_written', 0)} of {arr.shape[0]} rows): "
+            "run its extraction or import again to resume"
+        )
+    problems.extend(_check_chunks(arr, attrs, report))
+    report.problems.extend(Problem(where, p) for p in problems)
+
+
+def verify_datasets(store: Store, report: VerifyReport) -> None:
+    """Ids and metadata columns have one entry per sample."""
+    for name in store.datasets():
+        ds = store.dataset(name)
+        n = ds.n_samples
+        if len(ds.ids()) != n:
+            report.problems.append(
+                Problem(f"dataset {name}", f"has {len(ds.ids())} ids for {n} samples")
+            )
+        for column in ds.meta_columns():
+            if len(ds.meta(column)) != n:
+                report.problems.append(
+                    Problem(
+                        f"dataset {name}",
+                        f"column {column!r} has {len(ds.meta(column))} rows, not {n}",
+                    )
+                )
+
+
+def verify(
+    store: str | Store,
+    selector: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> VerifyReport:
+    """Check the selected representations (all by default) and the datasets."""
+    st = store if isinstance(store, Store) else Store.open(store)
+    report = VerifyReport()
+    verify_datasets(st, report)
+    keys = [info.key for info in st.select(selector)]
+    for done, key in enumerate(keys, 1):
+        verify_representation(st, key, report)
+        if progress is not None:
+            progress(done, len(keys))
+    return report

@@ -1,0 +1,194 @@
+"""Crash safety, verify, disk full and read-only stores (issue: reliability)."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from conftest import TESTS, assert_user_error, run_cli, store_digest
+
+from reprstore.ingest import import_files
+from reprstore.keys import ReprKey
+from reprstore.store import Store
+
+
+def _cli_popen(*args: str, cwd: Path) -> subprocess.Popen:
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    return subprocess.Popen([sys.executable, "-m", "reprstore", *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+
+
+def _values(store: Path) -> dict[str, np.ndarray]:
+    group = zarr.open_group(str(store), mode="r")
+    out = {}
+    for model in group["reprs"].group_keys():
+        for seed in group[f"reprs/{model}"].group_keys():
+            for ckpt in group[f"reprs/{model}/{seed}"].group_keys():
+                for layer in group[f"reprs/{model}/{seed}/{ckpt}"].array_keys():
+                    arr = group[f"reprs/{model}/{seed}/{ckpt}/{layer}"]
+                    assert arr.attrs["complete"] is True
+                    out[arr.path] = arr[:]
+    return out
+
+
+def kill_and_resume(args: list[str], cwd: Path, kills: int, window: tuple[float, float],
+                    seed: int) -> list[str]:  # fmt: skip
+    """Start a command, SIGKILL it at random moments, restart it each time; run it to the end.
+
+    Returns the state seen after each kill (incomplete/complete) for the report.
+    """
+    rnd = random.Random(seed)
+    seen = []
+    for _ in range(kills):
+        proc = _cli_popen(*args, cwd=cwd)
+        time.sleep(rnd.uniform(*window))
+        proc.kill()
+        proc.wait()
+        seen.append("killed" if proc.returncode == -9 else f"finished rc={proc.returncode}")
+        store = cwd / args[1]
+        if store.exists() and (store / "reprs").exists():
+            # nothing may look complete unless all of its rows are there
+            for path, info in _complete_flags(store).items():
+                if info["complete"]:
+                    assert info["rows_written"] == info["n"], path
+    final = _cli_popen(*args, cwd=cwd)
+    _, err = final.communicate(timeout=300)
+    assert final.returncode == 0, err.decode()
+    return seen
+
+
+def _complete_flags(store: Path) -> dict[str, dict]:
+    out = {}
+    for meta in store.glob("reprs/*/*/*/*/zarr.json"):
+        doc = json.loads(meta.read_text())
+        attrs = doc.get("attributes", {})
+        out[str(meta.parent)] = {"complete": attrs.get("complete"),
+                                 "rows_written": attrs.get("rows_written"),
+                                 "n": doc["shape"][0]}  # fmt: skip
+    return out
+
+
+def test_import_survives_ten_random_kills(tmp_path: Path, rng: np.random.Generator) -> None:
+    for i in range(3):
+        np.save(tmp_path / f"layer_{i}.npy", rng.normal(size=(60_000, 128)).astype(np.float32))
+    args = ["import", "s.zarr", "layer_0.npy", "layer_1.npy", "layer_2.npy", "--name", "m",
+            "--layer", "{stem}", "--dtype", "float32"]  # fmt: skip
+    seen = kill_and_resume(args, tmp_path, kills=10, window=(0.6, 2.5), seed=1)
+    assert seen.count("killed") >= 5, seen  # most kills landed mid-run
+    reference = tmp_path / "ref"
+    reference.mkdir()
+    for i in range(3):
+        (reference / f"layer_{i}.npy").symlink_to(tmp_path / f"layer_{i}.npy")
+    assert run_cli(*args, cwd=reference).returncode == 0
+    got, want = _values(tmp_path / "s.zarr"), _values(reference / "s.zarr")
+    assert got.keys() == want.keys() and len(got) == 3
+    for path in want:
+        np.testing.assert_array_equal(got[path], want[path])
+    assert run_cli("verify", "s.zarr", cwd=tmp_path).returncode == 0
+
+
+def _two_layer_store(path: Path, rng: np.random.Generator) -> Path:
+    for i in range(2):
+        np.save(path / f"l{i}.npy", rng.normal(size=(5000, 300)).astype(np.float32))
+    import_files(path / "s.zarr", [path / "l0.npy", path / "l1.npy"], name="m", layer="{stem}")
+    return path / "s.zarr"
+
+
+def test_verify_clean_store(tmp_path: Path, rng: np.random.Generator) -> None:
+    store = _two_layer_store(tmp_path, rng)
+    result = run_cli("verify", str(store), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["representations"] == 2 and report["problems"] == []
+    assert report["chunks"] == 2 * -(-5000 // Store.open(store).info(
+        ReprKey("m", "0", "final", "l0")).chunks[0])  # fmt: skip
+
+
+def test_verify_names_corrupted_and_missing_chunks(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    store = _two_layer_store(tmp_path, rng)
+    chunk = store / "reprs/m/0/final/l0/c/1/0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    chunk.write_bytes(bytes(data))
+    (store / "reprs/m/0/final/l1/c/0/0").unlink()
+    result = run_cli("verify", str(store))
+    assert result.returncode == 1
+    assert "m/0/final:l0: chunk 1 (rows" in result.stdout
+    assert "corrupted" in result.stdout or "does not decode" in result.stdout
+    assert "m/0/final:l1: chunk 0 (rows 0.." in result.stdout and "missing" in result.stdout
+    assert_user_error(result, "2 problem(s)")
+
+
+def test_verify_reports_truncated_chunk_and_incomplete(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    store = _two_layer_store(tmp_path, rng)
+    chunk = store / "reprs/m/0/final/l1/c/0/0"
+    chunk.write_bytes(chunk.read_bytes()[:100])
+    meta = store / "reprs/m/0/final/l0/zarr.json"
+    doc = json.loads(meta.read_text())
+    doc["attributes"]["complete"] = False
+    meta.write_text(json.dumps(doc))
+    out = run_cli("verify", str(store)).stdout
+    assert "l1: chunk 0" in out and ("does not decode" in out or "checksum" in out)
+    assert "l0: is incomplete" in out
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB tmpfs (needs root; skipped where mounting is not allowed)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_disk_full_fails_cleanly_then_resumes(tiny_disk: Path, tmp_path: Path,
+                                              rng: np.random.Generator) -> None:  # fmt: skip
+    x = rng.normal(size=(20_000, 64)).astype(np.float32)  # 5 MiB, incompressible noise
+    np.save(tmp_path / "x.npy", x)
+    args = ["import", str(tiny_disk / "s.zarr"), str(tmp_path / "x.npy"), "--name", "m",
+            "--layer", "a", "--dtype", "float32"]  # fmt: skip
+    result = run_cli(*args)
+    assert_user_error(result, "No space left")
+    info = Store.open(tiny_disk / "s.zarr").info(ReprKey("m", "0", "final", "a"))
+    assert not info.complete and info.rows_written < 20_000
+    before = info.rows_written
+    subprocess.run(["mount", "-o", "remount,size=32m", str(tiny_disk)], check=True)
+    assert run_cli(*args).returncode == 0
+    stored = zarr.open_array(str(tiny_disk / "s.zarr/reprs/m/0/final/a"), mode="r")
+    np.testing.assert_array_equal(stored[:], x)
+    assert stored.attrs["complete"] is True
+
+
+def test_read_only_store_fails_cleanly(tiny_disk: Path, tmp_path: Path,
+                                       rng: np.random.Generator) -> None:  # fmt: skip
+    np.save(tmp_path / "x.npy", rng.normal(size=(100, 4)).astype(np.float32))
+    args = ["import", str(tiny_disk / "s.zarr"), str(tmp_path / "x.npy"), "--name", "m",
+            "--layer", "a"]  # fmt: skip
+    assert run_cli(*args).returncode == 0
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
+    before = store_digest(tiny_disk / "s.zarr")
+    other = [*args[:-1], "b"]
+    assert_user_error(run_cli(*other), "read-only")
+    assert store_digest(tiny_disk / "s.zarr") == before
+    listing = run_cli("ls", str(tiny_disk / "s.zarr"))
+    assert listing.returncode == 0 and "a" in listing.stdout
