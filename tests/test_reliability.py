@@ -171,7 +171,6 @@ def test_disk_full_fails_cleanly_then_resumes(tiny_disk: Path, tmp_path: Path,
     assert_user_error(result, "No space left")
     info = Store.open(tiny_disk / "s.zarr").info(ReprKey("m", "0", "final", "a"))
     assert not info.complete and info.rows_written < 20_000
-    before = info.rows_written
     subprocess.run(["mount", "-o", "remount,size=32m", str(tiny_disk)], check=True)
     assert run_cli(*args).returncode == 0
     stored = zarr.open_array(str(tiny_disk / "s.zarr/reprs/m/0/final/a"), mode="r")

@@ -39,7 +39,7 @@ class Dataset:
 
     def ids(self) -> np.ndarray:
         """The sample ids, shape ``(n_samples,)``."""
-        return _as_column(_array(self.group, "ids")[:])
+        return _as_column(np.asarray(_array(self.group, "ids")[:]))
 
     def meta_columns(self) -> list[str]:
         if "meta" not in self.group:
@@ -55,7 +55,7 @@ class Dataset:
                 f"Dataset {self.name!r} has no metadata column {column!r}. "
                 f"Columns: {', '.join(self.meta_columns()) or 'none'}."
             )
-        return _as_column(_array(self.group, f"meta/{column}")[:])
+        return _as_column(np.asarray(_array(self.group, f"meta/{column}")[:]))
 
     def table(self) -> dict[str, np.ndarray]:
         """``id`` plus every metadata column, for row filters."""
