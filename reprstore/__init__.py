@@ -19,6 +19,8 @@ _LAZY = {
     "Store": "reprstore.store",
     "ReprInfo": "reprstore.store",
     "import_files": "reprstore.ingest",
+    "extract": "reprstore.extraction",
+    "recorder": "reprstore.extraction",
 }
 
 __all__ = ["ReprKey", "ReprstoreError", "Selector", "__version__", *_LAZY]

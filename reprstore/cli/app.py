@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from reprstore.cli import store_cmds
+from reprstore.cli import extract_cmd, store_cmds
 
 app = typer.Typer(
     name="reprstore",
@@ -20,6 +20,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+app.command("extract")(extract_cmd.extract)
 app.command("import")(store_cmds.import_)
 app.command("ls")(store_cmds.ls)
 app.command("info")(store_cmds.info)

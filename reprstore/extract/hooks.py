@@ -5,6 +5,9 @@ layers to record, with one clear error. :func:`hooked` registers forward hooks f
 block and removes every handle in its ``finally``, also when the block fails. A hook
 hands the (first) output tensor on at once; nothing piles up here.
 
+Patterns are dotted-path globs: ``*`` matches within one name (``encoder.layer.*`` is the
+six blocks, not their submodules), ``**`` across names (``encoder.**.output``).
+
 Besides module paths, a layer may name part of what the model *returns*: ``output`` (a
 model that returns a tensor), ``output.1`` (the second element of a returned tuple) or a
 field of a returned mapping / transformers ``ModelOutput`` (``last_hidden_state``,
@@ -14,7 +17,7 @@ field of a returned mapping / transformers ``ModelOutput`` (``last_hidden_state`
 from __future__ import annotations
 
 import difflib
-import fnmatch
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -62,10 +65,44 @@ def select_layers(patterns: LayerPatterns, available: Sequence[str]) -> list[str
         if not chosen:
             raise InputError("The layer predicate selected no layer. See --list-layers.")
         return chosen
-    for pattern in parsed:
-        if not any(fnmatch.fnmatchcase(name, pattern) for name in available):
+    regexes = [layer_glob(p) for p in parsed]
+    for pattern, regex in zip(parsed, regexes, strict=True):
+        if not any(regex.fullmatch(name) for name in available):
             raise InputError(_unknown_layer_message(pattern, available))
-    return [n for n in available if any(fnmatch.fnmatchcase(n, p) for p in parsed)]
+    return [n for n in available if any(r.fullmatch(n) for r in regexes)]
+
+
+def is_glob(pattern: str) -> bool:
+    """Whether a layer pattern has wildcards."""
+    return any(c in pattern for c in "*?[")
+
+
+def layer_glob(pattern: str) -> re.Pattern[str]:
+    """A dotted-path glob: ``*`` and ``?`` stay inside one name component, ``**`` spans
+    components (``encoder.layer.*`` selects ``encoder.layer.3``, not its submodules)."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^.]*")
+        elif c == "?":
+            out.append("[^.]")
+        elif c == "[":
+            end = pattern.find("]", i + 1)
+            if end == -1:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : end].replace("\\", "\\\\")
+                out.append("[^" + body[1:] + "]" if body.startswith("!") else "[" + body + "]")
+                i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out))
 
 
 def _unknown_layer_message(pattern: str, available: Sequence[str]) -> str:

@@ -15,7 +15,7 @@ import contextlib
 import os
 import queue
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,8 @@ from reprstore.extract.data import Batch, DataSource, Window
 from reprstore.extract.hooks import (
     LayerPatterns,
     hooked,
+    is_glob,
+    layer_glob,
     module_names,
     output_leaves,
     parse_patterns,
@@ -200,10 +202,11 @@ def plan_layers(
     check_reduction(reduce)
     parsed = parse_patterns(patterns)
     names = module_names(model)
-    static = select_layers(parsed, names) if _matches_any(parsed, names) else []
+    static = [n for n in names if _matches(parsed, n)]
     batch = _first_batch(source)
     seen, leaves, mask = _probe_outputs(model, batch, static, device, autocast, extra_kwargs or {})
     chosen = select_layers(parsed, names + [n for n in leaves if n not in names])
+    explicit = _explicit_names(parsed)
     layers, modules, outputs = [], [], []
     for name in chosen:
         if name in leaves and name not in names:
@@ -211,6 +214,8 @@ def plan_layers(
             outputs.append(name)
         else:
             calls = seen.get(name, [])
+            if not calls and not explicit(name):
+                continue  # a glob also matched a module that forward does not use
             if not calls:
                 raise InputError(f"Layer {name!r} did not run in the model's forward pass.")
             if len(calls) > 1:
@@ -221,15 +226,23 @@ def plan_layers(
             tensor = calls[0]
             modules.append(name)
         layers.append(_layer_output(name, tensor, reduce, mask, variable_tokens))
+    if not layers:
+        raise InputError(f"No selected layer ran in the model's forward pass ({patterns}).")
     return Plan(layers, modules, outputs)
 
 
-def _matches_any(parsed: Any, names: list[str]) -> bool:
-    import fnmatch
-
+def _explicit_names(parsed: Any) -> Callable[[str], bool]:
+    """Whether a layer was named without wildcards (it must then run)."""
     if callable(parsed):
-        return any(parsed(n) for n in names)
-    return any(fnmatch.fnmatchcase(n, p) for n in names for p in parsed)
+        return lambda name: False
+    names = {p for p in parsed if not is_glob(p)}
+    return lambda name: name in names
+
+
+def _matches(parsed: Any, name: str) -> bool:
+    if callable(parsed):
+        return bool(parsed(name))
+    return any(layer_glob(p).fullmatch(name) for p in parsed)
 
 
 def _layer_output(
