@@ -21,6 +21,8 @@ _LAZY = {
     "import_files": "reprstore.ingest",
     "extract": "reprstore.extraction",
     "recorder": "reprstore.extraction",
+    "cka": "reprstore.compare",
+    "CKAResult": "reprstore.metrics.cka",
 }
 
 __all__ = ["ReprKey", "ReprstoreError", "Selector", "__version__", *_LAZY]

@@ -106,6 +106,7 @@ def batch_gram(
 ) -> GramSummary:
     """Zero-diagonal kernel of one batch ``x`` (B, p), summarized for HSIC₁."""
     xs = shifted(x, block_shift(x))
+    xs[~np.isfinite(xs).all(axis=1)] = 0.0  # NaN/Inf rows are counted and reported elsewhere
     dev = backend.prepare(xs)
     g = backend.outer(dev, dev)
     if kernel == "rbf":
