@@ -21,7 +21,7 @@ _LAZY = {
     "import_files": "reprstore.ingest",
     "extract": "reprstore.extraction",
     "recorder": "reprstore.extraction",
-    "cka": "reprstore.compare",
+    "cka": "reprstore.engine",
     "CKAResult": "reprstore.metrics.cka",
 }
 

@@ -9,7 +9,8 @@ import pytest
 from test_cka_reference import correlated, ref_cka
 
 import reprstore
-from reprstore.compare import TorchBackend, cka
+import reprstore.engine
+from reprstore.engine import TorchBackend, cka
 from reprstore.errors import ComparisonError, InputError
 
 ESTIMATORS = ["biased", "debiased", "minibatch"]
@@ -67,16 +68,25 @@ def test_shuffled_minibatch_matches_reference_and_is_reproducible(
 
 
 def test_shuffle_split_over_passes_by_memory(rng: np.random.Generator) -> None:
+    import dask
+
     x, y = correlated(rng, n=150)
     expected = ref_cka(x, y, "minibatch", batch_size=20, shuffle=3)
     dx, dy = da.from_array(x, chunks=(16, -1)), da.from_array(y, chunks=(16, -1))
-    calls = []
-    got = reprstore.compare.compare_arrays(
+    calls, computes = [], []
+
+    def counting_get(dsk, keys, **kwargs):
+        computes.append(1)
+        return dask.get(dsk, keys, **kwargs)
+
+    got = reprstore.engine.compare_arrays(
         [dx, dy], [(0, 1)], estimator="minibatch", batch_size=20, shuffle=3,
         memory=20 * 19 * 8 * 2 * 3, progress=lambda d, t: calls.append((d, t)),
+        scheduler=counting_get,
     )  # fmt: skip
     close(got[0].cka, expected)
-    assert len(calls) == 3  # 8 batches, 3 per pass by the memory limit
+    assert len(computes) == 3  # 8 batches, 3 per pass by the memory limit
+    assert calls[-1] == (30, 30) and [d for d, _ in calls] == sorted(d for d, _ in calls)
 
 
 def test_last_short_batch_kept_when_at_least_four_rows(rng: np.random.Generator) -> None:

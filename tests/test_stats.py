@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from test_cka_reference import correlated, ref_cka, ref_linear_kernel
 
-from reprstore.compare import cka
+from reprstore.engine import cka
 from reprstore.metrics.cka import linear_terms
 from reprstore.stats import dask_graph, linear
 from reprstore.stats.hsic import HsicTerms, hsic1
@@ -170,7 +170,7 @@ def test_subpackages_import_neither_torch_nor_zarr() -> None:
     code = (
         "import sys, reprstore.stats.linear, reprstore.stats.minibatch, reprstore.metrics.cka;"
         "bad = {'torch', 'zarr', 'dask'} & set(sys.modules); assert not bad, bad;"
-        "import reprstore.stats.dask_graph, reprstore.compare;"
+        "import reprstore.stats.dask_graph, reprstore.engine;"
         "bad = {'torch', 'zarr'} & set(sys.modules); assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

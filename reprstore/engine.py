@@ -22,10 +22,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import dask.array as da
 import numpy as np
+from dask.callbacks import Callback
 
 from reprstore.errors import ComparisonError, InputError
 from reprstore.metrics.cka import (
@@ -207,12 +209,14 @@ def align_rows(arrays: Sequence[da.Array]) -> list[da.Array]:
 
 
 def plan_linear_passes(
-    features: Sequence[int], pairs: Sequence[Pair], memory: int
+    features: Sequence[int], pairs: Sequence[Pair], memory: int, block_rows: int = 0
 ) -> list[tuple[list[int], list[Pair]]]:
     """Group pairs into passes whose statistics fit ``memory`` bytes.
 
     Each representation's own statistics (p² + 3p floats) are made in the first pass that
-    involves it; each pair adds p·q + p + q floats. Returns ``[(own, pairs), …]``.
+    involves it; each pair adds p·q + p + q floats; all are counted ``STATE_COPIES``
+    times. Each representation read in a pass adds two row blocks of float64 data
+    (``block_rows`` × p). Returns ``[(own, pairs), …]``.
     """
     passes: list[tuple[list[int], list[Pair]]] = []
     done: set[int] = set()
@@ -220,27 +224,31 @@ def plan_linear_passes(
     batch: list[Pair] = []
     used = 0
 
-    def cost(i: int, j: int, have: set[int]) -> int:
+    def cost(i: int, j: int, have: set[int], read: set[int]) -> int:
         new = {i, j} - have
         floats = sum(features[k] ** 2 + 3 * features[k] for k in new)
         if i != j:
             floats += features[i] * features[j] + features[i] + features[j]
-        return 8 * floats * STATE_COPIES
+        data = sum(2 * block_rows * features[k] for k in {i, j} - read)
+        return 8 * (floats * STATE_COPIES + data)
 
+    read: set[int] = set()
     for i, j in pairs:
-        need = cost(i, j, done | set(own))
+        need = cost(i, j, done | set(own), read)
         if batch and used + need > memory:
             passes.append((own, batch))
             done |= set(own)
-            own, batch, used = [], [], 0
-            need = cost(i, j, done)
+            own, batch, used, read = [], [], 0, set()
+            need = cost(i, j, done, read)
         if need > memory:
             raise ComparisonError(
                 f"One pair ({features[i]} × {features[j]} features) needs about "
                 f"{_human(need)} of statistics, more than the memory limit {_human(memory)}. "
-                "Raise --memory or use --estimator minibatch."
+                "Raise --memory or use --estimator minibatch (its memory does not grow "
+                "with the number of features squared)."
             )
         own += [k for k in dict.fromkeys((i, j)) if k not in done and k not in own]
+        read |= {i, j}
         batch.append((i, j))
         used += need
     if batch:
@@ -259,21 +267,63 @@ def _human(n: float) -> str:
 # ------------------------------------------------------------------------------ engine
 
 
+_BLOCK_TASKS = ("_linear_task", "block_minibatch", "_select")
+
+
+class _BlockCounter(Callback):
+    """Counts finished row-block tasks of a local dask scheduler."""
+
+    def __init__(self, on_block: Callable[[], None]) -> None:
+        super().__init__()
+        self.on_block = on_block
+
+    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, id: Any) -> None:
+        name = str(key[0] if isinstance(key, tuple) else key)
+        if name.startswith(_BLOCK_TASKS):
+            self.on_block()
+
+
 class _Runner:
-    """Runs the passes of one comparison; counts them for progress."""
+    """Runs the passes of one comparison and reports progress in row blocks.
+
+    ``total`` is the number of row-block tasks expected over all passes. Under a local
+    scheduler progress moves task by task; under dask.distributed, pass by pass.
+    """
 
     def __init__(self, scheduler: Any, progress: Progress | None, total: int) -> None:
         self.scheduler = scheduler
         self.progress = progress
-        self.total = total
+        self.total = max(total, 1)
         self.done = 0
 
-    def __call__(self, *graphs: Any) -> tuple[Any, ...]:
-        out = dask_graph.compute(*graphs, scheduler=self.scheduler)
-        self.done += 1
+    def _tick(self, k: int = 1) -> None:
+        self.done += k
         if self.progress is not None:
-            self.progress(self.done, max(self.total, self.done))
+            self.progress(min(self.done, self.total), self.total)
+
+    def __call__(self, *graphs: Any, blocks: int = 0) -> tuple[Any, ...]:
+        if self.progress is None:
+            return dask_graph.compute(*graphs, scheduler=self.scheduler)
+        start = self.done
+        with _BlockCounter(self._tick):
+            out = dask_graph.compute(*graphs, scheduler=self.scheduler)
+        if self.done == start:  # a distributed scheduler: no per-task callbacks
+            self._tick(blocks)
         return out
+
+
+def live_blocks(chunks: Sequence[int], mask: np.ndarray | None) -> int:
+    """Row blocks holding at least one selected row (the blocks a pass reads)."""
+    if mask is None:
+        return sum(1 for c in chunks if c)
+    bounds = np.cumsum((0, *chunks))
+    return sum(bool(mask[bounds[k] : bounds[k + 1]].any()) for k in range(len(chunks)))
+
+
+def _swapped(r: CKAResult) -> CKAResult:
+    return replace(
+        r, hsic_aa=r.hsic_bb, hsic_bb=r.hsic_aa, sigma2_a=r.sigma2_b, sigma2_b=r.sigma2_a
+    )
 
 
 def compare_arrays(
@@ -293,6 +343,7 @@ def compare_arrays(
     split_every: int = dask_graph.DEFAULT_SPLIT_EVERY,
     progress: Progress | None = None,
     precision: str = "float64",
+    block_rows: int | None = None,
 ) -> list[CKAResult]:
     """CKA of each pair ``(i, j)`` of ``arrays``, reading every block once per pass.
 
@@ -313,6 +364,9 @@ def compare_arrays(
         Called after each pass.
     precision : {"float64", "float32"}
         Precision of the per-block matrix products; accumulation is float64 regardless.
+    block_rows : int, optional
+        Rows per block for inputs that are not dask arrays (default: about 32 MiB of
+        float64 per array, a multiple of the stored chunk rows).
 
     Returns
     -------
@@ -326,7 +380,7 @@ def compare_arrays(
     backend = resolve_backend(device, precision)
     budget = parse_memory(memory)
     labels = list(names) if names is not None else [str(i) for i in range(len(arrays))]
-    dasks = align_rows([as_dask(a) for a in arrays])
+    dasks = align_rows([as_dask(a, block_rows) for a in arrays])
     n_total = dasks[0].shape[0]
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
@@ -336,9 +390,12 @@ def compare_arrays(
             )
     n = int(mask.sum()) if mask is not None else n_total
     check_rows(n, "debiased" if estimator == "minibatch" else estimator)
+    unique = list(dict.fromkeys((min(i, j), max(i, j)) for i, j in pairs))
+    blocks = live_blocks(dasks[0].chunks[0], mask)
     ctx = dict(
         arrays=dasks,
-        pairs=list(pairs),
+        pairs=unique,
+        blocks=blocks,
         mask=mask,
         n=n,
         names=labels,
@@ -349,10 +406,15 @@ def compare_arrays(
         progress=progress,
     )
     if estimator == "minibatch":
-        return _minibatch(**ctx, kernel=kernel, sigma=sigma, batch_size=batch_size, shuffle=shuffle)
-    if kernel == "rbf":
-        return _rbf_exact(**ctx, estimator=estimator, sigma=sigma)
-    return _linear_exact(**ctx, estimator=estimator)
+        found = _minibatch(
+            **ctx, kernel=kernel, sigma=sigma, batch_size=batch_size, shuffle=shuffle
+        )
+    elif kernel == "rbf":
+        found = _rbf_exact(**ctx, estimator=estimator, sigma=sigma)
+    else:
+        found = _linear_exact(**ctx, estimator=estimator)
+    by_pair = dict(zip(unique, found, strict=True))
+    return [by_pair[(i, j)] if i <= j else _swapped(by_pair[(j, i)]) for i, j in pairs]
 
 
 def _involved(pairs: Sequence[Pair]) -> list[int]:
@@ -363,6 +425,7 @@ def _linear_exact(
     *,
     arrays: list[da.Array],
     pairs: list[Pair],
+    blocks: int,
     mask: np.ndarray | None,
     n: int,
     names: list[str],
@@ -373,8 +436,9 @@ def _linear_exact(
     progress: Progress | None,
     estimator: str,
 ) -> list[CKAResult]:
-    passes = plan_linear_passes([a.shape[1] for a in arrays], pairs, memory)
-    run = _Runner(scheduler, progress, len(passes))
+    block_rows = max(arrays[0].chunks[0])
+    passes = plan_linear_passes([a.shape[1] for a in arrays], pairs, memory, block_rows)
+    run = _Runner(scheduler, progress, len(passes) * blocks)
     sides: dict[int, LinearSide] = {}
     shifts: list[Any] = [None] * len(arrays)
     results: dict[Pair, CKAResult] = {}
@@ -382,7 +446,7 @@ def _linear_exact(
         graph, _ = dask_graph.linear_pass(
             arrays, own, batch, mask=mask, shifts=shifts, backend=backend, split_every=split_every
         )
-        ((reprs, cross),) = run(graph)
+        ((reprs, cross),) = run(graph, blocks=blocks)
         for i, m in reprs.items():
             shifts[i] = m.shift
             sides[i] = linear_side(m, estimator, names[i])
@@ -399,6 +463,7 @@ def _bandwidths(
     sigma: float,
     names: list[str],
     run: _Runner,
+    blocks: int,
     exact_rows: int = SIGMA_EXACT_ROWS,
 ) -> dict[int, Bandwidth]:
     """σ of each representation in ``idx`` from one pass: exact up to ``exact_rows`` rows."""
@@ -414,7 +479,7 @@ def _bandwidths(
         )
     sample = np.zeros(arrays[0].shape[0], dtype=bool)
     sample[rows] = True
-    data = run(*[dask_graph.gather_rows(arrays[i], sample) for i in idx])
+    data = run(*[dask_graph.gather_rows(arrays[i], sample) for i in idx], blocks=blocks)
     return {
         i: _checked_bandwidth(x, sigma, method, names[i], n) for i, x in zip(idx, data, strict=True)
     }
@@ -443,6 +508,7 @@ def _minibatch(
     *,
     arrays: list[da.Array],
     pairs: list[Pair],
+    blocks: int,
     mask: np.ndarray | None,
     n: int,
     names: list[str],
@@ -471,8 +537,10 @@ def _minibatch(
     ids[sel] = assign_batches(n, batch_size, shuffle)
     row_bytes = 8 * sum(arrays[i].shape[1] for i in idx) * 2
     groups = _batch_groups(ids, max(memory // row_bytes, 1), batch_size, shuffle)
-    run = _Runner(scheduler, progress, len(groups) + (kernel == "rbf"))
-    bws = _bandwidths(arrays, idx, mask, n, sigma, names, run) if kernel == "rbf" else {}
+    run = _Runner(scheduler, progress, blocks * (len(groups) + len(idx) * (kernel == "rbf")))
+    bws = {}
+    if kernel == "rbf":
+        bws = _bandwidths(arrays, idx, mask, n, sigma, names, run, len(idx) * blocks)
     sigma2 = [bws[i].sigma2 if i in bws else None for i in range(len(arrays))]
     sums = MinibatchSums()
     cross = [(i, j) for i, j in dict.fromkeys(pairs) if i != j]
@@ -487,7 +555,7 @@ def _minibatch(
             backend=backend,
             split_every=split_every,
         )
-        sums = merge_sums(sums, run(graph)[0])
+        sums = merge_sums(sums, run(graph, blocks=blocks)[0])
     return [
         cka_minibatch(
             sums,
@@ -506,6 +574,7 @@ def _rbf_exact(
     *,
     arrays: list[da.Array],
     pairs: list[Pair],
+    blocks: int,
     mask: np.ndarray | None,
     n: int,
     names: list[str],
@@ -525,8 +594,8 @@ def _rbf_exact(
             f"in memory ({_human(need)}), more than the memory limit {_human(memory)}. "
             "Use --estimator minibatch or raise --memory."
         )
-    run = _Runner(scheduler, progress, 1)
-    data = run(*[dask_graph.gather_rows(arrays[i], mask) for i in idx])
+    run = _Runner(scheduler, progress, len(idx) * blocks)
+    data = run(*[dask_graph.gather_rows(arrays[i], mask) for i in idx], blocks=len(idx) * blocks)
     method = f"exact median of all {n}² squared distances"
     grams: dict[int, GramSummary] = {}
     bws: dict[int, Bandwidth] = {}
