@@ -1,0 +1,6 @@
+"""Streamed sufficient statistics (numpy only; :mod:`.dask_graph` is the one dask adapter).
+
+* :mod:`.linear` — per-representation and per-pair moments of the linear-kernel CKA;
+* :mod:`.minibatch` — per-batch HSIC sums of minibatch CKA;
+* :mod:`.hsic`, :mod:`.kernels` — HSIC terms and small kernel matrices.
+"""
