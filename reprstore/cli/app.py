@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from reprstore.cli import extract_cmd, store_cmds
+from reprstore.cli import cka_cmd, extract_cmd, store_cmds
 
 app = typer.Typer(
     name="reprstore",
@@ -25,6 +25,7 @@ app.command("import")(store_cmds.import_)
 app.command("ls")(store_cmds.ls)
 app.command("info")(store_cmds.info)
 app.command("verify")(store_cmds.verify)
+app.command("cka")(cka_cmd.cka)
 
 
 def main() -> None:

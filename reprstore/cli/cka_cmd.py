@@ -1,0 +1,211 @@
+"""``reprstore cka``: compare every selected A with every selected B, out of core."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from reprstore.cli import _options as opt
+from reprstore.cli._errors import handle_errors
+from reprstore.cli._format import stdout_console
+
+console = stdout_console()
+
+AOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--a",
+        help="Selector of the A side (rows of the grid), e.g. "
+        "'model=minilm,seed=0,layer=encoder.layer.*' (keys model, seed, checkpoint, layer, "
+        "dataset; globs; missing keys match all).",
+        show_default=False,
+    ),
+]
+BOpt = Annotated[
+    str | None,
+    typer.Option("--b", help="Selector of the B side (columns of the grid).", show_default=False),
+]
+EstimatorOpt = Annotated[
+    str,
+    typer.Option(
+        "--estimator",
+        help="debiased (unbiased HSIC, Song et al. 2012; exact, out of core), biased "
+        "(Kornblith et al. 2019), or minibatch (Nguyen et al. 2021; any kernel, any size).",
+    ),
+]
+KernelOpt = Annotated[
+    str,
+    typer.Option(
+        "--kernel",
+        help="linear, or rbf (exact rbf needs the n×n kernels in memory; use minibatch "
+        "for large n).",
+    ),
+]
+SigmaOpt = Annotated[
+    float,
+    typer.Option("--sigma", help="rbf width: σ² = sigma² × median squared distance."),
+]
+BatchSizeOpt = Annotated[
+    int, typer.Option("--batch-size", help="Rows per minibatch (--estimator minibatch).")
+]
+ShuffleOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--shuffle",
+        help="Seed for random minibatch membership (default: consecutive rows).",
+        show_default=False,
+    ),
+]
+WhereOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--where",
+        help="Keep rows matching a pandas query over the dataset's id and metadata "
+        "columns, e.g. \"region != 'Atlantis' and id >= 1000\".",
+        show_default=False,
+    ),
+]
+MatchOpt = Annotated[
+    str | None,
+    typer.Option("--match", help="Keys equal within a pair, e.g. 'layer'.", show_default=False),
+]
+DifferOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--differ", help="Keys that differ within a pair, e.g. 'seed'.", show_default=False
+    ),
+]
+PairsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pairs",
+        help="CSV with columns a_model,a_seed,a_checkpoint,a_layer,b_model,b_seed,"
+        "b_checkpoint,b_layer: compare only these pairs (a results file works).",
+        show_default=False,
+    ),
+]
+OutOpt = Annotated[
+    str | None,
+    typer.Option("--out", help="Write results to .csv, .json or .parquet.", show_default=False),
+]
+PlotOpt = Annotated[
+    str | None,
+    typer.Option("--plot", help="Write a heatmap of the grid to a .png.", show_default=False),
+]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Address of a running dask scheduler (tcp://host:8786).",
+        show_default=False,
+    ),
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        help="Start a local dask cluster of N worker processes (default: local threads).",
+        show_default=False,
+    ),
+]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="Where block products run: cpu or cuda[:N].")
+]
+MemoryOpt = Annotated[
+    str,
+    typer.Option(
+        "--memory",
+        help="Memory for the statistics of one pass (e.g. 2GB, 512MiB); pairs that do not "
+        "fit are spread over more passes.",
+    ),
+]
+IncompleteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-incomplete",
+        help="Also compare representations whose extraction was interrupted (on the rows "
+        "written so far).",
+    ),
+]
+
+TABLE_COLUMNS = ("A", "B", "dataset", "estimator", "kernel", "n_samples", "cka")
+
+
+def _label(row: Any, side: str) -> str:
+    return "/".join(str(row[f"{side}_{k}"]) for k in ("model", "seed", "checkpoint")) + (
+        f":{row[f'{side}_layer']}"
+    )
+
+
+def _table(df: Any) -> Table:
+    table = Table(title=f"CKA: {len(df)} pair(s)")
+    for column in TABLE_COLUMNS:
+        table.add_column(column, justify="right" if column in ("n_samples", "cka") else "left")
+    for _, row in df.iterrows():
+        table.add_row(
+            _label(row, "a"), _label(row, "b"), str(row["dataset"]), str(row["estimator"]),
+            str(row["kernel"]), str(row["n_samples"]), f"{row['cka']:.6f}",
+        )  # fmt: skip
+    return table
+
+
+@handle_errors
+def cka(
+    store: opt.StoreArg,
+    a: AOpt = None,
+    b: BOpt = None,
+    estimator: EstimatorOpt = "debiased",
+    kernel: KernelOpt = "linear",
+    sigma: SigmaOpt = 0.5,
+    batch_size: BatchSizeOpt = 256,
+    shuffle: ShuffleOpt = None,
+    where: WhereOpt = None,
+    match: MatchOpt = None,
+    differ: DifferOpt = None,
+    pairs: PairsOpt = None,
+    out: OutOpt = None,
+    plot: PlotOpt = None,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    device: DeviceOpt = "cpu",
+    memory: MemoryOpt = "2GB",
+    allow_incomplete: IncompleteOpt = False,
+) -> None:
+    """Compare every A with every B by CKA, reading each stored chunk once per pass.
+
+    Example: reprstore cka runs.zarr --a seed=0 --b seed=1 --match layer --out cka.csv
+    """
+    from reprstore.cli.progress import progress_bar
+    from reprstore.compare import compare, read_pairs_file
+    from reprstore.engine import parse_memory, resolve_backend
+    from reprstore.errors import InputError
+    from reprstore.keys import parse_keys
+    from reprstore.metrics.cka import check_options
+    from reprstore.report import check_output, plot_heatmap, write_results
+
+    if (a is None or b is None) and pairs is None:
+        raise InputError("Give both --a and --b selectors (or a --pairs file).")
+    if workers is not None and scheduler is not None:
+        raise InputError("Give either --workers or --scheduler, not both.")
+    check_options(estimator, kernel)
+    resolve_backend(device)
+    budget = parse_memory(memory)
+    check_output(out)
+    if plot is not None and not plot.lower().endswith(".png"):
+        raise InputError(f"--plot expects a .png file name. Got {plot!r} instead.")
+    listed = read_pairs_file(pairs) if pairs is not None else None
+    with progress_bar("cka", unit="blocks") as bar:
+        df = compare(
+            store, a, b, estimator=estimator, kernel=kernel, sigma=sigma,
+            batch_size=batch_size, shuffle=shuffle, where=where,
+            match=parse_keys(match, "--match"), differ=parse_keys(differ, "--differ"),
+            pairs=listed, allow_incomplete=allow_incomplete, device=device, memory=budget,
+            workers=workers, scheduler=scheduler, progress=bar,
+        )  # fmt: skip
+    console.print(_table(df))
+    if out is not None:
+        console.print(f"wrote {write_results(df, out)}")
+    if plot is not None:
+        console.print(f"wrote {plot_heatmap(df, plot)}")
