@@ -191,3 +191,45 @@ def test_read_only_store_fails_cleanly(tiny_disk: Path, tmp_path: Path,
     assert store_digest(tiny_disk / "s.zarr") == before
     listing = run_cli("ls", str(tiny_disk / "s.zarr"))
     assert listing.returncode == 0 and "a" in listing.stdout
+
+
+def test_concurrent_writers_same_and_different_representations(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    for name in ("a", "b", "c"):
+        np.save(tmp_path / f"{name}.npy", rng.normal(size=(60_000, 128)).astype(np.float32))
+    # two processes write different layers into one fresh store (racing on the dataset)
+    procs = [
+        _cli_popen("import", "s.zarr", f"{n}.npy", "--name", "m", "--layer", n, cwd=tmp_path)
+        for n in ("a", "b")
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    # a second writer of the same representation is refused while the first is alive
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_WRITER, str(tmp_path / "s.zarr")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "writing"
+    second = run_cli("import", "s.zarr", "c.npy", "--name", "m", "--layer", "c", cwd=tmp_path)
+    holder.communicate("done\n", timeout=60)
+    assert holder.returncode == 0
+    assert_user_error(second, "being written by process")
+    assert run_cli("import", "s.zarr", "c.npy", "--name", "m", "--layer", "c", "--overwrite",
+                   cwd=tmp_path).returncode == 0  # fmt: skip
+    values = _values(tmp_path / "s.zarr")
+    for n in ("a", "b", "c"):
+        stored = values[f"reprs/m/0/final/{n}"]
+        np.testing.assert_array_equal(stored, np.load(tmp_path / f"{n}.npy").astype(np.float16))
+
+
+HOLD_WRITER = """
+import sys
+from reprstore.keys import ReprKey
+from reprstore.store import Encoding, ReprSettings, Store
+st = Store.open(sys.argv[1], create=True)
+s = ReprSettings("default", 128, 60000, (128,), "none", "float16", "float32")
+w = st.writer(ReprKey("m", "0", "final", "c"), s, encoding=Encoding("float16"))
+print("writing", flush=True)
+sys.stdin.readline()
+w.abort()
+"""

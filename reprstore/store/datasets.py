@@ -18,6 +18,7 @@ import zarr
 from reprstore.errors import DatasetMismatchError, NotFoundError
 from reprstore.keys import dataset_path, validate_name
 from reprstore.store.attrs import utc_now
+from reprstore.store.lock import Lease
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,23 @@ def write_dataset(
     fingerprint: str | None = None,
     source: str | None = None,
 ) -> Dataset:
-    """Create the dataset, or add what is new to it (run :func:`check_dataset` first)."""
+    """Create the dataset, or add what is new to it (run :func:`check_dataset` first).
+
+    Concurrent writers of one store serialise here through a short lease on the dataset.
+    """
+    with Lease(root.store, dataset_path(name)).acquire(wait=30.0):
+        return _write_dataset(root, name, n_samples, ids, meta, fingerprint, source)
+
+
+def _write_dataset(
+    root: zarr.Group,
+    name: str,
+    n_samples: int,
+    ids: np.ndarray | None,
+    meta: Mapping[str, np.ndarray] | None,
+    fingerprint: str | None,
+    source: str | None,
+) -> Dataset:
     exists = check_dataset(root, name, n_samples, ids, meta, fingerprint)
     if not exists:
         if ids is not None and len(ids) != n_samples:

@@ -87,15 +87,32 @@ class Lease:
             return not _pid_alive(record["pid"])
         return False
 
-    def acquire(self) -> Lease:
-        """Take the lease, breaking a stale one; raise :class:`LockedError` if it is live."""
-        for _ in range(3):
+    def raise_if_live(self) -> None:
+        """Raise :class:`LockedError` if another live writer holds this lease now."""
+        record = self._read()
+        if record is not None and record.get("token") != self.token and not self.is_stale(record):
+            raise LockedError(
+                f"{self.path} is being written by process {record.get('pid')} on "
+                f"{record.get('host')}. Wait for it to finish, or stop it first."
+            )
+
+    def acquire(self, wait: float = 0.0) -> Lease:
+        """Take the lease, breaking a stale one; raise :class:`LockedError` if it is live.
+
+        ``wait`` seconds are spent polling a live lease before giving up (for short
+        critical sections such as creating a dataset).
+        """
+        deadline = time.time() + wait
+        for _ in range(3 + int(wait * 20)):
             if self._write(exclusive=True):
                 self.held = True
                 self._last_beat = time.time()
                 return self
             record = self._read()
             if record is None:
+                continue
+            if not self.is_stale(record) and time.time() < deadline:
+                time.sleep(0.05)
                 continue
             if not self.is_stale(record):
                 raise LockedError(
@@ -122,7 +139,7 @@ class Lease:
             self.held = False
 
     def __enter__(self) -> Lease:
-        return self.acquire()
+        return self if self.held else self.acquire()
 
     def __exit__(self, *exc: object) -> None:
         self.release()

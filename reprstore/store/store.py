@@ -281,6 +281,10 @@ class Store:
 
     def check_writable(self, key: ReprKey, settings: ReprSettings, overwrite: bool) -> None:
         """Raise now if writing ``key`` would be refused (validate before any write)."""
+        Lease(self.root.store, key.path).raise_if_live()
+        self._check_settings(key, settings, overwrite)
+
+    def _check_settings(self, key: ReprKey, settings: ReprSettings, overwrite: bool) -> None:
         if not self.exists(key):
             return
         attrs: dict[str, Any] = self.root[key.path].attrs.asdict()
@@ -305,7 +309,7 @@ class Store:
         sources: dict[str, Any],
         overwrite: bool,
     ) -> zarr.Array:
-        self.check_writable(key, settings, overwrite)
+        self._check_settings(key, settings, overwrite)
         if self.exists(key) and not overwrite:
             arr = self.root[key.path]
             assert isinstance(arr, zarr.Array)
