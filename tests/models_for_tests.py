@@ -15,7 +15,9 @@ from torch import nn
 def mlp() -> nn.Module:
     """``(N, 8) → (N, 3)``; layers ``0``, ``1``, ``2``, ``3``, ``4``."""
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 12), nn.Tanh(), nn.Linear(12, 3))
+    return nn.Sequential(
+        nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 12), nn.Tanh(), nn.Linear(12, 3)
+    )
 
 
 class SmallCNN(nn.Module):
@@ -91,3 +93,24 @@ def slow_mlp() -> nn.Module:
 
 def not_a_module() -> int:
     return 3
+
+
+def slow_wide() -> nn.Module:
+    """Wide layers (64- and 128-row chunks in float32), a sleep per batch: to be killed."""
+    import time
+
+    class SlowWide(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.wide = nn.Linear(8, 16384)
+            self.wide2 = nn.Linear(8, 8192)  # 128-row chunks: progress differs per layer
+            self.net = mlp()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            time.sleep(0.04)
+            self.wide(x)
+            self.wide2(x)
+            return self.net(x)
+
+    return SlowWide()

@@ -240,6 +240,9 @@ def extract(
             overwrite=overwrite, trust_checkpoint=trust_checkpoint, progress=progress,
             on_checkpoint=new_checkpoint,
         )  # fmt: skip
+    for label, row in result.resumed_from.items():
+        if row > 0:
+            console.print(f"checkpoint {label}: resumed at row {row}")
     for key in result.written:
         console.print(f"extracted [bold]{key.label()}[/bold] ({result.n_samples} samples)")
     for key in result.skipped:

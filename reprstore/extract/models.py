@@ -30,6 +30,10 @@ from reprstore.errors import InputError
 
 _CALLABLE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _GLOB_CHARS = set("*?[")
+_TOKENIZER_FILES = (
+    "tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "tokenizer.model",
+    "sentencepiece.bpe.model",
+)  # fmt: skip
 
 
 @dataclass
@@ -137,10 +141,17 @@ def _load_hf(spec: str) -> LoadedModel:
         from transformers import AutoModel
     except ImportError as err:
         raise InputError("hf: models need transformers: pip install 'reprstore[hf]'.") from err
+    from transformers.utils import logging as hf_logging
+
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # our own progress bar is the only one
     try:
         module = AutoModel.from_pretrained(str(directory), local_files_only=True)
     except (OSError, ValueError) as err:
         raise InputError(f"Cannot load {spec}: {str(err).splitlines()[0]}") from err
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
     return LoadedModel(module.eval(), spec, "hf", hf_dir=directory)
 
 
@@ -153,13 +164,18 @@ def load_tokenizer(model: LoadedModel) -> Any:
         )
     from transformers import AutoTokenizer
 
+    hint = "save the tokenizer to that directory (tokenizer.save_pretrained)"
+    if not any((model.hf_dir / name).is_file() for name in _TOKENIZER_FILES):
+        raise InputError(f"{model.spec} has no tokenizer files; {hint}.")
     try:
-        return AutoTokenizer.from_pretrained(str(model.hf_dir), local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(model.hf_dir), local_files_only=True)
     except (OSError, ValueError, TypeError) as err:
         raise InputError(
-            f"{model.spec} has no usable tokenizer ({str(err).splitlines()[0][:120]}); "
-            "save the tokenizer to that directory (tokenizer.save_pretrained)."
+            f"{model.spec} has no usable tokenizer ({str(err).splitlines()[0][:120]}); {hint}."
         ) from err
+    if len(tokenizer) < 10:  # transformers builds an empty one when the vocabulary is missing
+        raise InputError(f"{model.spec}: the tokenizer has no vocabulary; {hint}.")
+    return tokenizer
 
 
 # -- checkpoints ---------------------------------------------------------------------
@@ -237,6 +253,8 @@ def _unwrap_state_dict(path: Path, obj: Any) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model"):
             inner = obj.get(key)
+            if isinstance(inner, nn.Module):
+                inner = inner.state_dict()
             if isinstance(inner, dict) and inner:
                 obj = inner
                 break

@@ -363,7 +363,7 @@ class BackgroundWriter:
     def stop(self) -> None:
         """Stop after the block being written; queued blocks are dropped."""
         self._stop.set()
-        with contextlib.suppress(queue.Full):
+        with contextlib.suppress(queue.Empty):
             while True:
                 self.queue.get_nowait()
         with contextlib.suppress(queue.Full):
