@@ -81,17 +81,19 @@ def _as_column(values: np.ndarray) -> np.ndarray:
 def _write_column(group: zarr.Group, name: str, values: np.ndarray) -> None:
     values = _as_column(values)
     dtype = str if values.dtype.kind == "U" else values.dtype
-    arr = group.create_array(name, shape=values.shape, dtype=dtype, chunks=(max(1, len(values)),))
+    arr = group.create_array(
+        name, shape=values.shape, dtype=dtype, chunks=(max(1, len(values)),), overwrite=True
+    )
     arr[:] = values
 
 
 def open_dataset(root: zarr.Group, name: str) -> Dataset:
     """The dataset ``name``; :class:`NotFoundError` if it does not exist."""
     path = dataset_path(name)
-    if path not in root:
+    group = root.get(path)
+    # n_samples is written last: a group without it is still being created (or was not)
+    if not isinstance(group, zarr.Group) or "n_samples" not in group.attrs:
         raise NotFoundError(f"No dataset {name!r} in this store.")
-    group = root[path]
-    assert isinstance(group, zarr.Group)
     return Dataset(name, group)
 
 
