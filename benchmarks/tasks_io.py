@@ -217,12 +217,15 @@ def extract_cli(params: dict[str, Any]) -> Run:
 def bare_forward(params: dict[str, Any]) -> Run:
     """The same model on the same data, batch size and torch threads; outputs discarded.
 
-    Loading the model is timed (the CLI's is). Text is tokenized as ``reprstore extract``
-    does: within windows of 16 batches, samples are sorted by token length and each batch
-    is padded to its longest sample.
+    Loading the model is timed (the CLI's is). Text batches come from reprstore's own
+    ``TextSource`` (length-bucketed windows, padded to the longest sample), so that
+    tokenization and padding are identical to ``reprstore extract``'s.
     """
     import torch
-    import transformers
+    import transformers  # noqa: F401  (imports are part of the baseline)
+
+    from reprstore.extract.data import TextSource
+    from reprstore.extract.models import load_model, load_tokenizer
 
     torch.set_num_threads(int(params["threads"]))
     bs = int(params["batch_size"])
@@ -234,23 +237,16 @@ def bare_forward(params: dict[str, Any]) -> Run:
                 {"input": torch.from_numpy(np.ascontiguousarray(data[lo : lo + bs]))}
                 for lo in range(0, data.shape[0], bs)
             )
-        tok = transformers.AutoTokenizer.from_pretrained(params["model_dir"])
-        model = transformers.AutoModel.from_pretrained(params["model_dir"]).eval()
-        limit = min(int(getattr(tok, "model_max_length", 512) or 512), 512)
+        # the very batches ``reprstore extract`` runs (as benchmarks/extract_overhead.py does)
+        loaded = load_model(f"hf:{params['model_dir']}")
+        source = TextSource.from_file(Path(params["data"]), load_tokenizer(loaded))
 
         def batches() -> Any:
-            lines = Path(params["data"]).read_text().splitlines()
-            for lo in range(0, len(lines), bs * 16):
-                window = lines[lo : lo + bs * 16]
-                ids = tok(window, truncation=True, max_length=limit)["input_ids"]
-                order = np.argsort([len(t) for t in ids], kind="stable")
-                for k in range(0, len(window), bs):
-                    texts = [window[i] for i in order[k : k + bs]]
-                    yield dict(
-                        tok(texts, padding="longest", truncation=True, max_length=limit,
-                            return_tensors="pt")
-                    )  # fmt: skip
+            for window in source.windows(bs):
+                for batch in window.batches:
+                    yield batch.kwargs
 
+        model = loaded.module
         return model, batches
 
     def run() -> dict[str, Any]:

