@@ -260,3 +260,16 @@ def test_float32_products_keep_1e6_on_large_mean(rng: np.random.Generator, estim
     close(got.cka, expected)
     with pytest.raises(InputError, match="Unknown precision"):
         cka(x, y, precision="float16")
+
+
+def test_rbf_sigma_estimated_from_a_sample_for_large_n() -> None:
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(5000, 3)), rng.normal(size=(5000, 2))
+    got = cka(da.from_array(x, chunks=(512, -1)), y, "minibatch", "rbf", batch_size=1000)
+    assert got.n_batches == 5
+    assert "estimated from the 2048² squared distances among 2048 of 5000 rows" in str(
+        got.sigma_method
+    )
+    sub = x[rng.choice(5000, size=1500, replace=False)]
+    median = np.median(((sub[:, None, :] - sub[None, :, :]) ** 2).sum(-1))
+    assert got.sigma2_a == pytest.approx(0.25 * median, rel=0.05)
