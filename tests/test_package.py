@@ -8,7 +8,7 @@ import sys
 import reprstore
 
 PUBLIC = {"ReprKey", "ReprstoreError", "Selector", "Store", "ReprInfo", "import_files",
-          "__version__"}  # fmt: skip
+          "extract", "recorder", "cka", "CKAResult", "__version__"}  # fmt: skip
 
 
 def test_public_api_is_pinned() -> None:
