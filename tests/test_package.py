@@ -12,7 +12,7 @@ PUBLIC = {"ReprKey", "ReprstoreError", "Selector", "Store", "ReprInfo", "import_
 
 
 def test_public_api_is_pinned() -> None:
-    assert set(reprstore.__all__) >= PUBLIC
+    assert set(reprstore.__all__) == PUBLIC
     for name in reprstore.__all__:
         assert getattr(reprstore, name) is not None
 
