@@ -62,6 +62,7 @@ QUICK = Sizes(
     extract_n=200,
     gemm_rows=16_384,
     disk_bytes=512 * 1024**2,
+    gram_limit=2 * 10**9,
     timeout=300,
 )
 TINY = Sizes(

@@ -188,3 +188,24 @@ def evict(*paths: str | os.PathLike[str]) -> None:
                 pass
             finally:
                 os.close(fd)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m benchmarks.synth ROOT N FEATURES LAYERS [npy]``: prepare, print the manifest.
+
+    The runner prepares data in this separate process so that its own memory stays small:
+    on Linux a child's ``ru_maxrss`` starts at its parent's RSS at fork time.
+    """
+    import sys
+
+    root, n, features, layers, *what = sys.argv[1:] if argv is None else argv
+    ds = Dataset(Path(root), int(n), int(features), int(layers))
+    if what == ["npy"]:
+        generate_npy(ds)
+        print(json.dumps({"npy": str(ds.npy("0", 0))}))
+    else:
+        print(json.dumps(prepare_store(ds)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""The benchmark suite runs end to end at a tiny size and every case produces its figures.
+
+No timing is asserted: the point is that ``python -m benchmarks`` keeps working as the
+package changes. The peer libraries are optional (CI installs only ``.[dev]``): the
+end-to-end run skips them (``--no-peers``) to stay within about two minutes, and the
+adapters are checked in-process, on small arrays, where a peer is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("bench-out")
+    work = tmp_path_factory.mktemp("bench-work")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--tiny", "--no-peers",
+         "--out", str(out), "--work", str(work)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (doc_path,) = out.glob("*-tiny.json")
+    doc = json.loads(doc_path.read_text())
+    doc["_out"], doc["_work"] = out, work
+    return doc
+
+
+def _rows(doc: dict, case: str) -> list[dict]:
+    return [r for r in doc["summary"]["rows"] if r["case"] == case]
+
+
+def test_every_case_produced_its_figures(tiny_run: dict) -> None:
+    ceil = tiny_run["summary"]["ceilings"]
+    assert ceil["gemm_float32"] > 0 and ceil["gemm_float64"] > 0 and ceil["disk_mb_s"] > 0
+    for case in ("cka_memory", "grid", "minibatch", "extract", "workers", "import"):
+        rows = _rows(tiny_run, case)
+        assert rows, case
+        ours = [r for r in rows if "reprstore" in r["method"]]
+        assert ours, case
+        for r in ours:
+            assert r["status"] == "ok", (case, r["method"], r["status"])
+            assert r["wall_s"] > 0 and r["peak_rss_mib"] >= 0, (case, r)
+    for r in _rows(tiny_run, "extract"):
+        assert r["status"] == "ok", r
+        if "extract" in r["method"].split(":")[-1]:
+            assert r["bytes_per_sample"] > 0 and r["ratio_vs_float32"] > 1
+    # peers were skipped, and say so rather than crash
+    peers = [r for r in _rows(tiny_run, "cka_memory") if "torch" in r["method"]]
+    assert peers and all(r["status"].startswith("skipped") for r in peers)
+
+
+def test_reprstore_agrees_with_the_float64_oracle(tiny_run: dict) -> None:
+    for case in ("cka_memory", "grid", "workers"):
+        for r in _rows(tiny_run, case):
+            if r["method"].startswith(("reprstore", "numpy float64")):
+                assert r["max_rel_err"] < 1e-6, (case, r["method"], r["max_rel_err"])
+
+
+def test_the_gram_space_reference_is_skipped_with_a_reason_when_too_large(tiny_run: dict) -> None:
+    from benchmarks import config, synth
+    from benchmarks.harness import run_task
+
+    ds = synth.Dataset(tiny_run["_work"], config.TINY.cka_n[0], config.TINY.features, 1)
+    out = run_task(
+        "benchmarks.tasks_cka:numpy_gram",
+        {"store": str(ds.store), "xs": [["0", 0]],
+         "ys": [["1", 0]], "estimator": "debiased", "mem_cap": 2**30, "gram_limit": 1},
+        timeout=120,
+    )  # fmt: skip
+    assert out["status"].startswith("skipped: N×N = "), out
+
+
+def test_report_files_and_goals(tiny_run: dict) -> None:
+    out = tiny_run["_out"]
+    md = (out / "latest.md").read_text()
+    for title in ("Ceilings", "Goals", "Layer grid", "Minibatch", "Extraction", "Scale-out",
+                  "import"):  # fmt: skip
+        assert title in md, title
+    assert list(out.glob("*-tiny-memory.png")) and list(out.glob("*-tiny-grid.png"))
+    goals = tiny_run["summary"]["goals"]
+    for key in ("peak_rss_flat_in_n", "exact_cka_vs_numpy_float64", "grid_vs_pair_runs",
+                "extract_overhead", "import_peak_rss"):  # fmt: skip
+        assert key in goals, key
+
+
+def test_references_match_each_other() -> None:
+    from benchmarks import references
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 12)) + 2.0
+    y = x @ rng.normal(size=(12, 9)) + rng.normal(size=(300, 9)) - 1.0
+    blocked = references.oracle([x], [y], block_rows=64)
+    xc, yc = references.centre(x.copy()), references.centre(y.copy())
+    for e in ("biased", "debiased"):
+        feat = references.feature_matrix([xc], [yc], [e])[e][0][0]
+        gram = references.gram_cka(xc, yc, e)
+        assert blocked[e][0][0] == pytest.approx(feat, rel=1e-12)
+        assert gram == pytest.approx(feat, rel=1e-10)
+
+
+@pytest.mark.parametrize("peer", ["torch_cka", "ckatorch", "cka_pytorch"])
+def test_peer_adapters_on_small_arrays(peer: str) -> None:
+    pytest.importorskip(peer)
+    if peer == "cka_pytorch":
+        pytest.importorskip("lightning")
+    from benchmarks import peers
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 16)).astype(np.float32)
+    y = (x @ rng.normal(size=(16, 16)) + rng.normal(size=(400, 16))).astype(np.float32)
+    fn = {
+        "torch_cka": peers.torch_cka_matrix,
+        "ckatorch": peers.ckatorch_class_matrix,
+        "cka_pytorch": peers.cka_pytorch_matrix,
+    }[peer]
+    mat = fn([x], [y], 100)
+    assert mat.shape == (1, 1) and 0 < mat[0, 0] <= 1
