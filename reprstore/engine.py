@@ -27,7 +27,6 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-from dask.callbacks import Callback
 
 from reprstore.errors import ComparisonError, InputError
 from reprstore.metrics.cka import (
@@ -47,8 +46,14 @@ from reprstore.stats.hsic import MIN_ROWS_UNBIASED, GramSummary, summarize_gram
 from reprstore.stats.kernels import Bandwidth, bandwidth, rbf_from_sq_distances, sq_distances
 from reprstore.stats.linear import NUMPY, Backend, NumpyBackend, count_nonfinite, shifted
 from reprstore.stats.minibatch import MinibatchSums, assign_batches, merge_sums
+from reprstore.stats.plan import (
+    batch_groups,
+    human_bytes,
+    live_blocks,
+    parse_memory,
+    plan_linear_passes,
+)
 
-DEFAULT_MEMORY = 2 * 1024**3
 DEFAULT_BATCH_SIZE = 256
 #: Target bytes of one row block (all involved arrays, float64) for in-memory inputs.
 TARGET_BLOCK_BYTES = 32 * 1024**2
@@ -56,37 +61,12 @@ TARGET_BLOCK_BYTES = 32 * 1024**2
 SIGMA_EXACT_ROWS = 4096
 SIGMA_SAMPLE_ROWS = 2048
 SIGMA_SEED = 0
-#: Statistics of one pass are counted this many times against ``memory`` (partial states
-#: alive at once in the tree reduction and the running tasks).
-STATE_COPIES = 4
 
 Progress = Callable[[int, int], None]
 Pair = tuple[int, int]
 
 
 # ---------------------------------------------------------------------------- options
-
-
-def parse_memory(value: int | str | None) -> int:
-    """Bytes from ``2GB``, ``512MiB``, ``1e9`` or an int; ``None`` gives the default (2 GiB)."""
-    if value is None:
-        return DEFAULT_MEMORY
-    if isinstance(value, int):
-        n = value
-    else:
-        m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([kKmMgGtT]?)(i?)[bB]?\s*", str(value))
-        if not m:
-            raise InputError(
-                f"Invalid memory limit: expected e.g. '2GB' or '512MiB'. Got {value!r} instead."
-            )
-        power = " KMGT".index(m.group(2).upper() or " ")
-        try:
-            n = int(float(m.group(1)) * (1024**power))
-        except ValueError as err:
-            raise InputError(f"Invalid memory limit {value!r}.") from err
-    if n <= 0:
-        raise InputError(f"The memory limit must be positive. Got {value!r} instead.")
-    return n
 
 
 PRECISIONS = ("float64", "float32")
@@ -205,119 +185,7 @@ def align_rows(arrays: Sequence[da.Array]) -> list[da.Array]:
     return [a if a.chunks[0] == chunks else a.rechunk({0: chunks}) for a in arrays]
 
 
-# ---------------------------------------------------------------------------- planning
-
-
-def plan_linear_passes(
-    features: Sequence[int], pairs: Sequence[Pair], memory: int, block_rows: int = 0
-) -> list[tuple[list[int], list[Pair]]]:
-    """Group pairs into passes whose statistics fit ``memory`` bytes.
-
-    Each representation's own statistics (p² + 3p floats) are made in the first pass that
-    involves it; each pair adds p·q + p + q floats; all are counted ``STATE_COPIES``
-    times. Each representation read in a pass adds two row blocks of float64 data
-    (``block_rows`` × p). Returns ``[(own, pairs), …]``.
-    """
-    passes: list[tuple[list[int], list[Pair]]] = []
-    done: set[int] = set()
-    own: list[int] = []
-    batch: list[Pair] = []
-    used = 0
-
-    def cost(i: int, j: int, have: set[int], read: set[int]) -> int:
-        new = {i, j} - have
-        floats = sum(features[k] ** 2 + 3 * features[k] for k in new)
-        if i != j:
-            floats += features[i] * features[j] + features[i] + features[j]
-        data = sum(2 * block_rows * features[k] for k in {i, j} - read)
-        return 8 * (floats * STATE_COPIES + data)
-
-    read: set[int] = set()
-    for i, j in pairs:
-        need = cost(i, j, done | set(own), read)
-        if batch and used + need > memory:
-            passes.append((own, batch))
-            done |= set(own)
-            own, batch, used, read = [], [], 0, set()
-            need = cost(i, j, done, read)
-        if need > memory:
-            raise ComparisonError(
-                f"One pair ({features[i]} × {features[j]} features) needs about "
-                f"{_human(need)} of statistics, more than the memory limit {_human(memory)}. "
-                "Raise --memory or use --estimator minibatch (its memory does not grow "
-                "with the number of features squared)."
-            )
-        own += [k for k in dict.fromkeys((i, j)) if k not in done and k not in own]
-        read |= {i, j}
-        batch.append((i, j))
-        used += need
-    if batch:
-        passes.append((own, batch))
-    return passes
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
 # ------------------------------------------------------------------------------ engine
-
-
-_BLOCK_TASKS = ("_linear_task", "block_minibatch", "_select")
-
-
-class _BlockCounter(Callback):
-    """Counts finished row-block tasks of a local dask scheduler."""
-
-    def __init__(self, on_block: Callable[[], None]) -> None:
-        super().__init__()
-        self.on_block = on_block
-
-    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, id: Any) -> None:
-        name = str(key[0] if isinstance(key, tuple) else key)
-        if name.startswith(_BLOCK_TASKS):
-            self.on_block()
-
-
-class _Runner:
-    """Runs the passes of one comparison and reports progress in row blocks.
-
-    ``total`` is the number of row-block tasks expected over all passes. Under a local
-    scheduler progress moves task by task; under dask.distributed, pass by pass.
-    """
-
-    def __init__(self, scheduler: Any, progress: Progress | None, total: int) -> None:
-        self.scheduler = scheduler
-        self.progress = progress
-        self.total = max(total, 1)
-        self.done = 0
-
-    def _tick(self, k: int = 1) -> None:
-        self.done += k
-        if self.progress is not None:
-            self.progress(min(self.done, self.total), self.total)
-
-    def __call__(self, *graphs: Any, blocks: int = 0) -> tuple[Any, ...]:
-        if self.progress is None:
-            return dask_graph.compute(*graphs, scheduler=self.scheduler)
-        start = self.done
-        with _BlockCounter(self._tick):
-            out = dask_graph.compute(*graphs, scheduler=self.scheduler)
-        if self.done == start:  # a distributed scheduler: no per-task callbacks
-            self._tick(blocks)
-        return out
-
-
-def live_blocks(chunks: Sequence[int], mask: np.ndarray | None) -> int:
-    """Row blocks holding at least one selected row (the blocks a pass reads)."""
-    if mask is None:
-        return sum(1 for c in chunks if c)
-    bounds = np.cumsum((0, *chunks))
-    return sum(bool(mask[bounds[k] : bounds[k + 1]].any()) for k in range(len(chunks)))
 
 
 def _swapped(r: CKAResult) -> CKAResult:
@@ -438,7 +306,7 @@ def _linear_exact(
 ) -> list[CKAResult]:
     block_rows = max(arrays[0].chunks[0])
     passes = plan_linear_passes([a.shape[1] for a in arrays], pairs, memory, block_rows)
-    run = _Runner(scheduler, progress, len(passes) * blocks)
+    run = dask_graph.Runner(scheduler, progress, len(passes) * blocks)
     sides: dict[int, LinearSide] = {}
     shifts: list[Any] = [None] * len(arrays)
     results: dict[Pair, CKAResult] = {}
@@ -462,7 +330,7 @@ def _bandwidths(
     n: int,
     sigma: float,
     names: list[str],
-    run: _Runner,
+    run: dask_graph.Runner,
     blocks: int,
     exact_rows: int = SIGMA_EXACT_ROWS,
 ) -> dict[int, Bandwidth]:
@@ -492,18 +360,6 @@ def _checked_bandwidth(x: np.ndarray, sigma: float, method: str, name: str, n: i
     return bw
 
 
-def _batch_groups(
-    ids: np.ndarray, rows_per_pass: int, batch_size: int, shuffle: int | None
-) -> list[np.ndarray]:
-    n_batches = int(ids.max()) + 1 if (ids >= 0).any() else 0
-    if n_batches == 0:
-        return []
-    if shuffle is None:
-        return [ids]
-    per = max(rows_per_pass // batch_size, 1)
-    return [np.where((ids >= g) & (ids < g + per), ids, -1) for g in range(0, n_batches, per)]
-
-
 def _minibatch(
     *,
     arrays: list[da.Array],
@@ -529,15 +385,17 @@ def _minibatch(
     idx = _involved(pairs)
     if 8 * batch_size**2 * (len(idx) + 2) > memory:
         raise ComparisonError(
-            f"Batches of {batch_size} rows need {_human(8 * batch_size**2 * (len(idx) + 2))} "
-            f"of kernels, more than the memory limit {_human(memory)}. Lower --batch-size."
+            f"Batches of {batch_size} rows need {human_bytes(8 * batch_size**2 * (len(idx) + 2))} "
+            f"of kernels, more than the memory limit {human_bytes(memory)}. Lower --batch-size."
         )
     ids = np.full(arrays[0].shape[0], -1, dtype=np.int64)
     sel = np.flatnonzero(mask) if mask is not None else np.arange(ids.size)
     ids[sel] = assign_batches(n, batch_size, shuffle)
     row_bytes = 8 * sum(arrays[i].shape[1] for i in idx) * 2
-    groups = _batch_groups(ids, max(memory // row_bytes, 1), batch_size, shuffle)
-    run = _Runner(scheduler, progress, blocks * (len(groups) + len(idx) * (kernel == "rbf")))
+    groups = batch_groups(ids, max(memory // row_bytes, 1), batch_size, shuffle)
+    run = dask_graph.Runner(
+        scheduler, progress, blocks * (len(groups) + len(idx) * (kernel == "rbf"))
+    )
     bws = {}
     if kernel == "rbf":
         bws = _bandwidths(arrays, idx, mask, n, sigma, names, run, len(idx) * blocks)
@@ -591,10 +449,10 @@ def _rbf_exact(
     if need > memory:
         raise ComparisonError(
             f"The exact {estimator} estimator with the rbf kernel needs the {n} × {n} kernels "
-            f"in memory ({_human(need)}), more than the memory limit {_human(memory)}. "
+            f"in memory ({human_bytes(need)}), more than the memory limit {human_bytes(memory)}. "
             "Use --estimator minibatch or raise --memory."
         )
-    run = _Runner(scheduler, progress, len(idx) * blocks)
+    run = dask_graph.Runner(scheduler, progress, len(idx) * blocks)
     data = run(*[dask_graph.gather_rows(arrays[i], mask) for i in idx], blocks=len(idx) * blocks)
     method = f"exact median of all {n}² squared distances"
     grams: dict[int, GramSummary] = {}

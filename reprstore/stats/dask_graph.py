@@ -22,6 +22,7 @@ import dask
 import dask.array as da
 import dask.threaded
 import numpy as np
+from dask.callbacks import Callback
 from dask.delayed import Delayed
 
 from reprstore.stats import linear, minibatch
@@ -244,3 +245,50 @@ def compute(*objs: Any, scheduler: Any = None) -> tuple[Any, ...]:
     threaded = get is dask.threaded.get
     with _blas_single_thread(threaded):
         return dask.compute(*objs, scheduler=scheduler)
+
+
+_BLOCK_TASKS = ("_linear_task", "block_minibatch", "_select")
+
+
+class _BlockCounter(Callback):
+    """Counts finished row-block tasks of a local dask scheduler."""
+
+    def __init__(self, on_block: Callable[[], None]) -> None:
+        super().__init__()
+        self.on_block = on_block
+
+    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, id: Any) -> None:
+        name = str(key[0] if isinstance(key, tuple) else key)
+        if name.startswith(_BLOCK_TASKS):
+            self.on_block()
+
+
+class Runner:
+    """Runs the passes of one comparison and reports progress in row blocks.
+
+    ``total`` is the number of row-block tasks expected over all passes. Under a local
+    scheduler progress moves task by task; under dask.distributed, pass by pass.
+    """
+
+    def __init__(
+        self, scheduler: Any, progress: Callable[[int, int], None] | None, total: int
+    ) -> None:
+        self.scheduler = scheduler
+        self.progress = progress
+        self.total = max(total, 1)
+        self.done = 0
+
+    def _tick(self, k: int = 1) -> None:
+        self.done += k
+        if self.progress is not None:
+            self.progress(min(self.done, self.total), self.total)
+
+    def __call__(self, *graphs: Any, blocks: int = 0) -> tuple[Any, ...]:
+        if self.progress is None:
+            return compute(*graphs, scheduler=self.scheduler)
+        start = self.done
+        with _BlockCounter(self._tick):
+            out = compute(*graphs, scheduler=self.scheduler)
+        if self.done == start:  # a distributed scheduler: no per-task callbacks
+            self._tick(blocks)
+        return out

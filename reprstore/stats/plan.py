@@ -1,0 +1,118 @@
+"""Planning a comparison within a memory budget: passes, batch groups, block counts.
+
+Pure functions of shapes and row masks (numpy only).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from reprstore.errors import ComparisonError, InputError
+
+DEFAULT_MEMORY = 2 * 1024**3
+#: Statistics of one pass are counted this many times against ``memory`` (partial states
+#: alive at once in the tree reduction and the running tasks).
+STATE_COPIES = 4
+Pair = tuple[int, int]
+
+
+def parse_memory(value: int | str | None) -> int:
+    """Bytes from ``2GB``, ``512MiB``, ``1e9`` or an int; ``None`` gives the default (2 GiB)."""
+    if value is None:
+        return DEFAULT_MEMORY
+    if isinstance(value, int):
+        n = value
+    else:
+        m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([kKmMgGtT]?)(i?)[bB]?\s*", str(value))
+        if not m:
+            raise InputError(
+                f"Invalid memory limit: expected e.g. '2GB' or '512MiB'. Got {value!r} instead."
+            )
+        power = " KMGT".index(m.group(2).upper() or " ")
+        try:
+            n = int(float(m.group(1)) * (1024**power))
+        except ValueError as err:
+            raise InputError(f"Invalid memory limit {value!r}.") from err
+    if n <= 0:
+        raise InputError(f"The memory limit must be positive. Got {value!r} instead.")
+    return n
+
+
+def plan_linear_passes(
+    features: Sequence[int], pairs: Sequence[Pair], memory: int, block_rows: int = 0
+) -> list[tuple[list[int], list[Pair]]]:
+    """Group pairs into passes whose statistics fit ``memory`` bytes.
+
+    Each representation's own statistics (p² + 3p floats) are made in the first pass that
+    involves it; each pair adds p·q + p + q floats; all are counted ``STATE_COPIES``
+    times. Each representation read in a pass adds two row blocks of float64 data
+    (``block_rows`` × p). Returns ``[(own, pairs), …]``.
+    """
+    passes: list[tuple[list[int], list[Pair]]] = []
+    done: set[int] = set()
+    own: list[int] = []
+    batch: list[Pair] = []
+    used = 0
+
+    def cost(i: int, j: int, have: set[int], read: set[int]) -> int:
+        new = {i, j} - have
+        floats = sum(features[k] ** 2 + 3 * features[k] for k in new)
+        if i != j:
+            floats += features[i] * features[j] + features[i] + features[j]
+        data = sum(2 * block_rows * features[k] for k in {i, j} - read)
+        return 8 * (floats * STATE_COPIES + data)
+
+    read: set[int] = set()
+    for i, j in pairs:
+        need = cost(i, j, done | set(own), read)
+        if batch and used + need > memory:
+            passes.append((own, batch))
+            done |= set(own)
+            own, batch, used, read = [], [], 0, set()
+            need = cost(i, j, done, read)
+        if need > memory:
+            raise ComparisonError(
+                f"One pair ({features[i]} × {features[j]} features) needs about "
+                f"{human_bytes(need)} of statistics, more than the memory limit "
+                f"{human_bytes(memory)}. "
+                "Raise --memory or use --estimator minibatch (its memory does not grow "
+                "with the number of features squared)."
+            )
+        own += [k for k in dict.fromkeys((i, j)) if k not in done and k not in own]
+        read |= {i, j}
+        batch.append((i, j))
+        used += need
+    if batch:
+        passes.append((own, batch))
+    return passes
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def live_blocks(chunks: Sequence[int], mask: np.ndarray | None) -> int:
+    """Row blocks holding at least one selected row (the blocks a pass reads)."""
+    if mask is None:
+        return sum(1 for c in chunks if c)
+    bounds = np.cumsum((0, *chunks))
+    return sum(bool(mask[bounds[k] : bounds[k + 1]].any()) for k in range(len(chunks)))
+
+
+def batch_groups(
+    ids: np.ndarray, rows_per_pass: int, batch_size: int, shuffle: int | None
+) -> list[np.ndarray]:
+    n_batches = int(ids.max()) + 1 if (ids >= 0).any() else 0
+    if n_batches == 0:
+        return []
+    if shuffle is None:
+        return [ids]
+    per = max(rows_per_pass // batch_size, 1)
+    return [np.where((ids >= g) & (ids < g + per), ids, -1) for g in range(0, n_batches, per)]
