@@ -97,6 +97,24 @@ def test_import_survives_ten_random_kills(tmp_path: Path, rng: np.random.Generat
     assert run_cli("verify", "s.zarr", cwd=tmp_path).returncode == 0
 
 
+def test_extract_survives_ten_random_kills(tmp_path: Path, rng: np.random.Generator) -> None:
+    np.save(tmp_path / "x.npy", rng.normal(size=(400, 8)).astype(np.float32))
+    args = ["extract", "s.zarr", "--model", "models_for_tests:slow_wide", "--data", "x.npy",
+            "--layers", "wide,wide2,net.2", "--name", "w", "--dtype", "float32",
+            "--batch-size", "8"]  # fmt: skip
+    seen = kill_and_resume(args, tmp_path, kills=10, window=(2.0, 6.0), seed=2)
+    assert seen.count("killed") >= 5, seen
+    reference = tmp_path / "ref"
+    reference.mkdir()
+    (reference / "x.npy").symlink_to(tmp_path / "x.npy")
+    assert run_cli(*args, cwd=reference).returncode == 0
+    got, want = _values(tmp_path / "s.zarr"), _values(reference / "s.zarr")
+    assert got.keys() == want.keys() and len(got) == 3
+    for path in want:
+        np.testing.assert_array_equal(got[path], want[path])
+    assert run_cli("verify", "s.zarr", cwd=tmp_path).returncode == 0
+
+
 def _two_layer_store(path: Path, rng: np.random.Generator) -> Path:
     for i in range(2):
         np.save(path / f"l{i}.npy", rng.normal(size=(5000, 300)).astype(np.float32))
