@@ -92,8 +92,8 @@ class Selector:
 
     @classmethod
     def parse(cls, text: str | None) -> Selector:
-        """Parse ``key=glob,key=glob``; an empty or ``None`` text selects everything."""
-        if text is None or not text.strip():
+        """Parse ``key=glob,key=glob``; ``*``, empty or ``None`` selects everything."""
+        if text is None or text.strip() in ("", "*"):
             return cls()
         seen: dict[str, str] = {}
         for part in text.split(","):

@@ -92,7 +92,7 @@ def test_selector_dataset_and_character_classes() -> None:
 
 
 def test_empty_selector_selects_everything() -> None:
-    for text in (None, "", "  "):
+    for text in (None, "", "  ", "*", " * "):
         assert Selector.parse(text).matches(ReprKey("a", "b", "c", "d"), "x")
 
 
