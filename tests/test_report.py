@@ -121,3 +121,20 @@ def test_cli_cka_errors_are_one_line(
     monkeypatch.chdir(cli_store)
     r = CliRunner().invoke(app, ["cka", "s.zarr", *args])
     assert_user_error(subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.stderr), needle)
+
+
+def test_cli_minibatch_table_shows_batches(
+    cli_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from reprstore.cli.app import app
+
+    monkeypatch.chdir(cli_store)
+    r = CliRunner().invoke(app, ["cka", "s.zarr", "--a", "seed=0", "--b", "seed=1", "--match",
+                                 "layer", "--estimator", "minibatch", "--batch-size", "50",
+                                 "--out", "m.csv"])  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    n = int(pd.read_csv(cli_store / "m.csv")["n_samples"].iloc[0])
+    batches = n // 50 + (1 if n % 50 >= 4 else 0)  # a last block under 4 rows is left out
+    assert "n_batches" in r.stdout and f"│ {batches} " in r.stdout

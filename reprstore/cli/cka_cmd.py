@@ -140,15 +140,25 @@ def _label(row: Any, side: str) -> str:
 
 
 def _table(df: Any) -> Table:
+    """The result rows; minibatch adds the number of batches, rbf how σ was chosen."""
+    extra = [c for c in ("n_batches", "sigma_method") if c in df and df[c].notna().any()]
     table = Table(title=f"CKA: {len(df)} pair(s)")
-    for column in TABLE_COLUMNS:
+    for column in (*TABLE_COLUMNS, *extra):
         table.add_column(column, justify="right" if column in ("n_samples", "cka") else "left")
     for _, row in df.iterrows():
-        table.add_row(
+        cells = [
             _label(row, "a"), _label(row, "b"), str(row["dataset"]), str(row["estimator"]),
             str(row["kernel"]), str(row["n_samples"]), f"{row['cka']:.6f}",
-        )  # fmt: skip
+        ]  # fmt: skip
+        cells += [_cell(row[c]) for c in extra]
+        table.add_row(*cells)
     return table
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return "" if value is None or value != value else str(value)
 
 
 @handle_errors
