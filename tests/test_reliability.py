@@ -78,23 +78,28 @@ def _complete_flags(store: Path) -> dict[str, dict]:
     return out
 
 
-def test_import_survives_ten_random_kills(tmp_path: Path, rng: np.random.Generator) -> None:
-    for i in range(3):
-        np.save(tmp_path / f"layer_{i}.npy", rng.normal(size=(60_000, 128)).astype(np.float32))
-    args = ["import", "s.zarr", "layer_0.npy", "layer_1.npy", "layer_2.npy", "--name", "m",
-            "--layer", "{stem}", "--dtype", "float32"]  # fmt: skip
-    seen = kill_and_resume(args, tmp_path, kills=10, window=(0.6, 2.5), seed=1)
-    assert seen.count("killed") >= 5, seen  # most kills landed mid-run
-    reference = tmp_path / "ref"
+def assert_same_as_uninterrupted(args: list[str], cwd: Path, inputs: list[str], n: int) -> None:
+    """Run the same command once, uninterrupted, elsewhere; the stores must hold equal values."""
+    reference = cwd / "ref"
     reference.mkdir()
-    for i in range(3):
-        (reference / f"layer_{i}.npy").symlink_to(tmp_path / f"layer_{i}.npy")
+    for name in inputs:
+        (reference / name).symlink_to(cwd / name)
     assert run_cli(*args, cwd=reference).returncode == 0
-    got, want = _values(tmp_path / "s.zarr"), _values(reference / "s.zarr")
-    assert got.keys() == want.keys() and len(got) == 3
+    got, want = _values(cwd / "s.zarr"), _values(reference / "s.zarr")
+    assert got.keys() == want.keys() and len(got) == n
     for path in want:
         np.testing.assert_array_equal(got[path], want[path])
-    assert run_cli("verify", "s.zarr", cwd=tmp_path).returncode == 0
+    assert run_cli("verify", "s.zarr", cwd=cwd).returncode == 0
+
+
+def test_import_survives_ten_random_kills(tmp_path: Path, rng: np.random.Generator) -> None:
+    inputs = [f"layer_{i}.npy" for i in range(3)]
+    for name in inputs:
+        np.save(tmp_path / name, rng.normal(size=(60_000, 128)).astype(np.float32))
+    args = ["import", "s.zarr", *inputs, "--name", "m", "--layer", "{stem}", "--dtype", "float32"]
+    seen = kill_and_resume(args, tmp_path, kills=10, window=(0.6, 2.5), seed=1)
+    assert seen.count("killed") >= 5, seen  # most kills landed mid-run
+    assert_same_as_uninterrupted(args, tmp_path, inputs, n=3)
 
 
 def test_extract_survives_ten_random_kills(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -104,15 +109,7 @@ def test_extract_survives_ten_random_kills(tmp_path: Path, rng: np.random.Genera
             "--batch-size", "8"]  # fmt: skip
     seen = kill_and_resume(args, tmp_path, kills=10, window=(2.0, 6.0), seed=2)
     assert seen.count("killed") >= 5, seen
-    reference = tmp_path / "ref"
-    reference.mkdir()
-    (reference / "x.npy").symlink_to(tmp_path / "x.npy")
-    assert run_cli(*args, cwd=reference).returncode == 0
-    got, want = _values(tmp_path / "s.zarr"), _values(reference / "s.zarr")
-    assert got.keys() == want.keys() and len(got) == 3
-    for path in want:
-        np.testing.assert_array_equal(got[path], want[path])
-    assert run_cli("verify", "s.zarr", cwd=tmp_path).returncode == 0
+    assert_same_as_uninterrupted(args, tmp_path, ["x.npy"], n=3)
 
 
 def _two_layer_store(path: Path, rng: np.random.Generator) -> Path:
