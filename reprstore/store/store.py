@@ -12,6 +12,7 @@ readable by plain ``zarr.open_group``.
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.errors import GroupNotFoundError
+from zarr.errors import ContainsGroupError, GroupNotFoundError
 
 from reprstore.errors import (
     AlreadyExistsError,
@@ -49,6 +50,31 @@ def _local_path(url: str) -> Path | None:
     if url.startswith("file://"):
         return Path(url[len("file://") :])
     return None if _is_url(url) else Path(url)
+
+
+def _open_root(url: str, create: bool) -> zarr.Group:
+    """Open the root group; when creating, tolerate another process creating it first."""
+    if not create:
+        return zarr.open_group(url, mode="r")
+    for _ in range(20):
+        try:
+            return zarr.open_group(url, mode="a")
+        except ContainsGroupError:  # created by a concurrent writer between check and write
+            time.sleep(0.05)
+    return zarr.open_group(url, mode="r+")
+
+
+def _wait_for_marker(root: zarr.Group, seconds: float = 2.0) -> Any:
+    """A concurrent creator writes the marker right after the group; give it a moment."""
+    if not any(True for _ in root):
+        return None  # an empty group: ours to mark
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        marker = zarr.open_group(root.store, mode="r+").attrs.get(STORE_MARKER)
+        if marker is not None:
+            return marker
+        time.sleep(0.05)
+    return None
 
 
 @dataclass(frozen=True)
@@ -131,7 +157,7 @@ class Store:
                 "choose a new path for the store."
             )
         try:
-            root = zarr.open_group(url, mode="a" if create else "r")
+            root = _open_root(url, create)
         except (GroupNotFoundError, FileNotFoundError) as err:
             raise StoreNotFoundError(f"No store at {url}: {err}") from err
         except (PermissionError, OSError) as err:
@@ -139,6 +165,8 @@ class Store:
         except (ValueError, TypeError) as err:
             raise StoreNotFoundError(f"{url} is not a zarr v3 group: {err}") from err
         marker = root.attrs.get(STORE_MARKER)
+        if marker is None and create:
+            marker = _wait_for_marker(root)
         if marker is None:
             if not create or any(True for _ in root):
                 raise StoreNotFoundError(
