@@ -49,6 +49,8 @@ from reprstore.stats.minibatch import MinibatchSums, assign_batches, merge_sums
 from reprstore.stats.plan import (
     batch_groups,
     human_bytes,
+    linear_chains,
+    linear_state_bytes,
     live_blocks,
     parse_memory,
     plan_linear_passes,
@@ -307,14 +309,19 @@ def _linear_exact(
     block_rows = max(arrays[0].chunks[0])
     passes = plan_linear_passes([a.shape[1] for a in arrays], pairs, memory, block_rows)
     run = dask_graph.Runner(scheduler, progress, len(passes) * blocks)
+    threads = dask_graph.scheduler_threads(scheduler)
+    features = [a.shape[1] for a in arrays]
     sides: dict[int, LinearSide] = {}
     shifts: list[Any] = [None] * len(arrays)
     results: dict[Pair, CKAResult] = {}
     for own, batch in passes:
+        state = linear_state_bytes(features, own, batch)
+        chains = linear_chains(threads, blocks, state)
         graph, _ = dask_graph.linear_pass(
-            arrays, own, batch, mask=mask, shifts=shifts, backend=backend, split_every=split_every
-        )
-        ((reprs, cross),) = run(graph, blocks=blocks)
+            arrays, own, batch, mask=mask, shifts=shifts, backend=backend,
+            split_every=split_every, chains=chains,
+        )  # fmt: skip
+        ((reprs, cross),) = run(graph, blocks=blocks, workers=chains)
         for i, m in reprs.items():
             shifts[i] = m.shift
             sides[i] = linear_side(m, estimator, names[i])

@@ -14,8 +14,8 @@ import pytest
 from test_cka_reference import correlated, ref_cka, ref_linear_kernel
 
 from reprstore.engine import cka
-from reprstore.metrics.cka import linear_terms
-from reprstore.stats import dask_graph, linear
+from reprstore.metrics.cka import cka_linear, linear_terms
+from reprstore.stats import dask_graph, linear, plan
 from reprstore.stats.hsic import HsicTerms, hsic1
 from reprstore.stats.minibatch import assign_batches
 
@@ -45,6 +45,39 @@ def test_moments_merge_in_any_order(rng: np.random.Generator) -> None:
             np.testing.assert_allclose(got.sqnorm_x, want.sqnorm_x, rtol=1e-12, atol=1e-10)
         np.testing.assert_allclose(merged[1][(0, 1)].cross, whole[1][(0, 1)].cross, rtol=1e-12)
         assert merged[1][(0, 1)].ab == pytest.approx(whole[1][(0, 1)].ab, rel=1e-12)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 33, 90])
+def test_sub_blocks_and_in_place_merges_equal_one_block(
+    rng: np.random.Generator, rows: int
+) -> None:
+    """A block taken ``rows`` rows at a time, and states merged in place, change nothing."""
+    x, y = correlated(rng, n=90)
+    z = rng.normal(size=(90, 5))
+    shifts = [linear.block_shift(b[:10]) for b in (x, y, z)]
+    pairs, own = [(0, 1), (2, 0), (1, 1)], [0, 1, 2]
+    whole = linear.block_moments([x, y, z], shifts, pairs, own)
+    got = linear.accumulate(None, [x[:50], y[:50], z[:50]], shifts, pairs, own, rows=rows)
+    assert linear.accumulate(got, [x[50:], y[50:], z[50:]], shifts, pairs, own, rows=rows) is got
+    other = linear.accumulate(None, [x[:0], y[:0], z[:0]], shifts, pairs, own)
+    assert linear.merge_into(got, other) is got
+    assert sorted(got[1]) == [(0, 1), (2, 0)]
+    for i in own:
+        assert got[0][i].n == 90
+        np.testing.assert_allclose(got[0][i].gram, whole[0][i].gram, rtol=1e-12, atol=1e-10)
+        np.testing.assert_allclose(got[0][i].sqnorm_x, whole[0][i].sqnorm_x, rtol=1e-12)
+    for key in got[1]:
+        np.testing.assert_allclose(got[1][key].cross, whole[1][key].cross, rtol=1e-12, atol=1e-10)
+        np.testing.assert_allclose(got[1][key].a_y, whole[1][key].a_y, rtol=1e-12)
+        assert got[1][key].ab == pytest.approx(whole[1][key].ab, rel=1e-12)
+
+
+def test_nonfinite_rows_counted_and_zeroed() -> None:
+    x = np.arange(12.0).reshape(4, 3)
+    x[1, 2], x[3, 0] = np.nan, np.inf
+    m = linear.moments(x, shift=np.zeros(3))
+    assert m.nonfinite == 2 and m.n == 4
+    np.testing.assert_allclose(m.total, x[[0, 2]].sum(axis=0))
 
 
 def test_merge_refuses_different_shifts(rng: np.random.Generator) -> None:
@@ -124,6 +157,49 @@ def test_one_compute_per_pass(
         got = cka(dx, dy, estimator, kernel, batch_size=30)
     assert counter.calls == passes
     assert got.cka == pytest.approx(ref_cka(x, y, estimator, kernel, batch_size=30), rel=1e-6)
+
+
+@pytest.mark.parametrize("chains", [1, 2, 3, 8])
+def test_chains_equal_reference_and_read_once(rng: np.random.Generator, chains: int) -> None:
+    x, y = correlated(rng, n=130)
+    rx, ry = RecordingArray(x), RecordingArray(y)
+    arrays = [da.from_array(rx, chunks=(9, -1)), da.from_array(ry, chunks=(9, -1))]
+    graph, _ = dask_graph.linear_pass(arrays, [0, 1], [(0, 1)], chains=chains)
+    (state,) = dask_graph.compute(graph, scheduler="threads", workers=chains)
+    assert sum(rx.reads) == sum(ry.reads) == 130
+    got = cka_linear(state[0][0], state[0][1], state[1][(0, 1)])
+    assert got.cka == pytest.approx(ref_cka(x, y), rel=1e-9)
+
+
+def test_pass_memory_does_not_grow_with_blocks() -> None:
+    """A pass holds one state per chain and a few blocks, not one state per block."""
+    rng = np.random.default_rng(8)
+    data = [rng.normal(size=(4096, 256)) for _ in range(4)]
+    pairs = [(i, j) for i in range(2) for j in range(2, 4)]
+    state = 8 * (4 * 256 * 256 + 4 * 256 * 256)  # own grams and cross matrices: 4 MiB
+
+    def peak(n: int) -> int:
+        arrays = [da.from_array(d[:n], chunks=(128, -1)) for d in data]
+        graph, _ = dask_graph.linear_pass(arrays, [0, 1, 2, 3], pairs, chains=2)
+        tracemalloc.start()
+        try:
+            dask_graph.compute(graph, scheduler="threads", workers=2)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, large = peak(512), peak(4096)  # 4 and 32 blocks
+    assert large < small + state / 2, (small, large)
+    assert large < 3 * state, (small, large)
+
+
+def test_chains_follow_threads_and_state_size() -> None:
+    assert plan.linear_chains(threads=2, blocks=50, state_bytes=15 * 2**20) == 2
+    assert plan.linear_chains(threads=2, blocks=1, state_bytes=15 * 2**20) == 1
+    assert plan.linear_chains(threads=16, blocks=50, state_bytes=226 * 2**20) == 1
+    assert dask_graph.scheduler_threads("sync") == 1
+    with dask.config.set(num_workers=3):
+        assert dask_graph.scheduler_threads("threads") == 3
 
 
 class RecordingArray:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import dask
 import dask.array as da
+import dask.system
 import dask.threaded
 import numpy as np
 from dask.callbacks import Callback
@@ -95,16 +96,17 @@ def _shift_of(block: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
     return linear.block_shift(_select(block, rows))
 
 
-def _linear_task(
+def _linear_step(
+    state: linear.LinearState | None,
     blocks: Sequence[np.ndarray | None],
     rows: np.ndarray | None,
     shifts: Sequence[np.ndarray | None],
     pairs: Sequence[tuple[int, int]],
     own: Sequence[int],
     backend: Backend,
-) -> tuple[dict, dict]:
+) -> linear.LinearState:
     sel = [None if b is None else _select(b, rows) for b in blocks]
-    return linear.block_moments(sel, shifts, pairs, own, backend)  # type: ignore[arg-type]
+    return linear.accumulate(state, sel, shifts, pairs, own, backend)
 
 
 def linear_pass(
@@ -116,8 +118,14 @@ def linear_pass(
     shifts: Sequence[Any] | None = None,
     backend: Backend = NUMPY,
     split_every: int = DEFAULT_SPLIT_EVERY,
+    chains: int = 1,
 ) -> tuple[Delayed, list[Any]]:
     """Graph of one pass of linear statistics (own statistics of ``own``, cross of ``pairs``).
+
+    The row blocks are dealt round-robin to ``chains`` chains; each chain folds its blocks
+    into one state, in place, block after block, so that a pass holds ``chains`` states
+    (and about as many blocks) whatever the number of blocks. The chains' states are then
+    merged ``split_every`` at a time.
 
     Parameters
     ----------
@@ -127,6 +135,8 @@ def linear_pass(
     mask : bool ndarray (n,) or None
         Rows to use.
     shifts : per array, a known shift (ndarray or Delayed) or None to derive it here.
+    chains : int
+        Blocks processed at once (run it with as many scheduler threads).
 
     Returns
     -------
@@ -144,18 +154,21 @@ def linear_pass(
     for i in involved:
         if shift_list[i] is None:
             shift_list[i] = dask.delayed(_shift_of)(blocks[i][live[0]], rows[live[0]])
-    parts = [
-        dask.delayed(_linear_task)(
-            [blocks[i][k] if i in involved else None for i in range(len(arrays))],
-            rows[k],
-            shift_list,
-            list(pairs),
-            list(own),
-            backend,
-        )
-        for k in live
-    ]
-    return tree_reduce(parts, linear.merge_block_moments, split_every), shift_list
+    parts: list[Any] = []
+    for c in range(max(1, min(chains, len(live)))):
+        state: Any = None
+        for k in live[c :: max(1, min(chains, len(live)))]:
+            state = dask.delayed(_linear_step)(
+                state,
+                [blocks[i][k] if i in involved else None for i in range(len(arrays))],
+                rows[k],
+                shift_list,
+                list(pairs),
+                list(own),
+                backend,
+            )
+        parts.append(state)
+    return tree_reduce(parts, linear.merge_into, split_every), shift_list
 
 
 def minibatch_pass(
@@ -224,10 +237,25 @@ def gather_rows(array: da.Array, mask: np.ndarray | None) -> Delayed:
     return dask.delayed(np.concatenate)(parts)
 
 
+def scheduler_threads(scheduler: Any = None) -> int:
+    """Tasks the scheduler runs at once: local threads, a dask.distributed cluster's
+    threads, or 1 (synchronous and unknown schedulers)."""
+    get = dask.base.get_scheduler(scheduler=scheduler)
+    if get is dask.threaded.get:
+        return max(1, int(dask.config.get("num_workers", None) or dask.system.CPU_COUNT))
+    nthreads = getattr(getattr(get, "__self__", None), "nthreads", None)
+    if callable(nthreads):  # a distributed Client's bound ``get``
+        try:
+            return max(1, sum(nthreads().values()))
+        except Exception:  # a client that cannot answer: assume one thread
+            return 1
+    return 1
+
+
 @contextlib.contextmanager
-def _blas_single_thread(active: bool) -> Iterator[None]:
-    """Limit BLAS to one thread while dask runs several tasks at once (threadpoolctl, if any)."""
-    if not active:
+def _blas_threads(limit: int | None) -> Iterator[None]:
+    """Limit BLAS to ``limit`` threads (threadpoolctl, if installed); ``None``: as is."""
+    if limit is None:
         yield
         return
     try:
@@ -235,19 +263,28 @@ def _blas_single_thread(active: bool) -> Iterator[None]:
     except ImportError:  # optional: without it BLAS and dask threads may oversubscribe
         yield
         return
-    with threadpool_limits(limits=1, user_api="blas"):
+    with threadpool_limits(limits=limit, user_api="blas"):
         yield
 
 
-def compute(*objs: Any, scheduler: Any = None) -> tuple[Any, ...]:
-    """``dask.compute`` that keeps BLAS to one thread under the local threaded scheduler."""
+def compute(*objs: Any, scheduler: Any = None, workers: int | None = None) -> tuple[Any, ...]:
+    """``dask.compute`` sharing the cores between dask threads and BLAS threads.
+
+    Under the local threaded scheduler, ``workers`` (default: all) tasks run at once and
+    BLAS gets the remaining share of the cores (one thread each when all run at once):
+    a pass of ``chains`` chains runs with ``workers=chains``, so no thread reads blocks
+    ahead that no chain can take.
+    """
     get = dask.base.get_scheduler(scheduler=scheduler, collections=list(objs))
-    threaded = get is dask.threaded.get
-    with _blas_single_thread(threaded):
+    if get is not dask.threaded.get:
         return dask.compute(*objs, scheduler=scheduler)
+    cores = scheduler_threads(scheduler)
+    workers = max(1, min(workers or cores, cores))
+    with _blas_threads(max(1, cores // workers)):
+        return dask.compute(*objs, scheduler=scheduler, num_workers=workers)
 
 
-_BLOCK_TASKS = ("_linear_task", "block_minibatch", "_select")
+_BLOCK_TASKS = ("_linear_step", "block_minibatch", "_select")
 
 
 class _BlockCounter(Callback):
@@ -283,12 +320,14 @@ class Runner:
         if self.progress is not None:
             self.progress(min(self.done, self.total), self.total)
 
-    def __call__(self, *graphs: Any, blocks: int = 0) -> tuple[Any, ...]:
+    def __call__(
+        self, *graphs: Any, blocks: int = 0, workers: int | None = None
+    ) -> tuple[Any, ...]:
         if self.progress is None:
-            return compute(*graphs, scheduler=self.scheduler)
+            return compute(*graphs, scheduler=self.scheduler, workers=workers)
         start = self.done
         with _BlockCounter(self._tick):
-            out = compute(*graphs, scheduler=self.scheduler)
+            out = compute(*graphs, scheduler=self.scheduler, workers=workers)
         if self.done == start:  # a distributed scheduler: no per-task callbacks
             self._tick(blocks)
         return out

@@ -185,12 +185,21 @@ class Prepared:
 
 
 def prepare_block(block: np.ndarray, shift: np.ndarray, backend: Backend = NUMPY) -> Prepared:
-    """Shift a raw block (r, p) of any dtype, take its row norms, move it to the device."""
+    """Shift a raw block (r, p) of any dtype, take its row norms, move it to the device.
+
+    The float64 conversion and the shift are one pass (``np.subtract`` with ``dtype``);
+    rows holding NaN/±Inf are looked for only when some row norm is not finite.
+    """
     x = shifted(block, shift)
-    bad = count_nonfinite(x)
-    if bad:  # counted and reported by the metrics; zeroed so that the sums stay quiet
-        x[~np.isfinite(x).all(axis=1)] = 0.0
-    return Prepared(x=x, dev=backend.prepare(x), sqn=np.einsum("ij,ij->i", x, x), nonfinite=bad)
+    sqn = np.einsum("ij,ij->i", x, x)
+    bad = 0
+    if not np.isfinite(sqn).all():
+        rows = ~np.isfinite(x).all(axis=1)
+        bad = int(rows.sum())
+        if bad:  # counted and reported by the metrics; zeroed so that the sums stay quiet
+            x[rows] = 0.0
+            sqn[rows] = 0.0
+    return Prepared(x=x, dev=backend.prepare(x), sqn=sqn, nonfinite=bad)
 
 
 def update_repr(m: ReprMoments, b: Prepared, backend: Backend = NUMPY) -> ReprMoments:
@@ -250,17 +259,52 @@ def moments(
     return update_repr(init_repr(s), prepare_block(x, s, backend), backend)
 
 
-def block_moments(
-    blocks: Sequence[np.ndarray],
-    shifts: Sequence[np.ndarray],
+#: A row block is converted to float64 in sub-blocks of about this many bytes (all the
+#: involved representations together) and never fewer than ``MIN_SUB_BLOCK_ROWS`` rows:
+#: XᵀX and XᵀY on (≥ 512 × 768) blocks already run near the BLAS peak.
+SUB_BLOCK_BYTES = 16 * 1024**2
+MIN_SUB_BLOCK_ROWS = 512
+
+LinearState = tuple[dict[int, ReprMoments], dict[tuple[int, int], PairMoments]]
+
+
+def sub_block_rows(features: Sequence[int], target_bytes: int = SUB_BLOCK_BYTES) -> int:
+    """Rows per sub-block: about ``target_bytes`` of float64 over all ``features`` widths."""
+    row_bytes = 8 * max(sum(int(p) for p in features), 1)
+    return max(MIN_SUB_BLOCK_ROWS, target_bytes // row_bytes)
+
+
+def init_state(
+    shifts: Sequence[np.ndarray | None],
+    pairs: Sequence[tuple[int, int]],
+    own: Sequence[int],
+) -> LinearState:
+    """Empty statistics: own of ``own``, cross of every ``pairs`` entry with ``i != j``."""
+    reprs = {i: init_repr(shifts[i]) for i in own}  # type: ignore[arg-type]
+    width = {i: len(s) for i, s in enumerate(shifts) if s is not None}
+    cross = {(i, j): init_pair(width[i], width[j]) for i, j in pairs if i != j}
+    return reprs, cross
+
+
+def accumulate(
+    state: LinearState | None,
+    blocks: Sequence[np.ndarray | None],
+    shifts: Sequence[np.ndarray | None],
     pairs: Sequence[tuple[int, int]],
     own: Sequence[int],
     backend: Backend = NUMPY,
-) -> tuple[dict[int, ReprMoments], dict[tuple[int, int], PairMoments]]:
-    """All statistics one row block contributes, each block prepared once.
+    rows: int | None = None,
+) -> LinearState:
+    """Add one row block to ``state`` in place (a new state when ``None``) and return it.
+
+    The block is taken ``rows`` rows at a time (default :func:`sub_block_rows`); each
+    representation's sub-block is converted to float64 once and serves its own
+    statistics and every pair that involves it, then is freed.
 
     Parameters
     ----------
+    state : LinearState or None
+        ``(dict of int to ReprMoments, dict of (int, int) to PairMoments)``.
     blocks : sequence of ndarray, each (r, p_i)
         The same r rows of every involved representation (``None`` where unused).
     shifts : sequence of ndarray, each (p_i,)
@@ -268,28 +312,48 @@ def block_moments(
         Cross statistics wanted; ``i == j`` pairs are served by the representation's own.
     own : sequence of int
         Representations whose own statistics this pass accumulates.
+    """
+    if state is None:
+        state = init_state(shifts, pairs, own)
+    reprs, cross = state
+    needed = sorted(set(own) | {i for pair in pairs for i in pair})
+    if not needed:
+        return state
+    n = blocks[needed[0]].shape[0]  # type: ignore[union-attr]
+    step = rows or sub_block_rows([blocks[i].shape[1] for i in needed])  # type: ignore[union-attr]
+    step = -(-n // -(-n // step)) if n else 1  # equal sub-blocks, none larger than step
+    for start in range(0, n, step):
+        prep = {
+            i: prepare_block(blocks[i][start : start + step], shifts[i], backend)  # type: ignore[index,arg-type]
+            for i in needed
+        }
+        for i in own:
+            update_repr(reprs[i], prep[i], backend)
+        for i, j in pairs:
+            if i != j:
+                update_pair(cross[(i, j)], prep[i], prep[j], backend)
+        del prep
+    return state
+
+
+def block_moments(
+    blocks: Sequence[np.ndarray],
+    shifts: Sequence[np.ndarray],
+    pairs: Sequence[tuple[int, int]],
+    own: Sequence[int],
+    backend: Backend = NUMPY,
+) -> LinearState:
+    """All statistics one row block contributes (a new state; see :func:`accumulate`).
 
     Returns
     -------
     (dict of int to ReprMoments, dict of (int, int) to PairMoments)
     """
-    needed = set(own) | {i for pair in pairs for i in pair}
-    prep = {i: prepare_block(blocks[i], shifts[i], backend) for i in sorted(needed)}
-    reprs = {i: update_repr(init_repr(shifts[i]), prep[i], backend) for i in own}
-    out: dict[tuple[int, int], PairMoments] = {}
-    for i, j in pairs:
-        if i == j:
-            continue
-        m = init_pair(prep[i].x.shape[1], prep[j].x.shape[1])
-        out[(i, j)] = update_pair(m, prep[i], prep[j], backend)
-    return reprs, out
+    return accumulate(None, blocks, shifts, pairs, own, backend)
 
 
-def merge_block_moments(
-    a: tuple[dict[int, ReprMoments], dict[tuple[int, int], PairMoments]],
-    b: tuple[dict[int, ReprMoments], dict[tuple[int, int], PairMoments]],
-) -> tuple[dict[int, ReprMoments], dict[tuple[int, int], PairMoments]]:
-    """Merge two outputs of :func:`block_moments` key by key."""
+def merge_block_moments(a: LinearState, b: LinearState) -> LinearState:
+    """Merge two outputs of :func:`block_moments` key by key (a new state)."""
     reprs = dict(a[0])
     for k, v in b[0].items():
         reprs[k] = merge_repr(reprs[k], v) if k in reprs else v
@@ -297,3 +361,31 @@ def merge_block_moments(
     for key, w in b[1].items():
         pairs[key] = merge_pair(pairs[key], w) if key in pairs else w
     return reprs, pairs
+
+
+def merge_into(a: LinearState, b: LinearState) -> LinearState:
+    """Add ``b`` to ``a`` in place and return ``a`` (no new p × q matrices)."""
+    for k, v in b[0].items():
+        m = a[0].get(k)
+        if m is None:
+            a[0][k] = v
+            continue
+        if not np.array_equal(m.shift, v.shift):
+            raise ValueError("cannot merge statistics accumulated with different shifts")
+        m.n += v.n
+        m.total += v.total
+        m.gram += v.gram
+        m.sqnorm += v.sqnorm
+        m.sqnorm2 += v.sqnorm2
+        m.sqnorm_x += v.sqnorm_x
+        m.nonfinite += v.nonfinite
+    for key, w in b[1].items():
+        c = a[1].get(key)
+        if c is None:
+            a[1][key] = w
+            continue
+        c.cross += w.cross
+        c.a_y += w.a_y
+        c.b_x += w.b_x
+        c.ab += w.ab
+    return a

@@ -90,6 +90,30 @@ def plan_linear_passes(
     return passes
 
 
+def linear_state_bytes(features: Sequence[int], own: Sequence[int], pairs: Sequence[Pair]) -> int:
+    """Bytes of one state of a linear pass: own statistics of ``own``, cross of ``pairs``."""
+    floats = sum(features[k] ** 2 + 3 * features[k] for k in set(own))
+    floats += sum(
+        features[i] * features[j] + features[i] + features[j] for i, j in set(pairs) if i != j
+    )
+    return 8 * floats
+
+
+#: Chains of a linear pass beyond the first are made only while all their states together
+#: stay within this many bytes.
+CHAIN_STATES_BYTES = 128 * 1024**2
+
+
+def linear_chains(threads: int, blocks: int, state_bytes: int) -> int:
+    """Chains of a linear pass: one per scheduler thread while their states are small.
+
+    Each chain holds one state. A state larger than ``CHAIN_STATES_BYTES`` (a grid of
+    many pairs) runs as one chain whose products use every core through BLAS, so that
+    memory holds one state, not one per core.
+    """
+    return max(1, min(threads, blocks, CHAIN_STATES_BYTES // max(state_bytes, 1)))
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024:
