@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -237,10 +238,26 @@ def gather_rows(array: da.Array, mask: np.ndarray | None) -> Delayed:
     return dask.delayed(np.concatenate)(parts)
 
 
+def resolve_scheduler(scheduler: Any = None) -> Any:
+    """``scheduler``, or for ``None`` the local threaded scheduler when no dask.distributed
+    client can be active (``distributed`` not imported and no scheduler configured).
+
+    dask's own default lookup imports ``distributed`` to look for a client, which costs
+    a third of a second on the first comparison of a process.
+    """
+    if (
+        scheduler is None
+        and dask.config.get("scheduler", None) is None
+        and "distributed" not in sys.modules
+    ):
+        return dask.threaded.get
+    return scheduler
+
+
 def scheduler_threads(scheduler: Any = None) -> int:
     """Tasks the scheduler runs at once: local threads, a dask.distributed cluster's
     threads, or 1 (synchronous and unknown schedulers)."""
-    get = dask.base.get_scheduler(scheduler=scheduler)
+    get = dask.base.get_scheduler(scheduler=resolve_scheduler(scheduler))
     if get is dask.threaded.get:
         return max(1, int(dask.config.get("num_workers", None) or dask.system.CPU_COUNT))
     nthreads = getattr(getattr(get, "__self__", None), "nthreads", None)
@@ -275,6 +292,7 @@ def compute(*objs: Any, scheduler: Any = None, workers: int | None = None) -> tu
     a pass of ``chains`` chains runs with ``workers=chains``, so no thread reads blocks
     ahead that no chain can take.
     """
+    scheduler = resolve_scheduler(scheduler)
     get = dask.base.get_scheduler(scheduler=scheduler, collections=list(objs))
     if get is not dask.threaded.get:
         return dask.compute(*objs, scheduler=scheduler)
