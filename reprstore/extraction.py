@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -246,16 +247,23 @@ def extract(
             variable_tokens=_variable_tokens(source),
             extra_kwargs=extra_kwargs,
         )
-        fingerprint = source.fingerprint()
         n = source.n_samples
-
-        st = store if isinstance(store, Store) else Store.open(store, create=True)
+        # Hash the input data on a helper thread (hashlib and file reads release the GIL)
+        # while this one hashes the weights and imports/opens the store; the data is not
+        # read anywhere else meanwhile. Each weights id (a checkpoint's sha256) is computed
+        # once and reused for the settings and the provenance.
+        with ThreadPoolExecutor(1, thread_name_prefix="reprstore-fingerprint") as pool:
+            pending = pool.submit(source.fingerprint)
+            weights = {ckpt.label: _weights_id(loaded, ckpt) for ckpt in checkpoints}
+            st = store if isinstance(store, Store) else Store.open(store, create=True)
+            fingerprint = pending.result()
         check_dataset(st.root, dataset, n, id_values, meta_values, fingerprint)
         todo = _plan_writes(
             st,
             loaded,
             checkpoints,
             plan.layers,
+            weights=weights,
             name=name,
             seed=seed,
             dataset=dataset,
@@ -281,7 +289,9 @@ def extract(
                 on_checkpoint(ckpt.label)
             load_checkpoint(loaded.module, ckpt, trust=trust_checkpoint)
             loaded.module.to(torch_device)
-            sources = _provenance(loaded, ckpt, source, fingerprint, batch_size, device, threads)
+            sources = _provenance(
+                loaded, ckpt, weights[ckpt.label], source, fingerprint, batch_size, device, threads
+            )
             sinks = _open_sinks(st, settings, encoding, sources, overwrite, on_nonfinite)
             result.resumed_from[ckpt.label] = run(
                 loaded.module,
@@ -330,6 +340,7 @@ def _plan_writes(
     checkpoints: list[Any],
     layers: list[LayerOutput],
     *,
+    weights: Mapping[str, str],
     name: str,
     seed: str,
     dataset: str,
@@ -351,7 +362,7 @@ def _plan_writes(
             {
                 "data": fingerprint,
                 "preprocessing": preprocessing,
-                "weights": _weights_id(loaded, ckpt),
+                "weights": weights[ckpt.label],
                 "autocast": autocast,
             }
         )
@@ -399,19 +410,19 @@ def _complete_and_same(st: Store, key: ReprKey, settings: ReprSettings) -> bool:
 def _provenance(
     loaded: LoadedModel,
     ckpt: Any,
+    weights_id: str,
     source: DataSource,
     fingerprint: str,
     batch_size: int,
     device: str,
     threads: int | None,
 ) -> dict[str, Any]:
-    from reprstore.store import sha256_file
-
+    """``weights_id``: :func:`_weights_id` of ``ckpt`` (the file's sha256 when it has one)."""
     return {
         "model_source": loaded.spec,
         "model_kind": loaded.kind,
         "checkpoint_path": str(ckpt.path.resolve()) if ckpt.path is not None else None,
-        "checkpoint_sha256": sha256_file(ckpt.path) if ckpt.path is not None else None,
+        "checkpoint_sha256": weights_id if ckpt.path is not None else None,
         "data_source": source.description,
         "data_fingerprint": fingerprint,
         "batch_size": batch_size,

@@ -116,7 +116,7 @@ class ArraySource(DataSource):
             step = max(1, HASH_BLOCK_BYTES // row_bytes)
             for lo in range(0, self.n_samples, step):
                 block = np.ascontiguousarray(arr.read(lo, min(lo + step, self.n_samples)))
-                digest.update(block.tobytes())
+                digest.update(block.reshape(-1).view(np.uint8).data)  # in place, no copy
         return digest.hexdigest()
 
     def windows(self, batch_size: int, start: int = 0) -> Iterator[Window]:
@@ -309,7 +309,8 @@ def _hash_batch(digest: Any, batch: Batch) -> None:
     for name, tensor in items:
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if t.numel():  # the tensor's own bytes, hashed in place (no copy)
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().data)
 
 
 def is_text_file(path: Path) -> bool:

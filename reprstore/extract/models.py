@@ -321,5 +321,6 @@ def weights_fingerprint(model: nn.Module) -> str:
     for name, tensor in model.state_dict().items():
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if t.numel():  # the tensor's own bytes, hashed in place (no copy)
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().data)
     return digest.hexdigest()

@@ -93,10 +93,17 @@ def _move(value: Any, device: torch.device, float_dtype: torch.dtype) -> Any:
 
 
 def forward(
-    model: nn.Module, batch: Batch, device: torch.device, extra_kwargs: Mapping[str, Any]
+    model: nn.Module,
+    batch: Batch,
+    device: torch.device,
+    extra_kwargs: Mapping[str, Any],
+    float_dtype: torch.dtype | None = None,
 ) -> tuple[Any, torch.Tensor | None]:
-    """Run one batch; return the model's output and the batch's mask on the device."""
-    float_dtype = model_float_dtype(model)
+    """Run one batch; return the model's output and the batch's mask on the device.
+
+    ``float_dtype``: the model's :func:`model_float_dtype`, when the caller knows it.
+    """
+    float_dtype = float_dtype or model_float_dtype(model)
     args = tuple(_move(a, device, float_dtype) for a in batch.args)
     kwargs = {k: _move(v, device, float_dtype) for k, v in batch.kwargs.items()}
     mask = kwargs.get("attention_mask", _move(batch.mask, device, float_dtype))
@@ -403,8 +410,11 @@ def run(
                 autocast_context(device, autocast),
                 hooked(model, [m for m in plan.modules if m in sinks], collector.on_output),
             ):
+                float_dtype = model_float_dtype(model)
                 for window in source.windows(batch_size, start):
-                    _run_window(model, window, collector, wanted_outputs, device, extra_kwargs)
+                    _run_window(
+                        model, window, collector, wanted_outputs, device, extra_kwargs, float_dtype
+                    )
                     writer.put(window.start, collector.end_window())
                     if progress is not None:
                         progress(window.stop, source.n_samples, _bytes(sinks))
@@ -429,10 +439,11 @@ def _run_window(
     outputs: list[str],
     device: torch.device,
     extra_kwargs: Mapping[str, Any] | None,
+    float_dtype: torch.dtype | None = None,
 ) -> None:
     collector.begin_window(window)
     for batch in window.batches:
-        out, _ = forward_with(collector, model, batch, device, extra_kwargs or {})
+        out, _ = forward_with(collector, model, batch, device, extra_kwargs or {}, float_dtype)
         if outputs:
             leaves = dict(output_leaves(out))
             for name in outputs:
@@ -446,12 +457,13 @@ def forward_with(
     batch: Batch,
     device: torch.device,
     extra_kwargs: Mapping[str, Any],
+    float_dtype: torch.dtype | None = None,
 ) -> tuple[Any, torch.Tensor | None]:
     """Set the collector's batch context (its mask), then run the batch."""
-    float_dtype = model_float_dtype(model)
+    float_dtype = float_dtype or model_float_dtype(model)
     mask = batch.kwargs.get("attention_mask", batch.mask)
     collector.begin_batch(batch, _move(mask, device, float_dtype) if mask is not None else None)
-    return forward(model, batch, device, extra_kwargs)
+    return forward(model, batch, device, extra_kwargs, float_dtype)
 
 
 def _bytes(sinks: Mapping[str, LayerSink]) -> int:

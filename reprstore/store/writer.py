@@ -114,8 +114,11 @@ class ReprWriter:
         if skip < len(block):
             self.write(block[skip:])
 
-    def _flush(self) -> None:
+    def _flush(self, final: dict[str, Any] | None = None) -> None:
+        """Write the buffered rows; ``final`` attributes go into the same metadata write."""
         if self._filled == 0:
+            if final:
+                self.array.attrs.update(final)
             return
         chunk = self._buffer[: self._filled]
         self._count_nonfinite(chunk)
@@ -128,7 +131,12 @@ class ReprWriter:
             self.rows_written = hi
             self._filled = 0
             self.array.attrs.update(
-                {"rows_written": hi, "chunk_crc32": self.crcs, "nonfinite": self.nonfinite}
+                {
+                    "rows_written": hi,
+                    "chunk_crc32": self.crcs,
+                    "nonfinite": self.nonfinite,
+                    **(final or {}),
+                }
             )
         except OSError as err:
             raise StoreWriteError(
@@ -154,17 +162,21 @@ class ReprWriter:
         """Write the last partial chunk and mark the array complete."""
         if self.closed:
             return
-        self._flush()
         n = self.settings.n_samples
-        if n is not None and self.rows_written != n:
-            raise DatasetMismatchError(
-                f"{self.key.label()}: got {self.rows_written} rows, the dataset has {n}."
+        if n is not None and self.rows_accepted == n:
+            # the last chunk and the completion marker in one metadata write (not two)
+            self._flush({"complete": True, "n_samples": n, "completed": utc_now()})
+        else:
+            self._flush()
+            if n is not None and self.rows_written != n:
+                raise DatasetMismatchError(
+                    f"{self.key.label()}: got {self.rows_written} rows, the dataset has {n}."
+                )
+            if n is None and self.array.shape[0] != self.rows_written:
+                self.array.resize((self.rows_written, self.settings.n_features))
+            self.array.attrs.update(
+                {"complete": True, "n_samples": self.rows_written, "completed": utc_now()}
             )
-        if n is None and self.array.shape[0] != self.rows_written:
-            self.array.resize((self.rows_written, self.settings.n_features))
-        self.array.attrs.update(
-            {"complete": True, "n_samples": self.rows_written, "completed": utc_now()}
-        )
         self.closed = True
         self.lease.release()
 
