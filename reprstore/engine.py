@@ -310,6 +310,7 @@ def _linear_exact(
     passes = plan_linear_passes([a.shape[1] for a in arrays], pairs, memory, block_rows)
     run = dask_graph.Runner(scheduler, progress, len(passes) * blocks)
     threads = dask_graph.scheduler_threads(scheduler)
+    local = dask_graph.is_local_threaded(scheduler)
     features = [a.shape[1] for a in arrays]
     sides: dict[int, LinearSide] = {}
     shifts: list[Any] = [None] * len(arrays)
@@ -317,11 +318,13 @@ def _linear_exact(
     for own, batch in passes:
         state = linear_state_bytes(features, own, batch)
         chains = linear_chains(threads, blocks, state)
+        # a few large states (a grid): the cores left share each block's products
+        inner = max(1, threads // chains) if local else 1
         graph, _ = dask_graph.linear_pass(
             arrays, own, batch, mask=mask, shifts=shifts, backend=backend,
-            split_every=split_every, chains=chains,
+            split_every=split_every, chains=chains, threads=inner,
         )  # fmt: skip
-        ((reprs, cross),) = run(graph, blocks=blocks, workers=chains)
+        ((reprs, cross),) = run(graph, blocks=blocks, workers=chains, blas=1)
         for i, m in reprs.items():
             shifts[i] = m.shift
             sides[i] = linear_side(m, estimator, names[i])

@@ -47,18 +47,20 @@ def test_moments_merge_in_any_order(rng: np.random.Generator) -> None:
         assert merged[1][(0, 1)].ab == pytest.approx(whole[1][(0, 1)].ab, rel=1e-12)
 
 
-@pytest.mark.parametrize("rows", [1, 7, 33, 90])
+@pytest.mark.parametrize(("rows", "threads"), [(1, 1), (7, 3), (33, 1), (90, 2)])
 def test_sub_blocks_and_in_place_merges_equal_one_block(
-    rng: np.random.Generator, rows: int
+    rng: np.random.Generator, rows: int, threads: int
 ) -> None:
-    """A block taken ``rows`` rows at a time, and states merged in place, change nothing."""
+    """A block taken ``rows`` rows at a time (products shared among ``threads``), and
+    states merged in place, change nothing."""
     x, y = correlated(rng, n=90)
     z = rng.normal(size=(90, 5))
     shifts = [linear.block_shift(b[:10]) for b in (x, y, z)]
     pairs, own = [(0, 1), (2, 0), (1, 1)], [0, 1, 2]
     whole = linear.block_moments([x, y, z], shifts, pairs, own)
-    got = linear.accumulate(None, [x[:50], y[:50], z[:50]], shifts, pairs, own, rows=rows)
-    assert linear.accumulate(got, [x[50:], y[50:], z[50:]], shifts, pairs, own, rows=rows) is got
+    kw = {"rows": rows, "threads": threads}
+    got = linear.accumulate(None, [x[:50], y[:50], z[:50]], shifts, pairs, own, **kw)
+    assert linear.accumulate(got, [x[50:], y[50:], z[50:]], shifts, pairs, own, **kw) is got
     other = linear.accumulate(None, [x[:0], y[:0], z[:0]], shifts, pairs, own)
     assert linear.merge_into(got, other) is got
     assert sorted(got[1]) == [(0, 1), (2, 0)]

@@ -105,9 +105,10 @@ def _linear_step(
     pairs: Sequence[tuple[int, int]],
     own: Sequence[int],
     backend: Backend,
+    threads: int,
 ) -> linear.LinearState:
     sel = [None if b is None else _select(b, rows) for b in blocks]
-    return linear.accumulate(state, sel, shifts, pairs, own, backend)
+    return linear.accumulate(state, sel, shifts, pairs, own, backend, threads=threads)
 
 
 def linear_pass(
@@ -120,6 +121,7 @@ def linear_pass(
     backend: Backend = NUMPY,
     split_every: int = DEFAULT_SPLIT_EVERY,
     chains: int = 1,
+    threads: int = 1,
 ) -> tuple[Delayed, list[Any]]:
     """Graph of one pass of linear statistics (own statistics of ``own``, cross of ``pairs``).
 
@@ -138,6 +140,9 @@ def linear_pass(
     shifts : per array, a known shift (ndarray or Delayed) or None to derive it here.
     chains : int
         Blocks processed at once (run it with as many scheduler threads).
+    threads : int
+        Threads sharing the products of one block (see
+        :func:`~reprstore.stats.linear.accumulate`); for a few large states.
 
     Returns
     -------
@@ -167,6 +172,7 @@ def linear_pass(
                 list(pairs),
                 list(own),
                 backend,
+                threads,
             )
         parts.append(state)
     return tree_reduce(parts, linear.merge_into, split_every), shift_list
@@ -254,6 +260,11 @@ def resolve_scheduler(scheduler: Any = None) -> Any:
     return scheduler
 
 
+def is_local_threaded(scheduler: Any = None) -> bool:
+    """Whether ``scheduler`` is dask's local threaded scheduler."""
+    return dask.base.get_scheduler(scheduler=resolve_scheduler(scheduler)) is dask.threaded.get
+
+
 def scheduler_threads(scheduler: Any = None) -> int:
     """Tasks the scheduler runs at once: local threads, a dask.distributed cluster's
     threads, or 1 (synchronous and unknown schedulers)."""
@@ -284,13 +295,15 @@ def _blas_threads(limit: int | None) -> Iterator[None]:
         yield
 
 
-def compute(*objs: Any, scheduler: Any = None, workers: int | None = None) -> tuple[Any, ...]:
+def compute(
+    *objs: Any, scheduler: Any = None, workers: int | None = None, blas: int | None = None
+) -> tuple[Any, ...]:
     """``dask.compute`` sharing the cores between dask threads and BLAS threads.
 
     Under the local threaded scheduler, ``workers`` (default: all) tasks run at once and
-    BLAS gets the remaining share of the cores (one thread each when all run at once):
-    a pass of ``chains`` chains runs with ``workers=chains``, so no thread reads blocks
-    ahead that no chain can take.
+    BLAS gets ``blas`` threads (default: the remaining share of the cores, one thread
+    each when all tasks run at once): a pass of ``chains`` chains runs with
+    ``workers=chains``, so no thread reads blocks ahead that no chain can take.
     """
     scheduler = resolve_scheduler(scheduler)
     get = dask.base.get_scheduler(scheduler=scheduler, collections=list(objs))
@@ -298,7 +311,7 @@ def compute(*objs: Any, scheduler: Any = None, workers: int | None = None) -> tu
         return dask.compute(*objs, scheduler=scheduler)
     cores = scheduler_threads(scheduler)
     workers = max(1, min(workers or cores, cores))
-    with _blas_threads(max(1, cores // workers)):
+    with _blas_threads(blas or max(1, cores // workers)):
         return dask.compute(*objs, scheduler=scheduler, num_workers=workers)
 
 
@@ -339,13 +352,13 @@ class Runner:
             self.progress(min(self.done, self.total), self.total)
 
     def __call__(
-        self, *graphs: Any, blocks: int = 0, workers: int | None = None
+        self, *graphs: Any, blocks: int = 0, workers: int | None = None, blas: int | None = None
     ) -> tuple[Any, ...]:
         if self.progress is None:
-            return compute(*graphs, scheduler=self.scheduler, workers=workers)
+            return compute(*graphs, scheduler=self.scheduler, workers=workers, blas=blas)
         start = self.done
         with _BlockCounter(self._tick):
-            out = compute(*graphs, scheduler=self.scheduler, workers=workers)
+            out = compute(*graphs, scheduler=self.scheduler, workers=workers, blas=blas)
         if self.done == start:  # a distributed scheduler: no per-task callbacks
             self._tick(blocks)
         return out

@@ -20,11 +20,15 @@ products go through a small :class:`Backend` so that a GPU can do them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 class Backend(Protocol):
@@ -294,12 +298,16 @@ def accumulate(
     own: Sequence[int],
     backend: Backend = NUMPY,
     rows: int | None = None,
+    threads: int = 1,
 ) -> LinearState:
     """Add one row block to ``state`` in place (a new state when ``None``) and return it.
 
     The block is taken ``rows`` rows at a time (default :func:`sub_block_rows`); each
     representation's sub-block is converted to float64 once and serves its own
-    statistics and every pair that involves it, then is freed.
+    statistics and every pair that involves it, then is freed. With ``threads > 1`` the
+    conversions, then the products, of a sub-block are shared among that many threads
+    (each product updates its own statistics, so none waits for another); run BLAS
+    single-threaded then.
 
     Parameters
     ----------
@@ -312,6 +320,10 @@ def accumulate(
         Cross statistics wanted; ``i == j`` pairs are served by the representation's own.
     own : sequence of int
         Representations whose own statistics this pass accumulates.
+    rows : int, optional
+        Rows per sub-block.
+    threads : int
+        Threads sharing the work of each sub-block.
     """
     if state is None:
         state = init_state(shifts, pairs, own)
@@ -319,21 +331,43 @@ def accumulate(
     needed = sorted(set(own) | {i for pair in pairs for i in pair})
     if not needed:
         return state
-    n = blocks[needed[0]].shape[0]  # type: ignore[union-attr]
-    step = rows or sub_block_rows([blocks[i].shape[1] for i in needed])  # type: ignore[union-attr]
+    data = {i: np.asarray(blocks[i]) for i in needed}
+    shift = {i: np.asarray(shifts[i]) for i in needed}
+    n = data[needed[0]].shape[0]
+    step = rows or sub_block_rows([data[i].shape[1] for i in needed])
     step = -(-n // -(-n // step)) if n else 1  # equal sub-blocks, none larger than step
-    for start in range(0, n, step):
-        prep = {
-            i: prepare_block(blocks[i][start : start + step], shifts[i], backend)  # type: ignore[index,arg-type]
-            for i in needed
-        }
-        for i in own:
-            update_repr(reprs[i], prep[i], backend)
-        for i, j in pairs:
-            if i != j:
-                update_pair(cross[(i, j)], prep[i], prep[j], backend)
-        del prep
+    pool = ThreadPoolExecutor(threads, "reprstore-linear") if threads > 1 and n else None
+    try:
+        for start in range(0, n, step):
+            convert = [
+                functools.partial(prepare_block, data[i][start : start + step], shift[i], backend)
+                for i in needed
+            ]
+            done = _map(pool, _call, convert)
+            prep = dict(zip(needed, done, strict=True))
+            jobs: list[Callable[[], Any]] = [  # the largest products first
+                functools.partial(update_pair, cross[(i, j)], prep[i], prep[j], backend)
+                for i, j in pairs
+                if i != j
+            ]
+            jobs += [functools.partial(update_repr, reprs[i], prep[i], backend) for i in own]
+            _map(pool, _call, jobs)
+            del prep, jobs, convert, done
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return state
+
+
+def _call(fn: Callable[[], T]) -> T:
+    return fn()
+
+
+def _map(pool: ThreadPoolExecutor | None, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
+    """``[fn(x) for x in items]``, on ``pool``'s threads when there is one."""
+    if pool is None:
+        return [fn(x) for x in items]
+    return list(pool.map(fn, items))
 
 
 def block_moments(
