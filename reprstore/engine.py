@@ -10,8 +10,10 @@ Passes
 ------
 * linear, biased/debiased: one pass reads every row block of every involved array once;
   it accumulates each representation's own statistics once and each pair's cross
-  statistics. When the p × q cross matrices of all pairs exceed ``memory``, the pairs
-  are split over several passes.
+  statistics, in place, in one state per chain of blocks (one chain per core for a
+  small state; a grid's large state is one chain whose products share the cores). When
+  the p × q cross matrices of all pairs exceed ``memory``, the pairs are split over
+  several passes.
 * minibatch: one pass (consecutive batches), or one pass per group of random batches that
   fits in ``memory`` (``shuffle``). With the RBF kernel, one earlier pass for σ.
 * rbf, biased/debiased: needs the n × n kernels in memory; refused beyond ``memory``.

@@ -3,9 +3,15 @@
 Every involved representation is a dask array with the same row chunks (a chunk is a
 *row block*) and one column chunk. A pass is a graph with, per row block, one task that
 receives that block of every involved array (each block is a node of the input graph,
-so it is read once however many pairs use it) and returns partial statistics; the
-partials are summed by a tree of merges (``split_every`` at a time) to one state. Blocks
-holding no selected row are not read at all.
+so it is read once however many pairs use it). Blocks holding no selected row are not
+read at all.
+
+* linear statistics: the block tasks form a few *chains* (one per scheduler thread while
+  the states are small); each task adds its block to its chain's state in place, so a
+  pass holds one state per chain, never one per block. The chains' states are then
+  merged (``split_every`` at a time).
+* minibatch sums (a few floats per batch): each block task returns its partial sums,
+  merged by a tree of merges (``split_every`` at a time) to one state.
 
 The per-representation shift of the linear statistics is the mean of the first block
 holding a selected row; its task shares that block's node with the block's own task.

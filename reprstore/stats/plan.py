@@ -13,8 +13,9 @@ import numpy as np
 from reprstore.errors import ComparisonError, InputError
 
 DEFAULT_MEMORY = 2 * 1024**3
-#: Statistics of one pass are counted this many times against ``memory`` (partial states
-#: alive at once in the tree reduction and the running tasks).
+#: Statistics of one pass are counted this many times against ``memory`` (the chains'
+#: states of a linear pass, the partial states of a minibatch tree reduction, and the
+#: products' temporaries).
 STATE_COPIES = 4
 Pair = tuple[int, int]
 
