@@ -190,9 +190,10 @@ def test_pass_memory_does_not_grow_with_blocks() -> None:
         finally:
             tracemalloc.stop()
 
+    peak(512)  # warm-up: first-call caches and imports
     small, large = peak(512), peak(4096)  # 4 and 32 blocks
     assert large < small + state / 2, (small, large)
-    assert large < 3 * state, (small, large)
+    assert large < 4 * state, (small, large)  # two chains: two states, a few blocks
 
 
 def test_chains_follow_threads_and_state_size() -> None:

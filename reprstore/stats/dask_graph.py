@@ -14,7 +14,7 @@ read at all.
   merged by a tree of merges (``split_every`` at a time) to one state.
 
 The per-representation shift of the linear statistics is the mean of the first block
-holding a selected row; its task shares that block's node with the block's own task.
+holding a selected row, taken by the task that adds that block.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import dask
 import dask.array as da
+import dask.local
 import dask.system
 import dask.threaded
 import numpy as np
@@ -99,13 +100,51 @@ def _any(rows: np.ndarray | None) -> bool:
     return rows is None or bool(rows.any())
 
 
-def _shift_of(block: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
-    return linear.block_shift(_select(block, rows))
+class BlockReader:
+    """One row block of a dask array, computed when called, inside the task that uses it.
+
+    To ``dask.delayed`` this is a plain object, not a dependency: a chain's step reads its
+    own block when its turn comes, so no scheduler thread reads blocks ahead that no chain
+    can take yet (dask's local scheduler otherwise runs ready block reads on any idle
+    thread, and memory grows with the number of blocks). The block's own graph runs
+    synchronously; for ``from_array`` inputs (zarr, numpy) that is one slicing read.
+    """
+
+    def __init__(self, block: da.Array) -> None:
+        self.block = block
+
+    def __call__(self) -> np.ndarray:
+        (out,) = dask.compute(self.block, scheduler=dask.local.get_sync)
+        return np.asarray(out)
+
+
+def _read(
+    readers: Sequence[BlockReader | None], rows: np.ndarray | None
+) -> list[np.ndarray | None]:
+    return [None if r is None else _select(r(), rows) for r in readers]
+
+
+def _linear_first(
+    readers: Sequence[BlockReader | None],
+    rows: np.ndarray | None,
+    shifts: Sequence[np.ndarray | None],
+    pairs: Sequence[tuple[int, int]],
+    own: Sequence[int],
+    backend: Backend,
+    threads: int,
+) -> tuple[linear.LinearState, list[np.ndarray | None]]:
+    """The first block of a pass whose shifts are not known yet: shifts, then statistics."""
+    blocks = _read(readers, rows)
+    known = [
+        s if s is not None or b is None else linear.block_shift(b)
+        for s, b in zip(shifts, blocks, strict=True)
+    ]
+    return linear.accumulate(None, blocks, known, pairs, own, backend, threads=threads), known
 
 
 def _linear_step(
     state: linear.LinearState | None,
-    blocks: Sequence[np.ndarray | None],
+    readers: Sequence[BlockReader | None],
     rows: np.ndarray | None,
     shifts: Sequence[np.ndarray | None],
     pairs: Sequence[tuple[int, int]],
@@ -113,8 +152,8 @@ def _linear_step(
     backend: Backend,
     threads: int,
 ) -> linear.LinearState:
-    sel = [None if b is None else _select(b, rows) for b in blocks]
-    return linear.accumulate(state, sel, shifts, pairs, own, backend, threads=threads)
+    blocks = _read(readers, rows)
+    return linear.accumulate(state, blocks, shifts, pairs, own, backend, threads=threads)
 
 
 def linear_pass(
@@ -132,9 +171,11 @@ def linear_pass(
     """Graph of one pass of linear statistics (own statistics of ``own``, cross of ``pairs``).
 
     The row blocks are dealt round-robin to ``chains`` chains; each chain folds its blocks
-    into one state, in place, block after block, so that a pass holds ``chains`` states
-    (and about as many blocks) whatever the number of blocks. The chains' states are then
-    merged ``split_every`` at a time.
+    into one state, in place, block after block, reading each block itself when its turn
+    comes (:class:`BlockReader`), so that a pass holds ``chains`` states and about as many
+    blocks whatever the number of blocks. The chains' states are then merged
+    ``split_every`` at a time. Unknown shifts are taken from the first live block, by the
+    task that also adds that block (so it is read once); the other chains wait for it.
 
     Parameters
     ----------
@@ -143,7 +184,7 @@ def linear_pass(
     pairs : index pairs whose :class:`~reprstore.stats.linear.PairMoments` to make
     mask : bool ndarray (n,) or None
         Rows to use.
-    shifts : per array, a known shift (ndarray or Delayed) or None to derive it here.
+    shifts : per array, a known shift (ndarray) or None to derive it here.
     chains : int
         Blocks processed at once (run it with as many scheduler threads).
     threads : int
@@ -156,32 +197,41 @@ def linear_pass(
         The delayed ``(dict of ReprMoments, dict of PairMoments)`` and the shifts used
         (pass them to later passes over the same arrays so that states stay compatible).
     """
-    blocks, chunks = row_blocks(arrays)
+    chunks = arrays[0].chunks[0]
+    if any(a.chunks[0] != chunks for a in arrays):
+        raise ValueError("all arrays of one pass must share their row chunks")
     rows = _mask_slices(mask, chunks)
     live = [k for k in range(len(chunks)) if chunks[k] and _any(rows[k])]
     if not live:
         raise ValueError("no row is selected")
     involved = set(own) | {i for p in pairs for i in p}
-    shift_list: list[Any] = list(shifts) if shifts is not None else [None] * len(arrays)
-    for i in involved:
-        if shift_list[i] is None:
-            shift_list[i] = dask.delayed(_shift_of)(blocks[i][live[0]], rows[live[0]])
+    whole = [a.rechunk({1: -1}) if i in involved else a for i, a in enumerate(arrays)]
+
+    def readers(k: int) -> list[BlockReader | None]:
+        return [BlockReader(a.blocks[k]) if i in involved else None for i, a in enumerate(whole)]
+
+    known: list[Any] = list(shifts) if shifts is not None else [None] * len(arrays)
+    args = (list(pairs), list(own), backend, threads)
+    n_chains = max(1, min(chains, len(live)))
+    heads: list[Any] = [None] * n_chains
+    todo = list(live)
+    if any(known[i] is None for i in involved):
+        first, found = dask.delayed(_linear_first, nout=2)(
+            readers(live[0]), rows[live[0]], known, *args
+        )
+        heads[0], todo = first, live[1:]
+        shift_arg: Any = found
+        known = [found[i] for i in range(len(arrays))]
+    else:
+        shift_arg = known
     parts: list[Any] = []
-    for c in range(max(1, min(chains, len(live)))):
-        state: Any = None
-        for k in live[c :: max(1, min(chains, len(live)))]:
-            state = dask.delayed(_linear_step)(
-                state,
-                [blocks[i][k] if i in involved else None for i in range(len(arrays))],
-                rows[k],
-                shift_list,
-                list(pairs),
-                list(own),
-                backend,
-                threads,
-            )
-        parts.append(state)
-    return tree_reduce(parts, linear.merge_into, split_every), shift_list
+    for c in range(n_chains):
+        state = heads[c]
+        for k in todo[(c - (1 if heads[0] is not None else 0)) % n_chains :: n_chains]:
+            state = dask.delayed(_linear_step)(state, readers(k), rows[k], shift_arg, *args)
+        if state is not None:
+            parts.append(state)
+    return tree_reduce(parts, linear.merge_into, split_every), known
 
 
 def minibatch_pass(
@@ -321,7 +371,7 @@ def compute(
         return dask.compute(*objs, scheduler=scheduler, num_workers=workers)
 
 
-_BLOCK_TASKS = ("_linear_step", "block_minibatch", "_select")
+_BLOCK_TASKS = ("_linear_step", "_linear_first", "block_minibatch", "_select")
 
 
 class _BlockCounter(Callback):
