@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from reprstore.errors import AlreadyExistsError, InputError
+from reprstore.errors import InputError
 from reprstore.keys import ReprKey, validate_name
 
 if TYPE_CHECKING:
@@ -382,29 +382,13 @@ def _plan_writes(
                 source_fingerprint=source_fp,
                 extra={"autocast": autocast, **preprocessing},
             )
-            if not overwrite and _complete_and_same(st, key, settings):
+            if not overwrite and st.is_complete_with(key, settings):
                 skipped.append(key)
                 continue
             st.check_writable(key, settings, overwrite)
             to_write[key] = settings
         todo[ckpt.label] = (to_write, skipped)
     return todo
-
-
-def _complete_and_same(st: Store, key: ReprKey, settings: ReprSettings) -> bool:
-    if not st.exists(key):
-        return False
-    attrs = st.info(key, sizes=False).attrs
-    if not attrs.get("complete"):
-        return False
-    stored = type(settings).from_dict(attrs.get("settings", {}))
-    diffs = stored.differences(settings)
-    if diffs:
-        raise AlreadyExistsError(
-            f"{key.label()} already exists with other settings ({', '.join(diffs)}). "
-            "Pass --overwrite to replace it, or use another --name/--seed/--checkpoint-label."
-        )
-    return True
 
 
 def _provenance(

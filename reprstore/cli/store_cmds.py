@@ -87,7 +87,7 @@ def _selected(store: str, selector: str | None, sizes: bool) -> tuple[Any, list[
     from reprstore.store import Store
 
     st = Store.open(store)
-    infos = [st.info(i.key, sizes=sizes) for i in st.select(selector)]
+    infos = st.select(selector, sizes=sizes)
     return st, infos
 
 

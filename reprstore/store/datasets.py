@@ -164,39 +164,27 @@ def write_dataset(
     Concurrent writers of one store serialise here through a short lease on the dataset.
     """
     with Lease(root.store, dataset_path(name)).acquire(wait=30.0):
-        return _write_dataset(root, name, n_samples, ids, meta, fingerprint, source)
-
-
-def _write_dataset(
-    root: zarr.Group,
-    name: str,
-    n_samples: int,
-    ids: np.ndarray | None,
-    meta: Mapping[str, np.ndarray] | None,
-    fingerprint: str | None,
-    source: str | None,
-) -> Dataset:
-    exists = check_dataset(root, name, n_samples, ids, meta, fingerprint)
-    if not exists:
-        if ids is not None and len(ids) != n_samples:
-            raise DatasetMismatchError(
-                f"--ids has {len(ids)} entries; the input has {n_samples} rows."
+        exists = check_dataset(root, name, n_samples, ids, meta, fingerprint)
+        if not exists:
+            if ids is not None and len(ids) != n_samples:
+                raise DatasetMismatchError(
+                    f"--ids has {len(ids)} entries; the input has {n_samples} rows."
+                )
+            group = root.require_group(dataset_path(name))
+            _write_column(group, "ids", ids if ids is not None else np.arange(n_samples))
+            group.attrs.update(
+                {
+                    "n_samples": n_samples,
+                    "fingerprint": fingerprint,
+                    "source": source,
+                    "created": utc_now(),
+                }
             )
-        group = root.require_group(dataset_path(name))
-        _write_column(group, "ids", ids if ids is not None else np.arange(n_samples))
-        group.attrs.update(
-            {
-                "n_samples": n_samples,
-                "fingerprint": fingerprint,
-                "source": source,
-                "created": utc_now(),
-            }
-        )
-    ds = open_dataset(root, name)
-    if fingerprint is not None and ds.fingerprint is None:
-        ds.group.attrs.update({"fingerprint": fingerprint})
-    for column, values in (meta or {}).items():
-        validate_name(column, "metadata column")
-        if column not in ds.meta_columns():
-            _write_column(ds.group.require_group("meta"), column, np.asarray(values))
-    return ds
+        ds = open_dataset(root, name)
+        if fingerprint is not None and ds.fingerprint is None:
+            ds.group.attrs.update({"fingerprint": fingerprint})
+        for column, values in (meta or {}).items():
+            validate_name(column, "metadata column")
+            if column not in ds.meta_columns():
+                _write_column(ds.group.require_group("meta"), column, np.asarray(values))
+        return ds

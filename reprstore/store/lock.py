@@ -87,14 +87,17 @@ class Lease:
             return not _pid_alive(record["pid"])
         return False
 
+    def _busy(self, record: dict[str, Any]) -> LockedError:
+        return LockedError(
+            f"{self.path} is being written by process {record.get('pid')} on "
+            f"{record.get('host')}. Wait for it to finish, or stop it first."
+        )
+
     def raise_if_live(self) -> None:
         """Raise :class:`LockedError` if another live writer holds this lease now."""
         record = self._read()
         if record is not None and record.get("token") != self.token and not self.is_stale(record):
-            raise LockedError(
-                f"{self.path} is being written by process {record.get('pid')} on "
-                f"{record.get('host')}. Wait for it to finish, or stop it first."
-            )
+            raise self._busy(record)
 
     def acquire(self, wait: float = 0.0) -> Lease:
         """Take the lease, breaking a stale one; raise :class:`LockedError` if it is live.
@@ -115,10 +118,7 @@ class Lease:
                 time.sleep(0.05)
                 continue
             if not self.is_stale(record):
-                raise LockedError(
-                    f"{self.path} is being written by process {record.get('pid')} on "
-                    f"{record.get('host')}. Wait for it to finish, or stop it first."
-                )
+                raise self._busy(record)
             sync(self.store.delete(self.key))
         raise LockedError(f"Could not take the write lock for {self.path}; try again.")
 

@@ -206,12 +206,14 @@ class Store:
                         if fnmatchcase(layer, sel.get("layer")):
                             yield ReprKey(model, seed, ckpt, layer)
 
-    def select(self, selector: Selector | str | None = None) -> list[ReprInfo]:
+    def select(
+        self, selector: Selector | str | None = None, *, sizes: bool = False
+    ) -> list[ReprInfo]:
         """Info on every representation the selector matches (dataset glob included)."""
         sel = selector if isinstance(selector, Selector) else Selector.parse(selector)
         out = []
         for key in self.keys(sel):
-            info = self.info(key, sizes=False)
+            info = self.info(key, sizes=sizes)
             if sel.matches(key, info.dataset):
                 out.append(info)
         return out
@@ -313,21 +315,21 @@ class Store:
         self._check_settings(key, settings, overwrite)
 
     def _check_settings(self, key: ReprKey, settings: ReprSettings, overwrite: bool) -> None:
-        if not self.exists(key):
+        if overwrite or not self.exists(key):
             return
         attrs: dict[str, Any] = self.root[key.path].attrs.asdict()
-        if attrs.get("complete") and not overwrite:
+        diffs = ReprSettings.from_dict(attrs.get("settings", {})).differences(settings)
+        what = f" ({', '.join(diffs)})" if diffs else " (from other data)"
+        if attrs.get("complete"):
             raise AlreadyExistsError(
-                f"{key.label()} already exists and is complete (from other data or settings). "
-                "Pass --overwrite to replace it."
+                f"{key.label()} already exists and is complete, with other settings{what}. "
+                "Pass --overwrite to replace it, or use another --name/--seed/--checkpoint."
             )
-        if not attrs.get("complete") and not overwrite:
-            diffs = ReprSettings.from_dict(attrs.get("settings", {})).differences(settings)
-            if diffs:
-                raise InputError(
-                    f"{key.label()} holds an interrupted write with other settings "
-                    f"({', '.join(diffs)}); pass --overwrite to start it again."
-                )
+        if diffs:
+            raise InputError(
+                f"{key.label()} holds an interrupted write with other settings{what}; "
+                "pass --overwrite to start it again."
+            )
 
     def _prepare_array(
         self,

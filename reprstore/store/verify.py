@@ -46,18 +46,12 @@ class VerifyReport:
         return not self.problems
 
 
-def _chunk_present(arr: zarr.Array, index: int) -> bool:
-    key = arr.metadata.encode_chunk_key((index, 0))
-    path = f"{arr.path}/{key}" if arr.path else key
-    store = arr.store_path.store
-    return bool(sync(store.exists(path)))
-
-
-def _chunk_bytes(arr: zarr.Array, index: int) -> int:
+def _stored_size(arr: zarr.Array, index: int) -> int | None:
+    """Bytes of chunk ``index`` as stored, or None if its key is missing."""
     key = arr.metadata.encode_chunk_key((index, 0))
     path = f"{arr.path}/{key}" if arr.path else key
     buf = sync(arr.store_path.store.get(path, prototype=default_buffer_prototype()))
-    return len(buf) if buf is not None else 0
+    return None if buf is None else len(buf)
 
 
 def _check_layout(
@@ -94,10 +88,11 @@ def _check_chunks(arr: zarr.Array, attrs: dict[str, Any], report: VerifyReport) 
         lo, hi = index * rows, min((index + 1) * rows, written)
         where = f"chunk {index} (rows {lo}..{hi})"
         report.chunks += 1
-        if not _chunk_present(arr, index):
+        size = _stored_size(arr, index)
+        if size is None:
             yield f"{where} is missing"
             continue
-        report.bytes_read += _chunk_bytes(arr, index)
+        report.bytes_read += size
         try:
             block = np.ascontiguousarray(arr[lo:hi])
         except Exception as err:  # codecs raise many types on corrupt bytes
