@@ -147,6 +147,11 @@ def case_grid(r: Runner) -> None:
     tags = {"n": s.grid_n, "oracle": m["oracle"], "estimator": "debiased"}
     g = f"{s.grid_layers}×{s.grid_layers}"
     r.run("grid", f"reprstore grid (one pass, {g})", TASK_REPR, _grid(ds, mode="grid"), **tags)
+    r.run("grid", f"reprstore grid (one pass, {g}, float32 products)", TASK_REPR,
+          _grid(ds, mode="grid", precision="float32"), **tags)  # fmt: skip
+    mb = {"estimator": "minibatch", "batch_size": s.batch_size}
+    r.run("grid", f"reprstore grid (one pass, {g}, minibatch B={s.batch_size})", TASK_REPR,
+          _grid(ds, mode="grid", **mb), **tags)  # fmt: skip
     r.run("grid", f"reprstore {s.grid_layers**2} pair runs", TASK_REPR, _grid(ds, mode="pair"),
           **tags)  # fmt: skip
     for dtype in ("float64", "float32"):

@@ -84,6 +84,8 @@ def reprstore_cka(params: dict[str, Any]) -> Run:
     zarr arrays) or ``grid`` (one call of the store grid ``reprstore.compare.compare``
     with selectors ``seed=0`` × ``seed=1``: one pass over all pairs).
 
+    ``precision``: that of the per-block products (``float64`` unless given).
+
     ``workers``: in ``grid`` mode, ``compare(…, workers=K)`` (a local dask.distributed
     cluster of K single-threaded processes, started and stopped inside the timing, as the
     CLI's ``--workers K`` does).
@@ -95,6 +97,8 @@ def reprstore_cka(params: dict[str, Any]) -> Run:
     kw: dict[str, Any] = {"estimator": estimator}
     if estimator == "minibatch":
         kw["batch_size"] = params["batch_size"]
+    if params.get("precision"):
+        kw["precision"] = params["precision"]
     pairs = [(i, j) for i in range(len(xs)) for j in range(len(ys))]
     mode = params.get("mode", "pair")
     grid = _grid_fn()

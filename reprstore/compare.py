@@ -357,6 +357,7 @@ def compare(
     pairs: Sequence[tuple[ReprKey, ReprKey]] | None = None,
     allow_incomplete: bool = False,
     device: str = "cpu",
+    precision: str = "float64",
     memory: int | str | None = None,
     workers: int | None = None,
     scheduler: Any = None,
@@ -369,7 +370,7 @@ def compare(
     ----------
     store : Store or path/URL
     a, b : selectors (``model=m,layer=encoder.*``) of the two sides
-    estimator, kernel, sigma, batch_size, shuffle, device, memory
+    estimator, kernel, sigma, batch_size, shuffle, device, precision, memory
         As for :func:`reprstore.cka`.
     where : str, optional
         pandas query over the dataset's ``id`` and metadata columns; the same rows are
@@ -396,7 +397,7 @@ def compare(
     )
     options: dict[str, Any] = dict(
         estimator=estimator, kernel=kernel, sigma=sigma, batch_size=batch_size,
-        shuffle=shuffle, device=device, memory=memory,
+        shuffle=shuffle, device=device, precision=precision, memory=memory,
     )  # fmt: skip
     if split_every is not None:
         options["split_every"] = split_every

@@ -111,6 +111,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("cka incomplete", [*CKA, "--a", "seed=2", "--b", "seed=0,layer=l1"], "incomplete"),
     ("cka NaN rows", [*CKA, "--a", "seed=4", "--b", "seed=0,layer=l1"], "NaN"),
     ("cka bad out format", [*CKA, "--a", "seed=0", "--b", "seed=1", "--out", "r.xlsx"], "xlsx"),
+    ("cka bad precision", [*CKA, "--a", "seed=0", "--b", "seed=1", "--precision", "float16"], "float16"),
     ("cka bad memory", [*CKA, "--a", "seed=0", "--b", "seed=1", "--memory", "lots"], "lots"),
     ("cka unknown match key", [*CKA, "--a", "seed=0", "--b", "seed=1", "--match", "colour"], "colour"),
     ("cka missing store", ["cka", "missing.zarr", "--a", "seed=0", "--b", "seed=1"], "No store"),

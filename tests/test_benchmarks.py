@@ -62,7 +62,8 @@ def test_every_case_produced_its_figures(tiny_run: dict) -> None:
 def test_reprstore_agrees_with_the_float64_oracle(tiny_run: dict) -> None:
     for case in ("cka_memory", "grid", "workers"):
         for r in _rows(tiny_run, case):
-            if r["method"].startswith(("reprstore", "numpy float64")):
+            exact = "minibatch" not in r["method"]
+            if exact and r["method"].startswith(("reprstore", "numpy float64")):
                 assert r["max_rel_err"] < 1e-6, (case, r["method"], r["max_rel_err"])
 
 
@@ -89,7 +90,7 @@ def test_report_files_and_goals(tiny_run: dict) -> None:
     assert list(out.glob("*-tiny-memory.png")) and list(out.glob("*-tiny-grid.png"))
     goals = tiny_run["summary"]["goals"]
     for key in ("peak_rss_flat_in_n", "exact_cka_vs_numpy_float64", "grid_vs_pair_runs",
-                "extract_overhead", "import_peak_rss"):  # fmt: skip
+                "grid_vs_numpy_float32", "extract_overhead", "import_peak_rss"):  # fmt: skip
         assert key in goals, key
 
 

@@ -106,6 +106,20 @@ def test_grid_equals_reference_and_pairwise_runs(store: Path, estimator: str) ->
         assert set(df["n_batches"]) == {5}
 
 
+@pytest.mark.parametrize("estimator", ["debiased", "minibatch"])
+def test_float32_products_stay_close_to_the_float64_reference(store: Path, estimator: str) -> None:
+    df = compare(store, "model=m,seed=0", "model=m,seed=1", estimator=estimator,
+                 batch_size=48, precision="float32")  # fmt: skip
+    assert len(df) == 9
+    for _, row in df.iterrows():
+        x = stored(store, f"m/0/final/{row['a_layer']}")
+        y = stored(store, f"m/1/final/{row['b_layer']}")
+        expected = ref_cka(x, y, estimator, batch_size=48)
+        assert abs(row["cka"] - expected) < 1e-6
+    exact = compare(store, "model=m,seed=0", "model=m,seed=1", estimator=estimator, batch_size=48)
+    assert (df["cka"] != exact["cka"]).any()  # the option reached the products
+
+
 def test_match_differ_and_pairs_file(store: Path, tmp_path: Path) -> None:
     df = compare(store, "model=m", "model=m", match=["layer"], differ=["seed"])
     got = zip(df["a_seed"], df["b_seed"], df["a_layer"], df["b_layer"], strict=True)

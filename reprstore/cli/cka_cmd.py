@@ -113,6 +113,14 @@ WorkersOpt = Annotated[
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="Where block products run: cpu or cuda[:N].")
 ]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="float64, or float32 for the per-block matrix products (sums stay float64): "
+        "about 2x faster where float32 GEMM is fast; CKA typically moves by under 1e-8.",
+    ),
+]
 MemoryOpt = Annotated[
     str,
     typer.Option(
@@ -180,6 +188,7 @@ def cka(
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
     device: DeviceOpt = "cpu",
+    precision: PrecisionOpt = "float64",
     memory: MemoryOpt = "2GB",
     allow_incomplete: IncompleteOpt = False,
 ) -> None:
@@ -200,7 +209,7 @@ def cka(
     if workers is not None and scheduler is not None:
         raise InputError("Give either --workers or --scheduler, not both.")
     check_options(estimator, kernel)
-    resolve_backend(device)
+    resolve_backend(device, precision)
     budget = parse_memory(memory)
     check_output(out)
     if plot is not None and not plot.lower().endswith(".png"):
@@ -211,7 +220,8 @@ def cka(
             store, a, b, estimator=estimator, kernel=kernel, sigma=sigma,
             batch_size=batch_size, shuffle=shuffle, where=where,
             match=parse_keys(match, "--match"), differ=parse_keys(differ, "--differ"),
-            pairs=listed, allow_incomplete=allow_incomplete, device=device, memory=budget,
+            pairs=listed, allow_incomplete=allow_incomplete, device=device, precision=precision,
+            memory=budget,
             workers=workers, scheduler=scheduler, progress=bar,
         )  # fmt: skip
     console.print(_table(df))
