@@ -292,10 +292,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=HERE / "work", help="data/store cache")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset")
     parser.add_argument("--no-peers", action="store_true", help="skip the peer libraries")
+    parser.add_argument("--render", type=Path, default=None, metavar="JSON",
+                        help="re-render an earlier run's JSON report and plots")  # fmt: skip
     parser.add_argument("--mem-cap", type=float, default=None,
                         help="GiB of RSS before a measurement is killed "
                         "(default: 75%% of available memory, at most 16)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.render is not None:
+        render(args.render, args.out)
+        return
     sizes = config.TINY if args.tiny else config.QUICK if args.quick else config.FULL
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = set(cases) - set(CASES)
@@ -331,13 +336,26 @@ def main(argv: list[str] | None = None) -> None:
         "seconds": time.monotonic() - t0,
         "rows": r.rows,
     }
-    doc["summary"] = report.summarize(doc)
-    (args.out / f"{stem}.json").write_text(json.dumps(doc, indent=1, default=_plain))
-    md = report.markdown(doc, plots=report.plots(doc, args.out, stem))
-    (args.out / f"{stem}.md").write_text(md)
-    (args.out / "latest.md").write_text(md)
+    write_report(doc, args.out, stem)
     print(f"wrote {args.out / (stem + '.json')}, {stem}.md, latest.md "
           f"({time.monotonic() - t0:.0f} s)")  # fmt: skip
+
+
+def write_report(doc: dict[str, Any], out: Path, stem: str) -> None:
+    """Summarize ``doc`` (goals) and write ``<stem>.json``, ``<stem>.md``, ``latest.md``, PNGs."""
+    doc["summary"] = report.summarize(doc)
+    (out / f"{stem}.json").write_text(json.dumps(doc, indent=1, default=_plain))
+    md = report.markdown(doc, plots=report.plots(doc, out, stem))
+    (out / f"{stem}.md").write_text(md)
+    (out / "latest.md").write_text(md)
+
+
+def render(path: Path, out: Path) -> None:
+    """Re-render an earlier run's report with this version's summary and tables."""
+    doc = json.loads(path.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    write_report(doc, out, path.stem)
+    print(f"re-rendered {path.name}: {path.stem}.md, latest.md")
 
 
 def _plain(x: Any) -> Any:

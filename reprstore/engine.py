@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import dask.array as da
@@ -264,7 +264,7 @@ def compare_arrays(
     check_rows(n, "debiased" if estimator == "minibatch" else estimator)
     unique = list(dict.fromkeys((min(i, j), max(i, j)) for i, j in pairs))
     blocks = live_blocks(dasks[0].chunks[0], mask)
-    ctx = dict(
+    ctx = PassContext(
         arrays=dasks,
         pairs=unique,
         blocks=blocks,
@@ -278,15 +278,30 @@ def compare_arrays(
         progress=progress,
     )
     if estimator == "minibatch":
-        found = _minibatch(
-            **ctx, kernel=kernel, sigma=sigma, batch_size=batch_size, shuffle=shuffle
-        )
+        found = _minibatch(ctx, kernel=kernel, sigma=sigma, batch_size=batch_size, shuffle=shuffle)
     elif kernel == "rbf":
-        found = _rbf_exact(**ctx, estimator=estimator, sigma=sigma)
+        found = _rbf_exact(ctx, estimator=estimator, sigma=sigma)
     else:
-        found = _linear_exact(**ctx, estimator=estimator)
+        found = _linear_exact(ctx, estimator=estimator)
     by_pair = dict(zip(unique, found, strict=True))
     return [by_pair[(i, j)] if i <= j else _swapped(by_pair[(j, i)]) for i, j in pairs]
+
+
+@dataclass(frozen=True)
+class PassContext:
+    """What every estimator's passes share: the aligned arrays, the unique pairs, the rows."""
+
+    arrays: list[da.Array]
+    pairs: list[Pair]  # unique, i <= j
+    blocks: int  # row blocks holding a selected row
+    mask: np.ndarray | None
+    n: int  # selected rows
+    names: list[str]
+    backend: Backend
+    memory: int
+    scheduler: Any
+    split_every: int
+    progress: Progress | None
 
 
 def _involved(pairs: Sequence[Pair]) -> list[int]:
@@ -294,45 +309,35 @@ def _involved(pairs: Sequence[Pair]) -> list[int]:
 
 
 def _linear_exact(
+    c: PassContext,
     *,
-    arrays: list[da.Array],
-    pairs: list[Pair],
-    blocks: int,
-    mask: np.ndarray | None,
-    n: int,
-    names: list[str],
-    backend: Backend,
-    memory: int,
-    scheduler: Any,
-    split_every: int,
-    progress: Progress | None,
     estimator: str,
 ) -> list[CKAResult]:
-    block_rows = max(arrays[0].chunks[0])
-    passes = plan_linear_passes([a.shape[1] for a in arrays], pairs, memory, block_rows)
-    run = dask_graph.Runner(scheduler, progress, len(passes) * blocks)
-    threads = dask_graph.scheduler_threads(scheduler)
-    local = dask_graph.is_local_threaded(scheduler)
-    features = [a.shape[1] for a in arrays]
+    block_rows = max(c.arrays[0].chunks[0])
+    passes = plan_linear_passes([a.shape[1] for a in c.arrays], c.pairs, c.memory, block_rows)
+    run = dask_graph.Runner(c.scheduler, c.progress, len(passes) * c.blocks)
+    threads = dask_graph.scheduler_threads(c.scheduler)
+    local = dask_graph.is_local_threaded(c.scheduler)
+    features = [a.shape[1] for a in c.arrays]
     sides: dict[int, LinearSide] = {}
-    shifts: list[Any] = [None] * len(arrays)
+    shifts: list[Any] = [None] * len(c.arrays)
     results: dict[Pair, CKAResult] = {}
     for own, batch in passes:
         state = linear_state_bytes(features, own, batch)
-        chains = linear_chains(threads, blocks, state)
+        chains = linear_chains(threads, c.blocks, state)
         # a few large states (a grid): the cores left share each block's products
         inner = max(1, threads // chains) if local else 1
         graph, _ = dask_graph.linear_pass(
-            arrays, own, batch, mask=mask, shifts=shifts, backend=backend,
-            split_every=split_every, chains=chains, threads=inner,
+            c.arrays, own, batch, mask=c.mask, shifts=shifts, backend=c.backend,
+            split_every=c.split_every, chains=chains, threads=inner,
         )  # fmt: skip
-        ((reprs, cross),) = run(graph, blocks=blocks, workers=chains, blas=1)
+        ((reprs, cross),) = run(graph, blocks=c.blocks, workers=chains, blas=1)
         for i, m in reprs.items():
             shifts[i] = m.shift
-            sides[i] = linear_side(m, estimator, names[i])
+            sides[i] = linear_side(m, estimator, c.names[i])
         for i, j in batch:
             results[(i, j)] = cka_linear_sides(sides[i], sides[j], cross.get((i, j)), estimator)
-    return [results[p] for p in pairs]
+    return [results[p] for p in c.pairs]
 
 
 def _bandwidths(
@@ -373,18 +378,8 @@ def _checked_bandwidth(x: np.ndarray, sigma: float, method: str, name: str, n: i
 
 
 def _minibatch(
+    c: PassContext,
     *,
-    arrays: list[da.Array],
-    pairs: list[Pair],
-    blocks: int,
-    mask: np.ndarray | None,
-    n: int,
-    names: list[str],
-    backend: Backend,
-    memory: int,
-    scheduler: Any,
-    split_every: int,
-    progress: Progress | None,
     kernel: str,
     sigma: float,
     batch_size: int,
@@ -394,38 +389,38 @@ def _minibatch(
         raise InputError(
             f"--batch-size must be at least {MIN_ROWS_UNBIASED}. Got {batch_size} instead."
         )
-    idx = _involved(pairs)
-    if 8 * batch_size**2 * (len(idx) + 2) > memory:
+    idx = _involved(c.pairs)
+    if 8 * batch_size**2 * (len(idx) + 2) > c.memory:
         raise ComparisonError(
             f"Batches of {batch_size} rows need {human_bytes(8 * batch_size**2 * (len(idx) + 2))} "
-            f"of kernels, more than the memory limit {human_bytes(memory)}. Lower --batch-size."
+            f"of kernels, more than the memory limit {human_bytes(c.memory)}. Lower --batch-size."
         )
-    ids = np.full(arrays[0].shape[0], -1, dtype=np.int64)
-    sel = np.flatnonzero(mask) if mask is not None else np.arange(ids.size)
-    ids[sel] = assign_batches(n, batch_size, shuffle)
-    row_bytes = 8 * sum(arrays[i].shape[1] for i in idx) * 2
-    groups = batch_groups(ids, max(memory // row_bytes, 1), batch_size, shuffle)
+    ids = np.full(c.arrays[0].shape[0], -1, dtype=np.int64)
+    sel = np.flatnonzero(c.mask) if c.mask is not None else np.arange(ids.size)
+    ids[sel] = assign_batches(c.n, batch_size, shuffle)
+    row_bytes = 8 * sum(c.arrays[i].shape[1] for i in idx) * 2
+    groups = batch_groups(ids, max(c.memory // row_bytes, 1), batch_size, shuffle)
     run = dask_graph.Runner(
-        scheduler, progress, blocks * (len(groups) + len(idx) * (kernel == "rbf"))
+        c.scheduler, c.progress, c.blocks * (len(groups) + len(idx) * (kernel == "rbf"))
     )
     bws = {}
     if kernel == "rbf":
-        bws = _bandwidths(arrays, idx, mask, n, sigma, names, run, len(idx) * blocks)
-    sigma2 = [bws[i].sigma2 if i in bws else None for i in range(len(arrays))]
+        bws = _bandwidths(c.arrays, idx, c.mask, c.n, sigma, c.names, run, len(idx) * c.blocks)
+    sigma2 = [bws[i].sigma2 if i in bws else None for i in range(len(c.arrays))]
     sums = MinibatchSums()
-    cross = [(i, j) for i, j in dict.fromkeys(pairs) if i != j]
+    cross = [(i, j) for i, j in dict.fromkeys(c.pairs) if i != j]
     for g in groups:
         graph = dask_graph.minibatch_pass(
-            arrays,
+            c.arrays,
             g,
             idx,
             cross,
             kernel=kernel,
             sigma2=sigma2,
-            backend=backend,
-            split_every=split_every,
+            backend=c.backend,
+            split_every=c.split_every,
         )
-        sums = merge_sums(sums, run(graph, blocks=blocks)[0])
+        sums = merge_sums(sums, run(graph, blocks=c.blocks)[0])
     return [
         cka_minibatch(
             sums,
@@ -433,44 +428,36 @@ def _minibatch(
             j,
             kernel=kernel,
             batch_size=batch_size,
-            names=(names[i], names[j]),
+            names=(c.names[i], c.names[j]),
             bandwidths=(bws[i], bws[j]) if bws else None,
         )
-        for i, j in pairs
+        for i, j in c.pairs
     ]
 
 
 def _rbf_exact(
+    c: PassContext,
     *,
-    arrays: list[da.Array],
-    pairs: list[Pair],
-    blocks: int,
-    mask: np.ndarray | None,
-    n: int,
-    names: list[str],
-    backend: Backend,
-    memory: int,
-    scheduler: Any,
-    split_every: int,
-    progress: Progress | None,
     estimator: str,
     sigma: float,
 ) -> list[CKAResult]:
-    idx = _involved(pairs)
-    need = 8 * n * n * (len(idx) + 2)
-    if need > memory:
+    idx = _involved(c.pairs)
+    need = 8 * c.n * c.n * (len(idx) + 2)
+    if need > c.memory:
         raise ComparisonError(
-            f"The exact {estimator} estimator with the rbf kernel needs the {n} × {n} kernels "
-            f"in memory ({human_bytes(need)}), more than the memory limit {human_bytes(memory)}. "
+            f"The exact {estimator} estimator with the rbf kernel needs the {c.n} × {c.n} kernels "
+            f"in memory ({human_bytes(need)}), more than the memory limit {human_bytes(c.memory)}. "
             "Use --estimator minibatch or raise --memory."
         )
-    run = dask_graph.Runner(scheduler, progress, len(idx) * blocks)
-    data = run(*[dask_graph.gather_rows(arrays[i], mask) for i in idx], blocks=len(idx) * blocks)
-    method = f"exact median of all {n}² squared distances"
+    run = dask_graph.Runner(c.scheduler, c.progress, len(idx) * c.blocks)
+    data = run(
+        *[dask_graph.gather_rows(c.arrays[i], c.mask) for i in idx], blocks=len(idx) * c.blocks
+    )
+    method = f"exact median of all {c.n}² squared distances"
     grams: dict[int, GramSummary] = {}
     bws: dict[int, Bandwidth] = {}
     for i, x in zip(idx, data, strict=True):
-        bws[i] = _checked_bandwidth(x, sigma, method, names[i], n)
+        bws[i] = _checked_bandwidth(x, sigma, method, c.names[i], c.n)
         xs = shifted(x, x.mean(axis=0))
         k = rbf_from_sq_distances(sq_distances(xs), bws[i].sigma2)
         grams[i] = summarize_gram(k, centred=estimator == "biased")
@@ -481,9 +468,9 @@ def _rbf_exact(
             estimator,
             kernel="rbf",
             bandwidths=(bws[i], bws[j]),
-            names=(names[i], names[j]),
+            names=(c.names[i], c.names[j]),
         )
-        for i, j in pairs
+        for i, j in c.pairs
     ]
 
 

@@ -94,6 +94,18 @@ def test_report_files_and_goals(tiny_run: dict) -> None:
         assert key in goals, key
 
 
+def test_render_rewrites_the_report_from_the_json(tiny_run: dict, tmp_path: Path) -> None:
+    (doc_path,) = tiny_run["_out"].glob("*-tiny.json")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--render", str(doc_path), "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = (tmp_path / "latest.md").read_text()
+    assert "## Goals" in md and "Layer grid" in md
+    assert list(tmp_path.glob("*-tiny-memory.png"))
+
+
 def test_references_match_each_other() -> None:
     from benchmarks import references
 
