@@ -229,7 +229,7 @@ TABLES = {
     "grid": ("method", "n", "status", "wall_s", "peak_rss_mib", "max_abs_err", "gflops"),
     "minibatch": ("method", "n", "estimator", "status", "wall_s", "peak_rss_mib", "value",
                   "max_abs_err", "d_repr"),
-    "extract": ("method", "n", "status", "wall_s", "peak_rss_mib", "overhead",
+    "extract": ("method", "n", "status", "wall_s", "wall_s_runs", "peak_rss_mib", "overhead",
                 "bytes_per_sample", "ratio_vs_float32"),
     "workers": ("method", "n", "status", "wall_s", "peak_rss_mib", "tree_peak_rss_mib", "value",
                 "max_abs_err"),
@@ -241,7 +241,7 @@ HEADERS = {
     "max_abs_err": "max abs diff vs float64 oracle", "gflops": "GFLOP/s", "read_mb_s": "read MB/s",
     "tree_peak_rss_mib": "process tree peak RSS (MiB)", "d_repr": "diff vs reprstore minibatch",
     "overhead": "overhead vs bare", "bytes_per_sample": "bytes/sample on disk",
-    "ratio_vs_float32": "compression vs raw float32",
+    "ratio_vs_float32": "compression vs raw float32", "wall_s_runs": "every run (s)",
 }  # fmt: skip
 TITLES = {
     "cka_memory": "1. Exact CKA of one (N × {p}) float16 pair: memory and time vs N",
@@ -274,6 +274,8 @@ def _cell(row: dict[str, Any], col: str) -> str:
         return _f(v, "{:+.0%}")
     if col == "ratio_vs_float32":
         return _f(v, "{:.2f}×")
+    if col == "wall_s_runs":
+        return ", ".join(f"{t:.2f}" for t in v) if v else ""
     if isinstance(v, float):
         return _f(v)
     return "" if v is None else str(v)
@@ -371,8 +373,10 @@ NOTES = {
     ),
     "extract": (
         "Both sides load the model inside the timing; text batches are identical "
-        "(reprstore's length-bucketed TextSource). Peak RSS at 1× and 10× the samples shows "
-        "whether extraction memory stays flat."
+        "(reprstore's length-bucketed TextSource). The two sides run in turn, repeatedly; "
+        "'time' is each side's fastest run, the one a noisy neighbour disturbed least, and "
+        "'peak RSS' the largest. Peak RSS at 1× and 10× the samples shows whether extraction "
+        "memory stays flat."
     ),
     "workers": (
         "Both through `reprstore.compare.compare` (the store grid behind `reprstore cka`); "

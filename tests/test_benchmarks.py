@@ -138,3 +138,16 @@ def test_peer_adapters_on_small_arrays(peer: str) -> None:
     }[peer]
     mat = fn([x], [y], 100)
     assert mat.shape == (1, 1) and 0 < mat[0, 0] <= 1
+
+
+def test_repeated_measurements_keep_the_fastest_time_and_the_largest_rss() -> None:
+    from benchmarks.runner import _best
+
+    def row(wall: float, rss: float, status: str = "ok") -> dict:
+        return {"method": "m", "status": status, "wall_s": wall, "peak_rss_mib": rss}
+
+    best = _best([row(3.0, 100), row(2.0, 90), row(2.5, 120)])
+    assert best["wall_s"] == 2.0 and best["peak_rss_mib"] == 120
+    assert best["wall_s_runs"] == [3.0, 2.0, 2.5]
+    failed = _best([row(1.0, 10), {"method": "m", "status": "timeout (30 s)"}])
+    assert failed["status"] == "timeout (30 s)"
