@@ -314,11 +314,11 @@ def _linear_exact(
     estimator: str,
 ) -> list[CKAResult]:
     block_rows = max(c.arrays[0].chunks[0])
-    passes = plan_linear_passes([a.shape[1] for a in c.arrays], c.pairs, c.memory, block_rows)
+    features = [a.shape[1] for a in c.arrays]
+    passes = plan_linear_passes(features, c.pairs, c.memory, block_rows)
     run = dask_graph.Runner(c.scheduler, c.progress, len(passes) * c.blocks)
     threads = dask_graph.scheduler_threads(c.scheduler)
     local = dask_graph.is_local_threaded(c.scheduler)
-    features = [a.shape[1] for a in c.arrays]
     sides: dict[int, LinearSide] = {}
     shifts: list[Any] = [None] * len(c.arrays)
     results: dict[Pair, CKAResult] = {}
@@ -390,9 +390,10 @@ def _minibatch(
             f"--batch-size must be at least {MIN_ROWS_UNBIASED}. Got {batch_size} instead."
         )
     idx = _involved(c.pairs)
-    if 8 * batch_size**2 * (len(idx) + 2) > c.memory:
+    need = 8 * batch_size**2 * (len(idx) + 2)
+    if need > c.memory:
         raise ComparisonError(
-            f"Batches of {batch_size} rows need {human_bytes(8 * batch_size**2 * (len(idx) + 2))} "
+            f"Batches of {batch_size} rows need {human_bytes(need)} "
             f"of kernels, more than the memory limit {human_bytes(c.memory)}. Lower --batch-size."
         )
     ids = np.full(c.arrays[0].shape[0], -1, dtype=np.int64)
@@ -408,7 +409,7 @@ def _minibatch(
         bws = _bandwidths(c.arrays, idx, c.mask, c.n, sigma, c.names, run, len(idx) * c.blocks)
     sigma2 = [bws[i].sigma2 if i in bws else None for i in range(len(c.arrays))]
     sums = MinibatchSums()
-    cross = [(i, j) for i, j in dict.fromkeys(c.pairs) if i != j]
+    cross = [(i, j) for i, j in c.pairs if i != j]  # c.pairs is already unique
     for g in groups:
         graph = dask_graph.minibatch_pass(
             c.arrays,
