@@ -113,6 +113,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("cka bad out format", [*CKA, "--a", "seed=0", "--b", "seed=1", "--out", "r.xlsx"], "xlsx"),
     ("cka bad precision", [*CKA, "--a", "seed=0", "--b", "seed=1", "--precision", "float16"], "float16"),
     ("cka bad memory", [*CKA, "--a", "seed=0", "--b", "seed=1", "--memory", "lots"], "lots"),
+    ("cka minibatch batch too small", [*CKA, "--a", "seed=0,layer=l1", "--b", "seed=1,layer=l1", "--estimator",
+                                       "minibatch", "--batch-size", "2"], "--batch-size"),
+    ("cka minibatch kernels over memory", [*CKA, "--a", "seed=0,layer=l1", "--b", "seed=1,layer=l1", "--estimator",
+                                           "minibatch", "--batch-size", "4000", "--memory", "64MB"],
+     "Lower --batch-size"),
     ("cka unknown match key", [*CKA, "--a", "seed=0", "--b", "seed=1", "--match", "colour"], "colour"),
     ("cka missing store", ["cka", "missing.zarr", "--a", "seed=0", "--b", "seed=1"], "No store"),
 ]  # fmt: skip
