@@ -81,15 +81,15 @@ def test_format_1_reads_as_it_is(tmp_path: Path) -> None:
     before = store_digest(store)
     st = Store.open(store)
     assert st.format == 1
-    assert [(k.model, k.seed, k.checkpoint, k.layer, k.dataset) for k in st.keys()] == V1_KEYS
+    assert [(k.model, k.seed, k.checkpoint, k.layer, k.dataset) for k in st.keys(None)] == V1_KEYS
     raw = zarr.open_group(str(store), mode="r")
     key = ReprKey("m", "1", "step100", "default", "layer_10")
     np.testing.assert_array_equal(st.array(key)[:], raw["reprs/m/1/step100/layer_10"][:])
     assert st.exists(ReprKey("base", "0", "final", "probe", "layer_2"))
     assert not st.exists(ReprKey("base", "0", "final", "default", "layer_2"))
     assert [i.key.model for i in st.select("dataset=probe")] == ["base"]
-    df = compare(st, "model=m,seed=0,checkpoint=step20,layer=layer_2",
-                 "model=m,seed=1,checkpoint=step100,layer=layer_10", estimator="biased")  # fmt: skip
+    a = "model=m,seed=0,checkpoint=step20,layer=layer_2"
+    df = compare(st, a, "model=m,seed=1,checkpoint=step100,layer=layer_10", estimator="biased")
     x = raw["reprs/m/0/step20/layer_2"][:].astype(np.float64)
     y = raw["reprs/m/1/step100/layer_10"][:].astype(np.float64)
     assert df["cka"].item() == pytest.approx(_cka_biased(x, y), rel=1e-9)
@@ -147,7 +147,7 @@ def test_upgrade_moves_every_array_byte_for_byte(tmp_path: Path) -> None:
     marker = json.loads(got["zarr.json"])["attributes"]["reprstore"]
     assert marker["format"] == 2 and marker["upgraded"]["from"] == 1
     st = Store.open(store, create=True)  # writable now
-    assert [(k.model, k.seed, k.checkpoint, k.layer, k.dataset) for k in st.keys()] == V1_KEYS
+    assert [(k.model, k.seed, k.checkpoint, k.layer, k.dataset) for k in st.keys(None)] == V1_KEYS
     assert zarr.open_group(str(store), mode="r")["reprs/m/0/step20/default/default"].shape == (
         10,
         2,
