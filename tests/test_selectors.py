@@ -155,8 +155,10 @@ def test_help_keeps_every_word_in_a_narrow_terminal(columns: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "TERMINAL_WIDTH"}
     group = typer.main.get_command(app)
     for name, command in group.commands.items():  # type: ignore[attr-defined]
-        result = subprocess.run([sys.executable, "-m", "reprstore", name, "--help"],
-                                capture_output=True, text=True, env={**env, "COLUMNS": columns})  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-m", "reprstore", name, "--help"],
+            capture_output=True, text=True, env={**env, "COLUMNS": columns},
+        )  # fmt: skip
         assert result.returncode == 0, result.stderr
         words = _help_words(result.stdout)
         for param in command.params:

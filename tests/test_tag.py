@@ -134,9 +134,10 @@ for i in range(15):
 
 
 def test_concurrent_taggers_lose_nothing(store: Path) -> None:
-    procs = [subprocess.Popen([sys.executable, "-c", TAG_LOOP, str(store), model, prefix],
-                              env={"PYTHONPATH": str(TESTS)}) for model, prefix in  # fmt: skip
-             (("full", "a"), ("lora", "b"), ("full", "c"))]  # fmt: skip
+    jobs = (("full", "a"), ("lora", "b"), ("full", "c"))
+    env = {"PYTHONPATH": str(TESTS)}
+    cmd = [sys.executable, "-c", TAG_LOOP, str(store)]
+    procs = [subprocess.Popen([*cmd, model, prefix], env=env) for model, prefix in jobs]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
     attrs = Store.open(store).run_attributes().level("models")
     assert attrs["full"] == {**{f"a{i}": str(i) for i in range(15)},
