@@ -170,3 +170,14 @@ def test_help_keeps_every_word_in_a_narrow_terminal(columns: str) -> None:
                 words = words.replace(_help_words(helptext), "")
         words = words.replace(_help_words(command.help or ""), "")
         assert "…" not in words, (name, columns)  # nothing cut by the layout
+
+
+def test_quiet_does_not_outlive_its_invocation(store: Path) -> None:
+    from typer.testing import CliRunner
+
+    from reprstore.cli.app import app
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["--quiet", "ls", str(store)]).output == ""
+    assert runner.invoke(app, ["ls", str(store), "-q"]).output == ""
+    assert "12 representation(s)" in runner.invoke(app, ["ls", str(store)]).output
