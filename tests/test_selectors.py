@@ -223,3 +223,12 @@ def test_rm_killed_midway_never_leaves_a_half_array(tmp_path: Path) -> None:
     assert sorted(p.name for p in group.iterdir()) == ["keep", "zarr.json"]
     assert _array_files(path, ReprKey("m", "0", "final", "default", "keep")) == keep
     assert run_cli("verify", str(path)).returncode == 0
+
+
+def test_a_typo_among_alternatives_is_refused(store: Path) -> None:
+    assert_user_error(run_cli("ls", str(store), "model=full|lorra"), "no model 'lorra'",
+                      "closest: lora")  # fmt: skip
+    # a value that exists, just not with the other terms, is no typo
+    import_files(store, [store.parent / "layer_2.npy"], name="solo", layer="x", seed="7")
+    assert _ls(store, "model=full|solo,seed=7") == [("solo", "7", "x")]
+    assert _ls(store, "model!=nothere,seed=7") == [("solo", "7", "x")]  # negation is lenient

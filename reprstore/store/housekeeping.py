@@ -105,9 +105,7 @@ def changes_for_selector(st: Store, selector: str, values: dict[str, str | None]
             f"Attributes belong to models and runs, not to a {bad[0]}: select with model, "
             "seed and checkpoint only."
         )
-    keys = st.select_keys(sel)
-    if not keys:
-        st.select(sel, must_match="tag")  # raises the informative error
+    keys = [info.key for info in st.select(sel, must_match="tag")]
     given = {t.key for t in sel.terms}
     targets = set()
     for key in keys:
