@@ -105,7 +105,7 @@ def test_ids_and_meta_create_then_check_dataset(tmp_path: Path, rng: np.random.G
     ds = Store.open(store).dataset("default")
     assert list(ds.ids()) == ["s1", "s2", "s3", "s4", "s5"]
     assert list(ds.meta("region")) == ["north", "south", "east", "west", "north"]
-    assert list(ds.meta("label")) == [0, 1, 0, 1, 0]
+    assert list(ds.meta("label")) == ["0", "1", "0", "1", "0"]  # text unless declared numeric
     (tmp_path / "other.txt").write_text("s1\ns2\ns3\ns5\ns4\n")
     with pytest.raises(DatasetMismatchError, match="ids given do not match"):
         import_files(store, [tmp_path / "x.npy"], name="m", layer="b", ids=tmp_path / "other.txt")

@@ -1,0 +1,376 @@
+"""Bulk import: every file a path template fits, in one process, validated first.
+
+``import_tree(store, 'runs/{model}_seed{seed}/step_{checkpoint}/layer_{layer}.pt')``
+walks ``runs/``, takes each file's key from its path (fields the template lacks come from
+the options: ``--seed 0``, ``--checkpoint final``, ``--dataset default``, ``--name``,
+``--layer``), and checks everything (names, one file per key, row counts per dataset,
+what is already stored) before the first write. ``metadata.json`` files in the folders
+walked (their values apply to the runs below them) and ``metadata.csv`` files (one row
+per model or run, as ``reprstore tag --from``) become run attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reprstore.errors import DatasetMismatchError, InputError, ReprstoreError
+from reprstore.files import open_tensor_files
+from reprstore.ingest import (
+    ImportItem,
+    RowCounter,
+    copy_item,
+    import_settings,
+    parse_column_types,
+    read_ids,
+    read_meta,
+    without_id,
+)
+from reprstore.keys import ReprKey, validate_name
+from reprstore.store import (
+    DEFAULT_DTYPE,
+    Encoding,
+    Store,
+    check_dataset,
+    sha256_file,
+    write_dataset,
+)
+from reprstore.templates import PathTemplate
+
+METADATA_FILES = ("metadata.json", "metadata.csv")
+RunId = tuple[str, str]  # (model, seed): the level run attributes are set at
+
+
+@dataclass(frozen=True)
+class BulkOptions:
+    """What the template does not say, and how to store it (validated once)."""
+
+    name: str | None = None
+    layer: str | None = None
+    seed: str = "0"
+    checkpoint: str = "final"
+    dataset: str = "default"
+    dtype: str = DEFAULT_DTYPE
+    keep_bits: int | None = None
+    key: str | None = None
+    reduce: str = "none"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        Encoding(self.dtype, self.keep_bits)
+        for what in ("name", "layer", "seed", "checkpoint", "dataset"):
+            value = getattr(self, what)
+            if value is not None:
+                validate_name(value, "model" if what == "name" else what)
+
+
+@dataclass(frozen=True)
+class BulkEntry:
+    """One file of the walk: its key, its dataset and what the import will do with it."""
+
+    item: ImportItem
+    dataset: str
+    action: str  # "import" or "skip" (already stored, complete, from the same file)
+
+
+@dataclass(frozen=True)
+class BulkPlan:
+    """Everything an import will write, checked; ``entries`` in path order."""
+
+    template: PathTemplate
+    entries: list[BulkEntry]
+    rows: dict[str, int]
+    attributes: dict[RunId, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def to_write(self) -> list[BulkEntry]:
+        return [e for e in self.entries if e.action == "import"]
+
+
+def _key_fields() -> tuple[str, ...]:
+    return tuple(f.name for f in fields(ReprKey))
+
+
+def _values(template: PathTemplate, found: dict[str, str], opts: BulkOptions) -> dict[str, str]:
+    defaults = {"model": opts.name, "layer": opts.layer, "seed": opts.seed,
+                "checkpoint": opts.checkpoint, "dataset": opts.dataset}  # fmt: skip
+    return {k: found.get(k) or defaults[k] for k in defaults}  # type: ignore[misc]
+
+
+def check_coverage(template: PathTemplate, opts: BulkOptions) -> None:
+    """Raise unless the template (or an option) gives every key field a value."""
+    for field_name, option in (("model", "name"), ("layer", "layer")):
+        if field_name not in template.fields and getattr(opts, option) is None:
+            raise InputError(
+                f"The import template {template.text!r} does not say the {field_name}: add "
+                f"{{{field_name}}} to it (or pass --{option} for one {field_name} for all files)."
+            )
+
+
+def _entry_key(path: Path, values: dict[str, str]) -> ReprKey:
+    try:
+        return ReprKey(**{k: values[k] for k in _key_fields()})
+    except ReprstoreError as err:
+        raise InputError(f"{path}: {err}") from None
+
+
+def plan_tree(
+    store: Store | None,
+    template: str,
+    opts: BulkOptions,
+    *,
+    ids: np.ndarray | None = None,
+    meta: Mapping[str, np.ndarray] | None = None,
+) -> BulkPlan:
+    """Walk, open and validate every file the template fits; raise before any write.
+
+    ``store`` may be None (a dry run for a store that does not exist yet).
+    """
+    tpl = PathTemplate.parse(template)
+    check_coverage(tpl, opts)
+    found = [(p, f) for p, f in tpl.walk() if p.name not in METADATA_FILES]
+    if not found:
+        raise InputError(f"No file under {tpl.root} fits the import template {template!r}.")
+    entries: list[BulkEntry] = []
+    owners: dict[ReprKey | tuple[ReprKey, str], Path] = {}
+    rows: dict[str, int] = {}
+    for path, fields_found in found:
+        values = _values(tpl, fields_found, opts)
+        key = _entry_key(path, values)
+        dataset = validate_name(values["dataset"], "dataset")
+        owner_key = key if "dataset" in _key_fields() else (key, dataset)
+        if owner_key in owners:
+            raise InputError(
+                f"{owners[owner_key]} and {path} both map to {key.label()} (dataset "
+                f"{dataset!r}); add the field that tells them apart to the template."
+            )
+        owners[owner_key] = path
+        tensor = _one_tensor(path, opts.key)
+        if rows.setdefault(dataset, tensor.n_rows) != tensor.n_rows:
+            raise DatasetMismatchError(
+                f"{path} has {tensor.n_rows} rows; other files of dataset {dataset!r} have "
+                f"{rows[dataset]}. Every file of one dataset must cover the same samples."
+            )
+        digest = f"sha256:{sha256_file(path)}:{tensor.name}"
+        settings = import_settings(tensor, dataset, opts.reduce, opts.dtype, opts.keep_bits, digest)
+        entries.append(BulkEntry(ImportItem(tensor, key, settings), dataset, "import"))
+    if (ids is not None or meta) and len(rows) > 1:
+        raise InputError(
+            f"--ids/--meta describe one dataset; this import writes {len(rows)} "
+            f"({', '.join(sorted(rows))}). Import them one dataset at a time."
+        )
+    if ids is not None and len(ids) != next(iter(rows.values())):
+        raise DatasetMismatchError(
+            f"--ids has {len(ids)} entries; the files have {next(iter(rows.values()))} rows."
+        )
+    if store is not None:
+        entries = _against_store(store, entries, rows, ids, meta, opts.overwrite)
+    runs = {(e.item.key.model, e.item.key.seed) for e in entries}
+    return BulkPlan(tpl, entries, rows, read_run_attributes(tpl, found, runs, opts))
+
+
+def _one_tensor(path: Path, key: str | None) -> Any:
+    tensors = open_tensor_files(path, key)
+    if len(tensors) > 1:
+        names = ", ".join(t.name for t in tensors)
+        raise InputError(
+            f"{path} holds several tensors ({names}); pass --key NAME to import one of them."
+        )
+    return tensors[0]
+
+
+def _against_store(
+    store: Store,
+    entries: list[BulkEntry],
+    rows: dict[str, int],
+    ids: np.ndarray | None,
+    meta: Mapping[str, np.ndarray] | None,
+    overwrite: bool,
+) -> list[BulkEntry]:
+    for dataset, n in rows.items():
+        check_dataset(store.root, dataset, n, ids, meta)
+    out = []
+    for entry in entries:
+        item = entry.item
+        if not overwrite and store.is_complete_with(item.key, item.settings):
+            out.append(BulkEntry(item, entry.dataset, "skip"))
+            continue
+        store.check_writable(item.key, item.settings, overwrite)
+        out.append(entry)
+    return out
+
+
+def read_run_attributes(
+    template: PathTemplate,
+    found: list[tuple[Path, dict[str, str]]],
+    runs: set[RunId],
+    opts: BulkOptions,
+) -> dict[RunId, dict[str, str]]:
+    """Run attributes from ``metadata.json``/``metadata.csv`` in the folders walked.
+
+    A ``metadata.json`` (an object of names to strings, numbers or lists; lists become
+    comma-separated sets) applies to every run with a file below its folder; a
+    ``metadata.csv`` has a ``model`` column, optionally ``seed``, and one column per
+    attribute. Two sources giving one run's attribute different values is an error.
+    """
+    out: dict[RunId, dict[str, str]] = {}
+    sources: dict[tuple[RunId, str], Path] = {}
+
+    def put(run: RunId, values: Mapping[str, str], source: Path) -> None:
+        have = out.setdefault(run, {})
+        for name, value in values.items():
+            if name in have and have[name] != value:
+                raise InputError(
+                    f"Run attribute {name!r} of {run[0]}/{run[1]} is {have[name]!r} in "
+                    f"{sources[(run, name)]} but {value!r} in {source}; make them agree."
+                )
+            have[name] = value
+            sources[(run, name)] = source
+
+    folders: dict[Path, set[RunId]] = {}
+    for path, fields_found in found:
+        values = _values(template, fields_found, opts)
+        run = (values["model"], values["seed"])
+        folder = path.parent
+        while True:
+            folders.setdefault(folder, set()).add(run)
+            if folder == template.root or folder == folder.parent:
+                break
+            folder = folder.parent
+    for folder in sorted(folders, key=lambda f: len(f.parts)):
+        meta_json = folder / "metadata.json"
+        if meta_json.is_file():
+            values = _json_attributes(meta_json)
+            for run in sorted(folders[folder]):
+                put(run, values, meta_json)
+        meta_csv = folder / "metadata.csv"
+        if meta_csv.is_file():
+            for run, values in _csv_attributes(meta_csv, runs).items():
+                put(run, values, meta_csv)
+    return out
+
+
+def attribute_value(value: Any, where: str) -> str:
+    """An attribute value as text: lists become comma-separated sets."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+        return ",".join(str(v) for v in value)
+    raise InputError(f"{where} must be a string, a number or a list of them.")
+
+
+def _json_attributes(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path} is not readable JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} must hold one JSON object of run attributes.")
+    return {
+        validate_name(str(k), "attribute"): attribute_value(v, f"{path}: attribute {k!r}")
+        for k, v in data.items()
+    }
+
+
+def _csv_attributes(path: Path, runs: set[RunId]) -> dict[RunId, dict[str, str]]:
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (ValueError, pd.errors.ParserError) as err:
+        raise InputError(f"{path} is not a readable CSV: {err}") from None
+    if "model" not in frame.columns:
+        raise InputError(f"{path} needs a 'model' column (and optionally 'seed').")
+    names = [c for c in frame.columns if c not in ("model", "seed")]
+    models = {m for m, _ in runs}
+    out: dict[RunId, dict[str, str]] = {}
+    for i, row in enumerate(frame.to_dict(orient="records"), start=2):
+        model = row["model"].strip()
+        if model not in models:
+            raise InputError(
+                f"{path} line {i} names model {model!r}, which this import does not have. "
+                f"Models: {', '.join(sorted(models))}."
+            )
+        seeds = [row["seed"].strip()] if row.get("seed", "").strip() else None
+        chosen = [r for r in runs if r[0] == model and (seeds is None or r[1] in seeds)]
+        if not chosen:
+            raise InputError(f"{path} line {i} names run {model}/{row['seed']}, not imported.")
+        values = {validate_name(n, "attribute"): str(row[n]) for n in names if row[n] != ""}
+        for run in chosen:
+            out.setdefault(run, {}).update(values)
+    return out
+
+
+def import_tree(
+    store: str | os.PathLike[str] | Store,
+    template: str,
+    *,
+    ids: str | os.PathLike[str] | None = None,
+    meta: str | os.PathLike[str] | None = None,
+    meta_types: Mapping[str, str] | str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    **options: Any,
+) -> BulkPlan:
+    """Import every file ``template`` fits; return the plan carried out.
+
+    Parameters
+    ----------
+    template
+        A path with fields ``{model}``, ``{seed}``, ``{checkpoint}``, ``{dataset}``,
+        ``{layer}`` (and ``*`` for parts outside the key).
+    options
+        :class:`BulkOptions` fields (``name``, ``layer``, ``seed`` … ``reduce``,
+        ``overwrite``).
+    progress
+        Called as ``progress(rows_done, rows_total)`` over all files.
+    """
+    opts = BulkOptions(**options)
+    st = store if isinstance(store, Store) else Store.open(store, create=True)
+    types = parse_column_types(meta_types) if isinstance(meta_types, str) else meta_types
+    id_values = read_ids(ids, types) if ids is not None else None
+    meta_values = read_meta(meta, without_id(types)) if meta is not None else None
+    plan = plan_tree(st, template, opts, ids=id_values, meta=meta_values)
+    for dataset, n in plan.rows.items():
+        write_dataset(st.root, dataset, n, id_values, meta_values, source="import")
+    _write_attributes(st, plan.attributes)
+    work = plan.to_write
+    counter = RowCounter(sum(e.item.settings.n_samples or 0 for e in work), progress)
+    encoding = Encoding(opts.dtype, opts.keep_bits)
+    for entry in work:
+        copy_item(st, entry.item, encoding, opts.overwrite, counter)
+    return plan
+
+
+def dry_run(
+    store: str | os.PathLike[str],
+    template: str,
+    *,
+    ids: str | os.PathLike[str] | None = None,
+    meta: str | os.PathLike[str] | None = None,
+    meta_types: Mapping[str, str] | str | None = None,
+    **options: Any,
+) -> BulkPlan:
+    """What :func:`import_tree` would do, checked the same way; writes nothing."""
+    opts = BulkOptions(**options)
+    st = Store.open(store) if Path(store).exists() or "://" in os.fspath(store) else None
+    types = parse_column_types(meta_types) if isinstance(meta_types, str) else meta_types
+    id_values = read_ids(ids, types) if ids is not None else None
+    meta_values = read_meta(meta, without_id(types)) if meta is not None else None
+    return plan_tree(st, template, opts, ids=id_values, meta=meta_values)
+
+
+def _write_attributes(store: Store, attributes: Mapping[RunId, Mapping[str, str]]) -> None:
+    """Set run attributes through the store's attribute API."""
+    setter = getattr(store, "set_attributes", None)
+    if setter is None or not attributes:
+        return
+    for (model, seed), values in attributes.items():
+        setter(model, seed, dict(values))
