@@ -58,3 +58,7 @@ class ComparisonError(ReprstoreError, ValueError):
 
 class StoreWriteError(ReprstoreError, OSError):
     """Writing to the store failed (disk full, read-only, permission)."""
+
+
+class ExpressionError(ReprstoreError, ValueError):
+    """A ``--where`` or ``--pair-where`` condition is not of the allowed kind."""
