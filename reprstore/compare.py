@@ -13,8 +13,9 @@ import contextlib
 import csv
 import math
 import os
+import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import dask.array as da
@@ -72,10 +73,13 @@ class GridPlan:
         Every involved representation, once.
     pairs : list of (int, int)
         Indices into ``reprs``, A first, in A-major order.
+    attributes : list of dict
+        The run attributes of each of ``reprs`` (``{"tasks": "sst2,mnli", …}``).
     """
 
     reprs: list[ReprInfo]
     pairs: list[tuple[int, int]]
+    attributes: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def datasets(self) -> list[str]:
@@ -84,6 +88,35 @@ class GridPlan:
 
 def _fields(info: ReprInfo) -> dict[str, str]:
     return {**info.key.as_dict(), "dataset": info.dataset}
+
+
+PAIR_KEYS = (*SELECTOR_KEYS, "step")
+
+
+def _run_attributes(store: Store, info: ReprInfo) -> dict[str, str]:
+    """The run attributes of one representation (none when the store keeps none)."""
+    read = getattr(store, "attributes", None)
+    return {str(k): str(v) for k, v in read(info.key).items()} if read is not None else {}
+
+
+def checkpoint_step(label: str) -> int | None:
+    """The training step a checkpoint label holds (``step1000`` → 1000), else None."""
+    digits = re.findall(r"\d+", label)
+    return int(digits[0]) if len(digits) == 1 else None
+
+
+def pair_fields(info: ReprInfo, attributes: dict[str, str]) -> dict[str, Any]:
+    """What a pair filter sees of one side: attributes, then the key, dataset and step."""
+    return {**attributes, **_fields(info), "step": checkpoint_step(info.key.checkpoint)}
+
+
+def _pair_filter(text: str | None, fields: list[dict[str, Any]]) -> Any:
+    if not text:
+        return None
+    from reprstore.expr import parse_pair_filter
+
+    known = {k for f in fields for k in f} | set(PAIR_KEYS)
+    return parse_pair_filter(text, known)
 
 
 def read_pairs_file(path: str | os.PathLike[str]) -> list[tuple[ReprKey, ReprKey]]:
@@ -130,9 +163,14 @@ def plan_grid(
     match: Sequence[str] = (),
     differ: Sequence[str] = (),
     pairs: Sequence[tuple[ReprKey, ReprKey]] | None = None,
+    pair_where: str | None = None,
     allow_incomplete: bool = False,
 ) -> GridPlan:
-    """Every A × B pair that ``match``/``differ`` (and ``pairs``, if given) allow.
+    """Every A × B pair that ``match``/``differ``, ``pairs`` and ``pair_where`` allow.
+
+    ``pair_where`` is a condition over both sides (``a.seed != b.seed and not (a.tasks &
+    b.tasks)``) reading :data:`PAIR_KEYS` and run attributes, checked by
+    :func:`reprstore.expr.parse_pair_filter` (never run as code).
 
     Raises
     ------
@@ -140,6 +178,8 @@ def plan_grid(
         A selection is empty, or a listed pair names a missing representation.
     ComparisonError
         No pair is left.
+    ExpressionError
+        ``pair_where`` is not an allowed condition, or reads an unknown key or attribute.
     DatasetMismatchError
         A pair mixes datasets or row counts.
     IncompleteError
@@ -151,6 +191,9 @@ def plan_grid(
         if key not in SELECTOR_KEYS:
             raise InputError(f"Unknown key {key!r}. Expected some of {', '.join(SELECTOR_KEYS)}.")
     side_a, side_b = _select(store, a, "--a"), _select(store, b, "--b")
+    attrs = {i.key: _run_attributes(store, i) for i in (*side_a, *side_b)}
+    seen = {i.key: pair_fields(i, attrs[i.key]) for i in (*side_a, *side_b)}
+    keep = _pair_filter(pair_where, list(seen.values()))
     wanted = set(pairs) if pairs is not None else None
     if wanted is not None:
         for listed in {k for pair in wanted for k in pair}:
@@ -162,11 +205,13 @@ def plan_grid(
         for y in side_b
         if differ_match_filter(_fields(x), _fields(y), match, differ)
         and (wanted is None or (x.key, y.key) in wanted)
+        and (keep is None or keep(seen[x.key], seen[y.key]))
     ]
     if not chosen:
         raise ComparisonError(
             f"No pair left to compare: {len(side_a)} A × {len(side_b)} B representations, "
             f"none kept by --match {','.join(match) or '-'} --differ {','.join(differ) or '-'}"
+            + (f" --pair-where {pair_where!r}" if pair_where else "")
             + (" and the pairs file." if wanted is not None else ".")
         )
     index: dict[ReprKey, int] = {}
@@ -183,7 +228,31 @@ def plan_grid(
                 f"{info.key.label()} is incomplete ({info.rows_written} of {info.shape[0]} rows): "
                 "resume its extraction or pass --allow-incomplete."
             )
-    return GridPlan(reprs, [(index[x.key], index[y.key]) for x, y in chosen])
+    pairs_kept = [(index[x.key], index[y.key]) for x, y in chosen]
+    return GridPlan(reprs, pairs_kept, [attrs[info.key] for info in reprs])
+
+
+def attribute_columns(plan: GridPlan) -> dict[str, list[str | None]]:
+    """``a_<attr>``/``b_<attr>`` columns for every run attribute, one value per pair.
+
+    A side without the attribute gets None; attributes sort by name, A's columns first.
+    """
+    names = sorted({name for attrs in plan.attributes for name in attrs})
+    return {
+        f"{side}_{name}": [plan.attributes[pair[k]].get(name) for pair in plan.pairs]
+        for k, side in enumerate("ab")
+        for name in names
+    }
+
+
+def rows_used(store: Store, plan: GridPlan, where: str | None) -> dict[str, dict[str, int]]:
+    """Per dataset: its samples and the rows ``where`` keeps (what the results used)."""
+    out = {}
+    for dataset in plan.datasets:
+        n = store.dataset(dataset).n_samples
+        mask = row_mask(store, dataset, where)
+        out[dataset] = {"n_samples": n, "rows_used": n if mask is None else int(mask.sum())}
+    return out
 
 
 def _check_pair(x: ReprInfo, y: ReprInfo) -> None:
@@ -344,6 +413,7 @@ def compare(
     match: Sequence[str] = (),
     differ: Sequence[str] = (),
     pairs: Sequence[tuple[ReprKey, ReprKey]] | None = None,
+    pair_where: str | None = None,
     allow_incomplete: bool = False,
     device: str = "cpu",
     precision: str = "float64",
@@ -367,6 +437,7 @@ def compare(
         used on both sides.
     match, differ : keys that must agree / differ within a pair (``layer``, ``seed`` …)
     pairs : explicit (A key, B key) pairs to keep (see :func:`read_pairs_file`)
+    pair_where : condition over both sides' keys and run attributes (see :func:`plan_grid`)
     allow_incomplete : compare incomplete representations on their rows written so far
     workers : start a local dask.distributed cluster of this many processes
     scheduler : address of a running dask scheduler (or a Client / dask scheduler)
@@ -383,8 +454,9 @@ def compare(
     check_options(estimator, kernel)
     st = _open(store)
     plan = plan_grid(
-        st, a, b, match=match, differ=differ, pairs=pairs, allow_incomplete=allow_incomplete
-    )
+        st, a, b, match=match, differ=differ, pairs=pairs, pair_where=pair_where,
+        allow_incomplete=allow_incomplete,
+    )  # fmt: skip
     options: dict[str, Any] = dict(
         estimator=estimator, kernel=kernel, sigma=sigma, batch_size=batch_size,
         shuffle=shuffle, device=device, precision=precision, memory=memory,
@@ -407,4 +479,34 @@ def compare(
                 )
             )
     rows = [_row(plan.reprs[i], plan.reprs[j], found[(i, j)]) for i, j in plan.pairs]
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS + EXTRA_COLUMNS)
+    df = pd.DataFrame(rows, columns=RESULT_COLUMNS + EXTRA_COLUMNS)
+    for column, values in attribute_columns(plan).items():
+        if column not in df:
+            df[column] = values
+    df.attrs["reprstore"] = _provenance(st, plan, a, b, match, differ, pairs, pair_where, where,
+                                        options)  # fmt: skip
+    return df
+
+
+def _provenance(
+    store: Store,
+    plan: GridPlan,
+    a: Any,
+    b: Any,
+    match: Sequence[str],
+    differ: Sequence[str],
+    pairs: Sequence[tuple[ReprKey, ReprKey]] | None,
+    pair_where: str | None,
+    where: str | None,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """The record result files carry (see :mod:`reprstore.report.provenance`)."""
+    from reprstore.report.provenance import make_provenance
+
+    return make_provenance(
+        store=store.url, a=str(a) if a is not None else None,
+        b=str(b) if b is not None else None, match=list(match), differ=list(differ),
+        pair_where=pair_where, pairs_listed=None if pairs is None else len(pairs),
+        where=where, rows=rows_used(store, plan, where), n_pairs=len(plan.pairs),
+        options={k: v for k, v in options.items() if k != "scheduler"},
+    )  # fmt: skip
