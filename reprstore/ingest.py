@@ -137,7 +137,7 @@ def cast_column(values: np.ndarray, kind: str, what: str) -> np.ndarray:
         return values.astype(str)
     target = np.int64 if kind == "int" else np.float64
     out = np.empty(len(values), dtype=target)
-    for i, cell in enumerate(values):
+    for i, cell in enumerate(str(v) for v in values):
         try:
             out[i] = int(cell) if kind == "int" else float(cell if cell.strip() else "nan")
         except (ValueError, OverflowError):

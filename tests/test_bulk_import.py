@@ -1,0 +1,199 @@
+"""Bulk import from a path template: a nested dump folder in one command, validated first."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from conftest import assert_user_error, run_cli, store_digest
+
+from reprstore.bulk import dry_run, import_tree
+from reprstore.errors import InputError
+from reprstore.templates import PathTemplate, is_template
+
+MODELS, SEEDS, STEPS, LAYERS = ("bert_base", "gpt"), ("0", "1"), ("20", "100"), ("2", "10")
+TEMPLATE = "runs/{model}_seed{seed}/step_{checkpoint}/layer_{layer}.pt"
+N, T, D = 24, 5, 6
+
+
+def token_dump(model: str, seed: str, step: str, layer: str) -> np.ndarray:
+    """The (N, T, D) float32 dump of one run × layer, reproducible from its key."""
+    code = [MODELS.index(model), int(seed), int(step), int(layer)]
+    return np.random.default_rng(code).normal(size=(N, T, D)).astype(np.float32)
+
+
+@pytest.fixture
+def dumps(tmp_path: Path) -> Path:
+    """runs/<model>_seed<seed>/step_<step>/layer_<l>.pt (torch tensors), plus metadata."""
+    import torch
+
+    for model, seed, step, layer in itertools.product(MODELS, SEEDS, STEPS, LAYERS):
+        folder = tmp_path / "runs" / f"{model}_seed{seed}" / f"step_{step}"
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(torch.from_numpy(token_dump(model, seed, step, layer)),
+                   folder / f"layer_{layer}.pt")  # fmt: skip
+    for model, seed in itertools.product(MODELS, SEEDS):
+        tasks = ["sst2", "mnli"] if model == "gpt" else ["qqp"]
+        meta = {"tasks": tasks, "lr": 0.001, "seed_note": f"s{seed}"}
+        (tmp_path / "runs" / f"{model}_seed{seed}" / "metadata.json").write_text(json.dumps(meta))
+    (tmp_path / "runs" / "README.txt").write_text("not a dump")
+    return tmp_path
+
+
+def stored(store: Path, path: str) -> np.ndarray:
+    return zarr.open_group(str(store), mode="r")[path][:]
+
+
+def test_template_import_of_a_nested_folder_in_one_process(dumps: Path) -> None:
+    result = run_cli("import", "s.zarr", TEMPLATE, "--reduce", "mean", "--dtype", "float32",
+                     cwd=dumps)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    root = zarr.open_group(str(dumps / "s.zarr"), mode="r")
+    found = set()
+    for model in root["reprs"].group_keys():
+        for seed in root[f"reprs/{model}"].group_keys():
+            for step in root[f"reprs/{model}/{seed}"].group_keys():
+                group = root[f"reprs/{model}/{seed}/{step}"]
+                found |= {(model, seed, step, path) for path in _arrays_below(group)}
+    expected = itertools.product(MODELS, SEEDS, STEPS, LAYERS)
+    assert {(m, s, c) for m, s, c, _ in found} == {(m, s, c) for m, s, c, _ in expected}
+    assert len(found) == len(MODELS) * len(SEEDS) * len(STEPS) * len(LAYERS)
+    for model, seed, step, path in found:
+        layer = path.rsplit("/", 1)[-1]
+        want = token_dump(model, seed, step, layer).astype(np.float64).mean(axis=1)
+        got = stored(dumps / "s.zarr", f"reprs/{model}/{seed}/{step}/{path}")
+        np.testing.assert_allclose(got, want.astype(np.float32), rtol=0, atol=0)
+        attrs = root[f"reprs/{model}/{seed}/{step}/{path}"].attrs
+        assert attrs["reduction"] == "mean" and attrs["original_shape"] == [T, D]
+
+
+def _arrays_below(group: zarr.Group, prefix: str = "") -> list[str]:
+    """Array paths below a checkpoint group: ``layer`` or ``dataset/layer``, either layout."""
+    out = [f"{prefix}{name}" for name in group.array_keys()]
+    for name in group.group_keys():
+        out += _arrays_below(group[name], f"{prefix}{name}/")
+    return out
+
+
+def test_running_the_same_import_again_writes_nothing(dumps: Path) -> None:
+    import_tree(dumps / "s.zarr", str(dumps / TEMPLATE), reduce="first")
+    before = store_digest(dumps / "s.zarr")
+    plan = import_tree(dumps / "s.zarr", str(dumps / TEMPLATE), reduce="first")
+    assert not plan.to_write and len(plan.entries) == 16
+    assert store_digest(dumps / "s.zarr") == before
+
+
+def test_dry_run_lists_every_file_and_writes_nothing(dumps: Path) -> None:
+    result = run_cli("import", "s.zarr", TEMPLATE, "--reduce", "max", "--dry-run", cwd=dumps)
+    assert result.returncode == 0, result.stderr
+    assert not (dumps / "s.zarr").exists()
+    for model, seed, step, layer in itertools.product(MODELS, SEEDS, STEPS, LAYERS):
+        assert f"runs/{model}_seed{seed}/step_{step}/layer_{layer}.pt" in result.stdout
+    assert "16 of 16 file(s) to import" in result.stdout and "nothing written" in result.stdout
+    assert "tasks=sst2,mnli" in result.stdout  # gpt's metadata.json
+    import_tree(dumps / "s.zarr", str(dumps / TEMPLATE), reduce="max")
+    before = store_digest(dumps / "s.zarr")
+    plan = dry_run(dumps / "s.zarr", str(dumps / TEMPLATE), reduce="max")
+    assert [e.action for e in plan.entries] == ["skip"] * 16
+    assert store_digest(dumps / "s.zarr") == before
+
+
+@pytest.mark.parametrize("how", ["mean", "first", "last", "max", "flatten"])
+def test_reductions_of_token_dumps(tmp_path: Path, how: str) -> None:
+    x = np.random.default_rng(3).normal(size=(10, 4, 3))
+    (tmp_path / "d" / "m").mkdir(parents=True)
+    np.save(tmp_path / "d" / "m" / "h.npy", x)
+    import_tree(tmp_path / "s.zarr", str(tmp_path / "d/{model}/{layer}.npy"), reduce=how,
+                dtype="float32")  # fmt: skip
+    want = {
+        "mean": x.mean(axis=1), "first": x[:, 0], "last": x[:, -1], "max": x.max(axis=1),
+        "flatten": x.reshape(10, 12),
+    }[how]  # fmt: skip
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")["reprs/m/0/final"]
+    (path,) = _arrays_below(group)
+    np.testing.assert_allclose(group[path][:], want.astype(np.float32), rtol=1e-7)
+
+
+def test_template_fields_and_defaults(tmp_path: Path) -> None:
+    tpl = PathTemplate.parse("runs/{model}_seed{seed}/*/layer_{layer}.pt")
+    assert tpl.root == Path("runs") and tpl.fields == ("model", "seed", "layer")
+    assert tpl.match("bert_base_seed1/x/layer_3.pt") == {
+        "model": "bert_base", "seed": "1", "layer": "3",
+    }  # fmt: skip
+    assert tpl.match("bert_seed1/x/y/layer_3.pt") is None  # one component per field / *
+    literal = PathTemplate.parse("d/{model}.(x)+{{v}}/{layer}.npy")
+    assert literal.match("m.(x)+{v}/l.npy") == {"model": "m", "layer": "l"}
+    assert literal.match("m.xx+{v}/l.npy") is None  # regex characters are literal
+    assert is_template(TEMPLATE) and not is_template("acts/layer_3.npy")
+
+
+def test_template_never_evaluates_code(tmp_path: Path) -> None:
+    for bad in ("d/{model.__class__}/{layer}.npy", "d/{model!r}/{layer}.npy",
+                "d/{0}/{layer}.npy", "d/{model:>9}/{layer}.npy"):  # fmt: skip
+        with pytest.raises(InputError, match="Unknown field"):
+            PathTemplate.parse(bad)
+    with pytest.raises(InputError, match="Unbalanced"):
+        PathTemplate.parse("d/{model}/{layer.npy")
+
+
+@pytest.fixture
+def small_dumps(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for model, seed in itertools.product(("a", "b"), ("0", "1")):
+        folder = tmp_path / "dumps" / model / f"seed{seed}"
+        folder.mkdir(parents=True)
+        for layer in ("l1", "l2"):
+            np.save(folder / f"{layer}.npy", rng.normal(size=(12, 3)).astype(np.float32))
+    import_tree(tmp_path / "s.zarr", str(tmp_path / "dumps/a/seed{seed}/{layer}.npy"), name="a")
+    return tmp_path
+
+
+BAD_TEMPLATES = [
+    (["dumps/{model}/seed{seed}/l1.npy"], "does not say the layer"),
+    (["dumps/a/seed{seed}/{layer}.npy"], "does not say the model"),
+    (["dumps/{model}/seed{seed}/{layer}.pt"], "fits the import template"),  # nothing fits
+    (["dumps/{model}/*/{layer}.npy"], "both map to"),
+    (["dumps/{model}/seed{seed}/{layr}.npy"], "Unknown field {layr}"),
+    (["dumps/{model}/seed{seed}/{layer}.npy", "--reduce", "median"], "Unknown --reduce"),
+    (["nowhere/{model}/{layer}.npy"], "does not exist"),
+]
+
+
+@pytest.mark.parametrize(("args", "needle"), BAD_TEMPLATES)
+@pytest.mark.parametrize("dry", [False, True])
+def test_bad_templates_fail_cleanly_and_change_nothing(
+    small_dumps: Path, args: list[str], needle: str, dry: bool
+) -> None:
+    before = store_digest(small_dumps / "s.zarr")
+    extra = ["--dry-run"] if dry else []
+    assert_user_error(run_cli("import", "s.zarr", *args, *extra, cwd=small_dumps), needle)
+    assert store_digest(small_dumps / "s.zarr") == before
+
+
+def test_a_bad_file_late_in_the_walk_writes_nothing(small_dumps: Path) -> None:
+    np.save(small_dumps / "dumps/b/seed1/l3.npy", np.zeros((11, 3), np.float32))
+    before = store_digest(small_dumps / "s.zarr")
+    result = run_cli("import", "s.zarr", "dumps/{model}/seed{seed}/{layer}.npy", cwd=small_dumps)
+    assert_user_error(result, "l3.npy has 11 rows")
+    assert store_digest(small_dumps / "s.zarr") == before
+
+
+def test_metadata_csv_with_an_unknown_model_is_refused(small_dumps: Path) -> None:
+    (small_dumps / "dumps" / "metadata.csv").write_text("model,tasks\na,sst2\nzeta,mnli\n")
+    before = store_digest(small_dumps / "s.zarr")
+    result = run_cli("import", "s.zarr", "dumps/{model}/seed{seed}/{layer}.npy", cwd=small_dumps)
+    assert_user_error(result, "zeta")
+    assert store_digest(small_dumps / "s.zarr") == before
+
+
+def test_conflicting_metadata_is_refused(small_dumps: Path) -> None:
+    (small_dumps / "dumps" / "metadata.csv").write_text("model,tasks\na,sst2\n")
+    (small_dumps / "dumps" / "a" / "metadata.json").write_text('{"tasks": "mnli"}')
+    before = store_digest(small_dumps / "s.zarr")
+    result = run_cli("import", "s.zarr", "dumps/{model}/seed{seed}/{layer}.npy", cwd=small_dumps)
+    assert_user_error(result, "make them agree")
+    assert store_digest(small_dumps / "s.zarr") == before
