@@ -263,9 +263,7 @@ def test_ids_and_text_columns_keep_leading_zeros(tmp_path: Path, rng: np.random.
         (["--meta-types", "colour=int"], "colour"),
     ],
 )
-def test_bad_metadata_types_fail_cleanly(
-    filled_store: Path, extra: list[str], needle: str
-) -> None:
+def test_bad_metadata_types_fail_cleanly(filled_store: Path, extra: list[str], needle: str) -> None:
     rows = ["01", "x7"] + [f"{i:02d}" for i in range(98)]
     (filled_store / "meta.csv").write_text("zip,age\n" + "".join(f"{z},1\n" for z in rows))
     before = store_digest(filled_store / "s.zarr")
