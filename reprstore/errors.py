@@ -62,3 +62,7 @@ class StoreWriteError(ReprstoreError, OSError):
 
 class ExpressionError(ReprstoreError, ValueError):
     """A ``--where`` or ``--pair-where`` condition is not of the allowed kind."""
+
+
+class StoreFormatError(ReprstoreError, ValueError):
+    """The store's format version is unknown, or needs ``reprstore upgrade`` first."""

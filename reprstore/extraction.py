@@ -369,7 +369,7 @@ def _plan_writes(
         to_write: dict[ReprKey, ReprSettings] = {}
         skipped: list[ReprKey] = []
         for out in layers:
-            key = ReprKey(name, seed, ckpt.label, out.layer)
+            key = ReprKey(name, seed, ckpt.label, dataset, out.layer)
             settings = settings_cls(
                 dataset=dataset,
                 n_features=out.n_features,
@@ -526,7 +526,7 @@ def recorder(
     def open_sinks(outputs: list[LayerOutput]) -> dict[str, LayerSink]:
         settings = {}
         for out in outputs:
-            key = ReprKey(name, seed, checkpoint, out.layer)
+            key = ReprKey(name, seed, checkpoint, dataset, out.layer)
             settings[key] = ReprSettings(
                 dataset=dataset,
                 n_features=out.n_features,

@@ -1,13 +1,15 @@
 """Names, keys and selectors: pure functions, no I/O.
 
-A representation lives at ``reprs/<model>/<seed>/<checkpoint>/<layer>`` and a dataset at
-``datasets/<dataset>``. This module validates names, maps keys to store paths and back,
-and parses selectors such as ``model=minilm,seed=*,layer=encoder.layer.*``.
+A representation lives at ``reprs/<model>/<seed>/<checkpoint>/<dataset>/<layer>`` (store
+format 2; format 1 had no ``<dataset>`` level) and a dataset at ``datasets/<dataset>``.
+This module validates names, maps keys to store paths and back, sorts names in natural
+order and parses selectors such as ``model=minilm,seed=*,layer=encoder.layer.*``.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 
@@ -15,6 +17,7 @@ from reprstore.errors import InvalidNameError, SelectorError
 
 REPRS = "reprs"
 DATASETS = "datasets"
+DEFAULT_DATASET = "default"
 SELECTOR_KEYS = ("model", "seed", "checkpoint", "layer", "dataset")
 _FORBIDDEN_CHARS = set("/\\,=*?[]\0\n\r\t")
 
@@ -45,11 +48,12 @@ def validate_name(value: str, what: str = "name") -> str:
 
 @dataclass(frozen=True, order=True)
 class ReprKey:
-    """Where one representation lives: run (model, seed, checkpoint) × layer."""
+    """Where one representation lives: run (model, seed, checkpoint) × dataset × layer."""
 
     model: str
     seed: str
     checkpoint: str
+    dataset: str
     layer: str
 
     def __post_init__(self) -> None:
@@ -58,25 +62,64 @@ class ReprKey:
 
     @property
     def path(self) -> str:
-        """The store path ``reprs/<model>/<seed>/<checkpoint>/<layer>``."""
+        """The store path ``reprs/<model>/<seed>/<checkpoint>/<dataset>/<layer>``."""
+        return "/".join((REPRS, self.model, self.seed, self.checkpoint, self.dataset, self.layer))
+
+    @property
+    def v1_path(self) -> str:
+        """Where format-1 stores keep it: ``reprs/<model>/<seed>/<checkpoint>/<layer>``."""
         return "/".join((REPRS, self.model, self.seed, self.checkpoint, self.layer))
 
     @classmethod
     def from_path(cls, path: str) -> ReprKey:
         """Inverse of :attr:`path`."""
         parts = path.strip("/").split("/")
-        if len(parts) != 5 or parts[0] != REPRS:
+        if len(parts) != 6 or parts[0] != REPRS:
             raise InvalidNameError(
-                f"Expected a path reprs/<model>/<seed>/<checkpoint>/<layer>. Got {path!r} instead."
+                "Expected a path reprs/<model>/<seed>/<checkpoint>/<dataset>/<layer>. "
+                f"Got {path!r} instead."
             )
         return cls(*parts[1:])
 
     def label(self) -> str:
-        """Short human label ``model/seed/checkpoint:layer``."""
-        return f"{self.model}/{self.seed}/{self.checkpoint}:{self.layer}"
+        """Human label ``model/seed/checkpoint/dataset:layer``, in the path's order.
+
+        The dataset ``default`` is left out (``model/seed/checkpoint:layer``): names hold no
+        ``/``, so the number of slashes tells the two spellings apart.
+        """
+        run = f"{self.model}/{self.seed}/{self.checkpoint}"
+        if self.dataset != DEFAULT_DATASET:
+            run = f"{run}/{self.dataset}"
+        return f"{run}:{self.layer}"
 
     def as_dict(self) -> dict[str, str]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_NUMBER = re.compile(r"(\d+)")
+
+
+def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key putting numbers in numeric order: ``layer_2`` < ``layer_10``.
+
+    Digit runs compare as integers, other text as strings (``step20`` < ``step100``,
+    ``encoder.layer.2`` < ``encoder.layer.10``); ties between equal numbers spelled
+    differently (``01`` and ``1``) fall back to the plain string.
+    """
+    parts = _NUMBER.split(text)
+    out: list[tuple[int, int | str]] = []
+    for i, part in enumerate(parts):
+        if i % 2:
+            out.append((0, int(part)))
+        elif part:
+            out.append((1, part))
+    out.append((-1, text))  # a prefix first (layer_2 < layer_2.a); then the plain string
+    return tuple(out)
+
+
+def key_order(key: ReprKey) -> tuple[tuple[tuple[int, int | str], ...], ...]:
+    """Natural sort key of a :class:`ReprKey`, field by field in the key's order."""
+    return tuple(natural_key(getattr(key, f.name)) for f in fields(key))
 
 
 def dataset_path(dataset: str) -> str:
@@ -122,14 +165,14 @@ class Selector:
         """The glob for ``key`` (``*`` when not given)."""
         return dict(self.patterns).get(key, "*")
 
-    def matches(self, key: ReprKey, dataset: str | None = None) -> bool:
-        """Whether a representation (and its dataset) is selected."""
-        values: Mapping[str, str | None] = {**key.as_dict(), "dataset": dataset}
-        for name, pattern in self.patterns:
-            value = values[name]
-            if value is None or not fnmatch.fnmatchcase(value, pattern):
-                return False
-        return True
+    def allows(self, name: str, value: str) -> bool:
+        """Whether ``value`` of key ``name`` passes this selector's terms on ``name``."""
+        return fnmatch.fnmatchcase(value, self.get(name))
+
+    def matches(self, key: ReprKey) -> bool:
+        """Whether a representation is selected."""
+        values: Mapping[str, str] = key.as_dict()
+        return all(self.allows(name, values[name]) for name, _ in self.patterns)
 
     def __str__(self) -> str:
         return ",".join(f"{k}={v}" for k, v in self.patterns) or "*"

@@ -31,15 +31,18 @@ def _random_name(rnd: random.Random) -> str:
 def test_key_path_round_trip_for_random_names() -> None:
     rnd = random.Random(7)
     for _ in range(500):
-        key = ReprKey(*(_random_name(rnd) for _ in range(4)))
-        assert key.path == "/".join(["reprs", key.model, key.seed, key.checkpoint, key.layer])
+        key = ReprKey(*(_random_name(rnd) for _ in range(5)))
+        assert key.path == "/".join(
+            ["reprs", key.model, key.seed, key.checkpoint, key.dataset, key.layer]
+        )
         assert ReprKey.from_path(key.path) == key
 
 
 def test_key_path_examples() -> None:
-    key = ReprKey("minilm", "0", "step1000", "encoder.layer.3")
-    assert key.path == "reprs/minilm/0/step1000/encoder.layer.3"
+    key = ReprKey("minilm", "0", "step1000", "default", "encoder.layer.3")
+    assert key.path == "reprs/minilm/0/step1000/default/encoder.layer.3"
     assert key.label() == "minilm/0/step1000:encoder.layer.3"
+    assert ReprKey("m", "0", "final", "probe", "l1").label() == "m/0/final/probe:l1"
     assert dataset_path("default") == "datasets/default"
 
 
@@ -62,38 +65,37 @@ def test_invalid_names_are_refused(name: str, match: str) -> None:
     with pytest.raises(InvalidNameError, match=match):
         validate_name(name, "layer")
     with pytest.raises(InvalidNameError):
-        ReprKey("m", "0", "final", name)
+        ReprKey("m", "0", "final", "default", name)
 
 
 def test_from_path_rejects_other_paths() -> None:
     with pytest.raises(InvalidNameError, match="Expected a path"):
-        ReprKey.from_path("reprs/m/0/final")
+        ReprKey.from_path("reprs/m/0/final/l")
     with pytest.raises(InvalidNameError):
-        ReprKey.from_path("other/m/0/final/l")
+        ReprKey.from_path("other/m/0/final/d/l")
 
 
 def test_selector_parse_and_match() -> None:
     sel = Selector.parse("model=minilm, seed=*,layer=encoder.layer.*")
     assert sel.get("model") == "minilm"
     assert sel.get("checkpoint") == "*"
-    assert sel.matches(ReprKey("minilm", "3", "final", "encoder.layer.5"), "default")
-    assert not sel.matches(ReprKey("minilm", "3", "final", "pooler"), "default")
-    assert not sel.matches(ReprKey("bert", "3", "final", "encoder.layer.5"), "default")
+    assert sel.matches(ReprKey("minilm", "3", "final", "default", "encoder.layer.5"))
+    assert not sel.matches(ReprKey("minilm", "3", "final", "default", "pooler"))
+    assert not sel.matches(ReprKey("bert", "3", "final", "default", "encoder.layer.5"))
     assert str(sel) == "model=minilm,seed=*,layer=encoder.layer.*"
 
 
 def test_selector_dataset_and_character_classes() -> None:
     sel = Selector.parse("dataset=probe?,layer=l[12]")
-    key = ReprKey("m", "0", "final", "l1")
-    assert sel.matches(key, "probeA")
-    assert not sel.matches(key, "probeAB")
-    assert not sel.matches(ReprKey("m", "0", "final", "l3"), "probeA")
-    assert not sel.matches(key, None)
+    key = ReprKey("m", "0", "final", "probeA", "l1")
+    assert sel.matches(key)
+    assert not sel.matches(ReprKey("m", "0", "final", "probeAB", "l1"))
+    assert not sel.matches(ReprKey("m", "0", "final", "probeA", "l3"))
 
 
 def test_empty_selector_selects_everything() -> None:
     for text in (None, "", "  ", "*", " * "):
-        assert Selector.parse(text).matches(ReprKey("a", "b", "c", "d"), "x")
+        assert Selector.parse(text).matches(ReprKey("a", "b", "c", "x", "d"))
 
 
 @pytest.mark.parametrize(

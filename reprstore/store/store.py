@@ -3,10 +3,13 @@
 ```
 STORE/
   datasets/<dataset>/ids, datasets/<dataset>/meta/<column>
-  reprs/<model>/<seed>/<checkpoint>/<layer>     (n_samples, n_features), chunked by rows
+  reprs/<model>/<seed>/<checkpoint>/<dataset>/<layer>   (n_samples, n_features), by rows
 ```
-This is the only module family that imports zarr. Everything written here stays
-readable by plain ``zarr.open_group``.
+The root group's ``reprstore`` attribute records the store format: 2 is the layout above;
+1 (the first release) had no ``<dataset>`` level and kept the dataset in each array's
+attributes. Format-1 stores open for reading as they are; writing needs
+``reprstore upgrade``. Any other format is refused. This is the only module family that
+imports zarr. Everything written here stays readable by plain ``zarr.open_group``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.core.sync import sync
 from zarr.errors import ContainsGroupError, GroupNotFoundError
 
 from reprstore.errors import (
@@ -28,10 +32,11 @@ from reprstore.errors import (
     IncompleteError,
     InputError,
     NotFoundError,
+    StoreFormatError,
     StoreNotFoundError,
     StoreWriteError,
 )
-from reprstore.keys import REPRS, ReprKey, Selector
+from reprstore.keys import REPRS, ReprKey, Selector, natural_key
 from reprstore.store.attrs import ReprSettings, provenance, utc_now
 from reprstore.store.datasets import Dataset, open_dataset
 from reprstore.store.encoding import Encoding, chunk_rows_for, compressors
@@ -39,7 +44,9 @@ from reprstore.store.lock import Lease
 from reprstore.store.writer import ReprWriter
 
 STORE_MARKER = "reprstore"
-STORE_FORMAT = 1
+STORE_FORMAT = 2
+KNOWN_FORMATS = (1, 2)
+UPGRADE_JOURNAL = "upgrade-journal.json"
 
 
 def _is_url(url: str) -> bool:
@@ -77,6 +84,31 @@ def _wait_for_marker(root: zarr.Group, seconds: float = 2.0) -> Any:
     return None
 
 
+def store_format(marker: Any, url: str) -> int:
+    """The format number in a store's marker; :class:`StoreFormatError` if unknown."""
+    fmt = marker.get("format") if isinstance(marker, dict) else None
+    if fmt not in KNOWN_FORMATS:
+        known = " and ".join(map(str, KNOWN_FORMATS))
+        raise StoreFormatError(
+            f"{url} is a reprstore store of format {fmt!r}, which this reprstore knows not "
+            f"(it reads formats {known}). Use the reprstore version that wrote it."
+        )
+    return int(fmt)
+
+
+def journal_exists(root: zarr.Group) -> bool:
+    """Whether an upgrade journal lies in the store (an upgrade is under way or was killed)."""
+    return bool(sync(root.store.exists(UPGRADE_JOURNAL)))
+
+
+def _refuse_unfinished_upgrade(root: zarr.Group, url: str) -> None:
+    if journal_exists(root):
+        raise StoreFormatError(
+            f"The upgrade of {url} was interrupted (or is running): run 'reprstore upgrade "
+            f"{url}' to finish it before using the store."
+        )
+
+
 @dataclass(frozen=True)
 class ReprInfo:
     """What ``ls`` and ``info`` show about one representation."""
@@ -90,7 +122,7 @@ class ReprInfo:
 
     @property
     def dataset(self) -> str:
-        return str(self.attrs.get("dataset", ""))
+        return self.key.dataset
 
     @property
     def complete(self) -> bool:
@@ -117,7 +149,6 @@ class ReprInfo:
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.key.as_dict(),
-            "dataset": self.dataset,
             "shape": list(self.shape),
             "chunks": list(self.chunks),
             "stored_dtype": self.stored_dtype,
@@ -133,15 +164,26 @@ class ReprInfo:
 class Store:
     """A reprstore store; open it with :meth:`Store.open`."""
 
-    def __init__(self, root: zarr.Group, url: str, read_only: bool) -> None:
+    def __init__(
+        self, root: zarr.Group, url: str, read_only: bool, fmt: int = STORE_FORMAT
+    ) -> None:
         self.root = root
         self.url = url
         self.read_only = read_only
+        self.format = fmt
 
     # -- opening -------------------------------------------------------------------
     @classmethod
-    def open(cls, url: str | os.PathLike[str], *, create: bool = False) -> Store:
-        """Open a store; with ``create`` make it if missing (read-only otherwise)."""
+    def open(
+        cls, url: str | os.PathLike[str], *, create: bool = False, upgrading: bool = False
+    ) -> Store:
+        """Open a store; with ``create`` make it if missing (read-only otherwise).
+
+        Raises :class:`StoreFormatError` for a format this version does not know, for a
+        format-1 store opened to write (``reprstore upgrade`` first) and for a store whose
+        upgrade was interrupted. ``upgrading`` (for :mod:`reprstore.store.upgrade` only)
+        skips the last two checks.
+        """
         url = os.fspath(url)
         path = _local_path(url)
         if path is not None and not path.exists() and not create:
@@ -173,8 +215,18 @@ class Store:
                     f"{url} is a zarr group but not a reprstore store (no '{STORE_MARKER}' "
                     "attribute). Choose another path."
                 )
-            root.attrs.update({STORE_MARKER: {"format": STORE_FORMAT, "created": utc_now()}})
-        return cls(root, url, read_only=not create)
+            marker = {"format": STORE_FORMAT, "created": utc_now()}
+            root.attrs.update({STORE_MARKER: marker})
+        fmt = store_format(marker, url)
+        if not upgrading:
+            _refuse_unfinished_upgrade(root, url)
+            if create and fmt < STORE_FORMAT:
+                raise StoreFormatError(
+                    f"{url} is a format-{fmt} store (the first release's layout): it opens for "
+                    f"reading, but writing needs format {STORE_FORMAT}. Run 'reprstore upgrade "
+                    f"{url}' first (in place, resumable)."
+                )
+        return cls(root, url, read_only=not create, fmt=fmt)
 
     # -- reading -------------------------------------------------------------------
     def _children(self, path: str, kind: str) -> list[str]:
@@ -186,46 +238,72 @@ class Store:
         with warnings.catch_warnings():  # a folder whose first write just took its lock
             warnings.filterwarnings("ignore", message=".*not recognized as a component")
             names = list(group.group_keys() if kind == "group" else group.array_keys())
-        return sorted(names)
+        return sorted(names, key=natural_key)
 
-    def keys(self, selector: Selector | str | None = None) -> Iterator[ReprKey]:
-        """Every representation key matching the selector's run and layer globs."""
-        sel = selector if isinstance(selector, Selector) else Selector.parse(selector)
-        from fnmatch import fnmatchcase
-
+    def _runs(self, sel: Selector) -> Iterator[tuple[str, str, str]]:
+        """(model, seed, checkpoint) groups whose names the selector allows."""
         for model in self._children(REPRS, "group"):
-            if not fnmatchcase(model, sel.get("model")):
+            if not sel.allows("model", model):
                 continue
             for seed in self._children(f"{REPRS}/{model}", "group"):
-                if not fnmatchcase(seed, sel.get("seed")):
+                if not sel.allows("seed", seed):
                     continue
                 for ckpt in self._children(f"{REPRS}/{model}/{seed}", "group"):
-                    if not fnmatchcase(ckpt, sel.get("checkpoint")):
-                        continue
-                    for layer in self._children(f"{REPRS}/{model}/{seed}/{ckpt}", "array"):
-                        if fnmatchcase(layer, sel.get("layer")):
-                            yield ReprKey(model, seed, ckpt, layer)
+                    if sel.allows("checkpoint", ckpt):
+                        yield model, seed, ckpt
+
+    def _v1_dataset(self, run_path: str, layer: str) -> str:
+        node = self.root[f"{run_path}/{layer}"]
+        return str(node.attrs.get("dataset", "default"))
+
+    def keys(self, selector: Selector | str | None = None) -> Iterator[ReprKey]:
+        """Every representation key whose names the selector allows, in natural order.
+
+        Run attributes in the selector are checked by :meth:`select`, not here.
+        """
+        sel = selector if isinstance(selector, Selector) else Selector.parse(selector)
+        for model, seed, ckpt in self._runs(sel):
+            run = f"{REPRS}/{model}/{seed}/{ckpt}"
+            if self.format == 1:
+                found = []
+                for layer in self._children(run, "array"):
+                    dataset = self._v1_dataset(run, layer)
+                    if sel.allows("layer", layer) and sel.allows("dataset", dataset):
+                        found.append(ReprKey(model, seed, ckpt, dataset, layer))
+                yield from sorted(found, key=lambda k: natural_key(k.dataset))
+                continue
+            for dataset in self._children(run, "group"):
+                if not sel.allows("dataset", dataset):
+                    continue
+                for layer in self._children(f"{run}/{dataset}", "array"):
+                    if sel.allows("layer", layer):
+                        yield ReprKey(model, seed, ckpt, dataset, layer)
 
     def select(
         self, selector: Selector | str | None = None, *, sizes: bool = False
     ) -> list[ReprInfo]:
-        """Info on every representation the selector matches (dataset glob included)."""
+        """Info on every representation the selector matches, in natural key order."""
         sel = selector if isinstance(selector, Selector) else Selector.parse(selector)
-        out = []
-        for key in self.keys(sel):
-            info = self.info(key, sizes=sizes)
-            if sel.matches(key, info.dataset):
-                out.append(info)
-        return out
+        return [self.info(key, sizes=sizes) for key in self.keys(sel)]
+
+    def array_path(self, key: ReprKey) -> str:
+        """Where ``key`` is stored in this store's format."""
+        return key.v1_path if self.format == 1 else key.path
 
     def exists(self, key: ReprKey) -> bool:
-        return key.path in self.root
+        path = self.array_path(key)
+        if path not in self.root:
+            return False
+        node = self.root[path]
+        if not isinstance(node, zarr.Array):
+            return False
+        return self.format != 1 or str(node.attrs.get("dataset", "default")) == key.dataset
 
     def array(self, key: ReprKey, *, allow_incomplete: bool = False) -> zarr.Array:
         """The zarr array of a representation; refuses incomplete ones unless allowed."""
         if not self.exists(key):
             raise NotFoundError(f"No representation {key.label()} in {self.url}.")
-        arr = self.root[key.path]
+        arr = self.root[self.array_path(key)]
         assert isinstance(arr, zarr.Array)
         if not allow_incomplete and not arr.attrs.get("complete", False):
             raise IncompleteError(
@@ -264,7 +342,7 @@ class Store:
     def delete(self, key: ReprKey) -> None:
         """Remove one representation."""
         self._require_writable()
-        parent = self.root[key.path.rsplit("/", 1)[0]]
+        parent = self.root[self.array_path(key).rsplit("/", 1)[0]]
         assert isinstance(parent, zarr.Group)
         del parent[key.layer]
 
@@ -285,6 +363,11 @@ class Store:
         settings is in the way.
         """
         self._require_writable()
+        if settings.dataset != key.dataset:
+            raise InputError(
+                f"{key.label()}: the settings name dataset {settings.dataset!r}, the key "
+                f"{key.dataset!r}."
+            )
         lease = Lease(self.root.store, key.path).acquire()
         try:
             arr = self._prepare_array(key, settings, encoding, sources or {}, overwrite)
@@ -303,7 +386,7 @@ class Store:
         """
         if not self.exists(key):
             return False
-        attrs: dict[str, Any] = self.root[key.path].attrs.asdict()
+        attrs: dict[str, Any] = self.root[self.array_path(key)].attrs.asdict()
         if not attrs.get("complete"):
             return False
         stored = ReprSettings.from_dict(attrs.get("settings", {}))
@@ -317,7 +400,7 @@ class Store:
     def _check_settings(self, key: ReprKey, settings: ReprSettings, overwrite: bool) -> None:
         if overwrite or not self.exists(key):
             return
-        attrs: dict[str, Any] = self.root[key.path].attrs.asdict()
+        attrs: dict[str, Any] = self.root[self.array_path(key)].attrs.asdict()
         diffs = ReprSettings.from_dict(attrs.get("settings", {})).differences(settings)
         what = f" ({', '.join(diffs)})" if diffs else " (from other data)"
         if attrs.get("complete"):
@@ -341,7 +424,7 @@ class Store:
     ) -> zarr.Array:
         self._check_settings(key, settings, overwrite)
         if self.exists(key) and not overwrite:
-            arr = self.root[key.path]
+            arr = self.root[self.array_path(key)]
             assert isinstance(arr, zarr.Array)
             return arr
         dtype = encoding.zarr_dtype
