@@ -32,7 +32,7 @@ from reprstore.ingest import (
     read_meta,
     without_id,
 )
-from reprstore.keys import ReprKey, validate_name
+from reprstore.keys import ReprKey, key_order, validate_name
 from reprstore.store import (
     DEFAULT_DTYPE,
     Encoding,
@@ -169,6 +169,7 @@ def plan_tree(
         raise DatasetMismatchError(
             f"--ids has {len(ids)} entries; the files have {next(iter(rows.values()))} rows."
         )
+    entries.sort(key=lambda e: key_order(e.item.key))
     if store is not None:
         entries = _against_store(store, entries, rows, ids, meta, opts.overwrite)
     runs = {(e.item.key.model, e.item.key.seed) for e in entries}
