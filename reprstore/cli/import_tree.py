@@ -56,10 +56,18 @@ def run_tree_import(
         return
     with progress_bar("import") as bar:
         plan = import_tree(store, template, progress=bar, **options)
-    for entry in plan.entries:
-        verb = "imported" if entry.action == "import" else "already stored"
-        console.print(f"{verb} [bold]{entry.item.key.label()}[/bold] ← {entry.item.tensor.path}")
     for line in _attribute_lines(plan):
         console.print(line, highlight=False)
+    console.print(summary(plan, store), highlight=False)
+
+
+def summary(plan: Any, store: str) -> str:
+    """``imported 48 representation(s) into s.zarr: 4 models × 3 seeds × …``."""
     if not plan.to_write:
-        console.print("nothing to import: every input is already stored, complete")
+        return f"nothing to import: all {len(plan.entries)} file(s) are already stored, complete"
+    keys = [e.item.key for e in plan.to_write]
+    counts = [f"{len({getattr(k, f) for k in keys})} {f}(s)" for f in
+              ("model", "seed", "checkpoint", "dataset", "layer")]  # fmt: skip
+    skipped = len(plan.entries) - len(keys)
+    tail = f"; {skipped} already stored" if skipped else ""
+    return f"imported {len(keys)} representation(s) into {store}: {', '.join(counts)}{tail}"
