@@ -56,7 +56,8 @@ def _check_workflows(demo: Path) -> None:
         if sa != sb and not tasks[ma] & tasks[mb]
     )
     grid = pd.read_csv(demo / "seeds.csv", dtype=str)
-    got = sorted(zip(grid.a_model, grid.a_seed, grid.b_model, grid.b_seed, grid.a_layer))
+    columns = ("a_model", "a_seed", "b_model", "b_seed", "a_layer")
+    got = sorted(grid[list(columns)].itertuples(index=False, name=None))
     assert got == want and len(got) == 144  # the number the README states
     assert (grid.a_layer == grid.b_layer).all() and grid.a_tasks.notna().all()
     assert (demo / "seeds.csv.json").is_file()
