@@ -334,11 +334,12 @@ def import_tree(
         Called as ``progress(rows_done, rows_total)`` over all files.
     """
     opts = BulkOptions(**options)
-    st = store if isinstance(store, Store) else Store.open(store, create=True)
     types = parse_column_types(meta_types) if isinstance(meta_types, str) else meta_types
     id_values = read_ids(ids, types) if ids is not None else None
     meta_values = read_meta(meta, without_id(types)) if meta is not None else None
-    plan = plan_tree(st, template, opts, ids=id_values, meta=meta_values)
+    existing = store if isinstance(store, Store) else _existing(store, writable=True)
+    plan = plan_tree(existing, template, opts, ids=id_values, meta=meta_values)
+    st = existing if existing is not None else Store.open(store, create=True)  # type: ignore[arg-type]
     for dataset, n in plan.rows.items():
         write_dataset(st.root, dataset, n, id_values, meta_values, source="import")
     _write_attributes(st, plan.attributes)
@@ -361,11 +362,19 @@ def dry_run(
 ) -> BulkPlan:
     """What :func:`import_tree` would do, checked the same way; writes nothing."""
     opts = BulkOptions(**options)
-    st = Store.open(store) if Path(store).exists() or "://" in os.fspath(store) else None
+    st = _existing(store, writable=False)
     types = parse_column_types(meta_types) if isinstance(meta_types, str) else meta_types
     id_values = read_ids(ids, types) if ids is not None else None
     meta_values = read_meta(meta, without_id(types)) if meta is not None else None
     return plan_tree(st, template, opts, ids=id_values, meta=meta_values)
+
+
+def _existing(store: str | os.PathLike[str], writable: bool) -> Store | None:
+    """The store if it exists (a refused import must not leave a new, empty one)."""
+    url = os.fspath(store)
+    if "://" not in url and not Path(url).exists():
+        return None
+    return Store.open(url, create=writable)
 
 
 def _write_attributes(store: Store, attributes: Mapping[RunId, Mapping[str, str]]) -> None:

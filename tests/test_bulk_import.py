@@ -197,3 +197,31 @@ def test_conflicting_metadata_is_refused(small_dumps: Path) -> None:
     result = run_cli("import", "s.zarr", "dumps/{model}/seed{seed}/{layer}.npy", cwd=small_dumps)
     assert_user_error(result, "make them agree")
     assert store_digest(small_dumps / "s.zarr") == before
+
+
+def test_dataset_from_the_path_and_one_tensor_of_each_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    arrays = {}
+    for dataset, n in (("sst2", 15), ("mnli", 9)):
+        (tmp_path / "d" / dataset).mkdir(parents=True)
+        for layer in ("l1", "l2"):
+            h, pooled = rng.normal(size=(n, 4)), rng.normal(size=(n, 2))
+            np.savez(tmp_path / "d" / dataset / f"{layer}.npz", hidden=h, pooled=pooled)
+            arrays[(dataset, layer)] = pooled
+    template = str(tmp_path / "d/{dataset}/{layer}.npz")
+    with pytest.raises(InputError, match="several tensors"):
+        import_tree(tmp_path / "s.zarr", template, name="m")
+    plan = import_tree(tmp_path / "s.zarr", template, name="m", key="pooled", dtype="float32")
+    assert sorted(plan.rows.items()) == [("mnli", 9), ("sst2", 15)]
+    root = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    for (dataset, layer), want in arrays.items():
+        (info,) = [e for e in plan.entries if e.dataset == dataset and e.item.key.layer == layer]
+        got = root[info.item.key.path][:]
+        np.testing.assert_array_equal(got, want.astype(np.float32))
+        assert root[f"datasets/{dataset}"].attrs["n_samples"] == len(want)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(f"{i:03d}" for i in range(15)))
+    result = run_cli("import", "s2.zarr", template, "--name", "m", "--key", "pooled",
+                     "--ids", str(ids), cwd=tmp_path)  # fmt: skip
+    assert_user_error(result, "one dataset")
+    assert not (tmp_path / "s2.zarr").exists()  # a refused import leaves no empty store
