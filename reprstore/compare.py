@@ -151,9 +151,7 @@ def read_pairs_file(path: str | os.PathLike[str]) -> list[tuple[ReprKey, ReprKey
 def _select(store: Store, selector: str | Selector | None, option: str) -> list[ReprInfo]:
     if isinstance(selector, str) and selector.strip() in ("", "*"):
         selector = None  # everything
-    infos = store.select(selector)
-    if not infos:
-        raise NotFoundError(f"No representation matches {option} {str(selector or '*')!r}.")
+    infos = store.select(selector, must_match=option)
     return sorted(infos, key=lambda info: key_order(info.key))
 
 

@@ -127,66 +127,174 @@ def dataset_path(dataset: str) -> str:
     return f"{DATASETS}/{validate_name(dataset, 'dataset')}"
 
 
-@dataclass(frozen=True)
-class Selector:
-    """Shell-style globs over ``model, seed, checkpoint, layer, dataset``; missing = ``*``."""
+ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_GLOB_CHARS = set("*?[")
 
-    patterns: tuple[tuple[str, str], ...] = ()
+
+def validate_attribute_name(name: str) -> str:
+    """A run attribute's name: an identifier that is not one of the key's fields."""
+    if not ATTRIBUTE_NAME.match(name or ""):
+        raise InvalidNameError(
+            f"Invalid attribute name {name!r}: use letters, digits and '_' (e.g. 'tasks')."
+        )
+    if name in SELECTOR_KEYS:
+        raise InvalidNameError(f"{name!r} is a key field, not an attribute name.")
+    return name
+
+
+def _split_top(text: str) -> list[str]:
+    """Split at commas outside ``{…}`` (``model={a,b},seed=0`` → two parts)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+        if depth < 0:
+            raise SelectorError(f"Selector {text!r} has a '}}' without its '{{'.")
+    if depth:
+        raise SelectorError(f"Selector {text!r} has a '{{' without its '}}'.")
+    parts.append(text[start:])
+    return parts
+
+
+_TERM = re.compile(r"^\s*([^=!\s]+)\s*(!=|=)\s*(.*?)\s*$", re.S)
+
+
+@dataclass(frozen=True)
+class Term:
+    """``key=alt|alt`` (any alternative matches) or ``key!=alt|alt`` (none matches)."""
+
+    key: str
+    negate: bool
+    alternatives: tuple[str, ...]
 
     @classmethod
-    def parse(cls, text: str | None) -> Selector:
-        """Parse ``key=glob,key=glob``; ``*``, empty or ``None`` selects everything."""
-        if text is None or text.strip() in ("", "*"):
-            return cls()
-        seen: dict[str, str] = {}
-        for part in text.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if "=" not in part:
-                raise SelectorError(
-                    f"Selector part {part!r} is not key=value. "
-                    f"Expected e.g. 'model=minilm,layer=encoder.layer.*' with keys "
-                    f"{', '.join(SELECTOR_KEYS)}."
-                )
-            key, value = (s.strip() for s in part.split("=", 1))
-            if key not in SELECTOR_KEYS:
-                raise SelectorError(
-                    f"Unknown selector key {key!r}. Expected one of {', '.join(SELECTOR_KEYS)}."
-                )
-            if key in seen:
-                raise SelectorError(f"Selector key {key!r} is given twice.")
-            if not value:
-                raise SelectorError(f"Selector key {key!r} has an empty value; use '*' for any.")
-            seen[key] = value
-        return cls(tuple(seen.items()))
+    def parse(cls, part: str) -> Term:
+        found = _TERM.match(part)
+        if found is None:
+            raise SelectorError(
+                f"Selector part {part.strip()!r} is not key=value. Expected e.g. "
+                "'model=minilm,layer=encoder.layer.*', 'model=full|lora' or 'model!=base'."
+            )
+        key, op, value = found.groups()
+        if key not in SELECTOR_KEYS and not ATTRIBUTE_NAME.match(key):
+            raise SelectorError(
+                f"Unknown selector key {key!r}. Expected one of {', '.join(SELECTOR_KEYS)} "
+                "or a run attribute's name."
+            )
+        if value.startswith("{") and value.endswith("}"):
+            alternatives = tuple(v.strip() for v in value[1:-1].split(","))
+        else:
+            alternatives = tuple(v.strip() for v in value.split("|"))
+        if not value or any(not alt for alt in alternatives):
+            raise SelectorError(
+                f"Selector key {key!r} has an empty value in {part.strip()!r}; use '*' for any."
+            )
+        return cls(key, op == "!=", alternatives)
 
-    def get(self, key: str) -> str:
-        """The glob for ``key`` (``*`` when not given)."""
-        return dict(self.patterns).get(key, "*")
+    def allows(self, value: str | None) -> bool:
+        """Whether ``value`` passes (``None``: an attribute the run does not have)."""
+        hit = value is not None and any(fnmatch.fnmatchcase(value, a) for a in self.alternatives)
+        return hit != self.negate
 
-    def allows(self, name: str, value: str) -> bool:
-        """Whether ``value`` of key ``name`` passes this selector's terms on ``name``."""
-        return fnmatch.fnmatchcase(value, self.get(name))
-
-    def matches(self, key: ReprKey) -> bool:
-        """Whether a representation is selected."""
-        values: Mapping[str, str] = key.as_dict()
-        return all(self.allows(name, values[name]) for name, _ in self.patterns)
+    @property
+    def literals(self) -> tuple[str, ...]:
+        """The alternatives without glob characters (names that must exist to match)."""
+        return tuple(a for a in self.alternatives if not _GLOB_CHARS & set(a))
 
     def __str__(self) -> str:
-        return ",".join(f"{k}={v}" for k, v in self.patterns) or "*"
+        return f"{self.key}{'!=' if self.negate else '='}{'|'.join(self.alternatives)}"
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Globs over ``model, seed, checkpoint, layer, dataset`` and run attributes.
+
+    ``key=glob`` selects, ``key=a|b`` or ``key={a,b}`` takes alternatives, ``key!=glob``
+    excludes; terms are joined by commas and must all hold; a missing key means ``*``.
+    """
+
+    terms: tuple[Term, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str | Selector | None) -> Selector:
+        """Parse a selector; ``*``, empty or ``None`` selects everything."""
+        if isinstance(text, Selector):
+            return text
+        if text is None or text.strip() in ("", "*"):
+            return cls()
+        terms: list[Term] = []
+        for part in _split_top(text):
+            if not part.strip():
+                continue
+            term = Term.parse(part)
+            if any(t.key == term.key for t in terms):
+                raise SelectorError(f"Selector key {term.key!r} is given twice.")
+            terms.append(term)
+        return cls(tuple(terms))
+
+    def get(self, key: str) -> str:
+        """The value text for ``key`` (``*`` when not given)."""
+        return next((str(t).split("=", 1)[1] for t in self.terms if t.key == key), "*")
+
+    @property
+    def attribute_keys(self) -> tuple[str, ...]:
+        """Keys that are run attributes, not fields of the key."""
+        return tuple(t.key for t in self.terms if t.key not in SELECTOR_KEYS)
+
+    def allows(self, name: str, value: str | None) -> bool:
+        """Whether ``value`` of key ``name`` passes this selector's term on ``name``."""
+        return all(t.allows(value) for t in self.terms if t.key == name)
+
+    def matches(self, key: ReprKey, attributes: Mapping[str, str] | None = None) -> bool:
+        """Whether a representation (with its run attributes) is selected."""
+        values: Mapping[str, str] = {**(attributes or {}), **key.as_dict()}
+        return all(t.allows(values.get(t.key)) for t in self.terms)
+
+    def __str__(self) -> str:
+        return ",".join(map(str, self.terms)) or "*"
+
+
+_FIELD = re.compile(r"\{([^{}]*)\}")
+
+
+def substitute_fields(template: str, values: Mapping[str, str], option: str) -> str:
+    """Fill ``{name}`` fields of a user template from ``values``; nothing else is evaluated.
+
+    ``{{`` and ``}}`` stand for literal braces. A field not in ``values`` (``{layer.x}``,
+    ``{0}``, ``{stem!r}``) is refused with one line naming the fields allowed.
+    """
+    allowed = ", ".join("{" + k + "}" for k in values)
+    text = template.replace("{{", "\0").replace("}}", "\1")
+    pieces, pos = [], 0
+    for found in [*_FIELD.finditer(text), None]:
+        literal = text[pos : found.start() if found else len(text)]
+        if "{" in literal or "}" in literal:
+            raise InvalidNameError(
+                f"Invalid {option} template {template!r}: unbalanced braces (write {{{{ or "
+                f"}}}} for a literal one); fields allowed: {allowed}."
+            )
+        pieces.append(literal.replace("\0", "{").replace("\1", "}"))
+        if found is None:
+            break
+        if found.group(1) not in values:
+            raise InvalidNameError(
+                f"Invalid {option} template {template!r}: {{{found.group(1)}}} is not a field; "
+                f"only {allowed} may be used."
+            )
+        pieces.append(values[found.group(1)])
+        pos = found.end()
+    return "".join(pieces)
 
 
 def expand_layer_template(template: str, *, stem: str, key: str | None = None) -> str:
     """Fill ``{stem}`` / ``{key}`` in a ``--layer`` template (``layer_3.pt`` → ``layer_3``)."""
-    try:
-        name = template.format(stem=stem, key=key if key is not None else stem)
-    except (KeyError, IndexError, ValueError) as err:
-        raise InvalidNameError(
-            f"Invalid --layer template {template!r}: only {{stem}} and {{key}} may be used."
-        ) from err
-    return validate_name(name, "layer")
+    values = {"stem": stem, "key": key if key is not None else stem}
+    return validate_name(substitute_fields(template, values, "--layer"), "layer")
 
 
 def differ_match_filter(

@@ -101,7 +101,7 @@ def test_empty_selector_selects_everything() -> None:
 @pytest.mark.parametrize(
     ("text", "match"),
     [
-        ("colour=red", "Unknown selector key 'colour'"),
+        ("col-our=red", "Unknown selector key 'col-our'"),
         ("model", "not key=value"),
         ("model=a,model=b", "given twice"),
         ("layer=", "empty value"),

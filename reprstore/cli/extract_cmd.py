@@ -71,7 +71,7 @@ def _progress_bar() -> Iterator[tuple[Callable[[int, int, int], None], Callable[
 
     from reprstore.cli.progress import stderr
 
-    if not stderr.is_terminal:
+    if not stderr.is_terminal or stderr.quiet:
         yield (lambda done, total, nbytes: None), (lambda label: None)
         return
 

@@ -32,15 +32,17 @@ from reprstore.errors import (
     IncompleteError,
     InputError,
     NotFoundError,
+    SelectorError,
     StoreFormatError,
     StoreNotFoundError,
     StoreWriteError,
 )
-from reprstore.keys import REPRS, ReprKey, Selector, natural_key
+from reprstore.keys import REPRS, SELECTOR_KEYS, ReprKey, Selector, natural_key
 from reprstore.store.attrs import ReprSettings, provenance, utc_now
 from reprstore.store.datasets import Dataset, open_dataset
 from reprstore.store.encoding import Encoding, chunk_rows_for, compressors
 from reprstore.store.lock import Lease
+from reprstore.store.runattrs import Changes, RunAttributes, read_attributes, write_attributes
 from reprstore.store.writer import ReprWriter
 
 STORE_MARKER = "reprstore"
@@ -68,6 +70,11 @@ def _open_root(url: str, create: bool) -> zarr.Group:
             return zarr.open_group(url, mode="a")
         except ContainsGroupError:  # created by a concurrent writer between check and write
             time.sleep(0.05)
+    return zarr.open_group(url, mode="r+")
+
+
+def _open_existing(url: str) -> zarr.Group:
+    """An existing group, opened to write (never created)."""
     return zarr.open_group(url, mode="r+")
 
 
@@ -171,13 +178,20 @@ class Store:
         self.url = url
         self.read_only = read_only
         self.format = fmt
+        self._run_attributes: RunAttributes | None = None
 
     # -- opening -------------------------------------------------------------------
     @classmethod
     def open(
-        cls, url: str | os.PathLike[str], *, create: bool = False, upgrading: bool = False
+        cls,
+        url: str | os.PathLike[str],
+        *,
+        create: bool = False,
+        writable: bool = False,
+        upgrading: bool = False,
     ) -> Store:
-        """Open a store; with ``create`` make it if missing (read-only otherwise).
+        """Open a store; with ``create`` make it if missing, with ``writable`` open an
+        existing one to change it (read-only otherwise).
 
         Raises :class:`StoreFormatError` for a format this version does not know, for a
         format-1 store opened to write (``reprstore upgrade`` first) and for a store whose
@@ -198,8 +212,10 @@ class Store:
                 f"{url} is a non-empty directory that is not a zarr store; "
                 "choose a new path for the store."
             )
+        if writable and not create and path is not None and not path.exists():
+            raise StoreNotFoundError(f"No store at {url}.")
         try:
-            root = _open_root(url, create)
+            root = _open_root(url, create) if not writable or create else _open_existing(url)
         except (GroupNotFoundError, FileNotFoundError) as err:
             raise StoreNotFoundError(f"No store at {url}: {err}") from err
         except (PermissionError, OSError) as err:
@@ -220,13 +236,13 @@ class Store:
         fmt = store_format(marker, url)
         if not upgrading:
             _refuse_unfinished_upgrade(root, url)
-            if create and fmt < STORE_FORMAT:
+            if (create or writable) and fmt < STORE_FORMAT:
                 raise StoreFormatError(
                     f"{url} is a format-{fmt} store (the first release's layout): it opens for "
                     f"reading, but writing needs format {STORE_FORMAT}. Run 'reprstore upgrade "
                     f"{url}' first (in place, resumable)."
                 )
-        return cls(root, url, read_only=not create, fmt=fmt)
+        return cls(root, url, read_only=not (create or writable), fmt=fmt)
 
     # -- reading -------------------------------------------------------------------
     def _children(self, path: str, kind: str) -> list[str]:
@@ -238,7 +254,8 @@ class Store:
         with warnings.catch_warnings():  # a folder whose first write just took its lock
             warnings.filterwarnings("ignore", message=".*not recognized as a component")
             names = list(group.group_keys() if kind == "group" else group.array_keys())
-        return sorted(names, key=natural_key)
+        # "__" names are zarr's (and the upgrade's staging area): never a user's name
+        return sorted((n for n in names if not n.startswith("__")), key=natural_key)
 
     def _runs(self, sel: Selector) -> Iterator[tuple[str, str, str]]:
         """(model, seed, checkpoint) groups whose names the selector allows."""
@@ -280,11 +297,65 @@ class Store:
                         yield ReprKey(model, seed, ckpt, dataset, layer)
 
     def select(
-        self, selector: Selector | str | None = None, *, sizes: bool = False
+        self,
+        selector: Selector | str | None = None,
+        *,
+        sizes: bool = False,
+        must_match: str | None = None,
     ) -> list[ReprInfo]:
-        """Info on every representation the selector matches, in natural key order."""
-        sel = selector if isinstance(selector, Selector) else Selector.parse(selector)
-        return [self.info(key, sizes=sizes) for key in self.keys(sel)]
+        """Info on every representation the selector matches, in natural key order.
+
+        Parameters
+        ----------
+        selector
+            Globs over the key's fields and run attributes (see :class:`Selector`).
+        sizes
+            Also measure bytes on disk (slower on object stores).
+        must_match
+            Name of what the selector came from (``--a``, ``rm``): an empty selection
+            then raises :class:`NotFoundError` naming it, with the closest existing
+            names for a value that matches nothing.
+        """
+        sel = Selector.parse(selector)
+        found = self.select_keys(sel)
+        if not found and must_match is not None:
+            from reprstore.store.explain import explain_empty
+
+            raise explain_empty(self, sel, must_match)
+        return [self.info(key, sizes=sizes) for key in found]
+
+    def select_keys(self, selector: Selector | str | None = None) -> list[ReprKey]:
+        """The keys :meth:`select` would return (run attributes checked), in order."""
+        sel = Selector.parse(selector)
+        keys = list(self.keys(sel))
+        if not sel.attribute_keys:
+            return keys
+        attrs = self.run_attributes()
+        unknown = [k for k in sel.attribute_keys if k not in attrs.names]
+        if unknown:
+            raise SelectorError(
+                f"Unknown selector key {unknown[0]!r}: not a key field "
+                f"({', '.join(SELECTOR_KEYS)}) nor a run attribute of {self.url} "
+                f"(attributes: {', '.join(attrs.names) or 'none; set them with reprstore tag'})."
+            )
+        return [k for k in keys if sel.matches(k, attrs.for_key(k))]
+
+    # -- run attributes --------------------------------------------------------------
+    def run_attributes(self) -> RunAttributes:
+        """Every run attribute of the store (read once per :class:`Store`)."""
+        if self._run_attributes is None:
+            self._run_attributes = read_attributes(self.root)
+        return self._run_attributes
+
+    def attributes(self, key: ReprKey) -> dict[str, str]:
+        """The run attributes of ``key``: model < model×seed < ×checkpoint, as strings."""
+        return self.run_attributes().for_key(key)
+
+    def set_attributes(self, changes: Changes) -> RunAttributes:
+        """Set (value) or remove (``None``) attributes, atomically under a lease."""
+        self._require_writable()
+        self._run_attributes = write_attributes(self.root, changes)
+        return self._run_attributes
 
     def array_path(self, key: ReprKey) -> str:
         """Where ``key`` is stored in this store's format."""
@@ -340,11 +411,15 @@ class Store:
             raise StoreWriteError(f"Store {self.url} was opened read-only.")
 
     def delete(self, key: ReprKey) -> None:
-        """Remove one representation."""
+        """Remove one representation, its metadata first.
+
+        Killed midway, what is left is chunk files without a ``zarr.json``: no reader sees
+        them as an array, so a half-deleted array never reads as a complete one.
+        """
         self._require_writable()
-        parent = self.root[self.array_path(key).rsplit("/", 1)[0]]
-        assert isinstance(parent, zarr.Group)
-        del parent[key.layer]
+        path = self.array_path(key)
+        sync(self.root.store.delete(f"{path}/zarr.json"))
+        sync(self.root.store.delete_dir(path))
 
     def writer(
         self,
