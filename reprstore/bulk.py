@@ -32,7 +32,7 @@ from reprstore.ingest import (
     read_meta,
     without_id,
 )
-from reprstore.keys import ReprKey, key_order, validate_name
+from reprstore.keys import ReprKey, key_order, validate_attribute_name, validate_name
 from reprstore.store import (
     DEFAULT_DTYPE,
     Encoding,
@@ -41,10 +41,12 @@ from reprstore.store import (
     sha256_file,
     write_dataset,
 )
+from reprstore.store.runattrs import target_of
 from reprstore.templates import PathTemplate
 
 METADATA_FILES = ("metadata.json", "metadata.csv")
-RunId = tuple[str, str]  # (model, seed): the level run attributes are set at
+RunKey = tuple[str, str, str]  # (model, seed, checkpoint)
+Target = tuple[str, str]  # (level, id) of run attributes: ("runs", "bert/0")
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ class BulkPlan:
     template: PathTemplate
     entries: list[BulkEntry]
     rows: dict[str, int]
-    attributes: dict[RunId, dict[str, str]] = field(default_factory=dict)
+    attributes: dict[Target, dict[str, str]] = field(default_factory=dict)
 
     @property
     def to_write(self) -> list[BulkEntry]:
@@ -172,7 +174,7 @@ def plan_tree(
     entries.sort(key=lambda e: key_order(e.item.key))
     if store is not None:
         entries = _against_store(store, entries, rows, ids, meta, opts.overwrite)
-    runs = {(e.item.key.model, e.item.key.seed) for e in entries}
+    runs = {(e.item.key.model, e.item.key.seed, e.item.key.checkpoint) for e in entries}
     return BulkPlan(tpl, entries, rows, read_run_attributes(tpl, found, runs, opts))
 
 
@@ -210,37 +212,38 @@ def _against_store(
 def read_run_attributes(
     template: PathTemplate,
     found: list[tuple[Path, dict[str, str]]],
-    runs: set[RunId],
+    runs: set[RunKey],
     opts: BulkOptions,
-) -> dict[RunId, dict[str, str]]:
+) -> dict[Target, dict[str, str]]:
     """Run attributes from ``metadata.json``/``metadata.csv`` in the folders walked.
 
     A ``metadata.json`` (an object of names to strings, numbers or lists; lists become
-    comma-separated sets) applies to every run with a file below its folder; a
-    ``metadata.csv`` has a ``model`` column, optionally ``seed``, and one column per
-    attribute. Two sources giving one run's attribute different values is an error.
+    comma-separated sets) applies to every run (model × seed) with a file below its
+    folder; a ``metadata.csv`` has a ``model`` column, optionally ``seed`` and
+    ``checkpoint``, and one column per attribute, as ``reprstore tag --from``. Returns
+    ``{(level, id): {name: value}}`` as :meth:`Store.set_attributes` takes it; two sources
+    giving one target's attribute different values is an error.
     """
-    out: dict[RunId, dict[str, str]] = {}
-    sources: dict[tuple[RunId, str], Path] = {}
+    out: dict[Target, dict[str, str]] = {}
+    sources: dict[tuple[Target, str], Path] = {}
 
-    def put(run: RunId, values: Mapping[str, str], source: Path) -> None:
-        have = out.setdefault(run, {})
+    def put(target: Target, values: Mapping[str, str], source: Path) -> None:
+        have = out.setdefault(target, {})
         for name, value in values.items():
             if name in have and have[name] != value:
                 raise InputError(
-                    f"Run attribute {name!r} of {run[0]}/{run[1]} is {have[name]!r} in "
-                    f"{sources[(run, name)]} but {value!r} in {source}; make them agree."
+                    f"Run attribute {name!r} of {target[1]} is {have[name]!r} in "
+                    f"{sources[(target, name)]} but {value!r} in {source}; make them agree."
                 )
             have[name] = value
-            sources[(run, name)] = source
+            sources[(target, name)] = source
 
-    folders: dict[Path, set[RunId]] = {}
+    folders: dict[Path, set[tuple[str, str]]] = {}
     for path, fields_found in found:
         values = _values(template, fields_found, opts)
-        run = (values["model"], values["seed"])
         folder = path.parent
         while True:
-            folders.setdefault(folder, set()).add(run)
+            folders.setdefault(folder, set()).add((values["model"], values["seed"]))
             if folder == template.root or folder == folder.parent:
                 break
             folder = folder.parent
@@ -248,12 +251,12 @@ def read_run_attributes(
         meta_json = folder / "metadata.json"
         if meta_json.is_file():
             values = _json_attributes(meta_json)
-            for run in sorted(folders[folder]):
-                put(run, values, meta_json)
+            for model, seed in sorted(folders[folder]):
+                put(target_of(model, seed), values, meta_json)
         meta_csv = folder / "metadata.csv"
         if meta_csv.is_file():
-            for run, values in _csv_attributes(meta_csv, runs).items():
-                put(run, values, meta_csv)
+            for target, values in _csv_attributes(meta_csv, runs).items():
+                put(target, values, meta_csv)
     return out
 
 
@@ -268,6 +271,13 @@ def attribute_value(value: Any, where: str) -> str:
     raise InputError(f"{where} must be a string, a number or a list of them.")
 
 
+def _attribute_name(name: str, where: Path) -> str:
+    try:
+        return validate_attribute_name(name)
+    except ReprstoreError as err:
+        raise InputError(f"{where}: {err}") from None
+
+
 def _json_attributes(path: Path) -> dict[str, str]:
     try:
         data = json.loads(path.read_text())
@@ -276,12 +286,15 @@ def _json_attributes(path: Path) -> dict[str, str]:
     if not isinstance(data, dict):
         raise InputError(f"{path} must hold one JSON object of run attributes.")
     return {
-        validate_name(str(k), "attribute"): attribute_value(v, f"{path}: attribute {k!r}")
+        _attribute_name(str(k), path): attribute_value(v, f"{path}: attribute {k!r}")
         for k, v in data.items()
     }
 
 
-def _csv_attributes(path: Path, runs: set[RunId]) -> dict[RunId, dict[str, str]]:
+RUN_COLUMNS = ("model", "seed", "checkpoint")
+
+
+def _csv_attributes(path: Path, runs: set[RunKey]) -> dict[Target, dict[str, str]]:
     import pandas as pd
 
     try:
@@ -289,24 +302,24 @@ def _csv_attributes(path: Path, runs: set[RunId]) -> dict[RunId, dict[str, str]]
     except (ValueError, pd.errors.ParserError) as err:
         raise InputError(f"{path} is not a readable CSV: {err}") from None
     if "model" not in frame.columns:
-        raise InputError(f"{path} needs a 'model' column (and optionally 'seed').")
-    names = [c for c in frame.columns if c not in ("model", "seed")]
-    models = {m for m, _ in runs}
-    out: dict[RunId, dict[str, str]] = {}
-    for i, row in enumerate(frame.to_dict(orient="records"), start=2):
-        model = row["model"].strip()
-        if model not in models:
+        raise InputError(f"{path} needs a 'model' column (optionally seed, checkpoint).")
+    names = [_attribute_name(str(c), path) for c in frame.columns if c not in RUN_COLUMNS]
+    out: dict[Target, dict[str, str]] = {}
+    for line, row in enumerate(frame.to_dict(orient="records"), start=2):
+        model, seed, ckpt = (str(row.get(c, "")).strip() or None for c in RUN_COLUMNS)
+        where = f"{path} line {line}"
+        if model is None or not any(r[0] == model for r in runs):
+            models = ", ".join(sorted({r[0] for r in runs}))
             raise InputError(
-                f"{path} line {i} names model {model!r}, which this import does not have. "
-                f"Models: {', '.join(sorted(models))}."
+                f"{where} names model {model!r}, which this import does not have "
+                f"(models: {models}); nothing was written."
             )
-        seeds = [row["seed"].strip()] if row.get("seed", "").strip() else None
-        chosen = [r for r in runs if r[0] == model and (seeds is None or r[1] in seeds)]
-        if not chosen:
-            raise InputError(f"{path} line {i} names run {model}/{row['seed']}, not imported.")
-        values = {validate_name(n, "attribute"): str(row[n]) for n in names if row[n] != ""}
-        for run in chosen:
-            out.setdefault(run, {}).update(values)
+        if seed is not None and not any(r[:2] == (model, seed) for r in runs):
+            raise InputError(f"{where}: this import has no run {model}/{seed}.")
+        if ckpt is not None and (seed is None or (model, seed, ckpt) not in runs):
+            raise InputError(f"{where}: this import has no checkpoint {model}/{seed}/{ckpt}.")
+        values = {n: str(row[n]) for n in names if str(row[n]) != ""}
+        out.setdefault(target_of(model, seed, ckpt), {}).update(values)
     return out
 
 
@@ -377,10 +390,7 @@ def _existing(store: str | os.PathLike[str], writable: bool) -> Store | None:
     return Store.open(url, create=writable)
 
 
-def _write_attributes(store: Store, attributes: Mapping[RunId, Mapping[str, str]]) -> None:
-    """Set run attributes through the store's attribute API."""
-    setter = getattr(store, "set_attributes", None)
-    if setter is None or not attributes:
-        return
-    for (model, seed), values in attributes.items():
-        setter(model, seed, dict(values))
+def _write_attributes(store: Store, attributes: Mapping[Target, Mapping[str, str]]) -> None:
+    """Set the run attributes found, in one atomic write."""
+    if attributes:
+        store.set_attributes({target: dict(values) for target, values in attributes.items()})

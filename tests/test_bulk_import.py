@@ -191,7 +191,7 @@ def test_metadata_csv_with_an_unknown_model_is_refused(small_dumps: Path) -> Non
 
 
 def test_conflicting_metadata_is_refused(small_dumps: Path) -> None:
-    (small_dumps / "dumps" / "metadata.csv").write_text("model,tasks\na,sst2\n")
+    (small_dumps / "dumps" / "metadata.csv").write_text("model,seed,tasks\na,0,sst2\n")
     (small_dumps / "dumps" / "a" / "metadata.json").write_text('{"tasks": "mnli"}')
     before = store_digest(small_dumps / "s.zarr")
     result = run_cli("import", "s.zarr", "dumps/{model}/seed{seed}/{layer}.npy", cwd=small_dumps)

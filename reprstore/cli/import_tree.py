@@ -32,8 +32,8 @@ def plan_table(plan: Any, title: str) -> Table:
 
 def _attribute_lines(plan: Any) -> list[str]:
     return [
-        f"run {model}/{seed}: " + ", ".join(f"{k}={v}" for k, v in sorted(values.items()))
-        for (model, seed), values in sorted(plan.attributes.items())
+        f"{level.rstrip('s')} {target}: " + ", ".join(f"{k}={v}" for k, v in sorted(values.items()))
+        for (level, target), values in sorted(plan.attributes.items())
         if values
     ]
 
