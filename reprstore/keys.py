@@ -117,6 +117,23 @@ def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
     return tuple(out)
 
 
+_STEP = re.compile(r"(?:step|iter|it|epoch|ckpt|checkpoint)[-_]?(\d+)", re.IGNORECASE)
+
+
+def checkpoint_step(label: str) -> int | None:
+    """The training step a checkpoint label names, for timelines on a true step axis.
+
+    ``step1000``, ``step_1000``, ``epoch3``, ``ckpt-20`` and a bare ``328146`` give their
+    number; a label with one number anywhere gives it (``run2``); ``final``, or several
+    numbers without a ``step``-like word (``3-20``), give ``None``.
+    """
+    found = _STEP.findall(label)
+    if len(found) == 1:
+        return int(found[0])
+    numbers = _NUMBER.findall(label)
+    return int(numbers[0]) if len(numbers) == 1 and not found else None
+
+
 def key_order(key: ReprKey) -> tuple[tuple[tuple[int, int | str], ...], ...]:
     """Natural sort key of a :class:`ReprKey`, field by field in the key's order."""
     return tuple(natural_key(getattr(key, f.name)) for f in fields(key))
@@ -259,9 +276,6 @@ class Selector:
         return ",".join(map(str, self.terms)) or "*"
 
 
-_FIELD = re.compile(r"\{([^{}]*)\}")
-
-
 def substitute_fields(template: str, values: Mapping[str, str], option: str) -> str:
     """Fill ``{name}`` fields of a user template from ``values``; nothing else is evaluated.
 
@@ -269,26 +283,34 @@ def substitute_fields(template: str, values: Mapping[str, str], option: str) -> 
     ``{0}``, ``{stem!r}``) is refused with one line naming the fields allowed.
     """
     allowed = ", ".join("{" + k + "}" for k in values)
-    text = template.replace("{{", "\0").replace("}}", "\1")
-    pieces, pos = [], 0
-    for found in [*_FIELD.finditer(text), None]:
-        literal = text[pos : found.start() if found else len(text)]
-        if "{" in literal or "}" in literal:
-            raise InvalidNameError(
-                f"Invalid {option} template {template!r}: unbalanced braces (write {{{{ or "
-                f"}}}} for a literal one); fields allowed: {allowed}."
-            )
-        pieces.append(literal.replace("\0", "{").replace("\1", "}"))
-        if found is None:
-            break
-        if found.group(1) not in values:
-            raise InvalidNameError(
-                f"Invalid {option} template {template!r}: {{{found.group(1)}}} is not a field; "
-                f"only {allowed} may be used."
-            )
-        pieces.append(values[found.group(1)])
-        pos = found.end()
-    return "".join(pieces)
+
+    def refuse(why: str) -> InvalidNameError:
+        return InvalidNameError(
+            f"Invalid {option} template {template!r}: {why}; only {allowed} may be used "
+            "({{ and }} for literal braces)."
+        )
+
+    out, i = [], 0
+    while i < len(template):
+        ch, nxt = template[i], template[i + 1 : i + 2]
+        if ch in "{}" and nxt == ch:
+            out.append(ch)
+            i += 2
+        elif ch == "}":
+            raise refuse("a '}' without its '{'")
+        elif ch == "{":
+            end = template.find("}", i)
+            name = template[i + 1 : end] if end >= 0 else template[i + 1 :]
+            if end < 0 or "{" in name:
+                raise refuse("a '{' without its '}'")
+            if name not in values:
+                raise refuse(f"{{{name}}} is not a field")
+            out.append(values[name])
+            i = end + 1
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
 
 
 def expand_layer_template(template: str, *, stem: str, key: str | None = None) -> str:

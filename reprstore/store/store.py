@@ -37,7 +37,14 @@ from reprstore.errors import (
     StoreNotFoundError,
     StoreWriteError,
 )
-from reprstore.keys import REPRS, SELECTOR_KEYS, ReprKey, Selector, natural_key
+from reprstore.keys import (
+    REPRS,
+    SELECTOR_KEYS,
+    ReprKey,
+    Selector,
+    checkpoint_step,
+    natural_key,
+)
 from reprstore.store.attrs import ReprSettings, provenance, utc_now
 from reprstore.store.datasets import Dataset, open_dataset
 from reprstore.store.encoding import Encoding, chunk_rows_for, compressors
@@ -132,6 +139,12 @@ class ReprInfo:
         return self.key.dataset
 
     @property
+    def step(self) -> int | None:
+        """The checkpoint's training step (recorded at write time, or read off its label)."""
+        step = self.attrs.get("step")
+        return int(step) if step is not None else checkpoint_step(self.key.checkpoint)
+
+    @property
     def complete(self) -> bool:
         return bool(self.attrs.get("complete", False))
 
@@ -156,6 +169,7 @@ class ReprInfo:
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.key.as_dict(),
+            "step": self.step,
             "shape": list(self.shape),
             "chunks": list(self.chunks),
             "stored_dtype": self.stored_dtype,
@@ -520,6 +534,9 @@ class Store:
             "provenance": provenance(**sources),
             "created": utc_now(),
         }
+        step = checkpoint_step(key.checkpoint)
+        if step is not None:
+            attributes["step"] = step  # the checkpoint's training step, for timelines
         try:
             return self.root.create_array(
                 key.path,
