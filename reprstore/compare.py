@@ -13,7 +13,6 @@ import contextlib
 import csv
 import math
 import os
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -99,15 +98,9 @@ def _run_attributes(store: Store, info: ReprInfo) -> dict[str, str]:
     return {str(k): str(v) for k, v in read(info.key).items()} if read is not None else {}
 
 
-def checkpoint_step(label: str) -> int | None:
-    """The training step a checkpoint label holds (``step1000`` → 1000), else None."""
-    digits = re.findall(r"\d+", label)
-    return int(digits[0]) if len(digits) == 1 else None
-
-
 def pair_fields(info: ReprInfo, attributes: dict[str, str]) -> dict[str, Any]:
     """What a pair filter sees of one side: attributes, then the key, dataset and step."""
-    return {**attributes, **_fields(info), "step": checkpoint_step(info.key.checkpoint)}
+    return {**attributes, **_fields(info), "step": info.step}
 
 
 def _pair_filter(text: str | None, fields: list[dict[str, Any]]) -> Any:
