@@ -79,6 +79,7 @@ def import_(
         ),
     ] = False,
     overwrite: opt.OverwriteOpt = False,
+    quiet: opt.QuietOpt = False,
 ) -> None:
     """Import existing representation files into STORE, streamed; all in one process.
 
@@ -87,6 +88,7 @@ def import_(
     """
     from reprstore.templates import is_template
 
+    opt.set_quiet(quiet)
     if len(files) == 1 and is_template(files[0]):
         from reprstore.cli.import_tree import run_tree_import
 
