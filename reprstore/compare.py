@@ -241,7 +241,7 @@ def attribute_columns(plan: GridPlan) -> dict[str, list[str | None]]:
 def rows_used(store: Store, plan: GridPlan, where: str | None) -> dict[str, dict[str, int]]:
     """Per dataset: its samples and the rows ``where`` keeps (what the results used)."""
     out = {}
-    for dataset in plan.datasets:
+    for dataset in sorted({plan.reprs[k].dataset for pair in plan.pairs for k in pair}):
         n = store.dataset(dataset).n_samples
         mask = row_mask(store, dataset, where)
         out[dataset] = {"n_samples": n, "rows_used": n if mask is None else int(mask.sum())}
@@ -473,17 +473,17 @@ def compare(
             )
     rows = [_row(plan.reprs[i], plan.reprs[j], found[(i, j)]) for i, j in plan.pairs]
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS + EXTRA_COLUMNS)
-    for column, values in attribute_columns(plan).items():
-        if column not in df:
-            df[column] = values
-    df.attrs["reprstore"] = _provenance(st, plan, a, b, match, differ, pairs, pair_where, where,
-                                        options)  # fmt: skip
-    return df
+    return annotate(
+        df, st, plan, a=a, b=b, match=match, differ=differ, pairs=pairs,
+        pair_where=pair_where, where=where, options=options,
+    )  # fmt: skip
 
 
-def _provenance(
+def annotate(
+    df: pd.DataFrame,
     store: Store,
     plan: GridPlan,
+    *,
     a: Any,
     b: Any,
     match: Sequence[str],
@@ -492,14 +492,23 @@ def _provenance(
     pair_where: str | None,
     where: str | None,
     options: dict[str, Any],
-) -> dict[str, Any]:
-    """The record result files carry (see :mod:`reprstore.report.provenance`)."""
+) -> pd.DataFrame:
+    """``df`` (one row per ``plan.pairs``) with its run attribute columns and provenance.
+
+    Adds ``a_<attr>``/``b_<attr>`` (:func:`attribute_columns`) after the existing columns
+    and sets ``df.attrs["reprstore"]``, the record every result file carries (see
+    :mod:`reprstore.report.provenance`).
+    """
     from reprstore.report.provenance import make_provenance
 
-    return make_provenance(
+    for column, values in attribute_columns(plan).items():
+        if column not in df:
+            df[column] = values
+    df.attrs["reprstore"] = make_provenance(
         store=store.url, a=str(a) if a is not None else None,
         b=str(b) if b is not None else None, match=list(match), differ=list(differ),
         pair_where=pair_where, pairs_listed=None if pairs is None else len(pairs),
         where=where, rows=rows_used(store, plan, where), n_pairs=len(plan.pairs),
         options={k: v for k, v in options.items() if k != "scheduler"},
     )  # fmt: skip
+    return df
