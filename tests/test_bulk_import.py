@@ -225,3 +225,22 @@ def test_dataset_from_the_path_and_one_tensor_of_each_file(tmp_path: Path) -> No
                      "--ids", str(ids), cwd=tmp_path)  # fmt: skip
     assert_user_error(result, "one dataset")
     assert not (tmp_path / "s2.zarr").exists()  # a refused import leaves no empty store
+
+
+def test_random_templates_match_their_own_paths_literally() -> None:
+    """Literal parts full of regex syntax match only themselves; fields come back intact."""
+    rng = np.random.default_rng(11)
+    literal_chars = [*"ab_-.+()[]^$|?\\", "{{", "}}"]
+    name_chars = list("abcXYZ019_-.")
+    for _ in range(200):
+        fields = list(rng.permutation(["model", "seed", "layer"]))
+        parts, path, values = [], [], {}
+        for f in fields:
+            lit = "".join(rng.choice(literal_chars, size=rng.integers(1, 4)))
+            value = "".join(rng.choice(name_chars, size=rng.integers(1, 6))).strip(".") or "v"
+            values[f] = value
+            parts.append(f"{lit}{{{f}}}")
+            path.append(lit.replace("{{", "{").replace("}}", "}") + value)
+        tpl = PathTemplate.parse("root/" + "/".join(parts) + ".npy")
+        assert tpl.match("/".join(path) + ".npy") == values, (parts, path)
+        assert tpl.match("/".join(path) + "xnpy") is None  # '.' is not 'any character'
