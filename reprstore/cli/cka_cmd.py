@@ -247,7 +247,8 @@ def cka(
     if pairs is not None:
         from reprstore.report.provenance import file_sha256
 
-        df.attrs["reprstore"]["pairs_file"] = {"path": pairs, "sha256": file_sha256(pairs)}
+        record = df.attrs.setdefault("reprstore", {})
+        record["pairs_file"] = {"path": pairs, "sha256": file_sha256(pairs)}
     console.print(_table(df))
     if out is not None:
         console.print(f"wrote {write_results(df, out)}")
