@@ -331,7 +331,7 @@ def stored_layer_names(layers: Sequence[str], template: str | None, reduce: str)
     names: dict[str, str] = {}
     for layer in layers:
         stored = substitute_fields(template, {"layer": layer, "reduce": reduce}, "--layer-name")
-        names[layer] = validate_name(stored, "layer name")
+        names[layer] = validate_name(stored, "layer name from --layer-name")
     seen: dict[str, str] = {}
     for layer, stored in names.items():
         if stored in seen:
