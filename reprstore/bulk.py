@@ -66,6 +66,11 @@ class BulkOptions:
 
     def __post_init__(self) -> None:
         Encoding(self.dtype, self.keep_bits)
+        if self.layer is not None and "{" in self.layer:
+            raise InputError(
+                f"--layer {self.layer!r}: with a path template, name layers with {{layer}} in "
+                "the template instead."
+            )
         for what in ("name", "layer", "seed", "checkpoint", "dataset"):
             value = getattr(self, what)
             if value is not None:
@@ -108,6 +113,11 @@ def _values(template: PathTemplate, found: dict[str, str], opts: BulkOptions) ->
 def check_coverage(template: PathTemplate, opts: BulkOptions) -> None:
     """Raise unless the template (or an option) gives every key field a value."""
     for field_name, option in (("model", "name"), ("layer", "layer")):
+        if field_name in template.fields and getattr(opts, option) is not None:
+            raise InputError(
+                f"The import template {template.text!r} takes the {field_name} from the path "
+                f"({{{field_name}}}); leave out --{option}."
+            )
         if field_name not in template.fields and getattr(opts, option) is None:
             raise InputError(
                 f"The import template {template.text!r} does not say the {field_name}: add "

@@ -160,6 +160,8 @@ BAD_TEMPLATES = [
     (["dumps/{model}/seed{seed}/{layr}.npy"], "Unknown field {layr}"),
     (["dumps/{model}/seed{seed}/{layer}.npy", "--reduce", "median"], "Unknown --reduce"),
     (["nowhere/{model}/{layer}.npy"], "does not exist"),
+    (["dumps/{model}/seed{seed}/{layer}.npy", "--layer", "x"], "leave out --layer"),
+    (["dumps/{model}/seed{seed}/l1.npy", "--layer", "{stem}"], "{layer} in the template"),
 ]
 
 
