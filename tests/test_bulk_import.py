@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -168,11 +169,18 @@ BAD_TEMPLATES = [
 @pytest.mark.parametrize(("args", "needle"), BAD_TEMPLATES)
 @pytest.mark.parametrize("dry", [False, True])
 def test_bad_templates_fail_cleanly_and_change_nothing(
-    small_dumps: Path, args: list[str], needle: str, dry: bool
+    small_dumps: Path, args: list[str], needle: str, dry: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """In process (typer's CliRunner) for speed; the subprocess path is tested below."""
+    from typer.testing import CliRunner
+
+    from reprstore.cli.app import app
+
+    monkeypatch.chdir(small_dumps)
     before = store_digest(small_dumps / "s.zarr")
     extra = ["--dry-run"] if dry else []
-    assert_user_error(run_cli("import", "s.zarr", *args, *extra, cwd=small_dumps), needle)
+    r = CliRunner().invoke(app, ["import", "s.zarr", *args, *extra])
+    assert_user_error(subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.stderr), needle)
     assert store_digest(small_dumps / "s.zarr") == before
 
 
