@@ -150,28 +150,23 @@ def plan_tree(
     if not found:
         raise InputError(f"No file under {tpl.root} fits the import template {template!r}.")
     entries: list[BulkEntry] = []
-    owners: dict[ReprKey | tuple[ReprKey, str], Path] = {}
+    owners: dict[ReprKey, Path] = {}
     rows: dict[str, int] = {}
     for path, fields_found in found:
-        values = _values(tpl, fields_found, opts)
-        key = _entry_key(path, values)
-        dataset = validate_name(values["dataset"], "dataset")
-        owner_key = key if "dataset" in _key_fields() else (key, dataset)
-        if owner_key in owners:
+        entry = _entry(path, _values(tpl, fields_found, opts), opts)
+        key, n = entry.item.key, entry.item.tensor.n_rows
+        if key in owners:
             raise InputError(
-                f"{owners[owner_key]} and {path} both map to {key.label()} (dataset "
-                f"{dataset!r}); add the field that tells them apart to the template."
+                f"{owners[key]} and {path} both map to {key.label()}; add the field that "
+                "tells them apart to the template."
             )
-        owners[owner_key] = path
-        tensor = _one_tensor(path, opts.key)
-        if rows.setdefault(dataset, tensor.n_rows) != tensor.n_rows:
+        owners[key] = path
+        if rows.setdefault(key.dataset, n) != n:
             raise DatasetMismatchError(
-                f"{path} has {tensor.n_rows} rows; other files of dataset {dataset!r} have "
-                f"{rows[dataset]}. Every file of one dataset must cover the same samples."
+                f"{path} has {n} rows; other files of dataset {key.dataset!r} have "
+                f"{rows[key.dataset]}. Every file of one dataset must cover the same samples."
             )
-        digest = f"sha256:{sha256_file(path)}:{tensor.name}"
-        settings = import_settings(tensor, dataset, opts.reduce, opts.dtype, opts.keep_bits, digest)
-        entries.append(BulkEntry(ImportItem(tensor, key, settings), dataset, "import"))
+        entries.append(entry)
     if (ids is not None or meta) and len(rows) > 1:
         raise InputError(
             f"--ids/--meta describe one dataset; this import writes {len(rows)} "
@@ -186,6 +181,15 @@ def plan_tree(
         entries = _against_store(store, entries, rows, ids, meta, opts.overwrite)
     runs = {(e.item.key.model, e.item.key.seed, e.item.key.checkpoint) for e in entries}
     return BulkPlan(tpl, entries, rows, read_run_attributes(tpl, found, runs, opts))
+
+
+def _entry(path: Path, values: dict[str, str], opts: BulkOptions) -> BulkEntry:
+    """One file's key, tensor and settings (its content fingerprint included)."""
+    key = _entry_key(path, values)
+    tensor = _one_tensor(path, opts.key)
+    digest = f"sha256:{sha256_file(path)}:{tensor.name}"
+    settings = import_settings(tensor, key.dataset, opts.reduce, opts.dtype, opts.keep_bits, digest)
+    return BulkEntry(ImportItem(tensor, key, settings), key.dataset, "import")
 
 
 def _one_tensor(path: Path, key: str | None) -> Any:
@@ -401,6 +405,14 @@ def _existing(store: str | os.PathLike[str], writable: bool) -> Store | None:
 
 
 def _write_attributes(store: Store, attributes: Mapping[Target, Mapping[str, str]]) -> None:
-    """Set the run attributes found, in one atomic write."""
-    if attributes:
-        store.set_attributes({target: dict(values) for target, values in attributes.items()})
+    """Set the run attributes found that are not set already, in one atomic write."""
+    have = store.run_attributes()
+    changes = {
+        (level, target): {
+            k: v for k, v in values.items() if have.level(level).get(target, {}).get(k) != v
+        }
+        for (level, target), values in attributes.items()
+    }
+    changes = {t: v for t, v in changes.items() if v}
+    if changes:
+        store.set_attributes(dict(changes))

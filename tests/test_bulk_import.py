@@ -14,6 +14,7 @@ from conftest import assert_user_error, run_cli, store_digest
 
 from reprstore.bulk import dry_run, import_tree
 from reprstore.errors import InputError
+from reprstore.store import Store
 from reprstore.templates import PathTemplate, is_template
 
 MODELS, SEEDS, STEPS, LAYERS = ("bert_base", "gpt"), ("0", "1"), ("20", "100"), ("2", "10")
@@ -70,6 +71,12 @@ def test_template_import_of_a_nested_folder_in_one_process(dumps: Path) -> None:
         np.testing.assert_allclose(got, want.astype(np.float32), rtol=0, atol=0)
         attrs = root[f"reprs/{model}/{seed}/{step}/{path}"].attrs
         assert attrs["reduction"] == "mean" and attrs["original_shape"] == [T, D]
+    store = Store.open(dumps / "s.zarr")
+    for info in store.select(None):  # metadata.json → run attributes, lists as sets
+        model, seed = info.key.model, info.key.seed
+        tasks = "sst2,mnli" if model == "gpt" else "qqp"
+        want = {"tasks": tasks, "lr": "0.001", "seed_note": f"s{seed}"}
+        assert store.attributes(info.key) == want
 
 
 def _arrays_below(group: zarr.Group, prefix: str = "") -> list[str]:
