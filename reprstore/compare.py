@@ -117,15 +117,25 @@ def read_pairs_file(path: str | os.PathLike[str]) -> list[tuple[ReprKey, ReprKey
 
     The dataset of each side comes from ``a_dataset``/``b_dataset`` or the ``dataset``
     column (``default`` when the file has neither). A results file written by
-    ``reprstore cka --out`` is a valid pairs file.
+    ``reprstore cka --out`` is a valid pairs file, whatever its format (.csv, .json,
+    .parquet).
     """
     want = [f"{s}_{k}" for s in "ab" for k in KEY_FIELDS]
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-            header = rows[0].keys() if rows else []
-    except OSError as err:
-        raise InputError(f"Cannot read the pairs file {os.fspath(path)}: {err.strerror}.") from err
+    if os.fspath(path).lower().endswith((".json", ".parquet")):
+        from reprstore.report import read_results
+
+        records = read_results(path).to_dict(orient="records")
+        rows = [{str(k): str(v) for k, v in r.items() if v is not None} for r in records]
+        header = rows[0].keys() if rows else []
+    else:
+        try:
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+                header = rows[0].keys() if rows else []
+        except OSError as err:
+            raise InputError(
+                f"Cannot read the pairs file {os.fspath(path)}: {err.strerror}."
+            ) from err
     missing = [c for c in want if c not in header]
     if missing:
         raise InputError(

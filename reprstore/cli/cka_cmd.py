@@ -96,7 +96,8 @@ PairsOpt = Annotated[
     typer.Option(
         "--pairs",
         help="CSV with columns a_model,a_seed,a_checkpoint,a_layer,b_model,b_seed,"
-        "b_checkpoint,b_layer: compare only these pairs (a results file works).",
+        "b_checkpoint,b_layer: compare only these pairs (any results file works: .csv, "
+        ".json, .parquet).",
         show_default=False,
     ),
 ]
