@@ -261,3 +261,30 @@ def test_random_templates_match_their_own_paths_literally() -> None:
         tpl = PathTemplate.parse("root/" + "/".join(parts) + ".npy")
         assert tpl.match("/".join(path) + ".npy") == values, (parts, path)
         assert tpl.match("/".join(path) + "xnpy") is None  # '.' is not 'any character'
+
+
+def test_an_interrupted_bulk_import_finishes_when_run_again(tmp_path: Path) -> None:
+    rng = np.random.default_rng(8)
+    want = {}
+    for model in ("a", "b"):
+        (tmp_path / "d" / model).mkdir(parents=True)
+        for layer in ("l1", "l2"):
+            want[(model, layer)] = rng.normal(size=(6000, 64)).astype(np.float32)
+            np.save(tmp_path / "d" / model / f"{layer}.npy", want[(model, layer)])
+    template = str(tmp_path / "d/{model}/{layer}.npy")
+    calls = []
+
+    def stop(done: int, total: int) -> None:
+        calls.append(done)
+        if len(calls) == 4:  # part-way through the second file
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        import_tree(tmp_path / "s.zarr", template, dtype="float32", progress=stop)
+    again = import_tree(tmp_path / "s.zarr", template, dtype="float32")
+    assert 0 < len(again.to_write) < 4  # what was complete is skipped
+    root = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    for (model, layer), x in want.items():
+        arr = root[f"reprs/{model}/0/final/default/{layer}"]
+        assert arr.attrs["complete"] is True
+        np.testing.assert_array_equal(arr[:], x)
