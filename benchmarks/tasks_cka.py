@@ -35,9 +35,9 @@ def _open(params: dict[str, Any]) -> tuple[list[Any], list[Any]]:
     root = zarr.open_group(params["store"], mode="r")
     arrays = []
     for side in ("xs", "ys"):
-        arrays.append([root[f"reprs/{MODEL}/{r}/final/l{k}"] for r, k in params[side]])
+        arrays.append([root[f"reprs/{MODEL}/{r}/final/default/l{k}"] for r, k in params[side]])
     for r, k in [*params["xs"], *params["ys"]]:
-        evict(Path(params["store"], "reprs", MODEL, str(r), "final", f"l{k}"))
+        evict(Path(params["store"], "reprs", MODEL, str(r), "final", "default", f"l{k}"))
     return arrays[0], arrays[1]
 
 
