@@ -9,6 +9,7 @@ order and parses selectors such as ``model=minilm,seed=*,layer=encoder.layer.*``
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
@@ -46,9 +47,13 @@ def validate_name(value: str, what: str = "name") -> str:
     return value
 
 
-@dataclass(frozen=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True)
 class ReprKey:
-    """Where one representation lives: run (model, seed, checkpoint) × dataset × layer."""
+    """Where one representation lives: run (model, seed, checkpoint) × dataset × layer.
+
+    Keys sort in natural order, field by field (``layer_2`` before ``layer_10``).
+    """
 
     model: str
     seed: str
@@ -94,6 +99,11 @@ class ReprKey:
 
     def as_dict(self) -> dict[str, str]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, ReprKey):
+            return NotImplemented
+        return key_order(self) < key_order(other)
 
 
 _NUMBER = re.compile(r"(\d+)")

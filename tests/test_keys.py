@@ -207,3 +207,12 @@ def test_field_substitution_never_evaluates() -> None:
             substitute_fields(bad, {"layer": "l"}, "--x")
     with pytest.raises(InvalidNameError, match="template"):
         expand_layer_template("{stem.__class__.__mro__}", stem="x")
+
+
+def test_keys_sort_naturally() -> None:
+    keys = [ReprKey("m", s, c, "default", la) for s in ("10", "2") for c in ("step100", "step20")
+            for la in ("layer_10", "layer_2")]  # fmt: skip
+    got = [(k.seed, k.checkpoint, k.layer) for k in sorted(keys)]
+    assert got == [(s, c, la) for s in ("2", "10") for c in ("step20", "step100")
+                   for la in ("layer_2", "layer_10")]  # fmt: skip
+    assert ReprKey("a", "0", "f", "d", "l") <= ReprKey("a", "0", "f", "d", "l")

@@ -240,3 +240,18 @@ def test_upgrade_interrupted_after_any_step_resumes(tmp_path: Path, stop_at: int
     got = _files(store)
     assert all(got[rel] == data for rel, data in expected.items() if rel != "zarr.json")
     assert len(Store.open(store).select()) == 11
+
+
+def test_upgrade_refuses_while_a_writer_holds_an_array(tmp_path: Path) -> None:
+    from reprstore.store.lock import Lease
+
+    store = _copy(tmp_path)
+    root = zarr.open_group(str(store), mode="r+")
+    lease = Lease(root.store, "reprs/m/1/step20/layer_10").acquire()
+    try:
+        before = store_digest(store)
+        assert_user_error(run_cli("upgrade", str(store)), "being written by process")
+        assert store_digest(store) == before
+    finally:
+        lease.release()
+    assert run_cli("upgrade", str(store)).returncode == 0

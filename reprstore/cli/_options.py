@@ -71,15 +71,17 @@ QuietOpt = Annotated[
 ]
 
 
-def set_quiet(quiet: bool) -> bool:
+def set_quiet(quiet: bool, *, reset: bool = False) -> bool:
     """Silence every console of the CLI (results and progress) when ``quiet``; errors stay.
 
-    Returns whether the CLI is quiet now (``--quiet`` given globally or to the command).
+    The app's callback passes ``reset`` so each invocation starts from its own global
+    ``--quiet`` (one process may run several, as tests do); a command's own ``--quiet``
+    can only add to it. Returns whether the CLI is quiet now.
     """
     from reprstore.cli import _format, progress
 
-    if quiet:
-        progress.stderr.quiet = True
+    if quiet or reset:
+        progress.stderr.quiet = quiet
         for console in _format.CONSOLES:
-            console.quiet = True
+            console.quiet = quiet
     return progress.stderr.quiet

@@ -42,7 +42,7 @@ app = typer.Typer(
 @app.callback()
 def _global(quiet: opt.QuietOpt = False) -> None:
     """Store neural-network representations in zarr and compare them with out-of-core CKA."""
-    opt.set_quiet(quiet)
+    opt.set_quiet(quiet, reset=True)
 
 
 app.command("extract")(extract_cmd.extract)

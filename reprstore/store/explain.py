@@ -9,6 +9,7 @@ from reprstore.errors import NotFoundError
 from reprstore.keys import SELECTOR_KEYS, Selector, natural_key
 
 if TYPE_CHECKING:
+    from reprstore.keys import ReprKey
     from reprstore.store.store import Store
 
 MAX_LISTED = 8
@@ -32,6 +33,30 @@ def _closest(value: str, names: list[str]) -> str:
         return f"closest: {', '.join(close)}"
     shown = ", ".join(names[:MAX_LISTED]) + (" …" if len(names) > MAX_LISTED else "")
     return f"there are: {shown or 'none'}"
+
+
+def check_literals(store: Store, sel: Selector, what: str, found: list[ReprKey]) -> None:
+    """Refuse a selection one of whose literal alternatives names nothing in the store.
+
+    ``model=full|lorra`` selects ``full`` but is a typo all the same; the store is only
+    walked again when an alternative matched none of ``found``.
+    """
+    attrs = store.run_attributes()
+    for term in sel.terms:
+        if term.negate or not term.literals:
+            continue
+        seen = {(attrs.for_key(k) if term.key not in SELECTOR_KEYS else k.as_dict()).get(term.key)
+                for k in found}  # fmt: skip
+        if all(v in seen for v in term.literals):
+            continue
+        known = existing_values(store).get(term.key, [])
+        for value in term.literals:
+            if value not in known:
+                kind = "run attribute " if term.key not in SELECTOR_KEYS else ""
+                raise NotFoundError(
+                    f"{what} {str(sel)!r}: no {kind}{term.key} {value!r} in {store.url} "
+                    f"({_closest(value, known)})."
+                )
 
 
 def explain_empty(store: Store, sel: Selector, what: str) -> NotFoundError:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Sequence
+from typing import Any
+
+from zarr.core.sync import sync
 
 from reprstore.errors import InputError, NotFoundError, SelectorError
 from reprstore.keys import ReprKey, Selector, validate_attribute_name
@@ -28,7 +31,11 @@ def plan_delete(url: str, selector: str) -> tuple[Store, list[ReprInfo]]:
 
 
 def delete_selected(st: Store, infos: Sequence[ReprInfo]) -> list[ReprKey]:
-    """Delete each representation under its own write lease; return the keys deleted."""
+    """Delete each representation under its own write lease; return the keys deleted.
+
+    Then sweep the folders those arrays lived in for what an earlier, killed ``rm`` left:
+    chunks without a ``zarr.json`` (invisible to every reader, but taking space).
+    """
     deleted = []
     for info in infos:
         lease = Lease(st.root.store, st.array_path(info.key)).acquire()
@@ -37,7 +44,38 @@ def delete_selected(st: Store, infos: Sequence[ReprInfo]) -> list[ReprKey]:
         finally:
             lease.held = False  # its file went with the array's folder
         deleted.append(info.key)
+    for parent in sorted({st.array_path(k).rsplit("/", 1)[0] for k in deleted}):
+        sweep_orphans(st, parent)
     return deleted
+
+
+def sweep_orphans(st: Store, parent: str) -> list[str]:
+    """Delete child folders of ``parent`` with no ``zarr.json`` and no live writer."""
+    store = st.root.store
+    swept = []
+    for name in sync(_list_dir(store, parent)):
+        path = f"{parent}/{name}"
+        if name.startswith(".") or sync(store.exists(f"{path}/zarr.json")):
+            continue
+        lease = Lease(store, path)
+        record = lease._read()
+        if record is not None and not lease.is_stale(record):
+            continue  # an array being created: its lease comes before its metadata
+        if not sync(_has_children(store, path)):
+            continue  # a plain file (a lease of the parent itself), not a folder
+        sync(store.delete_dir(path))
+        swept.append(path)
+    return swept
+
+
+async def _list_dir(store: Any, prefix: str) -> list[str]:
+    return [name async for name in store.list_dir(prefix)]
+
+
+async def _has_children(store: Any, prefix: str) -> bool:
+    async for _ in store.list_dir(prefix):
+        return True
+    return False
 
 
 # -- tag --------------------------------------------------------------------------------
@@ -67,9 +105,7 @@ def changes_for_selector(st: Store, selector: str, values: dict[str, str | None]
             f"Attributes belong to models and runs, not to a {bad[0]}: select with model, "
             "seed and checkpoint only."
         )
-    keys = st.select_keys(sel)
-    if not keys:
-        st.select(sel, must_match="tag")  # raises the informative error
+    keys = [info.key for info in st.select(sel, must_match="tag")]
     given = {t.key for t in sel.terms}
     targets = set()
     for key in keys:

@@ -326,16 +326,19 @@ class Store:
         sizes
             Also measure bytes on disk (slower on object stores).
         must_match
-            Name of what the selector came from (``--a``, ``rm``): an empty selection
-            then raises :class:`NotFoundError` naming it, with the closest existing
-            names for a value that matches nothing.
+            Name of what the selector came from (``--a``, ``rm``): an empty selection,
+            or a literal alternative (``model=full|lorra``) that names nothing in the
+            store, then raises :class:`NotFoundError` naming it, with the closest
+            existing names.
         """
         sel = Selector.parse(selector)
         found = self.select_keys(sel)
-        if not found and must_match is not None:
-            from reprstore.store.explain import explain_empty
+        if must_match is not None:
+            from reprstore.store.explain import check_literals, explain_empty
 
-            raise explain_empty(self, sel, must_match)
+            if not found:
+                raise explain_empty(self, sel, must_match)
+            check_literals(self, sel, must_match, found)
         return [self.info(key, sizes=sizes) for key in found]
 
     def select_keys(self, selector: Selector | str | None = None) -> list[ReprKey]:
