@@ -14,7 +14,7 @@ import csv
 import math
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import dask.array as da
@@ -72,10 +72,13 @@ class GridPlan:
         Every involved representation, once.
     pairs : list of (int, int)
         Indices into ``reprs``, A first, in A-major order.
+    attributes : list of dict
+        The run attributes of each of ``reprs`` (``{"tasks": "sst2,mnli", …}``).
     """
 
     reprs: list[ReprInfo]
     pairs: list[tuple[int, int]]
+    attributes: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def datasets(self) -> list[str]:
@@ -86,20 +89,53 @@ def _fields(info: ReprInfo) -> dict[str, str]:
     return {**info.key.as_dict(), "dataset": info.dataset}
 
 
+PAIR_KEYS = (*SELECTOR_KEYS, "step")
+
+
+def _run_attributes(store: Store, info: ReprInfo) -> dict[str, str]:
+    """The run attributes of one representation (none when the store keeps none)."""
+    read = getattr(store, "attributes", None)
+    return {str(k): str(v) for k, v in read(info.key).items()} if read is not None else {}
+
+
+def pair_fields(info: ReprInfo, attributes: dict[str, str]) -> dict[str, Any]:
+    """What a pair filter sees of one side: attributes, then the key, dataset and step."""
+    return {**attributes, **_fields(info), "step": info.step}
+
+
+def _pair_filter(text: str | None, fields: list[dict[str, Any]]) -> Any:
+    if not text:
+        return None
+    from reprstore.expr import parse_pair_filter
+
+    known = {k for f in fields for k in f} | set(PAIR_KEYS)
+    return parse_pair_filter(text, known)
+
+
 def read_pairs_file(path: str | os.PathLike[str]) -> list[tuple[ReprKey, ReprKey]]:
     """Pairs from a CSV with columns ``a_model,a_seed,a_checkpoint,a_layer,b_model,…``.
 
     The dataset of each side comes from ``a_dataset``/``b_dataset`` or the ``dataset``
     column (``default`` when the file has neither). A results file written by
-    ``reprstore cka --out`` is a valid pairs file.
+    ``reprstore cka --out`` is a valid pairs file, whatever its format (.csv, .json,
+    .parquet).
     """
     want = [f"{s}_{k}" for s in "ab" for k in KEY_FIELDS]
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-            header = rows[0].keys() if rows else []
-    except OSError as err:
-        raise InputError(f"Cannot read the pairs file {os.fspath(path)}: {err.strerror}.") from err
+    if os.fspath(path).lower().endswith((".json", ".parquet")):
+        from reprstore.report import read_results
+
+        records = read_results(path).to_dict(orient="records")
+        rows = [{str(k): str(v) for k, v in r.items() if v is not None} for r in records]
+        header = rows[0].keys() if rows else []
+    else:
+        try:
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+                header = rows[0].keys() if rows else []
+        except OSError as err:
+            raise InputError(
+                f"Cannot read the pairs file {os.fspath(path)}: {err.strerror}."
+            ) from err
     missing = [c for c in want if c not in header]
     if missing:
         raise InputError(
@@ -130,9 +166,14 @@ def plan_grid(
     match: Sequence[str] = (),
     differ: Sequence[str] = (),
     pairs: Sequence[tuple[ReprKey, ReprKey]] | None = None,
+    pair_where: str | None = None,
     allow_incomplete: bool = False,
 ) -> GridPlan:
-    """Every A × B pair that ``match``/``differ`` (and ``pairs``, if given) allow.
+    """Every A × B pair that ``match``/``differ``, ``pairs`` and ``pair_where`` allow.
+
+    ``pair_where`` is a condition over both sides (``a.seed != b.seed and not (a.tasks &
+    b.tasks)``) reading :data:`PAIR_KEYS` and run attributes, checked by
+    :func:`reprstore.expr.parse_pair_filter` (never run as code).
 
     Raises
     ------
@@ -140,6 +181,8 @@ def plan_grid(
         A selection is empty, or a listed pair names a missing representation.
     ComparisonError
         No pair is left.
+    ExpressionError
+        ``pair_where`` is not an allowed condition, or reads an unknown key or attribute.
     DatasetMismatchError
         A pair mixes datasets or row counts.
     IncompleteError
@@ -151,6 +194,9 @@ def plan_grid(
         if key not in SELECTOR_KEYS:
             raise InputError(f"Unknown key {key!r}. Expected some of {', '.join(SELECTOR_KEYS)}.")
     side_a, side_b = _select(store, a, "--a"), _select(store, b, "--b")
+    attrs = {i.key: _run_attributes(store, i) for i in (*side_a, *side_b)}
+    seen = {i.key: pair_fields(i, attrs[i.key]) for i in (*side_a, *side_b)}
+    keep = _pair_filter(pair_where, list(seen.values()))
     wanted = set(pairs) if pairs is not None else None
     if wanted is not None:
         for listed in {k for pair in wanted for k in pair}:
@@ -162,11 +208,13 @@ def plan_grid(
         for y in side_b
         if differ_match_filter(_fields(x), _fields(y), match, differ)
         and (wanted is None or (x.key, y.key) in wanted)
+        and (keep is None or keep(seen[x.key], seen[y.key]))
     ]
     if not chosen:
         raise ComparisonError(
             f"No pair left to compare: {len(side_a)} A × {len(side_b)} B representations, "
             f"none kept by --match {','.join(match) or '-'} --differ {','.join(differ) or '-'}"
+            + (f" --pair-where {pair_where!r}" if pair_where else "")
             + (" and the pairs file." if wanted is not None else ".")
         )
     index: dict[ReprKey, int] = {}
@@ -183,7 +231,31 @@ def plan_grid(
                 f"{info.key.label()} is incomplete ({info.rows_written} of {info.shape[0]} rows): "
                 "resume its extraction or pass --allow-incomplete."
             )
-    return GridPlan(reprs, [(index[x.key], index[y.key]) for x, y in chosen])
+    pairs_kept = [(index[x.key], index[y.key]) for x, y in chosen]
+    return GridPlan(reprs, pairs_kept, [attrs[info.key] for info in reprs])
+
+
+def attribute_columns(plan: GridPlan) -> dict[str, list[str | None]]:
+    """``a_<attr>``/``b_<attr>`` columns for every run attribute, one value per pair.
+
+    A side without the attribute gets None; attributes sort by name, A's columns first.
+    """
+    names = sorted({name for attrs in plan.attributes for name in attrs})
+    return {
+        f"{side}_{name}": [plan.attributes[pair[k]].get(name) for pair in plan.pairs]
+        for k, side in enumerate("ab")
+        for name in names
+    }
+
+
+def rows_used(store: Store, plan: GridPlan, where: str | None) -> dict[str, dict[str, int]]:
+    """Per dataset: its samples and the rows ``where`` keeps (what the results used)."""
+    out = {}
+    for dataset in sorted({plan.reprs[k].dataset for pair in plan.pairs for k in pair}):
+        n = store.dataset(dataset).n_samples
+        mask = row_mask(store, dataset, where)
+        out[dataset] = {"n_samples": n, "rows_used": n if mask is None else int(mask.sum())}
+    return out
 
 
 def _check_pair(x: ReprInfo, y: ReprInfo) -> None:
@@ -344,6 +416,7 @@ def compare(
     match: Sequence[str] = (),
     differ: Sequence[str] = (),
     pairs: Sequence[tuple[ReprKey, ReprKey]] | None = None,
+    pair_where: str | None = None,
     allow_incomplete: bool = False,
     device: str = "cpu",
     precision: str = "float64",
@@ -367,6 +440,7 @@ def compare(
         used on both sides.
     match, differ : keys that must agree / differ within a pair (``layer``, ``seed`` …)
     pairs : explicit (A key, B key) pairs to keep (see :func:`read_pairs_file`)
+    pair_where : condition over both sides' keys and run attributes (see :func:`plan_grid`)
     allow_incomplete : compare incomplete representations on their rows written so far
     workers : start a local dask.distributed cluster of this many processes
     scheduler : address of a running dask scheduler (or a Client / dask scheduler)
@@ -383,8 +457,9 @@ def compare(
     check_options(estimator, kernel)
     st = _open(store)
     plan = plan_grid(
-        st, a, b, match=match, differ=differ, pairs=pairs, allow_incomplete=allow_incomplete
-    )
+        st, a, b, match=match, differ=differ, pairs=pairs, pair_where=pair_where,
+        allow_incomplete=allow_incomplete,
+    )  # fmt: skip
     options: dict[str, Any] = dict(
         estimator=estimator, kernel=kernel, sigma=sigma, batch_size=batch_size,
         shuffle=shuffle, device=device, precision=precision, memory=memory,
@@ -407,4 +482,43 @@ def compare(
                 )
             )
     rows = [_row(plan.reprs[i], plan.reprs[j], found[(i, j)]) for i, j in plan.pairs]
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS + EXTRA_COLUMNS)
+    df = pd.DataFrame(rows, columns=RESULT_COLUMNS + EXTRA_COLUMNS)
+    return annotate(
+        df, st, plan, a=a, b=b, match=match, differ=differ, pairs=pairs,
+        pair_where=pair_where, where=where, options=options,
+    )  # fmt: skip
+
+
+def annotate(
+    df: pd.DataFrame,
+    store: Store,
+    plan: GridPlan,
+    *,
+    a: Any,
+    b: Any,
+    match: Sequence[str],
+    differ: Sequence[str],
+    pairs: Sequence[tuple[ReprKey, ReprKey]] | None,
+    pair_where: str | None,
+    where: str | None,
+    options: dict[str, Any],
+) -> pd.DataFrame:
+    """``df`` (one row per ``plan.pairs``) with its run attribute columns and provenance.
+
+    Adds ``a_<attr>``/``b_<attr>`` (:func:`attribute_columns`) after the existing columns
+    and sets ``df.attrs["reprstore"]``, the record every result file carries (see
+    :mod:`reprstore.report.provenance`).
+    """
+    from reprstore.report.provenance import make_provenance
+
+    for column, values in attribute_columns(plan).items():
+        if column not in df:
+            df[column] = values
+    df.attrs["reprstore"] = make_provenance(
+        store=store.url, a=str(a) if a is not None else None,
+        b=str(b) if b is not None else None, match=list(match), differ=list(differ),
+        pair_where=pair_where, pairs_listed=None if pairs is None else len(pairs),
+        where=where, rows=rows_used(store, plan, where), n_pairs=len(plan.pairs),
+        options={k: v for k, v in options.items() if k != "scheduler"},
+    )  # fmt: skip
+    return df

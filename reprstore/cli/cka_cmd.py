@@ -70,6 +70,17 @@ WhereOpt = Annotated[
         show_default=False,
     ),
 ]
+PairWhereOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pair-where",
+        help="Keep pairs matching a condition over both sides, a.<key> and b.<key> (keys "
+        "model, seed, checkpoint, dataset, layer, step, and run attributes), e.g. "
+        '"a.seed != b.seed and not (a.tasks & b.tasks)" (comma-separated values act as sets). '
+        "Parsed safely, like --where.",
+        show_default=False,
+    ),
+]
 MatchOpt = Annotated[
     str | None,
     typer.Option("--match", help="Keys equal within a pair, e.g. 'layer'.", show_default=False),
@@ -85,7 +96,8 @@ PairsOpt = Annotated[
     typer.Option(
         "--pairs",
         help="CSV with columns a_model,a_seed,a_checkpoint,a_layer,b_model,b_seed,"
-        "b_checkpoint,b_layer: compare only these pairs (a results file works).",
+        "b_checkpoint,b_layer: compare only these pairs (any results file works: .csv, "
+        ".json, .parquet).",
         show_default=False,
     ),
 ]
@@ -183,6 +195,7 @@ def cka(
     batch_size: BatchSizeOpt = 256,
     shuffle: ShuffleOpt = None,
     where: WhereOpt = None,
+    pair_where: PairWhereOpt = None,
     match: MatchOpt = None,
     differ: DifferOpt = None,
     pairs: PairsOpt = None,
@@ -203,7 +216,7 @@ def cka(
     from reprstore.compare import compare, read_pairs_file
     from reprstore.engine import parse_memory, resolve_backend
     from reprstore.errors import InputError
-    from reprstore.expr import parse_row_filter
+    from reprstore.expr import parse_pair_filter, parse_row_filter
     from reprstore.keys import parse_keys
     from reprstore.metrics.cka import check_options
     from reprstore.report import check_output, plot_heatmap, write_results
@@ -218,6 +231,8 @@ def cka(
     check_output(out)
     if where is not None:
         parse_row_filter(where)  # refuse a bad condition before any work
+    if pair_where is not None:
+        parse_pair_filter(pair_where)
     if plot is not None and not plot.lower().endswith(".png"):
         raise InputError(f"--plot expects a .png file name. Got {plot!r} instead.")
     listed = read_pairs_file(pairs) if pairs is not None else None
@@ -226,10 +241,15 @@ def cka(
             store, a, b, estimator=estimator, kernel=kernel, sigma=sigma,
             batch_size=batch_size, shuffle=shuffle, where=where,
             match=parse_keys(match, "--match"), differ=parse_keys(differ, "--differ"),
-            pairs=listed, allow_incomplete=allow_incomplete, device=device, precision=precision,
-            memory=budget,
+            pairs=listed, pair_where=pair_where, allow_incomplete=allow_incomplete,
+            device=device, precision=precision, memory=budget,
             workers=workers, scheduler=scheduler, progress=bar,
         )  # fmt: skip
+    if pairs is not None:
+        from reprstore.report.provenance import file_sha256
+
+        record = df.attrs.setdefault("reprstore", {})
+        record["pairs_file"] = {"path": pairs, "sha256": file_sha256(pairs)}
     console.print(_table(df))
     if out is not None:
         console.print(f"wrote {write_results(df, out)}")

@@ -22,19 +22,28 @@ def import_(
     files: Annotated[
         list[str],
         typer.Argument(
-            help=".npy/.npz/.pt/.safetensors files; rows are samples.", show_default=False
+            help=".npy/.npz/.pt/.safetensors files (rows are samples), or ONE path template "
+            "that takes each file's key from its path: "
+            "'runs/{model}_seed{seed}/step_{checkpoint}/layer_{layer}.pt' (fields model, seed, "
+            "checkpoint, dataset, layer; * for parts outside the key; quote it).",
+            show_default=False,
         ),
     ],
-    name: opt.NameOpt,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name", help="Model name (unless the template has {model}).", show_default=False
+        ),
+    ] = None,
     layer: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--layer",
             help="Layer name, or a template: '{stem}' names each layer after its file "
             "(layer_3.pt → layer_3), '{key}' after each tensor inside a file.",
             show_default=False,
         ),
-    ],
+    ] = None,
     seed: opt.SeedOpt = "0",
     checkpoint: opt.CheckpointLabelOpt = "final",
     dataset: opt.DatasetOpt = "default",
@@ -45,24 +54,67 @@ def import_(
         typer.Option("--key", help="Import only this tensor of each file.", show_default=False),
     ] = None,
     reduce: Annotated[
-        str, typer.Option("--reduce", help="none (2-D inputs) or flatten (higher rank).")
+        str,
+        typer.Option(
+            "--reduce",
+            help="For (N, T, D) token dumps (or (N, C, H, W)): mean, first, last or max over "
+            "the positions, or flatten; 2-D inputs need none.",
+        ),
     ] = "none",
     ids: opt.IdsOpt = None,
     meta: opt.MetaOpt = None,
+    meta_types: Annotated[
+        str | None,
+        typer.Option(
+            "--meta-types",
+            help="Numeric metadata columns, e.g. 'age=int,score=float' (id=int for --ids); "
+            "all others stay text. A header 'age:int' works too.",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="With a template: list what would be imported; write nothing."
+        ),
+    ] = False,
     overwrite: opt.OverwriteOpt = False,
+    quiet: opt.QuietOpt = False,
 ) -> None:
-    """Import existing representation files (one per layer) into STORE, streamed.
+    """Import existing representation files into STORE, streamed; all in one process.
 
-    Example: reprstore import runs.zarr acts/layer_*.npy --name mlp --layer '{stem}'
+    Examples: reprstore import runs.zarr acts/layer_*.npy --name mlp --layer '{stem}' ;
+    reprstore import runs.zarr 'dumps/{model}/seed{seed}/{layer}.npy' --dry-run
     """
+    from reprstore.templates import is_template
+
+    opt.set_quiet(quiet)
+    if len(files) == 1 and is_template(files[0]):
+        from reprstore.cli.import_tree import run_tree_import
+
+        run_tree_import(
+            console, store, files[0], dry_run=dry_run, ids=ids, meta=meta,
+            meta_types=meta_types, name=name, layer=layer, seed=seed, checkpoint=checkpoint,
+            dataset=dataset, dtype=dtype, keep_bits=keep_bits, key=key, reduce=reduce,
+            overwrite=overwrite,
+        )  # fmt: skip
+        return
     from reprstore.cli.progress import progress_bar
+    from reprstore.errors import InputError
     from reprstore.ingest import import_files
 
+    if dry_run:
+        raise InputError("--dry-run needs a path template (e.g. 'runs/{model}/{layer}.npy').")
+    if name is None or layer is None:
+        raise InputError(
+            f"Give --{'name' if name is None else 'layer'} for the files, or one path template "
+            "with {model} and {layer} instead of file names."
+        )
     with progress_bar("import") as bar:
         keys = import_files(
             store, files, name=name, layer=layer, seed=seed, checkpoint=checkpoint,
             dataset=dataset, dtype=dtype, keep_bits=keep_bits, key=key, reduce=reduce,
-            ids=ids, meta=meta, overwrite=overwrite, progress=bar,
+            ids=ids, meta=meta, meta_types=meta_types, overwrite=overwrite, progress=bar,
         )  # fmt: skip
     for k in keys:
         console.print(f"imported [bold]{k.label()}[/bold]")
