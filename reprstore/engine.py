@@ -187,8 +187,8 @@ def context(
 ) -> PassContext:
     """Aligned dask arrays, rows and settings shared by the passes of one comparison.
 
-    Blocks are sized so that the scheduler's threads each holding a few float64 blocks
-    stay within ``memory`` (see :func:`block_rows_within`).
+    Blocks of inputs that are not dask arrays are sized so that the scheduler's threads
+    each holding a few float64 blocks stay within ``memory`` (:func:`block_rows_within`).
     """
     backend = resolve_backend(device, precision)
     budget = parse_memory(memory)
@@ -196,9 +196,8 @@ def context(
     threads = dask_graph.scheduler_threads(scheduler)
     width = sum(int(getattr(a, "shape", (0, 0))[1]) for a in arrays if len(a.shape) == 2)
     fit = block_rows_within(budget, width, threads)
+    # dask inputs keep their blocks (smaller ones would read a stored chunk more than once)
     dasks = align_rows([as_dask(a, min(block_rows or fit, fit)) for a in arrays])
-    if max(dasks[0].chunks[0], default=0) > fit:
-        dasks = [a.rechunk({0: fit}) for a in dasks]
     n_total = dasks[0].shape[0]
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
@@ -271,6 +270,11 @@ def measure_arrays(
                   what=_what(specs, min_rows), **settings)  # fmt: skip
     check_widths(ctx, specs, pairs)
     return passes.run(ctx, pairs, specs, own)
+
+
+def min_rows_for(specs: Sequence[Spec]) -> int:
+    """The fewest rows every measure of ``specs`` is defined on."""
+    return max((_min_rows(s) for s in specs), default=1)
 
 
 def _all_specs(measures: Any) -> bool:

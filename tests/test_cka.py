@@ -81,7 +81,7 @@ def test_shuffle_split_over_passes_by_memory(rng: np.random.Generator) -> None:
 
     got = reprstore.engine.compare_arrays(
         [dx, dy], [(0, 1)], estimator="minibatch", batch_size=20, shuffle=3,
-        memory=20 * 19 * 8 * 2 * 3, progress=lambda d, t: calls.append((d, t)),
+        memory=24_000, progress=lambda d, t: calls.append((d, t)),
         scheduler=counting_get,
     )  # fmt: skip
     close(got[0].cka, expected)
