@@ -13,6 +13,8 @@ import contextlib
 import csv
 import math
 import os
+import sys
+import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -531,3 +533,15 @@ def _table(
         row.update({k: _cell(v) for k, v in found[(i, j)].items() if not k.startswith("_")})
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
+
+
+class _CallableModule(types.ModuleType):
+    """``reprstore.compare`` is both this module and, for users, the function: once the
+    module is imported, Python binds the package attribute to the module, so calling it
+    calls :func:`compare`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
+        return compare(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

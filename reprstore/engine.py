@@ -259,7 +259,11 @@ def measure_arrays(
         ``.pairs[(i, j)]``: the result columns; ``.partials[i]``: per measure key, the
         per-representation results.
     """
-    specs = measures if _all_specs(measures) else parse_measures(measures)  # type: ignore[arg-type]
+    specs: list[Spec] = (
+        [m for m in measures if isinstance(m, Spec)]
+        if _all_specs(measures)
+        else parse_measures(measures)  # type: ignore[arg-type]
+    )
     if not pairs and not own:
         raise ComparisonError("Nothing to compare: the list of pairs is empty.")
     for s in specs:

@@ -110,18 +110,24 @@ def _union(specs: Sequence[Spec], what: str) -> list[str]:
 
 
 def run(
-    c: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec], own: Sequence[int] = ()
+    c: PassContext,
+    ordered: Sequence[Pair],
+    specs: Sequence[Spec],
+    own: Sequence[int] = (),
+    extras: dict | None = None,
 ) -> Outcome:
     """Every measure of ``specs`` for every ordered pair, in as few passes as fit.
 
     ``c.pairs`` are the unique unordered pairs (i ≤ j) of ``ordered``; ``own`` lists
-    arrays that need their partials only (sides of feature-paired pairs across datasets).
+    arrays that need their partials only (sides of feature-paired pairs across datasets,
+    or the representations ``describe`` measures); ``extras`` are results of passes made
+    beforehand, by ``("side", i)`` (e.g. counts).
     """
     out = Outcome()
     orient: dict[Pair, list[Pair]] = {}
     for a, b in dict.fromkeys(ordered):
         orient.setdefault((min(a, b), max(a, b)), []).append((a, b))
-    extras = _special_passes(c, specs, list(orient))
+    extras = {**(extras or {}), **_special_passes(c, specs, list(orient))}
     own_views = _union(specs, "own")
     cross_views = _union([s for s in specs if s.measure.pairing == "rows"], "cross")
     reprs = sorted(set(_involved(c.pairs)) | set(own))

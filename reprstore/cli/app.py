@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from reprstore.cli import cka_cmd, extract_cmd, store_cmds
+from reprstore.cli import cka_cmd, compare_cmd, extract_cmd, store_cmds
 
 app = typer.Typer(
     name="reprstore",
@@ -26,6 +26,8 @@ app.command("ls")(store_cmds.ls)
 app.command("info")(store_cmds.info)
 app.command("verify")(store_cmds.verify)
 app.command("cka")(cka_cmd.cka)
+app.command("compare")(compare_cmd.compare)
+app.command("describe")(compare_cmd.describe)
 
 
 def main() -> None:

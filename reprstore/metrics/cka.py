@@ -131,11 +131,12 @@ def ratio(
     for k, (name, h) in enumerate(zip(names, (haa, hbb), strict=True)):
         if not math.isfinite(h):
             raise ComparisonError(f"HSIC of representation {name} with itself is not finite.")
-        floor = HSIC_RTOL * scales[k] if scales is not None else 0.0
+        scale = scales[k] if scales is not None else 0.0
+        floor = HSIC_RTOL * scale
         if h <= 0.0 or h <= floor:
             raise ComparisonError(
                 f"HSIC of representation {name} with itself is {h:.3g} (not positive"
-                + (f", below {HSIC_RTOL:g} of its scale {scales[k]:.3g}" if floor > 0 else "")
+                + (f", below {HSIC_RTOL:g} of its scale {scale:.3g}" if floor > 0 else "")
                 + f") over {n} rows: it is constant or has too few distinct rows; "
                 "CKA is undefined."
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from collections.abc import Sequence
 from typing import Any
 
 from reprstore.errors import InputError
@@ -102,7 +103,7 @@ def parse_spec(text: str, defaults: dict[str, Any] | None = None) -> Spec:
 
 
 def parse_measures(
-    text: str | list[str] | tuple[str, ...], defaults: dict[str, dict[str, Any]] | None = None
+    text: str | Sequence[str], defaults: dict[str, dict[str, Any]] | None = None
 ) -> list[Spec]:
     """Measures asked for (``"cka,cca,svcca:keep=0.99"``) as :class:`Spec` objects.
 

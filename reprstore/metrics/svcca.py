@@ -29,7 +29,7 @@ def top_directions(side: Side, keep: float, k: int | None, measure: str) -> int:
             )
         return k
     frac = np.cumsum(lam[: side.rank]) / lam.sum()
-    return int(min(np.searchsorted(frac, keep - 1e-12) + 1, side.rank))
+    return min(int(np.searchsorted(frac, keep - 1e-12)) + 1, side.rank)
 
 
 class SVCCA(Measure):
