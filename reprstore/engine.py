@@ -276,6 +276,55 @@ def measure_arrays(
     return passes.run(ctx, pairs, specs, own)
 
 
+def describe_arrays(
+    arrays: Sequence[Any],
+    measures: str | Sequence[str] = "pr,erank,variance",
+    *,
+    names: Sequence[str] | None = None,
+    mask: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    **settings: Any,
+) -> list[dict[str, Any]]:
+    """Single-representation measures of each of ``arrays`` (same rows), in one pass (and
+    one counting pass for ``sparsity``/``selectivity``).
+
+    Parameters
+    ----------
+    labels : array-like (n,), optional
+        Class of every row, for ``selectivity`` (its ``label`` option names the column
+        in a store; here the values are given).
+
+    Returns
+    -------
+    list of dict, one per array: column → value
+    """
+    specs = parse_measures(measures)
+    for s in specs:
+        if s.measure.pairing != "single":
+            raise InputError(f"{s.name} compares two representations: use measure_arrays.")
+    ctx = context(arrays, [], names=names, mask=mask, min_rows=2, **settings)
+    extras: dict[Any, dict[str, Any]] = {}
+    if any(s.measure.special(s.opts) == "counts" for s in specs):
+        tols = sorted({float(s.opts["tol"]) for s in specs if s.name == "sparsity"})
+        codes, n_classes = None, 0
+        if labels is not None:
+            import pandas as pd
+
+            codes_, classes = pd.factorize(pd.Series(np.asarray(labels)))
+            codes, n_classes = np.asarray(codes_, dtype=np.int64), len(classes)
+        found = passes.counts(ctx, list(range(len(arrays))), tols, codes, n_classes)
+        extras = {("side", i): {"counts": c} for i, c in found.items()}
+    out = passes.run(ctx, [], specs, own=list(range(len(arrays))), extras=extras)
+    rows = []
+    for i in range(len(arrays)):
+        row: dict[str, Any] = {}
+        for s in specs:
+            got = s.measure.describe(out.partials[i][s.key], s.opts)
+            row.update({s.column(k): v for k, v in got.items()})
+        rows.append(row)
+    return rows
+
+
 def min_rows_for(specs: Sequence[Spec]) -> int:
     """The fewest rows every measure of ``specs`` is defined on."""
     return max((_min_rows(s) for s in specs), default=1)

@@ -44,7 +44,6 @@ from reprstore.stats.hsic import MIN_ROWS_UNBIASED, GramSummary, double_centre, 
 from reprstore.stats.kernels import Bandwidth, bandwidth, rbf_minus_one, sq_distances
 from reprstore.stats.linear import (
     Backend,
-    Offset,
     PairMoments,
     block_offset,
     count_nonfinite,
@@ -148,9 +147,7 @@ def run(
     passes = plan_linear_passes(features, plan_pairs, c.memory, block_rows)
     runner = dask_graph.Runner(c.scheduler, c.progress, len(passes) * c.blocks)
     local = dask_graph.is_local_threaded(c.scheduler)
-    offsets: list[Any] = [
-        None if v == RAW else Offset(np.zeros(features[k])) for k, (_, v) in enumerate(streams)
-    ]
+    offsets: list[Any] = [None] * len(streams)  # from the first block, for every view
     have: dict[int, dict[str, Any]] = {}
     pending: dict[Pair, dict[str, PairMoments]] = {}
     for own_s, batch in passes:

@@ -24,6 +24,12 @@ def _uncentred(m: ReprMoments) -> tuple[np.ndarray, float]:
     return c, m.sqnorm + 2.0 * float(c @ m.total) + m.n * float(c @ c)
 
 
+def _dot(a: ReprMoments, b: ReprMoments, cross: np.ndarray) -> float:
+    """⟨A/s_a, B/s_b⟩_F of the stored rows from the offset moments and their cross XᵀY."""
+    ca, cb = a.shift / a.scale, b.shift / b.scale
+    return float(np.trace(cross)) + float(a.total @ cb) + float(ca @ b.total) + a.n * float(ca @ cb)
+
+
 class Cosine(Measure):
     name = "cosine"
     summary = "cosine of the stored matrices (cosine) and mean row-wise cosine (cosine_rows)"
@@ -45,7 +51,7 @@ class Cosine(Measure):
     def partial(self, side: Side, opts: Mapping[str, Any]) -> Side:
         side.check(constant=False)
         side.check(UNIT)
-        _c, norm2 = _uncentred(side.raw)
+        _, norm2 = _uncentred(side.raw)
         if not norm2 > 0:
             raise ComparisonError(f"Representation {side.name} is all zeros: cosine undefined.")
         return side
@@ -55,13 +61,15 @@ class Cosine(Measure):
     ) -> dict[str, Any]:
         assert cross is not None
         ma, mb = a.raw, b.raw
-        ca, na = _uncentred(ma)
-        cb, nb = _uncentred(mb)
+        _, na = _uncentred(ma)
+        _, nb = _uncentred(mb)
         raw = ma.gram if a is b else cross.views[RAW].cross
-        unit = a.moments[UNIT].gram if a is b else cross.views[UNIT].cross
-        dot = float(np.trace(raw)) + float(ma.total @ cb) + float(ca @ mb.total)
-        dot += ma.n * float(ca @ cb)
+        ua, ub = a.moments[UNIT], b.moments[UNIT]
+        unit = ua.gram if a is b else cross.views[UNIT].cross
+        rows = _dot(ua, ub, unit) * ua.scale * ub.scale / a.n
         return {
-            "cosine": clip_unit(dot / np.sqrt(na) / np.sqrt(nb), "The cosine", cross.names),
-            "cosine_rows": clip_unit(float(np.trace(unit)) / a.n, "The row cosine", cross.names),
+            "cosine": clip_unit(
+                _dot(ma, mb, raw) / np.sqrt(na) / np.sqrt(nb), "The cosine", cross.names
+            ),
+            "cosine_rows": clip_unit(rows, "The row cosine", cross.names),
         }

@@ -76,6 +76,9 @@ class Sparsity(_Single):
     options = (Option("tol", float, 0.0, "entries with |x| ≤ tol count as zero"),)
     scalars = ("sparsity",)
 
+    def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
+        return frozenset({"scale"}) if opts["tol"] == 0 else frozenset()
+
     def own_views(self, opts: Mapping[str, Any]) -> frozenset[str]:
         return frozenset()
 
@@ -97,6 +100,9 @@ class Selectivity(_Single):
     options = (Option("label", str, None, "metadata column holding the class labels"),)
     scalars = ("selectivity",)
     arrays = ("selectivity_units",)
+
+    def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
+        return frozenset({"scale"})
 
     def own_views(self, opts: Mapping[str, Any]) -> frozenset[str]:
         return frozenset()

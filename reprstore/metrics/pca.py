@@ -41,6 +41,16 @@ def _in_basis(basis: Side, target: Side) -> np.ndarray:
     return np.cumsum(along) / float(np.trace(target.cov))
 
 
+def principal_angles(qa: np.ndarray, qb: np.ndarray) -> np.ndarray:
+    """Principal angles (ascending) between the spans of orthonormal qa, qb (p, k):
+    arccos of the singular values of qaᵀqb, or for angles below π/4 the arcsin of those of
+    qb − qa(qaᵀqb) (Björck & Golub 1973), which keeps small angles accurate."""
+    m = qa.T @ qb
+    cos = np.clip(np.linalg.svd(m, compute_uv=False), -1.0, 1.0)  # descending
+    sin = np.clip(np.sort(np.linalg.svd(qb - qa @ m, compute_uv=False)), 0.0, 1.0)
+    return np.where(cos >= np.sqrt(0.5), np.arcsin(sin[: cos.size]), np.arccos(cos))
+
+
 class PCA(Measure):
     name = "pca"
     summary = "cumulative variance of B in A's PCs and back, participation ratios, angles"
@@ -82,8 +92,7 @@ class PCA(Measure):
         }
         vk = va[:, :k]
         m = vk.T @ b.cov @ vk
-        cos = np.linalg.svd(vk.T @ vb[:, :k], compute_uv=False)
-        angles = np.sort(np.arccos(np.clip(cos, -1.0, 1.0)))
+        angles = principal_angles(vk, vb[:, :k])
         out: dict[str, Any] = {c: float(v[k - 1]) for c, v in curves.items()}
         out.update(
             pr_a=participation_ratio(la),

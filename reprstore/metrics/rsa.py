@@ -3,12 +3,15 @@
 The Pearson correlation of the n(n−1)/2 upper-triangle entries of two RDMs, from streamed
 sums (no n × n matrix). With aᵢ = ‖xᵢ‖², s = Σxᵢ (offset rows; distances do not change):
 
-* ``sqeuclidean``: Dᵢⱼ = aᵢ + aⱼ − 2xᵢ·xⱼ; Σ_{i<j} Dᵢⱼ = nΣa − ‖s‖² and
-  Σ_{i<j} DᵢⱼEᵢⱼ = nΣaᵢbᵢ + ΣaΣb − 2(Σaᵢyᵢ)·s_y − 2(Σbᵢxᵢ)·s_x + 2‖XᵀY‖²_F;
+* ``sqeuclidean``: Dᵢⱼ = aᵢ + aⱼ − 2xᵢ·xⱼ;
 * ``cosine`` / ``correlation``: D = 1 − UUᵀ with U the unit rows (centred across
   features first for ``correlation``); the correlation of D and E is that of the Gram
-  matrices G = UUᵀ, with Σ_{i<j} Gᵢⱼ = (‖Σuᵢ‖² − Σ‖uᵢ‖²)/2 and
-  Σ_{i<j} GᵢⱼHᵢⱼ = (‖UᵀV‖²_F − Σ‖uᵢ‖²‖vᵢ‖²)/2: the streamed moments of the row view.
+  matrices G = UUᵀ. The unit rows are streamed offset (uᵢ = s·xᵢ + shift), so that rows
+  that are nearly parallel (a large common mean) lose no digits: G ∝ xᵢ·xⱼ + fᵢ + fⱼ + κ
+  with fᵢ = (shift/s)·xᵢ.
+
+Both are of the form Eᵢⱼ = α·xᵢ·xⱼ + fᵢ + fⱼ with fᵢ = γ‖xᵢ‖² + c·xᵢ, whose sums over i ≠ j
+expand into n, Σx, XᵀY, Σaᵢyᵢ, Σbᵢxᵢ and Σaᵢbᵢ (:func:`pair_sums`).
 """
 
 from __future__ import annotations
@@ -27,33 +30,53 @@ from reprstore.stats.views import RAW, UNIT, UNIT_CENTRED
 VIEW = {"sqeuclidean": RAW, "cosine": UNIT, "correlation": UNIT_CENTRED}
 
 
-def entry_sums(
-    a: ReprMoments, b: ReprMoments, ab: PairMoments, rdm: str
-) -> tuple[float, float, float]:
-    """(Σ_{i<j} Dᵢⱼ, Σ_{i<j} Eᵢⱼ, Σ_{i<j} DᵢⱼEᵢⱼ) of the RDMs (or Gram matrices) of a, b."""
-    n = a.n
+@dataclass(frozen=True)
+class Entries:
+    """The RDM (or Gram) of one side as Eᵢⱼ = α·xᵢ·xⱼ + fᵢ + fⱼ (+ a constant) over its
+    offset rows xᵢ, with fᵢ = γ‖xᵢ‖² + c·xᵢ; the Pearson correlation ignores the constant."""
+
+    m: ReprMoments
+    alpha: float
+    gamma: float
+    c: np.ndarray  # (p,)
+
+
+def entries(m: ReprMoments, rdm: str) -> Entries:
+    """``sqeuclidean``: Dᵢⱼ = aᵢ + aⱼ − 2xᵢ·xⱼ. ``cosine``/``correlation``: Gᵢⱼ = uᵢ·uⱼ of the
+    unit rows uᵢ = s·xᵢ + shift, i.e. ∝ xᵢ·xⱼ + (shift/s)·xᵢ + (shift/s)·xⱼ + const."""
     if rdm == "sqeuclidean":
-        sd = n * a.sqnorm - float(a.total @ a.total)
-        se = n * b.sqnorm - float(b.total @ b.total)
-        q = (
-            n * ab.ab
-            + a.sqnorm * b.sqnorm
-            - 2.0 * float(ab.a_y @ b.total)
-            - 2.0 * float(ab.b_x @ a.total)
-            + 2.0 * float(np.vdot(ab.cross, ab.cross))
-        )
-        return sd, se, q
-    sd = (float(a.total @ a.total) - a.sqnorm) / 2.0
-    se = (float(b.total @ b.total) - b.sqnorm) / 2.0
-    return sd, se, (float(np.vdot(ab.cross, ab.cross)) - ab.ab) / 2.0
+        return Entries(m, -2.0, 1.0, np.zeros(m.n_features))
+    return Entries(m, 1.0, 0.0, m.shift / m.scale)
+
+
+def pair_sums(a: Entries, b: Entries, ab: PairMoments) -> tuple[float, float, float]:
+    """(Σ_{i≠j} Eᵢⱼ, Σ_{i≠j} Fᵢⱼ, Σ_{i≠j} EᵢⱼFᵢⱼ) from the streamed moments (no n × n)."""
+    x, y, n = a.m, b.m, a.m.n
+    sx, sy = x.total, y.total
+    sum_f = a.gamma * x.sqnorm + float(a.c @ sx)
+    sum_h = b.gamma * y.sqnorm + float(b.c @ sy)
+    se = a.alpha * (float(sx @ sx) - x.sqnorm) + 2 * (n - 1) * sum_f
+    sf = b.alpha * (float(sy @ sy) - y.sqnorm) + 2 * (n - 1) * sum_h
+    c_cross = a.c @ ab.cross  # (q,)
+    # Σᵢ hᵢ(xᵢ·s_x) − Σᵢ hᵢaᵢ, with hᵢ = δbᵢ + d·yᵢ
+    h_k = b.gamma * float(ab.b_x @ sx) + float(b.c @ (ab.cross.T @ sx))
+    h_k -= b.gamma * ab.ab + float(b.c @ ab.a_y)
+    # Σᵢ fᵢ(yᵢ·s_y) − Σᵢ fᵢbᵢ, with fᵢ = γaᵢ + c·xᵢ
+    f_l = a.gamma * float(ab.a_y @ sy) + float(c_cross @ sy)
+    f_l -= a.gamma * ab.ab + float(a.c @ ab.b_x)
+    fh = a.gamma * b.gamma * ab.ab + a.gamma * float(b.c @ ab.a_y)
+    fh += b.gamma * float(a.c @ ab.b_x) + float(c_cross @ b.c)
+    q = a.alpha * b.alpha * (float(np.vdot(ab.cross, ab.cross)) - ab.ab)
+    q += 2 * a.alpha * h_k + 2 * b.alpha * f_l + 2 * (n - 2) * fh + 2 * sum_f * sum_h
+    return se, sf, q
 
 
 @dataclass(frozen=True)
 class RDMSide:
     side: Side
-    m: ReprMoments
-    sum: float  # Σ_{i<j} Dᵢⱼ
-    var: float  # Σ_{i<j} (Dᵢⱼ − mean)²
+    e: Entries
+    sum: float  # Σ_{i≠j} Dᵢⱼ
+    var: float  # Σ_{i≠j} (Dᵢⱼ − mean)²
 
 
 class RSA(Measure):
@@ -89,26 +112,25 @@ class RSA(Measure):
             side.check(view)
         m = side.moments[view]
         n = m.n
-        pairs = n * (n - 1) / 2.0
-        if pairs < 2:
+        if n < 3:
             raise ComparisonError(f"RSA needs at least 3 rows. Got {n} instead.")
-        s, _, q = entry_sums(m, m, self_pair(m), opts["rdm"])
-        var = q - s * s / pairs
-        if not var > 1e-12 * q:
+        e = entries(m, opts["rdm"])
+        s, _, q = pair_sums(e, e, self_pair(m))
+        var = q - s * s / (n * (n - 1))
+        if not var > 1e-12 * abs(q):
             raise ComparisonError(
                 f"The {opts['rdm']} RDM of {side.name} is constant over its {n} rows: RSA is "
                 "undefined."
             )
-        return RDMSide(side, m, s, var)
+        return RDMSide(side, e, s, var)
 
     def finalize(
         self, a: RDMSide, b: RDMSide, cross: Cross | None, opts: Mapping[str, Any]
     ) -> dict[str, Any]:
         assert cross is not None
         view = VIEW[opts["rdm"]]
-        ab = self_pair(a.m) if a is b else cross.views[view]
-        _, _, q = entry_sums(a.m, b.m, ab, opts["rdm"])
-        pairs = a.m.n * (a.m.n - 1) / 2.0
-        cov = q - a.sum * b.sum / pairs
+        ab = self_pair(a.e.m) if a is b else cross.views[view]
+        _, _, q = pair_sums(a.e, b.e, ab)
+        cov = q - a.sum * b.sum / (a.e.m.n * (a.e.m.n - 1))
         value = cov / np.sqrt(a.var) / np.sqrt(b.var)
         return {"rsa": clip_unit(float(value), "RSA", cross.names)}

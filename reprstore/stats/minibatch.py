@@ -125,8 +125,9 @@ def assign_batches(n: int, batch_size: int, shuffle: int | None = None) -> np.nd
 
 def batch_gram(
     x: np.ndarray, kernel: str, sigma2: float | None, backend: Backend = NUMPY
-) -> GramSummary:
-    """Zero-diagonal kernel of one batch ``x`` (B, p), summarized for HSIC₁.
+) -> tuple[GramSummary, float]:
+    """Zero-diagonal kernel of one batch ``x`` (B, p), summarized for HSIC₁, and the factor
+    that brings it back to the units of the raw rows (s² for the linear kernel, 1 for rbf).
 
     The batch is offset by its own mean and spread (:func:`block_offset`); the RBF kernel
     is returned as HK′H with K′ = K − 1 (see the module docstring). ``sigma2`` is in the
@@ -148,7 +149,8 @@ def batch_gram(
         np.fill_diagonal(g, 0.0)
         g = rbf_minus_one(g, sigma2 / off.scale**2)
         double_centre(g)
-    return summarize_gram(g)
+        return summarize_gram(g), 1.0
+    return summarize_gram(g), off.scale**2
 
 
 def batch_sums(
@@ -170,16 +172,18 @@ def batch_sums(
     sigma2 : per representation, the RBF σ² (unused for the linear kernel).
     """
     needed = sorted(set(own) | {i for p in pairs for i in p})
-    grams = {i: batch_gram(rows[i], kernel, sigma2[i], backend) for i in needed}  # type: ignore[arg-type]
+    made = {i: batch_gram(rows[i], kernel, sigma2[i], backend) for i in needed}  # type: ignore[arg-type]
+    grams = {i: g for i, (g, _) in made.items()}
+    unit = {i: u for i, (_, u) in made.items()}  # every batch's HSIC in the same units
     n = grams[needed[0]].n
     return MinibatchSums(
         n_batches=1,
         n_rows=n,
-        own={i: hsic1(gram_terms(grams[i], grams[i])) for i in own},
-        pairs={(i, j): hsic1(gram_terms(grams[i], grams[j])) for i, j in pairs},
+        own={i: hsic1(gram_terms(grams[i], grams[i])) * unit[i] ** 2 for i in own},
+        pairs={(i, j): hsic1(gram_terms(grams[i], grams[j])) * unit[i] * unit[j] for i, j in pairs},
         spread={i: _relative_spread(rows[i]) for i in own},  # type: ignore[arg-type]
         scale={i: 1.0 for i in own},
-        own_scale={i: hsic1_scale(grams[i]) for i in own},
+        own_scale={i: hsic1_scale(grams[i]) * unit[i] ** 2 for i in own},
     )
 
 

@@ -5,7 +5,8 @@ a function of the Gram matrix of the unit-norm rows, the correlation RDM of the 
 centred across features, then normalised. A view is a per-row transform applied to each
 block as it is read (so the stored chunks are still read once); its statistics are the
 ordinary :class:`~reprstore.stats.linear.ReprMoments` / ``PairMoments`` of the
-transformed rows, accumulated unshifted (the transformed rows are bounded by 1).
+transformed rows (offset like any representation: nearly parallel unit rows differ by
+little, and their shift keeps those digits).
 """
 
 from __future__ import annotations
