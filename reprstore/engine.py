@@ -144,7 +144,29 @@ def as_dask(x: Any, block_rows: int | None = None) -> da.Array:
         )
     if isinstance(x, da.Array):
         return x
-    return da.from_array(x, chunks=(block_rows or _default_block_rows(x), -1))
+    rows = block_rows or _default_block_rows(x)
+    if isinstance(x, np.ndarray):
+        x = _Rows(x)  # dask would copy an ndarray into its graph chunk by chunk, at once
+    return da.from_array(x, chunks=(rows, -1), name=_Rows.name(x), meta=np.empty((0, 0), x.dtype))
+
+
+class _Rows:
+    """An in-memory array seen by dask as an array-like: blocks are sliced when read."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data = data
+        self.shape = data.shape
+        self.dtype = data.dtype
+        self.ndim = data.ndim
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.data[key]
+
+    @staticmethod
+    def name(x: Any) -> str | None:
+        if isinstance(x, _Rows):
+            return f"reprstore-rows-{id(x.data):x}-{x.shape}-{x.dtype}"
+        return None
 
 
 def _default_block_rows(x: Any) -> int:

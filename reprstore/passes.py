@@ -352,7 +352,7 @@ def _minibatch(
     for g in groups:
         graph = dask_graph.minibatch_pass(
             c.arrays, g, idx, cross, kernel=kernel, sigma2=sigma2, backend=c.backend,
-            split_every=c.split_every,
+            split_every=c.split_every, chains=workers,
         )  # fmt: skip
         sums = merge_sums(sums, run(graph, blocks=c.blocks, workers=workers)[0])
     run.finish()

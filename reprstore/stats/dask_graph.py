@@ -281,14 +281,23 @@ def minibatch_pass(
     sigma2: Sequence[float | None],
     backend: Backend = NUMPY,
     split_every: int = DEFAULT_SPLIT_EVERY,
+    chains: int | None = None,
 ) -> Delayed:
     """Graph of one minibatch pass: the delayed :class:`~reprstore.stats.minibatch.MinibatchSums`.
+
+    Consecutive batches (ids non-decreasing in row order) are folded by ``chains`` chains
+    of contiguous blocks, each reading its own blocks in turn and holding one block and at
+    most two batches' rows (:func:`~reprstore.stats.minibatch.fold_block`); the batches
+    that straddle two chains are finished when the chains are merged. Random batches
+    (a shuffle) are finished from pieces sent by every block that holds some of their rows.
 
     Parameters
     ----------
     arrays : sequence of dask arrays, each (n, p_i), same row chunks
     batch_ids : int ndarray (n,)
         Batch of every stored row; −1 for rows this pass does not use.
+    chains : int, optional
+        Chains for consecutive batches (default: the scheduler's threads).
     """
     blocks, chunks = row_blocks(arrays)
     bounds = np.cumsum((0, *chunks))
@@ -296,6 +305,11 @@ def minibatch_pass(
     if used.size == 0:
         raise ValueError("no batch to compute")
     totals = np.bincount(used)
+    if (np.diff(used) >= 0).all():
+        return _minibatch_chains(
+            arrays, batch_ids, totals, own, pairs, kernel, sigma2, backend,
+            chains or scheduler_threads(None),
+        )  # fmt: skip
     involved = set(own) | {i for p in pairs for i in p}
     sums: list[Any] = []
     pieces: dict[int, list[Any]] = {}
@@ -326,6 +340,68 @@ def minibatch_pass(
             )
         )
     return tree_reduce(sums, minibatch.merge_sums, split_every)
+
+
+def _minibatch_chains(
+    arrays: Sequence[da.Array],
+    batch_ids: np.ndarray,
+    totals: np.ndarray,
+    own: Sequence[int],
+    pairs: Sequence[tuple[int, int]],
+    kernel: str,
+    sigma2: Sequence[float | None],
+    backend: Backend,
+    chains: int,
+) -> Delayed:
+    chunks = arrays[0].chunks[0]
+    bounds = np.cumsum((0, *chunks))
+    involved = set(own) | {i for p in pairs for i in p}
+    whole = [a.rechunk({1: -1}) if i in involved else a for i, a in enumerate(arrays)]
+    live = [k for k in range(len(chunks)) if (batch_ids[bounds[k] : bounds[k + 1]] >= 0).any()]
+    first = np.full(totals.size, -1)
+    rows = np.flatnonzero(batch_ids >= 0)
+    ids = batch_ids[rows]
+    first[ids[::-1]] = rows[::-1]  # the first row of every batch
+    n_chains = max(1, min(chains, len(live)))
+    carries = []
+    for c in range(n_chains):
+        mine = live[c * len(live) // n_chains : (c + 1) * len(live) // n_chains]
+        start = bounds[mine[0]]
+        carry: Any = None
+        for k in mine:
+            block_ids = batch_ids[bounds[k] : bounds[k + 1]]
+            present = np.unique(block_ids[block_ids >= 0])
+            heads = [int(b) for b in present if first[b] < start]
+            readers = [
+                BlockReader(whole[i].blocks[k]) if i in involved else None
+                for i in range(len(arrays))
+            ]
+            carry = dask.delayed(_minibatch_step)(
+                carry, readers, block_ids, totals, heads, list(own), list(pairs), kernel,
+                list(sigma2), backend,
+            )  # fmt: skip
+        carries.append(carry)
+    return dask.delayed(minibatch.merge_chains)(
+        carries, list(own), list(pairs), kernel, list(sigma2), backend
+    )
+
+
+def _minibatch_step(
+    carry: minibatch.Carry | None,
+    readers: Sequence[BlockReader | None],
+    batch_ids: np.ndarray,
+    totals: np.ndarray,
+    heads: Sequence[int],
+    own: Sequence[int],
+    pairs: Sequence[tuple[int, int]],
+    kernel: str,
+    sigma2: Sequence[float | None],
+    backend: Backend,
+) -> minibatch.Carry:
+    blocks = _read(readers, None)
+    return minibatch.fold_block(
+        carry, blocks, batch_ids, totals, heads, own, pairs, kernel, sigma2, backend
+    )
 
 
 def counts_pass(
@@ -436,7 +512,8 @@ def compute(
         return dask.compute(*objs, scheduler=scheduler, num_workers=workers)
 
 
-_BLOCK_TASKS = ("_linear_step", "_linear_first", "block_minibatch", "_select", "block_counts")
+_BLOCK_TASKS = ("_linear_step", "_linear_first", "block_minibatch", "_select", "block_counts",
+                "_minibatch_step")  # fmt: skip
 
 
 class _BlockCounter(Callback):

@@ -261,3 +261,91 @@ def finish_batches(
         ]
         total = merge_sums(total, batch_sums(rows, own, pairs, kernel, sigma2, backend))
     return total
+
+
+@dataclass
+class Carry:
+    """The state of a chain of consecutive row blocks (consecutive batches).
+
+    Attributes
+    ----------
+    sums : MinibatchSums
+        Batches finished so far.
+    head : dict of batch id to pieces
+        Rows of batches that began before the chain's first block (finished by the merge).
+    tail : dict of batch id to pieces
+        Rows of the batch still open (at most one, plus its row count in ``count``).
+    """
+
+    sums: MinibatchSums = field(default_factory=MinibatchSums)
+    head: dict[int, list[list[np.ndarray | None]]] = field(default_factory=dict)
+    tail: dict[int, list[list[np.ndarray | None]]] = field(default_factory=dict)
+    count: dict[int, int] = field(default_factory=dict)
+
+
+def fold_block(
+    carry: Carry | None,
+    blocks: Sequence[np.ndarray | None],
+    batch_ids: np.ndarray,
+    totals: np.ndarray,
+    head_ids: Sequence[int],
+    own: Sequence[int],
+    pairs: Sequence[tuple[int, int]],
+    kernel: str,
+    sigma2: Sequence[float | None],
+    backend: Backend = NUMPY,
+) -> Carry:
+    """Add one row block to a chain: finish every batch whose last row it holds, keep the
+    rows of the open batch (so a chain holds one block and at most two batches' rows).
+
+    ``totals`` are the rows of every batch; ``head_ids`` the batches that began before the
+    chain's first block.
+    """
+    carry = carry if carry is not None else Carry()
+    involved = sorted(set(own) | {i for p in pairs for i in p})
+    used = batch_ids >= 0
+    bad = MinibatchSums(nonfinite={i: count_nonfinite(blocks[i][used]) for i in involved})  # type: ignore[index]
+    carry.sums = merge_sums(carry.sums, bad)
+    heads = set(head_ids)
+    for b in np.unique(batch_ids[used]).tolist():
+        sel = batch_ids == b
+        rows = [None if blk is None else blk[sel] for blk in blocks]
+        target = carry.head if b in heads else carry.tail
+        target.setdefault(b, []).append(rows)
+        carry.count[b] = carry.count.get(b, 0) + int(sel.sum())
+        if b not in heads and carry.count[b] == totals[b]:
+            got = _joined(target.pop(b))
+            del carry.count[b]
+            carry.sums = merge_sums(
+                carry.sums, batch_sums(got, own, pairs, kernel, sigma2, backend)
+            )
+    return carry
+
+
+def _joined(parts: Sequence[Sequence[np.ndarray | None]]) -> list[np.ndarray | None]:
+    return [
+        None if parts[0][i] is None else np.concatenate([p[i] for p in parts])  # type: ignore[misc]
+        for i in range(len(parts[0]))
+    ]
+
+
+def merge_chains(
+    carries: Sequence[Carry],
+    own: Sequence[int],
+    pairs: Sequence[tuple[int, int]],
+    kernel: str,
+    sigma2: Sequence[float | None],
+    backend: Backend = NUMPY,
+) -> MinibatchSums:
+    """The sums of chains in row order, finishing the batches that straddle two chains."""
+    total = MinibatchSums()
+    open_: dict[int, list[list[np.ndarray | None]]] = {}
+    for c in carries:
+        total = merge_sums(total, c.sums)
+        for part in (c.head, c.tail):
+            for b, pieces in part.items():
+                open_.setdefault(b, []).extend(pieces)
+    for b in sorted(open_):
+        got = _joined(open_[b])
+        total = merge_sums(total, batch_sums(got, own, pairs, kernel, sigma2, backend))
+    return total
