@@ -104,7 +104,7 @@ def test_all_rows_but_one_identical_is_an_error(estimator: str, value: float) ->
     x = np.full((64, 5), value)
     x[17] += rng.normal(size=5) * (1 + abs(value))
     y = rng.normal(size=(64, 4))
-    with pytest.raises(ComparisonError, match="representation A .*too few distinct rows"):
+    with pytest.raises(ComparisonError, match=r"representation A .*too few distinct rows"):
         cka(x, y, estimator, batch_size=64)
 
 
