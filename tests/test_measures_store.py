@@ -78,8 +78,8 @@ def test_pca_across_datasets_and_row_paired_refused(store: Path) -> None:  # noq
 
 
 def test_describe_over_the_store(store: Path) -> None:  # noqa: F811
-    df = reprstore.describe(store, "model=m,seed=0",
-                            measures="pr,erank,variance,sparsity:tol=3,selectivity:label=label")  # fmt: skip
+    wanted = "pr,erank,variance,sparsity:tol=3,selectivity:label=label"
+    df = reprstore.describe(store, "model=m,seed=0", measures=wanted)
     assert len(df) == 3 and set(df["n_samples"]) == {N}
     labels = np.arange(N) % 3  # the fixture's label column
     for _, row in df.iterrows():
@@ -89,7 +89,7 @@ def test_describe_over_the_store(store: Path) -> None:  # noqa: F811
             assert row[name] == pytest.approx(ref_describe(x, name, **kw)[name], rel=1e-6)
 
 
-BAD = [  # fmt: skip
+BAD = [
     ({"measures": "cosine"}, ComparisonError, "cosine needs the same number of features"),
     ({"measures": "ckaa"}, InputError, "Unknown measure 'ckaa'. Did you mean cka"),
     ({"measures": "svcca:kep=0.9"}, InputError, "Unknown option 'kep' of measure svcca. Did you"),
@@ -167,8 +167,9 @@ def test_cli_bad_input_is_one_line_and_leaves_the_store(deficient: Path, args, m
 
 
 def test_cli_ridge_fixes_rank_deficient_cca_and_help_lists_measures(deficient: Path) -> None:
+    wanted = "cca:ridge=0.01,linreg,pca:k=2"
     r = _cli(deficient, "compare", "s.zarr", "--a", "layer=dup", "--b", "layer=full",
-             "--measure", "cca:ridge=0.01,linreg,pca:k=2", "--out", "r.csv", "--plot", "p.png")  # fmt: skip
+             "--measure", wanted, "--out", "r.csv", "--plot", "p.png")  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "cca_r2" in r.stdout and (deficient / "p.png").stat().st_size > 0
     help_ = _cli(deficient, "compare", "s.zarr", "--measure", "help")
