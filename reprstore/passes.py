@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import dask.array as da
@@ -162,14 +164,16 @@ def run(
         for st, m in moments.items():
             offsets[st] = m.offset
             have.setdefault(streams[st][0], {})[streams[st][1]] = m
-        for i in [i for i, views in have.items() if len(views) == len(own_views)]:
-            side = Side(c.names[i], have.pop(i))
-            _partials(out, specs, i, side, extras)
+        ready = [i for i, views in have.items() if len(views) == len(own_views)]
+        sides = {i: Side(c.names[i], have.pop(i)) for i in ready}
+        _parallel(c.threads, [partial(_partials, out, specs, i, sides[i], extras) for i in ready])
+        jobs = []
+        for i in ready:
             if (i, i) in orient:
-                views = {v: self_pair(side.moments[v]) for v in cross_views}
-                cr = Cross(side.n, views, {}, (side.name, side.name))
-                _finalize(out, specs, (i, i), orient[(i, i)], cr, extras)
-            del side
+                views = {v: self_pair(sides[i].moments[v]) for v in cross_views}
+                cr = Cross(sides[i].n, views, {}, (sides[i].name,) * 2)
+                jobs.append(partial(_finalize, out, specs, (i, i), orient[(i, i)], cr, extras))
+        del sides
         for (st, tt), m in cross.items():
             (i, v), (j, _) = streams[st], streams[tt]
             pending.setdefault((i, j), {})[v] = m
@@ -177,12 +181,28 @@ def run(
         for key in [k for k, views in pending.items() if len(views) == len(cross_views)]:
             if key[0] in out.partials and key[1] in out.partials:
                 cr = Cross(c.n, pending.pop(key), {}, _names(c, key))
-                _finalize(out, specs, key, orient[key], cr, extras)
+                jobs.append(partial(_finalize, out, specs, key, orient[key], cr, extras))
+        _parallel(c.threads, jobs)
     for key in orient:
         if key[0] != key[1] and orient[key][0] not in out.pairs:
             cr = Cross(c.n, pending.pop(key, {}), {}, _names(c, key))
             _finalize(out, specs, key, orient[key], cr, extras)
     return out
+
+
+def _parallel(threads: int, jobs: Sequence[Callable[[], Any]]) -> None:
+    """Run ``jobs`` (the measures' per-representation or per-pair steps: eigendecompositions
+    and products of p × q matrices) on ``threads`` threads with single-threaded BLAS."""
+    if not jobs:
+        return
+    with dask_graph.blas_threads(1 if threads > 1 and len(jobs) > 1 else None):
+        if threads <= 1 or len(jobs) == 1:
+            for job in jobs:
+                job()
+            return
+        with ThreadPoolExecutor(min(threads, len(jobs)), "reprstore-finalize") as pool:
+            for f in [pool.submit(job) for job in jobs]:
+                f.result()
 
 
 def _names(c: PassContext, pair: Pair) -> tuple[str, str]:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from reprstore.errors import ComparisonError
-from reprstore.metrics.base import CLIP_TOLERANCE, Cross, Measure, Option, Side
+from reprstore.metrics.base import CLIP_TOLERANCE, Cross, Measure, Option, Side, singular_values
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def canonical(
     if with_vectors:
         u, rho, _ = np.linalg.svd(t, full_matrices=False)
         return check_rho(rho, cross.names), a.w @ u
-    return check_rho(np.linalg.svd(t, compute_uv=False), cross.names), None
+    return check_rho(singular_values(t), cross.names), None
 
 
 def check_rho(rho: np.ndarray, names: tuple[str, str]) -> np.ndarray:

@@ -16,7 +16,15 @@ from typing import Any
 import numpy as np
 
 from reprstore.errors import InputError
-from reprstore.metrics.base import RANK_RTOL, Cross, Measure, Option, Side, clip_unit
+from reprstore.metrics.base import (
+    RANK_RTOL,
+    Cross,
+    Measure,
+    Option,
+    Side,
+    clip_unit,
+    singular_values,
+)
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,6 @@ class Shape(Measure):
         assert cross is not None
         cxy = a.side.cross_cov(b.side, cross.views["raw"])
         m = (a.side.eig[1].T @ cxy @ b.side.eig[1]) * a.f[:, None] * b.f[None, :]
-        nuc = float(np.linalg.svd(m, compute_uv=False).sum())
+        nuc = float(singular_values(m).sum())
         value = clip_unit(nuc / a.norm / b.norm, "The shape similarity", cross.names)
         return {"shape": math.acos(value)}

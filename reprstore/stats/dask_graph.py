@@ -478,7 +478,7 @@ def scheduler_threads(scheduler: Any = None) -> int:
 
 
 @contextlib.contextmanager
-def _blas_threads(limit: int | None) -> Iterator[None]:
+def blas_threads(limit: int | None) -> Iterator[None]:
     """Limit BLAS to ``limit`` threads (threadpoolctl, if installed); ``None``: as is."""
     if limit is None:
         yield
@@ -508,7 +508,7 @@ def compute(
         return dask.compute(*objs, scheduler=scheduler)
     cores = scheduler_threads(scheduler)
     workers = max(1, min(workers or cores, cores))
-    with _blas_threads(blas or max(1, cores // workers)):
+    with blas_threads(blas or max(1, cores // workers)):
         return dask.compute(*objs, scheduler=scheduler, num_workers=workers)
 
 
