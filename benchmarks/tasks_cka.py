@@ -146,21 +146,20 @@ def numpy_measures(params: dict[str, Any]) -> Run:
         cy = [np.asarray(a[:], dtype=np.float64) for a in ys]
         cx = [a - a.mean(0) for a in cx]
         cy = [a - a.mean(0) for a in cy]
+        qx = [np.linalg.qr(a)[0] for a in cx]  # once per side, as a script would
+        qy = [np.linalg.qr(b)[0] for b in cy]
+        gx = [np.linalg.norm(a.T @ a) for a in cx]
+        gy = [np.linalg.norm(b.T @ b) for b in cy]
         mat = np.zeros((len(xs), len(ys)))
         for i, a in enumerate(cx):
-            qa, _ = np.linalg.qr(a)
             for j, b in enumerate(cy):
-                qb, _ = np.linalg.qr(b)
                 ab = a.T @ b
-                np.linalg.svd(qa.T @ qb, compute_uv=False)  # cca
+                np.linalg.svd(qx[i].T @ qy[j], compute_uv=False)  # cca
                 np.linalg.norm(ab, ord="nuc")  # procrustes
-                np.linalg.lstsq(a, b, rcond=None)  # linreg
-                na, nb = (a * a).sum(1), (b * b).sum(1)  # rsa (sq. euclidean) sums
+                np.linalg.norm(qx[i].T @ b) ** 2 / np.linalg.norm(b) ** 2  # linreg (QR lstsq)
+                na, nb = (a * a).sum(1), (b * b).sum(1)  # rsa: the RDM sums
                 float(na @ nb) + float(((a.T * na) @ b).sum())
-                n = a.shape[0]
-                hsic = np.linalg.norm(ab) ** 2  # cka (biased, feature space)
-                mat[i, j] = hsic / (np.linalg.norm(a.T @ a) * np.linalg.norm(b.T @ b))
-                del n
+                mat[i, j] = np.linalg.norm(ab) ** 2 / (gx[i] * gy[j])  # cka (biased)
         return {"values": mat.tolist(), "bytes_read": _nbytes([*xs, *ys])}
 
     return run

@@ -161,6 +161,21 @@ class Cross:
     views: dict[str, PairMoments] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # results of special passes
     names: tuple[str, str] = ("A", "B")
+    #: Products several measures of this pair share (Cxy, W_xᵀCxy), made once.
+    cache: dict[Any, np.ndarray] = field(default_factory=dict)
+
+    def cxy(self, a: Side, b: Side) -> np.ndarray:
+        """Cxy (p, q) of this pair (made once for all its measures)."""
+        if "cxy" not in self.cache:
+            self.cache["cxy"] = a.cross_cov(b, self.views["raw"])
+        return self.cache["cxy"]
+
+    def whitened(self, a: Side, b: Side, w: np.ndarray) -> np.ndarray:
+        """wᵀCxy for a whitening ``w`` (p, r) of A (shared by cca, svcca and linreg)."""
+        key = ("w", id(w))
+        if key not in self.cache:
+            self.cache[key] = w.T @ self.cxy(a, b)
+        return self.cache[key]
 
 
 class Side:
@@ -237,6 +252,19 @@ class Side:
     def rank(self) -> int:
         w = self.eig[0]
         return int((w > RANK_RTOL * w[0]).sum()) if w.size and w[0] > 0 else 0
+
+    def whitener(self, ridge: float = 0.0) -> np.ndarray:
+        """Cxx^-½ as V Λ^-½ (p, r): over the rank, or of Cxx + ridge·tr(Cxx)/p·I (p, p).
+        Made once per representation and ridge, shared by the measures that whiten."""
+        cache = self.__dict__.setdefault("_whiteners", {})
+        if ridge not in cache:
+            lam, vec = self.eig
+            if ridge > 0:
+                lam = lam + ridge * float(lam.sum()) / self.p
+                cache[ridge] = vec / np.sqrt(lam)
+            else:
+                cache[ridge] = vec[:, : self.rank] / np.sqrt(lam[: self.rank])
+        return cache[ridge]
 
     def cross_cov(self, other: Side, ab: PairMoments) -> np.ndarray:
         """Cxy (p, q) from the pair's XᵀY of the offset rows."""

@@ -35,17 +35,15 @@ class Whitened:
 def whiten(side: Side, ridge: float, measure: str = "cca") -> Whitened:
     """Cxx^-½ of ``side``; without ``ridge`` a rank-deficient side is refused."""
     side.check()
-    lam, vec = side.eig
     if ridge > 0:
-        lam = lam + ridge * float(lam.sum()) / side.p
-        return Whitened(side, vec / np.sqrt(lam))
+        return Whitened(side, side.whitener(ridge))
     if side.rank < side.p:
         raise ComparisonError(
             f"Representation {side.name} is rank-deficient ({side.rank} of {side.p} centred "
             f"directions above 1e-10 × the largest variance over {side.n} rows): CCA is "
             f"ill-posed. Add a ridge ({measure}:ridge=1e-3) or reduce it first (svcca)."
         )
-    return Whitened(side, vec / np.sqrt(lam))
+    return Whitened(side, side.whitener(0.0))
 
 
 def canonical(
@@ -53,8 +51,7 @@ def canonical(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Canonical correlations (descending, k = min(r_a, r_b)) and, if asked, A's
     canonical directions (p, k) in the offset units of A."""
-    cxy = a.side.cross_cov(b.side, cross.views["raw"])
-    t = a.w.T @ cxy @ b.w
+    t = cross.whitened(a.side, b.side, a.w) @ b.w
     if with_vectors:
         u, rho, _ = np.linalg.svd(t, full_matrices=False)
         return check_rho(rho, cross.names), a.w @ u

@@ -37,18 +37,12 @@ class LinReg(Measure):
 
     def partial(self, side: Side, opts: Mapping[str, Any]) -> Predictor:
         side.check()
-        lam, vec = side.eig
-        if opts["ridge"]:
-            lam = lam + opts["ridge"] * float(lam.sum()) / side.p
-            return Predictor(side, vec / np.sqrt(lam))
-        r = side.rank
-        return Predictor(side, vec[:, :r] / np.sqrt(lam[:r]))
+        return Predictor(side, side.whitener(opts["ridge"]))
 
     def finalize(
         self, a: Predictor, b: Predictor, cross: Cross | None, opts: Mapping[str, Any]
     ) -> dict[str, Any]:
         assert cross is not None
-        cxy = a.side.cross_cov(b.side, cross.views["raw"])
-        t = a.w.T @ cxy
+        t = cross.whitened(a.side, b.side, a.w)
         value = float(np.vdot(t, t)) / float(np.trace(b.side.cov))
         return {"linreg": clip_unit(value, "The R² of linreg", cross.names)}

@@ -15,7 +15,7 @@ from reprstore.metrics.base import Cross, Measure, Side, clip_unit, singular_val
 
 def nuclear_ratio(a: Side, b: Side, cross: Cross) -> float:
     """‖Cxy‖_* / √(tr Cxx · tr Cyy), in [0, 1]."""
-    cxy = a.cross_cov(b, cross.views["raw"])
+    cxy = cross.cxy(a, b)
     nuc = float(singular_values(cxy).sum())
     value = nuc / np.sqrt(np.trace(a.cov)) / np.sqrt(np.trace(b.cov))
     return clip_unit(value, "The Procrustes similarity", cross.names)

@@ -71,7 +71,7 @@ class Shape(Measure):
         self, a: Shaped, b: Shaped, cross: Cross | None, opts: Mapping[str, Any]
     ) -> dict[str, Any]:
         assert cross is not None
-        cxy = a.side.cross_cov(b.side, cross.views["raw"])
+        cxy = cross.cxy(a.side, b.side)
         m = (a.side.eig[1].T @ cxy @ b.side.eig[1]) * a.f[:, None] * b.f[None, :]
         nuc = float(singular_values(m).sum())
         value = clip_unit(nuc / a.norm / b.norm, "The shape similarity", cross.names)
