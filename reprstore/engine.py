@@ -1,22 +1,22 @@
-"""The CKA engine: compare in-memory or out-of-core arrays, pair by pair or as a grid.
+"""The engine: compare in-memory or out-of-core arrays by any registered measures.
 
-:func:`cka` compares two arrays (numpy, dask, zarr, torch or any array-like with
-``shape``, ``dtype`` and row slicing). :func:`compare_arrays` is the engine behind it and
-behind the store grids of :func:`compare`: it plans passes within a memory budget, builds
-one-pass dask graphs (:mod:`reprstore.stats.dask_graph`), and turns the finished
-statistics into :class:`~reprstore.metrics.cka.CKAResult` objects.
+:func:`measure_arrays` computes every measure asked for (``"cka,cca,procrustes"``, see
+:mod:`reprstore.metrics.registry`) for every pair of arrays (numpy, dask, zarr, torch or
+any array-like with ``shape``, ``dtype`` and row slicing) from one pass over the data
+(:mod:`reprstore.passes`); :func:`describe_arrays` the single-representation measures.
+:func:`cka` and :func:`compare_arrays` are the CKA-only entry points, unchanged for their
+users: they run the ``cka`` measure and hand back
+:class:`~reprstore.metrics.cka.CKAResult` objects. The store-level grids are
+:func:`reprstore.compare.compare` and :func:`reprstore.description.describe`.
 
-Passes
-------
-* linear, biased/debiased: one pass reads every row block of every involved array once;
-  it accumulates each representation's own statistics once and each pair's cross
-  statistics, in place, in one state per chain of blocks (one chain per core for a
-  small state; a grid's large state is one chain whose products share the cores). When
-  the p × q cross matrices of all pairs exceed ``memory``, the pairs are split over
-  several passes.
-* minibatch: one pass (consecutive batches), or one pass per group of random batches that
-  fits in ``memory`` (``shuffle``). With the RBF kernel, one earlier pass for σ.
-* rbf, biased/debiased: needs the n × n kernels in memory; refused beyond ``memory``.
+Passes (one memory model, ``memory`` bytes):
+
+* linear statistics of every (representation, row view) stream and every pair of streams
+  (n, Σx, XᵀX, XᵀY, row-norm sums): one pass reads every row block once; a grid whose
+  statistics exceed ``memory`` is split over several passes;
+* minibatch CKA: chains of consecutive blocks (or groups of random batches that fit);
+  with the RBF kernel, one earlier pass for σ;
+* exact RBF CKA: the n × n kernels in memory, refused beyond ``memory``.
 """
 
 from __future__ import annotations
