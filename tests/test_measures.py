@@ -260,3 +260,16 @@ def test_five_measures_are_one_pass() -> None:
     assert [r.rows for r in recs] == [N] * 6
     for i, j in pairs:
         assert set(out.pairs[(i, j)]) >= {"cka", "cca", "procrustes", "linreg", "rsa"}
+
+
+@pytest.mark.parametrize(("rdm", "method"), [("sqeuclidean", "euclidean"),
+                                              ("correlation", "correlation")])  # fmt: skip
+def test_rsa_agrees_with_rsatoolbox(rdm: str, method: str) -> None:
+    """A peer, where it installs (not a dependency): rsatoolbox's RDMs (its 'euclidean' is
+    the squared distance over p) compared by Pearson correlation."""
+    rsatoolbox = pytest.importorskip("rsatoolbox")
+    x, y = data(8)
+    rdms = [rsatoolbox.rdm.calc_rdm(rsatoolbox.data.Dataset(m), method=method) for m in (x, y)]
+    want = float(rsatoolbox.rdm.compare(rdms[0], rdms[1], method="corr")[0, 0])
+    got = paired(f"rsa:rdm={rdm}", da.from_array(x, chunks=(7, -1)), y)[(0, 1)]
+    assert got["rsa"] == pytest.approx(want, rel=1e-6)
