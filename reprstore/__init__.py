@@ -23,6 +23,9 @@ _LAZY = {
     "recorder": "reprstore.extraction",
     "cka": "reprstore.engine",
     "CKAResult": "reprstore.metrics.cka",
+    "compare": "reprstore.compare",
+    "describe": "reprstore.description",
+    "measures": "reprstore.metrics.registry",
 }
 
 __all__ = ["ReprKey", "ReprstoreError", "Selector", "__version__", *_LAZY]

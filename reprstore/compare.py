@@ -13,6 +13,8 @@ import contextlib
 import csv
 import math
 import os
+import sys
+import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -24,7 +26,7 @@ from reprstore.engine import (
     DEFAULT_BATCH_SIZE,
     TARGET_BLOCK_BYTES,
     Progress,
-    compare_arrays,
+    measure_arrays,
 )
 from reprstore.errors import (
     ComparisonError,
@@ -34,7 +36,10 @@ from reprstore.errors import (
     NotFoundError,
 )
 from reprstore.keys import SELECTOR_KEYS, ReprKey, Selector, differ_match_filter, key_order
-from reprstore.metrics.cka import CKAResult, check_options
+from reprstore.metrics.base import Spec
+from reprstore.metrics.cka import check_options
+from reprstore.metrics.registry import parse_measures
+from reprstore.passes import finalize_features
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -168,12 +173,15 @@ def plan_grid(
     pairs: Sequence[tuple[ReprKey, ReprKey]] | None = None,
     pair_where: str | None = None,
     allow_incomplete: bool = False,
+    row_paired: bool = True,
 ) -> GridPlan:
     """Every A × B pair that ``match``/``differ``, ``pairs`` and ``pair_where`` allow.
 
     ``pair_where`` is a condition over both sides (``a.seed != b.seed and not (a.tasks &
     b.tasks)``) reading :data:`PAIR_KEYS` and run attributes, checked by
     :func:`reprstore.expr.parse_pair_filter` (never run as code).
+
+    ``row_paired=False`` (feature-paired measures only) lets a pair span two datasets.
 
     Raises
     ------
@@ -224,7 +232,8 @@ def plan_grid(
             index[info.key] = len(reprs)
             reprs.append(info)
     for x, y in chosen:
-        _check_pair(x, y)
+        if row_paired:
+            _check_pair(x, y)
     for info in reprs:
         if not info.complete and not allow_incomplete:
             raise IncompleteError(
@@ -348,32 +357,20 @@ def _dask_array(store: Store, info: ReprInfo, rows: int, allow_incomplete: bool)
     return da.from_array(arr, chunks=(rows, -1), name=name)
 
 
-def _row(a: ReprInfo, b: ReprInfo, r: CKAResult) -> dict[str, Any]:
-    row: dict[str, Any] = {f"a_{k}": getattr(a.key, k) for k in KEY_FIELDS}
-    row.update({f"b_{k}": getattr(b.key, k) for k in KEY_FIELDS})
-    row.update(
-        dataset=a.dataset, estimator=r.estimator, kernel=r.kernel, n_samples=r.n_samples,
-        cka=r.cka, n_batches=r.n_batches, batch_size=r.batch_size, sigma=r.sigma,
-        sigma_method=r.sigma_method, hsic_ab=r.hsic_ab, hsic_aa=r.hsic_aa, hsic_bb=r.hsic_bb,
-    )  # fmt: skip
-    return row
-
-
-def _run_dataset(
+def _dataset_arrays(
     store: Store,
     plan: GridPlan,
+    idx: Sequence[int],
     dataset: str,
-    *,
     where: str | None,
     allow_incomplete: bool,
-    progress: Progress | None,
-    **options: Any,
-) -> dict[tuple[int, int], CKAResult]:
-    pairs = [(i, j) for i, j in plan.pairs if plan.reprs[i].dataset == dataset]
-    idx = sorted({i for p in pairs for i in p})
+    min_rows: int,
+    memory: int | str | None,
+) -> tuple[list[da.Array], np.ndarray | None, int]:
+    """The arrays of ``plan.reprs[idx]`` (one dataset), their row mask and row count."""
     infos = [plan.reprs[i] for i in idx]
     n = min(info.rows_written if not info.complete else info.shape[0] for info in infos)
-    rows = block_rows_for(infos)
+    rows = block_rows_for(infos, _block_target(infos, memory))
     arrays = [_dask_array(store, info, rows, allow_incomplete) for info in infos]
     arrays = [x if x.shape[0] == n else x[:n] for x in arrays]
     mask = row_mask(store, dataset, where)
@@ -384,22 +381,61 @@ def _run_dataset(
             )
         mask = mask[:n]
         kept = int(mask.sum())
-        need = 2 if options["estimator"] == "biased" else 4
-        if kept < need:
+        if kept < min_rows:
             raise ComparisonError(
                 f"--where {where!r} keeps {kept} of {n} rows of dataset {dataset!r}: expected "
-                f"at least {need} rows."
+                f"at least {min_rows} rows."
             )
+    return arrays, mask, (int(mask.sum()) if mask is not None else n)
+
+
+def _block_target(infos: Sequence[ReprInfo], memory: int | str | None) -> int:
+    """Bytes of one row block: :data:`TARGET_BLOCK_BYTES`, less under a small ``memory``."""
+    from reprstore.engine import BLOCK_SHARE
+    from reprstore.stats.dask_graph import scheduler_threads
+    from reprstore.stats.plan import parse_memory
+
+    share = parse_memory(memory) // (BLOCK_SHARE * 4 * scheduler_threads(None))
+    return max(1, min(TARGET_BLOCK_BYTES, share))
+
+
+def _run_dataset(
+    store: Store,
+    plan: GridPlan,
+    dataset: str,
+    specs: Sequence[Spec],
+    *,
+    where: str | None,
+    allow_incomplete: bool,
+    progress: Progress | None,
+    own: Sequence[int] = (),
+    **options: Any,
+) -> tuple[dict[tuple[int, int], dict[str, Any]], dict[int, dict[str, Any]], int]:
+    """Every pair of ``dataset`` (and the partials of ``own``): columns by plan pair."""
+    from reprstore.engine import min_rows_for
+
+    pairs = [
+        (i, j)
+        for i, j in plan.pairs
+        if plan.reprs[i].dataset == dataset and plan.reprs[j].dataset == dataset
+    ]
+    idx = sorted({i for p in pairs for i in p} | set(own))
+    need = min_rows_for(specs)
+    arrays, mask, n = _dataset_arrays(store, plan, idx, dataset, where, allow_incomplete, need,
+                                      options.get("memory"))  # fmt: skip
     pos = {i: k for k, i in enumerate(idx)}
-    results = compare_arrays(
+    out = measure_arrays(
         arrays,
         [(pos[i], pos[j]) for i, j in pairs],
-        names=[info.key.label() for info in infos],
+        specs,
+        names=[plan.reprs[i].key.label() for i in idx],
         mask=mask,
+        own=[pos[i] for i in own],
         progress=progress,
         **options,
     )
-    return dict(zip(pairs, results, strict=True))
+    found = {(i, j): out.pairs[(pos[i], pos[j])] for i, j in pairs}
+    return found, {i: out.partials[pos[i]] for i in own}, n
 
 
 def compare(
@@ -407,6 +443,7 @@ def compare(
     a: str | Selector | None,
     b: str | Selector | None,
     *,
+    measures: str | Sequence[str] = "cka",
     estimator: str = "debiased",
     kernel: str = "linear",
     sigma: float = 0.5,
@@ -426,13 +463,16 @@ def compare(
     split_every: int | None = None,
     progress: Progress | None = None,
 ) -> pd.DataFrame:
-    """CKA of every selected A with every selected B, in one pass over the data.
+    """Every requested measure of every selected A with every selected B, in one pass.
 
     Parameters
     ----------
     store : Store or path/URL
     a, b : selectors (``model=m,layer=encoder.*``) of the two sides
-    estimator, kernel, sigma, batch_size, shuffle, device, precision, memory
+    measures : ``"cka,cca,svcca:keep=0.99,pca:k=20"`` (see :func:`reprstore.measures`)
+    estimator, kernel, sigma, batch_size, shuffle
+        Options of ``cka`` (``cka:estimator=…`` in ``measures`` overrides them).
+    device, precision, memory
         As for :func:`reprstore.cka`.
     where : str, optional
         condition over the dataset's ``id`` and metadata columns (:mod:`reprstore.expr`,
@@ -450,42 +490,50 @@ def compare(
     Returns
     -------
     pandas.DataFrame
-        One row per pair: :data:`RESULT_COLUMNS` then :data:`EXTRA_COLUMNS`.
+        One row per pair: the keys, ``dataset``, ``n_samples``, then one column per
+        scalar of each measure (``cka`` keeps :data:`RESULT_COLUMNS` and
+        :data:`EXTRA_COLUMNS`), array-valued outputs as list columns.
     """
-    import pandas as pd
 
     check_options(estimator, kernel)
+    specs = parse_measures(measures, defaults={"cka": dict(
+        estimator=estimator, kernel=kernel, sigma=sigma, batch_size=batch_size, shuffle=shuffle,
+    )})  # fmt: skip
+    single = [s.name for s in specs if s.measure.pairing == "single"]
+    if single:
+        raise InputError(
+            f"{', '.join(single)} describe(s) one representation: use reprstore describe."
+        )
+    row_paired = [s.name for s in specs if s.measure.pairing == "rows"]
     st = _open(store)
     plan = plan_grid(
         st, a, b, match=match, differ=differ, pairs=pairs, pair_where=pair_where,
-        allow_incomplete=allow_incomplete,
+        allow_incomplete=allow_incomplete, row_paired=bool(row_paired),
     )  # fmt: skip
-    options: dict[str, Any] = dict(
-        estimator=estimator, kernel=kernel, sigma=sigma, batch_size=batch_size,
-        shuffle=shuffle, device=device, precision=precision, memory=memory,
-    )  # fmt: skip
+    options: dict[str, Any] = dict(device=device, precision=precision, memory=memory)
     if split_every is not None:
         options["split_every"] = split_every
-    found: dict[tuple[int, int], CKAResult] = {}
+    across = [(i, j) for i, j in plan.pairs if plan.reprs[i].dataset != plan.reprs[j].dataset]
+    found: dict[tuple[int, int], dict[str, Any]] = {}
+    partials: dict[int, dict[str, Any]] = {}
+    rows_of: dict[str, int] = {}
     with dask_scheduler(workers, scheduler) as sched:
-        for dataset in plan.datasets:
-            found.update(
-                _run_dataset(
-                    st,
-                    plan,
-                    dataset,
-                    where=where,
-                    allow_incomplete=allow_incomplete,
-                    progress=progress,
-                    scheduler=sched,
-                    **options,
-                )
-            )
-    rows = [_row(plan.reprs[i], plan.reprs[j], found[(i, j)]) for i, j in plan.pairs]
-    df = pd.DataFrame(rows, columns=RESULT_COLUMNS + EXTRA_COLUMNS)
+        for dataset in _datasets(plan):
+            own = sorted({k for p in across for k in p if plan.reprs[k].dataset == dataset})
+            got, part, rows_of[dataset] = _run_dataset(
+                st, plan, dataset, specs, where=where, allow_incomplete=allow_incomplete,
+                progress=progress, scheduler=sched, own=own, **options,
+            )  # fmt: skip
+            found.update(got)
+            partials.update(part)
+    for i, j in across:
+        names = (plan.reprs[i].key.label(), plan.reprs[j].key.label())
+        found[(i, j)] = finalize_features(specs, partials[i], partials[j], names, 0)
+    df = _table(plan, specs, found, rows_of, bool(across))
     return annotate(
         df, st, plan, a=a, b=b, match=match, differ=differ, pairs=pairs,
-        pair_where=pair_where, where=where, options=options,
+        pair_where=pair_where, where=where,
+        options={**options, "measures": [s.key for s in specs]},
     )  # fmt: skip
 
 
@@ -522,3 +570,71 @@ def annotate(
         options={k: v for k, v in options.items() if k != "scheduler"},
     )  # fmt: skip
     return df
+
+
+def _datasets(plan: GridPlan) -> list[str]:
+    return sorted({plan.reprs[k].dataset for p in plan.pairs for k in p})
+
+
+def result_columns(specs: Sequence[Spec], across: bool = False) -> list[str]:
+    """The columns of a result table for these measures (see :func:`compare`)."""
+    keys = [*(f"a_{k}" for k in KEY_FIELDS), *(f"b_{k}" for k in KEY_FIELDS), "dataset"]
+    if across:
+        keys += ["b_dataset", "b_n_samples"]
+    main: list[str] = []
+    info: list[str] = []
+    for s in specs:
+        scalars, arrays = s.measure.columns(s.opts)
+        main += [s.column(c) for c in (*scalars, *arrays)]
+        info += [s.column(c) for c in s.measure.info]
+    cka = next((s for s in specs if s.name == "cka" and not s.suffix), None)
+    if cka is None:
+        return [*keys, "n_samples", *main, *info]
+    head = [*keys, "estimator", "kernel", "n_samples", "cka"]
+    rest = [c for c in main if c != "cka"]
+    extra = EXTRA_COLUMNS + [c for c in info if c not in (*EXTRA_COLUMNS, "estimator", "kernel")]
+    return head + rest + extra
+
+
+def _cell(value: Any) -> Any:
+    """Result values as plain Python: arrays become lists of floats."""
+    if isinstance(value, np.ndarray):
+        return [float(v) for v in value.ravel()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _table(
+    plan: GridPlan,
+    specs: Sequence[Spec],
+    found: dict[tuple[int, int], dict[str, Any]],
+    rows_of: dict[str, int],
+    across: bool,
+) -> pd.DataFrame:
+    import pandas as pd
+
+    columns = result_columns(specs, across)
+    rows = []
+    for i, j in plan.pairs:
+        a, b = plan.reprs[i], plan.reprs[j]
+        row: dict[str, Any] = {f"a_{k}": getattr(a.key, k) for k in KEY_FIELDS}
+        row.update({f"b_{k}": getattr(b.key, k) for k in KEY_FIELDS})
+        row.update(dataset=a.dataset, n_samples=rows_of[a.dataset])
+        if across:
+            row.update(b_dataset=b.dataset, b_n_samples=rows_of[b.dataset])
+        row.update({k: _cell(v) for k, v in found[(i, j)].items() if not k.startswith("_")})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
+class _CallableModule(types.ModuleType):
+    """``reprstore.compare`` is both this module and, for users, the function: once the
+    module is imported, Python binds the package attribute to the module, so calling it
+    calls :func:`compare`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
+        return compare(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -141,5 +141,5 @@ def test_cli_minibatch_table_shows_batches(
                                  "--out", "m.csv"])  # fmt: skip
     assert r.exit_code == 0, r.stderr
     n = int(pd.read_csv(cli_store / "m.csv")["n_samples"].iloc[0])
-    batches = n // 50 + (1 if n % 50 >= 4 else 0)  # a last block under 4 rows is left out
+    batches = max(1, n // 50)  # SPEC: k = max(1, ⌊n/B⌋) batches of near-equal size
     assert "n_batches" in r.stdout and f"│ {batches} " in r.stdout

@@ -13,7 +13,7 @@ import typer
 import typer.rich_utils
 
 from reprstore.cli import _options as opt
-from reprstore.cli import admin_cmds, cka_cmd, extract_cmd, store_cmds
+from reprstore.cli import admin_cmds, cka_cmd, compare_cmd, extract_cmd, store_cmds
 
 HELP_MIN_WIDTH = 120
 """--help is laid out at least this wide (a narrower terminal wraps the lines itself):
@@ -54,6 +54,8 @@ app.command("rm")(admin_cmds.rm)
 app.command("upgrade")(admin_cmds.upgrade)
 app.command("verify")(store_cmds.verify)
 app.command("cka")(cka_cmd.cka)
+app.command("compare")(compare_cmd.compare)
+app.command("describe")(compare_cmd.describe)
 
 
 def main() -> None:

@@ -72,6 +72,17 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def json_lists(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with list-valued cells (curves, canonical correlations) as JSON text, for CSV."""
+    lists = [c for c in df.columns if df[c].map(lambda v: isinstance(v, list)).any()]
+    if not lists:
+        return df
+    out = df.copy()
+    for c in lists:
+        out[c] = df[c].map(lambda v: json.dumps(v) if isinstance(v, list) else v)
+    return out
+
+
 def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     """The rows of ``df`` as plain dicts (what the JSON file holds)."""
     return [{str(k): _clean(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
@@ -102,7 +113,7 @@ def write_results(
     out = Path(path)
     record = dict(provenance or df.attrs.get(PROVENANCE_KEY) or make_provenance())
     if fmt == ".csv":
-        df.to_csv(out, index=False)
+        json_lists(df).to_csv(out, index=False)
         write_sidecar(out, record)
     elif fmt == ".json":
         body = {"provenance": record, "rows": records(df)}
