@@ -533,7 +533,10 @@ def compare(
     return annotate(
         df, st, plan, a=a, b=b, match=match, differ=differ, pairs=pairs,
         pair_where=pair_where, where=where,
-        options={**options, "measures": [s.key for s in specs]},
+        options={
+            **options, "estimator": estimator, "kernel": kernel, "sigma": sigma,
+            "batch_size": batch_size, "shuffle": shuffle, "measures": [s.key for s in specs],
+        },
     )  # fmt: skip
 
 

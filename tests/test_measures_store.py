@@ -33,12 +33,12 @@ def test_five_measures_read_every_chunk_once(store: Path) -> None:  # noqa: F811
     group = zarr.open_group(str(store), mode="r")
     for seed in ("0", "1"):
         for layer in LAYERS:
-            reads = _chunk_reads(counts, f"m/{seed}/final/{layer}")
-            chunks = group[f"reprs/m/{seed}/final/{layer}"].chunks[0]
+            reads = _chunk_reads(counts, f"m/{seed}/final/default/{layer}")
+            chunks = group[f"reprs/m/{seed}/final/default/{layer}"].chunks[0]
             assert len(reads) == -(-N // chunks) and set(reads) == {1}
     for _, row in df.head(4).iterrows():
-        x = stored(store, f"m/0/final/{row['a_layer']}")
-        y = stored(store, f"m/{row['b_seed']}/final/{row['b_layer']}")
+        x = stored(store, f"m/0/final/default/{row['a_layer']}")
+        y = stored(store, f"m/{row['b_seed']}/final/default/{row['b_layer']}")
         for name in ("cca", "procrustes", "linreg", "rsa"):
             assert row[name] == pytest.approx(ORACLES[name](x, y)[name], rel=1e-6), name
 
@@ -58,7 +58,7 @@ def test_columns_and_list_outputs(store: Path, tmp_path: Path) -> None:  # noqa:
     write_results(df, tmp_path / "r.parquet")
     csv = pd.read_csv(tmp_path / "r.csv")
     assert json.loads(csv["cca_rho"].iloc[0]) == pytest.approx(df["cca_rho"].iloc[0])
-    rows = json.loads((tmp_path / "r.json").read_text())
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
     assert rows[0]["cev_b_in_a_curve"] == pytest.approx(df["cev_b_in_a_curve"].iloc[0])
     back = pd.read_parquet(tmp_path / "r.parquet")
     assert list(back["angles"].iloc[0]) == pytest.approx(df["angles"].iloc[0])
@@ -68,8 +68,8 @@ def test_pca_across_datasets_and_row_paired_refused(store: Path) -> None:  # noq
     df = reprstore.compare(store, "model=m,seed=0,layer=l1", "model=m2", measures="pca:k=2")
     row = df.iloc[0]
     assert (row["dataset"], row["b_dataset"], row["b_n_samples"]) == ("default", "other", 150)
-    x = stored(store, "m/0/final/l1")
-    y = zarr.open_group(str(store), mode="r")["reprs/m2/0/final/l1"][:].astype(np.float64)
+    x = stored(store, "m/0/final/default/l1")
+    y = zarr.open_group(str(store), mode="r")["reprs/m2/0/final/other/l1"][:].astype(np.float64)
     want = ORACLES["pca"](x, y, k=2)
     for col in ("cev_b_in_a", "cev_a_in_b", "pr_a", "pr_b", "pr_b_in_a"):
         assert row[col] == pytest.approx(want[col], rel=1e-6), col
@@ -83,7 +83,7 @@ def test_describe_over_the_store(store: Path) -> None:  # noqa: F811
     assert len(df) == 3 and set(df["n_samples"]) == {N}
     labels = np.arange(N) % 3  # the fixture's label column
     for _, row in df.iterrows():
-        x = stored(store, f"m/0/final/{row['layer']}")
+        x = stored(store, f"m/0/final/default/{row['layer']}")
         for name, kw in [("pr", {}), ("erank", {}), ("variance", {}), ("sparsity", {"tol": 3}),
                          ("selectivity", {"labels": labels})]:  # fmt: skip
             assert row[name] == pytest.approx(ref_describe(x, name, **kw)[name], rel=1e-6)
