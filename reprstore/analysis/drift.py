@@ -119,11 +119,12 @@ def weight_drift(
 
     files = sorted(checkpoint_files([os.fspath(c) for c in checkpoints]), key=_timeline_order)
     ref = _reference(files, against)
+    assert ref.path is not None and all(c.path is not None for c in files)
     rows: list[list[Any]] = []
     with open_weights(ref.path) as reference:
         shapes = _selected(reference.shapes(), params, ref.label)
         for ckpt in files:
-            with open_weights(ckpt.path) as current:
+            with open_weights(ckpt.path) as current:  # type: ignore[arg-type]
                 _check_fits(current.shapes(), shapes, ckpt.label, ref.label)
                 total = Sums()
                 for name, shape in shapes.items():

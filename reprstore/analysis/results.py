@@ -32,6 +32,12 @@ TEXT_COLUMNS = (
 )
 #: Numeric columns that describe how a value was computed, not a value to analyse.
 NOT_MEASURES = frozenset({"n_samples", "n_batches", "batch_size", "sigma", "n", "rows"})
+#: Axis titles of the weight-drift columns.
+TITLES = {
+    "rel_change": "relative change ‖W − W_ref‖ / ‖W_ref‖",
+    "cosine": "cosine of W to W_ref",
+    "change": "change ‖W − W_ref‖",
+}
 READ_FORMATS = (".csv", ".json", ".parquet")
 _VALUE = re.compile(r"^\s*(?:(1)\s*-\s*)?([A-Za-z_][A-Za-z0-9_.]*)\s*$")
 
@@ -54,7 +60,10 @@ def natural_groups(df: pd.DataFrame, keys: list[str]) -> list[tuple[tuple[str, .
     """``(group values, rows)`` of ``df`` grouped by ``keys``, in natural order of the values."""
     if not keys:
         return [((), df)]
-    parts = [(g if isinstance(g, tuple) else (g,), p) for g, p in df.groupby(keys, sort=False)]
+    parts: list[tuple[tuple[str, ...], pd.DataFrame]] = [
+        (tuple(str(v) for v in g) if isinstance(g, tuple) else (str(g),), p)
+        for g, p in df.groupby(keys, sort=False)
+    ]
     return sorted(parts, key=lambda gp: tuple(natural_key(v) for v in gp[0]))
 
 
@@ -81,8 +90,8 @@ def read_results(source: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
     return df
 
 
-def _name(source: object) -> str:
-    return "(DataFrame)" if isinstance(source, pd.DataFrame) else os.fspath(source)  # type: ignore[arg-type]
+def _name(source: pd.DataFrame | str | os.PathLike[str]) -> str:
+    return "(DataFrame)" if isinstance(source, pd.DataFrame) else os.fspath(source)
 
 
 def _read_file(path: Path) -> pd.DataFrame:
@@ -146,7 +155,9 @@ class Value:
     @property
     def title(self) -> str:
         """A longer axis title: ``drift (1 − cka)``."""
-        return f"drift (1 − {self.column})" if self.complement else self.column
+        if self.complement:
+            return f"drift (1 − {self.column})"
+        return TITLES.get(self.column, self.column)
 
     def of(self, df: pd.DataFrame) -> np.ndarray:
         """The value on every row of ``df`` (float64).
@@ -223,8 +234,10 @@ def resolve_key(df: pd.DataFrame, name: str, option: str) -> str:
     sides = [c for c in (f"a_{name}", f"b_{name}") if c in df.columns]
     if not sides:
         columns = [str(c) for c in df.columns]
+        bare = {c[2:] for c in columns if c.startswith(("a_", "b_"))}
         raise NotFoundError(
-            f"No column {name!r} for {option} in the results{closest(name, columns)}; "
+            f"No column {name!r} for {option} in the results"
+            f"{closest(name, [*sorted(bare), *columns])}; "
             f"columns: {', '.join(columns)}."
         )
     if len(sides) == 1:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from reprstore.cli import cka_cmd, extract_cmd, store_cmds
+from reprstore.cli import analysis_cmds, cka_cmd, extract_cmd, store_cmds
 
 app = typer.Typer(
     name="reprstore",
@@ -26,6 +26,9 @@ app.command("ls")(store_cmds.ls)
 app.command("info")(store_cmds.info)
 app.command("verify")(store_cmds.verify)
 app.command("cka")(cka_cmd.cka)
+app.command("summarize")(analysis_cmds.summarize)
+app.command("plot")(analysis_cmds.plot)
+app.command("drift")(analysis_cmds.drift)
 
 
 def main() -> None:

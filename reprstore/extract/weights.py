@@ -9,6 +9,7 @@ numpy slices of at most ``CHUNK`` elements, so the drift math stays in numpy.
 from __future__ import annotations
 
 import contextlib
+import glob
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,12 @@ def checkpoint_files(values: list[str]) -> list[Checkpoint]:
     """Checkpoint files from paths and globs (natural order), labelled by file stem."""
     if not values:
         raise InputError("Give checkpoint files (paths or a glob such as 'ckpts/step*.pt').")
+    for value in values:
+        if set(value) & set("*?["):
+            if not glob.glob(value):
+                raise InputError(f"No checkpoint file matches {value!r}.")
+        elif not Path(value).is_file():
+            raise InputError(f"Checkpoint {value}: no such file.")
     return expand_checkpoints(values)
 
 
