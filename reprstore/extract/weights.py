@@ -47,7 +47,15 @@ class WeightFile:
                 first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
                 raise InputError(f"Cannot open {path.name}: {first}") from err
         else:
-            self._tensors = read_state_dict(path)
+            try:
+                self._tensors = read_state_dict(path)
+            except InputError as err:
+                if "weights_only" not in str(err):
+                    raise
+                raise InputError(
+                    f"Checkpoint {path.name} holds pickled Python objects, and drift loads "
+                    "checkpoints with weights_only=True only: save model.state_dict() instead."
+                ) from None
 
     def __enter__(self) -> WeightFile:
         return self
@@ -76,8 +84,9 @@ class WeightFile:
         names = self._safe.keys() if self._safe is not None else list(self._tensors or {})
         return [n for n in names if n not in self.shapes()]
 
-    def chunks(self, name: str, size: int = CHUNK) -> Iterator[np.ndarray]:
+    def chunks(self, name: str, size: int | None = None) -> Iterator[np.ndarray]:
         """The tensor ``name`` flattened, as float64 slices of at most ``size`` elements."""
+        size = size or CHUNK
         tensor = self._safe.get_tensor(name) if self._safe is not None else self._tensors[name]  # type: ignore[index]
         flat = tensor.detach().reshape(-1)
         for start in range(0, flat.numel(), size):
