@@ -117,8 +117,9 @@ def weight_drift(
     """
     from reprstore.extract.weights import checkpoint_files, open_weights
 
-    files = sorted(checkpoint_files([os.fspath(c) for c in checkpoints]), key=_timeline_order)
-    ref = _reference(files, against)
+    given = checkpoint_files([os.fspath(c) for c in checkpoints])
+    ref = _reference(given, against)
+    files = sorted(given, key=_timeline_order)
     assert ref.path is not None and all(c.path is not None for c in files)
     rows: list[list[Any]] = []
     with open_weights(ref.path) as reference:

@@ -56,6 +56,9 @@ class WeightFile:
                     f"Checkpoint {path.name} holds pickled Python objects, and drift loads "
                     "checkpoints with weights_only=True only: save model.state_dict() instead."
                 ) from None
+            except Exception as err:  # read_state_dict's non-zip fallback load is unguarded
+                first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+                raise InputError(f"Cannot load checkpoint {path.name}: {first}") from err
 
     def __enter__(self) -> WeightFile:
         return self
