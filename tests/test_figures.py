@@ -173,3 +173,34 @@ def test_cli_plot_and_bad_input(tmp_path: Path, profile: pd.DataFrame) -> None:
     assert_user_error(run_cli("plot", "nope.csv", "--kind", "profile", "--out", "x.png",
                               cwd=tmp_path), "no such file")  # fmt: skip
     assert not (tmp_path / "x.png").exists()
+
+
+def test_readme_statistics_section_runs_as_written(tmp_path: Path) -> None:
+    """The README's Statistics examples, in order, in a fresh folder; their figures drawn."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text[text.index("## Statistics") :]
+    section = section[: section.index("\n## ", 3)]
+    script = "\n".join(re.findall(r"```bash\n(.*?)```", section, re.S))
+    for kind in ("profile", "timeline", "seeds"):
+        assert f"--kind {kind}" in script
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = " ".join(proc.stdout.split())
+    assert "smallest attainable two-sided p is 0.1" in out and "4 vs 4 seeds can" in out
+    contrast = pd.read_csv(tmp_path / "study" / "contrast.csv")
+    assert len(contrast) == 4 and (contrast["ratio"] < 1).all()
+    for name in ("study/profile.png", "training/timeline.png", "training/weights.png"):
+        assert (tmp_path / name).read_bytes().startswith(MAGIC[".png"]), name
+    assert (tmp_path / "training" / "seeds.pdf").read_bytes().startswith(MAGIC[".pdf"])
+    timeline = pd.read_csv(tmp_path / "training" / "timeline.csv")
+    fig, _ = draw_timeline(timeline, Value("cka"), by=None, over="seed", x=None, band="ci",
+                           level=0.95, final_step=1000, title=None)  # fmt: skip
+    assert list(fig.axes[0].lines[0].get_xdata()) == [0, 50, 100, 200, 400, 700, 1000]
+    plt.close(fig)

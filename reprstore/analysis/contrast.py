@@ -35,7 +35,7 @@ from reprstore.analysis.results import (
     resolve_keys,
     value_of,
 )
-from reprstore.analysis.summary import check_level
+from reprstore.analysis.summary import check_level, t_quantile
 from reprstore.errors import InputError, NotFoundError
 
 ALTERNATIVES = ("two-sided", "less", "greater")
@@ -163,15 +163,13 @@ def permutation_test(
 
 def welch_interval(x: np.ndarray, y: np.ndarray, level: float) -> tuple[float, float, float]:
     """x̄ − ȳ and its Welch t-interval (Welch–Satterthwaite degrees of freedom)."""
-    from scipy import stats
-
     diff = float(x.mean() - y.mean())
     vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
     se = math.sqrt(vx + vy)
     if se == 0.0:
         return diff, diff, diff
     df = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1))
-    half = float(stats.t.ppf(0.5 + level / 2.0, df)) * se
+    half = t_quantile(0.5 + level / 2.0, df) * se
     return diff, diff - half, diff + half
 
 
@@ -182,8 +180,6 @@ def fieller_interval(x: np.ndarray, y: np.ndarray, level: float) -> tuple[float,
     freedom of x̄ − ρ̂ȳ. Unbounded (−inf, inf) when ȳ² ≤ t²v_y: ȳ is not clearly away
     from 0.
     """
-    from scipy import stats
-
     mx, my = float(x.mean()), float(y.mean())
     if my == 0.0:
         return math.nan, -math.inf, math.inf
@@ -193,7 +189,7 @@ def fieller_interval(x: np.ndarray, y: np.ndarray, level: float) -> tuple[float,
     if spread == 0.0:
         return ratio, ratio, ratio
     df = (vx + ratio**2 * vy) ** 2 / spread
-    t2 = float(stats.t.ppf(0.5 + level / 2.0, df)) ** 2
+    t2 = t_quantile(0.5 + level / 2.0, df) ** 2
     a, b, c = my**2 - t2 * vy, mx * my, mx**2 - t2 * vx
     if a <= 0.0:
         return ratio, -math.inf, math.inf

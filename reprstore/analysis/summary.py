@@ -36,6 +36,13 @@ def check_level(level: float) -> float:
     return float(level)
 
 
+def t_quantile(p: float, df: float) -> float:
+    """Student's t quantile (scipy.special: a lighter import than scipy.stats)."""
+    from scipy.special import stdtrit
+
+    return float(stdtrit(df, p))
+
+
 def t_interval(values: np.ndarray, level: float) -> tuple[float, float, float, float, float]:
     """Mean, sd, sem and the t-interval of one group's replicate values.
 
@@ -50,15 +57,13 @@ def t_interval(values: np.ndarray, level: float) -> tuple[float, float, float, f
     mean, sd, sem, lo, hi : float
         sd, sem, lo and hi are NaN when n < 2 (no spread to estimate).
     """
-    from scipy import stats
-
     n = values.size
     mean = float(values.mean())
     if n < 2:
         return mean, np.nan, np.nan, np.nan, np.nan
     sd = float(values.std(ddof=1))
     sem = sd / np.sqrt(n)
-    half = float(stats.t.ppf(0.5 + level / 2.0, n - 1)) * sem
+    half = t_quantile(0.5 + level / 2.0, n - 1) * sem
     return mean, sd, sem, mean - half, mean + half
 
 

@@ -73,6 +73,12 @@ def _table(df: Any, title: str, columns: list[str]) -> Table:
     return table
 
 
+def _value_title(df: Any) -> str:
+    from reprstore.analysis.results import Value
+
+    return Value.parse(str(df["value"].iloc[0])).title
+
+
 def _show(df: Any, title: str, columns: list[str], out: str | None, as_json: bool) -> None:
     import json
 
@@ -145,7 +151,7 @@ def summarize(
         cols = [c for c in df.columns if c not in ("level",)]
         _show(
             df,
-            f"{df['value'].iloc[0]} over {over}: {len(df)} group(s), {level:.0%} t-interval",
+            f"{_value_title(df)} over {over}s: {len(df)} group(s), {level:.0%} t-interval",
             cols,
             out,
             as_json,
@@ -184,9 +190,11 @@ def summarize(
         "p_holm",
         "p_min",
     ]
+    h1 = {"two-sided": "≠", "less": "<", "greater": ">"}[alternative]
+    scaled = f"{null_ratio:g}·{spec.y}" if null_ratio != 1 else spec.y
     title = (
-        f"{df['value'].iloc[0]}: {spec.x} vs {spec.y} ({df['key'].iloc[0]}), "
-        f"{level:.0%} intervals, {alternative} p ({df['test'].iloc[0]})"
+        f"{_value_title(df)}: {spec.x} vs {spec.y} ({df['key'].iloc[0]}), {level:.0%} "
+        f"intervals; p of H₁ {spec.x} {h1} {scaled} ({df['test'].iloc[0]})"
     )
     _show(df, title, cols, out, as_json)
 

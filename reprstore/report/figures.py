@@ -342,6 +342,15 @@ def _timeline_title(df: pd.DataFrame, what: Value, xcol: str, sub: str) -> str:
     return f"{head}\n{sub}" if sub else head
 
 
+def _against(df: pd.DataFrame) -> str:
+    """`` against base`` when every A is one model (and B is another)."""
+    if "a_model" in df.columns and df["a_model"].nunique() == 1:
+        a = str(df["a_model"].iloc[0])
+        if "b_model" in df.columns and set(df["b_model"].astype(str)) != {a}:
+            return f", against {a}"
+    return ""
+
+
 # -- profile ----------------------------------------------------------------------------
 def draw_profile(
     df: pd.DataFrame,
@@ -385,7 +394,7 @@ def draw_profile(
     ax.grid(alpha=0.3, axis="y")
     _legend(ax, len(groups), ", ".join(c.removeprefix("b_").removeprefix("a_") for c in lines))
     sub = _band_text(band, level, int(pts["n"].max()), over)
-    head = f"{what.title} per layer"
+    head = f"{what.title} per layer{_against(df)}"
     ax.set_title(title or (f"{head}\n{sub}" if sub else head), fontsize=10)
     return fig, []
 
