@@ -65,9 +65,12 @@ def _number(value: Any) -> str:
 
 
 def _table(df: Any, title: str, columns: list[str]) -> Table:
+    import pandas as pd
+
     table = Table(title=title)
     for column in columns:
-        table.add_column(column, justify="left" if df[column].dtype == object else "right")
+        numeric = pd.api.types.is_numeric_dtype(df[column])
+        table.add_column(column, justify="right" if numeric else "left")
     for row in df[columns].itertuples(index=False):
         table.add_row(*(_number(v) for v in row))
     return table

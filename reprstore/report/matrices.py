@@ -141,7 +141,14 @@ def draw_matrices(
     for ax, (panel, part, (rows, cols, mean, sd, _)) in zip(axes.flat, tables, strict=False):
         ax.set_facecolor("#e8e8e8")  # pairs not compared
         image = ax.imshow(mean, vmin=low, vmax=high, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", rotation_mode="anchor")
+        slanted = max(map(len, cols)) > 4
+        ax.set_xticks(
+            range(len(cols)),
+            cols,
+            rotation=45 if slanted else 0,
+            ha="right" if slanted else "center",
+            rotation_mode="anchor",
+        )
         ax.set_yticks(range(len(rows)), rows)
         a_shown, b_shown = _varying(part, "a", skip), _varying(part, "b", skip)
         ax.set_xlabel(side_title(part, "b", b_shown, skip))
