@@ -33,7 +33,7 @@ from reprstore.errors import (
     InputError,
     NotFoundError,
 )
-from reprstore.keys import SELECTOR_KEYS, ReprKey, Selector, differ_match_filter
+from reprstore.keys import SELECTOR_KEYS, ReprKey, Selector, differ_match_filter, key_order
 from reprstore.metrics.cka import CKAResult, check_options
 
 if TYPE_CHECKING:
@@ -89,7 +89,9 @@ def _fields(info: ReprInfo) -> dict[str, str]:
 def read_pairs_file(path: str | os.PathLike[str]) -> list[tuple[ReprKey, ReprKey]]:
     """Pairs from a CSV with columns ``a_model,a_seed,a_checkpoint,a_layer,b_model,…``.
 
-    A results file written by ``reprstore cka --out`` is a valid pairs file.
+    The dataset of each side comes from ``a_dataset``/``b_dataset`` or the ``dataset``
+    column (``default`` when the file has neither). A results file written by
+    ``reprstore cka --out`` is a valid pairs file.
     """
     want = [f"{s}_{k}" for s in "ab" for k in KEY_FIELDS]
     try:
@@ -104,22 +106,20 @@ def read_pairs_file(path: str | os.PathLike[str]) -> list[tuple[ReprKey, ReprKey
             f"The pairs file {os.fspath(path)} must have the columns {', '.join(want)}. "
             f"Missing: {', '.join(missing)}."
         )
-    return [
-        (
-            ReprKey(*(row[f"a_{k}"].strip() for k in KEY_FIELDS)),
-            ReprKey(*(row[f"b_{k}"].strip() for k in KEY_FIELDS)),
-        )
-        for row in rows
-    ]
+
+    def side(row: dict[str, str], s: str) -> ReprKey:
+        dataset = row.get(f"{s}_dataset") or row.get("dataset") or "default"
+        model, seed, checkpoint, layer = (row[f"{s}_{k}"].strip() for k in KEY_FIELDS)
+        return ReprKey(model, seed, checkpoint, dataset.strip(), layer)
+
+    return [(side(row, "a"), side(row, "b")) for row in rows]
 
 
 def _select(store: Store, selector: str | Selector | None, option: str) -> list[ReprInfo]:
     if isinstance(selector, str) and selector.strip() in ("", "*"):
         selector = None  # everything
-    infos = store.select(selector)
-    if not infos:
-        raise NotFoundError(f"No representation matches {option} {str(selector or '*')!r}.")
-    return sorted(infos, key=lambda info: info.key)
+    infos = store.select(selector, must_match=option)
+    return sorted(infos, key=lambda info: key_order(info.key))
 
 
 def plan_grid(

@@ -58,3 +58,7 @@ class ComparisonError(ReprstoreError, ValueError):
 
 class StoreWriteError(ReprstoreError, OSError):
     """Writing to the store failed (disk full, read-only, permission)."""
+
+
+class StoreFormatError(ReprstoreError, ValueError):
+    """The store's format version is unknown, or needs ``reprstore upgrade`` first."""

@@ -152,8 +152,7 @@ def plan_import(
     if reduce not in IMPORT_REDUCTIONS:
         raise InputError(f"--reduce {reduce!r} is not available for import; use none or flatten.")
     Encoding(dtype, keep_bits)
-    ReprKey(name, seed, checkpoint, "layer")  # validates the run's names first
-    validate_name(dataset, "dataset")
+    ReprKey(name, seed, checkpoint, dataset, "layer")  # validates the run's names first
     if not files:
         raise InputError("No input files given.")
     tensors = [t for f in files for t in open_tensor_files(f, key)]
@@ -171,7 +170,7 @@ def plan_import(
     items, skipped = [], []
     digests = {t.path: sha256_file(t.path) for t in tensors}
     for tensor, layer_name in zip(tensors, layers, strict=True):
-        rkey = ReprKey(name, seed, checkpoint, layer_name)
+        rkey = ReprKey(name, seed, checkpoint, dataset, layer_name)
         fp = f"sha256:{digests[tensor.path]}:{tensor.name}"
         settings = _settings(tensor, dataset, reduce, dtype, keep_bits, fp)
         if not overwrite and store.is_complete_with(rkey, settings):

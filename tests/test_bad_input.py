@@ -45,7 +45,9 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _import(root, "nan", nan, "4", "l1")
     store = Store.open(root / "s.zarr", create=True)
     settings = ReprSettings("default", 6, n, (6,), "none", "float16", "float32")
-    writer = store.writer(ReprKey("m", "2", "final", "l1"), settings, encoding=Encoding("float16"))
+    writer = store.writer(
+        ReprKey("m", "2", "final", "default", "l1"), settings, encoding=Encoding("float16")
+    )
     writer.abort()  # an interrupted (incomplete) representation
     # extraction inputs
     np.save(root / "x.npy", rng.normal(size=(n, 8)).astype(np.float32))

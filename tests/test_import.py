@@ -18,7 +18,7 @@ from reprstore.store import Store
 
 def stored(store: Path, layer: str, model: str = "m") -> np.ndarray:
     """Read back with plain zarr, not reprstore."""
-    return zarr.open_group(str(store), mode="r")[f"reprs/{model}/0/final/{layer}"][:]
+    return zarr.open_group(str(store), mode="r")[f"reprs/{model}/0/final/default/{layer}"][:]
 
 
 def test_npy_files_one_layer_each(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -87,7 +87,7 @@ def test_float16_default_and_flatten(tmp_path: Path, rng: np.random.Generator) -
     np.save(tmp_path / "conv.npy", x)
     import_files(tmp_path / "s.zarr", [tmp_path / "conv.npy"], name="m", layer="conv",
                  reduce="flatten")  # fmt: skip
-    arr = zarr.open_array(str(tmp_path / "s.zarr/reprs/m/0/final/conv"), mode="r")
+    arr = zarr.open_array(str(tmp_path / "s.zarr/reprs/m/0/final/default/conv"), mode="r")
     assert arr.dtype == np.float16
     np.testing.assert_array_equal(arr[:], x.reshape(20, 12).astype(np.float16))
     assert arr.attrs["original_shape"] == [3, 4] and arr.attrs["reduction"] == "flatten"
@@ -219,7 +219,7 @@ def test_interrupted_import_resumes(tmp_path: Path, rng: np.random.Generator) ->
     with pytest.raises(KeyboardInterrupt):
         import_files(store, [tmp_path / "x.npy"], name="m", layer="a", dtype="float32",
                      progress=stop_after_two_chunks)  # fmt: skip
-    info = store.info(ReprKey("m", "0", "final", "a"))
+    info = store.info(ReprKey("m", "0", "final", "default", "a"))
     assert not info.complete and 0 < info.rows_written < 9000
     import_files(store, [tmp_path / "x.npy"], name="m", layer="a", dtype="float32")
     np.testing.assert_array_equal(stored(tmp_path / "s.zarr", "a"), x)

@@ -60,3 +60,26 @@ OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Replace complete representations that exist.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="For scripts: no progress bars, tables or messages, only errors (and the "
+        "output --json asks for). Also a global option: reprstore --quiet COMMAND.",
+    ),
+]
+
+
+def set_quiet(quiet: bool) -> bool:
+    """Silence every console of the CLI (results and progress) when ``quiet``; errors stay.
+
+    Returns whether the CLI is quiet now (``--quiet`` given globally or to the command).
+    """
+    from reprstore.cli import _format, progress
+
+    if quiet:
+        progress.stderr.quiet = True
+        for console in _format.CONSOLES:
+            console.quiet = True
+    return progress.stderr.quiet

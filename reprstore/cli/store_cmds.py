@@ -75,7 +75,7 @@ def _ls_row(info: Any) -> list[str]:
     bad = int(nonfinite.get("nan", 0)) + int(nonfinite.get("inf", 0))
     ratio = info.ratio
     return [
-        info.key.model, info.key.seed, info.key.checkpoint, info.key.layer, info.dataset,
+        info.key.model, info.key.seed, info.key.checkpoint, info.dataset, info.key.layer,
         shape_text(info.shape), info.stored_dtype, human_bytes(info.nbytes_stored),
         f"{ratio:.2f}×" if ratio else "-",
         "yes" if info.complete else f"[red]no ({info.rows_written} rows)[/red]",
@@ -83,24 +83,42 @@ def _ls_row(info: Any) -> list[str]:
     ]  # fmt: skip
 
 
-def _selected(store: str, selector: str | None, sizes: bool) -> tuple[Any, list[Any]]:
+def _selected(store: str, selector: str | None, sizes: bool, what: str) -> tuple[Any, list[Any]]:
+    """The store and the selected infos; a selector that matches nothing is an error."""
     from reprstore.store import Store
 
     st = Store.open(store)
-    infos = st.select(selector, sizes=sizes)
+    given = selector is not None and selector.strip() not in ("", "*")
+    infos = st.select(selector, sizes=sizes, must_match=what if given else None)
     return st, infos
 
 
 @handle_errors
-def ls(store: opt.StoreArg, selector: opt.SelectorArg = None, as_json: opt.JsonOpt = False) -> None:
-    """List representations (and datasets) in STORE, optionally filtered by SELECTOR."""
-    st, infos = _selected(store, selector, sizes=True)
+def ls(
+    store: opt.StoreArg,
+    selector: opt.SelectorArg = None,
+    as_json: opt.JsonOpt = False,
+    quiet: opt.QuietOpt = False,
+) -> None:
+    """List representations (and datasets, run attributes) in STORE, filtered by SELECTOR.
+
+    Rows come in natural order (layer_2 before layer_10). A SELECTOR that matches nothing
+    is an error; an empty store lists nothing.
+    """
+    from reprstore.store.housekeeping import describe
+
+    opt.set_quiet(quiet)
+    st, infos = _selected(store, selector, sizes=True, what="ls")
     if as_json:
-        rows = [{k: v for k, v in i.to_dict().items() if k != "attrs"} for i in infos]
+        rows = [
+            {**{k: v for k, v in i.to_dict().items() if k != "attrs"},
+             "attributes": st.attributes(i.key)}
+            for i in infos
+        ]  # fmt: skip
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
     table = Table(title=f"{st.url}: {len(infos)} representation(s)")
-    for column in ("model", "seed", "checkpoint", "layer", "dataset", "shape", "dtype",
+    for column in ("model", "seed", "checkpoint", "dataset", "layer", "shape", "dtype",
                    "on disk", "vs f32", "complete", "NaN/Inf"):  # fmt: skip
         table.add_column(column, no_wrap=column in ("shape", "on disk"))
     for info in infos:
@@ -110,6 +128,8 @@ def ls(store: opt.StoreArg, selector: opt.SelectorArg = None, as_json: opt.JsonO
         ds = st.dataset(name)
         cols = ", ".join(ds.meta_columns()) or "none"
         console.print(f"dataset [bold]{name}[/bold]: {ds.n_samples} samples, metadata: {cols}")
+    for line in describe(st.run_attributes()):
+        console.print(f"attributes {line}", highlight=False, markup=False)
 
 
 def _tree(label: str, data: Any, node: Tree | None = None) -> Tree:
@@ -126,19 +146,25 @@ def _tree(label: str, data: Any, node: Tree | None = None) -> Tree:
 
 @handle_errors
 def info(
-    store: opt.StoreArg, selector: opt.SelectorArg = None, as_json: opt.JsonOpt = False
+    store: opt.StoreArg,
+    selector: opt.SelectorArg = None,
+    as_json: opt.JsonOpt = False,
+    quiet: opt.QuietOpt = False,
 ) -> None:
     """Everything known about the representations SELECTOR matches, provenance included."""
     from reprstore.errors import NotFoundError
 
-    _, infos = _selected(store, selector, sizes=True)
+    opt.set_quiet(quiet)
+    st, infos = _selected(store, selector, sizes=True, what="info")
     if not infos:
         raise NotFoundError(f"No representation in {store} matches {selector or '*'}.")
     if as_json:
-        typer.echo(json.dumps([i.to_dict() for i in infos], indent=2, default=str))
+        rows = [{**i.to_dict(), "attributes": st.attributes(i.key)} for i in infos]
+        typer.echo(json.dumps(rows, indent=2, default=str))
         return
     for i in infos:
         summary = {k: v for k, v in i.to_dict().items() if k not in ("attrs",)}
+        summary["run attributes"] = st.attributes(i.key) or "none"
         summary["on disk"] = human_bytes(i.nbytes_stored)
         attrs = {k: v for k, v in i.attrs.items() if k not in summary}
         console.print(_tree(f"[bold cyan]{i.key.label()}[/bold cyan]", {**summary, **attrs}))

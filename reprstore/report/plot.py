@@ -33,10 +33,20 @@ def side_labels(df: pd.DataFrame, side: str) -> list[str]:
     return labels
 
 
+def _natural_order(df: pd.DataFrame, side: str, labels: list[str]) -> list[str]:
+    """The distinct labels in natural key order (layer_2 before layer_10)."""
+    from reprstore.keys import natural_key
+
+    order: dict[str, tuple] = {}
+    for label, (_, row) in zip(labels, df.iterrows(), strict=True):
+        order.setdefault(label, tuple(natural_key(str(row[f"{side}_{k}"])) for k in KEY_FIELDS))
+    return sorted(order, key=order.__getitem__)
+
+
 def grid(df: pd.DataFrame) -> tuple[list[str], list[str], np.ndarray]:
     """The CKA values as an (A, B) matrix (NaN where a pair was not compared)."""
     a, b = side_labels(df, "a"), side_labels(df, "b")
-    rows, cols = list(dict.fromkeys(a)), list(dict.fromkeys(b))
+    rows, cols = _natural_order(df, "a", a), _natural_order(df, "b", b)
     values = np.full((len(rows), len(cols)), np.nan)
     for la, lb, v in zip(a, b, df["cka"], strict=True):
         values[rows.index(la), cols.index(lb)] = v

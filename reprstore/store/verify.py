@@ -67,7 +67,9 @@ def _check_layout(
     stored = attrs.get("stored_dtype")
     if stored is not None and str(arr.dtype) != str(Encoding(stored).zarr_dtype):
         yield f"has dtype {arr.dtype}; stored_dtype {stored} needs {Encoding(stored).zarr_dtype}"
-    dataset = attrs.get("dataset")
+    dataset = key.dataset
+    if attrs.get("dataset") not in (None, dataset):
+        yield f"lies under dataset {dataset!r} but its attributes say {attrs.get('dataset')!r}"
     try:
         n = store.dataset(str(dataset)).n_samples
     except NotFoundError:
