@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from reprstore import keys
 from reprstore.errors import InputError, NotFoundError
 
 #: Columns that identify a pair rather than measure it; read as text from CSV files.
@@ -42,13 +43,9 @@ READ_FORMATS = (".csv", ".json", ".parquet")
 _VALUE = re.compile(r"^\s*(?:(1)\s*-\s*)?([A-Za-z_][A-Za-z0-9_.]*)\s*$")
 
 
-def natural_key(text: object) -> tuple[Any, ...]:
-    """Sort key that orders digits by value: ``layer_2`` before ``layer_10``.
-
-    The same rule as ``keys.natural_key`` (store branch); kept here until that one lands.
-    """
-    parts = re.split(r"(\d+)", str(text))
-    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts))
+def natural_key(value: object) -> tuple[Any, ...]:
+    """:func:`reprstore.keys.natural_key` of ``str(value)`` (table cells may be numbers)."""
+    return keys.natural_key(str(value))
 
 
 def natural_sorted(values: Sequence[Any]) -> list[Any]:

@@ -1,7 +1,8 @@
 """Checkpoint labels on a true step axis: ``step100`` → 100, ``final`` last.
 
-A label's step is its last run of digits (``step100``, ``ckpt-2000``, ``328146``,
-``epoch2_step500`` → 500). ``final``/``last``/``end`` carry no number: they are placed after
+A label's step is what :func:`reprstore.keys.checkpoint_step` reads from it, as the store
+records it (``step100``, ``step_100``, ``epoch3``, ``ckpt-2000``, a bare ``328146``, a label
+with one number). ``final``/``last``/``end`` carry no number: they are placed after
 the largest step (at ``final_step`` when given, else one typical spacing further, with the
 tick named after the label). Other labels without a number cannot be placed and are left
 out, with a note; when no label has a number the checkpoints are evenly spaced in natural
@@ -10,22 +11,20 @@ order, with a note.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from reprstore.analysis.results import natural_sorted
+from reprstore.keys import checkpoint_step
 
 FINAL_LABELS = ("final", "last", "end")
-_DIGITS = re.compile(r"(\d+)")
 
 
 def step_of(label: object) -> int | None:
-    """The step number in a checkpoint label, or None (``final``, ``init``)."""
-    found = _DIGITS.findall(str(label))
-    return int(found[-1]) if found else None
+    """The step of a checkpoint label (:func:`reprstore.keys.checkpoint_step`), or None."""
+    return checkpoint_step(str(label))
 
 
 @dataclass(frozen=True)
