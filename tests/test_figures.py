@@ -204,3 +204,15 @@ def test_readme_statistics_section_runs_as_written(tmp_path: Path) -> None:
                            level=0.95, final_step=1000, title=None)  # fmt: skip
     assert list(fig.axes[0].lines[0].get_xdata()) == [0, 50, 100, 200, 400, 700, 1000]
     plt.close(fig)
+
+
+def test_profile_against_a_numeric_attribute(rng: np.random.Generator) -> None:
+    """CKA vs task diversity with seed error bars: x is a run attribute, in natural order."""
+    rows = [_row(a_seed=str(s), b_seed=str(s), b_tasks=t, a_tasks=t, cka=0.5 + 0.02 * t
+                 + rng.normal() * 0.01) for t in (16, 2, 1, 4) for s in range(3)]  # fmt: skip
+    fig, _ = draw_profile(pd.DataFrame(rows), Value("cka"), by=None, over="seed", band="sd",
+                          level=0.95, title=None, x="tasks")  # fmt: skip
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4", "16"]
+    assert ax.get_xlabel() == "tasks (b_tasks)"
+    plt.close(fig)

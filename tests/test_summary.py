@@ -313,3 +313,17 @@ def test_cli_bad_input_is_one_line(
     (tmp_path / "bad.json").write_text('{"a": 1}')
     (tmp_path / "empty.csv").write_text("")
     assert_user_error(run_cli("summarize", *args, cwd=tmp_path), needle)
+
+
+def test_run_attribute_columns_group_and_contrast(rng: np.random.Generator) -> None:
+    """`a_<attr>`/`b_<attr>` columns (reprstore tag) work like keys: method=lora:full."""
+    df = study(rng, seeds=3)
+    df["a_method"] = "none"
+    df["b_method"] = df["b_model"]
+    df["b_model"] = df["b_model"] + "-" + df["b_seed"]  # one model name per run
+    out = reprstore.contrast(df, "method=lora:full", by="layer", drift=True)
+    assert (out["key"] == "b_method").all()
+    plain = df.drop(columns=["a_method", "b_method"]).assign(b_model=df["b_method"])
+    want = reprstore.contrast(plain, "model=lora:full", by="layer", drift=True)
+    assert out["p"].tolist() == want["p"].tolist()
+    assert out["diff"].to_numpy() == pytest.approx(want["diff"].to_numpy(), rel=1e-12)

@@ -229,7 +229,8 @@ def plot(
         str | None,
         typer.Option(
             "--x",
-            help="The checkpoint column of a timeline (default: the one that varies).",
+            help="The x axis: a timeline's checkpoint column (default: the one that varies), "
+            "or a profile's categories (default layer; e.g. tasks, a run attribute).",
             show_default=False,
         ),
     ] = None,

@@ -134,7 +134,8 @@ def plot_results(
     over : str
         Replicates for bands, error bars and the ``seeds`` average (default ``seed``).
     x : str, optional
-        The checkpoint column of a timeline (default: the one that varies).
+        The x axis: a timeline's checkpoint column (default: the one that varies), or a
+        profile's categories (default ``layer``; e.g. ``tasks``, a run attribute).
     band : {"ci", "sd", "sem", "none"}
     level : float
         Confidence level of ``band="ci"``.
@@ -170,7 +171,8 @@ def plot_results(
         fig, more = draw_timeline(df, what, by=by, over=over, x=x, band=band, level=level,
                                    final_step=final_step, title=title)  # fmt: skip
     else:
-        fig, more = draw_profile(df, what, by=by, over=over, band=band, level=level, title=title)
+        fig, more = draw_profile(df, what, by=by, over=over, x=x, band=band, level=level,
+                                 title=title)  # fmt: skip
     return Rendered(save(fig, out), notes + more)
 
 
@@ -361,14 +363,17 @@ def draw_profile(
     band: str,
     level: float,
     title: str | None,
+    x: str | None = None,
 ) -> tuple[Figure, list[str]]:
-    """The measure per layer (natural order), one line per method/model, seed error bars."""
+    """The measure per layer (or per ``x``, e.g. ``tasks``) in natural order, one line per
+    method/model, seed error bars."""
     plt = _pyplot()
-    layer = resolve_key(df, "layer", "the layer axis")
+    name = x or "layer"
+    layer = resolve_key(df, name, "--x" if x else "the layer axis")
     rep = _replicate_cols(df, over)
-    layers_both = {c for c in ("a_layer", "b_layer") if c in df.columns}
+    both = {c for c in (f"a_{name}", f"b_{name}") if c in df.columns}
     lines = resolve_keys(df, by, "--by") if by is not None else auto_lines(
-        df, {layer, *layers_both, *rep}
+        df, {layer, *both, *rep}
     )  # fmt: skip
     pts = points(df, what, lines, layer, rep, band, level)
     order = natural_sorted(pts[layer].tolist())
@@ -389,12 +394,12 @@ def draw_profile(
                     color=color, label=label)  # fmt: skip
     ax.set_xticks(range(len(order)), order, rotation=30 if len(order) > 6 else 0,
                   ha="right" if len(order) > 6 else "center")  # fmt: skip
-    ax.set_xlabel(f"layer ({layer})")
+    ax.set_xlabel(f"{name} ({layer})" if name != layer else name)
     ax.set_ylabel(what.title)
     ax.grid(alpha=0.3, axis="y")
     _legend(ax, len(groups), ", ".join(c.removeprefix("b_").removeprefix("a_") for c in lines))
     sub = _band_text(band, level, int(pts["n"].max()), over)
-    head = f"{what.title} per layer{_against(df)}"
+    head = f"{what.title} per {name}{_against(df)}"
     ax.set_title(title or (f"{head}\n{sub}" if sub else head), fontsize=10)
     return fig, []
 
