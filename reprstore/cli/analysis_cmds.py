@@ -91,8 +91,11 @@ def _show(df: Any, title: str, columns: list[str], out: str | None, as_json: boo
         typer.echo(json.dumps(records(df), indent=1))
     else:
         console.print(_table(df, title, columns))
-    for note in df.attrs.get("notes", []):
-        console.print(f"note: {note}", highlight=False)
+    for note in df.attrs.get("notes", []):  # on stderr under --json, so stdout stays JSON
+        if as_json:
+            typer.echo(f"note: {note}", err=True)
+        else:
+            console.print(f"note: {note}", highlight=False)
     if out is not None:
         console.print(f"wrote {write_results(df, out)}")
 
