@@ -131,6 +131,8 @@ def test_cli_drift_table_and_timeline(ckpts: Path) -> None:
     fig, _ = draw_timeline(table, Value("rel_change"), by=None, over="seed", x=None, band="ci",
                            level=0.95, final_step=2000, title=None)  # fmt: skip
     assert list(fig.axes[0].lines[0].get_xdata()) == [*STEPS, 2000]
+    with pytest.raises(InputError, match="drift table plots as --kind timeline"):
+        reprstore.plot_results(table, "heatmap", ckpts.parent / "h.png")
 
 
 class Opaque:
