@@ -13,7 +13,14 @@ import typer
 import typer.rich_utils
 
 from reprstore.cli import _options as opt
-from reprstore.cli import admin_cmds, cka_cmd, compare_cmd, extract_cmd, store_cmds
+from reprstore.cli import (
+    admin_cmds,
+    analysis_cmds,
+    cka_cmd,
+    compare_cmd,
+    extract_cmd,
+    store_cmds,
+)
 
 HELP_MIN_WIDTH = 120
 """--help is laid out at least this wide (a narrower terminal wraps the lines itself):
@@ -56,6 +63,9 @@ app.command("verify")(store_cmds.verify)
 app.command("cka")(cka_cmd.cka)
 app.command("compare")(compare_cmd.compare)
 app.command("describe")(compare_cmd.describe)
+app.command("summarize")(analysis_cmds.summarize)
+app.command("plot")(analysis_cmds.plot)
+app.command("drift")(analysis_cmds.drift)
 
 
 def main() -> None:
