@@ -278,7 +278,7 @@ def test_cli_summary_and_contrast_files(tmp_path: Path, rng: np.random.Generator
     done = run_cli("summarize", "drift.csv", "--by", "model,layer", "--drift", "--out", "s.json",
                    cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    rows = json.loads((tmp_path / "s.json").read_text())
+    rows = json.loads((tmp_path / "s.json").read_text())["rows"]
     assert len(rows) == 6 and rows[0]["b_model"] == "full" and rows[0]["n"] == 3
     done = run_cli("summarize", "drift.csv", "--by", "layer", "--drift", "--contrast",
                    "model=lora:full", "--out", "c.csv", cwd=tmp_path)  # fmt: skip
@@ -327,3 +327,17 @@ def test_run_attribute_columns_group_and_contrast(rng: np.random.Generator) -> N
     want = reprstore.contrast(plain, "model=lora:full", by="layer", drift=True)
     assert out["p"].tolist() == want["p"].tolist()
     assert out["diff"].to_numpy() == pytest.approx(want["diff"].to_numpy(), rel=1e-12)
+
+
+def test_summarize_reads_a_json_results_file_with_its_provenance(tmp_path: Path) -> None:
+    """``cka --out r.json`` writes {"provenance": …, "rows": […]}; summarize reads it."""
+    import reprstore
+    from reprstore.report import write_results
+
+    df = pd.DataFrame(
+        {"a_layer": ["l1", "l1", "l2", "l2"], "a_seed": ["0", "1", "0", "1"],
+         "cka": [0.5, 0.7, 0.2, 0.4]}
+    )  # fmt: skip
+    write_results(df, tmp_path / "r.json")
+    out = reprstore.summarize(tmp_path / "r.json", by=["a_layer"], over="a_seed")
+    assert out["mean"].tolist() == pytest.approx([0.6, 0.3])

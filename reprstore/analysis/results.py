@@ -107,6 +107,8 @@ def _read_file(path: Path) -> pd.DataFrame:
             return pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])  # type: ignore[arg-type]
         if suffix == ".json":
             rows = json.loads(path.read_text())
+            if isinstance(rows, dict) and "rows" in rows:  # {"provenance": …, "rows": […]}
+                rows = rows["rows"]
             if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
                 raise InputError(f"{path} is not a list of result rows (objects).")
             return pd.DataFrame(rows)
