@@ -282,9 +282,13 @@ def _open(store: Store | str | os.PathLike[str]) -> Store:
 
 
 def _dask_array(store: Store, info: ReprInfo, rows: int, allow_incomplete: bool) -> da.Array:
+    """The representation as a dask array whose blocks are read CRC-checked chunk by chunk."""
+    from reprstore.store.checked import CheckedRows
+
     arr = store.array(info.key, allow_incomplete=allow_incomplete)
-    name = f"reprstore-{store.url}-{info.key.path}-{rows}"
-    return da.from_array(arr, chunks=(rows, -1), name=name)
+    checked = CheckedRows.from_array(store.url, arr, info.key.label())
+    name = f"reprstore-{checked.location}-{info.key.path}-{rows}-{hash(checked.crcs)}"
+    return da.from_array(checked, chunks=(rows, -1), name=name, asarray=False)
 
 
 def _row(a: ReprInfo, b: ReprInfo, r: CKAResult) -> dict[str, Any]:

@@ -58,3 +58,7 @@ class ComparisonError(ReprstoreError, ValueError):
 
 class StoreWriteError(ReprstoreError, OSError):
     """Writing to the store failed (disk full, read-only, permission)."""
+
+
+class CorruptDataError(ReprstoreError, ValueError):
+    """Stored data is damaged: a chunk missing, undecodable or not matching its checksum."""
