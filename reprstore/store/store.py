@@ -35,6 +35,7 @@ from reprstore.keys import REPRS, ReprKey, Selector
 from reprstore.store.attrs import ReprSettings, provenance, utc_now
 from reprstore.store.datasets import Dataset, open_dataset
 from reprstore.store.encoding import Encoding, chunk_rows_for, compressors
+from reprstore.store import replace
 from reprstore.store.lock import Lease
 from reprstore.store.writer import ReprWriter
 
@@ -174,6 +175,7 @@ class Store:
                     "attribute). Choose another path."
                 )
             root.attrs.update({STORE_MARKER: {"format": STORE_FORMAT, "created": utc_now()}})
+        replace.finish_pending(root.store)  # an overwrite killed after its commit point
         return cls(root, url, read_only=not create)
 
     # -- reading -------------------------------------------------------------------
@@ -286,11 +288,17 @@ class Store:
         """
         self._require_writable()
         lease = Lease(self.root.store, key.path).acquire()
+        replacement = None
         try:
-            arr = self._prepare_array(key, settings, encoding, sources or {}, overwrite)
+            replacement = replace.begin_if_needed(self.root.store, key.path, self.exists(key),
+                                                  overwrite)  # fmt: skip
+            path = replacement.stage_path if replacement else key.path
+            arr = self._prepare_array(key, settings, encoding, sources or {}, overwrite, path)
             lease.renew()
-            return ReprWriter(arr, key, settings, encoding, lease, on_nonfinite)
+            return ReprWriter(arr, key, settings, encoding, lease, on_nonfinite, replacement)
         except BaseException:
+            if replacement is not None:
+                replacement.discard()
             lease.release()
             raise
 
@@ -338,6 +346,7 @@ class Store:
         encoding: Encoding,
         sources: dict[str, Any],
         overwrite: bool,
+        path: str | None = None,
     ) -> zarr.Array:
         self._check_settings(key, settings, overwrite)
         if self.exists(key) and not overwrite:
@@ -364,7 +373,7 @@ class Store:
         }
         try:
             return self.root.create_array(
-                key.path,
+                path or key.path,
                 shape=(settings.n_samples or 0, settings.n_features),
                 chunks=(rows, settings.n_features),
                 dtype=dtype,

@@ -23,6 +23,7 @@ from reprstore.keys import ReprKey
 from reprstore.store.attrs import ReprSettings, utc_now
 from reprstore.store.encoding import Encoding
 from reprstore.store.lock import Lease
+from reprstore.store.replace import Replacement
 
 NONFINITE_POLICIES = ("error", "warn", "ignore")
 
@@ -40,6 +41,9 @@ class ReprWriter:
         The held write lease, released on close/abort.
     on_nonfinite
         ``"error"`` stops at the first chunk with NaN/Inf; ``"warn"``/``"ignore"`` count them.
+    replacement
+        For an overwrite: the array is staged beside the old one and swapped in by
+        :meth:`close` once complete (see :mod:`reprstore.store.replace`).
     """
 
     def __init__(
@@ -50,6 +54,7 @@ class ReprWriter:
         encoding: Encoding,
         lease: Lease,
         on_nonfinite: str = "warn",
+        replacement: Replacement | None = None,
     ) -> None:
         if on_nonfinite not in NONFINITE_POLICIES:
             raise InputError(
@@ -62,6 +67,7 @@ class ReprWriter:
         self.encoding = encoding
         self.lease = lease
         self.on_nonfinite = on_nonfinite
+        self.replacement = replacement
         self.chunk_rows = int(array.chunks[0])
         attrs: dict[str, Any] = array.attrs.asdict()
         whole_chunks = int(attrs.get("rows_written", 0)) // self.chunk_rows
@@ -177,22 +183,41 @@ class ReprWriter:
             self.array.attrs.update(
                 {"complete": True, "n_samples": self.rows_written, "completed": utc_now()}
             )
+        if self.replacement is not None:
+            try:
+                self.replacement.commit()
+            except OSError as err:
+                raise StoreWriteError(
+                    f"Swapping the new {self.key.label()} in failed: {err.strerror or err}. "
+                    "Run the same command again (or open the store) to finish the swap."
+                ) from err
         self.closed = True
         self.lease.release()
 
     def abort(self) -> None:
-        """Leave the array incomplete (resumable) and release the lease."""
+        """Leave the array incomplete (resumable) and release the lease.
+
+        An aborted overwrite drops its staged array: the old one was never touched.
+        """
         self.closed = True
-        self.lease.release()
+        try:
+            if self.replacement is not None:
+                self.replacement.discard()
+        finally:
+            self.lease.release()
 
     def __enter__(self) -> ReprWriter:
         return self
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
+        if exc_type is not None:
             self.abort()
+            return
+        try:
+            self.close()
+        except BaseException:
+            self.abort()
+            raise
 
 
 ProgressCallback = Callable[[int], None]
