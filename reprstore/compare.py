@@ -117,6 +117,11 @@ def _select(store: Store, selector: str | Selector | None, option: str) -> list[
     if isinstance(selector, str) and selector.strip() in ("", "*"):
         selector = None  # everything
     infos = store.select(selector)
+    damaged = store.damaged(selector)
+    if damaged:
+        from reprstore.errors import CorruptDataError
+
+        raise CorruptDataError(f"{option} {str(selector or '*')!r} needs {damaged[0].message()}.")
     if not infos:
         raise NotFoundError(f"No representation matches {option} {str(selector or '*')!r}.")
     return sorted(infos, key=lambda info: info.key)

@@ -140,3 +140,37 @@ def test_api_raises_the_error_family(store: Path) -> None:
     _chunk(store, "l0", 2).unlink()
     with pytest.raises(CorruptDataError, match=r"chunk 2 \(rows 4096\.\.5000\)"):
         compare(store, "layer=l0", "layer=l1")
+
+
+@pytest.mark.parametrize("garbage", [b"{not json", b"", b'{"zarr_format": 3}', b"\xff\xfe\x00"])
+def test_one_damaged_zarr_json_does_not_break_the_rest(store: Path, garbage: bytes) -> None:
+    (store / "reprs/m/0/final/l0/zarr.json").write_bytes(garbage)
+    listing = run_cli("ls", str(store))
+    assert listing.returncode == 0, listing.stderr
+    assert "l1" in listing.stdout and "l2" in listing.stdout
+    assert "DAMAGED" in listing.stdout and "m/0/final:l0 is damaged" in listing.stdout
+    as_json = json.loads(run_cli("ls", str(store), "--json").stdout)
+    assert {r.get("damaged") for r in as_json} >= {"m/0/final:l0"}
+    assert len([r for r in as_json if "layer" in r]) == 2
+    verify = run_cli("verify", str(store))
+    assert_user_error(verify, "1 problem")
+    assert "m/0/final:l0" in verify.stdout and "damaged" in verify.stdout
+    assert _cka(store, "l1", "l2").returncode == 0
+    assert_user_error(_cka(store, "l0", "l1"), "m/0/final:l0 is damaged", "verify")
+    assert_user_error(_cka(store, "l*", "l1"), "m/0/final:l0 is damaged")
+    assert_user_error(run_cli("info", str(store), "layer=l0"), "l0 is damaged")
+    assert run_cli("info", str(store), "layer=l1").returncode == 0
+
+
+def test_damaged_group_is_named_and_other_runs_work(store: Path, tmp_path: Path) -> None:
+    x = np.random.default_rng(1).normal(size=(N, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    import_files(store, [tmp_path / "x.npy"], name="m", seed="1", layer="l0")
+    (store / "reprs/m/1/zarr.json").write_text("[1, 2")
+    listing = run_cli("ls", str(store))
+    assert listing.returncode == 0 and "m/1 is damaged" in listing.stdout
+    healthy = run_cli("cka", str(store), "--a", "seed=0,layer=l0", "--b", "seed=0,layer=l1")
+    assert healthy.returncode == 0, healthy.stderr  # seed 0 only: not damaged
+    assert_user_error(
+        run_cli("cka", str(store), "--a", "seed=1", "--b", "seed=0,layer=l1"), "m/1 is damaged"
+    )

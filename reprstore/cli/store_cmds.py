@@ -91,21 +91,33 @@ def _selected(store: str, selector: str | None, sizes: bool) -> tuple[Any, list[
     return st, infos
 
 
+def _damaged_rows(st: Any, selector: str | None) -> list[Any]:
+    return st.damaged(selector)
+
+
 @handle_errors
 def ls(store: opt.StoreArg, selector: opt.SelectorArg = None, as_json: opt.JsonOpt = False) -> None:
     """List representations (and datasets) in STORE, optionally filtered by SELECTOR."""
     st, infos = _selected(store, selector, sizes=True)
+    damaged = _damaged_rows(st, selector)
     if as_json:
         rows = [{k: v for k, v in i.to_dict().items() if k != "attrs"} for i in infos]
+        rows += [{"damaged": d.label, "path": d.path, "reason": d.reason} for d in damaged]
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
-    table = Table(title=f"{st.url}: {len(infos)} representation(s)")
+    title = f"{st.url}: {len(infos)} representation(s)"
+    table = Table(title=title + (f", {len(damaged)} damaged" if damaged else ""))
     for column in ("model", "seed", "checkpoint", "layer", "dataset", "shape", "dtype",
                    "on disk", "vs f32", "complete", "NaN/Inf"):  # fmt: skip
         table.add_column(column, no_wrap=column in ("shape", "on disk"))
     for info in infos:
         table.add_row(*_ls_row(info))
+    for bad in damaged:
+        parts = [*bad.path.split("/")[1:], "", "", "", ""][:4]
+        table.add_row(*parts, "", "", "", "", "", "[red]DAMAGED[/red]", "")
     console.print(table)
+    for bad in damaged:
+        console.print(f"[red]✗ {bad.message()}[/red]", highlight=False)
     for name in st.datasets():
         ds = st.dataset(name)
         cols = ", ".join(ds.meta_columns()) or "none"
@@ -131,7 +143,12 @@ def info(
     """Everything known about the representations SELECTOR matches, provenance included."""
     from reprstore.errors import NotFoundError
 
-    _, infos = _selected(store, selector, sizes=True)
+    st, infos = _selected(store, selector, sizes=True)
+    damaged = _damaged_rows(st, selector)
+    if damaged and not infos:
+        from reprstore.errors import CorruptDataError
+
+        raise CorruptDataError(damaged[0].message() + ".")
     if not infos:
         raise NotFoundError(f"No representation in {store} matches {selector or '*'}.")
     if as_json:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from reprstore.keys import REPRS, ReprKey, Selector
 from reprstore.store.attrs import ReprSettings, provenance, utc_now
 from reprstore.store.datasets import Dataset, open_dataset
 from reprstore.store.encoding import Encoding, chunk_rows_for, compressors
-from reprstore.store import replace
+from reprstore.store import listing, replace
 from reprstore.store.lock import Lease
 from reprstore.store.writer import ReprWriter
 
@@ -138,6 +137,7 @@ class Store:
         self.root = root
         self.url = url
         self.read_only = read_only
+        self._damaged: dict[str, listing.Damaged] = {}
 
     # -- opening -------------------------------------------------------------------
     @classmethod
@@ -185,10 +185,21 @@ class Store:
         group = self.root[path]
         if not isinstance(group, zarr.Group):
             return []
-        with warnings.catch_warnings():  # a folder whose first write just took its lock
-            warnings.filterwarnings("ignore", message=".*not recognized as a component")
-            names = list(group.group_keys() if kind == "group" else group.array_keys())
-        return sorted(names)
+        names, damaged = listing.children(group, kind)
+        if path.startswith(REPRS):
+            self._damaged.update((d.path, d) for d in damaged)
+        return names
+
+    def damaged(self, selector: Selector | str | None = None) -> list[listing.Damaged]:
+        """Nodes under ``reprs/`` whose metadata cannot be read and that ``selector`` could
+        mean (walking the store's listing to find them)."""
+        sel = selector if isinstance(selector, Selector) else Selector.parse(selector)
+        for _ in self.keys(sel):
+            pass
+        globs = {k: sel.get(k) for k in listing.LAYOUT_KEYS}
+        return sorted(
+            (d for d in self._damaged.values() if d.matches(globs)), key=lambda d: d.path
+        )
 
     def keys(self, selector: Selector | str | None = None) -> Iterator[ReprKey]:
         """Every representation key matching the selector's run and layer globs."""

@@ -147,6 +147,9 @@ def verify(
     report = VerifyReport()
     verify_datasets(st, report)
     keys = [info.key for info in st.select(selector)]
+    for bad in st.damaged(selector):
+        report.representations += 1
+        report.problems.append(Problem(bad.label, bad.message()))
     for done, key in enumerate(keys, 1):
         verify_representation(st, key, report)
         if progress is not None:
