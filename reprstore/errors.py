@@ -62,3 +62,7 @@ class StoreWriteError(ReprstoreError, OSError):
 
 class CorruptDataError(ReprstoreError, ValueError):
     """Stored data is damaged: a chunk missing, undecodable or not matching its checksum."""
+
+
+class ReprstoreWarning(UserWarning):
+    """Something the user should know about a result or a store, said in one line."""
