@@ -244,14 +244,22 @@ def block_rows_for(infos: Sequence[ReprInfo], target_bytes: int = TARGET_BLOCK_B
 
 
 @contextlib.contextmanager
-def dask_scheduler(workers: int | None = None, scheduler: Any = None) -> Iterator[Any]:
+def dask_scheduler(
+    workers: int | None = None, scheduler: Any = None, timeout: float | None = None
+) -> Iterator[Any]:
     """The dask scheduler to compute with, for the duration of a comparison.
 
     ``workers=N`` starts a local dask.distributed cluster of N worker processes (one
     thread each) and closes it afterwards; ``scheduler`` is the address of a running
     scheduler (``tcp://host:8786``), a ``distributed.Client``, or any value
-    ``dask.compute(scheduler=…)`` takes. Neither: local threads.
+    ``dask.compute(scheduler=…)`` takes. Neither: local threads. On a cluster, a
+    scheduler that stops answering or a cluster without workers for ``timeout`` seconds
+    ends the comparison with one :class:`~reprstore.errors.ClusterError`.
     """
+    from reprstore.cluster import ClusterWatch, check_scheduler, check_timeout, cluster_errors
+
+    wait = check_timeout(timeout)
+    check_scheduler(scheduler)
     if workers is not None and scheduler is not None:
         raise InputError("Give either --workers or --scheduler, not both.")
     if workers is not None:
@@ -264,6 +272,8 @@ def dask_scheduler(workers: int | None = None, scheduler: Any = None) -> Iterato
                 n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
             ) as cluster,
             Client(cluster) as client,
+            ClusterWatch(client, wait, "local cluster") as watch,
+            cluster_errors("a local cluster", watch, wait),
         ):
             yield client
         return
@@ -271,10 +281,14 @@ def dask_scheduler(workers: int | None = None, scheduler: Any = None) -> Iterato
         from distributed import Client
 
         try:
-            client = Client(scheduler, timeout=10)
-        except (OSError, TimeoutError) as err:
+            client = Client(scheduler, timeout=min(wait, 10))
+        except (OSError, TimeoutError, ValueError) as err:
             raise InputError(f"Cannot reach the dask scheduler at {scheduler}: {err}") from None
-        with client:
+        with (
+            client,
+            ClusterWatch(client, wait, scheduler) as watch,
+            cluster_errors(scheduler, watch, wait),
+        ):
             yield client
         return
     yield scheduler
@@ -372,6 +386,7 @@ def compare(
     scheduler: Any = None,
     split_every: int | None = None,
     progress: Progress | None = None,
+    timeout: float | None = None,
 ) -> pd.DataFrame:
     """CKA of every selected A with every selected B, in one pass over the data.
 
@@ -391,6 +406,8 @@ def compare(
     scheduler : address of a running dask scheduler (or a Client / dask scheduler)
     split_every : fan-in of the reduction tree
     progress : callable(done, total) in row blocks
+    timeout : seconds a cluster may go without an answering scheduler or any worker
+        before the comparison fails (default 60)
 
     Returns
     -------
@@ -411,7 +428,7 @@ def compare(
     if split_every is not None:
         options["split_every"] = split_every
     found: dict[tuple[int, int], CKAResult] = {}
-    with dask_scheduler(workers, scheduler) as sched:
+    with dask_scheduler(workers, scheduler, timeout) as sched:
         for dataset in plan.datasets:
             found.update(
                 _run_dataset(

@@ -66,3 +66,7 @@ class CorruptDataError(ReprstoreError, ValueError):
 
 class ReprstoreWarning(UserWarning):
     """Something the user should know about a result or a store, said in one line."""
+
+
+class ClusterError(ReprstoreError, RuntimeError):
+    """The dask cluster went away (scheduler lost, no workers left) during a comparison."""

@@ -157,8 +157,8 @@ class Store:
                 f"{url} is a non-empty directory that is not a zarr store; "
                 "choose a new path for the store."
             )
-        try:
-            root = _open_root(url, create)
+        try:  # file:// URLs open as the local path they name (writable, renames work)
+            root = _open_root(str(path) if path is not None else url, create)
         except (GroupNotFoundError, FileNotFoundError) as err:
             raise StoreNotFoundError(f"No store at {url}: {err}") from err
         except (PermissionError, OSError) as err:
