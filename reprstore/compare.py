@@ -98,6 +98,11 @@ def read_pairs_file(path: str | os.PathLike[str]) -> list[tuple[ReprKey, ReprKey
             header = rows[0].keys() if rows else []
     except OSError as err:
         raise InputError(f"Cannot read the pairs file {os.fspath(path)}: {err.strerror}.") from err
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise InputError(
+            f"The pairs file {os.fspath(path)} is not a text CSV ({type(err).__name__}); "
+            "give a CSV such as a results file of 'reprstore cka --out'."
+        ) from None
     missing = [c for c in want if c not in header]
     if missing:
         raise InputError(
@@ -417,6 +422,9 @@ def compare(
     import pandas as pd
 
     check_options(estimator, kernel)
+    if shuffle is not None and (isinstance(shuffle, bool) or not isinstance(shuffle, int)
+                                or shuffle < 0):  # fmt: skip
+        raise InputError(f"--shuffle must be a non-negative integer seed. Got {shuffle!r} instead.")
     st = _open(store)
     plan = plan_grid(
         st, a, b, match=match, differ=differ, pairs=pairs, allow_incomplete=allow_incomplete

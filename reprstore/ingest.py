@@ -17,6 +17,7 @@ import numpy as np
 from reprstore.errors import DatasetMismatchError, InputError
 from reprstore.files import TensorFile, open_tensor_files
 from reprstore.keys import ReprKey, expand_layer_template, validate_name
+from reprstore.store.fresh import undo_new_store
 from reprstore.store import (
     DEFAULT_DTYPE,
     Encoding,
@@ -54,7 +55,13 @@ def read_ids(path: str | os.PathLike[str]) -> np.ndarray:
     if not path.is_file():
         raise InputError(f"--ids file not found: {path}.")
     if path.suffix == ".npy":
-        ids = np.load(path, allow_pickle=False)
+        try:
+            ids = np.load(path, allow_pickle=False)
+        except ValueError as err:
+            raise InputError(
+                f"--ids {path.name} cannot be read without unpickling Python objects ({err}); "
+                "save the ids as strings or integers."
+            ) from None
     else:
         lines = [ln.strip() for ln in path.read_text().splitlines()]
         ids = np.array([ln for ln in lines if ln], dtype=str)
@@ -165,6 +172,13 @@ def plan_import(
             "all layers of one import must cover the same samples."
         )
     n = counts.pop()
+    for tensor in tensors:
+        if tensor.n_rows == 0:
+            raise InputError(f"{tensor.path.name}:{tensor.name} holds no samples (0 rows).")
+        if any(d == 0 for d in tensor.shape[1:]):
+            raise InputError(
+                f"{tensor.path.name}:{tensor.name} has no features (shape {tensor.shape})."
+            )
     check_dataset(store.root, dataset, n, ids, meta)
     if ids is not None and len(ids) != n:
         raise DatasetMismatchError(f"--ids has {len(ids)} entries; the inputs have {n} rows.")
@@ -217,14 +231,17 @@ def import_files(
     progress
         Called as ``progress(rows_done, rows_total)`` over all files.
     """
-    st = store if isinstance(store, Store) else Store.open(store, create=True)
+    ReprKey(name, seed, checkpoint, "layer")  # names first: before a store is created
+    validate_name(dataset, "dataset")
     id_values = read_ids(ids) if ids is not None else None
     meta_values = read_meta(meta) if meta is not None else None
-    plan = plan_import(
-        st, files, name=name, layer=layer, seed=seed, checkpoint=checkpoint, dataset=dataset,
-        dtype=dtype, keep_bits=keep_bits, key=key, reduce=reduce, ids=id_values,
-        meta=meta_values, overwrite=overwrite,
-    )  # fmt: skip
+    st = store if isinstance(store, Store) else Store.open(store, create=True)
+    with undo_new_store(st):
+        plan = plan_import(
+            st, files, name=name, layer=layer, seed=seed, checkpoint=checkpoint,
+            dataset=dataset, dtype=dtype, keep_bits=keep_bits, key=key, reduce=reduce,
+            ids=id_values, meta=meta_values, overwrite=overwrite,
+        )  # fmt: skip
     write_dataset(st.root, dataset, plan.n_samples, id_values, meta_values, source="import")
     counter = _Counter(plan.n_samples * len(plan.items), progress)
     for item in plan.items:

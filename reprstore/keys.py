@@ -17,6 +17,11 @@ REPRS = "reprs"
 DATASETS = "datasets"
 SELECTOR_KEYS = ("model", "seed", "checkpoint", "layer", "dataset")
 _FORBIDDEN_CHARS = set("/\\,=*?[]\0\n\r\t")
+#: keys zarr (v3 and v2) and reprstore's write leases use inside the store's folders
+RESERVED_NAMES = frozenset({"zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata",
+                            "writer.lock"})  # fmt: skip
+#: one path component; file systems allow 255 bytes, and a store path nests several
+MAX_NAME_BYTES = 200
 
 
 def validate_name(value: str, what: str = "name") -> str:
@@ -38,6 +43,17 @@ def validate_name(value: str, what: str = "name") -> str:
         )
     if value.startswith("__"):
         raise InvalidNameError(f"Invalid {what} {value!r}: names may not start with '__'.")
+    if value in RESERVED_NAMES or value.startswith("."):
+        raise InvalidNameError(
+            f"Invalid {what} {value!r}: the name is reserved by the store format "
+            "(zarr metadata, locks, hidden folders); choose another."
+        )
+    size = len(value.encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        raise InvalidNameError(
+            f"Invalid {what} {value[:20]!r}… ({len(value)} characters): names may have at most "
+            f"{MAX_NAME_BYTES} characters (bytes in UTF-8); choose a shorter one."
+        )
     if value != value.strip():
         raise InvalidNameError(f"Invalid {what} {value!r}: remove leading/trailing spaces.")
     return value
@@ -136,14 +152,31 @@ class Selector:
 
 
 def expand_layer_template(template: str, *, stem: str, key: str | None = None) -> str:
-    """Fill ``{stem}`` / ``{key}`` in a ``--layer`` template (``layer_3.pt`` → ``layer_3``)."""
+    """Fill ``{stem}`` / ``{key}`` in a ``--layer`` template (``layer_3.pt`` → ``layer_3``).
+
+    Only the bare fields ``{stem}`` and ``{key}`` are filled: no attribute or index access,
+    conversion or format spec (``{stem.__class__}`` is refused, never evaluated).
+    """
+    import string
+
+    values = {"stem": stem, "key": key if key is not None else stem}
+    refusal = InvalidNameError(
+        f"Invalid --layer template {template!r}: only {{stem}} and {{key}} may be used "
+        "(no attributes, indexes, conversions or format specs)."
+    )
+    out = []
     try:
-        name = template.format(stem=stem, key=key if key is not None else stem)
-    except (KeyError, IndexError, ValueError) as err:
-        raise InvalidNameError(
-            f"Invalid --layer template {template!r}: only {{stem}} and {{key}} may be used."
-        ) from err
-    return validate_name(name, "layer")
+        parts = list(string.Formatter().parse(template))
+    except ValueError:
+        raise refusal from None
+    for literal, field, spec, conversion in parts:
+        out.append(literal)
+        if field is None:
+            continue
+        if field not in values or spec or conversion:
+            raise refusal
+        out.append(values[field])
+    return validate_name("".join(out), "layer")
 
 
 def differ_match_filter(

@@ -138,6 +138,7 @@ class Store:
         self.url = url
         self.read_only = read_only
         self._damaged: dict[str, listing.Damaged] = {}
+        self.created = False  # this process created the store (see store.fresh)
 
     # -- opening -------------------------------------------------------------------
     @classmethod
@@ -151,6 +152,7 @@ class Store:
             )
         if path is not None and path.exists() and not path.is_dir():
             raise StoreNotFoundError(f"{url} is a file, not a store directory.")
+        existed = path is None or (path / "zarr.json").exists()
         fresh = path is not None and create and path.exists() and not (path / "zarr.json").exists()
         if fresh and any(path.iterdir()):  # type: ignore[union-attr]
             raise StoreNotFoundError(
@@ -176,7 +178,9 @@ class Store:
                 )
             root.attrs.update({STORE_MARKER: {"format": STORE_FORMAT, "created": utc_now()}})
         replace.finish_pending(root.store)  # an overwrite killed after its commit point
-        return cls(root, url, read_only=not create)
+        opened = cls(root, url, read_only=not create)
+        opened.created = create and not existed
+        return opened
 
     # -- reading -------------------------------------------------------------------
     def _children(self, path: str, kind: str) -> list[str]:
