@@ -53,7 +53,9 @@ def check_scheduler(scheduler: Any) -> Any:
         if "://" in scheduler:
             proto, _, rest = scheduler.partition("://")
             if not proto.isidentifier() or not rest or " " in scheduler:
-                raise InputError(f"--scheduler {scheduler!r} is not an address like tcp://host:8786.")
+                raise InputError(
+                    f"--scheduler {scheduler!r} is not an address like tcp://host:8786."
+                )
         elif scheduler not in LOCAL_SCHEDULERS:
             raise InputError(
                 f"--scheduler {scheduler!r} is not a dask scheduler address (tcp://host:8786) "
@@ -135,7 +137,11 @@ def cluster_errors(where: str, watch: ClusterWatch | None, timeout: float) -> It
     except (Exception, *_CANCELLED) as err:
         module = type(err).__module__ or ""
         lost = watch is not None and watch.reason is not None
-        if not (lost or isinstance(err, (*_CANCELLED, OSError)) or module.startswith(("distributed", "tornado"))):
+        if not (
+            lost
+            or isinstance(err, (*_CANCELLED, OSError))
+            or module.startswith(("distributed", "tornado"))
+        ):
             raise
         reason = watch.reason if watch is not None and watch.reason else _reason(err)
         raise ClusterError(

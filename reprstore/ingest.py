@@ -17,7 +17,6 @@ import numpy as np
 from reprstore.errors import DatasetMismatchError, InputError
 from reprstore.files import TensorFile, open_tensor_files
 from reprstore.keys import ReprKey, expand_layer_template, validate_name
-from reprstore.store.fresh import undo_new_store
 from reprstore.store import (
     DEFAULT_DTYPE,
     Encoding,
@@ -27,6 +26,7 @@ from reprstore.store import (
     sha256_file,
     write_dataset,
 )
+from reprstore.store.fresh import undo_new_store
 
 IMPORT_REDUCTIONS = ("none", "flatten")
 

@@ -27,9 +27,9 @@ def _serve() -> None:
     import torch  # noqa: F401
     import zarr  # noqa: F401
 
-    import reprstore.cli.app  # noqa: F401
-    import reprstore.compare  # noqa: F401
-    import reprstore.extraction  # noqa: F401
+    import reprstore.cli.app
+    import reprstore.compare
+    import reprstore.extraction
     import reprstore.ingest  # noqa: F401
 
     for line in sys.stdin:

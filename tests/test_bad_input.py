@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from cli_fork import ForkedCLI
-from conftest import assert_user_error, run_cli, store_digest
+from conftest import assert_user_error, store_digest
 
 from reprstore.ingest import import_files
 from reprstore.keys import ReprKey
@@ -313,8 +313,7 @@ CASES += [
 def _snapshot(root: Path) -> dict[str, str]:
     """Every entry of the test folder; stores by a hash of all their files."""
     return {
-        p.name: store_digest(p) if p.is_dir() else str(p.stat().st_size)
-        for p in root.iterdir()
+        p.name: store_digest(p) if p.is_dir() else str(p.stat().st_size) for p in root.iterdir()
     }
 
 

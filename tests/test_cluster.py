@@ -55,8 +55,17 @@ class Cluster:
                                  "--port", str(self.port), "--no-dashboard"], cwd)  # fmt: skip
         _wait_listening(self.port)
         self.workers = [
-            _spawn(["distributed.cli.dask_worker", self.address, "--nthreads", "1",
-                    "--no-dashboard", "--no-nanny"], cwd)  # fmt: skip
+            _spawn(
+                [
+                    "distributed.cli.dask_worker",
+                    self.address,
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                    "--no-nanny",
+                ],
+                cwd,
+            )
             for _ in range(n_workers)
         ]
         if n_workers:
@@ -102,16 +111,20 @@ def _reference(root: Path) -> float:
                  / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)))  # fmt: skip
 
 
-def test_two_workers_in_another_directory_read_the_right_store(root: Path, cluster: Cluster) -> None:
-    result = run_cli("cka", "s.zarr", "--a", "layer=l0", "--b", "layer=l1", "--estimator",
-                     "biased", "--scheduler", cluster.address, "--out", "r.csv", cwd=root)  # fmt: skip
+def test_two_workers_in_another_directory_read_the_right_store(
+    root: Path, cluster: Cluster
+) -> None:
+    args = ["cka", "s.zarr", "--a", "layer=l0", "--b", "layer=l1", "--estimator", "biased"]
+    result = run_cli(*args, "--scheduler", cluster.address, "--out", "r.csv", cwd=root)
     assert result.returncode == 0, result.stderr
     got = float(pd.read_csv(root / "r.csv")["cka"].iloc[0])
     assert got == pytest.approx(_reference(root), rel=1e-6)
 
 
 @pytest.mark.parametrize("cluster", [0], indirect=True)
-def test_cluster_without_workers_is_one_line_after_the_timeout(root: Path, cluster: Cluster) -> None:
+def test_cluster_without_workers_is_one_line_after_the_timeout(
+    root: Path, cluster: Cluster
+) -> None:
     start = time.time()
     result = run_cli("cka", "s.zarr", "--a", "layer=l0", "--b", "layer=l1", "--scheduler",
                      cluster.address, "--timeout", "3", cwd=root, timeout=120)  # fmt: skip

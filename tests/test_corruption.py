@@ -56,9 +56,7 @@ def _reference(store: Path, a: str, b: str) -> float:
     x = np.asarray(zarr.open_array(str(store / f"reprs/m/0/final/{a}"), mode="r")[:], np.float64)
     y = np.asarray(zarr.open_array(str(store / f"reprs/m/0/final/{b}"), mode="r")[:], np.float64)
     x, y = x - x.mean(0), y - y.mean(0)
-    return float(
-        np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
-    )
+    return float(np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)))
 
 
 def test_healthy_store_still_compares(store: Path) -> None:

@@ -6,6 +6,7 @@ step of the swap, a comparison running during overwrites, and a full disk.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -38,10 +39,8 @@ def _popen(*args: str, cwd: Path) -> subprocess.Popen:
 def _staged_rows(store: Path) -> int:
     total = 0
     for meta in store.glob(".staging/*/array/zarr.json"):
-        try:
+        with contextlib.suppress(ValueError, KeyError, OSError):
             total += int(json.loads(meta.read_text())["attributes"].get("rows_written", 0))
-        except (ValueError, KeyError, OSError):
-            pass
     return total
 
 
@@ -104,8 +103,8 @@ def test_overwrite_survives_random_kills(tmp_path: Path, two_versions) -> None:
         assert is_old or is_new
         outcomes.append(("killed" if killed else "finished", "old" if is_old else "new"))
         if is_new:  # start again from the old one
-            assert run_cli("import", "s.zarr", "old.npy", "--name", "m", "--layer", "a",
-                           "--dtype", "float32", "--overwrite", cwd=tmp_path).returncode == 0  # fmt: skip
+            back = [*OVERWRITE[:2], "old.npy", *OVERWRITE[3:]]
+            assert run_cli(*back, cwd=tmp_path).returncode == 0
     assert sum(o[0] == "killed" for o in outcomes) >= 4, outcomes
     final = run_cli(*OVERWRITE, cwd=tmp_path)
     assert final.returncode == 0, final.stderr

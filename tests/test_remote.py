@@ -93,8 +93,8 @@ def test_round_trip_import_ls_verify_cka_extract(s3, url: str, tmp_path: Path) -
     assert cka.returncode == 0, cka.stderr
     got = float(pd.read_csv(tmp_path / "r.csv")["cka"].iloc[0])
     assert got == pytest.approx(_reference(x.astype(np.float64), y.astype(np.float64)), rel=1e-6)
-    extract = run_cli("extract", url, "--model", "models_for_tests:mlp", "--data", "inputs.npy",
-                      "--layers", "0,2", "--name", "net", "--dataset", "probe", cwd=tmp_path)  # fmt: skip
+    model = ["--model", "models_for_tests:mlp", "--data", "inputs.npy", "--layers", "0,2"]
+    extract = run_cli("extract", url, *model, "--name", "net", "--dataset", "probe", cwd=tmp_path)
     assert extract.returncode == 0, extract.stderr
     listing = json.loads(run_cli("ls", url, "--json", cwd=tmp_path).stdout)
     assert {(r["model"], r["layer"]) for r in listing} >= {("net", "0"), ("net", "2")}

@@ -30,7 +30,12 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _one_line_warning(
-    message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None
+    message: Any,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: Any = None,
 ) -> None:
     """reprstore's warnings as one ``Warning: …`` line (others keep Python's format)."""
     if issubclass(category, ReprstoreWarning):

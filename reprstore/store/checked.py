@@ -144,7 +144,7 @@ class CheckedRows:
             raise
         for index in range(first, last):
             c_lo, c_hi = self._chunk_range(index)
-            if zlib.crc32(block[c_lo - lo : c_hi - lo]) != self.crcs[index]:
+            if zlib.crc32(block[c_lo - lo : c_hi - lo].data) != self.crcs[index]:
                 raise self._mismatch(index)
         return block
 
@@ -180,7 +180,8 @@ class CheckedRows:
     def _changed_since_planned(self) -> bool:
         try:
             fresh = zarr.open_array(self.location, path=self.path, mode="r")
-            return tuple(fresh.attrs.get("chunk_crc32", [])) != self.crcs
+            recorded: Any = fresh.attrs.get("chunk_crc32", [])
+            return tuple(int(c) for c in recorded) != self.crcs
         except Exception:
             return True
 
@@ -208,4 +209,3 @@ def _split_index(index: Any) -> tuple[slice, Any]:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
-

@@ -31,10 +31,10 @@ from reprstore.errors import (
     StoreWriteError,
 )
 from reprstore.keys import REPRS, ReprKey, Selector
+from reprstore.store import listing, replace
 from reprstore.store.attrs import ReprSettings, provenance, utc_now
 from reprstore.store.datasets import Dataset, open_dataset
 from reprstore.store.encoding import Encoding, chunk_rows_for, compressors
-from reprstore.store import listing, replace
 from reprstore.store.lock import Lease
 from reprstore.store.writer import ReprWriter
 
@@ -201,9 +201,7 @@ class Store:
         for _ in self.keys(sel):
             pass
         globs = {k: sel.get(k) for k in listing.LAYOUT_KEYS}
-        return sorted(
-            (d for d in self._damaged.values() if d.matches(globs)), key=lambda d: d.path
-        )
+        return sorted((d for d in self._damaged.values() if d.matches(globs)), key=lambda d: d.path)
 
     def keys(self, selector: Selector | str | None = None) -> Iterator[ReprKey]:
         """Every representation key matching the selector's run and layer globs."""

@@ -131,7 +131,9 @@ def _verify_dataset(store: Store, name: str, report: VerifyReport) -> None:
     ds = store.dataset(name)
     n = ds.n_samples
     if len(ds.ids()) != n:
-        report.problems.append(Problem(f"dataset {name}", f"has {len(ds.ids())} ids for {n} samples"))
+        report.problems.append(
+            Problem(f"dataset {name}", f"has {len(ds.ids())} ids for {n} samples")
+        )
     for column in ds.meta_columns():
         rows = len(ds.meta(column))
         if rows != n:
@@ -152,7 +154,9 @@ def verify(
     keys = [info.key for info in st.select(selector)]
     damaged = st.damaged(selector)
     if selector and not keys and not damaged:
-        raise NotFoundError(f"No representation in {st.url} matches {selector!r}: nothing to verify.")
+        raise NotFoundError(
+            f"No representation in {st.url} matches {selector!r}: nothing to verify."
+        )
     for bad in damaged:
         report.representations += 1
         report.problems.append(Problem(bad.label, bad.message()))
