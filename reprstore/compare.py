@@ -141,6 +141,11 @@ def read_pairs_file(path: str | os.PathLike[str]) -> list[tuple[ReprKey, ReprKey
             raise InputError(
                 f"Cannot read the pairs file {os.fspath(path)}: {err.strerror}."
             ) from err
+        except (UnicodeDecodeError, csv.Error) as err:
+            raise InputError(
+                f"The pairs file {os.fspath(path)} is not a text CSV ({type(err).__name__}); "
+                "give a CSV such as a results file of 'reprstore cka --out'."
+            ) from None
     missing = [c for c in want if c not in header]
     if missing:
         raise InputError(
@@ -159,6 +164,11 @@ def read_pairs_file(path: str | os.PathLike[str]) -> list[tuple[ReprKey, ReprKey
 def _select(store: Store, selector: str | Selector | None, option: str) -> list[ReprInfo]:
     if isinstance(selector, str) and selector.strip() in ("", "*"):
         selector = None  # everything
+    damaged = store.damaged(selector)
+    if damaged:
+        from reprstore.errors import CorruptDataError
+
+        raise CorruptDataError(f"{option} {str(selector or '*')!r} needs {damaged[0].message()}.")
     infos = store.select(selector, must_match=option)
     return sorted(infos, key=lambda info: key_order(info.key))
 
@@ -309,14 +319,22 @@ def block_rows_for(infos: Sequence[ReprInfo], target_bytes: int = TARGET_BLOCK_B
 
 
 @contextlib.contextmanager
-def dask_scheduler(workers: int | None = None, scheduler: Any = None) -> Iterator[Any]:
+def dask_scheduler(
+    workers: int | None = None, scheduler: Any = None, timeout: float | None = None
+) -> Iterator[Any]:
     """The dask scheduler to compute with, for the duration of a comparison.
 
     ``workers=N`` starts a local dask.distributed cluster of N worker processes (one
     thread each) and closes it afterwards; ``scheduler`` is the address of a running
     scheduler (``tcp://host:8786``), a ``distributed.Client``, or any value
-    ``dask.compute(scheduler=…)`` takes. Neither: local threads.
+    ``dask.compute(scheduler=…)`` takes. Neither: local threads. On a cluster, a
+    scheduler that stops answering or a cluster without workers for ``timeout`` seconds
+    ends the comparison with one :class:`~reprstore.errors.ClusterError`.
     """
+    from reprstore.cluster import ClusterWatch, check_scheduler, check_timeout, cluster_errors
+
+    wait = check_timeout(timeout)
+    check_scheduler(scheduler)
     if workers is not None and scheduler is not None:
         raise InputError("Give either --workers or --scheduler, not both.")
     if workers is not None:
@@ -329,6 +347,8 @@ def dask_scheduler(workers: int | None = None, scheduler: Any = None) -> Iterato
                 n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
             ) as cluster,
             Client(cluster) as client,
+            ClusterWatch(client, wait, "local cluster") as watch,
+            cluster_errors("a local cluster", watch, wait),
         ):
             yield client
         return
@@ -336,10 +356,14 @@ def dask_scheduler(workers: int | None = None, scheduler: Any = None) -> Iterato
         from distributed import Client
 
         try:
-            client = Client(scheduler, timeout=10)
-        except (OSError, TimeoutError) as err:
+            client = Client(scheduler, timeout=min(wait, 10))
+        except (OSError, TimeoutError, ValueError) as err:
             raise InputError(f"Cannot reach the dask scheduler at {scheduler}: {err}") from None
-        with client:
+        with (
+            client,
+            ClusterWatch(client, wait, scheduler) as watch,
+            cluster_errors(scheduler, watch, wait),
+        ):
             yield client
         return
     yield scheduler
@@ -352,9 +376,13 @@ def _open(store: Store | str | os.PathLike[str]) -> Store:
 
 
 def _dask_array(store: Store, info: ReprInfo, rows: int, allow_incomplete: bool) -> da.Array:
+    """The representation as a dask array whose blocks are read CRC-checked chunk by chunk."""
+    from reprstore.store.checked import CheckedRows
+
     arr = store.array(info.key, allow_incomplete=allow_incomplete)
-    name = f"reprstore-{store.url}-{info.key.path}-{rows}"
-    return da.from_array(arr, chunks=(rows, -1), name=name)
+    checked = CheckedRows.from_array(store.url, arr, info.key.label())
+    name = f"reprstore-{checked.location}-{info.key.path}-{rows}-{hash(checked.crcs)}"
+    return da.from_array(checked, chunks=(rows, -1), name=name, asarray=False)
 
 
 def _dataset_arrays(
@@ -462,6 +490,7 @@ def compare(
     scheduler: Any = None,
     split_every: int | None = None,
     progress: Progress | None = None,
+    timeout: float | None = None,
 ) -> pd.DataFrame:
     """Every requested measure of every selected A with every selected B, in one pass.
 
@@ -486,6 +515,8 @@ def compare(
     scheduler : address of a running dask scheduler (or a Client / dask scheduler)
     split_every : fan-in of the reduction tree
     progress : callable(done, total) in row blocks
+    timeout : seconds a cluster may go without an answering scheduler or any worker
+        before the comparison fails (default 60)
 
     Returns
     -------
@@ -496,6 +527,9 @@ def compare(
     """
 
     check_options(estimator, kernel)
+    if shuffle is not None and (isinstance(shuffle, bool) or not isinstance(shuffle, int)
+                                or shuffle < 0):  # fmt: skip
+        raise InputError(f"--shuffle must be a non-negative integer seed. Got {shuffle!r} instead.")
     specs = parse_measures(measures, defaults={"cka": dict(
         estimator=estimator, kernel=kernel, sigma=sigma, batch_size=batch_size, shuffle=shuffle,
     )})  # fmt: skip
@@ -517,7 +551,7 @@ def compare(
     found: dict[tuple[int, int], dict[str, Any]] = {}
     partials: dict[int, dict[str, Any]] = {}
     rows_of: dict[str, int] = {}
-    with dask_scheduler(workers, scheduler) as sched:
+    with dask_scheduler(workers, scheduler, timeout) as sched:
         for dataset in _datasets(plan):
             own = sorted({k for p in across for k in p if plan.reprs[k].dataset == dataset})
             got, part, rows_of[dataset] = _run_dataset(

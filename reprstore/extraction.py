@@ -215,6 +215,7 @@ def extract(
     from reprstore.extract.runner import autocast_context, plan_layers, run, torch_threads
     from reprstore.ingest import read_ids, read_meta
     from reprstore.store import Encoding, ReprSettings, Store, check_dataset, write_dataset
+    from reprstore.store.fresh import undo_new_store
 
     check_reduction(reduce)
     if layer_name is not None:  # the template's fields, before any model is loaded
@@ -265,25 +266,26 @@ def extract(
             weights = {ckpt.label: _weights_id(loaded, ckpt) for ckpt in checkpoints}
             st = store if isinstance(store, Store) else Store.open(store, create=True)
             fingerprint = pending.result()
-        check_dataset(st.root, dataset, n, id_values, meta_values, fingerprint)
-        todo = _plan_writes(
-            st,
-            loaded,
-            checkpoints,
-            plan.layers,
-            weights=weights,
-            name=name,
-            seed=seed,
-            dataset=dataset,
-            n=n,
-            encoding=encoding,
-            fingerprint=fingerprint,
-            preprocessing=source.settings(),
-            autocast=autocast,
-            overwrite=overwrite,
-            settings_cls=ReprSettings,
-            stored_names=names,
-        )
+        with undo_new_store(st):  # a refused plan leaves no half-made store
+            check_dataset(st.root, dataset, n, id_values, meta_values, fingerprint)
+            todo = _plan_writes(
+                st,
+                loaded,
+                checkpoints,
+                plan.layers,
+                weights=weights,
+                name=name,
+                seed=seed,
+                dataset=dataset,
+                n=n,
+                encoding=encoding,
+                fingerprint=fingerprint,
+                preprocessing=source.settings(),
+                autocast=autocast,
+                overwrite=overwrite,
+                settings_cls=ReprSettings,
+                stored_names=names,
+            )
         write_dataset(
             st.root, dataset, n, id_values, meta_values, fingerprint, source=source.description
         )

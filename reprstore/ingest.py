@@ -26,6 +26,7 @@ from reprstore.store import (
     sha256_file,
     write_dataset,
 )
+from reprstore.store.fresh import undo_new_store
 
 IMPORT_REDUCTIONS = ("none", "mean", "first", "last", "max", "flatten")
 
@@ -58,7 +59,13 @@ def read_ids(path: str | os.PathLike[str], types: Mapping[str, str] | None = Non
     if not path.is_file():
         raise InputError(f"--ids file not found: {path}.")
     if path.suffix == ".npy":
-        ids = np.load(path, allow_pickle=False)
+        try:
+            ids = np.load(path, allow_pickle=False)
+        except ValueError as err:
+            raise InputError(
+                f"--ids {path.name} cannot be read without unpickling Python objects ({err}); "
+                "save the ids as strings or integers."
+            ) from None
     else:
         lines = [ln.strip() for ln in path.read_text().splitlines()]
         ids = np.array([ln for ln in lines if ln], dtype=str)
@@ -265,6 +272,13 @@ def plan_import(
             "all layers of one import must cover the same samples."
         )
     n = counts.pop()
+    for tensor in tensors:
+        if tensor.n_rows == 0:
+            raise InputError(f"{tensor.path.name}:{tensor.name} holds no samples (0 rows).")
+        if any(d == 0 for d in tensor.shape[1:]):
+            raise InputError(
+                f"{tensor.path.name}:{tensor.name} has no features (shape {tensor.shape})."
+            )
     check_dataset(store.root, dataset, n, ids, meta)
     if ids is not None and len(ids) != n:
         raise DatasetMismatchError(f"--ids has {len(ids)} entries; the inputs have {n} rows.")
@@ -325,11 +339,12 @@ def import_files(
     types = parse_column_types(meta_types) if isinstance(meta_types, str) else meta_types
     id_values = read_ids(ids, types) if ids is not None else None
     meta_values = read_meta(meta, without_id(types)) if meta is not None else None
-    plan = plan_import(
-        st, files, name=name, layer=layer, seed=seed, checkpoint=checkpoint, dataset=dataset,
-        dtype=dtype, keep_bits=keep_bits, key=key, reduce=reduce, ids=id_values,
-        meta=meta_values, overwrite=overwrite,
-    )  # fmt: skip
+    with undo_new_store(st):  # a refused plan leaves no half-made store
+        plan = plan_import(
+            st, files, name=name, layer=layer, seed=seed, checkpoint=checkpoint,
+            dataset=dataset, dtype=dtype, keep_bits=keep_bits, key=key, reduce=reduce,
+            ids=id_values, meta=meta_values, overwrite=overwrite,
+        )  # fmt: skip
     write_dataset(st.root, dataset, plan.n_samples, id_values, meta_values, source="import")
     counter = RowCounter(plan.n_samples * len(plan.items), progress)
     for item in plan.items:

@@ -21,6 +21,11 @@ DATASETS = "datasets"
 DEFAULT_DATASET = "default"
 SELECTOR_KEYS = ("model", "seed", "checkpoint", "layer", "dataset")
 _FORBIDDEN_CHARS = set("/\\,=*?[]\0\n\r\t")
+#: keys zarr (v3 and v2) and reprstore's write leases use inside the store's folders
+RESERVED_NAMES = frozenset({"zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata",
+                            "writer.lock"})  # fmt: skip
+#: one path component; file systems allow 255 bytes, and a store path nests several
+MAX_NAME_BYTES = 200
 
 
 def validate_name(value: str, what: str = "name") -> str:
@@ -42,6 +47,17 @@ def validate_name(value: str, what: str = "name") -> str:
         )
     if value.startswith("__"):
         raise InvalidNameError(f"Invalid {what} {value!r}: names may not start with '__'.")
+    if value in RESERVED_NAMES or value.startswith("."):
+        raise InvalidNameError(
+            f"Invalid {what} {value!r}: the name is reserved by the store format "
+            "(zarr metadata, locks, hidden folders); choose another."
+        )
+    size = len(value.encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        raise InvalidNameError(
+            f"Invalid {what} {value[:20]!r}… ({len(value)} characters): names may have at most "
+            f"{MAX_NAME_BYTES} characters (bytes in UTF-8); choose a shorter one."
+        )
     if value != value.strip():
         raise InvalidNameError(f"Invalid {what} {value!r}: remove leading/trailing spaces.")
     return value

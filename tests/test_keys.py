@@ -24,7 +24,7 @@ ALPHABET = string.ascii_letters + string.digits + "._-"
 def _random_name(rnd: random.Random) -> str:
     while True:
         name = "".join(rnd.choice(ALPHABET) for _ in range(rnd.randint(1, 12)))
-        if ".." not in name and not name.startswith("__") and name != ".":
+        if ".." not in name and not name.startswith(("__", ".")):
             return name
 
 

@@ -144,6 +144,14 @@ MemoryOpt = Annotated[
         "fit are spread over more passes.",
     ),
 ]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        help="With --scheduler/--workers: seconds the cluster may go without an answering "
+        "scheduler or any worker before the comparison fails.",
+    ),
+]
 IncompleteOpt = Annotated[
     bool,
     typer.Option(
@@ -207,12 +215,14 @@ def cka(
     precision: PrecisionOpt = "float64",
     memory: MemoryOpt = "2GB",
     allow_incomplete: IncompleteOpt = False,
+    timeout: TimeoutOpt = 60.0,
 ) -> None:
     """Compare every A with every B by CKA, reading each stored chunk once per pass.
 
     Example: reprstore cka runs.zarr --a seed=0 --b seed=1 --match layer --out cka.csv
     """
     from reprstore.cli.progress import progress_bar
+    from reprstore.cluster import check_scheduler, check_timeout, quiet_distributed_logs
     from reprstore.compare import compare, read_pairs_file
     from reprstore.engine import parse_memory, resolve_backend
     from reprstore.errors import InputError
@@ -226,6 +236,10 @@ def cka(
     if workers is not None and scheduler is not None:
         raise InputError("Give either --workers or --scheduler, not both.")
     check_options(estimator, kernel)
+    check_scheduler(scheduler)
+    check_timeout(timeout)
+    if scheduler is not None or workers is not None:
+        quiet_distributed_logs()
     resolve_backend(device, precision)
     budget = parse_memory(memory)
     check_output(out)
@@ -243,7 +257,7 @@ def cka(
             match=parse_keys(match, "--match"), differ=parse_keys(differ, "--differ"),
             pairs=listed, pair_where=pair_where, allow_incomplete=allow_incomplete,
             device=device, precision=precision, memory=budget,
-            workers=workers, scheduler=scheduler, progress=bar,
+            workers=workers, scheduler=scheduler, progress=bar, timeout=timeout,
         )  # fmt: skip
     if pairs is not None:
         from reprstore.report.provenance import file_sha256

@@ -141,8 +141,14 @@ def _selected(store: str, selector: str | None, sizes: bool, what: str) -> tuple
 
     st = Store.open(store)
     given = selector is not None and selector.strip() not in ("", "*")
-    infos = st.select(selector, sizes=sizes, must_match=what if given else None)
+    # a selection whose only match is damaged is reported as damaged, not as empty
+    must = what if given and not st.damaged(selector) else None
+    infos = st.select(selector, sizes=sizes, must_match=must)
     return st, infos
+
+
+def _damaged_rows(st: Any, selector: str | None) -> list[Any]:
+    return st.damaged(selector)
 
 
 @handle_errors
@@ -161,21 +167,29 @@ def ls(
 
     opt.set_quiet(quiet)
     st, infos = _selected(store, selector, sizes=True, what="ls")
+    damaged = _damaged_rows(st, selector)
     if as_json:
         rows = [
             {**{k: v for k, v in i.to_dict().items() if k != "attrs"},
              "attributes": st.attributes(i.key)}
             for i in infos
         ]  # fmt: skip
+        rows += [{"damaged": d.label, "path": d.path, "reason": d.reason} for d in damaged]
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
-    table = Table(title=f"{st.url}: {len(infos)} representation(s)")
+    title = f"{st.url}: {len(infos)} representation(s)"
+    table = Table(title=title + (f", {len(damaged)} damaged" if damaged else ""))
     for column in ("model", "seed", "checkpoint", "dataset", "layer", "shape", "dtype",
                    "on disk", "vs f32", "complete", "NaN/Inf"):  # fmt: skip
         table.add_column(column, no_wrap=column in ("shape", "on disk"))
     for info in infos:
         table.add_row(*_ls_row(info))
+    for bad in damaged:
+        parts = [*bad.path.split("/")[1:], "", "", "", ""][:4]
+        table.add_row(*parts, "", "", "", "", "", "[red]DAMAGED[/red]", "")
     console.print(table)
+    for bad in damaged:
+        console.print(f"[red]✗ {bad.message()}[/red]", highlight=False)
     for name in st.datasets():
         ds = st.dataset(name)
         cols = ", ".join(ds.meta_columns()) or "none"
@@ -208,6 +222,11 @@ def info(
 
     opt.set_quiet(quiet)
     st, infos = _selected(store, selector, sizes=True, what="info")
+    damaged = _damaged_rows(st, selector)
+    if damaged and not infos:
+        from reprstore.errors import CorruptDataError
+
+        raise CorruptDataError(damaged[0].message() + ".")
     if not infos:
         raise NotFoundError(f"No representation in {store} matches {selector or '*'}.")
     if as_json:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from reprstore.keys import (
     checkpoint_step,
     natural_key,
 )
+from reprstore.store import listing, replace
 from reprstore.store.attrs import ReprSettings, provenance, utc_now
 from reprstore.store.datasets import Dataset, open_dataset
 from reprstore.store.encoding import Encoding, chunk_rows_for, compressors
@@ -193,6 +193,8 @@ class Store:
         self.read_only = read_only
         self.format = fmt
         self._run_attributes: RunAttributes | None = None
+        self._damaged: dict[str, listing.Damaged] = {}
+        self.created = False  # this process created the store (see store.fresh)
 
     # -- opening -------------------------------------------------------------------
     @classmethod
@@ -220,6 +222,7 @@ class Store:
             )
         if path is not None and path.exists() and not path.is_dir():
             raise StoreNotFoundError(f"{url} is a file, not a store directory.")
+        existed = path is None or (path / "zarr.json").exists()
         fresh = path is not None and create and path.exists() and not (path / "zarr.json").exists()
         if fresh and any(path.iterdir()):  # type: ignore[union-attr]
             raise StoreNotFoundError(
@@ -228,8 +231,9 @@ class Store:
             )
         if writable and not create and path is not None and not path.exists():
             raise StoreNotFoundError(f"No store at {url}.")
+        target = str(path) if path is not None else url  # file:// opens as its local path
         try:
-            root = _open_root(url, create) if not writable or create else _open_existing(url)
+            root = _open_root(target, create) if not writable or create else _open_existing(target)
         except (GroupNotFoundError, FileNotFoundError) as err:
             raise StoreNotFoundError(f"No store at {url}: {err}") from err
         except (PermissionError, OSError) as err:
@@ -256,7 +260,11 @@ class Store:
                     f"reading, but writing needs format {STORE_FORMAT}. Run 'reprstore upgrade "
                     f"{url}' first (in place, resumable)."
                 )
-        return cls(root, url, read_only=not (create or writable), fmt=fmt)
+            if fmt == STORE_FORMAT:
+                replace.finish_pending(root.store)  # an overwrite killed after its commit point
+        opened = cls(root, url, read_only=not (create or writable), fmt=fmt)
+        opened.created = create and not existed
+        return opened
 
     # -- reading -------------------------------------------------------------------
     def _children(self, path: str, kind: str) -> list[str]:
@@ -265,11 +273,23 @@ class Store:
         group = self.root[path]
         if not isinstance(group, zarr.Group):
             return []
-        with warnings.catch_warnings():  # a folder whose first write just took its lock
-            warnings.filterwarnings("ignore", message=".*not recognized as a component")
-            names = list(group.group_keys() if kind == "group" else group.array_keys())
+        names, damaged = listing.children(group, kind)
+        if path.startswith(REPRS):
+            self._damaged.update((d.path, d) for d in damaged)
         # "__" names are zarr's (and the upgrade's staging area): never a user's name
         return sorted((n for n in names if not n.startswith("__")), key=natural_key)
+
+    def damaged(self, selector: Selector | str | None = None) -> list[listing.Damaged]:
+        """Nodes under ``reprs/`` whose metadata cannot be read and that ``selector`` could
+        mean (walking the store's listing to find them)."""
+        sel = Selector.parse(selector)
+        for _ in self.keys(sel):
+            pass
+        layout = listing.LAYOUT_KEYS_V1 if self.format == 1 else listing.LAYOUT_KEYS
+        return sorted(
+            (d for d in self._damaged.values() if d.matches(sel.allows, layout)),
+            key=lambda d: natural_key(d.path),
+        )
 
     def _runs(self, sel: Selector) -> Iterator[tuple[str, str, str]]:
         """(model, seed, checkpoint) groups whose names the selector allows."""
@@ -461,11 +481,17 @@ class Store:
                 f"{key.dataset!r}."
             )
         lease = Lease(self.root.store, key.path).acquire()
+        replacement = None
         try:
-            arr = self._prepare_array(key, settings, encoding, sources or {}, overwrite)
+            replacement = replace.begin_if_needed(self.root.store, key.path, self.exists(key),
+                                                  overwrite)  # fmt: skip
+            path = replacement.stage_path if replacement else key.path
+            arr = self._prepare_array(key, settings, encoding, sources or {}, overwrite, path)
             lease.renew()
-            return ReprWriter(arr, key, settings, encoding, lease, on_nonfinite)
+            return ReprWriter(arr, key, settings, encoding, lease, on_nonfinite, replacement)
         except BaseException:
+            if replacement is not None:
+                replacement.discard()
             lease.release()
             raise
 
@@ -513,6 +539,7 @@ class Store:
         encoding: Encoding,
         sources: dict[str, Any],
         overwrite: bool,
+        path: str | None = None,
     ) -> zarr.Array:
         self._check_settings(key, settings, overwrite)
         if self.exists(key) and not overwrite:
@@ -542,7 +569,7 @@ class Store:
             attributes["step"] = step  # the checkpoint's training step, for timelines
         try:
             return self.root.create_array(
-                key.path,
+                path or key.path,
                 shape=(settings.n_samples or 0, settings.n_features),
                 chunks=(rows, settings.n_features),
                 dtype=dtype,
