@@ -43,7 +43,7 @@ def store(pristine: Path, tmp_path: Path) -> Path:
 
 
 def _chunk(store: Path, layer: str, index: int) -> Path:
-    return store / f"reprs/m/0/final/{layer}/c/{index}/0"
+    return store / f"reprs/m/0/final/default/{layer}/c/{index}/0"
 
 
 def _cka(store: Path, a: str = "l0", b: str = "l1", *extra: str):
@@ -53,8 +53,8 @@ def _cka(store: Path, a: str = "l0", b: str = "l1", *extra: str):
 def _reference(store: Path, a: str, b: str) -> float:
     import zarr
 
-    x = np.asarray(zarr.open_array(str(store / f"reprs/m/0/final/{a}"), mode="r")[:], np.float64)
-    y = np.asarray(zarr.open_array(str(store / f"reprs/m/0/final/{b}"), mode="r")[:], np.float64)
+    x = np.asarray(zarr.open_array(str(store / f"reprs/m/0/final/default/{a}"), mode="r")[:], np.float64)
+    y = np.asarray(zarr.open_array(str(store / f"reprs/m/0/final/default/{b}"), mode="r")[:], np.float64)
     x, y = x - x.mean(0), y - y.mean(0)
     return float(np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)))
 
@@ -125,7 +125,7 @@ def test_healthy_siblings_compare_when_one_layer_is_damaged(store: Path) -> None
 
 
 def test_checksums_edited_to_match_nothing(store: Path) -> None:
-    meta = store / "reprs/m/0/final/l1/zarr.json"
+    meta = store / "reprs/m/0/final/default/l1/zarr.json"
     doc = json.loads(meta.read_text())
     doc["attributes"]["chunk_crc32"][1] ^= 1
     meta.write_text(json.dumps(doc))
@@ -142,7 +142,7 @@ def test_api_raises_the_error_family(store: Path) -> None:
 
 @pytest.mark.parametrize("garbage", [b"{not json", b"", b'{"zarr_format": 3}', b"\xff\xfe\x00"])
 def test_one_damaged_zarr_json_does_not_break_the_rest(store: Path, garbage: bytes) -> None:
-    (store / "reprs/m/0/final/l0/zarr.json").write_bytes(garbage)
+    (store / "reprs/m/0/final/default/l0/zarr.json").write_bytes(garbage)
     listing = run_cli("ls", str(store))
     assert listing.returncode == 0, listing.stderr
     assert "l1" in listing.stdout and "l2" in listing.stdout

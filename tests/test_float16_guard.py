@@ -40,7 +40,7 @@ def test_large_common_offset_keeps_cka(tmp_path: Path, offset: float) -> None:
     assert result.returncode == 0, result.stderr
     warned = [ln for ln in result.stderr.splitlines() if ln.startswith("Warning:")]
     assert len(warned) == 2 and all("stored as float32" in w for w in warned), result.stderr
-    arr = zarr.open_array(str(tmp_path / "s.zarr/reprs/m/0/final/x"), mode="r")
+    arr = zarr.open_array(str(tmp_path / "s.zarr/reprs/m/0/final/default/x"), mode="r")
     assert arr.dtype == np.float32 and "float16 rounding" in arr.attrs["storage_fallback"]
     df = compare(tmp_path / "s.zarr", "layer=x", "layer=y", estimator="biased")
     # float32 storage of the offset data loses ~offset × 6e-8 per value: well within 1e-5
@@ -57,7 +57,7 @@ def test_well_scaled_data_stays_float16(tmp_path: Path) -> None:
     result = run_cli("import", "s.zarr", "x.npy", "y.npy", "--name", "m", "--layer", "{stem}",
                      cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0 and "Warning" not in result.stderr, result.stderr
-    arr = zarr.open_array(str(tmp_path / "s.zarr/reprs/m/0/final/x"), mode="r")
+    arr = zarr.open_array(str(tmp_path / "s.zarr/reprs/m/0/final/default/x"), mode="r")
     assert arr.dtype == np.float16 and "storage_fallback" not in arr.attrs
     df = compare(tmp_path / "s.zarr", "layer=x", "layer=y", estimator="biased")
     assert float(df["cka"].iloc[0]) == pytest.approx(_linear_cka(x, y), rel=1e-5)
@@ -70,7 +70,7 @@ def test_values_beyond_float16_range_are_never_inf(tmp_path: Path) -> None:
     result = run_cli("import", "s.zarr", "x.npy", "--name", "m", "--layer", "x", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "beyond float16's range" in result.stderr
-    arr = zarr.open_array(str(tmp_path / "s.zarr/reprs/m/0/final/x"), mode="r")
+    arr = zarr.open_array(str(tmp_path / "s.zarr/reprs/m/0/final/default/x"), mode="r")
     stored = arr[:]
     assert np.isfinite(stored).all() and stored[3, 1] == np.float32(1e5)
     assert arr.attrs["nonfinite"] == {"nan": 0, "inf": 0}
@@ -96,7 +96,7 @@ def test_resumed_fallback_stays_float32(tmp_path: Path) -> None:
     write_dataset(store.root, "default", 4000, None, None, source="test")
     settings = ReprSettings("default", 512, 4000, (512,), "none", "float16", "float64",
                             source_fingerprint="t")  # fmt: skip
-    key = ReprKey("m", "0", "final", "x")
+    key = ReprKey("m", "0", "final", "default", "x")
     with pytest.warns(UserWarning, match="stored as float32"):
         writer = store.writer(key, settings, encoding=Encoding("float16"))
         writer.write(x[:2048])

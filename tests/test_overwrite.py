@@ -26,7 +26,7 @@ from reprstore.keys import ReprKey
 from reprstore.store import Store
 from reprstore.store import replace as replace_mod
 
-KEY = "reprs/m/0/final/a"
+KEY = "reprs/m/0/final/default/a"
 N, P = 40_000, 128
 
 
@@ -259,4 +259,4 @@ def test_disk_full_during_overwrite_keeps_the_old(tiny_disk: Path, tmp_path: Pat
     assert not (store / ".staging").exists()
     assert store_digest(store) == before
     with pytest.raises(ReprstoreError):
-        Store.open(store).array(ReprKey("m", "0", "final", "b"))
+        Store.open(store).array(ReprKey("m", "0", "final", "default", "b"))

@@ -110,7 +110,7 @@ def test_resume_after_interrupt_on_s3(s3, url: str, tmp_path: Path) -> None:  # 
     proc = subprocess.Popen([sys.executable, "-m", "reprstore", *args], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 120
-    chunk_prefix = "/reprs/m/0/final/a/c/"
+    chunk_prefix = "/reprs/m/0/final/default/a/c/"
     while time.time() < deadline and proc.poll() is None:
         if any(chunk_prefix in k for k in _objects(s3, url)):
             break
@@ -119,10 +119,10 @@ def test_resume_after_interrupt_on_s3(s3, url: str, tmp_path: Path) -> None:  # 
     proc.wait()
     import zarr
 
-    arr = zarr.open_array(f"{url}/reprs/m/0/final/a", mode="r")
+    arr = zarr.open_array(f"{url}/reprs/m/0/final/default/a", mode="r")
     interrupted = proc.returncode == -9 and not arr.attrs.get("complete")
     assert run_cli(*args, cwd=tmp_path).returncode == 0
-    arr = zarr.open_array(f"{url}/reprs/m/0/final/a", mode="r")
+    arr = zarr.open_array(f"{url}/reprs/m/0/final/default/a", mode="r")
     assert arr.attrs["complete"] is True
     np.testing.assert_array_equal(arr[:], x)
     assert interrupted or proc.returncode == 0
@@ -141,9 +141,9 @@ def test_overwrite_and_corruption_on_s3(s3, url: str, tmp_path: Path) -> None:  
     assert over.returncode == 0, over.stderr
     import zarr
 
-    np.testing.assert_array_equal(zarr.open_array(f"{url}/reprs/m/0/final/a", mode="r")[:], new)
+    np.testing.assert_array_equal(zarr.open_array(f"{url}/reprs/m/0/final/default/a", mode="r")[:], new)
     assert not [k for k in _objects(s3, url) if "/.staging/" in k]
-    chunk = next(k for k in _objects(s3, url) if "/reprs/m/0/final/a/c/1/" in k)
+    chunk = next(k for k in _objects(s3, url) if "/reprs/m/0/final/default/a/c/1/" in k)
     s3.delete_object(Bucket=BUCKET, Key=chunk)
     result = run_cli("cka", url, "--a", "layer=a", "--b", "layer=r", cwd=tmp_path)
     assert_user_error(result, "m/0/final:a", "chunk 1", "missing")

@@ -185,8 +185,7 @@ def ls(
     for info in infos:
         table.add_row(*_ls_row(info))
     for bad in damaged:
-        parts = [*bad.path.split("/")[1:], "", "", "", ""][:4]
-        table.add_row(*parts, "", "", "", "", "", "[red]DAMAGED[/red]", "")
+        table.add_row(*bad.fields, "", "", "", "", "[red]DAMAGED[/red]", "")
     console.print(table)
     for bad in damaged:
         console.print(f"[red]✗ {bad.message()}[/red]", highlight=False)

@@ -30,9 +30,20 @@ class Damaged:
     reason: str
 
     @property
-    def label(self) -> str:
+    def fields(self) -> tuple[str, str, str, str, str]:
+        """(model, seed, checkpoint, dataset, layer) as far as the path says ('' if not)."""
         parts = self.path.split("/")[1:]
-        return "/".join(parts[:-1]) + (f":{parts[-1]}" if len(parts) > 3 else "")
+        if len(parts) == len(LAYOUT_KEYS_V1):  # a format-1 array: no dataset level
+            parts = [*parts[:3], "", parts[3]]
+        m, s, c, d, layer = [*parts, "", "", "", "", ""][:5]
+        return m, s, c, d, layer
+
+    @property
+    def label(self) -> str:
+        """As :meth:`reprstore.keys.ReprKey.label` writes it (the dataset 'default' left out)."""
+        m, s, c, d, layer = self.fields
+        run = "/".join(p for p in (m, s, c, "" if d == "default" else d) if p)
+        return f"{run}:{layer}" if layer else run
 
     def matches(self, allows: Callable[[str, str], bool], layout: Sequence[str]) -> bool:
         """Whether the node could hold something a selector asks for.
