@@ -211,7 +211,9 @@ def _check_pair(x: ReprInfo, y: ReprInfo) -> None:
 
 
 def row_mask(store: Store, dataset: str, where: str | None) -> np.ndarray | None:
-    """Rows of ``dataset`` kept by the pandas query ``where`` over ``id`` and its metadata.
+    """Rows of ``dataset`` kept by the safe condition ``where`` over ``id`` and its metadata.
+
+    ``where`` is parsed by :mod:`reprstore.expr`, which never runs code.
 
     Returns
     -------
@@ -219,23 +221,10 @@ def row_mask(store: Store, dataset: str, where: str | None) -> np.ndarray | None
     """
     if not where:
         return None
-    import pandas as pd
+    from reprstore.expr import parse_row_filter
 
-    table = pd.DataFrame(store.dataset(dataset).table())
-    try:
-        kept = table.eval(where)
-    except Exception as err:  # pandas raises many kinds for a bad expression
-        raise InputError(
-            f"Invalid --where {where!r}: {type(err).__name__}: {err}. "
-            f"Columns of dataset {dataset!r}: {', '.join(table.columns)}."
-        ) from None
-    mask = np.asarray(kept)
-    if mask.dtype != bool or mask.shape != (len(table),):
-        raise InputError(
-            f"--where {where!r} must give one true/false value per row (a condition such as "
-            "\"region != 'north' and id >= 10\")."
-        )
-    return mask
+    flt = parse_row_filter(where)
+    return flt.mask(store.dataset(dataset).table())
 
 
 def block_rows_for(infos: Sequence[ReprInfo], target_bytes: int = TARGET_BLOCK_BYTES) -> int:
@@ -402,7 +391,8 @@ def compare(
     estimator, kernel, sigma, batch_size, shuffle, device, precision, memory
         As for :func:`reprstore.cka`.
     where : str, optional
-        pandas query over the dataset's ``id`` and metadata columns; the same rows are
+        condition over the dataset's ``id`` and metadata columns (:mod:`reprstore.expr`,
+        never evaluated as code); the same rows are
         used on both sides.
     match, differ : keys that must agree / differ within a pair (``layer``, ``seed`` …)
     pairs : explicit (A key, B key) pairs to keep (see :func:`read_pairs_file`)

@@ -70,3 +70,7 @@ class ReprstoreWarning(UserWarning):
 
 class ClusterError(ReprstoreError, RuntimeError):
     """The dask cluster went away (scheduler lost, no workers left) during a comparison."""
+
+
+class ExpressionError(ReprstoreError, ValueError):
+    """A ``--where`` or ``--pair-where`` condition is not of the allowed kind."""

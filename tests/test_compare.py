@@ -18,6 +18,7 @@ from reprstore.engine import cka, compare_arrays
 from reprstore.errors import (
     ComparisonError,
     DatasetMismatchError,
+    ExpressionError,
     IncompleteError,
     InputError,
     NotFoundError,
@@ -234,7 +235,7 @@ BAD = [
     (dict(a="model=m,seed=0,layer=l1", b="model=m,seed=1,layer=l1", where="id < 3"),
      ComparisonError, "keeps 3 of 200 rows"),
     (dict(a="model=m,seed=0,layer=l1", b="model=m,seed=1,layer=l1", where="colour == 1"),
-     InputError, "Invalid --where.*Columns of dataset 'default': id, label, region"),
+     ExpressionError, "names the column 'colour'.*Columns: id, label, region"),
     (dict(a="model=odd,layer=const", b="model=m,seed=0,layer=l1"), ComparisonError,
      "odd/0/final:const is constant"),
     (dict(a="model=m,seed=0,layer=l1", b="model=odd,layer=nan"), ComparisonError,

@@ -62,8 +62,11 @@ WhereOpt = Annotated[
     str | None,
     typer.Option(
         "--where",
-        help="Keep rows matching a pandas query over the dataset's id and metadata "
-        "columns, e.g. \"region != 'Atlantis' and id >= 1000\".",
+        help="Keep rows matching a condition over the dataset's id and metadata columns, "
+        "e.g. \"region != 'Atlantis' and id >= 1000\" or \"matches(region, '^north')\". "
+        "Parsed safely (never run as code): comparisons, and/or/not, in [...], arithmetic "
+        "and the functions matches, fullmatch, startswith, endswith, contains, lower, upper, "
+        "len, abs, number, str.",
         show_default=False,
     ),
 ]
@@ -210,6 +213,7 @@ def cka(
     from reprstore.compare import compare, read_pairs_file
     from reprstore.engine import parse_memory, resolve_backend
     from reprstore.errors import InputError
+    from reprstore.expr import parse_row_filter
     from reprstore.keys import parse_keys
     from reprstore.metrics.cka import check_options
     from reprstore.report import check_output, plot_heatmap, write_results
@@ -226,6 +230,8 @@ def cka(
     resolve_backend(device, precision)
     budget = parse_memory(memory)
     check_output(out)
+    if where is not None:
+        parse_row_filter(where)  # refuse a bad condition before any work
     if plot is not None and not plot.lower().endswith(".png"):
         raise InputError(f"--plot expects a .png file name. Got {plot!r} instead.")
     listed = read_pairs_file(pairs) if pairs is not None else None
