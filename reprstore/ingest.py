@@ -335,10 +335,10 @@ def import_files(
     progress
         Called as ``progress(rows_done, rows_total)`` over all files.
     """
-    st = store if isinstance(store, Store) else Store.open(store, create=True)
     types = parse_column_types(meta_types) if isinstance(meta_types, str) else meta_types
-    id_values = read_ids(ids, types) if ids is not None else None
+    id_values = read_ids(ids, types) if ids is not None else None  # before a store is made
     meta_values = read_meta(meta, without_id(types)) if meta is not None else None
+    st = store if isinstance(store, Store) else Store.open(store, create=True)
     with undo_new_store(st):  # a refused plan leaves no half-made store
         plan = plan_import(
             st, files, name=name, layer=layer, seed=seed, checkpoint=checkpoint,

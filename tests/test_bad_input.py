@@ -233,7 +233,7 @@ CASES += [
     ("cka sigma nan", [*CKA, *L1, "--kernel", "rbf", "--sigma", "nan"], "sigma"),
     ("cka sigma inf", [*CKA, *L1, "--kernel", "rbf", "--sigma", "inf"], "sigma"),
     ("cka batch size 0", [*CKA, *L1, "--estimator", "minibatch", "--batch-size", "0"], "--batch-size"),
-    ("cka batch size negative", [*CKA, *L1, "--estimator", "minibatch", "--batch-size", "-4"], "--batch-size"),
+    ("cka batch size negative", [*CKA, *L1, "--estimator", "minibatch", "--batch-size", "-4"], "batch_size"),
     ("cka device tpu", [*CKA, *L1, "--device", "tpu"], "tpu"),
     ("cka no cuda", [*CKA, *L1, "--device", "cuda"], "cuda"),
     ("cka precision float8", [*CKA, *L1, "--precision", "float8"], "float8"),
