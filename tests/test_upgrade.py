@@ -202,7 +202,7 @@ def test_upgrade_survives_sigkill_at_random_moments(tmp_path: Path) -> None:
     assert not journal.exists() and not (killed / STAGING).exists()
     assert not list(killed.rglob("writer.lock"))
     a, b = _files(killed), _files(clean)
-    assert a.keys() == b.keys()
+    assert a.keys() == b.keys(), sorted(a.keys() ^ b.keys())
     for rel in a:
         if rel != "zarr.json":
             assert a[rel] == b[rel], rel
