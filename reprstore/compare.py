@@ -35,6 +35,9 @@ from reprstore.errors import (
 )
 from reprstore.keys import SELECTOR_KEYS, ReprKey, Selector, differ_match_filter
 from reprstore.metrics.cka import CKAResult, check_options
+from reprstore.uncertainty import columns_of as uncertainty_columns
+from reprstore.uncertainty import options as uncertainty_options
+from reprstore.uncertainty import result_columns as uncertainty_result_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -284,6 +287,7 @@ def _row(a: ReprInfo, b: ReprInfo, r: CKAResult) -> dict[str, Any]:
         cka=r.cka, n_batches=r.n_batches, batch_size=r.batch_size, sigma=r.sigma,
         sigma_method=r.sigma_method, hsic_ab=r.hsic_ab, hsic_aa=r.hsic_aa, hsic_bb=r.hsic_bb,
     )  # fmt: skip
+    row.update(uncertainty_columns(r))
     return row
 
 
@@ -319,6 +323,8 @@ def _run_dataset(
                 f"at least {need} rows."
             )
     pos = {i: k for k, i in enumerate(idx)}
+    if options.get("uncertainty") is not None:  # resampling groups are keyed by sample id
+        options = {**options, "ids": store.dataset(dataset).ids()[:n]}
     results = compare_arrays(
         arrays,
         [(pos[i], pos[j]) for i, j in pairs],
@@ -352,6 +358,11 @@ def compare(
     scheduler: Any = None,
     split_every: int | None = None,
     progress: Progress | None = None,
+    ci: float | None = None,
+    bootstrap: int | None = None,
+    permutations: int | None = None,
+    seed: int | None = None,
+    report: Any = None,
 ) -> pd.DataFrame:
     """CKA of every selected A with every selected B, in one pass over the data.
 
@@ -372,22 +383,29 @@ def compare(
     scheduler : address of a running dask scheduler (or a Client / dask scheduler)
     split_every : fan-in of the reduction tree
     progress : callable(done, total) in row blocks
+    ci, bootstrap, permutations, seed
+        Confidence interval (level, replicates) and permutation test (see
+        :mod:`reprstore.uncertainty`); ``seed`` defaults to 0 and is recorded.
+    report : callable(str), optional
+        Receives the uncertainty plan (passes, memory) before the work starts.
 
     Returns
     -------
     pandas.DataFrame
-        One row per pair: :data:`RESULT_COLUMNS` then :data:`EXTRA_COLUMNS`.
+        One row per pair: :data:`RESULT_COLUMNS` then :data:`EXTRA_COLUMNS`, then
+        ``cka_lo``, ``cka_hi``, ``cka_se`` … / ``cka_p`` … where asked.
     """
     import pandas as pd
 
     check_options(estimator, kernel)
+    unc = uncertainty_options(ci, bootstrap, permutations, seed, report=report)
     st = _open(store)
     plan = plan_grid(
         st, a, b, match=match, differ=differ, pairs=pairs, allow_incomplete=allow_incomplete
     )
     options: dict[str, Any] = dict(
         estimator=estimator, kernel=kernel, sigma=sigma, batch_size=batch_size,
-        shuffle=shuffle, device=device, precision=precision, memory=memory,
+        shuffle=shuffle, device=device, precision=precision, memory=memory, uncertainty=unc,
     )  # fmt: skip
     if split_every is not None:
         options["split_every"] = split_every
@@ -407,4 +425,6 @@ def compare(
                 )
             )
     rows = [_row(plan.reprs[i], plan.reprs[j], found[(i, j)]) for i, j in plan.pairs]
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS + EXTRA_COLUMNS)
+    return pd.DataFrame(
+        rows, columns=RESULT_COLUMNS + EXTRA_COLUMNS + uncertainty_result_columns(unc)
+    )

@@ -216,6 +216,8 @@ def compare_arrays(
     progress: Progress | None = None,
     precision: str = "float64",
     block_rows: int | None = None,
+    uncertainty: Any = None,
+    ids: np.ndarray | None = None,
 ) -> list[CKAResult]:
     """CKA of each pair ``(i, j)`` of ``arrays``, reading every block once per pass.
 
@@ -239,6 +241,10 @@ def compare_arrays(
     block_rows : int, optional
         Rows per block for inputs that are not dask arrays (default: about 32 MiB of
         float64 per array, a multiple of the stored chunk rows).
+    uncertainty : reprstore.uncertainty.UncertaintyOptions, optional
+        Intervals and/or permutation tests (:mod:`reprstore.uncertainty`).
+    ids : ndarray (n,), optional
+        Sample ids of the rows (default: row numbers); they key the resampling groups.
 
     Returns
     -------
@@ -277,7 +283,14 @@ def compare_arrays(
         split_every=split_every,
         progress=progress,
     )
-    if estimator == "minibatch":
+    if uncertainty is not None:  # intervals / permutation tests: reprstore.uncertainty
+        from reprstore.uncertainty import run as run_uncertainty
+
+        found = run_uncertainty(
+            ctx, uncertainty, estimator=estimator, kernel=kernel, sigma=sigma,
+            batch_size=batch_size, shuffle=shuffle, ids=ids,
+        )  # fmt: skip
+    elif estimator == "minibatch":
         found = _minibatch(ctx, kernel=kernel, sigma=sigma, batch_size=batch_size, shuffle=shuffle)
     elif kernel == "rbf":
         found = _rbf_exact(ctx, estimator=estimator, sigma=sigma)
@@ -492,6 +505,10 @@ def cka(
     scheduler: Any = None,
     split_every: int = dask_graph.DEFAULT_SPLIT_EVERY,
     precision: str = "float64",
+    ci: float | None = None,
+    bootstrap: int | None = None,
+    permutations: int | None = None,
+    seed: int | None = None,
 ) -> CKAResult:
     """Centred kernel alignment of two representations of the same samples.
 
@@ -522,11 +539,17 @@ def cka(
     precision : {"float64", "float32"}
         Precision of the per-block products (accumulation is always float64). float32 is
         faster and, thanks to the shift, stayed within ~1e-8 of float64 in our tests.
+    ci, bootstrap, permutations, seed
+        A confidence interval at level ``ci`` from ``bootstrap`` replicates (default 200)
+        and/or a permutation test with ``permutations`` permutations; ``seed`` (default 0)
+        keys both. See :mod:`reprstore.uncertainty` and docs/uncertainty.md.
 
     Returns
     -------
     CKAResult
-        ``.cka`` is the value; the other fields say how it was computed.
+        ``.cka`` is the value; the other fields say how it was computed (with ``ci`` or
+        ``permutations``, a :class:`~reprstore.uncertainty.UncertainResult`: ``cka_lo``,
+        ``cka_hi``, ``cka_se``, ``cka_p`` …).
 
     Raises
     ------
@@ -549,5 +572,16 @@ def cka(
         scheduler=scheduler,
         split_every=split_every,
         precision=precision,
+        uncertainty=_uncertainty_options(ci, bootstrap, permutations, seed),
     )
     return result
+
+
+def _uncertainty_options(
+    ci: float | None, bootstrap: int | None, permutations: int | None, seed: int | None
+) -> Any:
+    if ci is None and bootstrap is None and permutations is None:
+        return None
+    from reprstore.uncertainty import options
+
+    return options(ci=ci, bootstrap=bootstrap, permutations=permutations, seed=seed)
