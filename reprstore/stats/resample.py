@@ -142,22 +142,21 @@ def poisson_weights(seed: int, replicates: int, groups: int) -> np.ndarray:
     return np.searchsorted(_POISSON1_CDF, u, side="right").astype(np.float64)
 
 
-def permutation(seed: int, replicate: int, stream: int, n: int) -> np.ndarray:
-    """Permutation ``replicate`` of n items for ``stream`` (e.g. a batch), from a hash key.
+def permutations(seed: int, replicates: int, stream: int, n: int, start: int = 0) -> np.ndarray:
+    """Permutations ``start`` … ``start + replicates − 1`` of n items for ``stream``.
 
-    The order of n counter-based hashes of (seed, replicate, stream, position): a
-    function of those four numbers only.
+    Permutation r is the order of n counter-based hashes of (seed, stream, r, position):
+    a function of those numbers only (``stream`` tells batches apart). int64 (replicates, n).
     """
-    base = _key(seed, _TAG_PERMUTE, replicate, stream)
-    return np.argsort(splitmix64(np.arange(n, dtype=np.uint64) ^ base), kind="stable")
+    base = _key(seed, _TAG_PERMUTE, stream)
+    keys = splitmix64(np.arange(start, start + replicates, dtype=np.uint64) ^ base)
+    h = splitmix64(np.arange(n, dtype=np.uint64)[None, :] ^ keys[:, None])
+    return np.argsort(h, axis=1, kind="stable").astype(np.int64)
 
 
-def permutations(seed: int, replicates: int, stream: int, n: int) -> np.ndarray:
-    """Permutations 0 … replicates − 1 of :func:`permutation`: int64 (replicates, n)."""
-    out = np.empty((replicates, n), dtype=np.int64)
-    for r in range(replicates):
-        out[r] = permutation(seed, r, stream, n)
-    return out
+def permutation(seed: int, replicate: int, stream: int, n: int) -> np.ndarray:
+    """Permutation ``replicate`` of :func:`permutations`: int64 (n,)."""
+    return permutations(seed, 1, stream, n, start=replicate)[0]
 
 
 # ------------------------------------------------------------------ combining group sums

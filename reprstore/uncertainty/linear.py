@@ -319,7 +319,7 @@ def permute_rows(
         side = linear_side(m, estimator, ctx.names[i])
         prepared[i] = (linear.prepare_block(np.asarray(x), m.shift), side)
     out: dict[Pair, dict[str, Any]] = {}
-    perms = [rs.permutation(opts.seed, k, 0, ctx.n) for k in range(r)]
+    step = max(1, 2**22 // max(ctx.n, 1))  # permutations drawn at a time (32 MiB of indices)
     for i, j in ctx.pairs:
         (xa, sa), (xb, sb) = prepared[i], prepared[j]
 
@@ -331,7 +331,10 @@ def permute_rows(
             return cka_linear_sides(sa, sb, ab, estimator).cka
 
         observed = stat(None)
-        null = np.array([stat(p) for p in perms])
+        null = np.concatenate([
+            [stat(p) for p in rs.permutations(opts.seed, min(step, r - s), 0, ctx.n, start=s)]
+            for s in range(0, r, step)
+        ])  # fmt: skip
         out[(i, j)] = dict(
             cka_p=float(rs.permutation_p(observed, null)), cka_p_resolution=1.0 / (r + 1),
             cka_p_statistic=observed, permutations=r,
