@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     lines = [
         f"# Cost of --ci and --permutations ({args.n:,} × {args.p} pair, float32, "
         f"--memory {args.memory})", "",
-        "| case | seconds | × plain | cka | interval / p | method |", "|---|---:|---:|---:|---|---|",
+        "| case | seconds | × plain | cka | interval / p | method |",
+        "|---|---:|---:|---:|---|---|",
     ]  # fmt: skip
     for r in rows:
         ref = base.get("debiased") if "minibatch" not in r["case"] else None

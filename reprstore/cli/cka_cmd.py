@@ -208,7 +208,7 @@ def cka(
     Example: reprstore cka runs.zarr --a seed=0 --b seed=1 --match layer --out cka.csv
     With error bars: ... --ci 0.95 --bootstrap 200 --seed 1 --permutations 999
     """
-    from reprstore.cli.progress import progress_bar, stderr
+    from reprstore.cli.progress import progress_bar
     from reprstore.compare import compare, read_pairs_file
     from reprstore.engine import parse_memory, resolve_backend
     from reprstore.errors import InputError
@@ -240,7 +240,7 @@ def cka(
             memory=budget,
             workers=workers, scheduler=scheduler, progress=bar,
             ci=ci, bootstrap=bootstrap, permutations=permutations, seed=seed,
-            report=lambda line: stderr.print(f"plan: {line}", markup=False, soft_wrap=True),
+            report=lambda line: console.print(f"plan: {line}", markup=False, soft_wrap=True),
         )  # fmt: skip
     console.print(_table(df))
     if out is not None:
