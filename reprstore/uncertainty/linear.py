@@ -92,6 +92,46 @@ def plan_groups(
 # ------------------------------------------------------------------ the grouped pass
 
 
+def _add_in_place(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """c += aᵀb in place through BLAS (beta = 1): no p × q temporary per group and block."""
+    from scipy.linalg.blas import dgemm
+
+    out = dgemm(1.0, b, a, beta=1.0, c=c.T, trans_a=True, overwrite_c=True)  # cᵀ += bᵀa
+    if not np.shares_memory(out, c):  # pragma: no cover - BLAS made a copy after all
+        c[...] = out.T
+
+
+def _add_group(
+    state: linear.LinearState | None,
+    sub: Sequence[np.ndarray | None],
+    shifts: Sequence[np.ndarray | None],
+    pairs: Sequence[Pair],
+    own: Sequence[int],
+) -> linear.LinearState:
+    """Add one group's rows of one block to its state (the sums of
+    :func:`~reprstore.stats.linear.update_repr` / ``update_pair``, products in place)."""
+    if state is None:
+        state = linear.init_state(shifts, pairs, own)
+    reprs, cross = state
+    prep = {i: linear.prepare_block(sub[i], shifts[i]) for i in own}  # type: ignore[arg-type]
+    for i in own:
+        m, b = reprs[i], prep[i]
+        m.n += b.x.shape[0]
+        m.total += b.x.sum(axis=0)
+        _add_in_place(m.gram, b.x, b.x)
+        m.sqnorm += float(b.sqn.sum())
+        m.sqnorm2 += float(b.sqn @ b.sqn)
+        m.sqnorm_x += b.sqn @ b.x
+        m.nonfinite += b.nonfinite
+    for i, j in pairs:
+        c, a, b = cross[(i, j)], prep[i], prep[j]
+        _add_in_place(c.cross, a.x, b.x)
+        c.a_y += a.sqn @ b.x
+        c.b_x += b.sqn @ a.x
+        c.ab += float(a.sqn @ b.sqn)
+    return state
+
+
 def _grouped_step(
     state: GroupStates | None,
     reader: list[dask_graph.BlockReader | None],
@@ -101,8 +141,6 @@ def _grouped_step(
     shifts: Sequence[np.ndarray | None],
     pairs: Sequence[Pair],
     own: Sequence[int],
-    backend: linear.Backend,
-    threads: int,
 ) -> GroupStates:
     """Add one row block to the per-group states (``groups``: group of each selected row)."""
     blocks = [None if r is None else (r() if rows is None else r()[rows]) for r in reader]
@@ -113,7 +151,7 @@ def _grouped_step(
     for g, a, b in zip(present.tolist(), starts.tolist(), ends, strict=True):
         idx = np.sort(order[a:b])
         sub = [None if x is None else x[idx] for x in blocks]
-        state[g] = linear.accumulate(state[g], sub, shifts, pairs, own, backend, threads=threads)
+        state[g] = _add_group(state[g], sub, shifts, pairs, own)
     return state
 
 
@@ -165,7 +203,6 @@ def grouped_pass(
     threads = dask_graph.scheduler_threads(ctx.scheduler)
     per_chain = n_groups * _group_bytes([a.shape[1] for a in ctx.arrays], pairs)
     chains = max(1, min(threads, len(live), room // max(per_chain, 1)))
-    inner = max(1, threads // chains) if dask_graph.is_local_threaded(ctx.scheduler) else 1
     cross = [p for p in pairs if p[0] != p[1]]
     parts: list[Any] = []
     for c in range(chains):
@@ -175,13 +212,12 @@ def grouped_pass(
                       for i, a in enumerate(whole)]  # fmt: skip
             g = full[bounds[k] : bounds[k + 1]]
             g = g if rows is None else g[rows]
-            state = dask.delayed(_grouped_step)(
-                state, reader, rows, g, n_groups, shifts, cross, idx, ctx.backend, inner
-            )
+            step = dask.delayed(_grouped_step)
+            state = step(state, reader, rows, g, n_groups, shifts, cross, idx)
         parts.append(state)
     graph = dask_graph.tree_reduce(parts, _merge_groups, ctx.split_every)
     run = dask_graph.Runner(ctx.scheduler, ctx.progress, len(live))
-    (states,) = run(graph, blocks=len(live), workers=chains, blas=1 if chains > 1 else None)
+    (states,) = run(graph, blocks=len(live), workers=chains, blas=max(1, threads // chains))
     return states, shifts
 
 
@@ -189,18 +225,29 @@ def grouped_pass(
 
 
 def stacked_states(states: GroupStates, pairs: Sequence[Pair]) -> dict:
-    """Flat group sums (G, ...) keyed ``("r", i, field)`` and ``("p", i, j, field)``."""
-    flat: list[dict | None] = []
-    for s in states:
+    """Flat group sums (G, ...) keyed ``("r", i, field)`` and ``("p", i, j, field)``.
+
+    Each group's state is released from ``states`` once copied, so memory holds the
+    group statistics about once, not twice.
+    """
+    out: dict = {}
+    for g in range(len(states)):
+        s = states[g]
+        states[g] = None
         if s is None:
-            flat.append(None)
             continue
         reprs, cross = s
         d: dict = {("r", i, f): getattr(m, f) for i, m in reprs.items() for f in REPR_FIELDS}
         d.update({("p", i, j, f): getattr(cross[(i, j)], f)
                   for i, j in pairs if i != j for f in PAIR_FIELDS})  # fmt: skip
-        flat.append(d)
-    return rs.stack_states(flat)
+        for key, value in d.items():
+            if key not in out:
+                out[key] = np.zeros((len(states), *np.shape(value)))
+            out[key][g] = value
+        del s, reprs, cross, d
+    if not out:
+        raise ComparisonError("No row to compare.")
+    return out
 
 
 def _moments(s: dict, i: int, shift: np.ndarray) -> linear.ReprMoments:
