@@ -35,7 +35,6 @@ from reprstore.uncertainty import (
 )
 
 Pair = tuple[int, int]
-GroupStates = list[linear.LinearState | None]
 REPR_FIELDS = ("n", "total", "gram", "sqnorm", "sqnorm2", "sqnorm_x", "nonfinite")
 PAIR_FIELDS = ("cross", "a_y", "b_x", "ab")
 
@@ -101,39 +100,52 @@ def _add_in_place(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
         c[...] = out.T
 
 
+def _zeros(
+    features: Sequence[int], pairs: Sequence[Pair], own: Sequence[int], n_groups: int
+) -> dict:
+    """Empty stacked group sums (G, ...) keyed ``("r", i, field)`` / ``("p", i, j, field)``.
+
+    ``np.zeros`` maps its pages lazily, so untouched groups take no memory.
+    """
+    out: dict = {}
+    for i in own:
+        p = features[i]
+        shapes = dict(n=(), total=(p,), gram=(p, p), sqnorm=(), sqnorm2=(), sqnorm_x=(p,),
+                      nonfinite=())  # fmt: skip
+        out.update({("r", i, f): np.zeros((n_groups, *shapes[f])) for f in REPR_FIELDS})
+    for i, j in pairs:
+        p, q = features[i], features[j]
+        shapes = dict(cross=(p, q), a_y=(q,), b_x=(p,), ab=())
+        out.update({("p", i, j, f): np.zeros((n_groups, *shapes[f])) for f in PAIR_FIELDS})
+    return out
+
+
 def _add_group(
-    state: linear.LinearState | None,
-    sub: Sequence[np.ndarray | None],
-    shifts: Sequence[np.ndarray | None],
-    pairs: Sequence[Pair],
-    own: Sequence[int],
-) -> linear.LinearState:
-    """Add one group's rows of one block to its state (the sums of
-    :func:`~reprstore.stats.linear.update_repr` / ``update_pair``, products in place)."""
-    if state is None:
-        state = linear.init_state(shifts, pairs, own)
-    reprs, cross = state
+    s: dict, g: int, sub: Sequence[np.ndarray | None], shifts: Sequence[np.ndarray | None],
+    pairs: Sequence[Pair], own: Sequence[int],
+) -> None:  # fmt: skip
+    """Add group ``g``'s rows of one block to the stacked sums ``s`` in place (the sums of
+    :func:`~reprstore.stats.linear.update_repr` / ``update_pair``, products via BLAS)."""
     prep = {i: linear.prepare_block(sub[i], shifts[i]) for i in own}  # type: ignore[arg-type]
     for i in own:
-        m, b = reprs[i], prep[i]
-        m.n += b.x.shape[0]
-        m.total += b.x.sum(axis=0)
-        _add_in_place(m.gram, b.x, b.x)
-        m.sqnorm += float(b.sqn.sum())
-        m.sqnorm2 += float(b.sqn @ b.sqn)
-        m.sqnorm_x += b.sqn @ b.x
-        m.nonfinite += b.nonfinite
+        b = prep[i]
+        s[("r", i, "n")][g] += b.x.shape[0]
+        s[("r", i, "total")][g] += b.x.sum(axis=0)
+        _add_in_place(s[("r", i, "gram")][g], b.x, b.x)
+        s[("r", i, "sqnorm")][g] += float(b.sqn.sum())
+        s[("r", i, "sqnorm2")][g] += float(b.sqn @ b.sqn)
+        s[("r", i, "sqnorm_x")][g] += b.sqn @ b.x
+        s[("r", i, "nonfinite")][g] += b.nonfinite
     for i, j in pairs:
-        c, a, b = cross[(i, j)], prep[i], prep[j]
-        _add_in_place(c.cross, a.x, b.x)
-        c.a_y += a.sqn @ b.x
-        c.b_x += b.sqn @ a.x
-        c.ab += float(a.sqn @ b.sqn)
-    return state
+        a, b = prep[i], prep[j]
+        _add_in_place(s[("p", i, j, "cross")][g], a.x, b.x)
+        s[("p", i, j, "a_y")][g] += a.sqn @ b.x
+        s[("p", i, j, "b_x")][g] += b.sqn @ a.x
+        s[("p", i, j, "ab")][g] += float(a.sqn @ b.sqn)
 
 
 def _grouped_step(
-    state: GroupStates | None,
+    state: dict | None,
     reader: list[dask_graph.BlockReader | None],
     rows: np.ndarray | None,
     groups: np.ndarray,
@@ -141,25 +153,25 @@ def _grouped_step(
     shifts: Sequence[np.ndarray | None],
     pairs: Sequence[Pair],
     own: Sequence[int],
-) -> GroupStates:
-    """Add one row block to the per-group states (``groups``: group of each selected row)."""
+) -> dict:
+    """Add one row block to the stacked group sums (``groups``: group of each selected row)."""
     blocks = [None if r is None else (r() if rows is None else r()[rows]) for r in reader]
-    state = [None] * n_groups if state is None else state
+    if state is None:
+        features = [0 if s is None else len(s) for s in shifts]
+        state = _zeros(features, pairs, own, n_groups)
     order = np.argsort(groups, kind="stable")
     present, starts = np.unique(groups[order], return_index=True)
     ends = [*starts[1:].tolist(), order.size]
     for g, a, b in zip(present.tolist(), starts.tolist(), ends, strict=True):
         idx = np.sort(order[a:b])
-        sub = [None if x is None else x[idx] for x in blocks]
-        state[g] = _add_group(state[g], sub, shifts, pairs, own)
+        _add_group(state, g, [None if x is None else x[idx] for x in blocks], shifts, pairs, own)
     return state
 
 
-def _merge_groups(a: GroupStates, b: GroupStates) -> GroupStates:
-    return [
-        y if x is None else (x if y is None else linear.merge_into(x, y))
-        for x, y in zip(a, b, strict=True)
-    ]
+def _merge_groups(a: dict, b: dict) -> dict:
+    for k, v in b.items():
+        a[k] += v
+    return a
 
 
 def _first_shifts(ctx: PassContext, idx: Sequence[int]) -> list[np.ndarray | None]:
@@ -179,8 +191,11 @@ def _first_shifts(ctx: PassContext, idx: Sequence[int]) -> list[np.ndarray | Non
 
 def grouped_pass(
     ctx: PassContext, pairs: Sequence[Pair], groups: np.ndarray, n_groups: int, room: int
-) -> tuple[GroupStates, list[np.ndarray | None]]:
+) -> tuple[dict, list[np.ndarray | None]]:
     """One pass: the linear statistics of ``pairs`` (and their sides) per row group.
+
+    Returns the stacked group sums (G, ...) keyed ``("r", i, field)`` and
+    ``("p", i, j, field)`` (fields of ReprMoments / PairMoments), and the shifts.
 
     Parameters
     ----------
@@ -222,32 +237,6 @@ def grouped_pass(
 
 
 # ------------------------------------------------------------- states → statistics
-
-
-def stacked_states(states: GroupStates, pairs: Sequence[Pair]) -> dict:
-    """Flat group sums (G, ...) keyed ``("r", i, field)`` and ``("p", i, j, field)``.
-
-    Each group's state is released from ``states`` once copied, so memory holds the
-    group statistics about once, not twice.
-    """
-    out: dict = {}
-    for g in range(len(states)):
-        s = states[g]
-        states[g] = None
-        if s is None:
-            continue
-        reprs, cross = s
-        d: dict = {("r", i, f): getattr(m, f) for i, m in reprs.items() for f in REPR_FIELDS}
-        d.update({("p", i, j, f): getattr(cross[(i, j)], f)
-                  for i, j in pairs if i != j for f in PAIR_FIELDS})  # fmt: skip
-        for key, value in d.items():
-            if key not in out:
-                out[key] = np.zeros((len(states), *np.shape(value)))
-            out[key][g] = value
-        del s, reprs, cross, d
-    if not out:
-        raise ComparisonError("No row to compare.")
-    return out
 
 
 def _moments(s: dict, i: int, shift: np.ndarray) -> linear.ReprMoments:
@@ -299,8 +288,7 @@ def exact_intervals(
         raise ComparisonError("The interval needs rows in at least 2 groups: too few rows.")
     out: dict[Pair, CKAResult] = {}
     for batch in passes:
-        states, shifts = grouped_pass(ctx, batch, groups, n_groups, ctx.memory - data)
-        stacked = stacked_states(states, batch)
+        stacked, shifts = grouped_pass(ctx, batch, groups, n_groups, ctx.memory - data)
         total = {k: v.sum(axis=0) for k, v in stacked.items()}
         loo = _jackknife(stacked, cka_statistic(batch, shifts, estimator, ctx.names), used)
         se = rs.jackknife_se(loo)
