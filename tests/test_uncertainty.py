@@ -247,6 +247,13 @@ def test_permutation_p_value_is_minimal_under_a_planted_relation(estimator: str)
     assert ("within each of 4 batches" in res.permutation_method) == (estimator == "minibatch")
 
 
+@pytest.mark.parametrize("estimator", ["debiased", "minibatch"])
+def test_a_representation_against_itself_has_minimal_p(estimator: str) -> None:
+    x = np.random.default_rng(54).normal(size=(60, 3))
+    res = reprstore.cka(x, x, estimator=estimator, batch_size=20, permutations=49, seed=0)
+    assert res.cka == pytest.approx(1.0) and res.cka_p == pytest.approx(1 / 50)
+
+
 def test_row_permutation_p_value_recomputed_from_the_definition() -> None:
     rng = np.random.default_rng(53)
     x = rng.normal(size=(40, 3))
@@ -269,7 +276,11 @@ def _toy(n: int = 61) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize(
     "estimator,options",
-    [("debiased", dict(bootstrap=10)), ("minibatch", dict(batch_size=12, bootstrap=40))],
+    [
+        ("debiased", dict(bootstrap=10)),
+        ("minibatch", dict(batch_size=12, bootstrap=40)),
+        ("minibatch", dict(batch_size=8, bootstrap=40, shuffle=3)),
+    ],
 )
 def test_interval_and_p_value_identical_for_any_chunking(estimator: str, options: dict) -> None:
     x, y = _toy()

@@ -80,8 +80,12 @@ def batch_record(
     backend: Backend,
     seed: int,
     permutations: int,
+    permuted: Sequence[Pair] = (),
 ) -> BatchRecord:
-    """The record of one batch: rows (B, p_i) of each side (None where not involved)."""
+    """The record of one batch: rows (B, p_i) of each side (None where not involved).
+
+    ``permuted``: the pairs (a side with itself included) whose permuted HSIC₁ to keep.
+    """
     needed = sorted(set(own) | {i for p in pairs for i in p})
     grams = {i: batch_gram(rows[i], kernel, sigma2[i], backend) for i in needed}  # type: ignore[arg-type]
     rec = BatchRecord(
@@ -95,7 +99,7 @@ def batch_record(
         rec.spread[i], rec.scale[i] = float(np.vdot(xs, xs)), float(np.vdot(x, x))
     if permutations:
         perms = rs.permutations(seed, permutations, batch, rec.n)
-        rec.null = {(i, j): permuted_hsic(grams[i], grams[j], perms) for i, j in pairs}
+        rec.null = {(i, j): permuted_hsic(grams[i], grams[j], perms) for i, j in permuted}
     return rec
 
 
@@ -190,7 +194,8 @@ def batch_records(
                           len(idx) * ctx.blocks)  # fmt: skip
     sigma2 = [bws[i].sigma2 if i in bws else None for i in range(len(ctx.arrays))]
     cross = [(i, j) for i, j in ctx.pairs if i != j]
-    args = (kernel, sigma2, ctx.backend if ctx.backend is not None else NUMPY, seed, permutations)
+    backend = ctx.backend if ctx.backend is not None else NUMPY
+    args = (kernel, sigma2, backend, seed, permutations, list(ctx.pairs))
     recs: dict[int, BatchRecord] = {}
     bad: dict[int, int] = {}
     for g in groups:
@@ -267,10 +272,7 @@ def batch_test(
     i, j = pair
     den = np.sqrt(_hsic_of(recs, order, i, i).sum() * _hsic_of(recs, order, j, j).sum())
     observed = float(_hsic_of(recs, order, i, j).sum() / den)
-    if i == j:
-        null = np.full(opts.permutations, observed)
-    else:
-        null = np.sum([recs[b].null[pair] for b in order], axis=0) / den
+    null = np.sum([recs[b].null[pair] for b in order], axis=0) / den
     r = int(opts.permutations)
     return dict(
         cka_p=float(rs.permutation_p(observed, null)), cka_p_resolution=1.0 / (r + 1),
