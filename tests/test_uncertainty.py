@@ -374,3 +374,34 @@ def test_cli_prints_plan_interval_and_resolution(store: Path) -> None:
             "resample_seed"} <= set(df.columns)  # fmt: skip
     assert df["cka_lo"].iloc[0] < df["cka"].iloc[0] < df["cka_hi"].iloc[0]
     assert df["ci_level"].iloc[0] == 0.9
+
+
+@pytest.mark.parametrize("estimator", ["biased", "debiased", "minibatch"])
+def test_point_estimate_is_the_plain_one(estimator: str) -> None:
+    x, y = _toy(200)
+    plain = reprstore.cka(x, y, estimator=estimator, batch_size=25)
+    full = reprstore.cka(x, y, estimator=estimator, batch_size=25, ci=LEVEL, permutations=19)
+    assert full.cka == pytest.approx(plain.cka, rel=1e-12)
+    assert full.cka_lo < full.cka < full.cka_hi
+    if estimator == "debiased":
+        assert full.cka == pytest.approx(cka_debiased(x - x.mean(0), y - y.mean(0)), rel=1e-9)
+
+
+def test_row_filter_uses_the_kept_rows_ids(store: Path, tmp_path: Path) -> None:
+    from reprstore.store import Store
+
+    st = Store.open(store / "s.zarr")
+    ids = st.dataset("default").ids()
+    where = "id >= 100"
+    got = compare(store / "s.zarr", "seed=a", "seed=b", where=where, ci=LEVEL, bootstrap=15,
+                  seed=8)  # fmt: skip
+    x, y = (np.asarray(st.array(info.key)[:], dtype=np.float64)
+            for info in (st.select(f"seed={n}")[0] for n in "ab"))  # fmt: skip
+    keep = ids >= 100
+    x, y = x[keep], y[keep]
+    groups = rs.group_ids(ids[keep], 8, 15)
+    loo = np.array([cka_debiased(x[groups != g], y[groups != g]) for g in np.unique(groups)])
+    g = len(loo)
+    se = math.sqrt((g - 1) / g * np.sum((loo - loo.mean()) ** 2))
+    assert got["n_samples"].iloc[0] == keep.sum()
+    assert got["cka_se"].iloc[0] == pytest.approx(se, rel=1e-6)
