@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import json
 import resource
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "n": args.n, "p": args.p, "memory": args.memory, "peak_rss_mib": round(peak),
-        "command": "python -m benchmarks.uncertainty_cost " + " ".join(argv or []),
+        "command": " ".join(["python -m benchmarks.uncertainty_cost", *(argv or sys.argv[1:])]),
         "rows": rows,
     }  # fmt: skip
     base = {"debiased": rows[0]["seconds"]} if rows and rows[0]["case"].startswith("plain") else {}
