@@ -227,6 +227,7 @@ TABLES = {
     "cka_memory": ("method", "n", "estimator", "status", "wall_s", "peak_rss_mib", "value",
                    "max_abs_err", "gflops", "read_mb_s"),
     "grid": ("method", "n", "status", "wall_s", "peak_rss_mib", "max_abs_err", "gflops"),
+    "measures": ("method", "n", "status", "wall_s", "wall_s_runs", "peak_rss_mib"),
     "minibatch": ("method", "n", "estimator", "status", "wall_s", "peak_rss_mib", "value",
                   "max_abs_err", "d_repr"),
     "extract": ("method", "n", "status", "wall_s", "wall_s_runs", "peak_rss_mib", "overhead",
@@ -246,6 +247,7 @@ HEADERS = {
 TITLES = {
     "cka_memory": "1. Exact CKA of one (N × {p}) float16 pair: memory and time vs N",
     "grid": "2. Layer grid ({g} layers × {g} layers, N = {grid_n:,})",
+    "measures": "2b. Five measures in one pass ({g} × {g} layers, N = {grid_n:,})",
     "minibatch": "3. Minibatch CKA (batch size {batch_size}, N = {minibatch_n:,})",
     "extract": "4. Extraction vs a bare forward pass (batch 32, same threads)",
     "workers": "5. Scale-out: exact CKA, `--workers 2` vs local threads (N = {workers_n:,})",
@@ -350,6 +352,13 @@ def markdown(doc: dict[str, Any], plots: list[str] | None = None) -> str:
 
 
 NOTES = {
+    "measures": (
+        "The same grid asking for cka alone and for cka, cca, procrustes, linreg and rsa "
+        "together: one pass over the data either way; the per-representation "
+        "eigendecompositions and the per-pair SVDs (p × p) come on top. Goal: at most 1.25× "
+        "cka alone. The numpy row loads everything and applies the reference formulas "
+        "(QR-based CCA, nuclear norm, lstsq) pair by pair."
+    ),
     "cka_memory": (
         "Peak RSS is above each process's baseline after imports (`ru_maxrss`). Every method "
         "reads the same float16 store cold (page cache dropped). The float64 oracle is a "

@@ -38,7 +38,7 @@ from benchmarks.harness import ROOT, run_task
 
 HERE = Path(__file__).resolve().parent
 Job = tuple[str, str, dict[str, Any]]  # method, task, params
-CASES = ("ceilings", "cka_memory", "grid", "minibatch", "extract", "workers", "import")
+CASES = ("ceilings", "cka_memory", "grid", "measures", "minibatch", "extract", "workers", "import")
 
 
 class Runner:
@@ -199,6 +199,25 @@ def case_grid(r: Runner) -> None:
               _grid(ds, peer=peer, batch_size=s.batch_size), **tags)  # fmt: skip
 
 
+FIVE = "cka,cca,procrustes,linreg,rsa"
+TASK_NPM = "benchmarks.tasks_cka:numpy_measures"
+
+
+def case_measures(r: Runner) -> None:
+    """The grid asking for five measures at once against cka alone (one pass each), and
+    the in-memory float64 reference formulas of the five."""
+    s = r.sizes
+    ds, m = _dataset(r, s.grid_n, s.grid_layers)
+    tags = {"n": s.grid_n, "oracle": m["oracle"], "estimator": "debiased"}
+    g = f"{s.grid_layers}×{s.grid_layers}"
+    jobs: list[Job] = [
+        (f"reprstore grid cka ({g})", TASK_REPR, _grid(ds, mode="grid")),
+        (f"reprstore grid {FIVE} ({g})", TASK_REPR, _grid(ds, mode="grid", measures=FIVE)),
+    ]
+    r.best_of(3, "measures", jobs, **tags)
+    r.run("measures", f"numpy float64 reference formulas, {FIVE}", TASK_NPM, _grid(ds), **tags)
+
+
 def case_minibatch(r: Runner) -> None:
     s = r.sizes
     ds, m = _dataset(r, s.minibatch_n)
@@ -268,6 +287,7 @@ RUNNERS = {
     "ceilings": case_ceilings,
     "cka_memory": case_cka_memory,
     "grid": case_grid,
+    "measures": case_measures,
     "minibatch": case_minibatch,
     "extract": case_extract,
     "workers": case_workers,

@@ -62,7 +62,7 @@ class Dataset:
         return json.loads(self.manifest_path.read_text())
 
     def array_dir(self, run: str, layer: int) -> Path:
-        return self.store / "reprs" / MODEL / run / "final" / f"l{layer}"
+        return self.store / "reprs" / MODEL / run / "final" / "default" / f"l{layer}"
 
 
 def _fixed(features: int, layers: int) -> dict[str, Any]:
@@ -144,7 +144,9 @@ def prepare_store(ds: Dataset, *, keep_npy: bool = True) -> dict[str, Any]:
         )
     root = zarr.open_group(str(ds.store), mode="r")
     arrs = {
-        (run, k): root[f"reprs/{MODEL}/{run}/final/l{k}"] for run in RUNS for k in range(ds.layers)
+        (run, k): root[f"reprs/{MODEL}/{run}/final/default/l{k}"]
+        for run in RUNS
+        for k in range(ds.layers)
     }
     oracle = references.oracle(
         [arrs[("0", k)] for k in range(ds.layers)], [arrs[("1", k)] for k in range(ds.layers)]

@@ -35,9 +35,9 @@ def _open(params: dict[str, Any]) -> tuple[list[Any], list[Any]]:
     root = zarr.open_group(params["store"], mode="r")
     arrays = []
     for side in ("xs", "ys"):
-        arrays.append([root[f"reprs/{MODEL}/{r}/final/l{k}"] for r, k in params[side]])
+        arrays.append([root[f"reprs/{MODEL}/{r}/final/default/l{k}"] for r, k in params[side]])
     for r, k in [*params["xs"], *params["ys"]]:
-        evict(Path(params["store"], "reprs", MODEL, str(r), "final", f"l{k}"))
+        evict(Path(params["store"], "reprs", MODEL, str(r), "final", "default", f"l{k}"))
     return arrays[0], arrays[1]
 
 
@@ -99,6 +99,8 @@ def reprstore_cka(params: dict[str, Any]) -> Run:
         kw["batch_size"] = params["batch_size"]
     if params.get("precision"):
         kw["precision"] = params["precision"]
+    if params.get("measures"):
+        kw["measures"] = params["measures"]
     pairs = [(i, j) for i in range(len(xs)) for j in range(len(ys))]
     mode = params.get("mode", "pair")
     grid = _grid_fn()
@@ -131,6 +133,36 @@ def reprstore_cka(params: dict[str, Any]) -> Run:
 
 
 # ------------------------------------------------------------------------ references
+
+
+def numpy_measures(params: dict[str, Any]) -> Run:
+    """numpy float64 in memory: cka, cca, procrustes, linreg and rsa of every pair by their
+    published formulas on the centred matrices (feature space; RSA from the RDM sums, since
+    the n(n−1)/2 distances of a large N do not fit)."""
+    xs, ys = _open(params)
+
+    def run() -> dict[str, Any]:
+        cx = [np.asarray(a[:], dtype=np.float64) for a in xs]
+        cy = [np.asarray(a[:], dtype=np.float64) for a in ys]
+        cx = [a - a.mean(0) for a in cx]
+        cy = [a - a.mean(0) for a in cy]
+        qx = [np.linalg.qr(a)[0] for a in cx]  # once per side, as a script would
+        qy = [np.linalg.qr(b)[0] for b in cy]
+        gx = [np.linalg.norm(a.T @ a) for a in cx]
+        gy = [np.linalg.norm(b.T @ b) for b in cy]
+        mat = np.zeros((len(xs), len(ys)))
+        for i, a in enumerate(cx):
+            for j, b in enumerate(cy):
+                ab = a.T @ b
+                np.linalg.svd(qx[i].T @ qy[j], compute_uv=False)  # cca
+                np.linalg.norm(ab, ord="nuc")  # procrustes
+                np.linalg.norm(qx[i].T @ b) ** 2 / np.linalg.norm(b) ** 2  # linreg (QR lstsq)
+                na, nb = (a * a).sum(1), (b * b).sum(1)  # rsa: the RDM sums
+                float(na @ nb) + float(((a.T * na) @ b).sum())
+                mat[i, j] = np.linalg.norm(ab) ** 2 / (gx[i] * gy[j])  # cka (biased)
+        return {"values": mat.tolist(), "bytes_read": _nbytes([*xs, *ys])}
+
+    return run
 
 
 def numpy_feature(params: dict[str, Any]) -> Run:

@@ -100,7 +100,7 @@ def import_cli(params: dict[str, Any]) -> Run:
         cli(["import", str(store), str(npy), "--name", "bench", "--layer", "x"])
         import zarr
 
-        arr = zarr.open_group(str(store), mode="r")["reprs/bench/0/final/x"]
+        arr = zarr.open_group(str(store), mode="r")["reprs/bench/0/final/default/x"]
         stored = int(arr.nbytes_stored())
         return {
             "rows": int(arr.shape[0]),
@@ -205,7 +205,7 @@ def extract_cli(params: dict[str, Any]) -> Run:
         import zarr
 
         root = zarr.open_group(str(store), mode="r")
-        group = root[f"reprs/{params['model']}/0/final"]
+        group = root[f"reprs/{params['model']}/0/final/default"]
         stored = raw = n = 0
         for _, arr in group.arrays():
             stored += int(arr.nbytes_stored())

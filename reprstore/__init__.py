@@ -23,6 +23,13 @@ _LAZY = {
     "recorder": "reprstore.extraction",
     "cka": "reprstore.engine",
     "CKAResult": "reprstore.metrics.cka",
+    "compare": "reprstore.compare",
+    "describe": "reprstore.description",
+    "measures": "reprstore.metrics.registry",
+    "summarize": "reprstore.analysis.summary",
+    "contrast": "reprstore.analysis.contrast",
+    "weight_drift": "reprstore.analysis.drift",
+    "plot_results": "reprstore.report.figures",
 }
 
 __all__ = ["ReprKey", "ReprstoreError", "Selector", "__version__", *_LAZY]

@@ -13,8 +13,10 @@ import contextlib
 import csv
 import math
 import os
+import sys
+import types
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import dask.array as da
@@ -24,7 +26,7 @@ from reprstore.engine import (
     DEFAULT_BATCH_SIZE,
     TARGET_BLOCK_BYTES,
     Progress,
-    compare_arrays,
+    measure_arrays,
 )
 from reprstore.errors import (
     ComparisonError,
@@ -33,11 +35,11 @@ from reprstore.errors import (
     InputError,
     NotFoundError,
 )
-from reprstore.keys import SELECTOR_KEYS, ReprKey, Selector, differ_match_filter
-from reprstore.metrics.cka import CKAResult, check_options
-from reprstore.uncertainty import columns_of as uncertainty_columns
-from reprstore.uncertainty import options as uncertainty_options
-from reprstore.uncertainty import result_columns as uncertainty_result_columns
+from reprstore.keys import SELECTOR_KEYS, ReprKey, Selector, differ_match_filter, key_order
+from reprstore.metrics.base import Spec
+from reprstore.metrics.cka import check_options
+from reprstore.metrics.registry import parse_measures
+from reprstore.passes import finalize_features
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -75,10 +77,13 @@ class GridPlan:
         Every involved representation, once.
     pairs : list of (int, int)
         Indices into ``reprs``, A first, in A-major order.
+    attributes : list of dict
+        The run attributes of each of ``reprs`` (``{"tasks": "sst2,mnli", …}``).
     """
 
     reprs: list[ReprInfo]
     pairs: list[tuple[int, int]]
+    attributes: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def datasets(self) -> list[str]:
@@ -89,40 +94,83 @@ def _fields(info: ReprInfo) -> dict[str, str]:
     return {**info.key.as_dict(), "dataset": info.dataset}
 
 
+PAIR_KEYS = (*SELECTOR_KEYS, "step")
+
+
+def _run_attributes(store: Store, info: ReprInfo) -> dict[str, str]:
+    """The run attributes of one representation (none when the store keeps none)."""
+    read = getattr(store, "attributes", None)
+    return {str(k): str(v) for k, v in read(info.key).items()} if read is not None else {}
+
+
+def pair_fields(info: ReprInfo, attributes: dict[str, str]) -> dict[str, Any]:
+    """What a pair filter sees of one side: attributes, then the key, dataset and step."""
+    return {**attributes, **_fields(info), "step": info.step}
+
+
+def _pair_filter(text: str | None, fields: list[dict[str, Any]]) -> Any:
+    if not text:
+        return None
+    from reprstore.expr import parse_pair_filter
+
+    known = {k for f in fields for k in f} | set(PAIR_KEYS)
+    return parse_pair_filter(text, known)
+
+
 def read_pairs_file(path: str | os.PathLike[str]) -> list[tuple[ReprKey, ReprKey]]:
     """Pairs from a CSV with columns ``a_model,a_seed,a_checkpoint,a_layer,b_model,…``.
 
-    A results file written by ``reprstore cka --out`` is a valid pairs file.
+    The dataset of each side comes from ``a_dataset``/``b_dataset`` or the ``dataset``
+    column (``default`` when the file has neither). A results file written by
+    ``reprstore cka --out`` is a valid pairs file, whatever its format (.csv, .json,
+    .parquet).
     """
     want = [f"{s}_{k}" for s in "ab" for k in KEY_FIELDS]
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-            header = rows[0].keys() if rows else []
-    except OSError as err:
-        raise InputError(f"Cannot read the pairs file {os.fspath(path)}: {err.strerror}.") from err
+    if os.fspath(path).lower().endswith((".json", ".parquet")):
+        from reprstore.report import read_results
+
+        records = read_results(path).to_dict(orient="records")
+        rows = [{str(k): str(v) for k, v in r.items() if v is not None} for r in records]
+        header = rows[0].keys() if rows else []
+    else:
+        try:
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+                header = rows[0].keys() if rows else []
+        except OSError as err:
+            raise InputError(
+                f"Cannot read the pairs file {os.fspath(path)}: {err.strerror}."
+            ) from err
+        except (UnicodeDecodeError, csv.Error) as err:
+            raise InputError(
+                f"The pairs file {os.fspath(path)} is not a text CSV ({type(err).__name__}); "
+                "give a CSV such as a results file of 'reprstore cka --out'."
+            ) from None
     missing = [c for c in want if c not in header]
     if missing:
         raise InputError(
             f"The pairs file {os.fspath(path)} must have the columns {', '.join(want)}. "
             f"Missing: {', '.join(missing)}."
         )
-    return [
-        (
-            ReprKey(*(row[f"a_{k}"].strip() for k in KEY_FIELDS)),
-            ReprKey(*(row[f"b_{k}"].strip() for k in KEY_FIELDS)),
-        )
-        for row in rows
-    ]
+
+    def side(row: dict[str, str], s: str) -> ReprKey:
+        dataset = row.get(f"{s}_dataset") or row.get("dataset") or "default"
+        model, seed, checkpoint, layer = (row[f"{s}_{k}"].strip() for k in KEY_FIELDS)
+        return ReprKey(model, seed, checkpoint, dataset.strip(), layer)
+
+    return [(side(row, "a"), side(row, "b")) for row in rows]
 
 
 def _select(store: Store, selector: str | Selector | None, option: str) -> list[ReprInfo]:
     if isinstance(selector, str) and selector.strip() in ("", "*"):
         selector = None  # everything
-    infos = store.select(selector)
-    if not infos:
-        raise NotFoundError(f"No representation matches {option} {str(selector or '*')!r}.")
-    return sorted(infos, key=lambda info: info.key)
+    damaged = store.damaged(selector)
+    if damaged:
+        from reprstore.errors import CorruptDataError
+
+        raise CorruptDataError(f"{option} {str(selector or '*')!r} needs {damaged[0].message()}.")
+    infos = store.select(selector, must_match=option)
+    return sorted(infos, key=lambda info: key_order(info.key))
 
 
 def plan_grid(
@@ -133,9 +181,17 @@ def plan_grid(
     match: Sequence[str] = (),
     differ: Sequence[str] = (),
     pairs: Sequence[tuple[ReprKey, ReprKey]] | None = None,
+    pair_where: str | None = None,
     allow_incomplete: bool = False,
+    row_paired: bool = True,
 ) -> GridPlan:
-    """Every A × B pair that ``match``/``differ`` (and ``pairs``, if given) allow.
+    """Every A × B pair that ``match``/``differ``, ``pairs`` and ``pair_where`` allow.
+
+    ``pair_where`` is a condition over both sides (``a.seed != b.seed and not (a.tasks &
+    b.tasks)``) reading :data:`PAIR_KEYS` and run attributes, checked by
+    :func:`reprstore.expr.parse_pair_filter` (never run as code).
+
+    ``row_paired=False`` (feature-paired measures only) lets a pair span two datasets.
 
     Raises
     ------
@@ -143,6 +199,8 @@ def plan_grid(
         A selection is empty, or a listed pair names a missing representation.
     ComparisonError
         No pair is left.
+    ExpressionError
+        ``pair_where`` is not an allowed condition, or reads an unknown key or attribute.
     DatasetMismatchError
         A pair mixes datasets or row counts.
     IncompleteError
@@ -154,6 +212,9 @@ def plan_grid(
         if key not in SELECTOR_KEYS:
             raise InputError(f"Unknown key {key!r}. Expected some of {', '.join(SELECTOR_KEYS)}.")
     side_a, side_b = _select(store, a, "--a"), _select(store, b, "--b")
+    attrs = {i.key: _run_attributes(store, i) for i in (*side_a, *side_b)}
+    seen = {i.key: pair_fields(i, attrs[i.key]) for i in (*side_a, *side_b)}
+    keep = _pair_filter(pair_where, list(seen.values()))
     wanted = set(pairs) if pairs is not None else None
     if wanted is not None:
         for listed in {k for pair in wanted for k in pair}:
@@ -165,11 +226,13 @@ def plan_grid(
         for y in side_b
         if differ_match_filter(_fields(x), _fields(y), match, differ)
         and (wanted is None or (x.key, y.key) in wanted)
+        and (keep is None or keep(seen[x.key], seen[y.key]))
     ]
     if not chosen:
         raise ComparisonError(
             f"No pair left to compare: {len(side_a)} A × {len(side_b)} B representations, "
             f"none kept by --match {','.join(match) or '-'} --differ {','.join(differ) or '-'}"
+            + (f" --pair-where {pair_where!r}" if pair_where else "")
             + (" and the pairs file." if wanted is not None else ".")
         )
     index: dict[ReprKey, int] = {}
@@ -179,14 +242,39 @@ def plan_grid(
             index[info.key] = len(reprs)
             reprs.append(info)
     for x, y in chosen:
-        _check_pair(x, y)
+        if row_paired:
+            _check_pair(x, y)
     for info in reprs:
         if not info.complete and not allow_incomplete:
             raise IncompleteError(
                 f"{info.key.label()} is incomplete ({info.rows_written} of {info.shape[0]} rows): "
                 "resume its extraction or pass --allow-incomplete."
             )
-    return GridPlan(reprs, [(index[x.key], index[y.key]) for x, y in chosen])
+    pairs_kept = [(index[x.key], index[y.key]) for x, y in chosen]
+    return GridPlan(reprs, pairs_kept, [attrs[info.key] for info in reprs])
+
+
+def attribute_columns(plan: GridPlan) -> dict[str, list[str | None]]:
+    """``a_<attr>``/``b_<attr>`` columns for every run attribute, one value per pair.
+
+    A side without the attribute gets None; attributes sort by name, A's columns first.
+    """
+    names = sorted({name for attrs in plan.attributes for name in attrs})
+    return {
+        f"{side}_{name}": [plan.attributes[pair[k]].get(name) for pair in plan.pairs]
+        for k, side in enumerate("ab")
+        for name in names
+    }
+
+
+def rows_used(store: Store, plan: GridPlan, where: str | None) -> dict[str, dict[str, int]]:
+    """Per dataset: its samples and the rows ``where`` keeps (what the results used)."""
+    out = {}
+    for dataset in sorted({plan.reprs[k].dataset for pair in plan.pairs for k in pair}):
+        n = store.dataset(dataset).n_samples
+        mask = row_mask(store, dataset, where)
+        out[dataset] = {"n_samples": n, "rows_used": n if mask is None else int(mask.sum())}
+    return out
 
 
 def _check_pair(x: ReprInfo, y: ReprInfo) -> None:
@@ -231,14 +319,22 @@ def block_rows_for(infos: Sequence[ReprInfo], target_bytes: int = TARGET_BLOCK_B
 
 
 @contextlib.contextmanager
-def dask_scheduler(workers: int | None = None, scheduler: Any = None) -> Iterator[Any]:
+def dask_scheduler(
+    workers: int | None = None, scheduler: Any = None, timeout: float | None = None
+) -> Iterator[Any]:
     """The dask scheduler to compute with, for the duration of a comparison.
 
     ``workers=N`` starts a local dask.distributed cluster of N worker processes (one
     thread each) and closes it afterwards; ``scheduler`` is the address of a running
     scheduler (``tcp://host:8786``), a ``distributed.Client``, or any value
-    ``dask.compute(scheduler=…)`` takes. Neither: local threads.
+    ``dask.compute(scheduler=…)`` takes. Neither: local threads. On a cluster, a
+    scheduler that stops answering or a cluster without workers for ``timeout`` seconds
+    ends the comparison with one :class:`~reprstore.errors.ClusterError`.
     """
+    from reprstore.cluster import ClusterWatch, check_scheduler, check_timeout, cluster_errors
+
+    wait = check_timeout(timeout)
+    check_scheduler(scheduler)
     if workers is not None and scheduler is not None:
         raise InputError("Give either --workers or --scheduler, not both.")
     if workers is not None:
@@ -251,6 +347,8 @@ def dask_scheduler(workers: int | None = None, scheduler: Any = None) -> Iterato
                 n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
             ) as cluster,
             Client(cluster) as client,
+            ClusterWatch(client, wait, "local cluster") as watch,
+            cluster_errors("a local cluster", watch, wait),
         ):
             yield client
         return
@@ -258,10 +356,14 @@ def dask_scheduler(workers: int | None = None, scheduler: Any = None) -> Iterato
         from distributed import Client
 
         try:
-            client = Client(scheduler, timeout=10)
-        except (OSError, TimeoutError) as err:
+            client = Client(scheduler, timeout=min(wait, 10))
+        except (OSError, TimeoutError, ValueError) as err:
             raise InputError(f"Cannot reach the dask scheduler at {scheduler}: {err}") from None
-        with client:
+        with (
+            client,
+            ClusterWatch(client, wait, scheduler) as watch,
+            cluster_errors(scheduler, watch, wait),
+        ):
             yield client
         return
     yield scheduler
@@ -274,38 +376,29 @@ def _open(store: Store | str | os.PathLike[str]) -> Store:
 
 
 def _dask_array(store: Store, info: ReprInfo, rows: int, allow_incomplete: bool) -> da.Array:
+    """The representation as a dask array whose blocks are read CRC-checked chunk by chunk."""
+    from reprstore.store.checked import CheckedRows
+
     arr = store.array(info.key, allow_incomplete=allow_incomplete)
-    name = f"reprstore-{store.url}-{info.key.path}-{rows}"
-    return da.from_array(arr, chunks=(rows, -1), name=name)
+    checked = CheckedRows.from_array(store.url, arr, info.key.label())
+    name = f"reprstore-{checked.location}-{info.key.path}-{rows}-{hash(checked.crcs)}"
+    return da.from_array(checked, chunks=(rows, -1), name=name, asarray=False)
 
 
-def _row(a: ReprInfo, b: ReprInfo, r: CKAResult) -> dict[str, Any]:
-    row: dict[str, Any] = {f"a_{k}": getattr(a.key, k) for k in KEY_FIELDS}
-    row.update({f"b_{k}": getattr(b.key, k) for k in KEY_FIELDS})
-    row.update(
-        dataset=a.dataset, estimator=r.estimator, kernel=r.kernel, n_samples=r.n_samples,
-        cka=r.cka, n_batches=r.n_batches, batch_size=r.batch_size, sigma=r.sigma,
-        sigma_method=r.sigma_method, hsic_ab=r.hsic_ab, hsic_aa=r.hsic_aa, hsic_bb=r.hsic_bb,
-    )  # fmt: skip
-    row.update(uncertainty_columns(r))
-    return row
-
-
-def _run_dataset(
+def _dataset_arrays(
     store: Store,
     plan: GridPlan,
+    idx: Sequence[int],
     dataset: str,
-    *,
     where: str | None,
     allow_incomplete: bool,
-    progress: Progress | None,
-    **options: Any,
-) -> dict[tuple[int, int], CKAResult]:
-    pairs = [(i, j) for i, j in plan.pairs if plan.reprs[i].dataset == dataset]
-    idx = sorted({i for p in pairs for i in p})
+    min_rows: int,
+    memory: int | str | None,
+) -> tuple[list[da.Array], np.ndarray | None, int]:
+    """The arrays of ``plan.reprs[idx]`` (one dataset), their row mask and row count."""
     infos = [plan.reprs[i] for i in idx]
     n = min(info.rows_written if not info.complete else info.shape[0] for info in infos)
-    rows = block_rows_for(infos)
+    rows = block_rows_for(infos, _block_target(infos, memory))
     arrays = [_dask_array(store, info, rows, allow_incomplete) for info in infos]
     arrays = [x if x.shape[0] == n else x[:n] for x in arrays]
     mask = row_mask(store, dataset, where)
@@ -316,24 +409,63 @@ def _run_dataset(
             )
         mask = mask[:n]
         kept = int(mask.sum())
-        need = 2 if options["estimator"] == "biased" else 4
-        if kept < need:
+        if kept < min_rows:
             raise ComparisonError(
                 f"--where {where!r} keeps {kept} of {n} rows of dataset {dataset!r}: expected "
-                f"at least {need} rows."
+                f"at least {min_rows} rows."
             )
+    return arrays, mask, (int(mask.sum()) if mask is not None else n)
+
+
+def _block_target(infos: Sequence[ReprInfo], memory: int | str | None) -> int:
+    """Bytes of one row block: :data:`TARGET_BLOCK_BYTES`, less under a small ``memory``."""
+    from reprstore.engine import BLOCK_SHARE
+    from reprstore.stats.dask_graph import scheduler_threads
+    from reprstore.stats.plan import parse_memory
+
+    share = parse_memory(memory) // (BLOCK_SHARE * 4 * scheduler_threads(None))
+    return max(1, min(TARGET_BLOCK_BYTES, share))
+
+
+def _run_dataset(
+    store: Store,
+    plan: GridPlan,
+    dataset: str,
+    specs: Sequence[Spec],
+    *,
+    where: str | None,
+    allow_incomplete: bool,
+    progress: Progress | None,
+    own: Sequence[int] = (),
+    **options: Any,
+) -> tuple[dict[tuple[int, int], dict[str, Any]], dict[int, dict[str, Any]], int]:
+    """Every pair of ``dataset`` (and the partials of ``own``): columns by plan pair."""
+    from reprstore.engine import min_rows_for
+
+    pairs = [
+        (i, j)
+        for i, j in plan.pairs
+        if plan.reprs[i].dataset == dataset and plan.reprs[j].dataset == dataset
+    ]
+    idx = sorted({i for p in pairs for i in p} | set(own))
+    need = min_rows_for(specs)
+    arrays, mask, n = _dataset_arrays(store, plan, idx, dataset, where, allow_incomplete, need,
+                                      options.get("memory"))  # fmt: skip
     pos = {i: k for k, i in enumerate(idx)}
     if options.get("uncertainty") is not None:  # resampling groups are keyed by sample id
-        options = {**options, "ids": store.dataset(dataset).ids()[:n]}
-    results = compare_arrays(
+        options = {**options, "ids": store.dataset(dataset).ids()[: arrays[0].shape[0]]}
+    out = measure_arrays(
         arrays,
         [(pos[i], pos[j]) for i, j in pairs],
-        names=[info.key.label() for info in infos],
+        specs,
+        names=[plan.reprs[i].key.label() for i in idx],
         mask=mask,
+        own=[pos[i] for i in own],
         progress=progress,
         **options,
     )
-    return dict(zip(pairs, results, strict=True))
+    found = {(i, j): out.pairs[(pos[i], pos[j])] for i, j in pairs}
+    return found, {i: out.partials[pos[i]] for i in own}, n
 
 
 def compare(
@@ -341,6 +473,7 @@ def compare(
     a: str | Selector | None,
     b: str | Selector | None,
     *,
+    measures: str | Sequence[str] = "cka",
     estimator: str = "debiased",
     kernel: str = "linear",
     sigma: float = 0.5,
@@ -350,6 +483,7 @@ def compare(
     match: Sequence[str] = (),
     differ: Sequence[str] = (),
     pairs: Sequence[tuple[ReprKey, ReprKey]] | None = None,
+    pair_where: str | None = None,
     allow_incomplete: bool = False,
     device: str = "cpu",
     precision: str = "float64",
@@ -358,19 +492,23 @@ def compare(
     scheduler: Any = None,
     split_every: int | None = None,
     progress: Progress | None = None,
+    timeout: float | None = None,
     ci: float | None = None,
     bootstrap: int | None = None,
     permutations: int | None = None,
     seed: int | None = None,
     report: Any = None,
 ) -> pd.DataFrame:
-    """CKA of every selected A with every selected B, in one pass over the data.
+    """Every requested measure of every selected A with every selected B, in one pass.
 
     Parameters
     ----------
     store : Store or path/URL
     a, b : selectors (``model=m,layer=encoder.*``) of the two sides
-    estimator, kernel, sigma, batch_size, shuffle, device, precision, memory
+    measures : ``"cka,cca,svcca:keep=0.99,pca:k=20"`` (see :func:`reprstore.measures`)
+    estimator, kernel, sigma, batch_size, shuffle
+        Options of ``cka`` (``cka:estimator=…`` in ``measures`` overrides them).
+    device, precision, memory
         As for :func:`reprstore.cka`.
     where : str, optional
         condition over the dataset's ``id`` and metadata columns (:mod:`reprstore.expr`,
@@ -378,53 +516,187 @@ def compare(
         used on both sides.
     match, differ : keys that must agree / differ within a pair (``layer``, ``seed`` …)
     pairs : explicit (A key, B key) pairs to keep (see :func:`read_pairs_file`)
+    pair_where : condition over both sides' keys and run attributes (see :func:`plan_grid`)
     allow_incomplete : compare incomplete representations on their rows written so far
     workers : start a local dask.distributed cluster of this many processes
     scheduler : address of a running dask scheduler (or a Client / dask scheduler)
     split_every : fan-in of the reduction tree
     progress : callable(done, total) in row blocks
+    timeout : seconds a cluster may go without an answering scheduler or any worker
+        before the comparison fails (default 60)
     ci, bootstrap, permutations, seed
-        Confidence interval (level, replicates) and permutation test (see
-        :mod:`reprstore.uncertainty`); ``seed`` defaults to 0 and is recorded.
+        Confidence interval (level, replicates) and permutation test of ``cka`` (see
+        :mod:`reprstore.uncertainty`; other measures refuse them); ``seed`` defaults to 0
+        and is recorded.
     report : callable(str), optional
         Receives the uncertainty plan (passes, memory) before the work starts.
 
     Returns
     -------
     pandas.DataFrame
-        One row per pair: :data:`RESULT_COLUMNS` then :data:`EXTRA_COLUMNS`, then
-        ``cka_lo``, ``cka_hi``, ``cka_se`` … / ``cka_p`` … where asked.
+        One row per pair: the keys, ``dataset``, ``n_samples``, then one column per
+        scalar of each measure (``cka`` keeps :data:`RESULT_COLUMNS` and
+        :data:`EXTRA_COLUMNS`), array-valued outputs as list columns; then ``cka_lo``,
+        ``cka_hi``, ``cka_se`` … / ``cka_p`` … where asked.
     """
-    import pandas as pd
+    from reprstore.uncertainty import check_measures
+    from reprstore.uncertainty import options as uncertainty_options
+    from reprstore.uncertainty import result_columns as uncertainty_columns
 
     check_options(estimator, kernel)
+    if shuffle is not None and (isinstance(shuffle, bool) or not isinstance(shuffle, int)
+                                or shuffle < 0):  # fmt: skip
+        raise InputError(f"--shuffle must be a non-negative integer seed. Got {shuffle!r} instead.")
+    specs = parse_measures(measures, defaults={"cka": dict(
+        estimator=estimator, kernel=kernel, sigma=sigma, batch_size=batch_size, shuffle=shuffle,
+    )})  # fmt: skip
+    single = [s.name for s in specs if s.measure.pairing == "single"]
+    if single:
+        raise InputError(
+            f"{', '.join(single)} describe(s) one representation: use reprstore describe."
+        )
     unc = uncertainty_options(ci, bootstrap, permutations, seed, report=report)
+    if unc is not None:
+        check_measures(specs)
+    row_paired = [s.name for s in specs if s.measure.pairing == "rows"]
     st = _open(store)
     plan = plan_grid(
-        st, a, b, match=match, differ=differ, pairs=pairs, allow_incomplete=allow_incomplete
-    )
-    options: dict[str, Any] = dict(
-        estimator=estimator, kernel=kernel, sigma=sigma, batch_size=batch_size,
-        shuffle=shuffle, device=device, precision=precision, memory=memory, uncertainty=unc,
+        st, a, b, match=match, differ=differ, pairs=pairs, pair_where=pair_where,
+        allow_incomplete=allow_incomplete, row_paired=bool(row_paired),
     )  # fmt: skip
+    options: dict[str, Any] = dict(device=device, precision=precision, memory=memory)
     if split_every is not None:
         options["split_every"] = split_every
-    found: dict[tuple[int, int], CKAResult] = {}
-    with dask_scheduler(workers, scheduler) as sched:
-        for dataset in plan.datasets:
-            found.update(
-                _run_dataset(
-                    st,
-                    plan,
-                    dataset,
-                    where=where,
-                    allow_incomplete=allow_incomplete,
-                    progress=progress,
-                    scheduler=sched,
-                    **options,
-                )
-            )
-    rows = [_row(plan.reprs[i], plan.reprs[j], found[(i, j)]) for i, j in plan.pairs]
-    return pd.DataFrame(
-        rows, columns=RESULT_COLUMNS + EXTRA_COLUMNS + uncertainty_result_columns(unc)
-    )
+    across = [(i, j) for i, j in plan.pairs if plan.reprs[i].dataset != plan.reprs[j].dataset]
+    found: dict[tuple[int, int], dict[str, Any]] = {}
+    partials: dict[int, dict[str, Any]] = {}
+    rows_of: dict[str, int] = {}
+    with dask_scheduler(workers, scheduler, timeout) as sched:
+        for dataset in _datasets(plan):
+            own = sorted({k for p in across for k in p if plan.reprs[k].dataset == dataset})
+            got, part, rows_of[dataset] = _run_dataset(
+                st, plan, dataset, specs, where=where, allow_incomplete=allow_incomplete,
+                progress=progress, scheduler=sched, own=own, uncertainty=unc, **options,
+            )  # fmt: skip
+            found.update(got)
+            partials.update(part)
+    for i, j in across:
+        names = (plan.reprs[i].key.label(), plan.reprs[j].key.label())
+        found[(i, j)] = finalize_features(specs, partials[i], partials[j], names, 0)
+    df = _table(plan, specs, found, rows_of, bool(across), uncertainty_columns(unc))
+    return annotate(
+        df, st, plan, a=a, b=b, match=match, differ=differ, pairs=pairs,
+        pair_where=pair_where, where=where,
+        options={
+            **options, "estimator": estimator, "kernel": kernel, "sigma": sigma,
+            "batch_size": batch_size, "shuffle": shuffle, "measures": [s.key for s in specs],
+            **({} if unc is None else {
+                "ci": unc.ci, "bootstrap": unc.bootstrap if unc.ci is not None else None,
+                "permutations": unc.permutations, "seed": unc.seed,
+            }),
+        },
+    )  # fmt: skip
+
+
+def annotate(
+    df: pd.DataFrame,
+    store: Store,
+    plan: GridPlan,
+    *,
+    a: Any,
+    b: Any,
+    match: Sequence[str],
+    differ: Sequence[str],
+    pairs: Sequence[tuple[ReprKey, ReprKey]] | None,
+    pair_where: str | None,
+    where: str | None,
+    options: dict[str, Any],
+) -> pd.DataFrame:
+    """``df`` (one row per ``plan.pairs``) with its run attribute columns and provenance.
+
+    Adds ``a_<attr>``/``b_<attr>`` (:func:`attribute_columns`) after the existing columns
+    and sets ``df.attrs["reprstore"]``, the record every result file carries (see
+    :mod:`reprstore.report.provenance`).
+    """
+    from reprstore.report.provenance import make_provenance
+
+    for column, values in attribute_columns(plan).items():
+        if column not in df:
+            df[column] = values
+    df.attrs["reprstore"] = make_provenance(
+        store=store.url, a=str(a) if a is not None else None,
+        b=str(b) if b is not None else None, match=list(match), differ=list(differ),
+        pair_where=pair_where, pairs_listed=None if pairs is None else len(pairs),
+        where=where, rows=rows_used(store, plan, where), n_pairs=len(plan.pairs),
+        options={k: v for k, v in options.items() if k != "scheduler"},
+    )  # fmt: skip
+    return df
+
+
+def _datasets(plan: GridPlan) -> list[str]:
+    return sorted({plan.reprs[k].dataset for p in plan.pairs for k in p})
+
+
+def result_columns(specs: Sequence[Spec], across: bool = False) -> list[str]:
+    """The columns of a result table for these measures (see :func:`compare`)."""
+    keys = [*(f"a_{k}" for k in KEY_FIELDS), *(f"b_{k}" for k in KEY_FIELDS), "dataset"]
+    if across:
+        keys += ["b_dataset", "b_n_samples"]
+    main: list[str] = []
+    info: list[str] = []
+    for s in specs:
+        scalars, arrays = s.measure.columns(s.opts)
+        main += [s.column(c) for c in (*scalars, *arrays)]
+        info += [s.column(c) for c in s.measure.info]
+    cka = next((s for s in specs if s.name == "cka" and not s.suffix), None)
+    if cka is None:
+        return [*keys, "n_samples", *main, *info]
+    head = [*keys, "estimator", "kernel", "n_samples", "cka"]
+    rest = [c for c in main if c != "cka"]
+    extra = EXTRA_COLUMNS + [c for c in info if c not in (*EXTRA_COLUMNS, "estimator", "kernel")]
+    return head + rest + extra
+
+
+def _cell(value: Any) -> Any:
+    """Result values as plain Python: arrays become lists of floats."""
+    if isinstance(value, np.ndarray):
+        return [float(v) for v in value.ravel()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _table(
+    plan: GridPlan,
+    specs: Sequence[Spec],
+    found: dict[tuple[int, int], dict[str, Any]],
+    rows_of: dict[str, int],
+    across: bool,
+    extra: Sequence[str] = (),
+) -> pd.DataFrame:
+    import pandas as pd
+
+    columns = [*result_columns(specs, across), *extra]
+    rows = []
+    for i, j in plan.pairs:
+        a, b = plan.reprs[i], plan.reprs[j]
+        row: dict[str, Any] = {f"a_{k}": getattr(a.key, k) for k in KEY_FIELDS}
+        row.update({f"b_{k}": getattr(b.key, k) for k in KEY_FIELDS})
+        row.update(dataset=a.dataset, n_samples=rows_of[a.dataset])
+        if across:
+            row.update(b_dataset=b.dataset, b_n_samples=rows_of[b.dataset])
+        row.update({k: _cell(v) for k, v in found[(i, j)].items() if not k.startswith("_")})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
+class _CallableModule(types.ModuleType):
+    """``reprstore.compare`` is both this module and, for users, the function: once the
+    module is imported, Python binds the package attribute to the module, so calling it
+    calls :func:`compare`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
+        return compare(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,73 +1,50 @@
-"""The CKA engine: compare in-memory or out-of-core arrays, pair by pair or as a grid.
+"""The engine: compare in-memory or out-of-core arrays by any registered measures.
 
-:func:`cka` compares two arrays (numpy, dask, zarr, torch or any array-like with
-``shape``, ``dtype`` and row slicing). :func:`compare_arrays` is the engine behind it and
-behind the store grids of :func:`compare`: it plans passes within a memory budget, builds
-one-pass dask graphs (:mod:`reprstore.stats.dask_graph`), and turns the finished
-statistics into :class:`~reprstore.metrics.cka.CKAResult` objects.
+:func:`measure_arrays` computes every measure asked for (``"cka,cca,procrustes"``, see
+:mod:`reprstore.metrics.registry`) for every pair of arrays (numpy, dask, zarr, torch or
+any array-like with ``shape``, ``dtype`` and row slicing) from one pass over the data
+(:mod:`reprstore.passes`); :func:`describe_arrays` the single-representation measures.
+:func:`cka` and :func:`compare_arrays` are the CKA-only entry points, unchanged for their
+users: they run the ``cka`` measure and hand back
+:class:`~reprstore.metrics.cka.CKAResult` objects. The store-level grids are
+:func:`reprstore.compare.compare` and :func:`reprstore.description.describe`.
 
-Passes
-------
-* linear, biased/debiased: one pass reads every row block of every involved array once;
-  it accumulates each representation's own statistics once and each pair's cross
-  statistics, in place, in one state per chain of blocks (one chain per core for a
-  small state; a grid's large state is one chain whose products share the cores). When
-  the p × q cross matrices of all pairs exceed ``memory``, the pairs are split over
-  several passes.
-* minibatch: one pass (consecutive batches), or one pass per group of random batches that
-  fits in ``memory`` (``shuffle``). With the RBF kernel, one earlier pass for σ.
-* rbf, biased/debiased: needs the n × n kernels in memory; refused beyond ``memory``.
+Passes (one memory model, ``memory`` bytes):
+
+* linear statistics of every (representation, row view) stream and every pair of streams
+  (n, Σx, XᵀX, XᵀY, row-norm sums): one pass reads every row block once; a grid whose
+  statistics exceed ``memory`` is split over several passes;
+* minibatch CKA: chains of consecutive blocks (or groups of random batches that fit);
+  with the RBF kernel, one earlier pass for σ;
+* exact RBF CKA: the n × n kernels in memory, refused beyond ``memory``.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
 from typing import Any
 
 import dask.array as da
 import numpy as np
 
+from reprstore import passes
 from reprstore.errors import ComparisonError, InputError
-from reprstore.metrics.cka import (
-    CKAResult,
-    LinearSide,
-    check_bandwidth,
-    check_finite,
-    check_options,
-    check_rows,
-    cka_grams,
-    cka_linear_sides,
-    cka_minibatch,
-    linear_side,
-)
+from reprstore.metrics.base import Spec
+from reprstore.metrics.cka import CKAResult, check_options
+from reprstore.metrics.registry import parse_measures, parse_spec
+from reprstore.passes import PassContext, Progress, check_sigma
 from reprstore.stats import dask_graph
-from reprstore.stats.hsic import MIN_ROWS_UNBIASED, GramSummary, summarize_gram
-from reprstore.stats.kernels import Bandwidth, bandwidth, rbf_from_sq_distances, sq_distances
-from reprstore.stats.linear import NUMPY, Backend, NumpyBackend, count_nonfinite, shifted
-from reprstore.stats.minibatch import MinibatchSums, assign_batches, merge_sums
-from reprstore.stats.plan import (
-    batch_groups,
-    human_bytes,
-    linear_chains,
-    linear_state_bytes,
-    live_blocks,
-    parse_memory,
-    plan_linear_passes,
-)
+from reprstore.stats.hsic import MIN_ROWS_UNBIASED
+from reprstore.stats.linear import NUMPY, Backend, NumpyBackend
+from reprstore.stats.plan import live_blocks, parse_memory
 
 DEFAULT_BATCH_SIZE = 256
 #: Target bytes of one row block (all involved arrays, float64) for in-memory inputs.
 TARGET_BLOCK_BYTES = 32 * 1024**2
-#: Up to this many rows the RBF median distance is exact; beyond, it is estimated.
-SIGMA_EXACT_ROWS = 4096
-SIGMA_SAMPLE_ROWS = 2048
-SIGMA_SEED = 0
 
-Progress = Callable[[int, int], None]
 Pair = tuple[int, int]
+__all__ = ["PassContext", "Progress", "cka", "compare_arrays", "measure_arrays", "parse_memory"]
 
 
 # ---------------------------------------------------------------------------- options
@@ -167,7 +144,29 @@ def as_dask(x: Any, block_rows: int | None = None) -> da.Array:
         )
     if isinstance(x, da.Array):
         return x
-    return da.from_array(x, chunks=(block_rows or _default_block_rows(x), -1))
+    rows = block_rows or _default_block_rows(x)
+    if isinstance(x, np.ndarray):
+        x = _Rows(x)  # dask would copy an ndarray into its graph chunk by chunk, at once
+    return da.from_array(x, chunks=(rows, -1), name=_Rows.name(x), meta=np.empty((0, 0), x.dtype))
+
+
+class _Rows:
+    """An in-memory array seen by dask as an array-like: blocks are sliced when read."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data = data
+        self.shape = data.shape
+        self.dtype = data.dtype
+        self.ndim = data.ndim
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.data[key]
+
+    @staticmethod
+    def name(x: Any) -> str | None:
+        if isinstance(x, _Rows):
+            return f"reprstore-rows-{id(x.data):x}-{x.shape}-{x.dtype}"
+        return None
 
 
 def _default_block_rows(x: Any) -> int:
@@ -192,10 +191,206 @@ def align_rows(arrays: Sequence[da.Array]) -> list[da.Array]:
 # ------------------------------------------------------------------------------ engine
 
 
-def _swapped(r: CKAResult) -> CKAResult:
-    return replace(
-        r, hsic_aa=r.hsic_bb, hsic_bb=r.hsic_aa, sigma2_a=r.sigma2_b, sigma2_b=r.sigma2_a
+def context(
+    arrays: Sequence[Any],
+    pairs: Sequence[Pair],
+    *,
+    names: Sequence[str] | None = None,
+    mask: np.ndarray | None = None,
+    device: str | Backend = "cpu",
+    memory: int | str | None = None,
+    scheduler: Any = None,
+    split_every: int = dask_graph.DEFAULT_SPLIT_EVERY,
+    progress: Progress | None = None,
+    precision: str = "float64",
+    block_rows: int | None = None,
+    min_rows: int = 1,
+    what: str = "the measures",
+) -> PassContext:
+    """Aligned dask arrays, rows and settings shared by the passes of one comparison.
+
+    Blocks of inputs that are not dask arrays are sized so that the scheduler's threads
+    each holding a few float64 blocks stay within ``memory`` (:func:`block_rows_within`).
+    """
+    backend = resolve_backend(device, precision)
+    budget = parse_memory(memory)
+    labels = list(names) if names is not None else [str(i) for i in range(len(arrays))]
+    threads = dask_graph.scheduler_threads(scheduler)
+    width = sum(int(getattr(a, "shape", (0, 0))[1]) for a in arrays if len(a.shape) == 2)
+    fit = block_rows_within(budget, width, threads)
+    # dask inputs keep their blocks (smaller ones would read a stored chunk more than once)
+    dasks = align_rows([as_dask(a, min(block_rows or fit, fit)) for a in arrays])
+    n_total = dasks[0].shape[0]
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (n_total,):
+            raise InputError(
+                f"The row mask must have shape ({n_total},). Got {mask.shape} instead."
+            )
+    n = int(mask.sum()) if mask is not None else n_total
+    if n < min_rows:
+        raise ComparisonError(
+            f"Too few samples for {what}: expected at least {min_rows} rows. Got {n} instead."
+        )
+    unique = list(dict.fromkeys((min(i, j), max(i, j)) for i, j in pairs))
+    return PassContext(
+        arrays=dasks, pairs=unique, blocks=live_blocks(dasks[0].chunks[0], mask), mask=mask,
+        n=n, names=labels, backend=backend, memory=budget, scheduler=scheduler,
+        split_every=split_every, progress=progress, threads=threads,
+    )  # fmt: skip
+
+
+#: Of ``memory``, the share that the row blocks in flight (raw, float64 and products'
+#: temporaries, about four copies per thread) may take.
+BLOCK_SHARE = 4
+
+
+def block_rows_within(memory: int, width: int, threads: int) -> int:
+    """Rows per block such that ``threads`` blocks in flight take at most 1/``BLOCK_SHARE``
+    of ``memory`` (and never more than ``TARGET_BLOCK_BYTES`` a block)."""
+    row_bytes = 8 * max(width, 1)
+    per_block = min(TARGET_BLOCK_BYTES, memory // (BLOCK_SHARE * 4 * max(threads, 1)))
+    return max(1, per_block // row_bytes)
+
+
+def measure_arrays(
+    arrays: Sequence[Any],
+    pairs: Sequence[Pair],
+    measures: str | Sequence[str] | Sequence[Spec] = "cka",
+    *,
+    names: Sequence[str] | None = None,
+    mask: np.ndarray | None = None,
+    own: Sequence[int] = (),
+    uncertainty: Any = None,
+    ids: np.ndarray | None = None,
+    **settings: Any,
+) -> passes.Outcome:
+    """Every measure for every ordered pair ``(i, j)`` of ``arrays`` (same rows), reading
+    each block of each involved array once per pass.
+
+    Parameters
+    ----------
+    arrays : sequence of array-likes, each (n, p_i)
+    pairs : ordered (A, B) index pairs
+    measures : ``"cka,cca,svcca:keep=0.9"``, a list of such names, or parsed specs
+    own : arrays that need only their per-representation step (feature-paired pairs
+        with arrays of other datasets)
+    uncertainty : reprstore.uncertainty.UncertaintyOptions, optional
+        Intervals and/or permutation tests (:mod:`reprstore.uncertainty`; cka only).
+    ids : ndarray (n,), optional
+        Sample ids of the rows (default: row numbers); they key the resampling groups.
+    settings : device, memory, scheduler, split_every, progress, precision, block_rows
+
+    Returns
+    -------
+    passes.Outcome
+        ``.pairs[(i, j)]``: the result columns; ``.partials[i]``: per measure key, the
+        per-representation results.
+    """
+    specs: list[Spec] = (
+        [m for m in measures if isinstance(m, Spec)]
+        if _all_specs(measures)
+        else parse_measures(measures)  # type: ignore[arg-type]
     )
+    if not pairs and not own:
+        raise ComparisonError("Nothing to compare: the list of pairs is empty.")
+    for s in specs:
+        if s.measure.pairing == "single" and pairs:
+            raise InputError(f"{s.name} describes one representation: use reprstore describe.")
+    min_rows = max((_min_rows(s) for s in specs), default=1)
+    ctx = context(arrays, pairs, names=names, mask=mask, min_rows=min_rows,
+                  what=_what(specs, min_rows), **settings)  # fmt: skip
+    check_widths(ctx, specs, pairs)
+    if uncertainty is not None:
+        from reprstore import uncertainty as unc
+
+        return unc.measure(ctx, pairs, specs, uncertainty, ids=ids)
+    return passes.run(ctx, pairs, specs, own)
+
+
+def describe_arrays(
+    arrays: Sequence[Any],
+    measures: str | Sequence[str] = "pr,erank,variance",
+    *,
+    names: Sequence[str] | None = None,
+    mask: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    **settings: Any,
+) -> list[dict[str, Any]]:
+    """Single-representation measures of each of ``arrays`` (same rows), in one pass (and
+    one counting pass for ``sparsity``/``selectivity``).
+
+    Parameters
+    ----------
+    labels : array-like (n,), optional
+        Class of every row, for ``selectivity`` (its ``label`` option names the column
+        in a store; here the values are given).
+
+    Returns
+    -------
+    list of dict, one per array: column → value
+    """
+    specs = parse_measures(measures)
+    for s in specs:
+        if s.measure.pairing != "single":
+            raise InputError(f"{s.name} compares two representations: use measure_arrays.")
+    ctx = context(arrays, [], names=names, mask=mask, min_rows=2, **settings)
+    extras: dict[Any, dict[str, Any]] = {}
+    if any(s.measure.special(s.opts) == "counts" for s in specs):
+        tols = sorted({float(s.opts["tol"]) for s in specs if s.name == "sparsity"})
+        codes, n_classes = None, 0
+        if labels is not None:
+            import pandas as pd
+
+            codes_, classes = pd.factorize(pd.Series(np.asarray(labels)))
+            codes, n_classes = np.asarray(codes_, dtype=np.int64), len(classes)
+        found = passes.counts(ctx, list(range(len(arrays))), tols, codes, n_classes)
+        extras = {("side", i): {"counts": c} for i, c in found.items()}
+    out = passes.run(ctx, [], specs, own=list(range(len(arrays))), extras=extras)
+    rows = []
+    for i in range(len(arrays)):
+        row: dict[str, Any] = {}
+        for s in specs:
+            got = s.measure.describe(out.partials[i][s.key], s.opts)
+            row.update({s.column(k): v for k, v in got.items()})
+        rows.append(row)
+    return rows
+
+
+def min_rows_for(specs: Sequence[Spec]) -> int:
+    """The fewest rows every measure of ``specs`` is defined on."""
+    return max((_min_rows(s) for s in specs), default=1)
+
+
+def _all_specs(measures: Any) -> bool:
+    return not isinstance(measures, str) and all(isinstance(m, Spec) for m in measures)
+
+
+def _min_rows(spec: Spec) -> int:
+    if spec.name == "cka":
+        return 2 if spec.opts["estimator"] == "biased" else MIN_ROWS_UNBIASED
+    return 3 if spec.name == "rsa" else 2
+
+
+def _what(specs: Sequence[Spec], rows: int) -> str:
+    for s in specs:
+        if _min_rows(s) == rows:
+            return f"the {s.opts['estimator']} estimator" if s.name == "cka" else s.name
+    return "the measures"
+
+
+def check_widths(ctx: PassContext, specs: Sequence[Spec], pairs: Sequence[Pair]) -> None:
+    """Refuse, before any pass, a measure that needs equal widths on unequal ones."""
+    for s in specs:
+        if not s.measure.equal_width:
+            continue
+        for i, j in pairs:
+            p, q = ctx.arrays[i].shape[1], ctx.arrays[j].shape[1]
+            if p != q:
+                raise ComparisonError(
+                    f"{s.name} needs the same number of features on both sides: "
+                    f"{ctx.names[i]} has {p}, {ctx.names[j]} has {q}."
+                )
 
 
 def compare_arrays(
@@ -240,7 +435,7 @@ def compare_arrays(
         Precision of the per-block matrix products; accumulation is float64 regardless.
     block_rows : int, optional
         Rows per block for inputs that are not dask arrays (default: about 32 MiB of
-        float64 per array, a multiple of the stored chunk rows).
+        float64 per array, a multiple of the stored chunk rows, within ``memory``).
     uncertainty : reprstore.uncertainty.UncertaintyOptions, optional
         Intervals and/or permutation tests (:mod:`reprstore.uncertainty`).
     ids : ndarray (n,), optional
@@ -248,244 +443,26 @@ def compare_arrays(
 
     Returns
     -------
-    list of CKAResult, in the order of ``pairs``
+    list of CKAResult, in the order of ``pairs`` (with ``uncertainty``,
+    :class:`~reprstore.uncertainty.UncertainResult`)
     """
     check_options(estimator, kernel)
+    check_sigma(sigma)
     if not pairs:
         raise ComparisonError("Nothing to compare: the list of pairs is empty.")
-    if sigma is None or not sigma > 0 or not math.isfinite(sigma):
-        raise InputError(f"sigma must be a positive number. Got {sigma!r} instead.")
-    backend = resolve_backend(device, precision)
-    budget = parse_memory(memory)
-    labels = list(names) if names is not None else [str(i) for i in range(len(arrays))]
-    dasks = align_rows([as_dask(a, block_rows) for a in arrays])
-    n_total = dasks[0].shape[0]
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != (n_total,):
-            raise InputError(
-                f"The row mask must have shape ({n_total},). Got {mask.shape} instead."
-            )
-    n = int(mask.sum()) if mask is not None else n_total
-    check_rows(n, "debiased" if estimator == "minibatch" else estimator)
-    unique = list(dict.fromkeys((min(i, j), max(i, j)) for i, j in pairs))
-    blocks = live_blocks(dasks[0].chunks[0], mask)
-    ctx = PassContext(
-        arrays=dasks,
-        pairs=unique,
-        blocks=blocks,
-        mask=mask,
-        n=n,
-        names=labels,
-        backend=backend,
-        memory=budget,
-        scheduler=scheduler,
-        split_every=split_every,
-        progress=progress,
-    )
-    if uncertainty is not None:  # intervals / permutation tests: reprstore.uncertainty
-        from reprstore.uncertainty import run as run_uncertainty
-
-        found = run_uncertainty(
-            ctx, uncertainty, estimator=estimator, kernel=kernel, sigma=sigma,
-            batch_size=batch_size, shuffle=shuffle, ids=ids,
-        )  # fmt: skip
-    elif estimator == "minibatch":
-        found = _minibatch(ctx, kernel=kernel, sigma=sigma, batch_size=batch_size, shuffle=shuffle)
-    elif kernel == "rbf":
-        found = _rbf_exact(ctx, estimator=estimator, sigma=sigma)
-    else:
-        found = _linear_exact(ctx, estimator=estimator)
-    by_pair = dict(zip(unique, found, strict=True))
-    return [by_pair[(i, j)] if i <= j else _swapped(by_pair[(j, i)]) for i, j in pairs]
+    spec = cka_spec(estimator=estimator, kernel=kernel, sigma=sigma, batch_size=batch_size,
+                    shuffle=shuffle)  # fmt: skip
+    out = measure_arrays(
+        arrays, pairs, [spec], names=names, mask=mask, device=device, memory=memory,
+        scheduler=scheduler, split_every=split_every, progress=progress, precision=precision,
+        block_rows=block_rows, uncertainty=uncertainty, ids=ids,
+    )  # fmt: skip
+    return [out.pairs[p]["_result"] for p in pairs]
 
 
-@dataclass(frozen=True)
-class PassContext:
-    """What every estimator's passes share: the aligned arrays, the unique pairs, the rows."""
-
-    arrays: list[da.Array]
-    pairs: list[Pair]  # unique, i <= j
-    blocks: int  # row blocks holding a selected row
-    mask: np.ndarray | None
-    n: int  # selected rows
-    names: list[str]
-    backend: Backend
-    memory: int
-    scheduler: Any
-    split_every: int
-    progress: Progress | None
-
-
-def _involved(pairs: Sequence[Pair]) -> list[int]:
-    return sorted({i for p in pairs for i in p})
-
-
-def _linear_exact(
-    c: PassContext,
-    *,
-    estimator: str,
-) -> list[CKAResult]:
-    block_rows = max(c.arrays[0].chunks[0])
-    features = [a.shape[1] for a in c.arrays]
-    passes = plan_linear_passes(features, c.pairs, c.memory, block_rows)
-    run = dask_graph.Runner(c.scheduler, c.progress, len(passes) * c.blocks)
-    threads = dask_graph.scheduler_threads(c.scheduler)
-    local = dask_graph.is_local_threaded(c.scheduler)
-    sides: dict[int, LinearSide] = {}
-    shifts: list[Any] = [None] * len(c.arrays)
-    results: dict[Pair, CKAResult] = {}
-    for own, batch in passes:
-        state = linear_state_bytes(features, own, batch)
-        chains = linear_chains(threads, c.blocks, state)
-        # a few large states (a grid): the cores left share each block's products
-        inner = max(1, threads // chains) if local else 1
-        graph, _ = dask_graph.linear_pass(
-            c.arrays, own, batch, mask=c.mask, shifts=shifts, backend=c.backend,
-            split_every=c.split_every, chains=chains, threads=inner,
-        )  # fmt: skip
-        ((reprs, cross),) = run(graph, blocks=c.blocks, workers=chains, blas=1)
-        for i, m in reprs.items():
-            shifts[i] = m.shift
-            sides[i] = linear_side(m, estimator, c.names[i])
-        for i, j in batch:
-            results[(i, j)] = cka_linear_sides(sides[i], sides[j], cross.get((i, j)), estimator)
-    return [results[p] for p in c.pairs]
-
-
-def _bandwidths(
-    arrays: list[da.Array],
-    idx: list[int],
-    mask: np.ndarray | None,
-    n: int,
-    sigma: float,
-    names: list[str],
-    run: dask_graph.Runner,
-    blocks: int,
-    exact_rows: int = SIGMA_EXACT_ROWS,
-) -> dict[int, Bandwidth]:
-    """σ of each representation in ``idx`` from one pass: exact up to ``exact_rows`` rows."""
-    rows = np.flatnonzero(mask) if mask is not None else np.arange(arrays[0].shape[0])
-    if n <= exact_rows:
-        method = f"exact median of all {n}² squared distances"
-    else:
-        rng = np.random.default_rng(SIGMA_SEED)
-        rows = np.sort(rng.choice(rows, size=SIGMA_SAMPLE_ROWS, replace=False))
-        method = (
-            f"median estimated from the {SIGMA_SAMPLE_ROWS}² squared distances among "
-            f"{SIGMA_SAMPLE_ROWS} of {n} rows drawn at random (seed {SIGMA_SEED})"
-        )
-    sample = np.zeros(arrays[0].shape[0], dtype=bool)
-    sample[rows] = True
-    data = run(*[dask_graph.gather_rows(arrays[i], sample) for i in idx], blocks=blocks)
-    return {
-        i: _checked_bandwidth(x, sigma, method, names[i], n) for i, x in zip(idx, data, strict=True)
-    }
-
-
-def _checked_bandwidth(x: np.ndarray, sigma: float, method: str, name: str, n: int) -> Bandwidth:
-    check_finite(name, count_nonfinite(x), x.shape[0])
-    bw = bandwidth(x, sigma, method)
-    check_bandwidth(bw, name, n)
-    return bw
-
-
-def _minibatch(
-    c: PassContext,
-    *,
-    kernel: str,
-    sigma: float,
-    batch_size: int,
-    shuffle: int | None,
-) -> list[CKAResult]:
-    if batch_size < MIN_ROWS_UNBIASED:
-        raise InputError(
-            f"--batch-size must be at least {MIN_ROWS_UNBIASED}. Got {batch_size} instead."
-        )
-    idx = _involved(c.pairs)
-    need = 8 * batch_size**2 * (len(idx) + 2)
-    if need > c.memory:
-        raise ComparisonError(
-            f"Batches of {batch_size} rows need {human_bytes(need)} "
-            f"of kernels, more than the memory limit {human_bytes(c.memory)}. Lower --batch-size."
-        )
-    ids = np.full(c.arrays[0].shape[0], -1, dtype=np.int64)
-    sel = np.flatnonzero(c.mask) if c.mask is not None else np.arange(ids.size)
-    ids[sel] = assign_batches(c.n, batch_size, shuffle)
-    row_bytes = 8 * sum(c.arrays[i].shape[1] for i in idx) * 2
-    groups = batch_groups(ids, max(c.memory // row_bytes, 1), batch_size, shuffle)
-    run = dask_graph.Runner(
-        c.scheduler, c.progress, c.blocks * (len(groups) + len(idx) * (kernel == "rbf"))
-    )
-    bws = {}
-    if kernel == "rbf":
-        bws = _bandwidths(c.arrays, idx, c.mask, c.n, sigma, c.names, run, len(idx) * c.blocks)
-    sigma2 = [bws[i].sigma2 if i in bws else None for i in range(len(c.arrays))]
-    sums = MinibatchSums()
-    cross = [(i, j) for i, j in c.pairs if i != j]  # c.pairs is already unique
-    for g in groups:
-        graph = dask_graph.minibatch_pass(
-            c.arrays,
-            g,
-            idx,
-            cross,
-            kernel=kernel,
-            sigma2=sigma2,
-            backend=c.backend,
-            split_every=c.split_every,
-        )
-        sums = merge_sums(sums, run(graph, blocks=c.blocks)[0])
-    return [
-        cka_minibatch(
-            sums,
-            i,
-            j,
-            kernel=kernel,
-            batch_size=batch_size,
-            names=(c.names[i], c.names[j]),
-            bandwidths=(bws[i], bws[j]) if bws else None,
-        )
-        for i, j in c.pairs
-    ]
-
-
-def _rbf_exact(
-    c: PassContext,
-    *,
-    estimator: str,
-    sigma: float,
-) -> list[CKAResult]:
-    idx = _involved(c.pairs)
-    need = 8 * c.n * c.n * (len(idx) + 2)
-    if need > c.memory:
-        raise ComparisonError(
-            f"The exact {estimator} estimator with the rbf kernel needs the {c.n} × {c.n} kernels "
-            f"in memory ({human_bytes(need)}), more than the memory limit {human_bytes(c.memory)}. "
-            "Use --estimator minibatch or raise --memory."
-        )
-    run = dask_graph.Runner(c.scheduler, c.progress, len(idx) * c.blocks)
-    data = run(
-        *[dask_graph.gather_rows(c.arrays[i], c.mask) for i in idx], blocks=len(idx) * c.blocks
-    )
-    method = f"exact median of all {c.n}² squared distances"
-    grams: dict[int, GramSummary] = {}
-    bws: dict[int, Bandwidth] = {}
-    for i, x in zip(idx, data, strict=True):
-        bws[i] = _checked_bandwidth(x, sigma, method, c.names[i], c.n)
-        xs = shifted(x, x.mean(axis=0))
-        k = rbf_from_sq_distances(sq_distances(xs), bws[i].sigma2)
-        grams[i] = summarize_gram(k, centred=estimator == "biased")
-    return [
-        cka_grams(
-            grams[i],
-            grams[j],
-            estimator,
-            kernel="rbf",
-            bandwidths=(bws[i], bws[j]),
-            names=(c.names[i], c.names[j]),
-        )
-        for i, j in c.pairs
-    ]
+def cka_spec(**options: Any) -> Spec:
+    """The :class:`Spec` of ``cka`` with these options (the others at their defaults)."""
+    return parse_spec("cka", {k: v for k, v in options.items() if v is not None})
 
 
 # -------------------------------------------------------------------------- public API

@@ -62,3 +62,19 @@ class StoreWriteError(ReprstoreError, OSError):
 
 class ExpressionError(ReprstoreError, ValueError):
     """A ``--where`` or ``--pair-where`` condition is not of the allowed kind."""
+
+
+class StoreFormatError(ReprstoreError, ValueError):
+    """The store's format version is unknown, or needs ``reprstore upgrade`` first."""
+
+
+class CorruptDataError(ReprstoreError, ValueError):
+    """Stored data is damaged: a chunk missing, undecodable or not matching its checksum."""
+
+
+class ReprstoreWarning(UserWarning):
+    """Something the user should know about a result or a store, said in one line."""
+
+
+class ClusterError(ReprstoreError, RuntimeError):
+    """The dask cluster went away (scheduler lost, no workers left) during a comparison."""

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from reprstore.errors import InputError
-from reprstore.keys import ReprKey, validate_name
+from reprstore.keys import ReprKey, substitute_fields, validate_name
 
 if TYPE_CHECKING:
     from reprstore.extract.data import DataSource
@@ -154,6 +154,7 @@ def extract(
     queue_size: int = 4,
     progress: ExtractProgress | None = None,
     on_checkpoint: Callable[[str], None] | None = None,
+    layer_name: str | None = None,
 ) -> ExtractResult:
     """Run a model on a dataset and stream the chosen layers' outputs into a store.
 
@@ -174,7 +175,7 @@ def extract(
         Module paths or globs, comma-separated or a list (``encoder.layer.*``), or output
         names (``output``, ``hidden_states.3``).
     name, seed, checkpoint, checkpoint_label, dataset
-        Where the rows go: ``reprs/<name>/<seed>/<checkpoint label>/<layer>``.
+        Where the rows go: ``reprs/<name>/<seed>/<checkpoint label>/<dataset>/<layer>``.
         ``checkpoint`` is one or more state_dict files or globs, each extracted in turn
         and labelled by its file name (``step1000.pt`` → ``step1000``).
     reduce
@@ -193,6 +194,10 @@ def extract(
         ``progress(rows_done, n_samples, bytes_written)`` after every window.
     on_checkpoint
         Called with each checkpoint label before it is extracted.
+    layer_name
+        Template of the stored layer names, with the fields ``{layer}`` (the module path)
+        and ``{reduce}``: ``'{layer}.cls'`` with ``reduce="first"`` stores beside a
+        ``mean`` extraction of the same layers. Default: the module path.
 
     Returns
     -------
@@ -210,8 +215,11 @@ def extract(
     from reprstore.extract.runner import autocast_context, plan_layers, run, torch_threads
     from reprstore.ingest import read_ids, read_meta
     from reprstore.store import Encoding, ReprSettings, Store, check_dataset, write_dataset
+    from reprstore.store.fresh import undo_new_store
 
     check_reduction(reduce)
+    if layer_name is not None:  # the template's fields, before any model is loaded
+        substitute_fields(layer_name, {"layer": "layer", "reduce": reduce}, "--layer-name")
     encoding = Encoding(dtype, keep_bits)
     for value, what in ((name, "model name"), (seed, "seed"), (dataset, "dataset")):
         validate_name(value, what)
@@ -248,6 +256,7 @@ def extract(
             extra_kwargs=extra_kwargs,
         )
         n = source.n_samples
+        names = stored_layer_names([lay.layer for lay in plan.layers], layer_name, reduce)
         # Hash the input data on a helper thread (hashlib and file reads release the GIL)
         # while this one hashes the weights and imports/opens the store; the data is not
         # read anywhere else meanwhile. Each weights id (a checkpoint's sha256) is computed
@@ -257,24 +266,26 @@ def extract(
             weights = {ckpt.label: _weights_id(loaded, ckpt) for ckpt in checkpoints}
             st = store if isinstance(store, Store) else Store.open(store, create=True)
             fingerprint = pending.result()
-        check_dataset(st.root, dataset, n, id_values, meta_values, fingerprint)
-        todo = _plan_writes(
-            st,
-            loaded,
-            checkpoints,
-            plan.layers,
-            weights=weights,
-            name=name,
-            seed=seed,
-            dataset=dataset,
-            n=n,
-            encoding=encoding,
-            fingerprint=fingerprint,
-            preprocessing=source.settings(),
-            autocast=autocast,
-            overwrite=overwrite,
-            settings_cls=ReprSettings,
-        )
+        with undo_new_store(st):  # a refused plan leaves no half-made store
+            check_dataset(st.root, dataset, n, id_values, meta_values, fingerprint)
+            todo = _plan_writes(
+                st,
+                loaded,
+                checkpoints,
+                plan.layers,
+                weights=weights,
+                name=name,
+                seed=seed,
+                dataset=dataset,
+                n=n,
+                encoding=encoding,
+                fingerprint=fingerprint,
+                preprocessing=source.settings(),
+                autocast=autocast,
+                overwrite=overwrite,
+                settings_cls=ReprSettings,
+                stored_names=names,
+            )
         write_dataset(
             st.root, dataset, n, id_values, meta_values, fingerprint, source=source.description
         )
@@ -292,7 +303,9 @@ def extract(
             sources = _provenance(
                 loaded, ckpt, weights[ckpt.label], source, fingerprint, batch_size, device, threads
             )
-            sinks = _open_sinks(st, settings, encoding, sources, overwrite, on_nonfinite)
+            sinks = _open_sinks(
+                st, settings, encoding, sources, overwrite, on_nonfinite, _hooks_of(names)
+            )
             result.resumed_from[ckpt.label] = run(
                 loaded.module,
                 source,
@@ -308,6 +321,32 @@ def extract(
             )
             result.written += list(settings)
     return result
+
+
+def stored_layer_names(layers: Sequence[str], template: str | None, reduce: str) -> dict[str, str]:
+    """Hooked layer → stored name, from a ``--layer-name`` template (``'{layer}.cls'``).
+
+    Only the fields ``{layer}`` and ``{reduce}`` exist; two layers may not get one name.
+    """
+    if template is None:
+        return {layer: layer for layer in layers}
+    names: dict[str, str] = {}
+    for layer in layers:
+        stored = substitute_fields(template, {"layer": layer, "reduce": reduce}, "--layer-name")
+        names[layer] = validate_name(stored, "layer name from --layer-name")
+    seen: dict[str, str] = {}
+    for layer, stored in names.items():
+        if stored in seen:
+            raise InputError(
+                f"--layer-name {template!r} gives layers {seen[stored]!r} and {layer!r} the "
+                "same name; put {layer} in the template."
+            )
+        seen[stored] = layer
+    return names
+
+
+def _hooks_of(names: Mapping[str, str]) -> dict[str, str]:
+    return {stored: layer for layer, stored in names.items()}
 
 
 def _variable_tokens(source: DataSource) -> bool:
@@ -351,6 +390,7 @@ def _plan_writes(
     autocast: str | None,
     overwrite: bool,
     settings_cls: type[ReprSettings],
+    stored_names: Mapping[str, str] | None = None,
 ) -> dict[str, tuple[dict[ReprKey, ReprSettings], list[ReprKey]]]:
     """Settings for every key to write, per checkpoint; complete identical ones skipped.
 
@@ -369,7 +409,8 @@ def _plan_writes(
         to_write: dict[ReprKey, ReprSettings] = {}
         skipped: list[ReprKey] = []
         for out in layers:
-            key = ReprKey(name, seed, ckpt.label, out.layer)
+            stored = (stored_names or {}).get(out.layer, out.layer)
+            key = ReprKey(name, seed, ckpt.label, dataset, stored)
             settings = settings_cls(
                 dataset=dataset,
                 n_features=out.n_features,
@@ -422,19 +463,22 @@ def _open_sinks(
     sources: dict[str, Any],
     overwrite: bool,
     on_nonfinite: str,
+    hooks: Mapping[str, str] | None = None,
 ) -> dict[str, LayerSink]:
+    """One writer per key, keyed by the hooked layer (``hooks``: stored name → layer)."""
     sinks: dict[str, LayerSink] = {}
     try:
         for key, s in settings.items():
+            layer = (hooks or {}).get(key.layer, key.layer)
             writer = st.writer(
                 key,
                 s,
                 encoding=encoding,
-                sources={**sources, "layer": key.layer},
+                sources={**sources, "layer": layer},
                 overwrite=overwrite and not _resumable(st, key, s),
                 on_nonfinite=on_nonfinite,
             )
-            sinks[key.layer] = _WriterSink(writer)
+            sinks[layer] = _WriterSink(writer)
     except BaseException:
         for sink in sinks.values():
             sink.abort()
@@ -526,7 +570,7 @@ def recorder(
     def open_sinks(outputs: list[LayerOutput]) -> dict[str, LayerSink]:
         settings = {}
         for out in outputs:
-            key = ReprKey(name, seed, checkpoint, out.layer)
+            key = ReprKey(name, seed, checkpoint, dataset, out.layer)
             settings[key] = ReprSettings(
                 dataset=dataset,
                 n_features=out.n_features,

@@ -69,7 +69,16 @@ def open_tensor_files(path: str | os.PathLike[str], key: str | None = None) -> l
     except InputError:
         raise
     except Exception as err:  # corrupt or foreign files raise anything
-        raise InputError(f"{path.name} is not a readable {suffix} array file: {err}") from err
+        if "weights only" in str(err).lower() or "weights_only" in str(err):
+            raise InputError(
+                f"{path.name} holds pickled Python objects, not only tensors (refused: it is "
+                "loaded with weights_only=True, as code in a pickle could run). Save plain "
+                "tensors (torch.save(tensor)) or a .safetensors file."
+            ) from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(
+            f"{path.name} is not a readable {suffix} array file: {first[:300]}"
+        ) from None
     if not tensors:
         raise InputError(f"{path.name} holds no numeric array.")
     if key is not None:
@@ -105,6 +114,13 @@ def _open_npy(path: Path) -> list[TensorFile]:
         shape, fortran, dtype = _read_npy_header(fh)
         offset = fh.tell()
     _check_numeric(path, path.stem, dtype, shape)
+    need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    have = path.stat().st_size
+    if have < need:
+        raise InputError(
+            f"{path.name} is truncated: its header announces {shape} {dtype} ({need} bytes), "
+            f"the file has {have} bytes. Save or copy it again."
+        )
     if fortran and len(shape) > 1:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
         return [TensorFile(path, path.stem, shape, str(dtype), lambda a, b: arr[a:b])]

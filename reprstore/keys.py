@@ -1,13 +1,16 @@
 """Names, keys and selectors: pure functions, no I/O.
 
-A representation lives at ``reprs/<model>/<seed>/<checkpoint>/<layer>`` and a dataset at
-``datasets/<dataset>``. This module validates names, maps keys to store paths and back,
-and parses selectors such as ``model=minilm,seed=*,layer=encoder.layer.*``.
+A representation lives at ``reprs/<model>/<seed>/<checkpoint>/<dataset>/<layer>`` (store
+format 2; format 1 had no ``<dataset>`` level) and a dataset at ``datasets/<dataset>``.
+This module validates names, maps keys to store paths and back, sorts names in natural
+order and parses selectors such as ``model=minilm,seed=*,layer=encoder.layer.*``.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 
@@ -15,8 +18,14 @@ from reprstore.errors import InvalidNameError, SelectorError
 
 REPRS = "reprs"
 DATASETS = "datasets"
+DEFAULT_DATASET = "default"
 SELECTOR_KEYS = ("model", "seed", "checkpoint", "layer", "dataset")
 _FORBIDDEN_CHARS = set("/\\,=*?[]\0\n\r\t")
+#: keys zarr (v3 and v2) and reprstore's write leases use inside the store's folders
+RESERVED_NAMES = frozenset({"zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata",
+                            "writer.lock"})  # fmt: skip
+#: one path component; file systems allow 255 bytes, and a store path nests several
+MAX_NAME_BYTES = 200
 
 
 def validate_name(value: str, what: str = "name") -> str:
@@ -38,18 +47,34 @@ def validate_name(value: str, what: str = "name") -> str:
         )
     if value.startswith("__"):
         raise InvalidNameError(f"Invalid {what} {value!r}: names may not start with '__'.")
+    if value in RESERVED_NAMES or value.startswith("."):
+        raise InvalidNameError(
+            f"Invalid {what} {value!r}: the name is reserved by the store format "
+            "(zarr metadata, locks, hidden folders); choose another."
+        )
+    size = len(value.encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        raise InvalidNameError(
+            f"Invalid {what} {value[:20]!r}… ({len(value)} characters): names may have at most "
+            f"{MAX_NAME_BYTES} characters (bytes in UTF-8); choose a shorter one."
+        )
     if value != value.strip():
         raise InvalidNameError(f"Invalid {what} {value!r}: remove leading/trailing spaces.")
     return value
 
 
-@dataclass(frozen=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True)
 class ReprKey:
-    """Where one representation lives: run (model, seed, checkpoint) × layer."""
+    """Where one representation lives: run (model, seed, checkpoint) × dataset × layer.
+
+    Keys sort in natural order, field by field (``layer_2`` before ``layer_10``).
+    """
 
     model: str
     seed: str
     checkpoint: str
+    dataset: str
     layer: str
 
     def __post_init__(self) -> None:
@@ -58,25 +83,86 @@ class ReprKey:
 
     @property
     def path(self) -> str:
-        """The store path ``reprs/<model>/<seed>/<checkpoint>/<layer>``."""
+        """The store path ``reprs/<model>/<seed>/<checkpoint>/<dataset>/<layer>``."""
+        return "/".join((REPRS, self.model, self.seed, self.checkpoint, self.dataset, self.layer))
+
+    @property
+    def v1_path(self) -> str:
+        """Where format-1 stores keep it: ``reprs/<model>/<seed>/<checkpoint>/<layer>``."""
         return "/".join((REPRS, self.model, self.seed, self.checkpoint, self.layer))
 
     @classmethod
     def from_path(cls, path: str) -> ReprKey:
         """Inverse of :attr:`path`."""
         parts = path.strip("/").split("/")
-        if len(parts) != 5 or parts[0] != REPRS:
+        if len(parts) != 6 or parts[0] != REPRS:
             raise InvalidNameError(
-                f"Expected a path reprs/<model>/<seed>/<checkpoint>/<layer>. Got {path!r} instead."
+                "Expected a path reprs/<model>/<seed>/<checkpoint>/<dataset>/<layer>. "
+                f"Got {path!r} instead."
             )
         return cls(*parts[1:])
 
     def label(self) -> str:
-        """Short human label ``model/seed/checkpoint:layer``."""
-        return f"{self.model}/{self.seed}/{self.checkpoint}:{self.layer}"
+        """Human label ``model/seed/checkpoint/dataset:layer``, in the path's order.
+
+        The dataset ``default`` is left out (``model/seed/checkpoint:layer``): names hold no
+        ``/``, so the number of slashes tells the two spellings apart.
+        """
+        run = f"{self.model}/{self.seed}/{self.checkpoint}"
+        if self.dataset != DEFAULT_DATASET:
+            run = f"{run}/{self.dataset}"
+        return f"{run}:{self.layer}"
 
     def as_dict(self) -> dict[str, str]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, ReprKey):
+            return NotImplemented
+        return key_order(self) < key_order(other)
+
+
+_NUMBER = re.compile(r"(\d+)")
+
+
+def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key putting numbers in numeric order: ``layer_2`` < ``layer_10``.
+
+    Digit runs compare as integers, other text as strings (``step20`` < ``step100``,
+    ``encoder.layer.2`` < ``encoder.layer.10``); ties between equal numbers spelled
+    differently (``01`` and ``1``) fall back to the plain string.
+    """
+    parts = _NUMBER.split(text)
+    out: list[tuple[int, int | str]] = []
+    for i, part in enumerate(parts):
+        if i % 2:
+            out.append((0, int(part)))
+        elif part:
+            out.append((1, part))
+    out.append((-1, text))  # a prefix first (layer_2 < layer_2.a); then the plain string
+    return tuple(out)
+
+
+_STEP = re.compile(r"(?:step|iter|it|epoch|ckpt|checkpoint)[-_]?(\d+)", re.IGNORECASE)
+
+
+def checkpoint_step(label: str) -> int | None:
+    """The training step a checkpoint label names, for timelines on a true step axis.
+
+    ``step1000``, ``step_1000``, ``epoch3``, ``ckpt-20`` and a bare ``328146`` give their
+    number; a label with one number anywhere gives it (``run2``); ``final``, or several
+    numbers without a ``step``-like word (``3-20``), give ``None``.
+    """
+    found = _STEP.findall(label)
+    if len(found) == 1:
+        return int(found[0])
+    numbers = _NUMBER.findall(label)
+    return int(numbers[0]) if len(numbers) == 1 and not found else None
+
+
+def key_order(key: ReprKey) -> tuple[tuple[tuple[int, int | str], ...], ...]:
+    """Natural sort key of a :class:`ReprKey`, field by field in the key's order."""
+    return tuple(natural_key(getattr(key, f.name)) for f in fields(key))
 
 
 def dataset_path(dataset: str) -> str:
@@ -84,66 +170,179 @@ def dataset_path(dataset: str) -> str:
     return f"{DATASETS}/{validate_name(dataset, 'dataset')}"
 
 
-@dataclass(frozen=True)
-class Selector:
-    """Shell-style globs over ``model, seed, checkpoint, layer, dataset``; missing = ``*``."""
+ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_GLOB_CHARS = set("*?[")
 
-    patterns: tuple[tuple[str, str], ...] = ()
+
+def validate_attribute_name(name: str) -> str:
+    """A run attribute's name: an identifier that is not one of the key's fields."""
+    if not ATTRIBUTE_NAME.match(name or ""):
+        raise InvalidNameError(
+            f"Invalid attribute name {name!r}: use letters, digits and '_' (e.g. 'tasks')."
+        )
+    if name in SELECTOR_KEYS:
+        raise InvalidNameError(f"{name!r} is a key field, not an attribute name.")
+    return name
+
+
+def _split_top(text: str) -> list[str]:
+    """Split at commas outside ``{…}`` (``model={a,b},seed=0`` → two parts)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+        if depth < 0:
+            raise SelectorError(f"Selector {text!r} has a '}}' without its '{{'.")
+    if depth:
+        raise SelectorError(f"Selector {text!r} has a '{{' without its '}}'.")
+    parts.append(text[start:])
+    return parts
+
+
+_TERM = re.compile(r"^\s*([^=!\s]+)\s*(!=|=)\s*(.*?)\s*$", re.S)
+
+
+@dataclass(frozen=True)
+class Term:
+    """``key=alt|alt`` (any alternative matches) or ``key!=alt|alt`` (none matches)."""
+
+    key: str
+    negate: bool
+    alternatives: tuple[str, ...]
 
     @classmethod
-    def parse(cls, text: str | None) -> Selector:
-        """Parse ``key=glob,key=glob``; ``*``, empty or ``None`` selects everything."""
-        if text is None or text.strip() in ("", "*"):
-            return cls()
-        seen: dict[str, str] = {}
-        for part in text.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if "=" not in part:
-                raise SelectorError(
-                    f"Selector part {part!r} is not key=value. "
-                    f"Expected e.g. 'model=minilm,layer=encoder.layer.*' with keys "
-                    f"{', '.join(SELECTOR_KEYS)}."
-                )
-            key, value = (s.strip() for s in part.split("=", 1))
-            if key not in SELECTOR_KEYS:
-                raise SelectorError(
-                    f"Unknown selector key {key!r}. Expected one of {', '.join(SELECTOR_KEYS)}."
-                )
-            if key in seen:
-                raise SelectorError(f"Selector key {key!r} is given twice.")
-            if not value:
-                raise SelectorError(f"Selector key {key!r} has an empty value; use '*' for any.")
-            seen[key] = value
-        return cls(tuple(seen.items()))
+    def parse(cls, part: str) -> Term:
+        found = _TERM.match(part)
+        if found is None:
+            raise SelectorError(
+                f"Selector part {part.strip()!r} is not key=value. Expected e.g. "
+                "'model=minilm,layer=encoder.layer.*', 'model=full|lora' or 'model!=base'."
+            )
+        key, op, value = found.groups()
+        if key not in SELECTOR_KEYS and not ATTRIBUTE_NAME.match(key):
+            raise SelectorError(
+                f"Unknown selector key {key!r}. Expected one of {', '.join(SELECTOR_KEYS)} "
+                "or a run attribute's name."
+            )
+        if value.startswith("{") and value.endswith("}"):
+            alternatives = tuple(v.strip() for v in value[1:-1].split(","))
+        else:
+            alternatives = tuple(v.strip() for v in value.split("|"))
+        if not value or any(not alt for alt in alternatives):
+            raise SelectorError(
+                f"Selector key {key!r} has an empty value in {part.strip()!r}; use '*' for any."
+            )
+        return cls(key, op == "!=", alternatives)
 
-    def get(self, key: str) -> str:
-        """The glob for ``key`` (``*`` when not given)."""
-        return dict(self.patterns).get(key, "*")
+    def allows(self, value: str | None) -> bool:
+        """Whether ``value`` passes (``None``: an attribute the run does not have)."""
+        hit = value is not None and any(fnmatch.fnmatchcase(value, a) for a in self.alternatives)
+        return hit != self.negate
 
-    def matches(self, key: ReprKey, dataset: str | None = None) -> bool:
-        """Whether a representation (and its dataset) is selected."""
-        values: Mapping[str, str | None] = {**key.as_dict(), "dataset": dataset}
-        for name, pattern in self.patterns:
-            value = values[name]
-            if value is None or not fnmatch.fnmatchcase(value, pattern):
-                return False
-        return True
+    @property
+    def literals(self) -> tuple[str, ...]:
+        """The alternatives without glob characters (names that must exist to match)."""
+        return tuple(a for a in self.alternatives if not _GLOB_CHARS & set(a))
 
     def __str__(self) -> str:
-        return ",".join(f"{k}={v}" for k, v in self.patterns) or "*"
+        return f"{self.key}{'!=' if self.negate else '='}{'|'.join(self.alternatives)}"
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Globs over ``model, seed, checkpoint, layer, dataset`` and run attributes.
+
+    ``key=glob`` selects, ``key=a|b`` or ``key={a,b}`` takes alternatives, ``key!=glob``
+    excludes; terms are joined by commas and must all hold; a missing key means ``*``.
+    """
+
+    terms: tuple[Term, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str | Selector | None) -> Selector:
+        """Parse a selector; ``*``, empty or ``None`` selects everything."""
+        if isinstance(text, Selector):
+            return text
+        if text is None or text.strip() in ("", "*"):
+            return cls()
+        terms: list[Term] = []
+        for part in _split_top(text):
+            if not part.strip():
+                continue
+            term = Term.parse(part)
+            if any(t.key == term.key for t in terms):
+                raise SelectorError(f"Selector key {term.key!r} is given twice.")
+            terms.append(term)
+        return cls(tuple(terms))
+
+    def get(self, key: str) -> str:
+        """The value text for ``key`` (``*`` when not given)."""
+        return next((str(t).split("=", 1)[1] for t in self.terms if t.key == key), "*")
+
+    @property
+    def attribute_keys(self) -> tuple[str, ...]:
+        """Keys that are run attributes, not fields of the key."""
+        return tuple(t.key for t in self.terms if t.key not in SELECTOR_KEYS)
+
+    def allows(self, name: str, value: str | None) -> bool:
+        """Whether ``value`` of key ``name`` passes this selector's term on ``name``."""
+        return all(t.allows(value) for t in self.terms if t.key == name)
+
+    def matches(self, key: ReprKey, attributes: Mapping[str, str] | None = None) -> bool:
+        """Whether a representation (with its run attributes) is selected."""
+        values: Mapping[str, str] = {**(attributes or {}), **key.as_dict()}
+        return all(t.allows(values.get(t.key)) for t in self.terms)
+
+    def __str__(self) -> str:
+        return ",".join(map(str, self.terms)) or "*"
+
+
+def substitute_fields(template: str, values: Mapping[str, str], option: str) -> str:
+    """Fill ``{name}`` fields of a user template from ``values``; nothing else is evaluated.
+
+    ``{{`` and ``}}`` stand for literal braces. A field not in ``values`` (``{layer.x}``,
+    ``{0}``, ``{stem!r}``) is refused with one line naming the fields allowed.
+    """
+    allowed = ", ".join("{" + k + "}" for k in values)
+
+    def refuse(why: str) -> InvalidNameError:
+        return InvalidNameError(
+            f"Invalid {option} template {template!r}: {why}; only {allowed} may be used "
+            "({{ and }} for literal braces)."
+        )
+
+    out, i = [], 0
+    while i < len(template):
+        ch, nxt = template[i], template[i + 1 : i + 2]
+        if ch in "{}" and nxt == ch:
+            out.append(ch)
+            i += 2
+        elif ch == "}":
+            raise refuse("a '}' without its '{'")
+        elif ch == "{":
+            end = template.find("}", i)
+            name = template[i + 1 : end] if end >= 0 else template[i + 1 :]
+            if end < 0 or "{" in name:
+                raise refuse("a '{' without its '}'")
+            if name not in values:
+                raise refuse(f"{{{name}}} is not a field")
+            out.append(values[name])
+            i = end + 1
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
 
 
 def expand_layer_template(template: str, *, stem: str, key: str | None = None) -> str:
     """Fill ``{stem}`` / ``{key}`` in a ``--layer`` template (``layer_3.pt`` → ``layer_3``)."""
-    try:
-        name = template.format(stem=stem, key=key if key is not None else stem)
-    except (KeyError, IndexError, ValueError) as err:
-        raise InvalidNameError(
-            f"Invalid --layer template {template!r}: only {{stem}} and {{key}} may be used."
-        ) from err
-    return validate_name(name, "layer")
+    values = {"stem": stem, "key": key if key is not None else stem}
+    return validate_name(substitute_fields(template, values, "--layer"), "layer")
 
 
 def differ_match_filter(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
-from test_cka_reference import correlated, ref_cka
+from test_cka_reference import correlated, ref_cka, ref_hsic1
 
 import reprstore
 import reprstore.engine
@@ -29,7 +29,7 @@ def test_numpy_matches_reference(rng: np.random.Generator, estimator: str, kerne
     got = cka(x, y, estimator, kernel, batch_size=32)
     close(got.cka, ref_cka(x, y, estimator, kernel, batch_size=32))
     assert got.n_samples == 120
-    assert (got.n_batches == 4) if estimator == "minibatch" else got.n_batches is None
+    assert (got.n_batches == 3) if estimator == "minibatch" else got.n_batches is None
 
 
 CHUNKINGS = {
@@ -61,7 +61,7 @@ def test_shuffled_minibatch_matches_reference_and_is_reproducible(
     dx, dy = da.from_array(x, chunks=(16, -1)), da.from_array(y, chunks=(16, -1))
     got = cka(dx, dy, "minibatch", kernel, batch_size=20, shuffle=7)
     close(got.cka, ref_cka(x, y, "minibatch", kernel, batch_size=20, shuffle=7))
-    assert got.n_batches == 8 and got.n_samples == 150
+    assert got.n_batches == 7 and got.n_samples == 150
     assert cka(x, y, "minibatch", kernel, batch_size=20, shuffle=7).cka == pytest.approx(got.cka)
     other = cka(x, y, "minibatch", kernel, batch_size=20, shuffle=8).cka
     assert other != pytest.approx(got.cka, rel=1e-9)
@@ -81,20 +81,29 @@ def test_shuffle_split_over_passes_by_memory(rng: np.random.Generator) -> None:
 
     got = reprstore.engine.compare_arrays(
         [dx, dy], [(0, 1)], estimator="minibatch", batch_size=20, shuffle=3,
-        memory=20 * 19 * 8 * 2 * 3, progress=lambda d, t: calls.append((d, t)),
+        memory=24_000, progress=lambda d, t: calls.append((d, t)),
         scheduler=counting_get,
     )  # fmt: skip
     close(got[0].cka, expected)
-    assert len(computes) == 3  # 8 batches, 3 per pass by the memory limit
-    assert calls[-1] == (30, 30) and [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert len(computes) == 3  # 7 batches, 3 per pass by the memory limit
+    assert calls[-1][0] == calls[-1][1] and [d for d, _ in calls] == sorted(d for d, _ in calls)
 
 
-def test_last_short_batch_kept_when_at_least_four_rows(rng: np.random.Generator) -> None:
-    x, y = correlated(rng, n=100)
-    got = cka(x, y, "minibatch", batch_size=32)  # 32+32+32+4
-    assert got.n_batches == 4 and got.n_samples == 100
-    close(got.cka, ref_cka(x, y, "minibatch", batch_size=32))
-    assert cka(x[:99], y[:99], "minibatch", batch_size=32).n_batches == 3
+@pytest.mark.parametrize("shuffle", [None, 11])
+def test_no_tiny_last_batch(rng: np.random.Generator, shuffle: int | None) -> None:
+    """1,024 + 4 rows in batches of 256: 4 batches of 257 rows, each weighing the same."""
+    x, y = correlated(rng, n=1028, p=5, q=4)
+    got = cka(da.from_array(x, chunks=(100, -1)), y, "minibatch", batch_size=256,
+              shuffle=shuffle)  # fmt: skip
+    assert got.n_batches == 4 and got.n_samples == 1028
+    order = np.arange(1028) if shuffle is None else np.random.default_rng(shuffle).permutation(1028)
+    hxy = hxx = hyy = 0.0  # the oracle, written out: four batches of 257 consecutive slots
+    for b in range(4):
+        rows = order[257 * b : 257 * (b + 1)]
+        k, l = x[rows] @ x[rows].T, y[rows] @ y[rows].T  # noqa: E741
+        hxy, hxx, hyy = hxy + ref_hsic1(k, l), hxx + ref_hsic1(k, k), hyy + ref_hsic1(l, l)
+    close(got.cka, hxy / np.sqrt(hxx * hyy))
+    assert cka(x[:7], y[:7], "minibatch", batch_size=256).n_batches == 1
 
 
 # ------------------------------------------------------------------------- properties

@@ -55,9 +55,12 @@ def ref_cka_kernels(k: np.ndarray, l: np.ndarray, hsic) -> float:  # noqa: E741
 
 
 def ref_batches(n: int, batch_size: int, shuffle: int | None) -> list[np.ndarray]:
+    """SPEC: k = max(1, ⌊n/B⌋) batches of ⌊n/k⌋ or ⌈n/k⌉ rows (the larger ones first),
+    consecutive in stored order or in the order of ``default_rng(shuffle).permutation``."""
     order = np.arange(n) if shuffle is None else np.random.default_rng(shuffle).permutation(n)
-    out = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    return [b for b in out if len(b) >= 4]
+    k = max(1, n // batch_size)
+    sizes = [n // k + (1 if b < n % k else 0) for b in range(k)]
+    return np.split(order, np.cumsum(sizes)[:-1])
 
 
 def ref_cka(

@@ -86,7 +86,7 @@ def stored(store: Path, key: str) -> np.ndarray:
 
 def test_store_fixture_has_several_chunk_sizes(store: Path) -> None:
     group = zarr.open_group(str(store), mode="r")
-    chunks = {group[f"reprs/m/0/final/{layer}"].chunks[0] for layer in LAYERS}
+    chunks = {group[f"reprs/m/0/final/default/{layer}"].chunks[0] for layer in LAYERS}
     assert len(chunks) > 1 and max(chunks) < N
 
 
@@ -97,14 +97,14 @@ def test_grid_equals_reference_and_pairwise_runs(store: Path, estimator: str) ->
     assert len(df) == 9 and set(df["n_samples"]) == {N}
     group = zarr.open_group(str(store), mode="r")
     for _, row in df.iterrows():
-        a = f"m/0/final/{row['a_layer']}"
-        b = f"m/1/final/{row['b_layer']}"
+        a = f"m/0/final/default/{row['a_layer']}"
+        b = f"m/1/final/default/{row['b_layer']}"
         expected = ref_cka(stored(store, a), stored(store, b), estimator, batch_size=48)
         assert row["cka"] == pytest.approx(expected, rel=1e-6)
         single = cka(group[f"reprs/{a}"], group[f"reprs/{b}"], estimator, batch_size=48)
         assert row["cka"] == pytest.approx(single.cka, rel=1e-9)
     if estimator == "minibatch":
-        assert set(df["n_batches"]) == {5}
+        assert set(df["n_batches"]) == {4}  # 200 rows, B = 48: 4 batches of 50
 
 
 @pytest.mark.parametrize("estimator", ["debiased", "minibatch"])
@@ -113,8 +113,8 @@ def test_float32_products_stay_close_to_the_float64_reference(store: Path, estim
                  batch_size=48, precision="float32")  # fmt: skip
     assert len(df) == 9
     for _, row in df.iterrows():
-        x = stored(store, f"m/0/final/{row['a_layer']}")
-        y = stored(store, f"m/1/final/{row['b_layer']}")
+        x = stored(store, f"m/0/final/default/{row['a_layer']}")
+        y = stored(store, f"m/1/final/default/{row['b_layer']}")
         expected = ref_cka(x, y, estimator, batch_size=48)
         assert abs(row["cka"] - expected) < 1e-6
     exact = compare(store, "model=m,seed=0", "model=m,seed=1", estimator=estimator, batch_size=48)
@@ -142,7 +142,7 @@ def test_where_uses_the_same_rows_on_both_sides(store: Path) -> None:
     ids = np.arange(N)
     keep = np.array([["north", "south", "east", "west"][i % 4] != "north" for i in ids])
     keep &= (ids >= 20) & (ids % 3 < 2)
-    a, b = stored(store, "m/0/final/l2")[keep], stored(store, "m/1/final/l3")[keep]
+    a, b = stored(store, "m/0/final/default/l2")[keep], stored(store, "m/1/final/default/l3")[keep]
     assert df["n_samples"].item() == keep.sum()
     assert df["cka"].item() == pytest.approx(ref_cka(a, b), rel=1e-6)
 
@@ -178,36 +178,36 @@ def test_one_pass_reads_every_chunk_once(store: Path, estimator: str) -> None:
     assert len(df) == 18
     for seed in ("0", "1"):
         for layer in LAYERS:
-            reads = _chunk_reads(counts, f"m/{seed}/final/{layer}")
-            chunks = zarr.open_group(str(store), mode="r")[f"reprs/m/{seed}/final/{layer}"]
+            reads = _chunk_reads(counts, f"m/{seed}/final/default/{layer}")
+            chunks = zarr.open_group(str(store), mode="r")[f"reprs/m/{seed}/final/default/{layer}"]
             assert len(reads) == -(-N // chunks.chunks[0])  # every chunk read …
             assert set(reads) == {1}  # … exactly once
 
 
 def test_memory_limit_splits_passes_with_same_results(store: Path) -> None:
     st, counts = _counting(store)
-    small = compare(st, "model=m,seed=0", "model=m,seed=1", memory=100_000)
-    reads = _chunk_reads(counts, "m/1/final/l3")
+    small = compare(st, "model=m,seed=0", "model=m,seed=1", memory=30_000)
+    reads = _chunk_reads(counts, "m/1/final/default/l3")
     assert max(reads) > 1  # more than one pass
     assert len(set(reads)) == 1  # every chunk as often as the others
     big = compare(store, "model=m,seed=0", "model=m,seed=1")
     np.testing.assert_allclose(small["cka"], big["cka"], rtol=1e-12)
     with pytest.raises(ComparisonError, match="Raise --memory or use --estimator minibatch"):
-        compare(store, "model=m,seed=0", "model=m,seed=1", memory=20_000)
+        compare(store, "model=m,seed=0", "model=m,seed=1", memory=8_000)
 
 
 def test_row_blocks_without_selected_rows_are_not_read(store: Path) -> None:
     st, counts = _counting(store)
     arrays = [
-        st.array(ReprKey("m", "0", "final", "l3")),
-        st.array(ReprKey("m", "1", "final", "l3")),
+        st.array(ReprKey("m", "0", "final", "default", "l3")),
+        st.array(ReprKey("m", "1", "final", "default", "l3")),
     ]
     chunk = arrays[0].chunks[0]
     mask = np.arange(N) < 40
     (got,) = compare_arrays(arrays, [(0, 1)], mask=mask, block_rows=chunk)
-    reads = _chunk_reads(counts, "m/0/final/l3")
+    reads = _chunk_reads(counts, "m/0/final/default/l3")
     assert sum(reads) == len(reads) == -(-40 // chunk)
-    a, b = stored(store, "m/0/final/l3")[:40], stored(store, "m/1/final/l3")[:40]
+    a, b = stored(store, "m/0/final/default/l3")[:40], stored(store, "m/1/final/default/l3")[:40]
     assert got.cka == pytest.approx(ref_cka(a, b), rel=1e-6)
 
 
@@ -223,7 +223,7 @@ def test_incomplete_refused_unless_allowed(store: Path) -> None:
     df = compare(store, "model=part", "model=m,seed=0,layer=l1", allow_incomplete=True)
     n = df["n_samples"].item()
     assert 0 < n < N
-    a, b = stored(store, "part/0/final/l1")[:n], stored(store, "m/0/final/l1")[:n]
+    a, b = stored(store, "part/0/final/default/l1")[:n], stored(store, "m/0/final/default/l1")[:n]
     assert df["cka"].item() == pytest.approx(ref_cka(a, b), rel=1e-6)
 
 
@@ -270,4 +270,4 @@ def test_pairs_file_naming_a_missing_representation(store: Path, tmp_path: Path)
 def test_plan_lists_each_representation_once(store: Path) -> None:
     plan = plan_grid(Store.open(store), "model=m", "model=m,seed=1")
     assert len(plan.reprs) == 6 and len(plan.pairs) == 18
-    assert plan.reprs[plan.pairs[0][0]].key == ReprKey("m", "0", "final", "l1")
+    assert plan.reprs[plan.pairs[0][0]].key == ReprKey("m", "0", "final", "default", "l1")

@@ -92,7 +92,9 @@ def test_values_equal_direct_forward(runs: dict, tmp_path: Path, kind: str) -> N
             model.load_state_dict(torch.load(path, weights_only=True))
             ref = _reference(model, x, layers, 16)
             for layer in layers:
-                arr = zarr.open_array(store / f"reprs/{kind}/{seed}/step{step}/{layer}", mode="r")
+                arr = zarr.open_array(
+                    store / f"reprs/{kind}/{seed}/step{step}/default/{layer}", mode="r"
+                )
                 stored = arr[:]
                 assert arr.attrs["complete"] and stored.shape == ref[layer].shape
                 if ref[layer].ndim == 2 and kind == "mlp":
@@ -100,7 +102,7 @@ def test_values_equal_direct_forward(runs: dict, tmp_path: Path, kind: str) -> N
                 else:
                     np.testing.assert_allclose(stored, ref[layer], rtol=1e-6, atol=1e-6)
     if kind == "cnn":
-        attrs = zarr.open_array(store / "reprs/cnn/1/step3/features.0", mode="r").attrs
+        attrs = zarr.open_array(store / "reprs/cnn/1/step3/default/features.0", mode="r").attrs
         assert attrs["original_shape"] == [6, 8, 8] and attrs["reduction"] == "mean"
         assert attrs["provenance"]["checkpoint_sha256"]
     group = zarr.open_group(store, mode="r")
@@ -113,7 +115,7 @@ def test_float16_within_rounding_and_resume_is_skip(runs: dict, tmp_path: Path) 
     kwargs = dict(model="models_for_tests:mlp", data=data, layers="3", name="m", batch_size=8)
     extract(store, **kwargs)
     ref = _reference(mft.mlp().eval(), runs["x_mlp"], ["3"], 8)["3"]
-    stored = zarr.open_array(store / "reprs/m/0/final/3", mode="r")[:]
+    stored = zarr.open_array(store / "reprs/m/0/final/default/3", mode="r")[:]
     assert stored.dtype == np.float16
     np.testing.assert_array_equal(stored, ref.astype(np.float16))
     again = extract(store, **kwargs)  # same command again: nothing to do
@@ -146,18 +148,22 @@ def test_callable_data_tuple_output_and_torchscript(tmp_path: Path) -> None:
     x = torch.cat([b for b, _ in mft.batches()])
     net = mft.mlp().eval()
     with torch.no_grad():
-        np.testing.assert_array_equal(zarr.open_array(store / "reprs/m/0/final/output")[:], net(x))
-        np.testing.assert_array_equal(zarr.open_array(store / "reprs/m/0/final/2")[:], net[:3](x))
+        np.testing.assert_array_equal(
+            zarr.open_array(store / "reprs/m/0/final/default/output")[:], net(x)
+        )
+        np.testing.assert_array_equal(
+            zarr.open_array(store / "reprs/m/0/final/default/2")[:], net[:3](x)
+        )
     scripted = tmp_path / "mlp.ts"
     torch.jit.script(net).save(str(scripted))
     extract(store, model=str(scripted), data="models_for_tests:batches", layers="output", name="ts")
-    got = zarr.open_array(store / "reprs/ts/0/final/output")[:]
+    got = zarr.open_array(store / "reprs/ts/0/final/default/output")[:]
     with torch.no_grad():
         np.testing.assert_array_equal(got, net(x).numpy().astype(np.float16))
     extract(store, model="models_for_tests:tuplenet", data=str(_seq(tmp_path)),
             layers="rnn,output.1", name="gru", reduce="last", dataset="seq")  # fmt: skip
-    assert zarr.open_array(store / "reprs/gru/0/final/rnn").shape == (6, 6)
-    assert zarr.open_array(store / "reprs/gru/0/final/output.1").attrs["reduction"] == "last"
+    assert zarr.open_array(store / "reprs/gru/0/final/seq/rnn").shape == (6, 6)
+    assert zarr.open_array(store / "reprs/gru/0/final/seq/output.1").attrs["reduction"] == "last"
 
 
 def _seq(tmp_path: Path) -> Path:
@@ -171,14 +177,14 @@ def test_shuffling_data_callable_is_not_completed(tmp_path: Path) -> None:
     with pytest.raises(DatasetMismatchError, match="other samples on the second pass"):
         extract(store, model="models_for_tests:mlp", data="models_for_tests:shuffled_batches",
                 layers="1", name="m")  # fmt: skip
-    assert not zarr.open_array(store / "reprs/m/0/final/1").attrs["complete"]
+    assert not zarr.open_array(store / "reprs/m/0/final/default/1").attrs["complete"]
 
 
 def test_autocast_bf16_is_recorded(runs: dict, tmp_path: Path) -> None:
     store = tmp_path / "s.zarr"
     extract(store, model="models_for_tests:cnn", data=str(runs["root"] / "x_cnn.pt"),
             layers="features.3", name="c", autocast="bf16", dtype="float32")  # fmt: skip
-    arr = zarr.open_array(store / "reprs/c/0/final/features.3")
+    arr = zarr.open_array(store / "reprs/c/0/final/default/features.3")
     assert arr.attrs["settings"]["extra"]["autocast"] == "bf16"
     assert arr.attrs["source_dtype"] == "bfloat16"
     ref = _reference(mft.cnn().eval(), runs["x_cnn"], ["features.3"], 32)["features.3"]

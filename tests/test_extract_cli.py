@@ -94,7 +94,7 @@ def test_minilm_mean_equals_transformers_mean_pooling(tmp_path: Path) -> None:
     mask = enc["attention_mask"].unsqueeze(-1).float()
     for i in range(6):
         ref = ((hidden[i + 1] * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).numpy()
-        arr = zarr.open_array(store / f"reprs/minilm/0/final/encoder.layer.{i}", mode="r")
+        arr = zarr.open_array(store / f"reprs/minilm/0/final/default/encoder.layer.{i}", mode="r")
         assert arr.shape == (24, 384) and arr.attrs["original_shape"] == [None, 384]
         np.testing.assert_allclose(arr[:].astype(np.float32), ref, rtol=2e-3, atol=2e-3)
 
@@ -131,7 +131,7 @@ def test_killed_run_resumes_to_identical_result(tmp_path: Path, data: Path) -> N
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    meta = killed / "reprs/w/0/final/wide2/zarr.json"
+    meta = killed / "reprs/w/0/final/default/wide2/zarr.json"
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -149,8 +149,8 @@ def test_killed_run_resumes_to_identical_result(tmp_path: Path, data: Path) -> N
     assert "resumed at row" in resumed.stdout
     assert run_cli(*_wide_cmd(clean, data)).returncode == 0
     for layer in ("wide", "wide2"):
-        a = zarr.open_array(killed / f"reprs/w/0/final/{layer}", mode="r")
-        b = zarr.open_array(clean / f"reprs/w/0/final/{layer}", mode="r")
+        a = zarr.open_array(killed / f"reprs/w/0/final/default/{layer}", mode="r")
+        b = zarr.open_array(clean / f"reprs/w/0/final/default/{layer}", mode="r")
         assert a.attrs["complete"] and b.attrs["complete"]
         np.testing.assert_array_equal(a[:], b[:])
         assert a.attrs["chunk_crc32"] == b.attrs["chunk_crc32"]
@@ -228,7 +228,7 @@ def test_recorder_records_batches_and_removes_hooks(tmp_path: Path) -> None:
         for x in xs:
             model(x)
     assert _hook_count(model) == 0
-    arr = zarr.open_array(tmp_path / "s.zarr/reprs/m/0/epoch2/3", mode="r")
+    arr = zarr.open_array(tmp_path / "s.zarr/reprs/m/0/epoch2/default/3", mode="r")
     assert arr.attrs["complete"] and arr.shape == (17, 12)
     with torch.no_grad():
         ref = torch.cat([model[:4](xb) for xb in xs])  # the same batches
@@ -243,7 +243,7 @@ def test_recorder_records_batches_and_removes_hooks(tmp_path: Path) -> None:
         model(xs[0])
         raise RuntimeError("boom")
     assert _hook_count(model) == 0
-    assert not zarr.open_array(tmp_path / "s.zarr/reprs/m/1/final/1").attrs["complete"]
+    assert not zarr.open_array(tmp_path / "s.zarr/reprs/m/1/final/default/1").attrs["complete"]
 
 
 def test_runner_removes_hooks_after_failure(tmp_path: Path, data: Path) -> None:

@@ -18,7 +18,7 @@ from reprstore.store import Store
 
 def stored(store: Path, layer: str, model: str = "m") -> np.ndarray:
     """Read back with plain zarr, not reprstore."""
-    return zarr.open_group(str(store), mode="r")[f"reprs/{model}/0/final/{layer}"][:]
+    return zarr.open_group(str(store), mode="r")[f"reprs/{model}/0/final/default/{layer}"][:]
 
 
 def test_npy_files_one_layer_each(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -87,7 +87,7 @@ def test_float16_default_and_flatten(tmp_path: Path, rng: np.random.Generator) -
     np.save(tmp_path / "conv.npy", x)
     import_files(tmp_path / "s.zarr", [tmp_path / "conv.npy"], name="m", layer="conv",
                  reduce="flatten")  # fmt: skip
-    arr = zarr.open_array(str(tmp_path / "s.zarr/reprs/m/0/final/conv"), mode="r")
+    arr = zarr.open_array(str(tmp_path / "s.zarr/reprs/m/0/final/default/conv"), mode="r")
     assert arr.dtype == np.float16
     np.testing.assert_array_equal(arr[:], x.reshape(20, 12).astype(np.float16))
     assert arr.attrs["original_shape"] == [3, 4] and arr.attrs["reduction"] == "flatten"
@@ -105,7 +105,7 @@ def test_ids_and_meta_create_then_check_dataset(tmp_path: Path, rng: np.random.G
     ds = Store.open(store).dataset("default")
     assert list(ds.ids()) == ["s1", "s2", "s3", "s4", "s5"]
     assert list(ds.meta("region")) == ["north", "south", "east", "west", "north"]
-    assert list(ds.meta("label")) == [0, 1, 0, 1, 0]
+    assert list(ds.meta("label")) == ["0", "1", "0", "1", "0"]  # text unless declared numeric
     (tmp_path / "other.txt").write_text("s1\ns2\ns3\ns5\ns4\n")
     with pytest.raises(DatasetMismatchError, match="ids given do not match"):
         import_files(store, [tmp_path / "x.npy"], name="m", layer="b", ids=tmp_path / "other.txt")
@@ -219,7 +219,55 @@ def test_interrupted_import_resumes(tmp_path: Path, rng: np.random.Generator) ->
     with pytest.raises(KeyboardInterrupt):
         import_files(store, [tmp_path / "x.npy"], name="m", layer="a", dtype="float32",
                      progress=stop_after_two_chunks)  # fmt: skip
-    info = store.info(ReprKey("m", "0", "final", "a"))
+    info = store.info(ReprKey("m", "0", "final", "default", "a"))
     assert not info.complete and 0 < info.rows_written < 9000
     import_files(store, [tmp_path / "x.npy"], name="m", layer="a", dtype="float32")
     np.testing.assert_array_equal(stored(tmp_path / "s.zarr", "a"), x)
+
+
+def test_ids_and_text_columns_keep_leading_zeros(tmp_path: Path, rng: np.random.Generator) -> None:
+    from reprstore.compare import compare
+
+    n = 40
+    ids = [f"{i * 37:05d}" for i in range(n)]  # 00000, 00037, … 01443
+    np.save(tmp_path / "x.npy", rng.normal(size=(n, 3)).astype(np.float32))
+    np.save(tmp_path / "y.npy", rng.normal(size=(n, 3)).astype(np.float32))
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    zips = [f"{i % 7:05d}" for i in range(n)]
+    rows = [f"{z},{20 + i},{i / 4},NA" for i, z in enumerate(zips)]
+    (tmp_path / "meta.csv").write_text("zip,age:int,score,note\n" + "\n".join(rows) + "\n")
+    result = run_cli("import", "s.zarr", "x.npy", "y.npy", "--name", "m", "--layer", "{stem}",
+                     "--ids", "ids.txt", "--meta", "meta.csv", "--meta-types", "score=float",
+                     cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")["datasets/default"]
+    assert [str(v) for v in group["ids"][:]] == ids
+    assert [str(v) for v in group["meta/zip"][:]] == zips
+    assert [str(v) for v in group["meta/note"][:]] == ["NA"] * n  # not a missing value
+    assert group["meta/age"].dtype == np.int64 and list(group["meta/age"][:]) == list(range(20, 60))
+    assert group["meta/score"].dtype == np.float64
+    kept = sum(1 for i in ids if i.startswith("00"))
+    df = compare(tmp_path / "s.zarr", "layer=x", "layer=y", where="startswith(id, '00')")
+    assert int(df["n_samples"].iloc[0]) == kept
+    df = compare(tmp_path / "s.zarr", "layer=x", "layer=y",
+                 where="matches(zip, '^0000[0-3]$') and age >= 25")  # fmt: skip
+    want = sum(1 for i, z in enumerate(zips) if z[-1] in "0123" and 20 + i >= 25)
+    assert int(df["n_samples"].iloc[0]) == want
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--meta-types", "zip=int"], "row 2 holds 'x7'"),
+        (["--meta-types", "age=integer"], "COLUMN=TYPE"),
+        (["--meta-types", "colour=int"], "colour"),
+    ],
+)
+def test_bad_metadata_types_fail_cleanly(filled_store: Path, extra: list[str], needle: str) -> None:
+    rows = ["01", "x7"] + [f"{i:02d}" for i in range(98)]
+    (filled_store / "meta.csv").write_text("zip,age\n" + "".join(f"{z},1\n" for z in rows))
+    before = store_digest(filled_store / "s.zarr")
+    result = run_cli("import", "s.zarr", "x.npy", "--name", "m", "--layer", "c", "--meta",
+                     "meta.csv", "--dataset", "other", *extra, cwd=filled_store)  # fmt: skip
+    assert_user_error(result, needle)
+    assert store_digest(filled_store / "s.zarr") == before

@@ -8,7 +8,8 @@ import sys
 import reprstore
 
 PUBLIC = {"ReprKey", "ReprstoreError", "Selector", "Store", "ReprInfo", "import_files",
-          "extract", "recorder", "cka", "CKAResult", "__version__"}  # fmt: skip
+          "extract", "recorder", "cka", "CKAResult", "compare", "describe", "measures",
+          "__version__", "summarize", "contrast", "weight_drift", "plot_results"}  # fmt: skip
 
 
 def test_public_api_is_pinned() -> None:

@@ -36,3 +36,35 @@ def test_readme_shell_examples_run(tmp_path: Path) -> None:
     assert (demo / "grid.csv").read_text().count("\n") == 10  # header + 3 × 3 layer pairs
     assert (demo / "grid.png").stat().st_size > 0
     assert (demo / "text.zarr").is_dir()
+    _check_workflows(demo)
+
+
+def _check_workflows(demo: Path) -> None:
+    """The Workflows section's results: the grid's pairs, the timeline's order, the import."""
+    import itertools
+
+    import pandas as pd
+
+    runs = pd.read_csv(demo / "runs.csv", dtype=str)
+    tasks = {r.model: set(r.tasks.split(",")) for r in runs.itertuples()}
+    seeds = [str(s) for s in range(3)]
+    want = sorted(
+        (ma, sa, mb, sb, f"layer_{layer}")
+        for (ma, sa), (mb, sb), layer in itertools.product(
+            itertools.product(tasks, seeds), itertools.product(tasks, seeds), range(4)
+        )
+        if sa != sb and not tasks[ma] & tasks[mb]
+    )
+    grid = pd.read_csv(demo / "seeds.csv", dtype=str)
+    columns = ("a_model", "a_seed", "b_model", "b_seed", "a_layer")
+    got = sorted(grid[list(columns)].itertuples(index=False, name=None))
+    assert got == want and len(got) == 144  # the number the README states
+    assert (grid.a_layer == grid.b_layer).all() and grid.a_tasks.notna().all()
+    assert (demo / "seeds.csv.json").is_file()
+    timeline = pd.read_csv(demo / "timeline.csv", dtype=str)
+    assert list(dict.fromkeys(timeline.a_checkpoint)) == ["step20", "step100", "step1000",
+                                                          "step5000"]  # fmt: skip
+    assert list(timeline.a_layer[:2]) == ["layer_2", "layer_10"]
+    reprs = [p for p in (demo / "dumps.zarr" / "reprs").rglob("zarr.json")
+             if '"node_type": "array"' in p.read_text()]  # fmt: skip
+    assert len(reprs) == 24

@@ -34,10 +34,12 @@ def _values(store: Path) -> dict[str, np.ndarray]:
     for model in group["reprs"].group_keys():
         for seed in group[f"reprs/{model}"].group_keys():
             for ckpt in group[f"reprs/{model}/{seed}"].group_keys():
-                for layer in group[f"reprs/{model}/{seed}/{ckpt}"].array_keys():
-                    arr = group[f"reprs/{model}/{seed}/{ckpt}/{layer}"]
-                    assert arr.attrs["complete"] is True
-                    out[arr.path] = arr[:]
+                run = f"reprs/{model}/{seed}/{ckpt}"
+                for dataset in group[run].group_keys():
+                    for layer in group[f"{run}/{dataset}"].array_keys():
+                        arr = group[f"{run}/{dataset}/{layer}"]
+                        assert arr.attrs["complete"] is True
+                        out[arr.path] = arr[:]
     return out
 
 
@@ -78,7 +80,7 @@ def kill_and_resume(args: list[str], cwd: Path, kills: int, window: tuple[float,
 
 def _complete_flags(store: Path) -> dict[str, dict]:
     out = {}
-    for meta in store.glob("reprs/*/*/*/*/zarr.json"):
+    for meta in store.glob("reprs/*/*/*/*/*/zarr.json"):
         doc = json.loads(meta.read_text())
         attrs = doc.get("attributes", {})
         out[str(meta.parent)] = {"complete": attrs.get("complete"),
@@ -135,18 +137,18 @@ def test_verify_clean_store(tmp_path: Path, rng: np.random.Generator) -> None:
     report = json.loads(result.stdout)
     assert report["representations"] == 2 and report["problems"] == []
     assert report["chunks"] == 2 * -(-5000 // Store.open(store).info(
-        ReprKey("m", "0", "final", "l0")).chunks[0])  # fmt: skip
+        ReprKey("m", "0", "final", "default", "l0")).chunks[0])  # fmt: skip
 
 
 def test_verify_names_corrupted_and_missing_chunks(
     tmp_path: Path, rng: np.random.Generator
 ) -> None:
     store = _two_layer_store(tmp_path, rng)
-    chunk = store / "reprs/m/0/final/l0/c/1/0"
+    chunk = store / "reprs/m/0/final/default/l0/c/1/0"
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0x55
     chunk.write_bytes(bytes(data))
-    (store / "reprs/m/0/final/l1/c/0/0").unlink()
+    (store / "reprs/m/0/final/default/l1/c/0/0").unlink()
     result = run_cli("verify", str(store))
     assert result.returncode == 1
     assert "m/0/final:l0: chunk 1 (rows" in result.stdout
@@ -159,9 +161,9 @@ def test_verify_reports_truncated_chunk_and_incomplete(
     tmp_path: Path, rng: np.random.Generator
 ) -> None:
     store = _two_layer_store(tmp_path, rng)
-    chunk = store / "reprs/m/0/final/l1/c/0/0"
+    chunk = store / "reprs/m/0/final/default/l1/c/0/0"
     chunk.write_bytes(chunk.read_bytes()[:100])
-    meta = store / "reprs/m/0/final/l0/zarr.json"
+    meta = store / "reprs/m/0/final/default/l0/zarr.json"
     doc = json.loads(meta.read_text())
     doc["attributes"]["complete"] = False
     meta.write_text(json.dumps(doc))
@@ -193,11 +195,11 @@ def test_disk_full_fails_cleanly_then_resumes(tiny_disk: Path, tmp_path: Path,
             "--layer", "a", "--dtype", "float32"]  # fmt: skip
     result = run_cli(*args)
     assert_user_error(result, "No space left")
-    info = Store.open(tiny_disk / "s.zarr").info(ReprKey("m", "0", "final", "a"))
+    info = Store.open(tiny_disk / "s.zarr").info(ReprKey("m", "0", "final", "default", "a"))
     assert not info.complete and info.rows_written < 20_000
     subprocess.run(["mount", "-o", "remount,size=32m", str(tiny_disk)], check=True)
     assert run_cli(*args).returncode == 0
-    stored = zarr.open_array(str(tiny_disk / "s.zarr/reprs/m/0/final/a"), mode="r")
+    stored = zarr.open_array(str(tiny_disk / "s.zarr/reprs/m/0/final/default/a"), mode="r")
     np.testing.assert_array_equal(stored[:], x)
     assert stored.attrs["complete"] is True
 
@@ -242,7 +244,7 @@ def test_concurrent_writers_same_and_different_representations(
                    cwd=tmp_path).returncode == 0  # fmt: skip
     values = _values(tmp_path / "s.zarr")
     for n in ("a", "b", "c"):
-        stored = values[f"reprs/m/0/final/{n}"]
+        stored = values[f"reprs/m/0/final/default/{n}"]
         np.testing.assert_array_equal(stored, np.load(tmp_path / f"{n}.npy").astype(np.float16))
 
 
@@ -252,7 +254,7 @@ from reprstore.keys import ReprKey
 from reprstore.store import Encoding, ReprSettings, Store
 st = Store.open(sys.argv[1], create=True)
 s = ReprSettings("default", 128, 60000, (128,), "none", "float16", "float32")
-w = st.writer(ReprKey("m", "0", "final", "c"), s, encoding=Encoding("float16"))
+w = st.writer(ReprKey("m", "0", "final", "default", "c"), s, encoding=Encoding("float16"))
 print("writing", flush=True)
 sys.stdin.readline()
 w.abort()

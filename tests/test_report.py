@@ -41,8 +41,8 @@ def test_result_files_round_trip(tmp_path: Path, suffix: str) -> None:
         back = pd.read_csv(path, dtype={"a_seed": str, "b_seed": str})
     elif suffix == ".json":
         data = json.loads(path.read_text())
-        assert isinstance(data, list) and data[0]["n_batches"] is None
-        back = pd.DataFrame(data)
+        assert set(data) == {"provenance", "rows"} and data["rows"][0]["n_batches"] is None
+        back = pd.DataFrame(data["rows"])
     else:
         back = pd.read_parquet(path)
     assert list(back.columns[: len(RESULT_COLUMNS)]) == RESULT_COLUMNS
@@ -87,13 +87,18 @@ def test_cli_cka_writes_table_files_and_plot(cli_store: Path) -> None:
     result = run_cli("cka", "s.zarr", "--a", "seed=0", "--b", "seed=1", "--match", "layer",
                      "--out", "r.json", "--plot", "p.png", cwd=cli_store)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    rows = json.loads((cli_store / "r.json").read_text())
+    rows = json.loads((cli_store / "r.json").read_text())["rows"]
     assert [(r["a_layer"], r["b_layer"]) for r in rows] == [("a", "a"), ("b", "b")]
     for r in rows:
         assert f"{r['cka']:.6f}" in result.stdout
     assert (cli_store / "p.png").stat().st_size > 0
-    again = run_cli("cka", "s.zarr", "--pairs", "r.json", cwd=cli_store)
-    assert_user_error(again, "must have the columns")
+    again = run_cli("cka", "s.zarr", "--pairs", "r.json", "--out", "again.json", cwd=cli_store)
+    assert again.returncode == 0, again.stderr  # a results file of any format lists pairs
+    pairs = [
+        (r["a_layer"], r["b_layer"])
+        for r in json.loads((cli_store / "again.json").read_text())["rows"]
+    ]
+    assert pairs == [("a", "a"), ("b", "b")]
 
 
 @pytest.mark.parametrize(
@@ -136,5 +141,5 @@ def test_cli_minibatch_table_shows_batches(
                                  "--out", "m.csv"])  # fmt: skip
     assert r.exit_code == 0, r.stderr
     n = int(pd.read_csv(cli_store / "m.csv")["n_samples"].iloc[0])
-    batches = n // 50 + (1 if n % 50 >= 4 else 0)  # a last block under 4 rows is left out
+    batches = max(1, n // 50)  # SPEC: k = max(1, ⌊n/B⌋) batches of near-equal size
     assert "n_batches" in r.stdout and f"│ {batches} " in r.stdout

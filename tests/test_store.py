@@ -24,7 +24,7 @@ from reprstore.keys import ReprKey
 from reprstore.store import Encoding, ReprSettings, Store, bitround, write_dataset
 from reprstore.store.encoding import chunk_rows_for
 
-KEY = ReprKey("mlp", "0", "final", "fc1")
+KEY = ReprKey("mlp", "0", "final", "default", "fc1")
 
 
 def settings(n: int | None, f: int, dtype: str = "float32", **kw) -> ReprSettings:
@@ -64,10 +64,10 @@ def test_plain_zarr_reads_store(tmp_path: Path, rng: np.random.Generator) -> Non
     write_dataset(store.root, "default", 100, meta={"label": np.arange(100) % 3})
     write_blocks(store, x, [50])
     group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
-    np.testing.assert_array_equal(group["reprs/mlp/0/final/fc1"][:], x)
+    np.testing.assert_array_equal(group["reprs/mlp/0/final/default/fc1"][:], x)
     np.testing.assert_array_equal(group["datasets/default/ids"][:], np.arange(100))
     np.testing.assert_array_equal(group["datasets/default/meta/label"][:], np.arange(100) % 3)
-    attrs = group["reprs/mlp/0/final/fc1"].attrs.asdict()
+    attrs = group["reprs/mlp/0/final/default/fc1"].attrs.asdict()
     for name in ("dataset", "original_shape", "reduction", "stored_dtype", "source_dtype",
                  "complete", "provenance"):  # fmt: skip
         assert name in attrs
@@ -124,7 +124,8 @@ def test_killed_writer_process_leaves_incomplete_resumable_array(
         x = np.load({str(tmp_path / "x.npy")!r})
         st = Store.open({str(tmp_path / "s.zarr")!r}, create=True)
         s = ReprSettings("default", 512, 4096, (512,), "none", "float32", "float32")
-        w = st.writer(ReprKey("mlp", "0", "final", "fc1"), s, encoding=Encoding("float32"))
+        key = ReprKey("mlp", "0", "final", "default", "fc1")
+        w = st.writer(key, s, encoding=Encoding("float32"))
         w.write(x[: w.chunk_rows * 3])
         os.kill(os.getpid(), signal.SIGKILL)
     """)
@@ -148,7 +149,9 @@ def test_second_writer_is_refused_while_first_is_live(tmp_path: Path) -> None:
     first = store.writer(KEY, s, encoding=Encoding("float32"))
     with pytest.raises(LockedError, match="being written by process"):
         store.writer(KEY, s, encoding=Encoding("float32"))
-    other = store.writer(ReprKey("mlp", "0", "final", "fc2"), s, encoding=Encoding("float32"))
+    other = store.writer(
+        ReprKey("mlp", "0", "final", "default", "fc2"), s, encoding=Encoding("float32")
+    )
     other.abort()  # a different representation in the same store is fine
     first.abort()
     store.writer(KEY, s, encoding=Encoding("float32")).abort()  # free again
@@ -166,12 +169,14 @@ def test_complete_array_needs_overwrite_and_other_settings_refused(
         w.write(2 * x)
     np.testing.assert_array_equal(store.array(KEY)[:], 2 * x)
     partial = store.writer(
-        ReprKey("mlp", "0", "final", "p"), settings(64, 4), encoding=Encoding("float32")
+        ReprKey("mlp", "0", "final", "default", "p"), settings(64, 4), encoding=Encoding("float32")
     )
     partial.abort()
     with pytest.raises(InputError, match="other settings"):
         store.writer(
-            ReprKey("mlp", "0", "final", "p"), settings(64, 8), encoding=Encoding("float32")
+            ReprKey("mlp", "0", "final", "default", "p"),
+            settings(64, 8),
+            encoding=Encoding("float32"),
         )
 
 
@@ -184,7 +189,7 @@ def test_wrong_row_counts_are_refused(tmp_path: Path) -> None:
             w.write(np.zeros((2, 5)))
         w.write(np.zeros((10, 4)))
     writer = store.writer(
-        ReprKey("a", "0", "final", "b"), settings(10, 4), encoding=Encoding("float32")
+        ReprKey("a", "0", "final", "default", "b"), settings(10, 4), encoding=Encoding("float32")
     )
     writer.write(np.zeros((9, 4)))
     with pytest.raises(DatasetMismatchError, match="got 9 rows"):
@@ -203,7 +208,7 @@ def test_float16_storage_and_nonfinite_counts(tmp_path: Path, rng: np.random.Gen
     assert arr.attrs["nonfinite"] == {"nan": 1, "inf": 1}
     with pytest.raises(InputError, match="1 NaN and 0 Inf"):
         s = settings(200, 6, "float16")
-        k = ReprKey("mlp", "0", "final", "strict")
+        k = ReprKey("mlp", "0", "final", "default", "strict")
         with store.writer(k, s, encoding=Encoding("float16"), on_nonfinite="error") as w:
             w.write(np.where(np.isinf(x), 0, x))
 
@@ -234,14 +239,14 @@ def test_keep_bits_shrinks_store_and_is_recorded(tmp_path: Path, rng: np.random.
     store = Store.open(tmp_path / "s.zarr", create=True)
     sizes = {}
     for keep in (None, 7):
-        key = ReprKey("m", "0", "final", f"k{keep}")
+        key = ReprKey("m", "0", "final", "default", f"k{keep}")
         s = settings(4096, 128, "float16", keep_bits=keep)
         with store.writer(key, s, encoding=Encoding("float16", keep)) as w:
             w.write(x)
         sizes[keep] = store.info(key).nbytes_stored
         assert store.info(key).attrs["keep_bits"] == keep
     assert sizes[7] < 0.9 * sizes[None]
-    stored = store.array(ReprKey("m", "0", "final", "k7"))[:].astype(np.float32)
+    stored = store.array(ReprKey("m", "0", "final", "default", "k7"))[:].astype(np.float32)
     normal = np.abs(x) > 1e-2  # away from float16's subnormals
     rel = np.abs(stored - x)[normal] / np.abs(x)[normal]
     assert rel.max() <= 2.0**-8 + 2.0**-11  # half an ulp of 7 bits, plus float16's own
@@ -284,7 +289,7 @@ def test_select_by_dataset_and_globs(tmp_path: Path) -> None:
                 "probe" if layer == "l1" else "other", 3, 4, (3,), "none", "float32", "float32"
             )
             with store.writer(
-                ReprKey("m", seed, "final", layer), s, encoding=Encoding("float32")
+                ReprKey("m", seed, "final", s.dataset, layer), s, encoding=Encoding("float32")
             ) as w:
                 w.write(np.ones((4, 3)))
     assert len(store.select("seed=*")) == 4

@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
 
-from reprstore.errors import ReprstoreError
+from reprstore.errors import ReprstoreError, ReprstoreWarning
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,11 +29,28 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _one_line_warning(
+    message: Any,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: Any = None,
+) -> None:
+    """reprstore's warnings as one ``Warning: …`` line (others keep Python's format)."""
+    if issubclass(category, ReprstoreWarning):
+        text = f"Warning: {' '.join(str(message).split())}\n"
+    else:
+        text = warnings.formatwarning(message, category, filename, lineno, line)
+    (file or sys.stderr).write(text)
+
+
 def handle_errors(fn: F) -> F:
     """Decorate a command: reprstore errors → exit 1, Ctrl-C → 130, bugs → one line too."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        warnings.showwarning = _one_line_warning
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit):

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from rich.console import Console
 
+CONSOLES: list[Console] = []  # every console made here, so --quiet can silence them all
+
 
 def stdout_console() -> Console:
     """A console for results; wide when piped, so tables are not cut at 80 columns."""
     console = Console()
-    return console if console.is_terminal else Console(width=250)
+    console = console if console.is_terminal else Console(width=250)
+    CONSOLES.append(console)
+    return console
 
 
 def human_bytes(n: float) -> str:

@@ -60,3 +60,28 @@ OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Replace complete representations that exist.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="For scripts: no progress bars, tables or messages, only errors (and the "
+        "output --json asks for). Also a global option: reprstore --quiet COMMAND.",
+    ),
+]
+
+
+def set_quiet(quiet: bool, *, reset: bool = False) -> bool:
+    """Silence every console of the CLI (results and progress) when ``quiet``; errors stay.
+
+    The app's callback passes ``reset`` so each invocation starts from its own global
+    ``--quiet`` (one process may run several, as tests do); a command's own ``--quiet``
+    can only add to it. Returns whether the CLI is quiet now.
+    """
+    from reprstore.cli import _format, progress
+
+    if quiet or reset:
+        progress.stderr.quiet = quiet
+        for console in _format.CONSOLES:
+            console.quiet = quiet
+    return progress.stderr.quiet

@@ -6,9 +6,34 @@ is one line on stderr with exit status 1 (``REPRSTORE_DEBUG=1`` shows the traceb
 
 from __future__ import annotations
 
-import typer
+import os
+import shutil
 
-from reprstore.cli import cka_cmd, extract_cmd, store_cmds
+import typer
+import typer.rich_utils
+
+from reprstore.cli import _options as opt
+from reprstore.cli import (
+    admin_cmds,
+    analysis_cmds,
+    cka_cmd,
+    compare_cmd,
+    extract_cmd,
+    store_cmds,
+)
+
+HELP_MIN_WIDTH = 120
+"""--help is laid out at least this wide (a narrower terminal wraps the lines itself):
+rich would otherwise cut long option values and examples with '…' to fit 80 columns."""
+
+
+def _help_width() -> int:
+    if os.environ.get("TERMINAL_WIDTH"):
+        return int(os.environ["TERMINAL_WIDTH"])
+    return max(shutil.get_terminal_size((HELP_MIN_WIDTH, 24)).columns, HELP_MIN_WIDTH)
+
+
+typer.rich_utils.MAX_WIDTH = _help_width()
 
 app = typer.Typer(
     name="reprstore",
@@ -17,15 +42,30 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": HELP_MIN_WIDTH},
 )
+
+
+@app.callback()
+def _global(quiet: opt.QuietOpt = False) -> None:
+    """Store neural-network representations in zarr and compare them with out-of-core CKA."""
+    opt.set_quiet(quiet, reset=True)
+
 
 app.command("extract")(extract_cmd.extract)
 app.command("import")(store_cmds.import_)
 app.command("ls")(store_cmds.ls)
 app.command("info")(store_cmds.info)
+app.command("tag")(admin_cmds.tag)
+app.command("rm")(admin_cmds.rm)
+app.command("upgrade")(admin_cmds.upgrade)
 app.command("verify")(store_cmds.verify)
 app.command("cka")(cka_cmd.cka)
+app.command("compare")(compare_cmd.compare)
+app.command("describe")(compare_cmd.describe)
+app.command("summarize")(analysis_cmds.summarize)
+app.command("plot")(analysis_cmds.plot)
+app.command("drift")(analysis_cmds.drift)
 
 
 def main() -> None:

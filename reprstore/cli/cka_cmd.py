@@ -71,6 +71,17 @@ WhereOpt = Annotated[
         show_default=False,
     ),
 ]
+PairWhereOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pair-where",
+        help="Keep pairs matching a condition over both sides, a.<key> and b.<key> (keys "
+        "model, seed, checkpoint, dataset, layer, step, and run attributes), e.g. "
+        '"a.seed != b.seed and not (a.tasks & b.tasks)" (comma-separated values act as sets). '
+        "Parsed safely, like --where.",
+        show_default=False,
+    ),
+]
 MatchOpt = Annotated[
     str | None,
     typer.Option("--match", help="Keys equal within a pair, e.g. 'layer'.", show_default=False),
@@ -86,7 +97,8 @@ PairsOpt = Annotated[
     typer.Option(
         "--pairs",
         help="CSV with columns a_model,a_seed,a_checkpoint,a_layer,b_model,b_seed,"
-        "b_checkpoint,b_layer: compare only these pairs (a results file works).",
+        "b_checkpoint,b_layer: compare only these pairs (any results file works: .csv, "
+        ".json, .parquet).",
         show_default=False,
     ),
 ]
@@ -131,6 +143,14 @@ MemoryOpt = Annotated[
         "--memory",
         help="Memory for the statistics of one pass (e.g. 2GB, 512MiB); pairs that do not "
         "fit are spread over more passes.",
+    ),
+]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        help="With --scheduler/--workers: seconds the cluster may go without an answering "
+        "scheduler or any worker before the comparison fails.",
     ),
 ]
 IncompleteOpt = Annotated[
@@ -187,6 +207,7 @@ def cka(
     batch_size: BatchSizeOpt = 256,
     shuffle: ShuffleOpt = None,
     where: WhereOpt = None,
+    pair_where: PairWhereOpt = None,
     match: MatchOpt = None,
     differ: DifferOpt = None,
     pairs: PairsOpt = None,
@@ -198,6 +219,7 @@ def cka(
     precision: PrecisionOpt = "float64",
     memory: MemoryOpt = "2GB",
     allow_incomplete: IncompleteOpt = False,
+    timeout: TimeoutOpt = 60.0,
     ci: unc.CiOpt = None,
     bootstrap: unc.BootstrapOpt = None,
     permutations: unc.PermutationsOpt = None,
@@ -209,10 +231,11 @@ def cka(
     With error bars: ... --ci 0.95 --bootstrap 200 --seed 1 --permutations 999
     """
     from reprstore.cli.progress import progress_bar
+    from reprstore.cluster import check_scheduler, check_timeout, quiet_distributed_logs
     from reprstore.compare import compare, read_pairs_file
     from reprstore.engine import parse_memory, resolve_backend
     from reprstore.errors import InputError
-    from reprstore.expr import parse_row_filter
+    from reprstore.expr import parse_pair_filter, parse_row_filter
     from reprstore.keys import parse_keys
     from reprstore.metrics.cka import check_options
     from reprstore.report import check_output, plot_heatmap, write_results
@@ -222,11 +245,17 @@ def cka(
     if workers is not None and scheduler is not None:
         raise InputError("Give either --workers or --scheduler, not both.")
     check_options(estimator, kernel)
+    check_scheduler(scheduler)
+    check_timeout(timeout)
+    if scheduler is not None or workers is not None:
+        quiet_distributed_logs()
     resolve_backend(device, precision)
     budget = parse_memory(memory)
     check_output(out)
     if where is not None:
         parse_row_filter(where)  # refuse a bad condition before any work
+    if pair_where is not None:
+        parse_pair_filter(pair_where)
     if plot is not None and not plot.lower().endswith(".png"):
         raise InputError(f"--plot expects a .png file name. Got {plot!r} instead.")
     unc.check(ci, bootstrap, permutations, seed)
@@ -236,12 +265,17 @@ def cka(
             store, a, b, estimator=estimator, kernel=kernel, sigma=sigma,
             batch_size=batch_size, shuffle=shuffle, where=where,
             match=parse_keys(match, "--match"), differ=parse_keys(differ, "--differ"),
-            pairs=listed, allow_incomplete=allow_incomplete, device=device, precision=precision,
-            memory=budget,
-            workers=workers, scheduler=scheduler, progress=bar,
+            pairs=listed, pair_where=pair_where, allow_incomplete=allow_incomplete,
+            device=device, precision=precision, memory=budget,
+            workers=workers, scheduler=scheduler, progress=bar, timeout=timeout,
             ci=ci, bootstrap=bootstrap, permutations=permutations, seed=seed,
-            report=lambda line: console.print(f"plan: {line}", markup=False, soft_wrap=True),
+            report=unc.plan_printer(console),
         )  # fmt: skip
+    if pairs is not None:
+        from reprstore.report.provenance import file_sha256
+
+        record = df.attrs.setdefault("reprstore", {})
+        record["pairs_file"] = {"path": pairs, "sha256": file_sha256(pairs)}
     console.print(_table(df))
     if out is not None:
         console.print(f"wrote {write_results(df, out)}")

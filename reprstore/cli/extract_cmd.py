@@ -71,7 +71,7 @@ def _progress_bar() -> Iterator[tuple[Callable[[int, int, int], None], Callable[
 
     from reprstore.cli.progress import stderr
 
-    if not stderr.is_terminal:
+    if not stderr.is_terminal or stderr.quiet:
         yield (lambda done, total, nbytes: None), (lambda label: None)
         return
 
@@ -134,6 +134,15 @@ def extract(
         ),
     ] = None,
     dataset: opt.DatasetOpt = "default",
+    layer_name: Annotated[
+        str | None,
+        typer.Option(
+            "--layer-name",
+            help="Stored layer names from a template with the fields {layer} and {reduce}: "
+            "'{layer}.cls' with --reduce first keeps a CLS pooling beside the mean one.",
+            show_default=False,
+        ),
+    ] = None,
     reduce: Annotated[
         str,
         typer.Option(
@@ -238,7 +247,7 @@ def extract(
             device=device, threads=threads, max_length=max_length, data_key=data_key,
             ids=ids, meta=meta, autocast=autocast, on_nonfinite=on_nonfinite,
             overwrite=overwrite, trust_checkpoint=trust_checkpoint, progress=progress,
-            on_checkpoint=new_checkpoint,
+            on_checkpoint=new_checkpoint, layer_name=layer_name,
         )  # fmt: skip
     for label, row in result.resumed_from.items():
         if row > 0:

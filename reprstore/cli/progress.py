@@ -22,7 +22,7 @@ stderr = Console(stderr=True)
 @contextmanager
 def progress_bar(description: str, unit: str = "rows") -> Iterator[Callable[[int, int], None]]:
     """Yield a ``(done, total)`` callback that drives a bar on stderr (when it is a terminal)."""
-    if not stderr.is_terminal:
+    if not stderr.is_terminal or stderr.quiet:
         yield lambda done, total: None
         return
     columns = (

@@ -22,19 +22,28 @@ def import_(
     files: Annotated[
         list[str],
         typer.Argument(
-            help=".npy/.npz/.pt/.safetensors files; rows are samples.", show_default=False
+            help=".npy/.npz/.pt/.safetensors files (rows are samples), or ONE path template "
+            "that takes each file's key from its path: "
+            "'runs/{model}_seed{seed}/step_{checkpoint}/layer_{layer}.pt' (fields model, seed, "
+            "checkpoint, dataset, layer; * for parts outside the key; quote it).",
+            show_default=False,
         ),
     ],
-    name: opt.NameOpt,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name", help="Model name (unless the template has {model}).", show_default=False
+        ),
+    ] = None,
     layer: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--layer",
             help="Layer name, or a template: '{stem}' names each layer after its file "
             "(layer_3.pt → layer_3), '{key}' after each tensor inside a file.",
             show_default=False,
         ),
-    ],
+    ] = None,
     seed: opt.SeedOpt = "0",
     checkpoint: opt.CheckpointLabelOpt = "final",
     dataset: opt.DatasetOpt = "default",
@@ -45,24 +54,67 @@ def import_(
         typer.Option("--key", help="Import only this tensor of each file.", show_default=False),
     ] = None,
     reduce: Annotated[
-        str, typer.Option("--reduce", help="none (2-D inputs) or flatten (higher rank).")
+        str,
+        typer.Option(
+            "--reduce",
+            help="For (N, T, D) token dumps (or (N, C, H, W)): mean, first, last or max over "
+            "the positions, or flatten; 2-D inputs need none.",
+        ),
     ] = "none",
     ids: opt.IdsOpt = None,
     meta: opt.MetaOpt = None,
+    meta_types: Annotated[
+        str | None,
+        typer.Option(
+            "--meta-types",
+            help="Numeric metadata columns, e.g. 'age=int,score=float' (id=int for --ids); "
+            "all others stay text. A header 'age:int' works too.",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="With a template: list what would be imported; write nothing."
+        ),
+    ] = False,
     overwrite: opt.OverwriteOpt = False,
+    quiet: opt.QuietOpt = False,
 ) -> None:
-    """Import existing representation files (one per layer) into STORE, streamed.
+    """Import existing representation files into STORE, streamed; all in one process.
 
-    Example: reprstore import runs.zarr acts/layer_*.npy --name mlp --layer '{stem}'
+    Examples: reprstore import runs.zarr acts/layer_*.npy --name mlp --layer '{stem}' ;
+    reprstore import runs.zarr 'dumps/{model}/seed{seed}/{layer}.npy' --dry-run
     """
+    from reprstore.templates import is_template
+
+    opt.set_quiet(quiet)
+    if len(files) == 1 and is_template(files[0]):
+        from reprstore.cli.import_tree import run_tree_import
+
+        run_tree_import(
+            console, store, files[0], dry_run=dry_run, ids=ids, meta=meta,
+            meta_types=meta_types, name=name, layer=layer, seed=seed, checkpoint=checkpoint,
+            dataset=dataset, dtype=dtype, keep_bits=keep_bits, key=key, reduce=reduce,
+            overwrite=overwrite,
+        )  # fmt: skip
+        return
     from reprstore.cli.progress import progress_bar
+    from reprstore.errors import InputError
     from reprstore.ingest import import_files
 
+    if dry_run:
+        raise InputError("--dry-run needs a path template (e.g. 'runs/{model}/{layer}.npy').")
+    if name is None or layer is None:
+        raise InputError(
+            f"Give --{'name' if name is None else 'layer'} for the files, or one path template "
+            "with {model} and {layer} instead of file names."
+        )
     with progress_bar("import") as bar:
         keys = import_files(
             store, files, name=name, layer=layer, seed=seed, checkpoint=checkpoint,
             dataset=dataset, dtype=dtype, keep_bits=keep_bits, key=key, reduce=reduce,
-            ids=ids, meta=meta, overwrite=overwrite, progress=bar,
+            ids=ids, meta=meta, meta_types=meta_types, overwrite=overwrite, progress=bar,
         )  # fmt: skip
     for k in keys:
         console.print(f"imported [bold]{k.label()}[/bold]")
@@ -75,7 +127,7 @@ def _ls_row(info: Any) -> list[str]:
     bad = int(nonfinite.get("nan", 0)) + int(nonfinite.get("inf", 0))
     ratio = info.ratio
     return [
-        info.key.model, info.key.seed, info.key.checkpoint, info.key.layer, info.dataset,
+        info.key.model, info.key.seed, info.key.checkpoint, info.dataset, info.key.layer,
         shape_text(info.shape), info.stored_dtype, human_bytes(info.nbytes_stored),
         f"{ratio:.2f}×" if ratio else "-",
         "yes" if info.complete else f"[red]no ({info.rows_written} rows)[/red]",
@@ -83,33 +135,66 @@ def _ls_row(info: Any) -> list[str]:
     ]  # fmt: skip
 
 
-def _selected(store: str, selector: str | None, sizes: bool) -> tuple[Any, list[Any]]:
+def _selected(store: str, selector: str | None, sizes: bool, what: str) -> tuple[Any, list[Any]]:
+    """The store and the selected infos; a selector that matches nothing is an error."""
     from reprstore.store import Store
 
     st = Store.open(store)
-    infos = st.select(selector, sizes=sizes)
+    given = selector is not None and selector.strip() not in ("", "*")
+    # a selection whose only match is damaged is reported as damaged, not as empty
+    must = what if given and not st.damaged(selector) else None
+    infos = st.select(selector, sizes=sizes, must_match=must)
     return st, infos
 
 
+def _damaged_rows(st: Any, selector: str | None) -> list[Any]:
+    return st.damaged(selector)
+
+
 @handle_errors
-def ls(store: opt.StoreArg, selector: opt.SelectorArg = None, as_json: opt.JsonOpt = False) -> None:
-    """List representations (and datasets) in STORE, optionally filtered by SELECTOR."""
-    st, infos = _selected(store, selector, sizes=True)
+def ls(
+    store: opt.StoreArg,
+    selector: opt.SelectorArg = None,
+    as_json: opt.JsonOpt = False,
+    quiet: opt.QuietOpt = False,
+) -> None:
+    """List representations (and datasets, run attributes) in STORE, filtered by SELECTOR.
+
+    Rows come in natural order (layer_2 before layer_10). A SELECTOR that matches nothing
+    is an error; an empty store lists nothing.
+    """
+    from reprstore.store.housekeeping import describe
+
+    opt.set_quiet(quiet)
+    st, infos = _selected(store, selector, sizes=True, what="ls")
+    damaged = _damaged_rows(st, selector)
     if as_json:
-        rows = [{k: v for k, v in i.to_dict().items() if k != "attrs"} for i in infos]
+        rows = [
+            {**{k: v for k, v in i.to_dict().items() if k != "attrs"},
+             "attributes": st.attributes(i.key)}
+            for i in infos
+        ]  # fmt: skip
+        rows += [{"damaged": d.label, "path": d.path, "reason": d.reason} for d in damaged]
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
-    table = Table(title=f"{st.url}: {len(infos)} representation(s)")
-    for column in ("model", "seed", "checkpoint", "layer", "dataset", "shape", "dtype",
+    title = f"{st.url}: {len(infos)} representation(s)"
+    table = Table(title=title + (f", {len(damaged)} damaged" if damaged else ""))
+    for column in ("model", "seed", "checkpoint", "dataset", "layer", "shape", "dtype",
                    "on disk", "vs f32", "complete", "NaN/Inf"):  # fmt: skip
         table.add_column(column, no_wrap=column in ("shape", "on disk"))
     for info in infos:
         table.add_row(*_ls_row(info))
+    for bad in damaged:
+        table.add_row(*bad.fields, "", "", "", "", "[red]DAMAGED[/red]", "")
     console.print(table)
+    for bad in damaged:
+        console.print(f"[red]✗ {bad.message()}[/red]", highlight=False)
     for name in st.datasets():
         ds = st.dataset(name)
         cols = ", ".join(ds.meta_columns()) or "none"
         console.print(f"dataset [bold]{name}[/bold]: {ds.n_samples} samples, metadata: {cols}")
+    for line in describe(st.run_attributes()):
+        console.print(f"attributes {line}", highlight=False, markup=False)
 
 
 def _tree(label: str, data: Any, node: Tree | None = None) -> Tree:
@@ -126,19 +211,30 @@ def _tree(label: str, data: Any, node: Tree | None = None) -> Tree:
 
 @handle_errors
 def info(
-    store: opt.StoreArg, selector: opt.SelectorArg = None, as_json: opt.JsonOpt = False
+    store: opt.StoreArg,
+    selector: opt.SelectorArg = None,
+    as_json: opt.JsonOpt = False,
+    quiet: opt.QuietOpt = False,
 ) -> None:
     """Everything known about the representations SELECTOR matches, provenance included."""
     from reprstore.errors import NotFoundError
 
-    _, infos = _selected(store, selector, sizes=True)
+    opt.set_quiet(quiet)
+    st, infos = _selected(store, selector, sizes=True, what="info")
+    damaged = _damaged_rows(st, selector)
+    if damaged and not infos:
+        from reprstore.errors import CorruptDataError
+
+        raise CorruptDataError(damaged[0].message() + ".")
     if not infos:
         raise NotFoundError(f"No representation in {store} matches {selector or '*'}.")
     if as_json:
-        typer.echo(json.dumps([i.to_dict() for i in infos], indent=2, default=str))
+        rows = [{**i.to_dict(), "attributes": st.attributes(i.key)} for i in infos]
+        typer.echo(json.dumps(rows, indent=2, default=str))
         return
     for i in infos:
         summary = {k: v for k, v in i.to_dict().items() if k not in ("attrs",)}
+        summary["run attributes"] = st.attributes(i.key) or "none"
         summary["on disk"] = human_bytes(i.nbytes_stored)
         attrs = {k: v for k, v in i.attrs.items() if k not in summary}
         console.print(_tree(f"[bold cyan]{i.key.label()}[/bold cyan]", {**summary, **attrs}))

@@ -53,6 +53,16 @@ def check(ci: float | None, bootstrap: int | None, permutations: int | None,
     options(ci=ci, bootstrap=bootstrap, permutations=permutations, seed=seed)
 
 
+def plan_printer(console: Any) -> Any:
+    """The ``report`` callback: each plan line on stdout as ``plan: …``."""
+    return lambda line: console.print(f"plan: {line}", markup=False, soft_wrap=True)
+
+
+#: Columns the compare table leaves to --out (the caption says how the values were made).
+HIDDEN = ("ci_level", "ci_replicates", "cka_p_resolution", "cka_p_statistic", "permutations",
+          "resample_seed")  # fmt: skip
+
+
 def extra_columns(df: Any) -> list[str]:
     """The uncertainty columns of the printed table, where the results have them."""
     return [c for c in ("cka_lo", "cka_hi", "cka_p") if c in df and df[c].notna().any()]

@@ -147,8 +147,16 @@ def _load_hf(spec: str) -> LoadedModel:
     hf_logging.disable_progress_bar()  # our own progress bar is the only one
     try:
         module = AutoModel.from_pretrained(str(directory), local_files_only=True)
-    except (OSError, ValueError) as err:
-        raise InputError(f"Cannot load {spec}: {str(err).splitlines()[0]}") from err
+    except Exception as err:  # OSError, ValueError, and pickle's UnpicklingError
+        text = str(err)
+        if "weights_only" in text or "Unpickl" in type(err).__name__:
+            raise InputError(
+                f"Cannot load {spec}: its weights file is a pickle that needs code to load "
+                "(refused: weights are loaded with weights_only=True). Save the model with "
+                "safetensors (save_pretrained(..., safe_serialization=True))."
+            ) from None
+        first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+        raise InputError(f"Cannot load {spec}: {first}") from None
     finally:
         if bar_was_on:
             hf_logging.enable_progress_bar()

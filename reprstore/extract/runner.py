@@ -155,7 +155,14 @@ def _probe_outputs(
         autocast_context(device, autocast),
         hooked(model, modules, on_output),
     ):
-        out, mask = forward(model, batch, device, extra_kwargs)
+        try:
+            out, mask = forward(model, batch, device, extra_kwargs)
+        except (RuntimeError, TypeError, ValueError, IndexError) as err:  # shapes, dtypes
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise InputError(
+                f"The model cannot run on the data ({type(err).__name__}: {first}); check that "
+                "--data fits the model's input (width, dtype, shape)."
+            ) from None
     return seen, dict(output_leaves(out)), mask
 
 

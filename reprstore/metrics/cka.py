@@ -10,12 +10,15 @@ value above 1: too few rows, a constant representation or NaN/Inf in the input r
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
 from reprstore.errors import ComparisonError, InputError
-from reprstore.stats.hsic import MIN_ROWS_UNBIASED, GramSummary, HsicTerms, hsic1
+from reprstore.metrics.base import Cross, Measure, Option, Side
+from reprstore.stats.hsic import MIN_ROWS_UNBIASED, GramSummary, HsicTerms, hsic1, hsic1_scale
 from reprstore.stats.hsic import hsic_from_grams as _hsic_grams
 from reprstore.stats.kernels import KERNELS, Bandwidth
 from reprstore.stats.linear import PairMoments, ReprMoments, self_pair
@@ -26,6 +29,9 @@ ESTIMATORS = ("biased", "debiased", "minibatch")
 CLIP_TOLERANCE = 1e-6
 #: A representation whose centred spread is below this fraction of its magnitude is constant.
 CONSTANT_RTOL = 1e-20
+#: A self-HSIC below this fraction of its scale (see :func:`ratio`) is rounding noise of a
+#: zero: the representation has too few distinct rows (e.g. all but one identical).
+HSIC_RTOL = 1e-9
 
 
 @dataclass(frozen=True)
@@ -108,17 +114,33 @@ def _constant(name: str, n: int) -> ComparisonError:
     )
 
 
-def ratio(hab: float, haa: float, hbb: float, names: tuple[str, str], n: int) -> float:
-    """CKA = hab / √(haa·hbb), refusing a zero or negative denominator and a value > 1."""
-    for name, h in zip(names, (haa, hbb), strict=True):
+def ratio(
+    hab: float,
+    haa: float,
+    hbb: float,
+    names: tuple[str, str],
+    n: int,
+    scales: tuple[float, float] | None = None,
+) -> float:
+    """CKA = hab / √(haa·hbb), refusing a zero or negative denominator and a value > 1.
+
+    ``scales`` are the sizes the self-HSICs are judged against (for HSIC₁, tr(K̃K̃)/(n(n−3));
+    for HSIC₀, the uncentred ‖XᵀX‖²): a self-HSIC below ``HSIC_RTOL`` of it is taken for
+    rounding noise of zero. The ratio is taken as (hab/√haa)/√hbb, so it never overflows.
+    """
+    for k, (name, h) in enumerate(zip(names, (haa, hbb), strict=True)):
         if not math.isfinite(h):
             raise ComparisonError(f"HSIC of representation {name} with itself is not finite.")
-        if h <= 0.0:
+        scale = scales[k] if scales is not None else 0.0
+        floor = HSIC_RTOL * scale
+        if h <= 0.0 or h <= floor:
             raise ComparisonError(
-                f"HSIC of representation {name} with itself is {h:.3g} (not positive) over "
-                f"{n} rows: it is constant or has too few distinct rows; CKA is undefined."
+                f"HSIC of representation {name} with itself is {h:.3g} (not positive"
+                + (f", below {HSIC_RTOL:g} of its scale {scale:.3g}" if floor > 0 else "")
+                + f") over {n} rows: it is constant or has too few distinct rows; "
+                "CKA is undefined."
             )
-    value = hab / math.sqrt(haa * hbb)
+    value = hab / math.sqrt(haa) / math.sqrt(hbb)
     if not math.isfinite(value):
         raise ComparisonError(f"CKA of {names[0]} and {names[1]} is not finite.")
     if abs(value) > 1.0:
@@ -139,7 +161,8 @@ def _centred_spread(m: ReprMoments) -> float:
 def _check_moments(m: ReprMoments, name: str) -> None:
     check_finite(name, m.nonfinite, m.n)
     spread = _centred_spread(m)
-    scale = m.sqnorm + m.n * float(m.shift @ m.shift)
+    s = m.shift / m.scale
+    scale = m.sqnorm + m.n * float(s @ s)
     if spread <= CONSTANT_RTOL * scale or spread <= 0.0:
         raise _constant(name, m.n)
 
@@ -199,9 +222,10 @@ class LinearSide:
 
     name: str
     n: int
-    total: np.ndarray  # (p,) Σxᵢ of the shifted rows
+    total: np.ndarray  # (p,) Σxᵢ of the offset rows
     sqnorm: float  # Σ‖xᵢ‖²
     hsic: float  # HSIC(K, K) for the estimator
+    hsic_scale: float = 0.0  # what ``hsic`` is judged against (see :func:`ratio`)
 
 
 def linear_side(m: ReprMoments, estimator: str, name: str = "A") -> LinearSide:
@@ -212,7 +236,9 @@ def linear_side(m: ReprMoments, estimator: str, name: str = "A") -> LinearSide:
     check_rows(m.n, estimator)
     _check_moments(m, name)
     hsic = linear_hsic(m, m, self_pair(m), estimator)
-    return LinearSide(name=name, n=m.n, total=m.total, sqnorm=m.sqnorm, hsic=hsic)
+    gram2 = float(np.vdot(m.gram, m.gram))
+    scale = gram2 if estimator == "biased" else (gram2 - m.sqnorm2) / (m.n * (m.n - 3))
+    return LinearSide(name=name, n=m.n, total=m.total, sqnorm=m.sqnorm, hsic=hsic, hsic_scale=scale)
 
 
 def cka_linear_sides(
@@ -229,7 +255,7 @@ def cka_linear_sides(
     else:
         hab = hsic1(_terms(a.n, a.total, a.sqnorm, b.total, b.sqnorm, ab))
     return CKAResult(
-        cka=ratio(hab, a.hsic, b.hsic, (a.name, b.name), a.n),
+        cka=ratio(hab, a.hsic, b.hsic, (a.name, b.name), a.n, (a.hsic_scale, b.hsic_scale)),
         estimator=estimator,
         kernel="linear",
         n_samples=a.n,
@@ -289,8 +315,9 @@ def cka_minibatch(
     k = sums.n_batches
     hab = (sums.own[a] if a == b else sums.pairs[(a, b)]) / k
     haa, hbb = sums.own[a] / k, sums.own[b] / k
+    scales = (sums.own_scale.get(a, 0.0) / k, sums.own_scale.get(b, 0.0) / k)
     return CKAResult(
-        cka=ratio(hab, haa, hbb, names, sums.n_rows),
+        cka=ratio(hab, haa, hbb, names, sums.n_rows, scales),
         estimator="minibatch",
         kernel=kernel,
         n_samples=sums.n_rows,
@@ -320,8 +347,9 @@ def cka_grams(
     hab = _hsic_grams(ka, kb, biased=biased)
     haa = _hsic_grams(ka, ka, biased=biased)
     hbb = _hsic_grams(kb, kb, biased=biased)
+    scales = (haa, hbb) if biased else (hsic1_scale(ka), hsic1_scale(kb))
     return CKAResult(
-        cka=ratio(hab, haa, hbb, names, n),
+        cka=ratio(hab, haa, hbb, names, n, None if biased else scales),
         estimator=estimator,
         kernel=kernel,
         n_samples=n,
@@ -330,3 +358,65 @@ def cka_grams(
         hsic_bb=hbb,
         **_bandwidth_fields(bandwidths[0].sigma if bandwidths else None, bandwidths),  # type: ignore[arg-type]
     )
+
+
+# ------------------------------------------------------------------- the cka measure
+
+
+class CKA(Measure):
+    """Centred kernel alignment (SPEC: Estimators); one column ``cka`` plus how it was made."""
+
+    name = "cka"
+    summary = "centred kernel alignment (debiased, biased or minibatch; linear or rbf)"
+    options = (
+        Option("estimator", str, "debiased", "debiased, biased or minibatch", ESTIMATORS),
+        Option("kernel", str, "linear", "linear or rbf", KERNELS),
+        Option("sigma", float, 0.5, "rbf width: σ² = sigma² × median sq. distance", (), True),
+        Option("batch_size", int, 256, "rows per minibatch"),
+        Option("shuffle", int, None, "seed of random minibatch membership"),
+    )
+    scalars = ("cka",)
+    info = ("estimator", "kernel", "n_batches", "batch_size", "sigma", "sigma_method",
+            "hsic_ab", "hsic_aa", "hsic_bb")  # fmt: skip
+
+    def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
+        return frozenset({"orthogonal", "scale", "translation"})
+
+    def identity(self, opts: Mapping[str, Any]) -> dict[str, Any]:
+        return {"cka": 1.0}
+
+    def special(self, opts: Mapping[str, Any]) -> str | None:
+        if opts["estimator"] == "minibatch":
+            return "minibatch"
+        return "rbf" if opts["kernel"] == "rbf" else None
+
+    def own_views(self, opts: Mapping[str, Any]) -> frozenset[str]:
+        return frozenset() if self.special(opts) else frozenset({"raw"})
+
+    def cross_views(self, opts: Mapping[str, Any]) -> frozenset[str]:
+        return self.own_views(opts)
+
+    def partial(self, side: Side, opts: Mapping[str, Any]) -> Any:
+        if self.special(opts):
+            return None
+        return linear_side(side.raw, opts["estimator"], side.name)
+
+    def finalize(
+        self, a: Any, b: Any, cross: Cross | None, opts: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        assert cross is not None
+        if self.special(opts):
+            result = cross.extra["cka"]
+        else:
+            ab = cross.views.get("raw")
+            result = cka_linear_sides(a, b, None if a is b else ab, opts["estimator"])
+        return result_columns(result)
+
+
+def result_columns(r: CKAResult) -> dict[str, Any]:
+    """The result columns of one :class:`CKAResult` (``cka`` and how it was computed)."""
+    return {
+        "cka": r.cka, "estimator": r.estimator, "kernel": r.kernel, "n_batches": r.n_batches,
+        "batch_size": r.batch_size, "sigma": r.sigma, "sigma_method": r.sigma_method,
+        "hsic_ab": r.hsic_ab, "hsic_aa": r.hsic_aa, "hsic_bb": r.hsic_bb, "_result": r,
+    }  # fmt: skip

@@ -1,6 +1,16 @@
 """Result tables and plots: CSV/JSON/Parquet files and a heatmap PNG of a CKA grid."""
 
-from reprstore.report.plot import plot_heatmap
-from reprstore.report.tables import check_output, records, write_results
+from reprstore.report.plot import plot_heatmap, plot_measures
+from reprstore.report.provenance import make_provenance, read_provenance
+from reprstore.report.tables import check_output, read_results, records, write_results
 
-__all__ = ["check_output", "plot_heatmap", "records", "write_results"]
+__all__ = [
+    "check_output",
+    "make_provenance",
+    "plot_heatmap",
+    "plot_measures",
+    "read_provenance",
+    "read_results",
+    "records",
+    "write_results",
+]

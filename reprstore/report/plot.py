@@ -1,4 +1,5 @@
-"""A heatmap PNG of a CKA grid: A representations down, B representations across."""
+"""PNG plots of result tables: a heatmap per scalar measure of a grid (A representations
+down, B across) and the cumulative-variance curves of ``pca``."""
 
 from __future__ import annotations
 
@@ -33,12 +34,22 @@ def side_labels(df: pd.DataFrame, side: str) -> list[str]:
     return labels
 
 
-def grid(df: pd.DataFrame) -> tuple[list[str], list[str], np.ndarray]:
-    """The CKA values as an (A, B) matrix (NaN where a pair was not compared)."""
+def _natural_order(df: pd.DataFrame, side: str, labels: list[str]) -> list[str]:
+    """The distinct labels in natural key order (layer_2 before layer_10)."""
+    from reprstore.keys import natural_key
+
+    order: dict[str, tuple] = {}
+    for label, (_, row) in zip(labels, df.iterrows(), strict=True):
+        order.setdefault(label, tuple(natural_key(str(row[f"{side}_{k}"])) for k in KEY_FIELDS))
+    return sorted(order, key=order.__getitem__)
+
+
+def grid(df: pd.DataFrame, column: str = "cka") -> tuple[list[str], list[str], np.ndarray]:
+    """The values of ``column`` as an (A, B) matrix (NaN where a pair was not compared)."""
     a, b = side_labels(df, "a"), side_labels(df, "b")
-    rows, cols = list(dict.fromkeys(a)), list(dict.fromkeys(b))
+    rows, cols = _natural_order(df, "a", a), _natural_order(df, "b", b)
     values = np.full((len(rows), len(cols)), np.nan)
-    for la, lb, v in zip(a, b, df["cka"], strict=True):
+    for la, lb, v in zip(a, b, df[column], strict=True):
         values[rows.index(la), cols.index(lb)] = v
     return rows, cols, values
 
@@ -87,5 +98,105 @@ def plot_heatmap(df: pd.DataFrame, path: str | os.PathLike[str], title: str | No
         )
     ax.set_title(title)
     fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+#: Columns of a result table that describe how a value was computed, not a measure.
+INFO_COLUMNS = ("n_samples", "b_n_samples", "n_batches", "batch_size", "sigma", "hsic_ab",
+                "hsic_aa", "hsic_bb", "pca_k")  # fmt: skip
+#: The pca curves drawn (name in the table, line label).
+CURVES = (
+    ("cev_b_in_a_curve", "B in A's PCs"),
+    ("cev_b_self_curve", "B in its own PCs"),
+    ("cev_a_in_b_curve", "A in B's PCs"),
+    ("cev_a_self_curve", "A in its own PCs"),
+)
+MAX_CURVE_PAIRS = 6
+
+
+def scalar_columns(df: pd.DataFrame) -> list[str]:
+    """The numeric measure columns of a result table (not keys, not how-it-was-made)."""
+    out = []
+    for col in df.columns:
+        if col in INFO_COLUMNS or col.startswith(("a_", "b_")):
+            continue
+        values = df[col].dropna()
+        if len(values) and all(isinstance(v, (int, float)) for v in values):
+            out.append(str(col))
+    return out
+
+
+def _heatmap(fig: object, ax: object, df: pd.DataFrame, column: str) -> None:
+    rows, cols, values = grid(df, column)
+    finite = values[np.isfinite(values)]
+    low = float(finite.min()) if finite.size else 0.0
+    high = float(finite.max()) if finite.size else 1.0
+    image = ax.imshow(values, vmin=low, vmax=high if high > low else low + 1,  # type: ignore[attr-defined]
+                      cmap="viridis", aspect="auto")  # fmt: skip
+    ax.set_xticks(range(len(cols)), cols, rotation=60, ha="right", rotation_mode="anchor")  # type: ignore[attr-defined]
+    ax.set_yticks(range(len(rows)), rows)  # type: ignore[attr-defined]
+    ax.set_xlabel("B")  # type: ignore[attr-defined]
+    ax.set_ylabel("A")  # type: ignore[attr-defined]
+    if values.size <= ANNOTATE_MAX_CELLS:
+        for (i, j), v in np.ndenumerate(values):
+            if np.isfinite(v):
+                color = "black" if v > low + 0.6 * (high - low) else "white"
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color=color)  # type: ignore[attr-defined]
+    fig.colorbar(image, ax=ax)  # type: ignore[attr-defined]
+    ax.set_title(column)  # type: ignore[attr-defined]
+
+
+def _curves(ax: object, df: pd.DataFrame) -> None:
+    a, b = side_labels(df, "a"), side_labels(df, "b")
+    for k, (_, row) in enumerate(df.head(MAX_CURVE_PAIRS).iterrows()):
+        for (col, label), style in zip(CURVES, ("-", "--", "-.", ":"), strict=True):
+            y = np.asarray(row[col], dtype=float)
+            tag = f"{a[k]} → {b[k]}: " if len(df) > 1 else ""
+            ax.plot(np.arange(1, y.size + 1), y, style, color=f"C{k}", label=tag + label)  # type: ignore[attr-defined]
+    ax.set_xlabel("principal components")  # type: ignore[attr-defined]
+    ax.set_ylabel("cumulative variance explained")  # type: ignore[attr-defined]
+    ax.set_ylim(0, 1.02)  # type: ignore[attr-defined]
+    ax.legend(fontsize=6)  # type: ignore[attr-defined]
+    ax.set_title("pca")  # type: ignore[attr-defined]
+
+
+def plot_measures(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """One PNG: a heatmap per scalar measure of ``df`` and, with ``pca``, its
+    cumulative-variance curves (both directions and each side in its own basis).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A result of :func:`reprstore.compare.compare`.
+    path : str or PathLike
+        A ``.png`` file.
+    """
+    out = Path(path)
+    if out.suffix.lower() != ".png":
+        raise InputError(f"--plot expects a .png file name. Got {os.fspath(path)!r} instead.")
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    scalars = scalar_columns(df)
+    curves = all(c in df.columns for c, _ in CURVES)
+    panels = len(scalars) + int(curves)
+    across = min(panels, 3)
+    down = -(-panels // across)
+    n_rows, n_cols = len(set(side_labels(df, "a"))), len(set(side_labels(df, "b")))
+    size = (min(3.0 + 0.5 * n_cols, 12) * across, min(2.5 + 0.4 * n_rows, 12) * down)
+    fig, axes = plt.subplots(down, across, figsize=size, layout="constrained", squeeze=False)
+    flat = list(axes.ravel())
+    for ax, column in zip(flat, scalars, strict=False):
+        _heatmap(fig, ax, df, column)
+    if curves:
+        _curves(flat[len(scalars)], df)
+    for ax in flat[panels:]:
+        ax.axis("off")
+    first = df.iloc[0]
+    fig.suptitle(f"{len(df)} pair(s) on {first['dataset']}, n = {first['n_samples']}")
+    fig.savefig(out, dpi=110)
     plt.close(fig)
     return out

@@ -1,14 +1,27 @@
-"""Result files: one row per compared pair as CSV, JSON (a list of objects) or Parquet."""
+"""Result files: one row per compared pair as CSV, JSON or Parquet, with their provenance.
+
+``.json`` is ``{"provenance": {...}, "rows": [...]}``, ``.parquet`` carries the record in
+its file metadata (key ``reprstore``), ``.csv`` in a sidecar ``FILE.csv.json`` (see
+:mod:`reprstore.report.provenance`). :func:`read_results` reads any of them back.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reprstore.errors import InputError
+from reprstore.report.provenance import (
+    PROVENANCE_KEY,
+    make_provenance,
+    read_provenance,
+    write_sidecar,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -59,32 +72,88 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def json_lists(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with list-valued cells (curves, canonical correlations) as JSON text, for CSV."""
+    lists = [c for c in df.columns if df[c].map(lambda v: isinstance(v, list)).any()]
+    if not lists:
+        return df
+    out = df.copy()
+    for c in lists:
+        out[c] = df[c].map(lambda v: json.dumps(v) if isinstance(v, list) else v)
+    return out
+
+
 def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     """The rows of ``df`` as plain dicts (what the JSON file holds)."""
     return [{str(k): _clean(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
 
 
-def write_results(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write ``df`` to ``path``; the format follows the suffix (.csv, .json, .parquet).
+def write_results(
+    df: pd.DataFrame,
+    path: str | os.PathLike[str],
+    provenance: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``df`` and how it was made to ``path``; the format follows the suffix.
 
     Parameters
     ----------
     df : pandas.DataFrame
         One row per pair (see :data:`reprstore.compare.RESULT_COLUMNS`).
     path : str or PathLike
+    provenance : mapping, optional
+        The record to store; by default ``df.attrs["reprstore"]`` (what
+        :func:`reprstore.compare.compare` sets), else a record of versions and time only.
 
     Returns
     -------
     Path
-        The file written.
+        The file written (a ``.csv`` also gets its sidecar ``FILE.csv.json``).
     """
     fmt = _format_of(path)
     out = Path(path)
+    record = dict(provenance or df.attrs.get(PROVENANCE_KEY) or make_provenance())
     if fmt == ".csv":
-        df.to_csv(out, index=False)
+        json_lists(df).to_csv(out, index=False)
+        write_sidecar(out, record)
     elif fmt == ".json":
-        out.write_text(json.dumps(records(df), indent=1) + "\n")
+        body = {"provenance": record, "rows": records(df)}
+        out.write_text(json.dumps(body, indent=1, default=str) + "\n")
     else:
         _require_pyarrow()
-        df.to_parquet(out, index=False)
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        meta = {**(table.schema.metadata or {}), PROVENANCE_KEY.encode(): _json(record)}
+        pq.write_table(table.replace_schema_metadata(meta), out)
     return out
+
+
+def _json(record: Mapping[str, Any]) -> bytes:
+    return json.dumps(dict(record), default=str).encode()
+
+
+def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """A result file as a DataFrame (keys stay text: ``seed`` ``01`` is not ``1``), with
+    its provenance, when it has one, in ``attrs["reprstore"]``."""
+    import pandas as pd
+
+    fmt = _format_of(path)
+    if not Path(path).is_file():
+        raise InputError(f"No result file {os.fspath(path)}.")
+    if fmt == ".csv":
+        text = [c for c in pd.read_csv(path, nrows=0).columns if _is_key_column(c)]
+        df = pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=False)
+    elif fmt == ".json":
+        data = json.loads(Path(path).read_text())
+        df = pd.DataFrame(data["rows"] if isinstance(data, dict) else data)
+    else:
+        _require_pyarrow()
+        df = pd.read_parquet(path)
+    with contextlib.suppress(InputError):  # a file from before provenance, or no sidecar
+        df.attrs[PROVENANCE_KEY] = read_provenance(path)
+    return df
+
+
+def _is_key_column(name: str) -> bool:
+    return name == "dataset" or (name[:2] in ("a_", "b_") and name[2:] != "")

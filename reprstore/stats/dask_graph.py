@@ -34,8 +34,9 @@ import numpy as np
 from dask.callbacks import Callback
 from dask.delayed import Delayed
 
-from reprstore.stats import linear, minibatch
+from reprstore.stats import counts, linear, minibatch
 from reprstore.stats.linear import NUMPY, Backend
+from reprstore.stats.views import RAW, apply_view
 
 T = TypeVar("T")
 
@@ -118,25 +119,49 @@ class BlockReader:
         return np.asarray(out)
 
 
+class ViewReader:
+    """A row view (:mod:`reprstore.stats.views`) of the block a :class:`BlockReader` reads."""
+
+    def __init__(self, source: BlockReader, view: str) -> None:
+        self.source = source
+        self.view = view
+
+
 def _read(
-    readers: Sequence[BlockReader | None], rows: np.ndarray | None
+    readers: Sequence[BlockReader | ViewReader | None], rows: np.ndarray | None
 ) -> list[np.ndarray | None]:
-    return [None if r is None else _select(r(), rows) for r in readers]
+    """Each stream's block; a stored block serving several views is read once."""
+    raw: dict[int, np.ndarray] = {}
+
+    def source(r: BlockReader) -> np.ndarray:
+        if id(r) not in raw:
+            raw[id(r)] = _select(r(), rows)
+        return raw[id(r)]
+
+    out: list[np.ndarray | None] = []
+    for r in readers:
+        if r is None:
+            out.append(None)
+        elif isinstance(r, ViewReader):
+            out.append(apply_view(source(r.source), r.view))
+        else:
+            out.append(source(r))
+    return out
 
 
 def _linear_first(
-    readers: Sequence[BlockReader | None],
+    readers: Sequence[BlockReader | ViewReader | None],
     rows: np.ndarray | None,
-    shifts: Sequence[np.ndarray | None],
+    shifts: Sequence[Any],
     pairs: Sequence[tuple[int, int]],
     own: Sequence[int],
     backend: Backend,
     threads: int,
-) -> tuple[linear.LinearState, list[np.ndarray | None]]:
-    """The first block of a pass whose shifts are not known yet: shifts, then statistics."""
+) -> tuple[linear.LinearState, list[Any]]:
+    """The first block of a pass whose offsets are not known yet: offsets, then statistics."""
     blocks = _read(readers, rows)
     known = [
-        s if s is not None or b is None else linear.block_shift(b)
+        s if s is not None or b is None else linear.block_offset(b)
         for s, b in zip(shifts, blocks, strict=True)
     ]
     return linear.accumulate(None, blocks, known, pairs, own, backend, threads=threads), known
@@ -144,9 +169,9 @@ def _linear_first(
 
 def _linear_step(
     state: linear.LinearState | None,
-    readers: Sequence[BlockReader | None],
+    readers: Sequence[BlockReader | ViewReader | None],
     rows: np.ndarray | None,
-    shifts: Sequence[np.ndarray | None],
+    shifts: Sequence[Any],
     pairs: Sequence[tuple[int, int]],
     own: Sequence[int],
     backend: Backend,
@@ -167,8 +192,13 @@ def linear_pass(
     split_every: int = DEFAULT_SPLIT_EVERY,
     chains: int = 1,
     threads: int = 1,
+    views: Sequence[tuple[int, str]] | None = None,
 ) -> tuple[Delayed, list[Any]]:
     """Graph of one pass of linear statistics (own statistics of ``own``, cross of ``pairs``).
+
+    With ``views``, the statistics are of *streams*: stream s is array ``views[s][0]`` seen
+    through the row view ``views[s][1]``; ``own``, ``pairs`` and ``shifts`` then index
+    streams, and each stored block is still read once per pass.
 
     The row blocks are dealt round-robin to ``chains`` chains; each chain folds its blocks
     into one state, in place, block after block, reading each block itself when its turn
@@ -184,7 +214,8 @@ def linear_pass(
     pairs : index pairs whose :class:`~reprstore.stats.linear.PairMoments` to make
     mask : bool ndarray (n,) or None
         Rows to use.
-    shifts : per array, a known shift (ndarray) or None to derive it here.
+    shifts : per array (stream), a known offset (Offset or shift ndarray) or None to
+        derive it here from the first block.
     chains : int
         Blocks processed at once (run it with as many scheduler threads).
     threads : int
@@ -204,13 +235,19 @@ def linear_pass(
     live = [k for k in range(len(chunks)) if chunks[k] and _any(rows[k])]
     if not live:
         raise ValueError("no row is selected")
+    streams = list(views) if views is not None else [(i, RAW) for i in range(len(arrays))]
     involved = set(own) | {i for p in pairs for i in p}
-    whole = [a.rechunk({1: -1}) if i in involved else a for i, a in enumerate(arrays)]
+    sources = {streams[s][0] for s in involved}
+    whole = [a.rechunk({1: -1}) if i in sources else a for i, a in enumerate(arrays)]
 
-    def readers(k: int) -> list[BlockReader | None]:
-        return [BlockReader(a.blocks[k]) if i in involved else None for i, a in enumerate(whole)]
+    def readers(k: int) -> list[BlockReader | ViewReader | None]:
+        read = {i: BlockReader(whole[i].blocks[k]) for i in sorted(sources)}
+        return [
+            None if s not in involved else read[src] if view == RAW else ViewReader(read[src], view)
+            for s, (src, view) in enumerate(streams)
+        ]
 
-    known: list[Any] = list(shifts) if shifts is not None else [None] * len(arrays)
+    known: list[Any] = list(shifts) if shifts is not None else [None] * len(streams)
     args = (list(pairs), list(own), backend, threads)
     n_chains = max(1, min(chains, len(live)))
     heads: list[Any] = [None] * n_chains
@@ -221,7 +258,7 @@ def linear_pass(
         )
         heads[0], todo = first, live[1:]
         shift_arg: Any = found
-        known = [found[i] for i in range(len(arrays))]
+        known = [found[i] for i in range(len(streams))]
     else:
         shift_arg = known
     parts: list[Any] = []
@@ -244,14 +281,23 @@ def minibatch_pass(
     sigma2: Sequence[float | None],
     backend: Backend = NUMPY,
     split_every: int = DEFAULT_SPLIT_EVERY,
+    chains: int | None = None,
 ) -> Delayed:
     """Graph of one minibatch pass: the delayed :class:`~reprstore.stats.minibatch.MinibatchSums`.
+
+    Consecutive batches (ids non-decreasing in row order) are folded by ``chains`` chains
+    of contiguous blocks, each reading its own blocks in turn and holding one block and at
+    most two batches' rows (:func:`~reprstore.stats.minibatch.fold_block`); the batches
+    that straddle two chains are finished when the chains are merged. Random batches
+    (a shuffle) are finished from pieces sent by every block that holds some of their rows.
 
     Parameters
     ----------
     arrays : sequence of dask arrays, each (n, p_i), same row chunks
     batch_ids : int ndarray (n,)
         Batch of every stored row; −1 for rows this pass does not use.
+    chains : int, optional
+        Chains for consecutive batches (default: the scheduler's threads).
     """
     blocks, chunks = row_blocks(arrays)
     bounds = np.cumsum((0, *chunks))
@@ -259,6 +305,11 @@ def minibatch_pass(
     if used.size == 0:
         raise ValueError("no batch to compute")
     totals = np.bincount(used)
+    if (np.diff(used) >= 0).all():
+        return _minibatch_chains(
+            arrays, batch_ids, totals, own, pairs, kernel, sigma2, backend,
+            chains or scheduler_threads(None),
+        )  # fmt: skip
     involved = set(own) | {i for p in pairs for i in p}
     sums: list[Any] = []
     pieces: dict[int, list[Any]] = {}
@@ -289,6 +340,96 @@ def minibatch_pass(
             )
         )
     return tree_reduce(sums, minibatch.merge_sums, split_every)
+
+
+def _minibatch_chains(
+    arrays: Sequence[da.Array],
+    batch_ids: np.ndarray,
+    totals: np.ndarray,
+    own: Sequence[int],
+    pairs: Sequence[tuple[int, int]],
+    kernel: str,
+    sigma2: Sequence[float | None],
+    backend: Backend,
+    chains: int,
+) -> Delayed:
+    chunks = arrays[0].chunks[0]
+    bounds = np.cumsum((0, *chunks))
+    involved = set(own) | {i for p in pairs for i in p}
+    whole = [a.rechunk({1: -1}) if i in involved else a for i, a in enumerate(arrays)]
+    live = [k for k in range(len(chunks)) if (batch_ids[bounds[k] : bounds[k + 1]] >= 0).any()]
+    first = np.full(totals.size, -1)
+    rows = np.flatnonzero(batch_ids >= 0)
+    ids = batch_ids[rows]
+    first[ids[::-1]] = rows[::-1]  # the first row of every batch
+    n_chains = max(1, min(chains, len(live)))
+    carries = []
+    for c in range(n_chains):
+        mine = live[c * len(live) // n_chains : (c + 1) * len(live) // n_chains]
+        start = bounds[mine[0]]
+        carry: Any = None
+        for k in mine:
+            block_ids = batch_ids[bounds[k] : bounds[k + 1]]
+            present = np.unique(block_ids[block_ids >= 0])
+            heads = [int(b) for b in present if first[b] < start]
+            readers = [
+                BlockReader(whole[i].blocks[k]) if i in involved else None
+                for i in range(len(arrays))
+            ]
+            carry = dask.delayed(_minibatch_step)(
+                carry, readers, block_ids, totals, heads, list(own), list(pairs), kernel,
+                list(sigma2), backend,
+            )  # fmt: skip
+        carries.append(carry)
+    return dask.delayed(minibatch.merge_chains)(
+        carries, list(own), list(pairs), kernel, list(sigma2), backend
+    )
+
+
+def _minibatch_step(
+    carry: minibatch.Carry | None,
+    readers: Sequence[BlockReader | None],
+    batch_ids: np.ndarray,
+    totals: np.ndarray,
+    heads: Sequence[int],
+    own: Sequence[int],
+    pairs: Sequence[tuple[int, int]],
+    kernel: str,
+    sigma2: Sequence[float | None],
+    backend: Backend,
+) -> minibatch.Carry:
+    blocks = _read(readers, None)
+    return minibatch.fold_block(
+        carry, blocks, batch_ids, totals, heads, own, pairs, kernel, sigma2, backend
+    )
+
+
+def counts_pass(
+    array: da.Array,
+    mask: np.ndarray | None,
+    tols: Sequence[float],
+    codes: np.ndarray | None,
+    n_classes: int,
+    split_every: int = DEFAULT_SPLIT_EVERY,
+) -> Delayed:
+    """Delayed :class:`~reprstore.stats.counts.Counts` of the selected rows of ``array``.
+
+    ``codes`` (n,) are the class code of every stored row (−1: no class).
+    """
+    blocks, chunks = row_blocks([array])
+    rows = _mask_slices(mask, chunks)
+    bounds = np.cumsum((0, *chunks))
+    parts = []
+    for k in range(len(chunks)):
+        if not chunks[k] or not _any(rows[k]):
+            continue
+        sel = rows[k]
+        code = None if codes is None else codes[bounds[k] : bounds[k + 1]]
+        if code is not None and sel is not None:
+            code = code[sel]
+        block = dask.delayed(_select)(blocks[0][k], sel)
+        parts.append(dask.delayed(counts.block_counts)(block, list(tols), code, n_classes))
+    return tree_reduce(parts, counts.merge_counts, split_every)
 
 
 def gather_rows(array: da.Array, mask: np.ndarray | None) -> Delayed:
@@ -337,7 +478,7 @@ def scheduler_threads(scheduler: Any = None) -> int:
 
 
 @contextlib.contextmanager
-def _blas_threads(limit: int | None) -> Iterator[None]:
+def blas_threads(limit: int | None) -> Iterator[None]:
     """Limit BLAS to ``limit`` threads (threadpoolctl, if installed); ``None``: as is."""
     if limit is None:
         yield
@@ -367,11 +508,12 @@ def compute(
         return dask.compute(*objs, scheduler=scheduler)
     cores = scheduler_threads(scheduler)
     workers = max(1, min(workers or cores, cores))
-    with _blas_threads(blas or max(1, cores // workers)):
+    with blas_threads(blas or max(1, cores // workers)):
         return dask.compute(*objs, scheduler=scheduler, num_workers=workers)
 
 
-_BLOCK_TASKS = ("_linear_step", "_linear_first", "block_minibatch", "_select")
+_BLOCK_TASKS = ("_linear_step", "_linear_first", "block_minibatch", "_select", "block_counts",
+                "_minibatch_step")  # fmt: skip
 
 
 class _BlockCounter(Callback):
@@ -401,6 +543,11 @@ class Runner:
         self.progress = progress
         self.total = max(total, 1)
         self.done = 0
+
+    def finish(self) -> None:
+        """Report every expected task done (some passes skip blocks without their rows)."""
+        if self.done < self.total:
+            self._tick(self.total - self.done)
 
     def _tick(self, k: int = 1) -> None:
         self.done += k

@@ -70,6 +70,21 @@ class GramSummary:
         return int(self.kt.shape[0])
 
 
+def double_centre(k: np.ndarray) -> np.ndarray:
+    """HKH of a square matrix ``k`` (n, n), in place. HSIC₁ and HSIC₀ are unchanged by it
+    (HSIC₁ is invariant to K → K + a1ᵀ + 1aᵀ); it removes a large common level first."""
+    k -= k.mean(axis=0, keepdims=True)
+    k -= k.mean(axis=1, keepdims=True)
+    return k
+
+
+def hsic1_scale(a: GramSummary) -> float:
+    """tr(K̃K̃) / (n(n−3)): the size HSIC₁(K, K) is judged against (rounding noise in
+    HSIC₁ is a tiny fraction of it)."""
+    n = a.n
+    return float(np.vdot(a.kt, a.kt)) / max(n * (n - 3), 1)
+
+
 def summarize_gram(k: np.ndarray, *, centred: bool = False) -> GramSummary:
     """Prepare a kernel matrix ``k`` of shape (n, n) for :func:`hsic_from_grams`.
 
@@ -77,8 +92,7 @@ def summarize_gram(k: np.ndarray, *, centred: bool = False) -> GramSummary:
     the matrix is doubly centred, HKH, for the biased HSIC₀. ``k`` is modified in place.
     """
     if centred:
-        k -= k.mean(axis=0, keepdims=True)
-        k -= k.mean(axis=1, keepdims=True)
+        double_centre(k)
     else:
         np.fill_diagonal(k, 0.0)
     rows = k.sum(axis=1)

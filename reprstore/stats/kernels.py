@@ -68,6 +68,17 @@ def rbf_from_sq_distances(d: np.ndarray, sigma2: float) -> np.ndarray:
     return d
 
 
+def rbf_minus_one(d: np.ndarray, sigma2: float) -> np.ndarray:
+    """K − 1 = expm1(−d / (2σ²)) from squared distances ``d`` (n, n), in place.
+
+    For a wide bandwidth K is nearly all ones; K − 1 keeps every digit of what differs
+    (HSIC is unchanged by the constant: see :func:`reprstore.stats.hsic.double_centre`).
+    """
+    d *= -1.0 / (2.0 * sigma2)
+    np.expm1(d, out=d)
+    return d
+
+
 @dataclass(frozen=True)
 class Bandwidth:
     """The RBF bandwidth used for one representation.

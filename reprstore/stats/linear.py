@@ -8,11 +8,14 @@ shifted by a fixed vector ``shift`` (see below), with xᵢ its rows and aᵢ = �
   n, Σxᵢ, XᵀX, Σaᵢ, Σaᵢ², Σaᵢxᵢ;
 * per pair X, Y (:class:`PairMoments`): XᵀY, Σaᵢyᵢ, Σbᵢxᵢ, Σaᵢbᵢ with bᵢ = ‖yᵢ‖².
 
-Shift: activations often have a mean far larger than their spread, and sums of raw
-products then cancel catastrophically. Each representation is therefore shifted by a
-fixed vector (the column mean of its first block) before any product. The centred
-HSIC₀ and the unbiased HSIC₁ are invariant to such a shift, so nothing needs undoing.
-Partial statistics merge by plain addition, provided they share the shift.
+Shift and scale (an :class:`Offset`): activations often have a mean far larger than their
+spread, and sums of raw products then cancel catastrophically; values may also be tiny
+(1e-30) or huge (1e37), and fourth powers of those leave float64's range. Each
+representation is therefore shifted by a fixed vector (the column mean of its first block)
+and divided by a fixed power of two near its spread (an exact operation) before any
+product. The centred statistics are invariant to the shift and every measure is a ratio
+or rescales explicitly (``scale``), so nothing else needs undoing. Partial statistics
+merge by plain addition, provided they share the offset.
 
 Style: init / update / merge, as dask's chunk → combine → aggregate triples; the
 products go through a small :class:`Backend` so that a GPU can do them.
@@ -74,6 +77,41 @@ class NumpyBackend:
 NUMPY = NumpyBackend()
 
 
+@dataclass(frozen=True, eq=False)
+class Offset:
+    """What is subtracted from, then divided into, every row before accumulating.
+
+    Attributes
+    ----------
+    shift : ndarray, shape (p,)
+    scale : float
+        A power of two (so dividing by it is exact), 1.0 when unknown.
+    """
+
+    shift: np.ndarray
+    scale: float = 1.0
+
+    def __len__(self) -> int:
+        return int(self.shift.shape[0])
+
+    def same(self, other: Offset) -> bool:
+        return self.scale == other.scale and np.array_equal(self.shift, other.shift)
+
+
+def as_offset(value: Offset | np.ndarray) -> Offset:
+    """``value`` as an :class:`Offset` (a bare shift vector gets scale 1)."""
+    if isinstance(value, Offset):
+        return value
+    return Offset(np.asarray(value, dtype=np.float64), 1.0)
+
+
+def power_of_two(value: float) -> float:
+    """The power of two nearest ``value`` (> 0, finite); 1.0 otherwise."""
+    if not (value > 0.0 and np.isfinite(value)):
+        return 1.0
+    return float(2.0 ** round(np.log2(value)))
+
+
 @dataclass
 class ReprMoments:
     """Sums over the rows of one shifted representation (n × p), all float64.
@@ -84,6 +122,9 @@ class ReprMoments:
         Rows seen.
     shift : ndarray, shape (p,)
         The fixed vector subtracted from every row before accumulating.
+    scale : float
+        The power of two every shifted row is divided by (the sums below are of
+        xᵢ = (rawᵢ − shift) / scale).
     total : ndarray, shape (p,)
         Σxᵢ.
     gram : ndarray, shape (p, p)
@@ -106,10 +147,15 @@ class ReprMoments:
     sqnorm2: float
     sqnorm_x: np.ndarray
     nonfinite: int = 0
+    scale: float = 1.0
 
     @property
     def n_features(self) -> int:
         return int(self.shift.shape[0])
+
+    @property
+    def offset(self) -> Offset:
+        return Offset(self.shift, self.scale)
 
 
 @dataclass
@@ -134,13 +180,15 @@ class PairMoments:
     ab: float
 
 
-def init_repr(shift: np.ndarray) -> ReprMoments:
-    """Empty statistics for a representation shifted by ``shift`` (p,)."""
-    shift = np.asarray(shift, dtype=np.float64)
+def init_repr(offset: Offset | np.ndarray) -> ReprMoments:
+    """Empty statistics for a representation offset by ``offset`` (a shift (p,) or Offset)."""
+    off = as_offset(offset)
+    shift = off.shift
     p = shift.shape[0]
     return ReprMoments(
         n=0,
         shift=shift,
+        scale=off.scale,
         total=np.zeros(p),
         gram=np.zeros((p, p)),
         sqnorm=0.0,
@@ -154,9 +202,13 @@ def init_pair(p: int, q: int) -> PairMoments:
     return PairMoments(cross=np.zeros((p, q)), a_y=np.zeros(q), b_x=np.zeros(p), ab=0.0)
 
 
-def shifted(block: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """``block`` (r, p) as float64 minus ``shift`` (p,): a new array."""
-    return np.subtract(block, shift, dtype=np.float64)
+def shifted(block: np.ndarray, shift: np.ndarray | Offset) -> np.ndarray:
+    """``block`` (r, p) as float64 minus the shift (and divided by the scale): a new array."""
+    off = as_offset(shift)
+    out = np.subtract(block, off.shift, dtype=np.float64)
+    if off.scale != 1.0:
+        out *= 1.0 / off.scale  # a power of two: exact
+    return out
 
 
 def block_shift(block: np.ndarray) -> np.ndarray:
@@ -171,6 +223,24 @@ def block_shift(block: np.ndarray) -> np.ndarray:
     if not finite.any():
         return np.zeros(block.shape[1])
     return np.asarray(np.mean(block[finite], axis=0, dtype=np.float64))
+
+
+def block_offset(block: np.ndarray) -> Offset:
+    """The :class:`Offset` of a representation from one block (r, p): its finite rows'
+    mean, and the power of two nearest their root-mean-square deviation from it (or
+    nearest the largest |mean| when the block is constant)."""
+    shift = block_shift(block)
+    finite = np.isfinite(block).all(axis=1)
+    if not finite.any() or block.shape[1] == 0:
+        return Offset(shift, 1.0)
+    dev = np.subtract(block[finite], shift, dtype=np.float64)
+    top = float(np.max(np.abs(dev))) if dev.size else 0.0
+    if top > 0.0:
+        dev *= 1.0 / top  # no overflow or underflow in the squares
+        rms = top * float(np.sqrt(np.mean(dev * dev)))
+    else:
+        rms = float(np.max(np.abs(shift)))
+    return Offset(shift, power_of_two(rms))
 
 
 def count_nonfinite(block: np.ndarray) -> int:
@@ -188,8 +258,10 @@ class Prepared:
     nonfinite: int
 
 
-def prepare_block(block: np.ndarray, shift: np.ndarray, backend: Backend = NUMPY) -> Prepared:
-    """Shift a raw block (r, p) of any dtype, take its row norms, move it to the device.
+def prepare_block(
+    block: np.ndarray, shift: np.ndarray | Offset, backend: Backend = NUMPY
+) -> Prepared:
+    """Offset a raw block (r, p) of any dtype, take its row norms, move it to the device.
 
     The float64 conversion and the shift are one pass (``np.subtract`` with ``dtype``);
     rows holding NaN/±Inf are looked for only when some row norm is not finite.
@@ -228,12 +300,13 @@ def update_pair(m: PairMoments, a: Prepared, b: Prepared, backend: Backend = NUM
 
 
 def merge_repr(a: ReprMoments, b: ReprMoments) -> ReprMoments:
-    """Sum of two partial statistics of the same representation (same shift)."""
-    if not np.array_equal(a.shift, b.shift):
+    """Sum of two partial statistics of the same representation (same offset)."""
+    if not a.offset.same(b.offset):
         raise ValueError("cannot merge statistics accumulated with different shifts")
     return ReprMoments(
         n=a.n + b.n,
         shift=a.shift,
+        scale=a.scale,
         total=a.total + b.total,
         gram=a.gram + b.gram,
         sqnorm=a.sqnorm + b.sqnorm,
@@ -255,11 +328,16 @@ def self_pair(m: ReprMoments) -> PairMoments:
     return PairMoments(cross=m.gram, a_y=m.sqnorm_x, b_x=m.sqnorm_x, ab=m.sqnorm2)
 
 
+def transposed(m: PairMoments) -> PairMoments:
+    """The cross statistics of (Y, X) from those of (X, Y) (a view, no copy)."""
+    return PairMoments(cross=m.cross.T, a_y=m.b_x, b_x=m.a_y, ab=m.ab)
+
+
 def moments(
-    x: np.ndarray, shift: np.ndarray | None = None, backend: Backend = NUMPY
+    x: np.ndarray, shift: np.ndarray | Offset | None = None, backend: Backend = NUMPY
 ) -> ReprMoments:
-    """Statistics of a whole in-memory block ``x`` (n, p); shift defaults to its mean."""
-    s = block_shift(x) if shift is None else shift
+    """Statistics of a whole in-memory block ``x`` (n, p); the offset defaults to its own."""
+    s = block_offset(x) if shift is None else shift
     return update_repr(init_repr(s), prepare_block(x, s, backend), backend)
 
 
@@ -279,7 +357,7 @@ def sub_block_rows(features: Sequence[int], target_bytes: int = SUB_BLOCK_BYTES)
 
 
 def init_state(
-    shifts: Sequence[np.ndarray | None],
+    shifts: Sequence[np.ndarray | Offset | None],
     pairs: Sequence[tuple[int, int]],
     own: Sequence[int],
 ) -> LinearState:
@@ -293,7 +371,7 @@ def init_state(
 def accumulate(
     state: LinearState | None,
     blocks: Sequence[np.ndarray | None],
-    shifts: Sequence[np.ndarray | None],
+    shifts: Sequence[np.ndarray | Offset | None],
     pairs: Sequence[tuple[int, int]],
     own: Sequence[int],
     backend: Backend = NUMPY,
@@ -332,7 +410,7 @@ def accumulate(
     if not needed:
         return state
     data = {i: np.asarray(blocks[i]) for i in needed}
-    shift = {i: np.asarray(shifts[i]) for i in needed}
+    shift = {i: as_offset(shifts[i]) for i in needed}  # type: ignore[arg-type]
     n = data[needed[0]].shape[0]
     step = rows or sub_block_rows([data[i].shape[1] for i in needed])
     step = -(-n // -(-n // step)) if n else 1  # equal sub-blocks, none larger than step
@@ -372,7 +450,7 @@ def _map(pool: ThreadPoolExecutor | None, fn: Callable[[Any], T], items: Sequenc
 
 def block_moments(
     blocks: Sequence[np.ndarray],
-    shifts: Sequence[np.ndarray],
+    shifts: Sequence[np.ndarray | Offset],
     pairs: Sequence[tuple[int, int]],
     own: Sequence[int],
     backend: Backend = NUMPY,
@@ -404,7 +482,7 @@ def merge_into(a: LinearState, b: LinearState) -> LinearState:
         if m is None:
             a[0][k] = v
             continue
-        if not np.array_equal(m.shift, v.shift):
+        if not m.offset.same(v.offset):
             raise ValueError("cannot merge statistics accumulated with different shifts")
         m.n += v.n
         m.total += v.total

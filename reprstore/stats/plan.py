@@ -35,8 +35,10 @@ def parse_memory(value: int | str | None) -> int:
         power = " KMGT".index(m.group(2).upper() or " ")
         try:
             n = int(float(m.group(1)) * (1024**power))
-        except ValueError as err:
-            raise InputError(f"Invalid memory limit {value!r}.") from err
+        except (ValueError, OverflowError) as err:
+            raise InputError(
+                f"Invalid memory limit {value!r}: expected a finite size such as '2GB'."
+            ) from err
     if n <= 0:
         raise InputError(f"The memory limit must be positive. Got {value!r} instead.")
     return n

@@ -3,6 +3,7 @@
 from reprstore.store.attrs import ReprSettings, provenance, sha256_file
 from reprstore.store.datasets import Dataset, check_dataset, write_dataset
 from reprstore.store.encoding import DEFAULT_DTYPE, STORAGE_DTYPES, Encoding, bitround
+from reprstore.store.runattrs import RunAttributes
 from reprstore.store.store import ReprInfo, Store
 from reprstore.store.writer import ReprWriter
 
@@ -14,6 +15,7 @@ __all__ = [
     "ReprInfo",
     "ReprSettings",
     "ReprWriter",
+    "RunAttributes",
     "Store",
     "bitround",
     "check_dataset",

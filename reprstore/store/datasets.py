@@ -64,8 +64,24 @@ class Dataset:
 
 
 def _array(group: zarr.Group, path: str) -> zarr.Array:
-    node = group[path]
-    assert isinstance(node, zarr.Array)
+    """An array of a dataset; a missing or unreadable one is a CorruptDataError naming it."""
+    from reprstore.errors import CorruptDataError
+
+    where = f"{group.path}/{path}"
+    try:
+        node = group[path]
+    except KeyError:
+        node = None
+    except Exception as err:  # a damaged zarr.json
+        raise CorruptDataError(
+            f"{where} cannot be read ({type(err).__name__}); the store is damaged: "
+            "run 'reprstore verify STORE'."
+        ) from None
+    if not isinstance(node, zarr.Array):
+        raise CorruptDataError(
+            f"{where} is missing: the dataset's sample ids/metadata are gone from the store; "
+            "run 'reprstore verify STORE' and import the dataset again."
+        )
     return node
 
 
@@ -117,6 +133,14 @@ def check_dataset(
     Nothing is written: callers validate every input before the first write.
     """
     validate_name(name, "dataset")
+    for column, values in (meta or {}).items():  # new datasets too
+        if len(values) != n_samples:
+            raise DatasetMismatchError(
+                f"Metadata column {column!r} has {len(values)} rows; dataset {name!r} has "
+                f"{n_samples} samples. Give one metadata row per sample, in order."
+            )
+    if ids is not None and len(ids) != n_samples:
+        raise DatasetMismatchError(f"--ids has {len(ids)} entries; the input has {n_samples} rows.")
     try:
         ds = open_dataset(root, name)
     except NotFoundError:

@@ -71,6 +71,56 @@ class Encoding:
         return out
 
 
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
+#: float16 is kept only while its rounding moves every column by at most this fraction of
+#: the column's standard deviation (RMS over the first block). Quantisation noise of
+#: relative RMS e adds about e² to a column's variance, so CKA (and every other measure of
+#: covariances) moves by O(e²) ≈ 1e-6 at this limit: SPEC's agreement tolerance. A column
+#: with a common offset larger than about 3.5 × its spread crosses it.
+FLOAT16_REL_RMS_LIMIT = 1e-3
+GUARD_ROWS = 8192
+
+
+def float16_loss(block: np.ndarray, check_precision: bool = True) -> str | None:
+    """Why float16 cannot hold ``block`` faithfully (one clause), or None when it can.
+
+    Parameters
+    ----------
+    block : ndarray (n, p)
+        Rows as computed (any float dtype); the first :data:`GUARD_ROWS` are measured.
+    check_precision : bool
+        Also measure the per-column rounding error (not only the range).
+    """
+    whole = np.asarray(block)
+    with np.errstate(over="ignore", invalid="ignore"):
+        over = np.isinf(whole.astype(np.float16)) & np.isfinite(whole)
+    if over.any():
+        biggest = float(np.abs(whole[over]).max())
+        return (
+            f"{int(over.sum())} value(s) beyond float16's range (|x| > {FLOAT16_MAX:.0f}, "
+            f"largest {biggest:.4g}) would be stored as Inf"
+        )
+    if not check_precision or len(whole) < 2:
+        return None
+    x = whole[:GUARD_ROWS].reshape(min(len(whole), GUARD_ROWS), -1).astype(np.float64)
+    finite = np.isfinite(x)
+    q = x.astype(np.float16).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diff = np.where(finite, q - x, 0.0)
+        count = np.maximum(finite.sum(axis=0), 1)
+        err = np.sqrt((diff**2).sum(axis=0) / count)
+        mean = np.where(finite, x, 0.0).sum(axis=0) / count
+        std = np.sqrt((np.where(finite, x - mean, 0.0) ** 2).sum(axis=0) / count)
+        rel = np.where(std > 0, err / np.where(std > 0, std, 1.0), 0.0)
+    worst = int(np.argmax(rel)) if rel.size else 0
+    if rel.size and rel[worst] > FLOAT16_REL_RMS_LIMIT:
+        return (
+            f"float16 rounding would move column {worst} by {rel[worst]:.2g} of its spread "
+            f"(limit {FLOAT16_REL_RMS_LIMIT:g}; mean {mean[worst]:.4g}, std {std[worst]:.4g})"
+        )
+    return None
+
+
 def bitround(values: np.ndarray, keep_bits: int) -> np.ndarray:
     """Round the mantissa of floats to ``keep_bits`` bits in place (ties to even).
 

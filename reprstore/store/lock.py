@@ -99,6 +99,11 @@ class Lease:
         if record is not None and record.get("token") != self.token and not self.is_stale(record):
             raise self._busy(record)
 
+    def is_live(self) -> bool:
+        """Whether some live writer (this one included) holds this lease now."""
+        record = self._read()
+        return record is not None and not self.is_stale(record)
+
     def acquire(self, wait: float = 0.0) -> Lease:
         """Take the lease, breaking a stale one; raise :class:`LockedError` if it is live.
 

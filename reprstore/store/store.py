@@ -3,17 +3,19 @@
 ```
 STORE/
   datasets/<dataset>/ids, datasets/<dataset>/meta/<column>
-  reprs/<model>/<seed>/<checkpoint>/<layer>     (n_samples, n_features), chunked by rows
+  reprs/<model>/<seed>/<checkpoint>/<dataset>/<layer>   (n_samples, n_features), by rows
 ```
-This is the only module family that imports zarr. Everything written here stays
-readable by plain ``zarr.open_group``.
+The root group's ``reprstore`` attribute records the store format: 2 is the layout above;
+1 (the first release) had no ``<dataset>`` level and kept the dataset in each array's
+attributes. Format-1 stores open for reading as they are; writing needs
+``reprstore upgrade``. Any other format is refused. This is the only module family that
+imports zarr. Everything written here stays readable by plain ``zarr.open_group``.
 """
 
 from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.core.sync import sync
 from zarr.errors import ContainsGroupError, GroupNotFoundError
 
 from reprstore.errors import (
@@ -28,18 +31,31 @@ from reprstore.errors import (
     IncompleteError,
     InputError,
     NotFoundError,
+    SelectorError,
+    StoreFormatError,
     StoreNotFoundError,
     StoreWriteError,
 )
-from reprstore.keys import REPRS, ReprKey, Selector
+from reprstore.keys import (
+    REPRS,
+    SELECTOR_KEYS,
+    ReprKey,
+    Selector,
+    checkpoint_step,
+    natural_key,
+)
+from reprstore.store import listing, replace
 from reprstore.store.attrs import ReprSettings, provenance, utc_now
 from reprstore.store.datasets import Dataset, open_dataset
 from reprstore.store.encoding import Encoding, chunk_rows_for, compressors
 from reprstore.store.lock import Lease
+from reprstore.store.runattrs import Changes, RunAttributes, read_attributes, write_attributes
 from reprstore.store.writer import ReprWriter
 
 STORE_MARKER = "reprstore"
-STORE_FORMAT = 1
+STORE_FORMAT = 2
+KNOWN_FORMATS = (1, 2)
+UPGRADE_JOURNAL = "upgrade-journal.json"
 
 
 def _is_url(url: str) -> bool:
@@ -64,6 +80,11 @@ def _open_root(url: str, create: bool) -> zarr.Group:
     return zarr.open_group(url, mode="r+")
 
 
+def _open_existing(url: str) -> zarr.Group:
+    """An existing group, opened to write (never created)."""
+    return zarr.open_group(url, mode="r+")
+
+
 def _wait_for_marker(root: zarr.Group, seconds: float = 2.0) -> Any:
     """A concurrent creator writes the marker right after the group; give it a moment."""
     if not any(True for _ in root):
@@ -75,6 +96,31 @@ def _wait_for_marker(root: zarr.Group, seconds: float = 2.0) -> Any:
             return marker
         time.sleep(0.05)
     return None
+
+
+def store_format(marker: Any, url: str) -> int:
+    """The format number in a store's marker; :class:`StoreFormatError` if unknown."""
+    fmt = marker.get("format") if isinstance(marker, dict) else None
+    if fmt not in KNOWN_FORMATS:
+        known = " and ".join(map(str, KNOWN_FORMATS))
+        raise StoreFormatError(
+            f"{url} is a reprstore store of format {fmt!r}, which this reprstore knows not "
+            f"(it reads formats {known}). Use the reprstore version that wrote it."
+        )
+    return int(fmt)
+
+
+def journal_exists(root: zarr.Group) -> bool:
+    """Whether an upgrade journal lies in the store (an upgrade is under way or was killed)."""
+    return bool(sync(root.store.exists(UPGRADE_JOURNAL)))
+
+
+def _refuse_unfinished_upgrade(root: zarr.Group, url: str) -> None:
+    if journal_exists(root):
+        raise StoreFormatError(
+            f"The upgrade of {url} was interrupted (or is running): run 'reprstore upgrade "
+            f"{url}' to finish it before using the store."
+        )
 
 
 @dataclass(frozen=True)
@@ -90,7 +136,13 @@ class ReprInfo:
 
     @property
     def dataset(self) -> str:
-        return str(self.attrs.get("dataset", ""))
+        return self.key.dataset
+
+    @property
+    def step(self) -> int | None:
+        """The checkpoint's training step (recorded at write time, or read off its label)."""
+        step = self.attrs.get("step")
+        return int(step) if step is not None else checkpoint_step(self.key.checkpoint)
 
     @property
     def complete(self) -> bool:
@@ -117,7 +169,7 @@ class ReprInfo:
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.key.as_dict(),
-            "dataset": self.dataset,
+            "step": self.step,
             "shape": list(self.shape),
             "chunks": list(self.chunks),
             "stored_dtype": self.stored_dtype,
@@ -133,15 +185,35 @@ class ReprInfo:
 class Store:
     """A reprstore store; open it with :meth:`Store.open`."""
 
-    def __init__(self, root: zarr.Group, url: str, read_only: bool) -> None:
+    def __init__(
+        self, root: zarr.Group, url: str, read_only: bool, fmt: int = STORE_FORMAT
+    ) -> None:
         self.root = root
         self.url = url
         self.read_only = read_only
+        self.format = fmt
+        self._run_attributes: RunAttributes | None = None
+        self._damaged: dict[str, listing.Damaged] = {}
+        self.created = False  # this process created the store (see store.fresh)
 
     # -- opening -------------------------------------------------------------------
     @classmethod
-    def open(cls, url: str | os.PathLike[str], *, create: bool = False) -> Store:
-        """Open a store; with ``create`` make it if missing (read-only otherwise)."""
+    def open(
+        cls,
+        url: str | os.PathLike[str],
+        *,
+        create: bool = False,
+        writable: bool = False,
+        upgrading: bool = False,
+    ) -> Store:
+        """Open a store; with ``create`` make it if missing, with ``writable`` open an
+        existing one to change it (read-only otherwise).
+
+        Raises :class:`StoreFormatError` for a format this version does not know, for a
+        format-1 store opened to write (``reprstore upgrade`` first) and for a store whose
+        upgrade was interrupted. ``upgrading`` (for :mod:`reprstore.store.upgrade` only)
+        skips the last two checks.
+        """
         url = os.fspath(url)
         path = _local_path(url)
         if path is not None and not path.exists() and not create:
@@ -150,14 +222,18 @@ class Store:
             )
         if path is not None and path.exists() and not path.is_dir():
             raise StoreNotFoundError(f"{url} is a file, not a store directory.")
+        existed = path is None or (path / "zarr.json").exists()
         fresh = path is not None and create and path.exists() and not (path / "zarr.json").exists()
         if fresh and any(path.iterdir()):  # type: ignore[union-attr]
             raise StoreNotFoundError(
                 f"{url} is a non-empty directory that is not a zarr store; "
                 "choose a new path for the store."
             )
+        if writable and not create and path is not None and not path.exists():
+            raise StoreNotFoundError(f"No store at {url}.")
+        target = str(path) if path is not None else url  # file:// opens as its local path
         try:
-            root = _open_root(url, create)
+            root = _open_root(target, create) if not writable or create else _open_existing(target)
         except (GroupNotFoundError, FileNotFoundError) as err:
             raise StoreNotFoundError(f"No store at {url}: {err}") from err
         except (PermissionError, OSError) as err:
@@ -173,8 +249,22 @@ class Store:
                     f"{url} is a zarr group but not a reprstore store (no '{STORE_MARKER}' "
                     "attribute). Choose another path."
                 )
-            root.attrs.update({STORE_MARKER: {"format": STORE_FORMAT, "created": utc_now()}})
-        return cls(root, url, read_only=not create)
+            marker = {"format": STORE_FORMAT, "created": utc_now()}
+            root.attrs.update({STORE_MARKER: marker})
+        fmt = store_format(marker, url)
+        if not upgrading:
+            _refuse_unfinished_upgrade(root, url)
+            if (create or writable) and fmt < STORE_FORMAT:
+                raise StoreFormatError(
+                    f"{url} is a format-{fmt} store (the first release's layout): it opens for "
+                    f"reading, but writing needs format {STORE_FORMAT}. Run 'reprstore upgrade "
+                    f"{url}' first (in place, resumable)."
+                )
+            if fmt == STORE_FORMAT:
+                replace.finish_pending(root.store)  # an overwrite killed after its commit point
+        opened = cls(root, url, read_only=not (create or writable), fmt=fmt)
+        opened.created = create and not existed
+        return opened
 
     # -- reading -------------------------------------------------------------------
     def _children(self, path: str, kind: str) -> list[str]:
@@ -183,49 +273,145 @@ class Store:
         group = self.root[path]
         if not isinstance(group, zarr.Group):
             return []
-        with warnings.catch_warnings():  # a folder whose first write just took its lock
-            warnings.filterwarnings("ignore", message=".*not recognized as a component")
-            names = list(group.group_keys() if kind == "group" else group.array_keys())
-        return sorted(names)
+        names, damaged = listing.children(group, kind)
+        if path.startswith(REPRS):
+            self._damaged.update((d.path, d) for d in damaged)
+        # "__" names are zarr's (and the upgrade's staging area): never a user's name
+        return sorted((n for n in names if not n.startswith("__")), key=natural_key)
 
-    def keys(self, selector: Selector | str | None = None) -> Iterator[ReprKey]:
-        """Every representation key matching the selector's run and layer globs."""
-        sel = selector if isinstance(selector, Selector) else Selector.parse(selector)
-        from fnmatch import fnmatchcase
+    def damaged(self, selector: Selector | str | None = None) -> list[listing.Damaged]:
+        """Nodes under ``reprs/`` whose metadata cannot be read and that ``selector`` could
+        mean (walking the store's listing to find them)."""
+        sel = Selector.parse(selector)
+        for _ in self.keys(sel):
+            pass
+        layout = listing.LAYOUT_KEYS_V1 if self.format == 1 else listing.LAYOUT_KEYS
+        return sorted(
+            (d for d in self._damaged.values() if d.matches(sel.allows, layout)),
+            key=lambda d: natural_key(d.path),
+        )
 
+    def _runs(self, sel: Selector) -> Iterator[tuple[str, str, str]]:
+        """(model, seed, checkpoint) groups whose names the selector allows."""
         for model in self._children(REPRS, "group"):
-            if not fnmatchcase(model, sel.get("model")):
+            if not sel.allows("model", model):
                 continue
             for seed in self._children(f"{REPRS}/{model}", "group"):
-                if not fnmatchcase(seed, sel.get("seed")):
+                if not sel.allows("seed", seed):
                     continue
                 for ckpt in self._children(f"{REPRS}/{model}/{seed}", "group"):
-                    if not fnmatchcase(ckpt, sel.get("checkpoint")):
-                        continue
-                    for layer in self._children(f"{REPRS}/{model}/{seed}/{ckpt}", "array"):
-                        if fnmatchcase(layer, sel.get("layer")):
-                            yield ReprKey(model, seed, ckpt, layer)
+                    if sel.allows("checkpoint", ckpt):
+                        yield model, seed, ckpt
+
+    def _v1_dataset(self, run_path: str, layer: str) -> str:
+        node = self.root[f"{run_path}/{layer}"]
+        return str(node.attrs.get("dataset", "default"))
+
+    def keys(self, selector: Selector | str | None = None) -> Iterator[ReprKey]:
+        """Every representation key whose names the selector allows, in natural order.
+
+        Run attributes in the selector are checked by :meth:`select`, not here.
+        """
+        sel = selector if isinstance(selector, Selector) else Selector.parse(selector)
+        for model, seed, ckpt in self._runs(sel):
+            run = f"{REPRS}/{model}/{seed}/{ckpt}"
+            if self.format == 1:
+                found = []
+                for layer in self._children(run, "array"):
+                    dataset = self._v1_dataset(run, layer)
+                    if sel.allows("layer", layer) and sel.allows("dataset", dataset):
+                        found.append(ReprKey(model, seed, ckpt, dataset, layer))
+                yield from sorted(found, key=lambda k: natural_key(k.dataset))
+                continue
+            for dataset in self._children(run, "group"):
+                if not sel.allows("dataset", dataset):
+                    continue
+                for layer in self._children(f"{run}/{dataset}", "array"):
+                    if sel.allows("layer", layer):
+                        yield ReprKey(model, seed, ckpt, dataset, layer)
 
     def select(
-        self, selector: Selector | str | None = None, *, sizes: bool = False
+        self,
+        selector: Selector | str | None = None,
+        *,
+        sizes: bool = False,
+        must_match: str | None = None,
     ) -> list[ReprInfo]:
-        """Info on every representation the selector matches (dataset glob included)."""
-        sel = selector if isinstance(selector, Selector) else Selector.parse(selector)
-        out = []
-        for key in self.keys(sel):
-            info = self.info(key, sizes=sizes)
-            if sel.matches(key, info.dataset):
-                out.append(info)
-        return out
+        """Info on every representation the selector matches, in natural key order.
+
+        Parameters
+        ----------
+        selector
+            Globs over the key's fields and run attributes (see :class:`Selector`).
+        sizes
+            Also measure bytes on disk (slower on object stores).
+        must_match
+            Name of what the selector came from (``--a``, ``rm``): an empty selection,
+            or a literal alternative (``model=full|lorra``) that names nothing in the
+            store, then raises :class:`NotFoundError` naming it, with the closest
+            existing names.
+        """
+        sel = Selector.parse(selector)
+        found = self.select_keys(sel)
+        if must_match is not None:
+            from reprstore.store.explain import check_literals, explain_empty
+
+            if not found:
+                raise explain_empty(self, sel, must_match)
+            check_literals(self, sel, must_match, found)
+        return [self.info(key, sizes=sizes) for key in found]
+
+    def select_keys(self, selector: Selector | str | None = None) -> list[ReprKey]:
+        """The keys :meth:`select` would return (run attributes checked), in order."""
+        sel = Selector.parse(selector)
+        keys = list(self.keys(sel))
+        if not sel.attribute_keys:
+            return keys
+        attrs = self.run_attributes()
+        unknown = [k for k in sel.attribute_keys if k not in attrs.names]
+        if unknown:
+            raise SelectorError(
+                f"Unknown selector key {unknown[0]!r}: not a key field "
+                f"({', '.join(SELECTOR_KEYS)}) nor a run attribute of {self.url} "
+                f"(attributes: {', '.join(attrs.names) or 'none; set them with reprstore tag'})."
+            )
+        return [k for k in keys if sel.matches(k, attrs.for_key(k))]
+
+    # -- run attributes --------------------------------------------------------------
+    def run_attributes(self) -> RunAttributes:
+        """Every run attribute of the store (read once per :class:`Store`)."""
+        if self._run_attributes is None:
+            self._run_attributes = read_attributes(self.root)
+        return self._run_attributes
+
+    def attributes(self, key: ReprKey) -> dict[str, str]:
+        """The run attributes of ``key``: model < model×seed < ×checkpoint, as strings."""
+        return self.run_attributes().for_key(key)
+
+    def set_attributes(self, changes: Changes) -> RunAttributes:
+        """Set (value) or remove (``None``) attributes, atomically under a lease."""
+        self._require_writable()
+        self._run_attributes = write_attributes(self.root, changes)
+        return self._run_attributes
+
+    def array_path(self, key: ReprKey) -> str:
+        """Where ``key`` is stored in this store's format."""
+        return key.v1_path if self.format == 1 else key.path
 
     def exists(self, key: ReprKey) -> bool:
-        return key.path in self.root
+        path = self.array_path(key)
+        if path not in self.root:
+            return False
+        node = self.root[path]
+        if not isinstance(node, zarr.Array):
+            return False
+        return self.format != 1 or str(node.attrs.get("dataset", "default")) == key.dataset
 
     def array(self, key: ReprKey, *, allow_incomplete: bool = False) -> zarr.Array:
         """The zarr array of a representation; refuses incomplete ones unless allowed."""
         if not self.exists(key):
             raise NotFoundError(f"No representation {key.label()} in {self.url}.")
-        arr = self.root[key.path]
+        arr = self.root[self.array_path(key)]
         assert isinstance(arr, zarr.Array)
         if not allow_incomplete and not arr.attrs.get("complete", False):
             raise IncompleteError(
@@ -262,11 +448,15 @@ class Store:
             raise StoreWriteError(f"Store {self.url} was opened read-only.")
 
     def delete(self, key: ReprKey) -> None:
-        """Remove one representation."""
+        """Remove one representation, its metadata first.
+
+        Killed midway, what is left is chunk files without a ``zarr.json``: no reader sees
+        them as an array, so a half-deleted array never reads as a complete one.
+        """
         self._require_writable()
-        parent = self.root[key.path.rsplit("/", 1)[0]]
-        assert isinstance(parent, zarr.Group)
-        del parent[key.layer]
+        path = self.array_path(key)
+        sync(self.root.store.delete(f"{path}/zarr.json"))
+        sync(self.root.store.delete_dir(path))
 
     def writer(
         self,
@@ -285,12 +475,23 @@ class Store:
         settings is in the way.
         """
         self._require_writable()
+        if settings.dataset != key.dataset:
+            raise InputError(
+                f"{key.label()}: the settings name dataset {settings.dataset!r}, the key "
+                f"{key.dataset!r}."
+            )
         lease = Lease(self.root.store, key.path).acquire()
+        replacement = None
         try:
-            arr = self._prepare_array(key, settings, encoding, sources or {}, overwrite)
+            replacement = replace.begin_if_needed(self.root.store, key.path, self.exists(key),
+                                                  overwrite)  # fmt: skip
+            path = replacement.stage_path if replacement else key.path
+            arr = self._prepare_array(key, settings, encoding, sources or {}, overwrite, path)
             lease.renew()
-            return ReprWriter(arr, key, settings, encoding, lease, on_nonfinite)
+            return ReprWriter(arr, key, settings, encoding, lease, on_nonfinite, replacement)
         except BaseException:
+            if replacement is not None:
+                replacement.discard()
             lease.release()
             raise
 
@@ -303,7 +504,7 @@ class Store:
         """
         if not self.exists(key):
             return False
-        attrs: dict[str, Any] = self.root[key.path].attrs.asdict()
+        attrs: dict[str, Any] = self.root[self.array_path(key)].attrs.asdict()
         if not attrs.get("complete"):
             return False
         stored = ReprSettings.from_dict(attrs.get("settings", {}))
@@ -317,7 +518,7 @@ class Store:
     def _check_settings(self, key: ReprKey, settings: ReprSettings, overwrite: bool) -> None:
         if overwrite or not self.exists(key):
             return
-        attrs: dict[str, Any] = self.root[key.path].attrs.asdict()
+        attrs: dict[str, Any] = self.root[self.array_path(key)].attrs.asdict()
         diffs = ReprSettings.from_dict(attrs.get("settings", {})).differences(settings)
         what = f" ({', '.join(diffs)})" if diffs else " (from other data)"
         if attrs.get("complete"):
@@ -338,10 +539,11 @@ class Store:
         encoding: Encoding,
         sources: dict[str, Any],
         overwrite: bool,
+        path: str | None = None,
     ) -> zarr.Array:
         self._check_settings(key, settings, overwrite)
         if self.exists(key) and not overwrite:
-            arr = self.root[key.path]
+            arr = self.root[self.array_path(key)]
             assert isinstance(arr, zarr.Array)
             return arr
         dtype = encoding.zarr_dtype
@@ -362,9 +564,12 @@ class Store:
             "provenance": provenance(**sources),
             "created": utc_now(),
         }
+        step = checkpoint_step(key.checkpoint)
+        if step is not None:
+            attributes["step"] = step  # the checkpoint's training step, for timelines
         try:
             return self.root.create_array(
-                key.path,
+                path or key.path,
                 shape=(settings.n_samples or 0, settings.n_features),
                 chunks=(rows, settings.n_features),
                 dtype=dtype,

@@ -15,7 +15,7 @@ import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from reprstore.errors import NotFoundError
+from reprstore.errors import NotFoundError, ReprstoreError
 from reprstore.keys import ReprKey
 from reprstore.store.encoding import Encoding
 from reprstore.store.store import Store
@@ -67,7 +67,9 @@ def _check_layout(
     stored = attrs.get("stored_dtype")
     if stored is not None and str(arr.dtype) != str(Encoding(stored).zarr_dtype):
         yield f"has dtype {arr.dtype}; stored_dtype {stored} needs {Encoding(stored).zarr_dtype}"
-    dataset = attrs.get("dataset")
+    dataset = key.dataset
+    if attrs.get("dataset") not in (None, dataset):
+        yield f"lies under dataset {dataset!r} but its attributes say {attrs.get('dataset')!r}"
     try:
         n = store.dataset(str(dataset)).n_samples
     except NotFoundError:
@@ -121,20 +123,25 @@ def verify_representation(store: Store, key: ReprKey, report: VerifyReport) -> N
 def verify_datasets(store: Store, report: VerifyReport) -> None:
     """Ids and metadata columns have one entry per sample."""
     for name in store.datasets():
-        ds = store.dataset(name)
-        n = ds.n_samples
-        if len(ds.ids()) != n:
+        try:
+            _verify_dataset(store, name, report)
+        except ReprstoreError as err:
+            report.problems.append(Problem(f"dataset {name}", str(err)))
+
+
+def _verify_dataset(store: Store, name: str, report: VerifyReport) -> None:
+    ds = store.dataset(name)
+    n = ds.n_samples
+    if len(ds.ids()) != n:
+        report.problems.append(
+            Problem(f"dataset {name}", f"has {len(ds.ids())} ids for {n} samples")
+        )
+    for column in ds.meta_columns():
+        rows = len(ds.meta(column))
+        if rows != n:
             report.problems.append(
-                Problem(f"dataset {name}", f"has {len(ds.ids())} ids for {n} samples")
+                Problem(f"dataset {name}", f"column {column!r} has {rows} rows, not {n}")
             )
-        for column in ds.meta_columns():
-            if len(ds.meta(column)) != n:
-                report.problems.append(
-                    Problem(
-                        f"dataset {name}",
-                        f"column {column!r} has {len(ds.meta(column))} rows, not {n}",
-                    )
-                )
 
 
 def verify(
@@ -147,6 +154,14 @@ def verify(
     report = VerifyReport()
     verify_datasets(st, report)
     keys = [info.key for info in st.select(selector)]
+    damaged = st.damaged(selector)
+    if selector and not keys and not damaged:
+        raise NotFoundError(
+            f"No representation in {st.url} matches {selector!r}: nothing to verify."
+        )
+    for bad in damaged:
+        report.representations += 1
+        report.problems.append(Problem(bad.label, bad.message()))
     for done, key in enumerate(keys, 1):
         verify_representation(st, key, report)
         if progress is not None:

@@ -11,6 +11,7 @@ last whole chunk.
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -18,11 +19,12 @@ from typing import Any
 import numpy as np
 import zarr
 
-from reprstore.errors import DatasetMismatchError, InputError, StoreWriteError
+from reprstore.errors import DatasetMismatchError, InputError, ReprstoreWarning, StoreWriteError
 from reprstore.keys import ReprKey
 from reprstore.store.attrs import ReprSettings, utc_now
-from reprstore.store.encoding import Encoding
+from reprstore.store.encoding import Encoding, chunk_rows_for, compressors, float16_loss
 from reprstore.store.lock import Lease
+from reprstore.store.replace import Replacement
 
 NONFINITE_POLICIES = ("error", "warn", "ignore")
 
@@ -40,6 +42,9 @@ class ReprWriter:
         The held write lease, released on close/abort.
     on_nonfinite
         ``"error"`` stops at the first chunk with NaN/Inf; ``"warn"``/``"ignore"`` count them.
+    replacement
+        For an overwrite: the array is staged beside the old one and swapped in by
+        :meth:`close` once complete (see :mod:`reprstore.store.replace`).
     """
 
     def __init__(
@@ -50,6 +55,7 @@ class ReprWriter:
         encoding: Encoding,
         lease: Lease,
         on_nonfinite: str = "warn",
+        replacement: Replacement | None = None,
     ) -> None:
         if on_nonfinite not in NONFINITE_POLICIES:
             raise InputError(
@@ -62,6 +68,9 @@ class ReprWriter:
         self.encoding = encoding
         self.lease = lease
         self.on_nonfinite = on_nonfinite
+        self.replacement = replacement
+        if encoding.name == "float16" and array.dtype != encoding.zarr_dtype:
+            self.encoding = encoding = Encoding("float32", encoding.keep_bits)  # fell back
         self.chunk_rows = int(array.chunks[0])
         attrs: dict[str, Any] = array.attrs.asdict()
         whole_chunks = int(attrs.get("rows_written", 0)) // self.chunk_rows
@@ -79,8 +88,18 @@ class ReprWriter:
         return self.rows_written + self._filled
 
     def write(self, block: Any) -> None:
-        """Append rows ``(n_rows, n_features)``; writes every chunk that fills up."""
-        rows = self.encoding.encode(np.asarray(block))
+        """Append rows ``(n_rows, n_features)``; writes every chunk that fills up.
+
+        float16 storage is checked first: on the first block, when its rounding would move
+        a column by more than :data:`~reprstore.store.encoding.FLOAT16_REL_RMS_LIMIT` of
+        its spread or a value exceeds float16's range, the array is stored as float32
+        instead (said in a :class:`~reprstore.errors.ReprstoreWarning` and the
+        ``storage_fallback`` attribute); a later block beyond the range is an error.
+        """
+        block = np.asarray(block)
+        if self.encoding.name == "float16":
+            self._guard_float16(block)
+        rows = self.encoding.encode(block)
         if rows.ndim != 2 or rows.shape[1] != self.settings.n_features:
             raise DatasetMismatchError(
                 f"{self.key.label()}: expected row blocks of shape (n, "
@@ -99,6 +118,45 @@ class ReprWriter:
             start += take
             if self._filled == self.chunk_rows:
                 self._flush()
+
+    def _guard_float16(self, block: np.ndarray) -> None:
+        first = self.rows_accepted == 0
+        reason = float16_loss(block, check_precision=first and self.encoding.keep_bits is None)
+        if reason is None:
+            return
+        if not first:
+            raise InputError(
+                f"{self.key.label()}: {reason} in rows {self.rows_accepted}.."
+                f"{self.rows_accepted + len(block)}. Write it again with --dtype float32 "
+                "--overwrite."
+            )
+        self._fall_back(reason)
+
+    def _fall_back(self, reason: str) -> None:
+        """Recreate the (still empty) array as float32 before its first chunk."""
+        from zarr.storage import StorePath
+
+        encoding = Encoding("float32", self.encoding.keep_bits)
+        dtype = encoding.zarr_dtype
+        old = self.array
+        attrs: dict[str, Any] = old.attrs.asdict()
+        note = f"{reason}; stored as float32 instead"
+        attrs.update(stored_dtype="float32", storage_fallback=note)
+        rows = chunk_rows_for(self.settings.n_features, dtype.itemsize, self.settings.n_samples)
+        try:
+            self.array = zarr.create_array(
+                StorePath(old.store_path.store, old.path), shape=old.shape,
+                chunks=(rows, self.settings.n_features), dtype=dtype,
+                compressors=compressors(dtype), fill_value=0, attributes=attrs,
+                dimension_names=["sample", "feature"], overwrite=True,
+            )  # fmt: skip
+        except OSError as err:
+            raise StoreWriteError(f"Cannot create {self.key.label()}: {err}") from err
+        self.lease.renew()  # the folder was recreated
+        self.encoding = encoding
+        self.chunk_rows = rows
+        self._buffer = np.empty((rows, self.settings.n_features), dtype)
+        warnings.warn(ReprstoreWarning(f"{self.key.label()}: {note}."), stacklevel=3)
 
     def write_at(self, start: int, block: Any) -> None:
         """Write rows ``start:start+len(block)``, skipping those already accepted.
@@ -177,22 +235,41 @@ class ReprWriter:
             self.array.attrs.update(
                 {"complete": True, "n_samples": self.rows_written, "completed": utc_now()}
             )
+        if self.replacement is not None:
+            try:
+                self.replacement.commit()
+            except OSError as err:
+                raise StoreWriteError(
+                    f"Swapping the new {self.key.label()} in failed: {err.strerror or err}. "
+                    "Run the same command again (or open the store) to finish the swap."
+                ) from err
         self.closed = True
         self.lease.release()
 
     def abort(self) -> None:
-        """Leave the array incomplete (resumable) and release the lease."""
+        """Leave the array incomplete (resumable) and release the lease.
+
+        An aborted overwrite drops its staged array: the old one was never touched.
+        """
         self.closed = True
-        self.lease.release()
+        try:
+            if self.replacement is not None:
+                self.replacement.discard()
+        finally:
+            self.lease.release()
 
     def __enter__(self) -> ReprWriter:
         return self
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
+        if exc_type is not None:
             self.abort()
+            return
+        try:
+            self.close()
+        except BaseException:
+            self.abort()
+            raise
 
 
 ProgressCallback = Callable[[int], None]

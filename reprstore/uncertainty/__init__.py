@@ -13,13 +13,14 @@ engine's :class:`~reprstore.engine.PassContext`:
   the interval resamples whole batches (Poisson bootstrap, SE ± t_{k−1}); permutations
   permute B's rows within each batch, reusing the batch's kernels.
 
-Entry point for the engine: :func:`run` (called by
-:func:`reprstore.engine.compare_arrays` when it is given ``uncertainty=``).
+Entry points for the engine: :func:`measure` (called by
+:func:`reprstore.engine.measure_arrays` when it is given ``uncertainty=``, for the ``cka``
+measure; :func:`check_measures` refuses the others) and :func:`run`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,8 @@ from reprstore.errors import InputError
 from reprstore.metrics.cka import CKAResult
 
 if TYPE_CHECKING:
-    from reprstore.engine import PassContext
+    from reprstore.metrics.base import Spec
+    from reprstore.passes import Outcome, PassContext
 
 DEFAULT_REPLICATES = 200
 #: Fewer groups than this give too few degrees of freedom for a useful interval.
@@ -226,3 +228,49 @@ def run(
     return linear.run_exact(
         ctx, opts, estimator=estimator, ids=sel_ids, batch_size=batch_size, shuffle=shuffle
     )
+
+
+def check_measures(specs: Sequence[Spec]) -> None:
+    """Refuse, before any work, measures that have no interval or test yet."""
+    others = [s.key for s in specs if s.name != "cka"]
+    if others:
+        raise InputError(
+            "--ci and --permutations are available for cka (debiased/biased: delete-group "
+            "jackknife and row permutations; minibatch: batch bootstrap and within-batch "
+            f"permutations); not yet for {', '.join(others)}. Compare those without them."
+        )
+    if len(specs) != 1:
+        raise InputError(
+            "--ci and --permutations apply to one cka measure at a time. Got "
+            f"{', '.join(s.key for s in specs)}: run one comparison per cka variant."
+        )
+
+
+def measure(
+    ctx: PassContext,
+    ordered: Sequence[tuple[int, int]],
+    specs: Sequence[Spec],
+    opts: UncertaintyOptions,
+    *,
+    ids: np.ndarray | None = None,
+) -> Outcome:
+    """The engine's :class:`~reprstore.passes.Outcome` of the one ``cka`` spec of
+    ``specs`` for the ordered pairs, with the uncertainty columns ``opts`` asks for."""
+    from reprstore.metrics.cka import result_columns as cka_columns
+    from reprstore.passes import Outcome, swapped
+
+    check_measures(specs)
+    (spec,) = specs
+    o = spec.opts
+    found = run(
+        ctx, opts, estimator=o["estimator"], kernel=o["kernel"], sigma=o["sigma"],
+        batch_size=o["batch_size"], shuffle=o["shuffle"], ids=ids,
+    )  # fmt: skip
+    by_pair = dict(zip(ctx.pairs, found, strict=True))
+    out = Outcome()
+    for a, b in ordered:
+        r = by_pair[(min(a, b), max(a, b))]
+        r = swapped(r) if a > b else r
+        cols = {**cka_columns(r), **columns_of(r)}
+        out.pairs[(a, b)] = {spec.column(k): v for k, v in cols.items()}
+    return out

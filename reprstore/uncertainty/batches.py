@@ -23,14 +23,15 @@ from typing import Any
 import dask
 import numpy as np
 
-from reprstore.engine import PassContext, _bandwidths
 from reprstore.errors import ComparisonError, InputError
 from reprstore.metrics.cka import CKAResult, cka_minibatch
+from reprstore.passes import PassContext, _bandwidths
 from reprstore.stats import dask_graph
 from reprstore.stats import resample as rs
-from reprstore.stats.hsic import MIN_ROWS_UNBIASED, GramSummary, gram_terms, hsic1
-from reprstore.stats.linear import NUMPY, Backend, block_shift, count_nonfinite, shifted
+from reprstore.stats.hsic import MIN_ROWS_UNBIASED, GramSummary, gram_terms, hsic1, hsic1_scale
+from reprstore.stats.linear import NUMPY, Backend, count_nonfinite
 from reprstore.stats.minibatch import MinibatchSums, assign_batches, batch_gram
+from reprstore.stats.minibatch import _relative_spread as relative_spread
 from reprstore.stats.plan import batch_groups, human_bytes
 from reprstore.uncertainty import UncertaintyOptions, clip_interval, with_uncertainty
 
@@ -49,6 +50,7 @@ class BatchRecord:
     null: dict[Pair, np.ndarray] = field(default_factory=dict)  # (R,) per pair
     spread: dict[int, float] = field(default_factory=dict)
     scale: dict[int, float] = field(default_factory=dict)
+    own_scale: dict[int, float] = field(default_factory=dict)
 
 
 Records = tuple[dict[int, BatchRecord], dict[int, int]]  # per batch; NaN/Inf rows per side
@@ -87,19 +89,25 @@ def batch_record(
     ``permuted``: the pairs (a side with itself included) whose permuted HSIC₁ to keep.
     """
     needed = sorted(set(own) | {i for p in pairs for i in p})
-    grams = {i: batch_gram(rows[i], kernel, sigma2[i], backend) for i in needed}  # type: ignore[arg-type]
+    made = {i: batch_gram(rows[i], kernel, sigma2[i], backend) for i in needed}  # type: ignore[arg-type]
+    grams = {i: g for i, (g, _) in made.items()}
+    unit = {i: u for i, (_, u) in made.items()}  # every batch's HSIC in the raw rows' units
     rec = BatchRecord(
         n=grams[needed[0]].n,
-        own={i: hsic1(gram_terms(grams[i], grams[i])) for i in own},
-        pairs={(i, j): hsic1(gram_terms(grams[i], grams[j])) for i, j in pairs},
+        own={i: hsic1(gram_terms(grams[i], grams[i])) * unit[i] ** 2 for i in own},
+        pairs={
+            (i, j): hsic1(gram_terms(grams[i], grams[j])) * unit[i] * unit[j] for i, j in pairs
+        },  # fmt: skip
+        spread={i: relative_spread(rows[i]) for i in own},  # type: ignore[arg-type]
+        scale={i: 1.0 for i in own},
+        own_scale={i: hsic1_scale(grams[i]) * unit[i] ** 2 for i in own},
     )
-    for i in own:
-        x = np.asarray(rows[i], dtype=np.float64)
-        xs = shifted(x, block_shift(x))
-        rec.spread[i], rec.scale[i] = float(np.vdot(xs, xs)), float(np.vdot(x, x))
     if permutations:
         perms = rs.permutations(seed, permutations, batch, rec.n)
-        rec.null = {(i, j): permuted_hsic(grams[i], grams[j], perms) for i, j in permuted}
+        rec.null = {
+            (i, j): permuted_hsic(grams[i], grams[j], perms) * unit[i] * unit[j]
+            for i, j in permuted
+        }
     return rec
 
 
@@ -190,8 +198,7 @@ def batch_records(
     )
     bws: dict[int, Any] = {}
     if kernel == "rbf":
-        bws = _bandwidths(ctx.arrays, idx, ctx.mask, ctx.n, sigma, ctx.names, run,
-                          len(idx) * ctx.blocks)  # fmt: skip
+        bws = _bandwidths(ctx, idx, sigma, run, len(idx) * ctx.blocks)
     sigma2 = [bws[i].sigma2 if i in bws else None for i in range(len(ctx.arrays))]
     cross = [(i, j) for i, j in ctx.pairs if i != j]
     backend = ctx.backend if ctx.backend is not None else NUMPY
@@ -215,6 +222,7 @@ def sums_of(recs: dict[int, BatchRecord], bad: dict[int, int]) -> MinibatchSums:
     sums.pairs = {p: float(sum(recs[b].pairs[p] for b in order)) for p in first.pairs}
     sums.spread = {i: float(sum(recs[b].spread[i] for b in order)) for i in first.spread}
     sums.scale = {i: float(sum(recs[b].scale[i] for b in order)) for i in first.scale}
+    sums.own_scale = {i: float(sum(recs[b].own_scale[i] for b in order)) for i in first.own_scale}
     sums.nonfinite = dict(bad)
     return sums
 

@@ -20,9 +20,10 @@ from typing import Any
 import dask
 import numpy as np
 
-from reprstore.engine import PassContext, _linear_exact
+from reprstore import passes
 from reprstore.errors import ComparisonError
 from reprstore.metrics.cka import CKAResult, cka_linear, cka_linear_sides, linear_side
+from reprstore.passes import PassContext
 from reprstore.stats import dask_graph, linear
 from reprstore.stats import resample as rs
 from reprstore.stats.plan import human_bytes
@@ -330,6 +331,14 @@ def _point_result(
 # --------------------------------------------------------------------- permutations
 
 
+def _linear_exact(ctx: PassContext, estimator: str) -> list[CKAResult]:
+    """The plain exact linear estimator of ``ctx.pairs`` (the engine's own pass)."""
+    from reprstore.engine import cka_spec
+
+    out = passes.run(ctx, ctx.pairs, [cka_spec(estimator=estimator)])
+    return [out.pairs[p]["_result"] for p in ctx.pairs]
+
+
 def row_permutation_cost(ctx: PassContext, pairs: Sequence[Pair], r: int) -> tuple[float, int]:
     """(multiply-adds, bytes held) of R exact row permutations of ``pairs``."""
     f = [a.shape[1] for a in ctx.arrays]
@@ -402,7 +411,7 @@ def run_exact(
     if opts.ci is not None:
         found = exact_intervals(ctx, opts, estimator, ids)
     else:
-        found = dict(zip(ctx.pairs, _linear_exact(ctx, estimator=estimator), strict=True))
+        found = dict(zip(ctx.pairs, _linear_exact(ctx, estimator), strict=True))
     if opts.permutations is None:
         return [found[p] for p in ctx.pairs]
     macs, held = row_permutation_cost(ctx, ctx.pairs, int(opts.permutations))

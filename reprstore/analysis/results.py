@@ -1,0 +1,336 @@
+"""Result tables as analyses see them: read a file, name a column, name a value.
+
+A result table has one row per compared pair (``a_model … b_layer, dataset, estimator,
+kernel, n_samples, cka`` and more). Analyses name its columns loosely: ``layer`` means
+``a_layer`` or ``b_layer`` when only one of them varies (or both agree on every row), and a
+*value* is a measure column or its complement, ``1-cka`` (drift). Nothing a user types here
+is evaluated as code: a value is parsed by one regular expression.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reprstore import keys
+from reprstore.errors import InputError, NotFoundError
+
+#: Columns that identify a pair rather than measure it; read as text from CSV files.
+TEXT_COLUMNS = (
+    *(f"{s}_{k}" for s in "ab" for k in ("model", "seed", "checkpoint", "layer", "dataset")),
+    "dataset",
+    "estimator",
+    "kernel",
+)
+#: Numeric columns that describe how a value was computed, not a value to analyse.
+NOT_MEASURES = frozenset({"n_samples", "n_batches", "batch_size", "sigma", "n", "rows"})
+#: Axis titles of the weight-drift columns.
+TITLES = {
+    "rel_change": "relative change ‖W − W_ref‖ / ‖W_ref‖",
+    "cosine": "cosine of W to W_ref",
+    "change": "change ‖W − W_ref‖",
+}
+READ_FORMATS = (".csv", ".json", ".parquet")
+_VALUE = re.compile(r"^\s*(?:(1)\s*-\s*)?([A-Za-z_][A-Za-z0-9_.]*)\s*$")
+
+
+def natural_key(value: object) -> tuple[Any, ...]:
+    """:func:`reprstore.keys.natural_key` of ``str(value)`` (table cells may be numbers)."""
+    return keys.natural_key(str(value))
+
+
+def natural_sorted(values: Sequence[Any]) -> list[Any]:
+    """Distinct ``values`` in natural order."""
+    return sorted(dict.fromkeys(values), key=natural_key)
+
+
+def natural_groups(df: pd.DataFrame, keys: list[str]) -> list[tuple[tuple[str, ...], pd.DataFrame]]:
+    """``(group values, rows)`` of ``df`` grouped by ``keys``, in natural order of the values."""
+    if not keys:
+        return [((), df)]
+    parts: list[tuple[tuple[str, ...], pd.DataFrame]] = [
+        (tuple(str(v) for v in g) if isinstance(g, tuple) else (str(g),), p)
+        for g, p in df.groupby(keys, sort=False)
+    ]
+    return sorted(parts, key=lambda gp: tuple(natural_key(v) for v in gp[0]))
+
+
+def closest(name: str, candidates: Sequence[str]) -> str:
+    """`` (closest: x, y)`` for an error message, or an empty string."""
+    near = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=3, cutoff=0.5)
+    return f" (closest: {', '.join(near)})" if near else ""
+
+
+def read_results(source: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
+    """A result table from a DataFrame (returned as is) or a ``.csv/.json/.parquet`` file.
+
+    Key columns (models, seeds, checkpoints, layers …) are read as text, so seed ``007``
+    stays ``007``.
+
+    Raises
+    ------
+    InputError
+        The file is missing, of another format, unreadable or empty.
+    """
+    df = source if isinstance(source, pd.DataFrame) else _read_file(Path(source))
+    if df.empty:
+        raise InputError(f"The result table {_name(source)} has no rows.")
+    return df
+
+
+def _name(source: pd.DataFrame | str | os.PathLike[str]) -> str:
+    return "(DataFrame)" if isinstance(source, pd.DataFrame) else os.fspath(source)
+
+
+def _read_file(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix not in READ_FORMATS:
+        raise InputError(
+            f"Cannot read results from {path}: expected a file ending in "
+            f"{', '.join(READ_FORMATS)}. Got {suffix or 'no suffix'!r} instead."
+        )
+    if not path.is_file():
+        raise InputError(f"Cannot read results from {path}: no such file.")
+    try:
+        if suffix == ".csv":
+            head = pd.read_csv(path, nrows=0)
+            text = {c: str for c in head.columns if c in TEXT_COLUMNS}
+            return pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])  # type: ignore[arg-type]
+        if suffix == ".json":
+            rows = json.loads(path.read_text())
+            if isinstance(rows, dict) and "rows" in rows:  # {"provenance": …, "rows": […]}
+                rows = rows["rows"]
+            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                raise InputError(f"{path} is not a list of result rows (objects).")
+            return pd.DataFrame(rows)
+        return pd.read_parquet(path)
+    except InputError:
+        raise
+    except (ValueError, OSError, ImportError, UnicodeDecodeError) as err:
+        first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        raise InputError(f"Cannot read results from {path}: {first}.") from err
+
+
+@dataclass(frozen=True)
+class Value:
+    """What is analysed: a measure column, or its complement ``1 - column``.
+
+    Attributes
+    ----------
+    column : str
+        A numeric column of the result table, e.g. ``cka``.
+    complement : bool
+        Analyse ``1 - column`` (drift = 1 − CKA).
+    """
+
+    column: str
+    complement: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Value:
+        """``cka`` or ``1-cka``; anything else is refused (nothing is evaluated)."""
+        found = _VALUE.match(text or "")
+        if not found:
+            raise InputError(
+                f"Cannot read the value {text!r}: expected a measure column such as 'cka', "
+                "or its complement '1-cka' (drift)."
+            )
+        return cls(found.group(2), bool(found.group(1)))
+
+    @property
+    def label(self) -> str:
+        """``cka`` or ``1-cka``: how tables and axes name it."""
+        return f"1-{self.column}" if self.complement else self.column
+
+    @property
+    def title(self) -> str:
+        """A longer axis title: ``drift (1 − cka)``."""
+        if self.complement:
+            return f"drift (1 − {self.column})"
+        return TITLES.get(self.column, self.column)
+
+    def of(self, df: pd.DataFrame) -> np.ndarray:
+        """The value on every row of ``df`` (float64).
+
+        Raises
+        ------
+        NotFoundError
+            ``column`` is not a numeric column of ``df`` (names the closest ones).
+        InputError
+            The column holds missing or non-finite values.
+        """
+        numeric = measure_columns(df)
+        if self.column not in df.columns or self.column not in numeric:
+            raise NotFoundError(
+                f"No measure column {self.column!r} in the results; measure columns: "
+                f"{', '.join(numeric) or 'none'}{closest(self.column, numeric)}."
+            )
+        values = pd.to_numeric(df[self.column], errors="coerce").to_numpy(dtype=np.float64)
+        bad = int((~np.isfinite(values)).sum())
+        if bad:
+            raise InputError(
+                f"Column {self.column!r} has {bad} missing or non-finite value(s); "
+                "remove those rows first."
+            )
+        return 1.0 - values if self.complement else values
+
+
+def value_of(measure: str = "cka", value: str | None = None, drift: bool = False) -> Value:
+    """The :class:`Value` the options name: ``value`` wins; ``drift`` is ``1-measure``."""
+    if value is not None:
+        if drift:
+            raise InputError("Give either --value or --drift, not both.")
+        return Value.parse(value)
+    parsed = Value.parse(measure)
+    if parsed.complement:
+        raise InputError(f"--measure names a column, e.g. 'cka'. Got {measure!r}; use --value.")
+    return Value(parsed.column, drift)
+
+
+def measure_columns(df: pd.DataFrame) -> list[str]:
+    """Numeric columns that hold a measure (not counts, not ``a_*``/``b_*`` keys)."""
+    return [
+        str(c)
+        for c in df.columns
+        if pd.api.types.is_numeric_dtype(df[c])
+        and not pd.api.types.is_bool_dtype(df[c])
+        and str(c) not in NOT_MEASURES
+        and not str(c).startswith(("a_", "b_"))
+    ]
+
+
+def design_columns(df: pd.DataFrame) -> list[str]:
+    """Columns that say which comparison a row is: ``a_*``, ``b_*``, dataset, estimator …"""
+    named = {"dataset", "estimator", "kernel"}
+    return [str(c) for c in df.columns if str(c).startswith(("a_", "b_")) or str(c) in named]
+
+
+def resolve_key(df: pd.DataFrame, name: str, option: str) -> str:
+    """The column a key names: itself, or ``a_name``/``b_name`` when that is unambiguous.
+
+    ``layer`` is ``b_layer`` when only B's layer varies, or when ``a_layer`` and ``b_layer``
+    agree on every row (``--match layer``).
+
+    Raises
+    ------
+    NotFoundError
+        No such column (names the closest ones).
+    InputError
+        Both sides vary differently: the user must say which.
+    """
+    name = name.strip()
+    if name in df.columns:
+        return name
+    sides = [c for c in (f"a_{name}", f"b_{name}") if c in df.columns]
+    if not sides:
+        columns = [str(c) for c in df.columns]
+        bare = {c[2:] for c in columns if c.startswith(("a_", "b_"))}
+        raise NotFoundError(
+            f"No column {name!r} for {option} in the results"
+            f"{closest(name, [*sorted(bare), *columns])}; "
+            f"columns: {', '.join(columns)}."
+        )
+    if len(sides) == 1:
+        return sides[0]
+    a, b = (df[c].astype(str) for c in sides)
+    if (a == b).all() or a.nunique() == 1:
+        return sides[1]
+    if b.nunique() == 1:
+        return sides[0]
+    raise InputError(
+        f"{option} {name!r} is ambiguous: a_{name} and b_{name} both vary. "
+        f"Give a_{name} or b_{name}."
+    )
+
+
+def resolve_keys(df: pd.DataFrame, names: str | Sequence[str] | None, option: str) -> list[str]:
+    """:func:`resolve_key` for each of ``names`` (a comma-separated string or a list)."""
+    if names is None:
+        return []
+    items = names.split(",") if isinstance(names, str) else list(names)
+    keys = [resolve_key(df, n, option) for n in items if n.strip()]
+    twice = [k for k in keys if keys.count(k) > 1]
+    if twice:
+        raise InputError(f"{option} names {twice[0]!r} twice.")
+    return keys
+
+
+def replicate_columns(df: pd.DataFrame, over: str | Sequence[str]) -> list[str]:
+    """The columns whose values tell replicates apart: ``seed`` → ``a_seed, b_seed``.
+
+    A replicate is one combination of these columns' values (one seed, or one seed pair).
+    """
+    items = over.split(",") if isinstance(over, str) else list(over)
+    columns: list[str] = []
+    for name in (n.strip() for n in items if n.strip()):
+        if name in df.columns:
+            columns.append(name)
+            continue
+        sides = [c for c in (f"a_{name}", f"b_{name}") if c in df.columns]
+        if not sides:
+            listed = [str(c) for c in df.columns]
+            raise NotFoundError(
+                f"No column {name!r} for --over in the results{closest(name, listed)}."
+            )
+        columns.extend(sides)
+    if not columns:
+        raise InputError("--over names no column; e.g. --over seed.")
+    return columns
+
+
+def replicates(
+    df: pd.DataFrame, by: list[str], over: list[str], value: Value
+) -> tuple[pd.DataFrame, list[str]]:
+    """One value per group × replicate: rows sharing both are averaged first.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Result rows.
+    by, over : list of str
+        Group columns and replicate columns (resolved).
+    value : Value
+
+    Returns
+    -------
+    table : DataFrame
+        Columns ``by + ["replicate", "value", "rows"]``, one row per group × replicate.
+    notes : list of str
+        Which design columns were averaged inside a replicate.
+    """
+    clash = sorted(set(by) & set(over))
+    if clash:
+        raise InputError(f"{clash[0]!r} is both a --by key and an --over key.")
+    work = df[by + over].astype(str).copy()
+    work["value"] = value.of(df)
+    work["replicate"] = work[over].agg(" · ".join, axis=1)
+    grouped = work.groupby([*by, "replicate"], sort=False, dropna=False)
+    table = grouped["value"].agg(["mean", "size"]).reset_index()
+    table = table.rename(columns={"mean": "value", "size": "rows"})
+    notes = _averaged_notes(df, by, over)
+    return table, notes
+
+
+def _averaged_notes(df: pd.DataFrame, by: list[str], over: list[str]) -> list[str]:
+    keep = set(by) | set(over)
+    cells = df.groupby(by + over, sort=False, dropna=False) if by + over else None
+    notes = []
+    for column in design_columns(df):
+        if column in keep or cells is None:
+            continue
+        spread = cells[column].nunique(dropna=False).max()
+        if spread > 1:
+            notes.append(
+                f"rows averaged within each replicate: {column} varies ({spread} values); "
+                "add it to --by to keep them apart"
+            )
+    return notes

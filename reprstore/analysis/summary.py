@@ -1,0 +1,129 @@
+"""Seed summaries: mean, sd, sem and a t-interval over replicates (seeds) per group.
+
+Each group (``--by``) holds replicates (``--over seed``: one value per seed, or per seed
+pair); rows of one replicate are averaged first. With n replicates of a group, mean x̄,
+sample sd s (ddof 1) and sem = s/√n, the interval is x̄ ± t_{(1+level)/2, n−1} · sem — exact
+for normally distributed replicate values, and what a paper's error bar over seeds means.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from reprstore.analysis.results import (
+    Value,
+    natural_groups,
+    read_results,
+    replicate_columns,
+    replicates,
+    resolve_keys,
+    value_of,
+)
+from reprstore.errors import InputError
+
+SUMMARY_COLUMNS = ["value", "n", "rows", "mean", "sd", "sem", "ci_lo", "ci_hi", "level"]
+
+
+def check_level(level: float) -> float:
+    """``level`` if it is a confidence level strictly between 0 and 1, else raise."""
+    if not isinstance(level, (int, float)) or not 0.0 < float(level) < 1.0:
+        raise InputError(f"The confidence level must lie strictly between 0 and 1 (e.g. 0.95). "
+                         f"Got {level!r} instead.")  # fmt: skip
+    return float(level)
+
+
+def t_quantile(p: float, df: float) -> float:
+    """Student's t quantile (scipy.special: a lighter import than scipy.stats)."""
+    from scipy.special import stdtrit
+
+    return float(stdtrit(df, p))
+
+
+def t_interval(values: np.ndarray, level: float) -> tuple[float, float, float, float, float]:
+    """Mean, sd, sem and the t-interval of one group's replicate values.
+
+    Parameters
+    ----------
+    values : ndarray, shape (n,)
+    level : float
+        Confidence level in (0, 1).
+
+    Returns
+    -------
+    mean, sd, sem, lo, hi : float
+        sd, sem, lo and hi are NaN when n < 2 (no spread to estimate).
+    """
+    n = values.size
+    mean = float(values.mean())
+    if n < 2:
+        return mean, np.nan, np.nan, np.nan, np.nan
+    sd = float(values.std(ddof=1))
+    sem = sd / np.sqrt(n)
+    half = t_quantile(0.5 + level / 2.0, n - 1) * sem
+    return mean, sd, sem, mean - half, mean + half
+
+
+def summarize(
+    results: pd.DataFrame | str | os.PathLike[str],
+    by: str | Sequence[str] | None = None,
+    *,
+    over: str | Sequence[str] = "seed",
+    measure: str = "cka",
+    value: str | None = None,
+    drift: bool = False,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """Summarize a measure over seeds, per group of comparisons.
+
+    Parameters
+    ----------
+    results : DataFrame or path
+        A result table (``reprstore cka --out``) or the DataFrame ``compare`` returns.
+    by : str or list of str
+        Group columns, e.g. ``"b_model,b_layer"``; ``layer`` resolves to ``a_layer`` or
+        ``b_layer`` when that is unambiguous. None: one group.
+    over : str or list of str
+        What replicates are: ``seed`` (``a_seed``/``b_seed``; one replicate per distinct
+        seed combination). Rows of one group and replicate are averaged first.
+    measure : str
+        The measure column (default ``cka``).
+    value : str, optional
+        ``"cka"`` or ``"1-cka"``; overrides ``measure``/``drift``.
+    drift : bool
+        Summarize ``1 - measure``.
+    level : float
+        Confidence level of the t-interval, in (0, 1).
+
+    Returns
+    -------
+    DataFrame
+        One row per group in natural order: the ``by`` columns, then
+        :data:`SUMMARY_COLUMNS`. ``attrs["notes"]`` lists what the numbers rest on (rows
+        averaged inside replicates, groups with a single replicate).
+    """
+    level = check_level(level)
+    df = read_results(results)
+    what = value_of(measure, value, drift)
+    keys = resolve_keys(df, by, "--by")
+    reps, notes = replicates(df, keys, replicate_columns(df, over), what)
+    rows = [
+        _summary_row(keys, group, part, what, level) for group, part in natural_groups(reps, keys)
+    ]
+    out = pd.DataFrame(rows, columns=[*keys, *SUMMARY_COLUMNS])
+    single = int((out["n"] < 2).sum())
+    if single:
+        notes.append(f"{single} group(s) have a single replicate: no sd or interval")
+    out.attrs["notes"] = notes
+    return out
+
+
+def _summary_row(
+    keys: list[str], group: tuple[str, ...], part: pd.DataFrame, what: Value, level: float
+) -> list[object]:
+    values = part["value"].to_numpy(dtype=np.float64)
+    mean, sd, sem, lo, hi = t_interval(values, level)
+    return [*group, what.label, values.size, int(part["rows"].sum()), mean, sd, sem, lo, hi, level]

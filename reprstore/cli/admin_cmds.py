@@ -1,0 +1,119 @@
+"""``upgrade``, ``rm`` and ``tag``: change what a store holds, not its data."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from reprstore.cli import _options as opt
+from reprstore.cli._errors import handle_errors
+from reprstore.cli._format import stdout_console
+
+console = stdout_console()
+
+
+@handle_errors
+def upgrade(store: opt.StoreArg, quiet: opt.QuietOpt = False) -> None:
+    """Rewrite a store of the first release's layout (format 1) to format 2, in place.
+
+    Arrays are renamed, not copied; killed at any moment, running the same command again
+    finishes the upgrade. Local stores only.
+    """
+    from reprstore.cli.progress import progress_bar
+    from reprstore.store.upgrade import upgrade as run_upgrade
+
+    opt.set_quiet(quiet)
+    with progress_bar("upgrade", unit="steps") as bar:
+        report = run_upgrade(store, progress=bar)
+    if not report.changed:
+        console.print(f"{store} is already format 2: nothing to do")
+    else:
+        how = "finished the interrupted upgrade" if report.resumed else "upgraded"
+        console.print(
+            f"{how} {store} from format {report.from_format} to 2 ({report.moved} arrays)"
+        )
+
+
+@handle_errors
+def rm(
+    store: opt.StoreArg,
+    selector: Annotated[
+        str,
+        typer.Argument(
+            help="Which representations to delete (key=glob pairs, as for ls).",
+            show_default=False,
+        ),
+    ],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
+    quiet: opt.QuietOpt = False,
+) -> None:
+    """Delete the representations SELECTOR matches (asks first unless --yes).
+
+    Refuses while a writer holds one of them. Datasets and run attributes stay.
+    """
+    from reprstore.store.housekeeping import delete_selected, plan_delete
+
+    opt.set_quiet(quiet)
+    st, infos = plan_delete(store, selector)
+    if not yes:
+        for info in infos:
+            console.print(f"  {info.key.label()}", highlight=False)
+        if not typer.confirm(f"Delete {len(infos)} representation(s) from {store}?"):
+            raise typer.Exit(1)
+    deleted = delete_selected(st, infos)
+    console.print(f"deleted {len(deleted)} representation(s) from {store}")
+
+
+@handle_errors
+def tag(
+    store: opt.StoreArg,
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="SELECTOR KEY=VALUE…: set attributes on what SELECTOR names (model=lora → the "
+            "model; model=lora,seed=0 → that run; …,checkpoint=step100 → that checkpoint). "
+            "KEY= removes an attribute.",
+            show_default=False,
+        ),
+    ] = None,
+    from_csv: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="CSV with one row per model or run: model[,seed[,checkpoint]] then one column "
+            "per attribute (values kept as written, never type-guessed).",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: opt.QuietOpt = False,
+) -> None:
+    """Set run attributes (tasks, method, …) on models and runs, for selectors and results.
+
+    Examples: reprstore tag runs.zarr --from runs.csv;
+    reprstore tag runs.zarr 'model=lora*' method=lora
+    """
+    from reprstore.errors import InputError
+    from reprstore.store import Store
+    from reprstore.store.housekeeping import (
+        changes_for_selector,
+        changes_from_csv,
+        describe,
+        parse_assignments,
+    )
+
+    opt.set_quiet(quiet)
+    items = list(args or [])
+    if (from_csv is None) == (not items):
+        raise InputError("Give either --from FILE.csv or SELECTOR KEY=VALUE…, not both.")
+    st = Store.open(store, writable=True)
+    if from_csv is not None:
+        changes = changes_from_csv(st, from_csv)
+    else:
+        if len(items) < 2:
+            raise InputError("Give a SELECTOR and at least one KEY=VALUE (e.g. method=lora).")
+        changes = changes_for_selector(st, items[0], parse_assignments(items[1:]))
+    attrs = st.set_attributes(changes)
+    console.print(f"tagged {len(changes)} model(s)/run(s) in {store}")
+    for line in describe(attrs):
+        console.print(f"  {line}", highlight=False, markup=False)

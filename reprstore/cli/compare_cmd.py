@@ -1,0 +1,198 @@
+"""``reprstore compare`` (any registered measures, one pass) and ``reprstore describe``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from reprstore.cli import _options as opt
+from reprstore.cli import cka_cmd as c
+from reprstore.cli import uncertainty_opts as unc
+from reprstore.cli._errors import handle_errors
+from reprstore.cli._format import stdout_console
+
+console = stdout_console()
+
+MeasureOpt = Annotated[
+    str,
+    typer.Option(
+        "--measure",
+        help="Measures, comma-separated, with options as NAME:opt=value (e.g. "
+        "'cka,cca,svcca:keep=0.99,pca:k=20'); 'help' lists every measure and its options.",
+    ),
+]
+DescribeMeasureOpt = Annotated[
+    str,
+    typer.Option(
+        "--measure",
+        help="pr, erank, variance, sparsity[:tol=T], selectivity:label=COLUMN "
+        "(comma-separated); 'help' lists every measure.",
+    ),
+]
+KEYS = ("model", "seed", "checkpoint")
+
+
+def _scalars(df: Any, skip: tuple[str, ...]) -> list[str]:
+    out = []
+    for col in df.columns:
+        if col in skip or col.startswith(("a_", "b_")):
+            continue
+        values = df[col].dropna()
+        if len(values) and all(isinstance(v, (int, float)) for v in values):
+            out.append(col)
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6f}"
+    return "" if v is None else str(v)
+
+
+def _table(df: Any, title: str) -> Table:
+    """The scalar columns of a comparison, one row per pair (lists are in --out)."""
+    skip = ("n_samples", "b_n_samples", "n_batches", "batch_size", "sigma", "hsic_ab", "hsic_aa",
+            "hsic_bb", "pca_k", *unc.HIDDEN)  # fmt: skip
+    scalars = _scalars(df, skip)
+    table = Table(title=title, caption=unc.caption(df))
+    for col in ("A", "B", "dataset", "n_samples", *scalars):
+        table.add_column(col, justify="right" if col not in ("A", "B", "dataset") else "left")
+    for _, row in df.iterrows():
+        cells = [c._label(row, "a"), c._label(row, "b"), str(row["dataset"]), str(row["n_samples"])]
+        table.add_row(*cells, *(_fmt(row[col]) for col in scalars))
+    return table
+
+
+def _help_or(measure: str) -> bool:
+    from reprstore.metrics.registry import help_text
+
+    if measure.strip().lower() in ("help", "list", "?"):
+        console.print(help_text(), markup=False, highlight=False)
+        return True
+    return False
+
+
+@handle_errors
+def compare(
+    store: opt.StoreArg,
+    a: c.AOpt = None,
+    b: c.BOpt = None,
+    measure: MeasureOpt = "cka",
+    estimator: c.EstimatorOpt = "debiased",
+    kernel: c.KernelOpt = "linear",
+    sigma: c.SigmaOpt = 0.5,
+    batch_size: c.BatchSizeOpt = 256,
+    shuffle: c.ShuffleOpt = None,
+    where: c.WhereOpt = None,
+    match: c.MatchOpt = None,
+    differ: c.DifferOpt = None,
+    pairs: c.PairsOpt = None,
+    out: c.OutOpt = None,
+    plot: c.PlotOpt = None,
+    scheduler: c.SchedulerOpt = None,
+    workers: c.WorkersOpt = None,
+    device: c.DeviceOpt = "cpu",
+    precision: c.PrecisionOpt = "float64",
+    memory: c.MemoryOpt = "2GB",
+    allow_incomplete: c.IncompleteOpt = False,
+    ci: unc.CiOpt = None,
+    bootstrap: unc.BootstrapOpt = None,
+    permutations: unc.PermutationsOpt = None,
+    seed: unc.SeedOpt = None,
+) -> None:
+    """Compare every A with every B by any measures, all from one pass over the data.
+
+    Example: reprstore compare runs.zarr --a seed=0 --b seed=1 --measure cka,cca,procrustes
+    With error bars (cka): ... --measure cka --ci 0.95 --bootstrap 200 --permutations 999
+    """
+    if _help_or(measure):
+        return
+    from reprstore.cli.progress import progress_bar
+    from reprstore.compare import compare as run_compare
+    from reprstore.compare import read_pairs_file
+    from reprstore.engine import parse_memory, resolve_backend
+    from reprstore.errors import InputError
+    from reprstore.keys import parse_keys
+    from reprstore.metrics.registry import parse_measures
+    from reprstore.report import check_output, plot_measures, write_results
+
+    if (a is None or b is None) and pairs is None:
+        raise InputError("Give both --a and --b selectors (or a --pairs file).")
+    if workers is not None and scheduler is not None:
+        raise InputError("Give either --workers or --scheduler, not both.")
+    cka_defaults = dict(estimator=estimator, kernel=kernel, sigma=sigma, batch_size=batch_size,
+                        shuffle=shuffle)  # fmt: skip
+    specs = parse_measures(measure, {"cka": cka_defaults})
+    unc.check(ci, bootstrap, permutations, seed)
+    if ci is not None or permutations is not None:
+        from reprstore.uncertainty import check_measures
+
+        check_measures(specs)
+    resolve_backend(device, precision)
+    budget = parse_memory(memory)
+    check_output(out)
+    if plot is not None and not plot.lower().endswith(".png"):
+        raise InputError(f"--plot expects a .png file name. Got {plot!r} instead.")
+    listed = read_pairs_file(pairs) if pairs is not None else None
+    with progress_bar("compare", unit="blocks") as bar:
+        df = run_compare(
+            store, a, b, measures=measure, estimator=estimator, kernel=kernel, sigma=sigma,
+            batch_size=batch_size, shuffle=shuffle, where=where,
+            match=parse_keys(match, "--match"), differ=parse_keys(differ, "--differ"),
+            pairs=listed, allow_incomplete=allow_incomplete, device=device, precision=precision,
+            memory=budget, workers=workers, scheduler=scheduler, progress=bar,
+            ci=ci, bootstrap=bootstrap, permutations=permutations, seed=seed,
+            report=unc.plan_printer(console),
+        )  # fmt: skip
+    names = ", ".join(s.name + s.suffix for s in specs)
+    console.print(_table(df, f"{names}: {len(df)} pair(s)"))
+    if out is not None:
+        console.print(f"wrote {write_results(df, out)}")
+    if plot is not None:
+        console.print(f"wrote {plot_measures(df, plot)}")
+
+
+@handle_errors
+def describe(
+    store: opt.StoreArg,
+    selector: opt.SelectorArg = None,
+    measure: DescribeMeasureOpt = "pr,erank,variance",
+    where: c.WhereOpt = None,
+    out: c.OutOpt = None,
+    scheduler: c.SchedulerOpt = None,
+    workers: c.WorkersOpt = None,
+    memory: c.MemoryOpt = "2GB",
+    allow_incomplete: c.IncompleteOpt = False,
+) -> None:
+    """Measures of single representations: participation ratio, effective rank, variance,
+    sparsity, class selectivity.
+
+    Example: reprstore describe runs.zarr seed=0 --measure pr,erank,selectivity:label=label
+    """
+    if _help_or(measure):
+        return
+    from reprstore.cli.progress import progress_bar
+    from reprstore.description import describe as run_describe
+    from reprstore.engine import parse_memory
+    from reprstore.report import check_output, write_results
+
+    budget = parse_memory(memory)
+    check_output(out)
+    with progress_bar("describe", unit="blocks") as bar:
+        df = run_describe(
+            store, selector, measures=measure, where=where, allow_incomplete=allow_incomplete,
+            memory=budget, workers=workers, scheduler=scheduler, progress=bar,
+        )  # fmt: skip
+    scalars = _scalars(df, ("n_samples",))
+    table = Table(title=f"{len(df)} representation(s)")
+    for col in ("representation", "dataset", "n_samples", *scalars):
+        table.add_column(col, justify="left" if col in ("representation", "dataset") else "right")
+    for _, row in df.iterrows():
+        label = "/".join(str(row[k]) for k in KEYS) + f":{row['layer']}"
+        table.add_row(label, str(row["dataset"]), str(row["n_samples"]),
+                      *(_fmt(row[col]) for col in scalars))  # fmt: skip
+    console.print(table)
+    if out is not None:
+        console.print(f"wrote {write_results(df, out)}")

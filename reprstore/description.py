@@ -1,0 +1,135 @@
+"""Measures of single representations over a store (``reprstore describe``).
+
+:func:`describe` selects representations, streams the statistics their measures need
+(per dataset, one linear pass for the moments and one counting pass for ``sparsity`` and
+``selectivity``) and returns one row per representation.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from reprstore.compare import KEY_FIELDS, GridPlan, _cell, _dataset_arrays, _open, _select
+from reprstore.compare import dask_scheduler as _scheduler
+from reprstore.engine import Progress, context
+from reprstore.errors import InputError, NotFoundError
+from reprstore.keys import Selector
+from reprstore.metrics.base import Spec
+from reprstore.metrics.registry import parse_measures
+from reprstore.passes import counts, run
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from reprstore.store import Store
+
+DEFAULT_MEASURES = "pr,erank,variance"
+
+
+def describe(
+    store: Store | str | os.PathLike[str],
+    selector: str | Selector | None = None,
+    *,
+    measures: str | Sequence[str] = DEFAULT_MEASURES,
+    where: str | None = None,
+    allow_incomplete: bool = False,
+    memory: int | str | None = None,
+    workers: int | None = None,
+    scheduler: Any = None,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Single-representation measures (``pr``, ``erank``, ``variance``, ``sparsity``,
+    ``selectivity:label=COL``) of every selected representation.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per representation: its keys, ``dataset``, ``n_samples`` and one column
+        per scalar (per-unit selectivities as a list column).
+    """
+    import pandas as pd
+
+    specs = parse_measures(measures)
+    paired = [s.name for s in specs if s.measure.pairing != "single"]
+    if paired:
+        raise InputError(
+            f"{', '.join(paired)} compare(s) two representations: use reprstore compare. "
+            "describe takes pr, erank, variance, sparsity, selectivity."
+        )
+    st = _open(store)
+    infos = _select(st, selector, "SELECTOR")
+    for info in infos:
+        if not info.complete and not allow_incomplete:
+            from reprstore.errors import IncompleteError
+
+            raise IncompleteError(
+                f"{info.key.label()} is incomplete ({info.rows_written} of {info.shape[0]} "
+                "rows): resume its extraction or pass --allow-incomplete."
+            )
+    plan = GridPlan(infos, [(i, i) for i in range(len(infos))])
+    labels = _labels(st, specs, plan)
+    rows: list[dict[str, Any]] = []
+    with _scheduler(workers, scheduler) as sched:
+        for dataset in sorted({info.dataset for info in infos}):
+            idx = [i for i, info in enumerate(infos) if info.dataset == dataset]
+            arrays, mask, n = _dataset_arrays(
+                st, plan, idx, dataset, where, allow_incomplete, 2, memory
+            )
+            ctx = context(arrays, [], names=[infos[i].key.label() for i in idx], mask=mask,
+                          memory=memory, scheduler=sched, progress=progress,
+                          min_rows=2)  # fmt: skip
+            extras = _counts(ctx, specs, labels.get(dataset), len(idx))
+            out = run(ctx, [], specs, own=list(range(len(idx))), extras=extras)
+            for k, i in enumerate(idx):
+                row: dict[str, Any] = {k2: getattr(infos[i].key, k2) for k2 in KEY_FIELDS}
+                row.update(dataset=dataset, n_samples=n)
+                for s in specs:
+                    got = s.measure.describe(out.partials[k][s.key], s.opts)
+                    row.update({s.column(c): _cell(v) for c, v in got.items()})
+                rows.append(row)
+    columns = [*KEY_FIELDS, "dataset", "n_samples"]
+    for s in specs:
+        scalars, arrays_ = s.measure.columns(s.opts)
+        columns += [s.column(c) for c in (*scalars, *arrays_)]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _labels(st: Store, specs: Sequence[Spec], plan: GridPlan) -> dict[str, tuple[np.ndarray, int]]:
+    """Per dataset, the class codes (n,) and number of classes of the selectivity label."""
+    wanted = {s.opts["label"] for s in specs if s.name == "selectivity"}
+    if not wanted:
+        return {}
+    if len(wanted) > 1:
+        raise InputError("Give one selectivity label column per describe run.")
+    (column,) = wanted
+    import pandas as pd
+
+    out = {}
+    for dataset in {info.dataset for info in plan.reprs}:
+        table = st.dataset(dataset).table()
+        if column not in table:
+            cols = ", ".join(c for c in table if c != "id") or "none"
+            raise NotFoundError(
+                f"Dataset {dataset!r} has no metadata column {column!r} for selectivity:label. "
+                f"Columns: {cols}."
+            )
+        codes, classes = pd.factorize(pd.Series(table[column]))
+        out[dataset] = (np.asarray(codes, dtype=np.int64), len(classes))
+    return out
+
+
+def _counts(
+    ctx: Any, specs: Sequence[Spec], label: tuple[np.ndarray, int] | None, count: int
+) -> dict[Any, dict[str, Any]]:
+    tols = sorted({float(s.opts["tol"]) for s in specs if s.name == "sparsity"})
+    if not any(s.measure.special(s.opts) == "counts" for s in specs):
+        return {}
+    codes, n_classes = label if label is not None else (None, 0)
+    if codes is not None:
+        codes = codes[: ctx.arrays[0].shape[0]]
+    found = counts(ctx, list(range(count)), tols, codes, n_classes)
+    return {("side", i): {"counts": c} for i, c in found.items()}

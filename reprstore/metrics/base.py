@@ -1,0 +1,303 @@
+"""What every measure is made of: declared needs, a per-representation and a per-pair step.
+
+A measure (one module of :mod:`reprstore.metrics`, one line of
+:mod:`reprstore.metrics.registry`) declares
+
+* ``own_views(opts)`` / ``cross_views(opts)``: the streamed statistics it needs per
+  representation and per pair, named by row view (:mod:`reprstore.stats.views`):
+  ``raw`` gives the representation's :class:`~reprstore.stats.linear.ReprMoments`
+  (n, Σx, XᵀX and the row-norm sums) and the pair's ``PairMoments`` (XᵀY …);
+* ``partial(side, opts)``: the work done once per representation (netrep's
+  ``partial_fit``: an eigendecomposition, a whitening) on a :class:`Side`;
+* ``finalize(a, b, cross, opts)``: the work done once per pair (``finalize_fit``), on the
+  two partial results and the pair's cross statistics (``None`` for feature-paired
+  measures, which need none), returning the result columns;
+* ``symmetric``, ``pairing`` (``rows``: same dataset, row for row; ``features``: same
+  width, any datasets; ``single``: one representation, ``reprstore describe``) and
+  ``invariances(opts)`` (``orthogonal``, ``scale``, ``translation``, ``linear``).
+
+The engine takes the union of the needs of every requested measure and streams them in
+one pass; measures never see data, only finished statistics, and nothing of size n.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from reprstore.errors import ComparisonError, InputError
+from reprstore.stats.linear import PairMoments, ReprMoments
+
+#: A direction whose eigenvalue is below this fraction of the largest is outside the rank.
+RANK_RTOL = 1e-10
+#: A centred spread below this fraction of the raw magnitude is a constant representation.
+CONSTANT_RTOL = 1e-20
+#: A correlation or cosine above 1 by at most this much is rounding and is clipped.
+CLIP_TOLERANCE = 1e-6
+INVARIANCES = ("orthogonal", "scale", "translation", "linear")
+PAIRINGS = ("rows", "features", "single")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a measure (``name:option=value``)."""
+
+    name: str
+    kind: type  # float, int or str
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    positive: bool = False
+
+    def parse(self, measure: str, text: str) -> Any:
+        try:
+            value = self.kind(text)
+        except ValueError:
+            raise InputError(
+                f"Option {measure}:{self.name} expects {self.kind.__name__}. Got {text!r} instead."
+            ) from None
+        self.check(measure, value)
+        return value
+
+    def check(self, measure: str, value: Any) -> None:
+        if value is None:
+            return
+        if self.choices and value not in self.choices:
+            raise InputError(
+                f"Option {measure}:{self.name} must be one of {', '.join(self.choices)}. "
+                f"Got {value!r} instead."
+            )
+        if self.kind in (int, float) and (not math.isfinite(value) or value < 0):
+            raise InputError(
+                f"Option {measure}:{self.name} must be a non-negative number. Got {value!r}."
+            )
+        if self.positive and not value > 0:
+            raise InputError(f"Option {measure}:{self.name} must be positive. Got {value!r}.")
+
+
+class Measure:
+    """Base of every measure; subclasses set the class attributes and the two steps."""
+
+    name: str = ""
+    summary: str = ""
+    options: tuple[Option, ...] = ()
+    symmetric: bool = True
+    pairing: str = "rows"
+    #: Whether both sides must have the same number of features.
+    equal_width: bool = False
+    #: Scalar columns and array-valued (list) columns of the result.
+    scalars: tuple[str, ...] = ()
+    arrays: tuple[str, ...] = ()
+    #: Informational columns (how a value was computed), after the measures' columns.
+    info: tuple[str, ...] = ()
+
+    def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
+        return frozenset()
+
+    def identity(self, opts: Mapping[str, Any]) -> dict[str, Any]:
+        """Column → value (or name of another column) of a representation with itself."""
+        return {}
+
+    def own_views(self, opts: Mapping[str, Any]) -> frozenset[str]:
+        return frozenset({"raw"})
+
+    def cross_views(self, opts: Mapping[str, Any]) -> frozenset[str]:
+        return frozenset({"raw"}) if self.pairing == "rows" else frozenset()
+
+    def special(self, opts: Mapping[str, Any]) -> str | None:
+        """A pass of its own this measure needs (``minibatch``, ``rbf``), if any."""
+        return None
+
+    def columns(self, opts: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(scalar columns, array columns) for these options."""
+        return self.scalars, self.arrays
+
+    def partial(self, side: Side, opts: Mapping[str, Any]) -> Any:
+        return side
+
+    def finalize(
+        self, a: Any, b: Any, cross: Cross | None, opts: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def describe(self, a: Any, opts: Mapping[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A measure with its options, as asked for (``svcca:keep=0.99``)."""
+
+    measure: Measure
+    items: tuple[tuple[str, Any], ...] = ()
+    suffix: str = ""  # appended to column names when a measure is asked for twice
+
+    @property
+    def name(self) -> str:
+        return self.measure.name
+
+    @property
+    def opts(self) -> dict[str, Any]:
+        return dict(self.items)
+
+    @property
+    def key(self) -> str:
+        return self.name + "".join(f":{k}={v}" for k, v in self.items if v is not None)
+
+    def column(self, name: str) -> str:
+        return name + self.suffix
+
+
+@dataclass
+class Cross:
+    """Cross statistics of one ordered pair (A, B), by row view, oriented A → B."""
+
+    n: int
+    views: dict[str, PairMoments] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # results of special passes
+    names: tuple[str, str] = ("A", "B")
+    #: Products several measures of this pair share (Cxy, W_xᵀCxy), made once.
+    cache: dict[Any, np.ndarray] = field(default_factory=dict)
+
+    def cxy(self, a: Side, b: Side) -> np.ndarray:
+        """Cxy (p, q) of this pair (made once for all its measures)."""
+        if "cxy" not in self.cache:
+            self.cache["cxy"] = a.cross_cov(b, self.views["raw"])
+        return self.cache["cxy"]
+
+    def whitened(self, a: Side, b: Side, w: np.ndarray) -> np.ndarray:
+        """wᵀCxy for a whitening ``w`` (p, r) of A (shared by cca, svcca and linreg)."""
+        key = ("w", id(w))
+        if key not in self.cache:
+            self.cache[key] = w.T @ self.cxy(a, b)
+        return self.cache[key]
+
+
+class Side:
+    """The finished statistics of one representation, with decompositions made on demand.
+
+    Every cached decomposition is shared by all the measures that use it; all are in the
+    units of the offset rows ((raw − shift) / scale, see :mod:`reprstore.stats.linear`).
+    """
+
+    def __init__(self, name: str, moments: Mapping[str, ReprMoments]) -> None:
+        self.name = name
+        self.moments = dict(moments)
+        first = self.moments.get("raw") or next(iter(self.moments.values()), None)
+        self.n = first.n if first is not None else 0
+        self.p = first.n_features if first is not None else 0
+        #: Results of a measure's own pass (``special``), by the measure's key.
+        self.extra: dict[str, Any] = {}
+
+    @property
+    def raw(self) -> ReprMoments:
+        return self.moments["raw"]
+
+    @property
+    def scale(self) -> float:
+        return self.raw.scale
+
+    def check(self, view: str = "raw", constant: bool = True) -> None:
+        """Raise for NaN/Inf rows (zero-norm rows in a normalised view) or constant data."""
+        m = self.moments[view]
+        if m.nonfinite:
+            what = "NaN or Inf values" if view == "raw" else "NaN/Inf values or a zero norm"
+            raise ComparisonError(
+                f"Representation {self.name} has {what} in {m.nonfinite} of {m.n} rows; "
+                "fix or filter them (--where) before comparing."
+            )
+        if constant and view == "raw" and self.spread <= CONSTANT_RTOL * self.magnitude:
+            raise ComparisonError(
+                f"Representation {self.name} is constant over the {m.n} rows compared "
+                "(zero variance); the measure is undefined."
+            )
+
+    @functools.cached_property
+    def spread(self) -> float:
+        """Σ‖xᵢ − x̄‖² (offset units)."""
+        m = self.raw
+        return max(m.sqnorm - float(m.total @ m.total) / m.n, 0.0) if m.n else 0.0
+
+    @functools.cached_property
+    def magnitude(self) -> float:
+        m = self.raw
+        s = m.shift / m.scale
+        return m.sqnorm + m.n * float(s @ s)
+
+    @functools.cached_property
+    def mean(self) -> np.ndarray:
+        """Column mean of the offset rows, (p,)."""
+        return self.raw.total / self.n
+
+    @functools.cached_property
+    def cov(self) -> np.ndarray:
+        """Cxx = X̄ᵀX̄ / n of the offset rows, (p, p)."""
+        m = self.raw
+        c = (m.gram - np.outer(m.total, self.mean)) / m.n
+        return (c + c.T) / 2.0
+
+    @functools.cached_property
+    def eig(self) -> tuple[np.ndarray, np.ndarray]:
+        """Eigenvalues (descending, negatives from rounding set to 0) and eigenvectors of Cxx."""
+        w, v = np.linalg.eigh(self.cov)
+        w, v = w[::-1], v[:, ::-1]
+        return np.maximum(w, 0.0), v
+
+    @functools.cached_property
+    def rank(self) -> int:
+        w = self.eig[0]
+        return int((w > RANK_RTOL * w[0]).sum()) if w.size and w[0] > 0 else 0
+
+    def whitener(self, ridge: float = 0.0) -> np.ndarray:
+        """Cxx^-½ as V Λ^-½ (p, r): over the rank, or of Cxx + ridge·tr(Cxx)/p·I (p, p).
+        Made once per representation and ridge, shared by the measures that whiten."""
+        cache = self.__dict__.setdefault("_whiteners", {})
+        if ridge not in cache:
+            lam, vec = self.eig
+            if ridge > 0:
+                lam = lam + ridge * float(lam.sum()) / self.p
+                cache[ridge] = vec / np.sqrt(lam)
+            else:
+                cache[ridge] = vec[:, : self.rank] / np.sqrt(lam[: self.rank])
+        return cache[ridge]
+
+    def cross_cov(self, other: Side, ab: PairMoments) -> np.ndarray:
+        """Cxy (p, q) from the pair's XᵀY of the offset rows."""
+        return (ab.cross - np.outer(self.raw.total, other.mean)) / self.n
+
+
+def clip_unit(value: float, what: str, names: tuple[str, str]) -> float:
+    """``value`` clipped to [−1, 1] if within rounding of it; an error beyond."""
+    if not math.isfinite(value):
+        raise ComparisonError(f"{what} of {names[0]} and {names[1]} is not finite.")
+    if abs(value) > 1.0:
+        if abs(value) - 1.0 > CLIP_TOLERANCE:
+            raise ComparisonError(
+                f"{what} of {names[0]} and {names[1]} came out as {value:.9g}, outside "
+                "[-1, 1]: the statistics are numerically unreliable."
+            )
+        value = math.copysign(1.0, value)
+    return float(value)
+
+
+def participation_ratio(w: np.ndarray) -> float:
+    """(Σλ)² / Σλ², computed without overflow."""
+    top = float(np.max(w)) if w.size else 0.0
+    if top <= 0.0:
+        raise ComparisonError("The participation ratio is undefined for a zero spectrum.")
+    u = w / top
+    return float(u.sum() ** 2 / (u @ u))
+
+
+def singular_values(m: np.ndarray) -> np.ndarray:
+    """Singular values of ``m`` (descending) as √eig(mᵀm) of the smaller Gram matrix:
+    a symmetric eigenproblem, several times faster than an SVD of a p × q matrix. Each
+    value is exact to about √ε·σ₁ (ε the float64 epsilon), ample for means and sums."""
+    g = m.T @ m if m.shape[1] <= m.shape[0] else m @ m.T
+    w = np.linalg.eigvalsh((g + g.T) / 2.0)[::-1]
+    return np.sqrt(np.maximum(w, 0.0))

@@ -1,0 +1,99 @@
+"""Canonical correlation analysis from streamed moments (Raghu et al. 2017; Kornblith et
+al. 2019's R²_CCA).
+
+ρ₁ ≥ … ≥ ρ_k are the singular values of Cxx^-½ Cxy Cyy^-½, computed from each side's
+eigendecomposition (once per representation) and the pair's Cxy (p × q, once per pair).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from reprstore.errors import ComparisonError
+from reprstore.metrics.base import CLIP_TOLERANCE, Cross, Measure, Option, Side, singular_values
+
+
+@dataclass(frozen=True)
+class Whitened:
+    """One side prepared for CCA: Cxx^-½ restricted to its rank (or ridge-regularised).
+
+    Attributes
+    ----------
+    side : Side
+    w : ndarray (p, r)
+        V Λ^-½ over the kept directions (Cxx + δI with a ridge).
+    """
+
+    side: Side
+    w: np.ndarray
+
+
+def whiten(side: Side, ridge: float, measure: str = "cca") -> Whitened:
+    """Cxx^-½ of ``side``; without ``ridge`` a rank-deficient side is refused."""
+    side.check()
+    if ridge > 0:
+        return Whitened(side, side.whitener(ridge))
+    if side.rank < side.p:
+        raise ComparisonError(
+            f"Representation {side.name} is rank-deficient ({side.rank} of {side.p} centred "
+            f"directions above 1e-10 × the largest variance over {side.n} rows): CCA is "
+            f"ill-posed. Add a ridge ({measure}:ridge=1e-3) or reduce it first (svcca)."
+        )
+    return Whitened(side, side.whitener(0.0))
+
+
+def canonical(
+    a: Whitened, b: Whitened, cross: Cross, with_vectors: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Canonical correlations (descending, k = min(r_a, r_b)) and, if asked, A's
+    canonical directions (p, k) in the offset units of A."""
+    t = cross.whitened(a.side, b.side, a.w) @ b.w
+    if with_vectors:
+        u, rho, _ = np.linalg.svd(t, full_matrices=False)
+        return check_rho(rho, cross.names), a.w @ u
+    return check_rho(singular_values(t), cross.names), None
+
+
+def check_rho(rho: np.ndarray, names: tuple[str, str]) -> np.ndarray:
+    """Canonical correlations within rounding of [0, 1], clipped; an error beyond."""
+    if not np.isfinite(rho).all():
+        raise ComparisonError(f"CCA of {names[0]} and {names[1]} is not finite.")
+    if rho.size and rho.max() > 1.0 + CLIP_TOLERANCE:
+        raise ComparisonError(
+            f"CCA of {names[0]} and {names[1]}: a canonical correlation came out as "
+            f"{rho.max():.9g} > 1: the sides are too ill-conditioned; add a ridge "
+            "(cca:ridge=1e-3)."
+        )
+    return np.clip(rho, 0.0, 1.0)
+
+
+RIDGE = Option("ridge", float, 0.0, "ε: Cxx + ε·tr(Cxx)/p·I (and Cyy alike)")
+
+
+class CCA(Measure):
+    name = "cca"
+    summary = "mean canonical correlation ρ (Raghu 2017) and mean ρ² (cca_r2)"
+    options = (RIDGE,)
+    scalars = ("cca", "cca_r2")
+    arrays = ("cca_rho",)
+
+    def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
+        base = {"orthogonal", "scale", "translation"}
+        return frozenset(base if opts["ridge"] else base | {"linear"})
+
+    def identity(self, opts: Mapping[str, Any]) -> dict[str, Any]:
+        return {} if opts["ridge"] else {"cca": 1.0, "cca_r2": 1.0}
+
+    def partial(self, side: Side, opts: Mapping[str, Any]) -> Whitened:
+        return whiten(side, opts["ridge"])
+
+    def finalize(
+        self, a: Whitened, b: Whitened, cross: Cross | None, opts: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        assert cross is not None
+        rho, _ = canonical(a, b, cross)
+        return {"cca": float(rho.mean()), "cca_r2": float((rho**2).mean()), "cca_rho": rho}

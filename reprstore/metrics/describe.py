@@ -1,0 +1,138 @@
+"""Measures of one representation (``reprstore describe``).
+
+``pr`` (participation ratio (Σλ)²/Σλ² of Cxx), ``erank`` (exp of the entropy of λ/Σλ,
+Roy & Vetterli 2007), ``variance`` (tr Cxx in the stored units), ``sparsity`` (fraction
+of entries with |x| ≤ tol) and ``selectivity`` (per unit (μmax − μrest)/(μmax + μrest)
+over the class means of a label column, Morcos et al. 2018; the mean over units and the
+per-unit values). The last two need a pass of their own over the stored values
+(:mod:`reprstore.stats.counts`); the others are functions of the streamed moments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from reprstore.errors import ComparisonError, InputError
+from reprstore.metrics.base import Measure, Option, Side, participation_ratio
+
+
+class _Single(Measure):
+    pairing = "single"
+
+    def cross_views(self, opts: Mapping[str, Any]) -> frozenset[str]:
+        return frozenset()
+
+    def partial(self, side: Side, opts: Mapping[str, Any]) -> Side:
+        return side
+
+
+class ParticipationRatio(_Single):
+    name = "pr"
+    summary = "participation ratio (Σλ)²/Σλ² of the covariance eigenvalues"
+    scalars = ("pr",)
+
+    def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
+        return frozenset({"orthogonal", "scale", "translation"})
+
+    def describe(self, a: Side, opts: Mapping[str, Any]) -> dict[str, Any]:
+        a.check()
+        return {"pr": participation_ratio(a.eig[0])}
+
+
+class EffectiveRank(_Single):
+    name = "erank"
+    summary = "effective rank: exp of the entropy of λ/Σλ (Roy & Vetterli 2007)"
+    scalars = ("erank",)
+
+    def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
+        return frozenset({"orthogonal", "scale", "translation"})
+
+    def describe(self, a: Side, opts: Mapping[str, Any]) -> dict[str, Any]:
+        a.check()
+        w = a.eig[0]
+        p = w[w > 0] / w.sum()
+        return {"erank": float(np.exp(-(p * np.log(p)).sum()))}
+
+
+class Variance(_Single):
+    name = "variance"
+    summary = "total variance tr(Cxx) in the stored units"
+    scalars = ("variance",)
+
+    def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
+        return frozenset({"orthogonal", "translation"})
+
+    def describe(self, a: Side, opts: Mapping[str, Any]) -> dict[str, Any]:
+        a.check(constant=False)
+        return {"variance": float(a.spread / a.n) * a.scale**2}
+
+
+class Sparsity(_Single):
+    name = "sparsity"
+    summary = "fraction of entries with |x| ≤ tol"
+    options = (Option("tol", float, 0.0, "entries with |x| ≤ tol count as zero"),)
+    scalars = ("sparsity",)
+
+    def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
+        return frozenset({"scale"}) if opts["tol"] == 0 else frozenset()
+
+    def own_views(self, opts: Mapping[str, Any]) -> frozenset[str]:
+        return frozenset()
+
+    def special(self, opts: Mapping[str, Any]) -> str | None:
+        return "counts"
+
+    def describe(self, a: Side, opts: Mapping[str, Any]) -> dict[str, Any]:
+        counts = a.extra["counts"]
+        if counts.nonfinite:
+            raise ComparisonError(
+                f"Representation {a.name} has NaN or Inf values in {counts.nonfinite} rows."
+            )
+        return {"sparsity": counts.small[opts["tol"]] / counts.entries}
+
+
+class Selectivity(_Single):
+    name = "selectivity"
+    summary = "mean class selectivity (μmax − μrest)/(μmax + μrest) per unit (Morcos 2018)"
+    options = (Option("label", str, None, "metadata column holding the class labels"),)
+    scalars = ("selectivity",)
+    arrays = ("selectivity_units",)
+
+    def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
+        return frozenset({"scale"})
+
+    def own_views(self, opts: Mapping[str, Any]) -> frozenset[str]:
+        return frozenset()
+
+    def special(self, opts: Mapping[str, Any]) -> str | None:
+        if opts["label"] is None:
+            raise InputError("selectivity needs a label column: selectivity:label=COLUMN.")
+        return "counts"
+
+    def describe(self, a: Side, opts: Mapping[str, Any]) -> dict[str, Any]:
+        counts = a.extra["counts"]
+        if counts.nonfinite:
+            raise ComparisonError(
+                f"Representation {a.name} has NaN or Inf values in {counts.nonfinite} rows."
+            )
+        present = counts.class_counts > 0
+        if present.sum() < 2:
+            raise ComparisonError(
+                f"Selectivity needs at least 2 classes in column {opts['label']!r}; "
+                f"the rows compared hold {int(present.sum())}."
+            )
+        means = counts.class_sums[present] / counts.class_counts[present, None]  # (C, p)
+        top = means.max(axis=0)
+        rest = (means.sum(axis=0) - top) / (means.shape[0] - 1)
+        denom = top + rest
+        if not (denom > 0).all():
+            bad = int((~(denom > 0)).sum())
+            raise ComparisonError(
+                f"Selectivity of {a.name} is undefined for {bad} unit(s) whose class means "
+                "sum to zero or less (it is defined for non-negative activations, e.g. ReLU)."
+            )
+        units = (top - rest) / denom
+        return {"selectivity": float(units.mean()), "selectivity_units": units}

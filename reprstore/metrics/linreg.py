@@ -1,0 +1,48 @@
+"""Linear predictivity: R² of B from A by least squares (asymmetric).
+
+R² = tr(Cyx Cxx⁻¹ Cxy) / tr(Cyy) = ‖Λ^-½ VᵀCxy‖²_F / tr(Cyy) over A's rank (the
+least-squares fit is the projection on A's column space); ``ridge=λ`` uses
+Cxx + λ·tr(Cxx)/p·I.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from reprstore.metrics.base import Cross, Measure, Option, Side, clip_unit
+
+
+@dataclass(frozen=True)
+class Predictor:
+    side: Side
+    w: np.ndarray  # (p, r) V Λ^-½ (ridge-regularised)
+
+
+class LinReg(Measure):
+    name = "linreg"
+    summary = "R² of B predicted from A by (ridge) least squares; asymmetric"
+    options = (Option("ridge", float, 0.0, "λ: Cxx + λ·tr(Cxx)/p·I"),)
+    symmetric = False
+    scalars = ("linreg",)
+
+    def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
+        return frozenset({"orthogonal", "scale", "translation"})
+
+    def identity(self, opts: Mapping[str, Any]) -> dict[str, Any]:
+        return {} if opts["ridge"] else {"linreg": 1.0}
+
+    def partial(self, side: Side, opts: Mapping[str, Any]) -> Predictor:
+        side.check()
+        return Predictor(side, side.whitener(opts["ridge"]))
+
+    def finalize(
+        self, a: Predictor, b: Predictor, cross: Cross | None, opts: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        assert cross is not None
+        t = cross.whitened(a.side, b.side, a.w)
+        value = float(np.vdot(t, t)) / float(np.trace(b.side.cov))
+        return {"linreg": clip_unit(value, "The R² of linreg", cross.names)}

@@ -1,0 +1,43 @@
+"""Orthogonal Procrustes distance (Ding, Denain & Steinhardt 2021).
+
+With X̂ = X̄/‖X̄‖_F, Ŷ = Ȳ/‖Ȳ‖_F: d² = 2 − 2‖X̂ᵀŶ‖_* = 2 − 2‖Cxy‖_*/√(tr Cxx · tr Cyy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from reprstore.metrics.base import Cross, Measure, Side, clip_unit, singular_values
+
+
+def nuclear_ratio(a: Side, b: Side, cross: Cross) -> float:
+    """‖Cxy‖_* / √(tr Cxx · tr Cyy), in [0, 1]."""
+    cxy = cross.cxy(a, b)
+    nuc = float(singular_values(cxy).sum())
+    value = nuc / np.sqrt(np.trace(a.cov)) / np.sqrt(np.trace(b.cov))
+    return clip_unit(value, "The Procrustes similarity", cross.names)
+
+
+class Procrustes(Measure):
+    name = "procrustes"
+    summary = "squared orthogonal Procrustes distance 2 − 2‖X̂ᵀŶ‖_* (Ding 2021), in [0, 2]"
+    scalars = ("procrustes",)
+
+    def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
+        return frozenset({"orthogonal", "scale", "translation"})
+
+    def identity(self, opts: Mapping[str, Any]) -> dict[str, Any]:
+        return {"procrustes": 0.0}
+
+    def partial(self, side: Side, opts: Mapping[str, Any]) -> Side:
+        side.check()
+        return side
+
+    def finalize(
+        self, a: Side, b: Side, cross: Cross | None, opts: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        assert cross is not None
+        return {"procrustes": max(0.0, 2.0 - 2.0 * nuclear_ratio(a, b, cross))}

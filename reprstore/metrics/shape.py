@@ -1,0 +1,78 @@
+"""The angular shape metric of Williams, Kunz, Kornblith & Linderman (2021).
+
+Z = X̄(α·I + (1−α)·Cxx)^-½ (Cxx in the stored units); θ = arccos(‖ZxᵀZy‖_* / (‖Zx‖_F‖Zy‖_F)).
+In the eigenbasis of Cxx, Zx = X̄ V f(λ) with f = (α + (1−α)λ)^-½, so
+‖ZxᵀZy‖_* = n‖diag(f_x) VxᵀCxyVy diag(f_y)‖_* and ‖Zx‖²_F = n Σ λ f(λ)².
+α = 1: angular Procrustes; α = 0: a CCA-like metric (directions outside the rank drop out).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from reprstore.errors import InputError
+from reprstore.metrics.base import (
+    RANK_RTOL,
+    Cross,
+    Measure,
+    Option,
+    Side,
+    clip_unit,
+    singular_values,
+)
+
+
+@dataclass(frozen=True)
+class Shaped:
+    side: Side
+    f: np.ndarray  # (p,) the whitening weights in the eigenbasis, offset units
+    norm: float  # ‖Zx‖_F / √n in offset units
+
+
+def shaped(side: Side, alpha: float) -> Shaped:
+    side.check()
+    lam, _ = side.eig
+    s2 = side.scale**2  # Cxx in stored units is s² × the offset-units one
+    denom = alpha + (1.0 - alpha) * lam * s2
+    keep = lam > RANK_RTOL * lam[0]
+    with np.errstate(divide="ignore"):
+        f = np.where(keep, 1.0 / np.sqrt(np.where(keep, denom, 1.0)), 0.0)
+    return Shaped(side, f, float(np.sqrt((lam * f * f).sum())))
+
+
+class Shape(Measure):
+    name = "shape"
+    summary = "angular shape metric (Williams 2021): α=1 angular Procrustes, α=0 CCA-like"
+    options = (Option("alpha", float, 1.0, "α in [0, 1] (regularisation towards I)"),)
+    scalars = ("shape",)
+
+    def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
+        base = {"orthogonal", "translation"}
+        if opts["alpha"] in (0.0, 1.0):
+            base.add("scale")
+        if opts["alpha"] == 0.0:
+            base.add("linear")
+        return frozenset(base)
+
+    def identity(self, opts: Mapping[str, Any]) -> dict[str, Any]:
+        return {"shape": 0.0}
+
+    def partial(self, side: Side, opts: Mapping[str, Any]) -> Shaped:
+        if not 0.0 <= opts["alpha"] <= 1.0:
+            raise InputError(f"shape:alpha must be in [0, 1]. Got {opts['alpha']} instead.")
+        return shaped(side, opts["alpha"])
+
+    def finalize(
+        self, a: Shaped, b: Shaped, cross: Cross | None, opts: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        assert cross is not None
+        cxy = cross.cxy(a.side, b.side)
+        m = (a.side.eig[1].T @ cxy @ b.side.eig[1]) * a.f[:, None] * b.f[None, :]
+        nuc = float(singular_values(m).sum())
+        value = clip_unit(nuc / a.norm / b.norm, "The shape similarity", cross.names)
+        return {"shape": math.acos(value)}

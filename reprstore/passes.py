@@ -1,0 +1,450 @@
+"""The passes over the data one comparison makes, and the measures' two steps around them.
+
+:func:`run` takes aligned arrays (same rows), the ordered pairs to compare and the
+measures asked for (:class:`~reprstore.metrics.base.Spec`), and
+
+1. takes the union of the measures' needs: the row views whose own statistics every
+   involved representation needs, those whose cross statistics every pair needs, and the
+   passes of their own some measures need (minibatch and exact-rbf CKA, counts);
+2. plans the linear statistics of every (representation, view) *stream* and of every
+   pair of streams into passes within ``memory`` (one memory model,
+   :func:`reprstore.stats.plan.plan_linear_passes`); each pass reads every block of
+   every involved array once, whatever the views and pairs that use it;
+3. after each pass, makes every finished representation's :class:`Side` and each
+   measure's per-representation step on it (``partial``; the decompositions are shared),
+   then each finished pair's per-pair step (``finalize``), and drops the statistics.
+
+Per-row weights (a bootstrap) or a permutation of one side's rows would enter here: the
+linear accumulation takes blocks of rows, so a weighted pass multiplies each block's
+rows by √wᵢ (own and cross sums then carry the weights) and a permuted pass reads the
+permuted side's rows through a row index; the measures are unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from reprstore.errors import ComparisonError, InputError
+from reprstore.metrics.base import Cross, Side, Spec
+from reprstore.metrics.cka import (
+    CKAResult,
+    check_bandwidth,
+    check_finite,
+    cka_grams,
+    cka_minibatch,
+)
+from reprstore.stats import dask_graph
+from reprstore.stats.hsic import MIN_ROWS_UNBIASED, GramSummary, double_centre, summarize_gram
+from reprstore.stats.kernels import Bandwidth, bandwidth, rbf_minus_one, sq_distances
+from reprstore.stats.linear import (
+    Backend,
+    PairMoments,
+    block_offset,
+    count_nonfinite,
+    self_pair,
+    shifted,
+    transposed,
+)
+from reprstore.stats.minibatch import MinibatchSums, assign_batches, merge_sums
+from reprstore.stats.plan import (
+    batch_groups,
+    human_bytes,
+    linear_chains,
+    linear_state_bytes,
+    plan_linear_passes,
+)
+from reprstore.stats.views import RAW
+
+#: Up to this many rows the RBF median distance is exact; beyond, it is estimated.
+SIGMA_EXACT_ROWS = 4096
+SIGMA_SAMPLE_ROWS = 2048
+SIGMA_SEED = 0
+
+Progress = Callable[[int, int], None]
+Pair = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class PassContext:
+    """What every pass shares: the aligned arrays, the unique pairs, the rows."""
+
+    arrays: list[da.Array]
+    pairs: list[Pair]  # unique, i <= j
+    blocks: int  # row blocks holding a selected row
+    mask: np.ndarray | None
+    n: int  # selected rows
+    names: list[str]
+    backend: Backend
+    memory: int
+    scheduler: Any
+    split_every: int
+    progress: Progress | None
+    threads: int = 1
+
+
+@dataclass
+class Outcome:
+    """What :func:`run` hands back: per ordered pair its columns, per array its partials."""
+
+    pairs: dict[Pair, dict[str, Any]] = field(default_factory=dict)
+    partials: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def _involved(pairs: Sequence[Pair]) -> list[int]:
+    return sorted({i for p in pairs for i in p})
+
+
+def _union(specs: Sequence[Spec], what: str) -> list[str]:
+    views: set[str] = set()
+    for s in specs:
+        if s.measure.special(s.opts) is None or what == "own":
+            views |= getattr(s.measure, f"{what}_views")(s.opts)
+    return sorted(views, key=lambda v: (v != RAW, v))
+
+
+def run(
+    c: PassContext,
+    ordered: Sequence[Pair],
+    specs: Sequence[Spec],
+    own: Sequence[int] = (),
+    extras: dict | None = None,
+) -> Outcome:
+    """Every measure of ``specs`` for every ordered pair, in as few passes as fit.
+
+    ``c.pairs`` are the unique unordered pairs (i ≤ j) of ``ordered``; ``own`` lists
+    arrays that need their partials only (sides of feature-paired pairs across datasets,
+    or the representations ``describe`` measures); ``extras`` are results of passes made
+    beforehand, by ``("side", i)`` (e.g. counts).
+    """
+    out = Outcome()
+    orient: dict[Pair, list[Pair]] = {}
+    for a, b in dict.fromkeys(ordered):
+        orient.setdefault((min(a, b), max(a, b)), []).append((a, b))
+    extras = {**(extras or {}), **_special_passes(c, specs, list(orient))}
+    own_views = _union(specs, "own")
+    cross_views = _union([s for s in specs if s.measure.pairing == "rows"], "cross")
+    reprs = sorted(set(_involved(c.pairs)) | set(own))
+    if not own_views:
+        for i in reprs:
+            _partials(out, specs, i, Side(c.names[i], {}), extras)
+        for key in orient:
+            _finalize(out, specs, key, orient[key], Cross(c.n, {}, {}, _names(c, key)), extras)
+        return out
+    streams = [(i, v) for i in reprs for v in own_views]
+    index = {st: k for k, st in enumerate(streams)}
+    plan_pairs = [(index[st],) * 2 for st in streams]  # own statistics first
+    for i, j in orient:
+        if i != j:
+            plan_pairs += [(index[(i, v)], index[(j, v)]) for v in cross_views]
+    features = [int(c.arrays[i].shape[1]) for i, _ in streams]
+    block_rows = max(c.arrays[0].chunks[0])
+    passes = plan_linear_passes(features, plan_pairs, c.memory, block_rows)
+    runner = dask_graph.Runner(c.scheduler, c.progress, len(passes) * c.blocks)
+    local = dask_graph.is_local_threaded(c.scheduler)
+    offsets: list[Any] = [None] * len(streams)  # from the first block, for every view
+    have: dict[int, dict[str, Any]] = {}
+    pending: dict[Pair, dict[str, PairMoments]] = {}
+    for own_s, batch in passes:
+        state = linear_state_bytes(features, own_s, batch)
+        chains = linear_chains(c.threads, c.blocks, state)
+        inner = max(1, c.threads // chains) if local else 1
+        graph, _ = dask_graph.linear_pass(
+            c.arrays, own_s, batch, mask=c.mask, shifts=offsets, backend=c.backend,
+            split_every=c.split_every, chains=chains, threads=inner, views=streams,
+        )  # fmt: skip
+        ((moments, cross),) = runner(graph, blocks=c.blocks, workers=chains, blas=1)
+        for st, m in moments.items():
+            offsets[st] = m.offset
+            have.setdefault(streams[st][0], {})[streams[st][1]] = m
+        ready = [i for i, views in have.items() if len(views) == len(own_views)]
+        sides = {i: Side(c.names[i], have.pop(i)) for i in ready}
+        _parallel(c.threads, [partial(_partials, out, specs, i, sides[i], extras) for i in ready])
+        jobs = []
+        for i in ready:
+            if (i, i) in orient:
+                views = {v: self_pair(sides[i].moments[v]) for v in cross_views}
+                cr = Cross(sides[i].n, views, {}, (sides[i].name,) * 2)
+                jobs.append(partial(_finalize, out, specs, (i, i), orient[(i, i)], cr, extras))
+        del sides
+        for (st, tt), m in cross.items():
+            (i, v), (j, _) = streams[st], streams[tt]
+            pending.setdefault((i, j), {})[v] = m
+        del moments, cross
+        for key in [k for k, views in pending.items() if len(views) == len(cross_views)]:
+            if key[0] in out.partials and key[1] in out.partials:
+                cr = Cross(c.n, pending.pop(key), {}, _names(c, key))
+                jobs.append(partial(_finalize, out, specs, key, orient[key], cr, extras))
+        _parallel(c.threads, jobs)
+    for key in orient:
+        if key[0] != key[1] and orient[key][0] not in out.pairs:
+            cr = Cross(c.n, pending.pop(key, {}), {}, _names(c, key))
+            _finalize(out, specs, key, orient[key], cr, extras)
+    return out
+
+
+def _parallel(threads: int, jobs: Sequence[Callable[[], Any]]) -> None:
+    """Run ``jobs`` (the measures' per-representation or per-pair steps: eigendecompositions
+    and products of p × q matrices) on ``threads`` threads with single-threaded BLAS."""
+    if not jobs:
+        return
+    with dask_graph.blas_threads(1 if threads > 1 and len(jobs) > 1 else None):
+        if threads <= 1 or len(jobs) == 1:
+            for job in jobs:
+                job()
+            return
+        with ThreadPoolExecutor(min(threads, len(jobs)), "reprstore-finalize") as pool:
+            for f in [pool.submit(job) for job in jobs]:
+                f.result()
+
+
+def _names(c: PassContext, pair: Pair) -> tuple[str, str]:
+    return c.names[pair[0]], c.names[pair[1]]
+
+
+def _partials(out: Outcome, specs: Sequence[Spec], i: int, side: Side, extras: dict) -> None:
+    """The per-representation step of every measure on ``side`` (its decompositions shared)."""
+    side.extra.update(extras.get(("side", i), {}))
+    out.partials[i] = {s.key: s.measure.partial(side, s.opts) for s in specs}
+
+
+def _reverse(cross: Cross) -> Cross:
+    views = {v: transposed(m) for v, m in cross.views.items()}
+    return Cross(cross.n, views, {}, (cross.names[1], cross.names[0]))
+
+
+def _finalize(
+    out: Outcome,
+    specs: Sequence[Spec],
+    key: Pair,
+    orientations: Sequence[Pair],
+    cross: Cross,
+    extras: dict,
+) -> None:
+    """The per-pair step of every measure for each asked orientation of the pair ``key``."""
+    for a, b in orientations:
+        cr = cross if (a, b) == key else _reverse(cross)
+        cr.extra = extras.get(("pair", a, b), {})
+        pa, pb = out.partials[a], out.partials[b]
+        row: dict[str, Any] = {}
+        for s in specs:
+            if s.measure.pairing != "single":
+                got = s.measure.finalize(pa[s.key], pb[s.key], cr, s.opts)
+                row.update({s.column(k): v for k, v in got.items()})
+        out.pairs[(a, b)] = row
+
+
+def finalize_features(
+    specs: Sequence[Spec], a: dict[str, Any], b: dict[str, Any], names: tuple[str, str], n: int
+) -> dict[str, Any]:
+    """Columns of a feature-paired pair from its sides' partials (no cross statistics)."""
+    row: dict[str, Any] = {}
+    cross = Cross(n, {}, {}, names)
+    for s in specs:
+        got = s.measure.finalize(a[s.key], b[s.key], cross, s.opts)
+        row.update({s.column(k): v for k, v in got.items()})
+    return row
+
+
+# ----------------------------------------------------------------- passes of their own
+
+
+def _special_passes(c: PassContext, specs: Sequence[Spec], unique: Sequence[Pair]) -> dict:
+    """The passes some measures need of their own: extras by ("pair", a, b) / ("side", i)."""
+    extras: dict[Any, dict[str, Any]] = {}
+    for s in specs:
+        kind = s.measure.special(s.opts)
+        if kind in ("minibatch", "rbf"):
+            o = s.opts
+            if kind == "minibatch":
+                found = _minibatch(
+                    c, unique, kernel=o["kernel"], sigma=o["sigma"],
+                    batch_size=o["batch_size"], shuffle=o["shuffle"],
+                )  # fmt: skip
+            else:
+                found = _rbf_exact(c, unique, estimator=o["estimator"], sigma=o["sigma"])
+            for (i, j), r in zip(unique, found, strict=True):
+                extras.setdefault(("pair", i, j), {})["cka"] = r
+                extras.setdefault(("pair", j, i), {})["cka"] = swapped(r)
+        elif kind == "counts":
+            pass  # made by reprstore.describe before the measures (see counts())
+    return extras
+
+
+def swapped(r: CKAResult) -> CKAResult:
+    from dataclasses import replace
+
+    return replace(
+        r, hsic_aa=r.hsic_bb, hsic_bb=r.hsic_aa, sigma2_a=r.sigma2_b, sigma2_b=r.sigma2_a
+    )
+
+
+def _bandwidths(
+    c: PassContext, idx: list[int], sigma: float, run: dask_graph.Runner, blocks: int
+) -> dict[int, Bandwidth]:
+    """σ of each representation in ``idx`` from one pass: exact up to SIGMA_EXACT_ROWS rows."""
+    rows = np.flatnonzero(c.mask) if c.mask is not None else np.arange(c.arrays[0].shape[0])
+    if c.n <= SIGMA_EXACT_ROWS:
+        method = f"exact median of all {c.n}² squared distances"
+    else:
+        rng = np.random.default_rng(SIGMA_SEED)
+        rows = np.sort(rng.choice(rows, size=SIGMA_SAMPLE_ROWS, replace=False))
+        method = (
+            f"median estimated from the {SIGMA_SAMPLE_ROWS}² squared distances among "
+            f"{SIGMA_SAMPLE_ROWS} of {c.n} rows drawn at random (seed {SIGMA_SEED})"
+        )
+    sample = np.zeros(c.arrays[0].shape[0], dtype=bool)
+    sample[rows] = True
+    data = run(*[dask_graph.gather_rows(c.arrays[i], sample) for i in idx], blocks=blocks)
+    return {
+        i: checked_bandwidth(x, sigma, method, c.names[i], c.n)
+        for i, x in zip(idx, data, strict=True)
+    }
+
+
+def checked_bandwidth(x: np.ndarray, sigma: float, method: str, name: str, n: int) -> Bandwidth:
+    check_finite(name, count_nonfinite(x), x.shape[0])
+    bw = bandwidth(x, sigma, method)
+    check_bandwidth(bw, name, n)
+    return bw
+
+
+def minibatch_workers(c: PassContext, idx: list[int], batch_size: int) -> int:
+    """Block tasks of a minibatch pass run at once so that their memory fits ``c.memory``.
+
+    Each task holds its block (raw and float64), the batch kernels (B² floats for every
+    involved representation and two temporaries) and pieces of batches.
+    """
+    kernels = 8 * batch_size**2 * (len(idx) + 2)
+    if kernels > c.memory:
+        raise ComparisonError(
+            f"Batches of {batch_size} rows need {human_bytes(kernels)} "
+            f"of kernels, more than the memory limit {human_bytes(c.memory)}. Lower --batch-size."
+        )
+    row_bytes = 8 * sum(int(c.arrays[i].shape[1]) for i in idx)
+    block = max(c.arrays[0].chunks[0]) * row_bytes
+    task = kernels + 2 * block + batch_size * row_bytes
+    if task > c.memory:
+        raise ComparisonError(
+            f"One row block of the minibatch pass needs about {human_bytes(task)} (blocks of "
+            f"{max(c.arrays[0].chunks[0])} rows and batches of {batch_size}), more than the "
+            f"memory limit {human_bytes(c.memory)}. Raise --memory or lower --batch-size."
+        )
+    return max(1, min(c.threads, c.memory // task))
+
+
+def _minibatch(
+    c: PassContext,
+    unique: Sequence[Pair],
+    *,
+    kernel: str,
+    sigma: float,
+    batch_size: int,
+    shuffle: int | None,
+) -> list[CKAResult]:
+    if batch_size < MIN_ROWS_UNBIASED:
+        raise InputError(
+            f"--batch-size must be at least {MIN_ROWS_UNBIASED}. Got {batch_size} instead."
+        )
+    idx = _involved(unique)
+    workers = minibatch_workers(c, idx, batch_size)
+    ids = np.full(c.arrays[0].shape[0], -1, dtype=np.int64)
+    sel = np.flatnonzero(c.mask) if c.mask is not None else np.arange(ids.size)
+    ids[sel] = assign_batches(c.n, batch_size, shuffle)
+    row_bytes = 8 * sum(c.arrays[i].shape[1] for i in idx) * 2
+    groups = batch_groups(ids, max(c.memory // row_bytes, 1), batch_size, shuffle)
+    run = dask_graph.Runner(
+        c.scheduler, c.progress, c.blocks * (len(groups) + len(idx) * (kernel == "rbf"))
+    )
+    bws = {}
+    if kernel == "rbf":
+        bws = _bandwidths(c, idx, sigma, run, len(idx) * c.blocks)
+    sigma2 = [bws[i].sigma2 if i in bws else None for i in range(len(c.arrays))]
+    sums = MinibatchSums()
+    cross = [(i, j) for i, j in unique if i != j]
+    for g in groups:
+        graph = dask_graph.minibatch_pass(
+            c.arrays, g, idx, cross, kernel=kernel, sigma2=sigma2, backend=c.backend,
+            split_every=c.split_every, chains=workers,
+        )  # fmt: skip
+        sums = merge_sums(sums, run(graph, blocks=c.blocks, workers=workers)[0])
+    run.finish()
+    return [
+        cka_minibatch(
+            sums,
+            i,
+            j,
+            kernel=kernel,
+            batch_size=batch_size,
+            names=(c.names[i], c.names[j]),
+            bandwidths=(bws[i], bws[j]) if bws else None,
+        )
+        for i, j in unique
+    ]
+
+
+def rbf_gram(x: np.ndarray, sigma2: float, biased: bool) -> GramSummary:
+    """The RBF kernel of rows ``x`` (n, p), as H(K − 1)H, summarized for HSIC."""
+    off = block_offset(x)
+    k = rbf_minus_one(sq_distances(shifted(x, off)), sigma2 / off.scale**2)
+    double_centre(k)
+    return summarize_gram(k, centred=biased)
+
+
+def _rbf_exact(
+    c: PassContext, unique: Sequence[Pair], *, estimator: str, sigma: float
+) -> list[CKAResult]:
+    idx = _involved(unique)
+    need = 8 * c.n * c.n * (len(idx) + 2)
+    if need > c.memory:
+        raise ComparisonError(
+            f"The exact {estimator} estimator with the rbf kernel needs the {c.n} × {c.n} kernels "
+            f"in memory ({human_bytes(need)}), more than the memory limit {human_bytes(c.memory)}. "
+            "Use --estimator minibatch or raise --memory."
+        )
+    run = dask_graph.Runner(c.scheduler, c.progress, len(idx) * c.blocks)
+    data = run(
+        *[dask_graph.gather_rows(c.arrays[i], c.mask) for i in idx], blocks=len(idx) * c.blocks
+    )
+    method = f"exact median of all {c.n}² squared distances"
+    grams: dict[int, GramSummary] = {}
+    bws: dict[int, Bandwidth] = {}
+    for i, x in zip(idx, data, strict=True):
+        bws[i] = checked_bandwidth(x, sigma, method, c.names[i], c.n)
+        grams[i] = rbf_gram(x, bws[i].sigma2, estimator == "biased")
+    return [
+        cka_grams(
+            grams[i],
+            grams[j],
+            estimator,
+            kernel="rbf",
+            bandwidths=(bws[i], bws[j]),
+            names=(c.names[i], c.names[j]),
+        )
+        for i, j in unique
+    ]
+
+
+def counts(
+    c: PassContext, idx: Sequence[int], tols: Sequence[float], codes: np.ndarray | None,
+    n_classes: int,
+) -> dict[int, Any]:  # fmt: skip
+    """Counts (:mod:`reprstore.stats.counts`) of arrays ``idx`` in one computation."""
+    run = dask_graph.Runner(c.scheduler, c.progress, len(idx) * c.blocks)
+    graphs = [
+        dask_graph.counts_pass(c.arrays[i], c.mask, tols, codes, n_classes, c.split_every)
+        for i in idx
+    ]
+    return dict(zip(idx, run(*graphs, blocks=len(idx) * c.blocks), strict=True))
+
+
+def check_sigma(sigma: float | None) -> None:
+    if sigma is None or not sigma > 0 or not math.isfinite(sigma):
+        raise InputError(f"sigma must be a positive number. Got {sigma!r} instead.")

@@ -1,0 +1,181 @@
+"""``reprstore upgrade``: rewrite a format-1 store to format 2 in place, crash-safe.
+
+Format 1 kept ``reprs/<model>/<seed>/<checkpoint>/<layer>``; format 2 adds the dataset
+level, ``reprs/<model>/<seed>/<checkpoint>/<dataset>/<layer>``. Nothing is copied: each
+array's folder is renamed, so its chunks and ``zarr.json`` stay byte for byte what they were.
+
+The upgrade follows a journal (``upgrade-journal.json`` at the store's root, written
+atomically before the first rename), in two phases, each step one atomic rename:
+
+1. *stage*: every array folder moves to ``__upgrade__/<i>`` (zarr reserves ``__`` names,
+   so no user name can clash; this also frees a layer whose name equals its dataset's,
+   whose new folder lies where its old one was);
+2. *place*: each dataset group is created (its ``zarr.json`` written atomically) and each
+   staged folder renamed to its new path.
+
+Then the root's marker says format 2 and the journal is deleted. Killed at any moment,
+every array is in exactly one of its three places and the journal says which phase ran,
+so running ``reprstore upgrade`` again finishes the job; until then the store refuses to
+open. Local stores only: fsspec stores (``s3://`` …) have no atomic rename, so the
+upgrade refuses them (copy the store to a local disk, upgrade, copy it back).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reprstore.errors import StoreFormatError
+from reprstore.keys import REPRS
+from reprstore.store.attrs import utc_now
+from reprstore.store.lock import Lease
+from reprstore.store.store import (
+    STORE_FORMAT,
+    STORE_MARKER,
+    UPGRADE_JOURNAL,
+    Store,
+    _local_path,
+    journal_exists,
+)
+
+STAGING = "__upgrade__"
+GROUP_JSON = {"zarr_format": 3, "node_type": "group", "attributes": {}}
+
+
+@dataclass(frozen=True)
+class UpgradeReport:
+    """What :func:`upgrade` did: arrays moved, and from which format."""
+
+    url: str
+    from_format: int
+    moved: int
+    resumed: bool
+
+    @property
+    def changed(self) -> bool:
+        return self.from_format != STORE_FORMAT or self.resumed
+
+
+def _write_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON to ``path`` by rename, so a reader sees the old or the new file, whole."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _plan(st: Store) -> list[dict[str, str]]:
+    """One move per format-1 array: its old path, staging path and new path."""
+    moves = []
+    for i, key in enumerate(st.keys()):
+        moves.append({"src": key.v1_path, "stage": f"{STAGING}/{i}", "dst": key.path})
+    return moves
+
+
+def _ensure_groups(root: Path, dst: str) -> None:
+    """Group metadata for every folder above ``dst`` that lacks it (the new dataset level)."""
+    parts = dst.split("/")[:-1]
+    for depth in range(1, len(parts) + 1):
+        folder = root.joinpath(*parts[:depth])
+        folder.mkdir(exist_ok=True)
+        if not (folder / "zarr.json").exists():
+            _write_atomic(folder / "zarr.json", GROUP_JSON)
+
+
+def _stage(root: Path, moves: list[dict[str, str]], step: Callable[[], None]) -> None:
+    (root / STAGING).mkdir(exist_ok=True)
+    for move in moves:
+        src, stage = root / move["src"], root / move["stage"]
+        if not stage.exists():
+            if not src.exists():
+                raise StoreFormatError(
+                    f"The upgrade journal lists {move['src']}, which is neither at its old "
+                    "place nor staged: the store was changed during the upgrade."
+                )
+            os.rename(src, stage)
+        step()
+
+
+def _place(root: Path, moves: list[dict[str, str]], step: Callable[[], None]) -> None:
+    for move in moves:
+        stage, dst = root / move["stage"], root / move["dst"]
+        if stage.exists():
+            _ensure_groups(root, move["dst"])
+            os.rename(stage, dst)
+        elif not dst.exists():
+            raise StoreFormatError(
+                f"The upgrade journal lists {move['dst']}, which is neither staged nor in "
+                "place: the store was changed during the upgrade."
+            )
+        step()
+
+
+def upgrade(
+    url: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None
+) -> UpgradeReport:
+    """Rewrite the store at ``url`` to the current format, in place; resumable.
+
+    Parameters
+    ----------
+    url
+        A local store path (fsspec URLs are refused: see the module docstring).
+    progress
+        Called as ``progress(steps_done, steps_total)`` after each rename.
+
+    Returns
+    -------
+    UpgradeReport
+        ``from_format == 2`` and ``moved == 0`` when there was nothing to do.
+    """
+    url = os.fspath(url)
+    st = Store.open(url, upgrading=True)
+    resumed = journal_exists(st.root)
+    if st.format == STORE_FORMAT and not resumed:
+        return UpgradeReport(url, st.format, 0, False)
+    path = _local_path(url)
+    if path is None:
+        raise StoreFormatError(
+            f"reprstore upgrade rewrites local stores only ({url} has no atomic rename): copy "
+            "it to a local disk, run 'reprstore upgrade' there, and copy it back."
+        )
+    st = Store.open(url, upgrading=True, writable=True)
+    with Lease(st.root.store, REPRS).acquire():
+        journal_file = path / UPGRADE_JOURNAL
+        if resumed:
+            journal = json.loads(journal_file.read_text())
+        else:
+            for key in st.keys(None):
+                Lease(st.root.store, key.v1_path).raise_if_live()
+            journal = {"from": st.format, "to": STORE_FORMAT, "phase": "stage",
+                       "started": utc_now(), "moves": _plan(st)}  # fmt: skip
+            _write_atomic(journal_file, journal)
+        moves: list[dict[str, str]] = journal["moves"]
+        done = [0]
+
+        def step() -> None:
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], 2 * len(moves))
+
+        if journal["phase"] == "stage":
+            _stage(path, moves, step)
+            journal["phase"] = "place"
+            _write_atomic(journal_file, journal)
+        else:
+            done[0] = len(moves)
+        _place(path, moves, step)
+        staging = path / STAGING
+        if staging.exists():
+            staging.rmdir()
+        old: Any = st.root.attrs.asdict().get(STORE_MARKER)
+        marker: dict[str, Any] = dict(old) if isinstance(old, dict) else {}
+        marker.update(format=STORE_FORMAT, upgraded={"from": journal["from"], "time": utc_now()})
+        st.root.attrs.update({STORE_MARKER: marker})
+        journal_file.unlink()
+    return UpgradeReport(url, int(journal["from"]), len(moves), resumed)
