@@ -53,8 +53,9 @@ def _cka(store: Path, a: str = "l0", b: str = "l1", *extra: str):
 def _reference(store: Path, a: str, b: str) -> float:
     import zarr
 
-    x = np.asarray(zarr.open_array(str(store / f"reprs/m/0/final/default/{a}"), mode="r")[:], np.float64)
-    y = np.asarray(zarr.open_array(str(store / f"reprs/m/0/final/default/{b}"), mode="r")[:], np.float64)
+    run = store / "reprs/m/0/final/default"
+    x = np.asarray(zarr.open_array(str(run / a), mode="r")[:], np.float64)
+    y = np.asarray(zarr.open_array(str(run / b), mode="r")[:], np.float64)
     x, y = x - x.mean(0), y - y.mean(0)
     return float(np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)))
 

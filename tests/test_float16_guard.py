@@ -42,6 +42,7 @@ def test_large_common_offset_keeps_cka(tmp_path: Path, offset: float) -> None:
     assert len(warned) == 2 and all("stored as float32" in w for w in warned), result.stderr
     arr = zarr.open_array(str(tmp_path / "s.zarr/reprs/m/0/final/default/x"), mode="r")
     assert arr.dtype == np.float32 and "float16 rounding" in arr.attrs["storage_fallback"]
+    assert "mean" in arr.attrs["storage_fallback"]
     df = compare(tmp_path / "s.zarr", "layer=x", "layer=y", estimator="biased")
     # float32 storage of the offset data loses ~offset × 6e-8 per value: well within 1e-5
     assert float(df["cka"].iloc[0]) == pytest.approx(want, rel=1e-5)
@@ -107,3 +108,14 @@ def test_resumed_fallback_stays_float32(tmp_path: Path) -> None:
     writer.close()
     stored = np.asarray(store.array(key)[:], np.float64)
     np.testing.assert_allclose(stored, x.astype(np.float32), rtol=0)
+
+
+def test_dead_units_and_small_offsets_stay_float16(tmp_path: Path) -> None:
+    """Real activations: a few near-constant columns and offsets of ~2 × the spread."""
+    x, _ = _pair(n=1000, p=32)
+    x[:, :8] += 2.0
+    x[:, 30] = 1e-9 * x[:, 30] - 5e-8  # a dead unit: no variance worth keeping
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    result = run_cli("import", "s.zarr", "x.npy", "--name", "m", "--layer", "x", cwd=tmp_path)
+    assert result.returncode == 0 and "Warning" not in result.stderr, result.stderr
+    assert zarr.open_array(str(tmp_path / "s.zarr/reprs/m/0/final/x"), mode="r").dtype == np.float16

@@ -141,7 +141,8 @@ def test_overwrite_and_corruption_on_s3(s3, url: str, tmp_path: Path) -> None:  
     assert over.returncode == 0, over.stderr
     import zarr
 
-    np.testing.assert_array_equal(zarr.open_array(f"{url}/reprs/m/0/final/default/a", mode="r")[:], new)
+    stored = zarr.open_array(f"{url}/reprs/m/0/final/default/a", mode="r")[:]
+    np.testing.assert_array_equal(stored, new)
     assert not [k for k in _objects(s3, url) if "/.staging/" in k]
     chunk = next(k for k in _objects(s3, url) if "/reprs/m/0/final/default/a/c/1/" in k)
     s3.delete_object(Bucket=BUCKET, Key=chunk)
