@@ -405,3 +405,62 @@ def test_row_filter_uses_the_kept_rows_ids(store: Path, tmp_path: Path) -> None:
     se = math.sqrt((g - 1) / g * np.sum((loo - loo.mean()) ** 2))
     assert got["n_samples"].iloc[0] == keep.sum()
     assert got["cka_se"].iloc[0] == pytest.approx(se, rel=1e-6)
+
+
+# ------------------------------------------------------- reprstore compare --measure cka
+
+
+def _jackknife_se(store: Path, seed: int, groups_asked: int) -> float:
+    """The delete-group jackknife SE of debiased CKA of seeds a and b, from the definition."""
+    from reprstore.store import Store
+
+    st = Store.open(store / "s.zarr")
+    ids = st.dataset("default").ids()
+    x, y = (np.asarray(st.array(info.key)[:], dtype=np.float64)
+            for info in (st.select(f"seed={n}")[0] for n in "ab"))  # fmt: skip
+    groups = rs.group_ids(ids, seed, groups_asked)
+    loo = np.array([cka_debiased(x[groups != g], y[groups != g]) for g in np.unique(groups)])
+    g = len(loo)
+    return math.sqrt((g - 1) / g * np.sum((loo - loo.mean()) ** 2))
+
+
+def test_compare_measure_cka_has_the_same_interval_and_test_as_cka(
+    store: Path, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    args = ["--a", "seed=a", "--b", "seed=[bc]", "--ci", "0.9", "--bootstrap", "15",
+            "--permutations", "99", "--seed", "8"]  # fmt: skip
+    got = {}
+    for command, more in (("cka", []), ("compare", ["--measure", "cka"])):
+        out = tmp_path / f"{command}.csv"
+        result = run_cli(command, str(store / "s.zarr"), *args, *more, "--out", str(out))
+        assert result.returncode == 0, result.stderr
+        assert "plan: interval: delete-group jackknife over 15 row groups" in " ".join(
+            result.stdout.split()
+        )
+        got[command] = pd.read_csv(out)
+    a, b = got["cka"], got["compare"]
+    for col in ("cka", "cka_lo", "cka_hi", "cka_se", "cka_p", "cka_p_resolution"):
+        np.testing.assert_allclose(b[col], a[col], rtol=1e-12)
+    assert list(b["permutation_method"]) == list(a["permutation_method"])
+    assert b["cka_se"].iloc[0] == pytest.approx(_jackknife_se(store, 8, 15), rel=1e-6)
+    assert b["cka_p"].iloc[0] == pytest.approx(0.01)  # a vs b: related; resolution 1/100
+
+
+def test_compare_takes_the_cka_options_of_the_measure(store: Path) -> None:
+    got = compare(store / "s.zarr", "seed=a", "seed=b", measures="cka:estimator=minibatch:batch_size=30",
+                  ci=LEVEL, bootstrap=50, permutations=19)  # fmt: skip
+    assert got["estimator"].iloc[0] == "minibatch" and got["n_batches"].iloc[0] == 10
+    assert "bootstrap" in got["ci_method"].iloc[0]
+    assert "within each of 10 batches" in got["permutation_method"].iloc[0]
+    assert got["cka_lo"].iloc[0] < got["cka"].iloc[0] < got["cka_hi"].iloc[0]
+
+
+@pytest.mark.parametrize("measure", ["cka,cca", "linreg", "cka,cka:estimator=biased"])
+def test_compare_refuses_uncertainty_beyond_one_cka(store: Path, measure: str) -> None:
+    args = ["--a", "seed=a", "--b", "seed=b", "--measure", measure, "--ci", "0.95"]
+    result = run_cli("compare", str(store / "s.zarr"), *args)
+    assert_user_error(result, "--ci and --permutations")
+    with pytest.raises(InputError, match="not yet for|one cka measure"):
+        compare(store / "s.zarr", "seed=a", "seed=b", measures=measure, permutations=9)
