@@ -464,3 +464,13 @@ def test_compare_refuses_uncertainty_beyond_one_cka(store: Path, measure: str) -
     assert_user_error(result, "--ci and --permutations")
     with pytest.raises(InputError, match="not yet for|one cka measure"):
         compare(store / "s.zarr", "seed=a", "seed=b", measures=measure, permutations=9)
+
+
+def test_row_permutation_statistic_is_cka_on_offset_and_scaled_data() -> None:
+    x, y = _toy(120)
+    x, y = 37.0 * x + 5.0, 0.01 * y - 2.0  # the engine offsets and rescales each side
+    got = reprstore.cka(x, y, permutations=19, seed=3)
+    want = cka_debiased(x - x.mean(0), y - y.mean(0))
+    assert "over all 120 rows" in got.permutation_method
+    assert got.cka_p_statistic == pytest.approx(want, rel=1e-9)
+    assert got.cka == pytest.approx(want, rel=1e-9)

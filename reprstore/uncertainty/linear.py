@@ -361,7 +361,7 @@ def permute_rows(
     for i, x in zip(idx, data, strict=True):
         m = linear.moments(np.asarray(x))
         side = linear_side(m, estimator, ctx.names[i])
-        prepared[i] = (linear.prepare_block(np.asarray(x), m.shift), side)
+        prepared[i] = (linear.prepare_block(np.asarray(x), m.offset), side)
     out: dict[Pair, dict[str, Any]] = {}
     step = max(1, 2**22 // max(ctx.n, 1))  # permutations drawn at a time (32 MiB of indices)
     for i, j in ctx.pairs:
