@@ -95,9 +95,7 @@ def batch_record(
     rec = BatchRecord(
         n=grams[needed[0]].n,
         own={i: hsic1(gram_terms(grams[i], grams[i])) * unit[i] ** 2 for i in own},
-        pairs={
-            (i, j): hsic1(gram_terms(grams[i], grams[j])) * unit[i] * unit[j] for i, j in pairs
-        },
+        pairs={(i, j): hsic1(gram_terms(grams[i], grams[j])) * unit[i] * unit[j] for i, j in pairs},
         spread={i: relative_spread(rows[i]) for i in own},  # type: ignore[arg-type]
         scale={i: 1.0 for i in own},
         own_scale={i: hsic1_scale(grams[i]) * unit[i] ** 2 for i in own},
