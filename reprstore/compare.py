@@ -452,6 +452,8 @@ def _run_dataset(
     arrays, mask, n = _dataset_arrays(store, plan, idx, dataset, where, allow_incomplete, need,
                                       options.get("memory"))  # fmt: skip
     pos = {i: k for k, i in enumerate(idx)}
+    if options.get("uncertainty") is not None:  # resampling groups are keyed by sample id
+        options = {**options, "ids": store.dataset(dataset).ids()[: arrays[0].shape[0]]}
     out = measure_arrays(
         arrays,
         [(pos[i], pos[j]) for i, j in pairs],
@@ -491,6 +493,11 @@ def compare(
     split_every: int | None = None,
     progress: Progress | None = None,
     timeout: float | None = None,
+    ci: float | None = None,
+    bootstrap: int | None = None,
+    permutations: int | None = None,
+    seed: int | None = None,
+    report: Any = None,
 ) -> pd.DataFrame:
     """Every requested measure of every selected A with every selected B, in one pass.
 
@@ -517,14 +524,24 @@ def compare(
     progress : callable(done, total) in row blocks
     timeout : seconds a cluster may go without an answering scheduler or any worker
         before the comparison fails (default 60)
+    ci, bootstrap, permutations, seed
+        Confidence interval (level, replicates) and permutation test of ``cka`` (see
+        :mod:`reprstore.uncertainty`; other measures refuse them); ``seed`` defaults to 0
+        and is recorded.
+    report : callable(str), optional
+        Receives the uncertainty plan (passes, memory) before the work starts.
 
     Returns
     -------
     pandas.DataFrame
         One row per pair: the keys, ``dataset``, ``n_samples``, then one column per
         scalar of each measure (``cka`` keeps :data:`RESULT_COLUMNS` and
-        :data:`EXTRA_COLUMNS`), array-valued outputs as list columns.
+        :data:`EXTRA_COLUMNS`), array-valued outputs as list columns; then ``cka_lo``,
+        ``cka_hi``, ``cka_se`` … / ``cka_p`` … where asked.
     """
+    from reprstore.uncertainty import check_measures
+    from reprstore.uncertainty import options as uncertainty_options
+    from reprstore.uncertainty import result_columns as uncertainty_columns
 
     check_options(estimator, kernel)
     if shuffle is not None and (isinstance(shuffle, bool) or not isinstance(shuffle, int)
@@ -538,6 +555,9 @@ def compare(
         raise InputError(
             f"{', '.join(single)} describe(s) one representation: use reprstore describe."
         )
+    unc = uncertainty_options(ci, bootstrap, permutations, seed, report=report)
+    if unc is not None:
+        check_measures(specs)
     row_paired = [s.name for s in specs if s.measure.pairing == "rows"]
     st = _open(store)
     plan = plan_grid(
@@ -556,20 +576,24 @@ def compare(
             own = sorted({k for p in across for k in p if plan.reprs[k].dataset == dataset})
             got, part, rows_of[dataset] = _run_dataset(
                 st, plan, dataset, specs, where=where, allow_incomplete=allow_incomplete,
-                progress=progress, scheduler=sched, own=own, **options,
+                progress=progress, scheduler=sched, own=own, uncertainty=unc, **options,
             )  # fmt: skip
             found.update(got)
             partials.update(part)
     for i, j in across:
         names = (plan.reprs[i].key.label(), plan.reprs[j].key.label())
         found[(i, j)] = finalize_features(specs, partials[i], partials[j], names, 0)
-    df = _table(plan, specs, found, rows_of, bool(across))
+    df = _table(plan, specs, found, rows_of, bool(across), uncertainty_columns(unc))
     return annotate(
         df, st, plan, a=a, b=b, match=match, differ=differ, pairs=pairs,
         pair_where=pair_where, where=where,
         options={
             **options, "estimator": estimator, "kernel": kernel, "sigma": sigma,
             "batch_size": batch_size, "shuffle": shuffle, "measures": [s.key for s in specs],
+            **({} if unc is None else {
+                "ci": unc.ci, "bootstrap": unc.bootstrap if unc.ci is not None else None,
+                "permutations": unc.permutations, "seed": unc.seed,
+            }),
         },
     )  # fmt: skip
 
@@ -648,10 +672,11 @@ def _table(
     found: dict[tuple[int, int], dict[str, Any]],
     rows_of: dict[str, int],
     across: bool,
+    extra: Sequence[str] = (),
 ) -> pd.DataFrame:
     import pandas as pd
 
-    columns = result_columns(specs, across)
+    columns = [*result_columns(specs, across), *extra]
     rows = []
     for i, j in plan.pairs:
         a, b = plan.reprs[i], plan.reprs[j]

@@ -261,6 +261,8 @@ def measure_arrays(
     names: Sequence[str] | None = None,
     mask: np.ndarray | None = None,
     own: Sequence[int] = (),
+    uncertainty: Any = None,
+    ids: np.ndarray | None = None,
     **settings: Any,
 ) -> passes.Outcome:
     """Every measure for every ordered pair ``(i, j)`` of ``arrays`` (same rows), reading
@@ -273,6 +275,10 @@ def measure_arrays(
     measures : ``"cka,cca,svcca:keep=0.9"``, a list of such names, or parsed specs
     own : arrays that need only their per-representation step (feature-paired pairs
         with arrays of other datasets)
+    uncertainty : reprstore.uncertainty.UncertaintyOptions, optional
+        Intervals and/or permutation tests (:mod:`reprstore.uncertainty`; cka only).
+    ids : ndarray (n,), optional
+        Sample ids of the rows (default: row numbers); they key the resampling groups.
     settings : device, memory, scheduler, split_every, progress, precision, block_rows
 
     Returns
@@ -295,6 +301,10 @@ def measure_arrays(
     ctx = context(arrays, pairs, names=names, mask=mask, min_rows=min_rows,
                   what=_what(specs, min_rows), **settings)  # fmt: skip
     check_widths(ctx, specs, pairs)
+    if uncertainty is not None:
+        from reprstore import uncertainty as unc
+
+        return unc.measure(ctx, pairs, specs, uncertainty, ids=ids)
     return passes.run(ctx, pairs, specs, own)
 
 
@@ -401,6 +411,8 @@ def compare_arrays(
     progress: Progress | None = None,
     precision: str = "float64",
     block_rows: int | None = None,
+    uncertainty: Any = None,
+    ids: np.ndarray | None = None,
 ) -> list[CKAResult]:
     """CKA of each pair ``(i, j)`` of ``arrays``, reading every block once per pass.
 
@@ -424,10 +436,15 @@ def compare_arrays(
     block_rows : int, optional
         Rows per block for inputs that are not dask arrays (default: about 32 MiB of
         float64 per array, a multiple of the stored chunk rows, within ``memory``).
+    uncertainty : reprstore.uncertainty.UncertaintyOptions, optional
+        Intervals and/or permutation tests (:mod:`reprstore.uncertainty`).
+    ids : ndarray (n,), optional
+        Sample ids of the rows (default: row numbers); they key the resampling groups.
 
     Returns
     -------
-    list of CKAResult, in the order of ``pairs``
+    list of CKAResult, in the order of ``pairs`` (with ``uncertainty``,
+    :class:`~reprstore.uncertainty.UncertainResult`)
     """
     check_options(estimator, kernel)
     check_sigma(sigma)
@@ -438,7 +455,7 @@ def compare_arrays(
     out = measure_arrays(
         arrays, pairs, [spec], names=names, mask=mask, device=device, memory=memory,
         scheduler=scheduler, split_every=split_every, progress=progress, precision=precision,
-        block_rows=block_rows,
+        block_rows=block_rows, uncertainty=uncertainty, ids=ids,
     )  # fmt: skip
     return [out.pairs[p]["_result"] for p in pairs]
 
@@ -465,6 +482,10 @@ def cka(
     scheduler: Any = None,
     split_every: int = dask_graph.DEFAULT_SPLIT_EVERY,
     precision: str = "float64",
+    ci: float | None = None,
+    bootstrap: int | None = None,
+    permutations: int | None = None,
+    seed: int | None = None,
 ) -> CKAResult:
     """Centred kernel alignment of two representations of the same samples.
 
@@ -495,11 +516,17 @@ def cka(
     precision : {"float64", "float32"}
         Precision of the per-block products (accumulation is always float64). float32 is
         faster and, thanks to the shift, stayed within ~1e-8 of float64 in our tests.
+    ci, bootstrap, permutations, seed
+        A confidence interval at level ``ci`` from ``bootstrap`` replicates (default 200)
+        and/or a permutation test with ``permutations`` permutations; ``seed`` (default 0)
+        keys both. See :mod:`reprstore.uncertainty` and docs/uncertainty.md.
 
     Returns
     -------
     CKAResult
-        ``.cka`` is the value; the other fields say how it was computed.
+        ``.cka`` is the value; the other fields say how it was computed (with ``ci`` or
+        ``permutations``, a :class:`~reprstore.uncertainty.UncertainResult`: ``cka_lo``,
+        ``cka_hi``, ``cka_se``, ``cka_p`` …).
 
     Raises
     ------
@@ -522,5 +549,16 @@ def cka(
         scheduler=scheduler,
         split_every=split_every,
         precision=precision,
+        uncertainty=_uncertainty_options(ci, bootstrap, permutations, seed),
     )
     return result
+
+
+def _uncertainty_options(
+    ci: float | None, bootstrap: int | None, permutations: int | None, seed: int | None
+) -> Any:
+    if ci is None and bootstrap is None and permutations is None:
+        return None
+    from reprstore.uncertainty import options
+
+    return options(ci=ci, bootstrap=bootstrap, permutations=permutations, seed=seed)

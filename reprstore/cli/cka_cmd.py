@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from reprstore.cli import _options as opt
+from reprstore.cli import uncertainty_opts as unc
 from reprstore.cli._errors import handle_errors
 from reprstore.cli._format import stdout_console
 
@@ -173,14 +174,17 @@ def _label(row: Any, side: str) -> str:
 def _table(df: Any) -> Table:
     """The result rows; minibatch adds the number of batches, rbf how σ was chosen."""
     extra = [c for c in ("n_batches", "sigma_method") if c in df and df[c].notna().any()]
-    table = Table(title=f"CKA: {len(df)} pair(s)")
-    for column in (*TABLE_COLUMNS, *extra):
-        table.add_column(column, justify="right" if column in ("n_samples", "cka") else "left")
+    more = unc.extra_columns(df)
+    table = Table(title=f"CKA: {len(df)} pair(s)", caption=unc.caption(df))
+    for column in (*TABLE_COLUMNS, *more, *extra):
+        right = column in ("n_samples", "cka", *more)
+        table.add_column(column, justify="right" if right else "left")
     for _, row in df.iterrows():
         cells = [
             _label(row, "a"), _label(row, "b"), str(row["dataset"]), str(row["estimator"]),
             str(row["kernel"]), str(row["n_samples"]), f"{row['cka']:.6f}",
         ]  # fmt: skip
+        cells += [unc.cell(c, row[c]) for c in more]
         cells += [_cell(row[c]) for c in extra]
         table.add_row(*cells)
     return table
@@ -216,10 +220,15 @@ def cka(
     memory: MemoryOpt = "2GB",
     allow_incomplete: IncompleteOpt = False,
     timeout: TimeoutOpt = 60.0,
+    ci: unc.CiOpt = None,
+    bootstrap: unc.BootstrapOpt = None,
+    permutations: unc.PermutationsOpt = None,
+    seed: unc.SeedOpt = None,
 ) -> None:
     """Compare every A with every B by CKA, reading each stored chunk once per pass.
 
     Example: reprstore cka runs.zarr --a seed=0 --b seed=1 --match layer --out cka.csv
+    With error bars: ... --ci 0.95 --bootstrap 200 --seed 1 --permutations 999
     """
     from reprstore.cli.progress import progress_bar
     from reprstore.cluster import check_scheduler, check_timeout, quiet_distributed_logs
@@ -249,6 +258,7 @@ def cka(
         parse_pair_filter(pair_where)
     if plot is not None and not plot.lower().endswith(".png"):
         raise InputError(f"--plot expects a .png file name. Got {plot!r} instead.")
+    unc.check(ci, bootstrap, permutations, seed)
     listed = read_pairs_file(pairs) if pairs is not None else None
     with progress_bar("cka", unit="blocks") as bar:
         df = compare(
@@ -258,6 +268,8 @@ def cka(
             pairs=listed, pair_where=pair_where, allow_incomplete=allow_incomplete,
             device=device, precision=precision, memory=budget,
             workers=workers, scheduler=scheduler, progress=bar, timeout=timeout,
+            ci=ci, bootstrap=bootstrap, permutations=permutations, seed=seed,
+            report=unc.plan_printer(console),
         )  # fmt: skip
     if pairs is not None:
         from reprstore.report.provenance import file_sha256

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from reprstore.cli import _options as opt
 from reprstore.cli import cka_cmd as c
+from reprstore.cli import uncertainty_opts as unc
 from reprstore.cli._errors import handle_errors
 from reprstore.cli._format import stdout_console
 
@@ -53,9 +54,9 @@ def _fmt(v: Any) -> str:
 def _table(df: Any, title: str) -> Table:
     """The scalar columns of a comparison, one row per pair (lists are in --out)."""
     skip = ("n_samples", "b_n_samples", "n_batches", "batch_size", "sigma", "hsic_ab", "hsic_aa",
-            "hsic_bb", "pca_k")  # fmt: skip
+            "hsic_bb", "pca_k", *unc.HIDDEN)  # fmt: skip
     scalars = _scalars(df, skip)
-    table = Table(title=title)
+    table = Table(title=title, caption=unc.caption(df))
     for col in ("A", "B", "dataset", "n_samples", *scalars):
         table.add_column(col, justify="right" if col not in ("A", "B", "dataset") else "left")
     for _, row in df.iterrows():
@@ -96,10 +97,15 @@ def compare(
     precision: c.PrecisionOpt = "float64",
     memory: c.MemoryOpt = "2GB",
     allow_incomplete: c.IncompleteOpt = False,
+    ci: unc.CiOpt = None,
+    bootstrap: unc.BootstrapOpt = None,
+    permutations: unc.PermutationsOpt = None,
+    seed: unc.SeedOpt = None,
 ) -> None:
     """Compare every A with every B by any measures, all from one pass over the data.
 
     Example: reprstore compare runs.zarr --a seed=0 --b seed=1 --measure cka,cca,procrustes
+    With error bars (cka): ... --measure cka --ci 0.95 --bootstrap 200 --permutations 999
     """
     if _help_or(measure):
         return
@@ -119,6 +125,11 @@ def compare(
     cka_defaults = dict(estimator=estimator, kernel=kernel, sigma=sigma, batch_size=batch_size,
                         shuffle=shuffle)  # fmt: skip
     specs = parse_measures(measure, {"cka": cka_defaults})
+    unc.check(ci, bootstrap, permutations, seed)
+    if ci is not None or permutations is not None:
+        from reprstore.uncertainty import check_measures
+
+        check_measures(specs)
     resolve_backend(device, precision)
     budget = parse_memory(memory)
     check_output(out)
@@ -132,6 +143,8 @@ def compare(
             match=parse_keys(match, "--match"), differ=parse_keys(differ, "--differ"),
             pairs=listed, allow_incomplete=allow_incomplete, device=device, precision=precision,
             memory=budget, workers=workers, scheduler=scheduler, progress=bar,
+            ci=ci, bootstrap=bootstrap, permutations=permutations, seed=seed,
+            report=unc.plan_printer(console),
         )  # fmt: skip
     names = ", ".join(s.name + s.suffix for s in specs)
     console.print(_table(df, f"{names}: {len(df)} pair(s)"))

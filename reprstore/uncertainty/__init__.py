@@ -1,0 +1,276 @@
+"""Sample-level uncertainty of CKA: confidence intervals and permutation tests.
+
+The CKA glue over the pure resampling math of :mod:`reprstore.stats.resample`, run on the
+engine's :class:`~reprstore.engine.PassContext`:
+
+* exact linear estimators (biased, debiased): rows are hashed into G groups by
+  (seed, sample id); one pass accumulates the linear moments per group
+  (:mod:`reprstore.uncertainty.linear`); the interval is the delete-group jackknife's
+  estimate ± t_{G−1}·SE. A permutation test permutes the rows of B against A over all
+  rows (one p × q product per permutation) when that is cheap, and otherwise permutes
+  within minibatches (below), saying which in ``permutation_method``;
+* minibatch: one pass keeps each batch's HSIC values (:mod:`reprstore.uncertainty.batches`);
+  the interval resamples whole batches (Poisson bootstrap, SE ± t_{k−1}); permutations
+  permute B's rows within each batch, reusing the batch's kernels.
+
+Entry points for the engine: :func:`measure` (called by
+:func:`reprstore.engine.measure_arrays` when it is given ``uncertainty=``, for the ``cka``
+measure; :func:`check_measures` refuses the others) and :func:`run`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from reprstore.errors import InputError
+from reprstore.metrics.cka import CKAResult
+
+if TYPE_CHECKING:
+    from reprstore.metrics.base import Spec
+    from reprstore.passes import Outcome, PassContext
+
+DEFAULT_REPLICATES = 200
+#: Fewer groups than this give too few degrees of freedom for a useful interval.
+MIN_GROUPS = 10
+#: Exact permutations are used while R·n·p·q stays below this (multiply-adds).
+EXACT_PERMUTATION_MACS = 2e11
+
+
+@dataclass(frozen=True)
+class UncertaintyOptions:
+    """What to add to each CKA value, validated once.
+
+    Attributes
+    ----------
+    ci : float or None
+        Confidence level in (0, 1), e.g. 0.95; ``None``: no interval.
+    bootstrap : int
+        Replicates: the number of row groups of the exact estimators' jackknife (fewer
+        when they do not fit ``--memory``), the bootstrap resamples of minibatch.
+    permutations : int or None
+        Permutations R of the test of "A and B are unrelated" (p has resolution 1/(R+1)).
+    seed : int
+        Seed of the groups, the bootstrap weights and the permutations.
+    permute : {"auto", "rows", "batches"}
+        Which statistic the test permutes (see module docstring); ``auto`` picks rows
+        for the exact estimators while it is cheap.
+    report : callable(str), optional
+        Receives the plan (passes, memory) before any work.
+    """
+
+    ci: float | None = None
+    bootstrap: int = DEFAULT_REPLICATES
+    permutations: int | None = None
+    seed: int = 0
+    permute: str = "auto"
+    report: Callable[[str], None] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.ci is not None and not (0.0 < float(self.ci) < 1.0):
+            raise InputError(
+                f"--ci must be a confidence level between 0 and 1 (e.g. 0.95). Got {self.ci}."
+            )
+        if int(self.bootstrap) < 2:
+            raise InputError(
+                f"--bootstrap must be at least 2 replicates (e.g. 200). Got {self.bootstrap}."
+            )
+        if self.permutations is not None and int(self.permutations) < 1:
+            raise InputError(
+                f"--permutations must be at least 1 (e.g. 999). Got {self.permutations}."
+            )
+        if int(self.seed) < 0:
+            raise InputError(f"--seed must be a non-negative integer. Got {self.seed}.")
+        if self.permute not in ("auto", "rows", "batches"):
+            raise InputError(
+                f"Unknown permutation scheme {self.permute!r}. Expected auto, rows or batches."
+            )
+
+    @property
+    def active(self) -> bool:
+        return self.ci is not None or self.permutations is not None
+
+
+def options(
+    ci: float | None = None,
+    bootstrap: int | None = None,
+    permutations: int | None = None,
+    seed: int | None = None,
+    permute: str = "auto",
+    report: Callable[[str], None] | None = None,
+) -> UncertaintyOptions | None:
+    """The options of the public API (``None`` when nothing is asked); refuses
+    ``bootstrap`` without ``ci``."""
+    if ci is None and bootstrap is not None:
+        raise InputError("--bootstrap needs --ci LEVEL (e.g. --ci 0.95 --bootstrap 200).")
+    opts = UncertaintyOptions(
+        ci=ci,
+        bootstrap=DEFAULT_REPLICATES if bootstrap is None else bootstrap,
+        permutations=permutations,
+        seed=0 if seed is None else seed,
+        permute=permute,
+        report=report,
+    )
+    return opts if opts.active else None
+
+
+@dataclass(frozen=True)
+class UncertainResult(CKAResult):
+    """A :class:`CKAResult` with its interval and permutation test.
+
+    Attributes
+    ----------
+    cka_lo, cka_hi, cka_se : float or None
+        The interval at ``ci_level`` and the standard error.
+    ci_method : str or None
+        How they were obtained (e.g. ``jackknife-t, 200 groups``).
+    ci_replicates : int or None
+        Groups (jackknife) or resamples (bootstrap) used.
+    cka_p : float or None
+        p = (1 + #{T_π ≥ T}) / (R + 1).
+    cka_p_resolution : float or None
+        1 / (R + 1), the smallest attainable p.
+    cka_p_statistic : float or None
+        The observed value T of the permuted statistic.
+    permutation_method : str or None
+        Which statistic was permuted, and how.
+    resample_seed : int or None
+    """
+
+    cka_lo: float | None = None
+    cka_hi: float | None = None
+    cka_se: float | None = None
+    ci_level: float | None = None
+    ci_method: str | None = None
+    ci_replicates: int | None = None
+    cka_p: float | None = None
+    cka_p_resolution: float | None = None
+    cka_p_statistic: float | None = None
+    permutations: int | None = None
+    permutation_method: str | None = None
+    resample_seed: int | None = None
+
+
+CI_COLUMNS = ["cka_lo", "cka_hi", "cka_se", "ci_level", "ci_method", "ci_replicates"]
+P_COLUMNS = [
+    "cka_p",
+    "cka_p_resolution",
+    "cka_p_statistic",
+    "permutations",
+    "permutation_method",
+]
+
+
+def result_columns(opts: UncertaintyOptions | None) -> list[str]:
+    """The result-file columns ``opts`` adds (after the plain ones)."""
+    if opts is None:
+        return []
+    cols = CI_COLUMNS if opts.ci is not None else []
+    cols = cols + (P_COLUMNS if opts.permutations is not None else [])
+    return [*cols, "resample_seed"]
+
+
+def columns_of(r: CKAResult) -> dict[str, Any]:
+    """The uncertainty fields of a result as a row's extra columns (empty for a plain one)."""
+    if not isinstance(r, UncertainResult):
+        return {}
+    return {c: getattr(r, c) for c in (*CI_COLUMNS, *P_COLUMNS, "resample_seed")}
+
+
+def with_uncertainty(r: CKAResult, **fields: Any) -> UncertainResult:
+    """``r`` as an :class:`UncertainResult` with ``fields`` set (or updated)."""
+    base = {f: getattr(r, f) for f in CKAResult.__dataclass_fields__}
+    if isinstance(r, UncertainResult):
+        return replace(r, **fields)
+    return UncertainResult(**base, **fields)
+
+
+def clip_interval(lo: float, hi: float) -> tuple[float, float]:
+    """An interval for CKA, clipped to [−1, 1] (where CKA lives)."""
+    return float(np.clip(lo, -1.0, 1.0)), float(np.clip(hi, -1.0, 1.0))
+
+
+def run(
+    ctx: PassContext,
+    opts: UncertaintyOptions,
+    *,
+    estimator: str,
+    kernel: str,
+    sigma: float,
+    batch_size: int,
+    shuffle: int | None,
+    ids: np.ndarray | None,
+) -> list[CKAResult]:
+    """CKA of ``ctx.pairs`` with the intervals and p-values ``opts`` asks for.
+
+    ``ids`` (n_total,) are the rows' sample ids (default: row numbers); only the
+    selected rows' ids are used.
+    """
+    from reprstore.uncertainty import batches, linear
+
+    n_total = ctx.arrays[0].shape[0]
+    all_ids = np.arange(n_total) if ids is None else np.asarray(ids)
+    if all_ids.shape[0] != n_total:
+        raise InputError(f"Expected {n_total} sample ids, one per row. Got {all_ids.shape[0]}.")
+    sel_ids = all_ids if ctx.mask is None else all_ids[ctx.mask]
+    if estimator == "minibatch":
+        return batches.run_minibatch(
+            ctx, opts, kernel=kernel, sigma=sigma, batch_size=batch_size, shuffle=shuffle
+        )
+    if kernel != "linear":
+        raise InputError(
+            f"--ci and --permutations are not available for the exact {estimator} estimator "
+            "with the rbf kernel. Use --estimator minibatch (any kernel) or --kernel linear."
+        )
+    return linear.run_exact(
+        ctx, opts, estimator=estimator, ids=sel_ids, batch_size=batch_size, shuffle=shuffle
+    )
+
+
+def check_measures(specs: Sequence[Spec]) -> None:
+    """Refuse, before any work, measures that have no interval or test yet."""
+    others = [s.key for s in specs if s.name != "cka"]
+    if others:
+        raise InputError(
+            "--ci and --permutations are available for cka (debiased/biased: delete-group "
+            "jackknife and row permutations; minibatch: batch bootstrap and within-batch "
+            f"permutations); not yet for {', '.join(others)}. Compare those without them."
+        )
+    if len(specs) != 1:
+        raise InputError(
+            "--ci and --permutations apply to one cka measure at a time. Got "
+            f"{', '.join(s.key for s in specs)}: run one comparison per cka variant."
+        )
+
+
+def measure(
+    ctx: PassContext,
+    ordered: Sequence[tuple[int, int]],
+    specs: Sequence[Spec],
+    opts: UncertaintyOptions,
+    *,
+    ids: np.ndarray | None = None,
+) -> Outcome:
+    """The engine's :class:`~reprstore.passes.Outcome` of the one ``cka`` spec of
+    ``specs`` for the ordered pairs, with the uncertainty columns ``opts`` asks for."""
+    from reprstore.metrics.cka import result_columns as cka_columns
+    from reprstore.passes import Outcome, swapped
+
+    check_measures(specs)
+    (spec,) = specs
+    o = spec.opts
+    found = run(
+        ctx, opts, estimator=o["estimator"], kernel=o["kernel"], sigma=o["sigma"],
+        batch_size=o["batch_size"], shuffle=o["shuffle"], ids=ids,
+    )  # fmt: skip
+    by_pair = dict(zip(ctx.pairs, found, strict=True))
+    out = Outcome()
+    for a, b in ordered:
+        r = by_pair[(min(a, b), max(a, b))]
+        r = swapped(r) if a > b else r
+        cols = {**cka_columns(r), **columns_of(r)}
+        out.pairs[(a, b)] = {spec.column(k): v for k, v in cols.items()}
+    return out
