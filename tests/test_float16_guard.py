@@ -118,4 +118,5 @@ def test_dead_units_and_small_offsets_stay_float16(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", x.astype(np.float32))
     result = run_cli("import", "s.zarr", "x.npy", "--name", "m", "--layer", "x", cwd=tmp_path)
     assert result.returncode == 0 and "Warning" not in result.stderr, result.stderr
-    assert zarr.open_array(str(tmp_path / "s.zarr/reprs/m/0/final/default/x"), mode="r").dtype == np.float16
+    stored = zarr.open_array(str(tmp_path / "s.zarr/reprs/m/0/final/default/x"), mode="r")
+    assert stored.dtype == np.float16
