@@ -39,7 +39,7 @@ def _write(root: Path, n: int, p: int) -> Path:
 
 
 def _arrays(url: Path, checked: bool) -> list[da.Array]:
-    from reprstore.compare import _dask_array, block_rows_for
+    from reprstore.comparison import _dask_array, block_rows_for
     from reprstore.store import Store
 
     store = Store.open(url)

@@ -388,7 +388,7 @@ NOTES = {
         "memory stays flat."
     ),
     "workers": (
-        "Both through `reprstore.compare.compare` (the store grid behind `reprstore cka`); "
+        "Both through `reprstore.comparison.compare` (the store grid behind `reprstore cka`); "
         "`--workers 2` starts and stops a local dask.distributed cluster inside the timing. "
         "'process tree peak' adds the worker processes (sampled by the parent)."
     ),

@@ -23,7 +23,7 @@ _LAZY = {
     "recorder": "reprstore.extraction",
     "cka": "reprstore.engine",
     "CKAResult": "reprstore.metrics.cka",
-    "compare": "reprstore.compare",
+    "compare": "reprstore.comparison",
     "describe": "reprstore.description",
     "measures": "reprstore.metrics.registry",
     "summarize": "reprstore.analysis.summary",

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from reprstore.compare import KEY_FIELDS, GridPlan, _cell, _dataset_arrays, _open, _select
-from reprstore.compare import dask_scheduler as _scheduler
+from reprstore.comparison import KEY_FIELDS, GridPlan, _cell, _dataset_arrays, _open, _select
+from reprstore.comparison import dask_scheduler as _scheduler
 from reprstore.engine import Progress, context
 from reprstore.errors import InputError, NotFoundError
 from reprstore.keys import Selector

@@ -7,7 +7,7 @@ any array-like with ``shape``, ``dtype`` and row slicing) from one pass over the
 :func:`cka` and :func:`compare_arrays` are the CKA-only entry points, unchanged for their
 users: they run the ``cka`` measure and hand back
 :class:`~reprstore.metrics.cka.CKAResult` objects. The store-level grids are
-:func:`reprstore.compare.compare` and :func:`reprstore.description.describe`.
+:func:`reprstore.comparison.compare` and :func:`reprstore.description.describe`.
 
 Passes (one memory model, ``memory`` bytes):
 

@@ -28,7 +28,7 @@ def _serve() -> None:
     import zarr  # noqa: F401
 
     import reprstore.cli.app
-    import reprstore.compare
+    import reprstore.comparison
     import reprstore.extraction
     import reprstore.ingest  # noqa: F401
 

@@ -158,7 +158,7 @@ def test_unreachable_scheduler(root: Path) -> None:
 
 def test_local_cluster_workers_in_another_directory(root: Path) -> None:
     """A 2-worker LocalCluster started from another working directory (API, relative path)."""
-    from reprstore.compare import compare
+    from reprstore.comparison import compare
 
     here = Path.cwd()
     os.chdir(root)

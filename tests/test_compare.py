@@ -13,7 +13,7 @@ import zarr
 from test_cka_reference import ref_cka
 from zarr.storage import LocalStore
 
-from reprstore.compare import RESULT_COLUMNS, compare, plan_grid, read_pairs_file
+from reprstore.comparison import RESULT_COLUMNS, compare, plan_grid, read_pairs_file
 from reprstore.engine import cka, compare_arrays
 from reprstore.errors import (
     ComparisonError,

@@ -134,7 +134,7 @@ def test_checksums_edited_to_match_nothing(store: Path) -> None:
 
 
 def test_api_raises_the_error_family(store: Path) -> None:
-    from reprstore.compare import compare
+    from reprstore.comparison import compare
 
     _chunk(store, "l0", 2).unlink()
     with pytest.raises(CorruptDataError, match=r"chunk 2 \(rows 4096\.\.5000\)"):

@@ -86,7 +86,7 @@ def test_documented_regex_and_id_examples_mean_what_they_say() -> None:
 
 
 def test_every_result_column_and_provenance_field_is_in_results_md(tmp_path: Path) -> None:
-    from reprstore.compare import EXTRA_COLUMNS, RESULT_COLUMNS, compare
+    from reprstore.comparison import EXTRA_COLUMNS, RESULT_COLUMNS, compare
     from reprstore.ingest import import_files
 
     results = text("results.md")

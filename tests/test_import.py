@@ -226,7 +226,7 @@ def test_interrupted_import_resumes(tmp_path: Path, rng: np.random.Generator) ->
 
 
 def test_ids_and_text_columns_keep_leading_zeros(tmp_path: Path, rng: np.random.Generator) -> None:
-    from reprstore.compare import compare
+    from reprstore.comparison import compare
 
     n = 40
     ids = [f"{i * 37:05d}" for i in range(n)]  # 00000, 00037, … 01443

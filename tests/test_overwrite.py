@@ -177,7 +177,7 @@ def test_abandoned_stage_is_removed_and_old_kept(tmp_path: Path, two_versions) -
 
 CKA_LOOP = """
 import sys, json
-from reprstore.compare import compare
+from reprstore.comparison import compare
 from reprstore.errors import ReprstoreError
 out = []
 for _ in range(int(sys.argv[2])):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import assert_user_error, run_cli, store_digest
 
-from reprstore.compare import compare, plan_grid
+from reprstore.comparison import compare, plan_grid
 from reprstore.ingest import import_files
 from reprstore.store import Store
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import assert_user_error, run_cli
 
-from reprstore.compare import EXTRA_COLUMNS, RESULT_COLUMNS
+from reprstore.comparison import EXTRA_COLUMNS, RESULT_COLUMNS
 from reprstore.errors import InputError
 from reprstore.ingest import import_files
 from reprstore.report import check_output, plot_heatmap, write_results

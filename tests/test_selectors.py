@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import TESTS, assert_user_error, run_cli, store_digest
 
-from reprstore.compare import compare
+from reprstore.comparison import compare
 from reprstore.errors import NotFoundError
 from reprstore.ingest import import_files
 from reprstore.keys import ReprKey

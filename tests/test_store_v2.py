@@ -13,7 +13,7 @@ import torch
 import zarr
 from conftest import assert_user_error, run_cli, store_digest
 
-from reprstore.compare import compare
+from reprstore.comparison import compare
 from reprstore.extraction import extract
 from reprstore.ingest import import_files
 from reprstore.keys import ReprKey

@@ -20,7 +20,7 @@ from conftest import assert_user_error, run_cli
 from scipy import stats
 
 import reprstore
-from reprstore.compare import compare
+from reprstore.comparison import compare
 from reprstore.errors import ComparisonError, InputError
 from reprstore.ingest import import_files
 from reprstore.stats import resample as rs

@@ -17,7 +17,7 @@ import pytest
 import zarr
 from conftest import TESTS, assert_user_error, run_cli, store_digest
 
-from reprstore.compare import compare
+from reprstore.comparison import compare
 from reprstore.keys import ReprKey
 from reprstore.store import Store
 from reprstore.store.upgrade import STAGING, upgrade

@@ -232,7 +232,7 @@ def cka(
     """
     from reprstore.cli.progress import progress_bar
     from reprstore.cluster import check_scheduler, check_timeout, quiet_distributed_logs
-    from reprstore.compare import compare, read_pairs_file
+    from reprstore.comparison import compare, read_pairs_file
     from reprstore.engine import parse_memory, resolve_backend
     from reprstore.errors import InputError
     from reprstore.expr import parse_pair_filter, parse_row_filter

@@ -110,8 +110,8 @@ def compare(
     if _help_or(measure):
         return
     from reprstore.cli.progress import progress_bar
-    from reprstore.compare import compare as run_compare
-    from reprstore.compare import read_pairs_file
+    from reprstore.comparison import compare as run_compare
+    from reprstore.comparison import read_pairs_file
     from reprstore.engine import parse_memory, resolve_backend
     from reprstore.errors import InputError
     from reprstore.keys import parse_keys

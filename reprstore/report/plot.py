@@ -55,7 +55,7 @@ def grid(df: pd.DataFrame, column: str = "cka") -> tuple[list[str], list[str], n
 
 
 def plot_heatmap(df: pd.DataFrame, path: str | os.PathLike[str], title: str | None = None) -> Path:
-    """Write a heatmap of ``df`` (the result of :func:`reprstore.compare.compare`) as PNG.
+    """Write a heatmap of ``df`` (the result of :func:`reprstore.comparison.compare`) as PNG.
 
     Parameters
     ----------
@@ -168,7 +168,7 @@ def plot_measures(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     Parameters
     ----------
     df : pandas.DataFrame
-        A result of :func:`reprstore.compare.compare`.
+        A result of :func:`reprstore.comparison.compare`.
     path : str or PathLike
         A ``.png`` file.
     """

@@ -98,11 +98,11 @@ def write_results(
     Parameters
     ----------
     df : pandas.DataFrame
-        One row per pair (see :data:`reprstore.compare.RESULT_COLUMNS`).
+        One row per pair (see :data:`reprstore.comparison.RESULT_COLUMNS`).
     path : str or PathLike
     provenance : mapping, optional
         The record to store; by default ``df.attrs["reprstore"]`` (what
-        :func:`reprstore.compare.compare` sets), else a record of versions and time only.
+        :func:`reprstore.comparison.compare` sets), else a record of versions and time only.
 
     Returns
     -------

@@ -1,8 +1,9 @@
-"""CKA grids over a store: plan the pairs, pick the rows, run the engine, tabulate.
+"""Comparisons over a store (the compare use case): plan the pairs, pick the rows, run
+the measures, tabulate with run attributes and provenance.
 
-:func:`compare` takes two selectors (A and B), forms every A × B pair allowed by
-``match`` / ``differ`` (and an explicit pairs list), checks that each pair shares its
-dataset and rows, and runs :func:`reprstore.engine.compare_arrays` once per dataset:
+:func:`compare` (``reprstore.compare``) takes two selectors (A and B), forms every A × B
+pair allowed by ``match`` / ``differ`` / ``pair_where`` (and an explicit pairs list), checks
+that each row-paired pair shares its dataset and rows, and runs the engine once per dataset:
 one pass over the data computes every pair, reading each stored chunk of each involved
 array once (row blocks are a multiple of every array's stored chunk rows).
 """
@@ -13,8 +14,6 @@ import contextlib
 import csv
 import math
 import os
-import sys
-import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -688,15 +687,3 @@ def _table(
         row.update({k: _cell(v) for k, v in found[(i, j)].items() if not k.startswith("_")})
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
-
-
-class _CallableModule(types.ModuleType):
-    """``reprstore.compare`` is both this module and, for users, the function: once the
-    module is imported, Python binds the package attribute to the module, so calling it
-    calls :func:`compare`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
-        return compare(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
