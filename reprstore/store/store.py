@@ -177,7 +177,10 @@ class Store:
                     "attribute). Choose another path."
                 )
             root.attrs.update({STORE_MARKER: {"format": STORE_FORMAT, "created": utc_now()}})
-        replace.finish_pending(root.store)  # an overwrite killed after its commit point
+        try:
+            replace.finish_pending(root.store)  # an overwrite killed after its commit point
+        except OSError:
+            pass  # a read-only copy: it reads what is there; a writable open finishes it
         opened = cls(root, url, read_only=not create)
         opened.created = create and not existed
         return opened
