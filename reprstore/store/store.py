@@ -11,6 +11,7 @@ readable by plain ``zarr.open_group``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -177,10 +178,10 @@ class Store:
                     "attribute). Choose another path."
                 )
             root.attrs.update({STORE_MARKER: {"format": STORE_FORMAT, "created": utc_now()}})
-        try:
-            replace.finish_pending(root.store)  # an overwrite killed after its commit point
-        except OSError:
-            pass  # a read-only copy: it reads what is there; a writable open finishes it
+        # an overwrite killed after its commit point is finished here; a read-only copy
+        # reads what is there, and its next writable open finishes it
+        with contextlib.suppress(OSError):
+            replace.finish_pending(root.store)
         opened = cls(root, url, read_only=not create)
         opened.created = create and not existed
         return opened
