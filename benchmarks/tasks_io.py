@@ -207,12 +207,15 @@ def extract_cli(params: dict[str, Any]) -> Run:
         root = zarr.open_group(str(store), mode="r")
         group = root[f"reprs/{params['model']}/0/final/default"]
         stored = raw = n = 0
+        fallback = False
         for _, arr in group.arrays():
             stored += int(arr.nbytes_stored())
             raw += arr.shape[0] * arr.shape[1] * 4
             n = int(arr.shape[0])
+            fallback = fallback or "storage_fallback" in arr.attrs
         return {
             "samples": n,
+            "float16_fallback": fallback,
             "nbytes_stored": stored,
             "bytes_per_sample": stored / max(n, 1),
             "ratio_vs_float32": raw / max(stored, 1),

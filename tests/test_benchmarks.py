@@ -53,7 +53,10 @@ def test_every_case_produced_its_figures(tiny_run: dict) -> None:
     for r in _rows(tiny_run, "extract"):
         assert r["status"] == "ok", r
         if "extract" in r["method"].split(":")[-1]:
-            assert r["bytes_per_sample"] > 0 and r["ratio_vs_float32"] > 1
+            # float16 halves the bytes, unless the float16 guard kept float32 (the random
+            # CNN's mean-pooled features: offsets far beyond their spread)
+            assert r["bytes_per_sample"] > 0
+            assert r["ratio_vs_float32"] > 1 or r["float16_fallback"], r
     # peers were skipped, and say so rather than crash
     peers = [r for r in _rows(tiny_run, "cka_memory") if "torch" in r["method"]]
     assert peers and all(r["status"].startswith("skipped") for r in peers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 import warnings
@@ -24,6 +25,9 @@ def debug_enabled() -> bool:
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``Error: message`` as one line on stderr; return the Exit to raise."""
     line = " ".join(str(message).split())
+    # the process ends now: reads still in flight when an error stopped a comparison (zarr's
+    # event loop) must not add "Task was destroyed but it is pending!" lines at exit
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL + 1)
     sys.stderr.write(f"Error: {line}\n")
     sys.stderr.flush()
     return typer.Exit(code)

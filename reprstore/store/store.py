@@ -14,6 +14,7 @@ imports zarr. Everything written here stays readable by plain ``zarr.open_group`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -261,7 +262,10 @@ class Store:
                     f"{url}' first (in place, resumable)."
                 )
             if fmt == STORE_FORMAT:
-                replace.finish_pending(root.store)  # an overwrite killed after its commit point
+                # an overwrite killed after its commit point is finished here; a read-only
+                # copy reads what is there, and its next writable open finishes it
+                with contextlib.suppress(OSError):
+                    replace.finish_pending(root.store)
         opened = cls(root, url, read_only=not (create or writable), fmt=fmt)
         opened.created = create and not existed
         return opened

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,13 @@ def _write_atomic(path: Path, data: dict[str, Any]) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def _sweep_temporaries(root: Path) -> None:
+    """Remove the half-written files of :func:`_write_atomic` left by killed runs."""
+    for tmp in root.rglob(".*.tmp"):
+        if re.fullmatch(r"\..+\.\d+\.tmp", tmp.name) and tmp.is_file():
+            tmp.unlink()
 
 
 def _plan(st: Store) -> list[dict[str, str]]:
@@ -177,5 +185,6 @@ def upgrade(
         marker: dict[str, Any] = dict(old) if isinstance(old, dict) else {}
         marker.update(format=STORE_FORMAT, upgraded={"from": journal["from"], "time": utc_now()})
         st.root.attrs.update({STORE_MARKER: marker})
+        _sweep_temporaries(path)
         journal_file.unlink()
     return UpgradeReport(url, int(journal["from"]), len(moves), resumed)
