@@ -68,7 +68,7 @@ def _number(value: Any) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise ExpressionError(f"{value!r} is not a number.") from None
+        raise ExpressionError(f"{str(value)!r} is not a number.") from None
 
 
 #: name -> (function of scalars, number of arguments, one-line help)
@@ -394,7 +394,13 @@ class _Evaluator:
     def _Call(self, node: ast.Call) -> Any:
         assert isinstance(node.func, ast.Name)
         fn = FUNCTIONS[node.func.id][0]
-        return _elementwise(fn, *(self(a) for a in node.args))
+        try:
+            return _elementwise(fn, *(self(a) for a in node.args))
+        except ExpressionError as err:
+            option = self.checked.option
+            text = str(err)
+            message = text if text.startswith(option) else f"{option}: {text}"
+            raise ExpressionError(message) from None
 
 
 def _numeric_text(v: Any) -> bool:

@@ -37,7 +37,8 @@ typer.rich_utils.MAX_WIDTH = _help_width()
 
 app = typer.Typer(
     name="reprstore",
-    help="Store neural-network representations in zarr and compare them with out-of-core CKA.",
+    help="Store neural-network representations in zarr and compare them out of core: CKA, "
+    "CCA, Procrustes, RSA, PCA overlap and more, with intervals, permutation tests and plots.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
