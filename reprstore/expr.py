@@ -419,8 +419,8 @@ def _numeric_text(v: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class RowFilter:
-    """A checked ``--where`` condition over a dataset's ``id`` and metadata columns."""
+class _Filter:
+    """A checked condition: its text and the names it reads."""
 
     checked: _Checked
 
@@ -430,8 +430,26 @@ class RowFilter:
 
     @property
     def names(self) -> frozenset[str]:
-        """The columns the condition reads."""
+        """The columns (row filters) or keys and attributes (pair filters) it reads."""
         return self.checked.names
+
+    def require(self, known: Collection[str], reads: str, nowhere: str, listing: str) -> None:
+        """Raise if the condition reads a name outside ``known``, with the closest ones."""
+        missing = sorted(self.names - set(known) - {"true", "false"})
+        if missing:
+            raise ExpressionError(
+                f"{self.checked.option} {self.text!r} {reads} {missing[0]!r}, {nowhere}."
+                f"{_closest(missing[0], known)} {listing}: {', '.join(sorted(known))}."
+            )
+
+
+@dataclass(frozen=True)
+class RowFilter(_Filter):
+    """A checked ``--where`` condition over a dataset's ``id`` and metadata columns."""
+
+    def check_columns(self, columns: Collection[str]) -> None:
+        """Raise if the condition reads a column the dataset does not have."""
+        self.require(columns, "names the column", "which the dataset does not have", "Columns")
 
     def mask(self, table: Mapping[str, np.ndarray]) -> np.ndarray:
         """The rows kept: bool ndarray ``(n,)`` for columns of length n.
@@ -442,12 +460,7 @@ class RowFilter:
             An unknown column, a type clash, or a result that is not one true/false per row.
         """
         option = self.checked.option
-        missing = sorted(self.names - set(table) - {"true", "false"})
-        if missing:
-            raise ExpressionError(
-                f"{option} {self.text!r} names the column {missing[0]!r}, which the dataset "
-                f"does not have.{_closest(missing[0], table)} Columns: {', '.join(table)}."
-            )
+        self.check_columns(list(table))
         n = len(next(iter(table.values()))) if table else 0
         columns = {k: np.asarray(v) for k, v in table.items()}
 
@@ -470,29 +483,12 @@ class RowFilter:
 
 
 @dataclass(frozen=True)
-class PairFilter:
+class PairFilter(_Filter):
     """A checked ``--pair-where`` condition over ``a.<key>`` and ``b.<key>``."""
-
-    checked: _Checked
-
-    @property
-    def text(self) -> str:
-        return self.checked.text
-
-    @property
-    def names(self) -> frozenset[str]:
-        """The keys and attributes the condition reads (without the side)."""
-        return self.checked.names
 
     def check_keys(self, keys: Collection[str]) -> None:
         """Raise if the condition reads a key that no representation has."""
-        missing = sorted(self.names - set(keys))
-        if missing:
-            raise ExpressionError(
-                f"{self.checked.option} {self.text!r} reads {missing[0]!r}, which no "
-                f"representation has.{_closest(missing[0], keys)} Keys and attributes: "
-                f"{', '.join(sorted(keys))}."
-            )
+        self.require(keys, "reads", "which no representation has", "Keys and attributes")
 
     def __call__(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
         sides = {"a": a, "b": b}
@@ -518,12 +514,7 @@ def parse_row_filter(
     """Check a row condition once; with ``columns``, also that it reads only those."""
     flt = RowFilter(_parse(text, option, pairs=False))
     if columns is not None:
-        missing = sorted(flt.names - set(columns) - {"true", "false"})
-        if missing:
-            raise ExpressionError(
-                f"{option} {text!r} names the column {missing[0]!r}, which the dataset does "
-                f"not have.{_closest(missing[0], columns)} Columns: {', '.join(columns)}."
-            )
+        flt.check_columns(columns)
     return flt
 
 
