@@ -13,12 +13,13 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
-from conftest import TESTS, assert_user_error, run_cli, store_digest
+from conftest import TESTS, assert_user_error, run_cli, store_digest, tmpfs
 
 from reprstore.errors import ReprstoreError
 from reprstore.ingest import import_files
@@ -229,17 +230,10 @@ def test_comparison_during_overwrites_never_reads_a_mix(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def tiny_disk(tmp_path: Path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
-                          capture_output=True)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 3 MiB tmpfs (needs root; skipped where mounting is not allowed)."""
+    with tmpfs(tmp_path, "3m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def test_disk_full_during_overwrite_keeps_the_old(tiny_disk: Path, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import TESTS, assert_user_error, run_cli, store_digest
+from conftest import TESTS, assert_user_error, run_cli, store_digest, tmpfs
 
 from reprstore.ingest import import_files
 from reprstore.keys import ReprKey
@@ -175,16 +175,8 @@ def test_verify_reports_truncated_chunk_and_incomplete(
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 1 MiB tmpfs (needs root; skipped where mounting is not allowed)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                          capture_output=True)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
+    with tmpfs(tmp_path, "1m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def test_disk_full_fails_cleanly_then_resumes(tiny_disk: Path, tmp_path: Path,
