@@ -170,11 +170,11 @@ class Cross:
             self.cache["cxy"] = a.cross_cov(b, self.views["raw"])
         return self.cache["cxy"]
 
-    def whitened(self, a: Side, b: Side, w: np.ndarray) -> np.ndarray:
-        """wᵀCxy for a whitening ``w`` (p, r) of A (shared by cca, svcca and linreg)."""
+    def whitened(self, a: Side, b: Side, w: Whitening) -> np.ndarray:
+        """WᵀCxy for a whitening W of A (shared by cca, svcca and linreg)."""
         key = ("w", id(w))
         if key not in self.cache:
-            self.cache[key] = w.T @ self.cxy(a, b)
+            self.cache[key] = w.left(self.cxy(a, b))
         return self.cache[key]
 
 
@@ -249,26 +249,95 @@ class Side:
         return np.maximum(w, 0.0), v
 
     @functools.cached_property
+    def eigenvalues(self) -> np.ndarray:
+        """Eigenvalues of Cxx as :attr:`eig` has them; without the eigenvectors (a third of
+        the cost) unless these were made already."""
+        if "eig" in self.__dict__:
+            return self.eig[0]
+        return np.maximum(np.linalg.eigvalsh(self.cov)[::-1], 0.0)
+
+    @functools.cached_property
     def rank(self) -> int:
-        w = self.eig[0]
+        w = self.eigenvalues
         return int((w > RANK_RTOL * w[0]).sum()) if w.size and w[0] > 0 else 0
 
-    def whitener(self, ridge: float = 0.0) -> np.ndarray:
-        """Cxx^-½ as V Λ^-½ (p, r): over the rank, or of Cxx + ridge·tr(Cxx)/p·I (p, p).
-        Made once per representation and ridge, shared by the measures that whiten."""
+    def whitener(self, ridge: float = 0.0) -> Whitening:
+        """Cxx^-½ over the rank, or of Cxx + ridge·tr(Cxx)/p·I: made once per representation
+        and ridge, shared by the measures that whiten."""
         cache = self.__dict__.setdefault("_whiteners", {})
         if ridge not in cache:
-            lam, vec = self.eig
-            if ridge > 0:
-                lam = lam + ridge * float(lam.sum()) / self.p
-                cache[ridge] = vec / np.sqrt(lam)
-            else:
-                cache[ridge] = vec[:, : self.rank] / np.sqrt(lam[: self.rank])
+            cache[ridge] = self._whitening(ridge)
         return cache[ridge]
+
+    def _whitening(self, ridge: float) -> Whitening:
+        """A Cholesky factor where the matrix has full rank (no eigenvectors needed), the
+        eigenvectors over the rank otherwise (or if the factorisation fails)."""
+        cov = self.cov
+        if ridge > 0:
+            cov = cov + ridge * float(np.trace(cov)) / self.p * np.eye(self.p)
+        if ridge > 0 or self.rank == self.p:
+            try:
+                return Whitening.cholesky(cov)
+            except np.linalg.LinAlgError:
+                pass
+        lam, vec = self.eig
+        if ridge > 0:
+            return Whitening(vec / np.sqrt(lam + ridge * float(lam.sum()) / self.p))
+        return Whitening(vec[:, : self.rank] / np.sqrt(lam[: self.rank]))
 
     def cross_cov(self, other: Side, ab: PairMoments) -> np.ndarray:
         """Cxy (p, q) from the pair's XᵀY of the offset rows."""
         return (ab.cross - np.outer(self.raw.total, other.mean)) / self.n
+
+
+class Whitening:
+    """A whitening W (p, r) of one side, WᵀCxxW = I, applied to matrices without forming it
+    where it is triangular.
+
+    Either W = VΛ^-½ over the rank (eigenvectors), or W = L⁻ᵀ with Cxx = LLᵀ (full rank):
+    then a Cholesky factor and its inverse replace an eigendecomposition, and the products
+    with W are triangular (about half the flops of a general product).
+    """
+
+    def __init__(self, w: np.ndarray, inverse_factor: bool = False) -> None:
+        #: VΛ^-½ (p, r), or L⁻¹ (p, p, lower triangular, Fortran order)
+        self.w = w
+        self.triangular = inverse_factor
+        self.rank = int(w.shape[0] if inverse_factor else w.shape[1])
+
+    @classmethod
+    def cholesky(cls, cov: np.ndarray) -> Whitening:
+        """From Cxx = LLᵀ; raises ``LinAlgError`` if Cxx is not numerically positive definite."""
+        from scipy.linalg import lapack  # imported here: 0.2 s that small comparisons skip
+
+        inv, info = lapack.dtrtri(np.asfortranarray(np.linalg.cholesky(cov)), lower=1)
+        if info != 0 or not np.isfinite(inv).all():
+            raise np.linalg.LinAlgError("singular Cholesky factor")
+        return cls(inv, inverse_factor=True)
+
+    def left(self, m: np.ndarray) -> np.ndarray:
+        """Wᵀm (r, q)."""
+        from scipy.linalg import blas
+
+        if self.triangular:
+            return blas.dtrmm(1.0, self.w, m, lower=1)
+        return self.w.T @ m
+
+    def right(self, m: np.ndarray) -> np.ndarray:
+        """mW (q, r)."""
+        from scipy.linalg import blas
+
+        if self.triangular:
+            return blas.dtrmm(1.0, self.w, m, lower=1, side=1, trans_a=1)
+        return m @ self.w
+
+    def apply(self, u: np.ndarray) -> np.ndarray:
+        """Wu (p, k): directions in the whitened basis back in the side's units."""
+        from scipy.linalg import blas
+
+        if self.triangular:
+            return blas.dtrmm(1.0, self.w, u, lower=1, trans_a=1)
+        return self.w @ u
 
 
 def clip_unit(value: float, what: str, names: tuple[str, str]) -> float:
@@ -295,9 +364,15 @@ def participation_ratio(w: np.ndarray) -> float:
 
 
 def singular_values(m: np.ndarray) -> np.ndarray:
-    """Singular values of ``m`` (descending) as √eig(mᵀm) of the smaller Gram matrix:
-    a symmetric eigenproblem, several times faster than an SVD of a p × q matrix. Each
-    value is exact to about √ε·σ₁ (ε the float64 epsilon), ample for means and sums."""
-    g = m.T @ m if m.shape[1] <= m.shape[0] else m @ m.T
-    w = np.linalg.eigvalsh((g + g.T) / 2.0)[::-1]
+    """Singular values of ``m`` (descending) as √eig(mᵀm) of the smaller Gram matrix (a
+    symmetric rank-k update, half a product): a symmetric eigenproblem, several times
+    faster than an SVD of a p × q matrix. Each value is exact to about √ε·σ₁ (ε the
+    float64 epsilon), ample for means and sums."""
+    from scipy.linalg import blas
+
+    x = np.asarray(m, dtype=np.float64)
+    if x.shape[1] > x.shape[0]:
+        x = x.T
+    g = blas.dsyrk(1.0, x.T, trans=0, lower=1)  # xᵀx, lower triangle (x.T is Fortran order)
+    w = np.linalg.eigvalsh(g, UPLO="L")[::-1]
     return np.sqrt(np.maximum(w, 0.0))

@@ -14,7 +14,15 @@ from typing import Any
 import numpy as np
 
 from reprstore.errors import ComparisonError
-from reprstore.metrics.base import CLIP_TOLERANCE, Cross, Measure, Option, Side, singular_values
+from reprstore.metrics.base import (
+    CLIP_TOLERANCE,
+    Cross,
+    Measure,
+    Option,
+    Side,
+    Whitening,
+    singular_values,
+)
 
 
 @dataclass(frozen=True)
@@ -24,12 +32,12 @@ class Whitened:
     Attributes
     ----------
     side : Side
-    w : ndarray (p, r)
-        V Λ^-½ over the kept directions (Cxx + δI with a ridge).
+    w : Whitening
+        Cxx^-½ (Cxx + δI with a ridge), or V Λ^-½ over kept directions (svcca).
     """
 
     side: Side
-    w: np.ndarray
+    w: Whitening
 
 
 def whiten(side: Side, ridge: float, measure: str = "cca") -> Whitened:
@@ -51,10 +59,10 @@ def canonical(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Canonical correlations (descending, k = min(r_a, r_b)) and, if asked, A's
     canonical directions (p, k) in the offset units of A."""
-    t = cross.whitened(a.side, b.side, a.w) @ b.w
+    t = b.w.right(cross.whitened(a.side, b.side, a.w))
     if with_vectors:
         u, rho, _ = np.linalg.svd(t, full_matrices=False)
-        return check_rho(rho, cross.names), a.w @ u
+        return check_rho(rho, cross.names), a.w.apply(u)
     return check_rho(singular_values(t), cross.names), None
 
 

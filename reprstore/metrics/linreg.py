@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from reprstore.metrics.base import Cross, Measure, Option, Side, clip_unit
+from reprstore.metrics.base import Cross, Measure, Option, Side, Whitening, clip_unit
 
 
 @dataclass(frozen=True)
 class Predictor:
     side: Side
-    w: np.ndarray  # (p, r) V Λ^-½ (ridge-regularised)
+    w: Whitening  # Cxx^-½ over A's rank (ridge-regularised)
 
 
 class LinReg(Measure):

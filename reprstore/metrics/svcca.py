@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from reprstore.errors import ComparisonError, InputError
-from reprstore.metrics.base import Cross, Measure, Option, Side
+from reprstore.metrics.base import Cross, Measure, Option, Side, Whitening
 from reprstore.metrics.cca import Whitened, canonical
 
 
@@ -53,7 +53,7 @@ class SVCCA(Measure):
             raise InputError(f"svcca:keep must be in (0, 1]. Got {opts['keep']} instead.")
         k = top_directions(side, opts["keep"], opts["k"], "svcca")
         lam, vec = side.eig
-        return Whitened(side, vec[:, :k] / np.sqrt(lam[:k]))
+        return Whitened(side, Whitening(vec[:, :k] / np.sqrt(lam[:k])))
 
     def finalize(
         self, a: Whitened, b: Whitened, cross: Cross | None, opts: Mapping[str, Any]
