@@ -40,7 +40,12 @@ ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024**2
 POLL_S = 0.05
 #: Python packages of the peers -> the distribution name in results.
-PEER_MODULES = {"torch_cka": "torch-cka", "ckatorch": "ckatorch", "cka_pytorch": "cka-pytorch"}
+PEER_MODULES = {
+    "torch_cka": "torch-cka",
+    "ckatorch": "ckatorch",
+    "cka_pytorch": "cka-pytorch",
+    "rsatoolbox": "rsatoolbox",
+}
 
 
 class Skip(Exception):

@@ -78,7 +78,7 @@ class Runner:
         """One measurement of ``task`` in a fresh subprocess (printed, not kept)."""
         params = {"mem_cap": self.mem_cap, "gram_limit": self.sizes.gram_limit, **params}
         t0 = time.monotonic()
-        if not self.peers and task in (TASK_PEER, TASK_CKT):
+        if not self.peers and task in (TASK_PEER, TASK_CKT, TASK_RSA):
             result: dict[str, Any] = {"status": "skipped: --no-peers"}
         else:
             result = run_task(
@@ -201,6 +201,7 @@ def case_grid(r: Runner) -> None:
 
 FIVE = "cka,cca,procrustes,linreg,rsa"
 TASK_NPM = "benchmarks.tasks_cka:numpy_measures"
+TASK_RSA = "benchmarks.tasks_cka:rsatoolbox_rsa"
 
 
 def case_measures(r: Runner) -> None:
@@ -216,6 +217,7 @@ def case_measures(r: Runner) -> None:
     ]
     r.best_of(3, "measures", jobs, **tags)
     r.run("measures", f"numpy float64 reference formulas, {FIVE}", TASK_NPM, _grid(ds), **tags)
+    r.run("measures", "rsatoolbox rsa (RDMs in memory)", TASK_RSA, _grid(ds), **tags)
 
 
 def case_minibatch(r: Runner) -> None:

@@ -165,6 +165,35 @@ def numpy_measures(params: dict[str, Any]) -> Run:
     return run
 
 
+def rsatoolbox_rsa(params: dict[str, Any]) -> Run:
+    """rsatoolbox (the peer for RSA), in memory: each side's squared-Euclidean RDM
+    (``calc_rdm(…, method="euclidean")``, the n(n−1)/2 distances over p) once, then the
+    Pearson correlation of every pair of RDMs (``compare(…, method="corr")``)."""
+    import rsatoolbox
+
+    xs, ys = _open(params)
+    n, _p = xs[0].shape
+    one = 8 * n * (n - 1) / 2  # one RDM's upper triangle in float64
+    need = one * (len(xs) + 3)  # A's RDMs kept, one of B's at a time, calc_rdm's temporaries
+    if need > 0.9 * params["mem_cap"]:
+        raise Skip(f"needs ≈ {need / 1e9:.0f} GB of RDMs in memory, over the cap")
+
+    def rdm(a: Any) -> Any:
+        data = rsatoolbox.data.Dataset(np.asarray(a[:], dtype=np.float64))
+        return rsatoolbox.rdm.calc_rdm(data, method="euclidean")
+
+    def run() -> dict[str, Any]:
+        rx = [rdm(a) for a in xs]
+        mat = np.zeros((len(xs), len(ys)))
+        for j, b in enumerate(ys):
+            ry = rdm(b)
+            for i, r in enumerate(rx):
+                mat[i, j] = float(rsatoolbox.rdm.compare(r, ry, method="corr")[0, 0])
+        return {"rsa": mat.tolist(), "bytes_read": _nbytes([*xs, *ys])}
+
+    return run
+
+
 def numpy_feature(params: dict[str, Any]) -> Run:
     """numpy in memory, feature space: load everything as ``dtype``, centre, multiply."""
     from benchmarks import references
