@@ -299,7 +299,7 @@ def test_cli_summary_and_contrast_files(tmp_path: Path, rng: np.random.Generator
         (["drift.csv", "--by", "layer", "--contrast", "model=lora:fulll"], "closest: full"),
         (["drift.csv", "--measure", "ckb"], "no measure column 'ckb'"),
         (["missing.csv"], "no such file"),
-        (["drift.txt"], "expected a file ending in"),
+        (["drift.txt"], "expected a file name ending in"),
         (["bad.json"], "not a list of result rows"),
         (["empty.csv"], "Cannot read results"),
     ],

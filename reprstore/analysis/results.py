@@ -10,12 +10,10 @@ is evaluated as code: a value is parsed by one regular expression.
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,13 +22,6 @@ import pandas as pd
 from reprstore import keys
 from reprstore.errors import InputError, NotFoundError
 
-#: Columns that identify a pair rather than measure it; read as text from CSV files.
-TEXT_COLUMNS = (
-    *(f"{s}_{k}" for s in "ab" for k in ("model", "seed", "checkpoint", "layer", "dataset")),
-    "dataset",
-    "estimator",
-    "kernel",
-)
 #: Numeric columns that describe how a value was computed, not a value to analyse.
 NOT_MEASURES = frozenset({"n_samples", "n_batches", "batch_size", "sigma", "n", "rows"})
 #: Axis titles of the weight-drift columns.
@@ -39,7 +30,6 @@ TITLES = {
     "cosine": "cosine of W to W_ref",
     "change": "change ‖W − W_ref‖",
 }
-READ_FORMATS = (".csv", ".json", ".parquet")
 _VALUE = re.compile(r"^\s*(?:(1)\s*-\s*)?([A-Za-z_][A-Za-z0-9_.]*)\s*$")
 
 
@@ -81,7 +71,12 @@ def read_results(source: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
     InputError
         The file is missing, of another format, unreadable or empty.
     """
-    df = source if isinstance(source, pd.DataFrame) else _read_file(Path(source))
+    if isinstance(source, pd.DataFrame):
+        df = source
+    else:
+        from reprstore.report.tables import read_results as read_file
+
+        df = read_file(source)
     if df.empty:
         raise InputError(f"The result table {_name(source)} has no rows.")
     return df
@@ -89,35 +84,6 @@ def read_results(source: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
 
 def _name(source: pd.DataFrame | str | os.PathLike[str]) -> str:
     return "(DataFrame)" if isinstance(source, pd.DataFrame) else os.fspath(source)
-
-
-def _read_file(path: Path) -> pd.DataFrame:
-    suffix = path.suffix.lower()
-    if suffix not in READ_FORMATS:
-        raise InputError(
-            f"Cannot read results from {path}: expected a file ending in "
-            f"{', '.join(READ_FORMATS)}. Got {suffix or 'no suffix'!r} instead."
-        )
-    if not path.is_file():
-        raise InputError(f"Cannot read results from {path}: no such file.")
-    try:
-        if suffix == ".csv":
-            head = pd.read_csv(path, nrows=0)
-            text = {c: str for c in head.columns if c in TEXT_COLUMNS}
-            return pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])  # type: ignore[arg-type]
-        if suffix == ".json":
-            rows = json.loads(path.read_text())
-            if isinstance(rows, dict) and "rows" in rows:  # {"provenance": …, "rows": […]}
-                rows = rows["rows"]
-            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-                raise InputError(f"{path} is not a list of result rows (objects).")
-            return pd.DataFrame(rows)
-        return pd.read_parquet(path)
-    except InputError:
-        raise
-    except (ValueError, OSError, ImportError, UnicodeDecodeError) as err:
-        first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
-        raise InputError(f"Cannot read results from {path}: {first}.") from err
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,11 @@ if TYPE_CHECKING:
 FORMATS = (".csv", ".json", ".parquet")
 
 
-def _format_of(path: str | os.PathLike[str]) -> str:
+def _format_of(path: str | os.PathLike[str], verb: str = "write results to") -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         raise InputError(
-            f"Cannot write results to {os.fspath(path)}: expected a file name ending in "
+            f"Cannot {verb} {os.fspath(path)}: expected a file name ending in "
             f"{', '.join(FORMATS)}. Got {suffix or 'no suffix'!r} instead."
         )
     return suffix
@@ -134,26 +134,49 @@ def _json(record: Mapping[str, Any]) -> bytes:
 
 
 def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """A result file as a DataFrame (keys stay text: ``seed`` ``01`` is not ``1``), with
-    its provenance, when it has one, in ``attrs["reprstore"]``."""
-    import pandas as pd
+    """A result file as a DataFrame, with its provenance, when it has one, in
+    ``attrs["reprstore"]``.
 
-    fmt = _format_of(path)
+    Key columns (``a_*``, ``b_*``, ``dataset``, ``estimator``, ``kernel``) stay text (seed
+    ``01`` is not ``1``); an empty numeric cell of a CSV is NaN.
+
+    Raises
+    ------
+    InputError
+        The file is missing, of another format, unreadable or not a result table.
+    """
+    fmt = _format_of(path, "read results from")
     if not Path(path).is_file():
-        raise InputError(f"No result file {os.fspath(path)}.")
-    if fmt == ".csv":
-        text = [c for c in pd.read_csv(path, nrows=0).columns if _is_key_column(c)]
-        df = pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=False)
-    elif fmt == ".json":
-        data = json.loads(Path(path).read_text())
-        df = pd.DataFrame(data["rows"] if isinstance(data, dict) else data)
-    else:
-        _require_pyarrow()
-        df = pd.read_parquet(path)
+        raise InputError(f"Cannot read results from {os.fspath(path)}: no such file.")
+    try:
+        df = _read(Path(path), fmt)
+    except InputError:
+        raise
+    except (ValueError, KeyError, OSError, ImportError, UnicodeDecodeError) as err:
+        first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        raise InputError(f"Cannot read results from {os.fspath(path)}: {first}.") from err
     with contextlib.suppress(InputError):  # a file from before provenance, or no sidecar
         df.attrs[PROVENANCE_KEY] = read_provenance(path)
     return df
 
 
+def _read(path: Path, fmt: str) -> pd.DataFrame:
+    import pandas as pd
+
+    if fmt == ".csv":
+        text = {c: str for c in pd.read_csv(path, nrows=0).columns if _is_key_column(c)}
+        return pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])  # type: ignore[arg-type]
+    if fmt == ".json":
+        rows = json.loads(path.read_text())
+        if isinstance(rows, dict) and "rows" in rows:  # {"provenance": …, "rows": […]}
+            rows = rows["rows"]
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise InputError(f"{path} is not a list of result rows (objects).")
+        return pd.DataFrame(rows)
+    _require_pyarrow()
+    return pd.read_parquet(path)
+
+
 def _is_key_column(name: str) -> bool:
-    return name == "dataset" or (name[:2] in ("a_", "b_") and name[2:] != "")
+    keyed = name[:2] in ("a_", "b_") and name[2:] != ""
+    return keyed or name in ("dataset", "estimator", "kernel")
