@@ -137,8 +137,8 @@ def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
     """A result file as a DataFrame, with its provenance, when it has one, in
     ``attrs["reprstore"]``.
 
-    Key columns (``a_*``, ``b_*``, ``dataset``, ``estimator``, ``kernel``) stay text (seed
-    ``01`` is not ``1``); an empty numeric cell of a CSV is NaN.
+    The columns naming what was compared (:data:`TEXT_COLUMNS`) stay text (seed ``01`` is
+    not ``1``); an empty numeric cell of a CSV is NaN.
 
     Raises
     ------
@@ -177,6 +177,12 @@ def _read(path: Path, fmt: str) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
+#: Columns that name what was compared, read as text (run attributes keep their types).
+TEXT_COLUMNS = frozenset(
+    {f"{side}_{k}" for side in "ab" for k in ("model", "seed", "checkpoint", "dataset", "layer")}
+    | {"dataset", "estimator", "kernel"}
+)
+
+
 def _is_key_column(name: str) -> bool:
-    keyed = name[:2] in ("a_", "b_") and name[2:] != ""
-    return keyed or name in ("dataset", "estimator", "kernel")
+    return name in TEXT_COLUMNS
