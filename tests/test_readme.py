@@ -18,7 +18,12 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def _examples() -> str:
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
+    """Every shell block but the install/test commands and the Statistics section's (which
+    runs on its own, in a fresh folder, in tests/test_figures.py)."""
+    text = README.read_text()
+    start = text.index("\n## Statistics")
+    text = text[:start] + text[text.index("\n## ", start + 3) :]
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
     return "\n".join(b for b in blocks if "pip install" not in b and "pytest" not in b)
 
 
