@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from reprstore.errors import ComparisonError, InputError
-from reprstore.metrics.base import Cross, Measure, Option, Side
+from reprstore.metrics.base import Cross, Measure, Option, Side, clip_unit
 from reprstore.stats.hsic import MIN_ROWS_UNBIASED, GramSummary, HsicTerms, hsic1, hsic1_scale
 from reprstore.stats.hsic import hsic_from_grams as _hsic_grams
 from reprstore.stats.kernels import KERNELS, Bandwidth
@@ -25,8 +25,6 @@ from reprstore.stats.linear import PairMoments, ReprMoments, self_pair
 from reprstore.stats.minibatch import MinibatchSums
 
 ESTIMATORS = ("biased", "debiased", "minibatch")
-#: A value above 1 by at most this much is rounding and is clipped; more is an error.
-CLIP_TOLERANCE = 1e-6
 #: A representation whose centred spread is below this fraction of its magnitude is constant.
 CONSTANT_RTOL = 1e-20
 #: A self-HSIC below this fraction of its scale (see :func:`ratio`) is rounding noise of a
@@ -140,17 +138,7 @@ def ratio(
                 + f") over {n} rows: it is constant or has too few distinct rows; "
                 "CKA is undefined."
             )
-    value = hab / math.sqrt(haa) / math.sqrt(hbb)
-    if not math.isfinite(value):
-        raise ComparisonError(f"CKA of {names[0]} and {names[1]} is not finite.")
-    if abs(value) > 1.0:
-        if abs(value) - 1.0 > CLIP_TOLERANCE:
-            raise ComparisonError(
-                f"CKA of {names[0]} and {names[1]} came out as {value:.9g}, outside [-1, 1]: "
-                "the statistics are numerically unreliable."
-            )
-        value = math.copysign(1.0, value)
-    return float(value)
+    return clip_unit(hab / math.sqrt(haa) / math.sqrt(hbb), "CKA", names)
 
 
 def _centred_spread(m: ReprMoments) -> float:

@@ -29,32 +29,38 @@ class _Single(Measure):
         return side
 
 
-class ParticipationRatio(_Single):
+class _Spectral(_Single):
+    """A function of the covariance eigenvalues λ (descending): orthogonal, scale and
+    translation invariant."""
+
+    def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
+        return frozenset({"orthogonal", "scale", "translation"})
+
+    def describe(self, a: Side, opts: Mapping[str, Any]) -> dict[str, Any]:
+        a.check()
+        return {self.name: self.of(a.eigenvalues)}
+
+    def of(self, w: np.ndarray) -> float:
+        raise NotImplementedError
+
+
+class ParticipationRatio(_Spectral):
     name = "pr"
     summary = "participation ratio (Σλ)²/Σλ² of the covariance eigenvalues"
     scalars = ("pr",)
 
-    def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
-        return frozenset({"orthogonal", "scale", "translation"})
-
-    def describe(self, a: Side, opts: Mapping[str, Any]) -> dict[str, Any]:
-        a.check()
-        return {"pr": participation_ratio(a.eig[0])}
+    def of(self, w: np.ndarray) -> float:
+        return participation_ratio(w)
 
 
-class EffectiveRank(_Single):
+class EffectiveRank(_Spectral):
     name = "erank"
     summary = "effective rank: exp of the entropy of λ/Σλ (Roy & Vetterli 2007)"
     scalars = ("erank",)
 
-    def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
-        return frozenset({"orthogonal", "scale", "translation"})
-
-    def describe(self, a: Side, opts: Mapping[str, Any]) -> dict[str, Any]:
-        a.check()
-        w = a.eig[0]
+    def of(self, w: np.ndarray) -> float:
         p = w[w > 0] / w.sum()
-        return {"erank": float(np.exp(-(p * np.log(p)).sum()))}
+        return float(np.exp(-(p * np.log(p)).sum()))
 
 
 class Variance(_Single):
@@ -68,6 +74,16 @@ class Variance(_Single):
     def describe(self, a: Side, opts: Mapping[str, Any]) -> dict[str, Any]:
         a.check(constant=False)
         return {"variance": float(a.spread / a.n) * a.scale**2}
+
+
+def finite_counts(a: Side) -> Any:
+    """The counts pass's result for ``a``; an error if it saw NaN or Inf values."""
+    counts = a.extra["counts"]
+    if counts.nonfinite:
+        raise ComparisonError(
+            f"Representation {a.name} has NaN or Inf values in {counts.nonfinite} rows."
+        )
+    return counts
 
 
 class Sparsity(_Single):
@@ -86,11 +102,7 @@ class Sparsity(_Single):
         return "counts"
 
     def describe(self, a: Side, opts: Mapping[str, Any]) -> dict[str, Any]:
-        counts = a.extra["counts"]
-        if counts.nonfinite:
-            raise ComparisonError(
-                f"Representation {a.name} has NaN or Inf values in {counts.nonfinite} rows."
-            )
+        counts = finite_counts(a)
         return {"sparsity": counts.small[opts["tol"]] / counts.entries}
 
 
@@ -113,11 +125,7 @@ class Selectivity(_Single):
         return "counts"
 
     def describe(self, a: Side, opts: Mapping[str, Any]) -> dict[str, Any]:
-        counts = a.extra["counts"]
-        if counts.nonfinite:
-            raise ComparisonError(
-                f"Representation {a.name} has NaN or Inf values in {counts.nonfinite} rows."
-            )
+        counts = finite_counts(a)
         present = counts.class_counts > 0
         if present.sum() < 2:
             raise ComparisonError(
