@@ -44,5 +44,5 @@ class LinReg(Measure):
     ) -> dict[str, Any]:
         assert cross is not None
         t = cross.whitened(a.side, b.side, a.w)
-        value = float(np.vdot(t, t)) / float(np.trace(b.side.cov))
+        value = float(np.linalg.norm(t)) ** 2 / float(np.trace(b.side.cov))  # t in any order
         return {"linreg": clip_unit(value, "The R² of linreg", cross.names)}
