@@ -46,11 +46,11 @@ SeedOpt = Annotated[
 
 
 def check(ci: float | None, bootstrap: int | None, permutations: int | None,
-          seed: int | None) -> None:  # fmt: skip
-    """Refuse bad values before any work (one-line errors)."""
+          seed: int | None) -> Any:  # fmt: skip
+    """Refuse bad values before any work (one-line errors); the options (or ``None``)."""
     from reprstore.uncertainty import options
 
-    options(ci=ci, bootstrap=bootstrap, permutations=permutations, seed=seed)
+    return options(ci=ci, bootstrap=bootstrap, permutations=permutations, seed=seed)
 
 
 def plan_printer(console: Any) -> Any:
