@@ -324,14 +324,17 @@ def _linear_measures(
     from reprstore.stats.dask_graph import Runner
     from reprstore.uncertainty import generic, linear
 
-    runner = Runner(ctx.scheduler, ctx.progress, 0)
-    runner.total = 0  # each phase adds the row-block tasks it will run
+    ckas = [s for s in specs if s.name == "cka"]
+    others = [s for s in specs if s.name != "cka"]
+    blocks = generic.interval_blocks(ctx, ordered, specs, opts) if opts.ci is not None else 0
+    if opts.permutations is not None:
+        blocks += generic.test_blocks(ctx, ordered) if others else 0
+        blocks += generic.test_blocks(ctx, ordered) * len(ckas) * linear.permutes_rows(ctx, opts)
+    runner = Runner(ctx.scheduler, ctx.progress, blocks)
     if opts.ci is not None:
         rows = generic.intervals(ctx, ordered, specs, opts, ids, runner)
     else:
         rows = passes.run(ctx, ordered, specs).pairs
-    ckas = [s for s in specs if s.name == "cka"]
-    others = [s for s in specs if s.name != "cka"]
     tests: dict[Any, dict] = {}
     if opts.permutations is not None:
         if others:

@@ -126,6 +126,32 @@ def orientations(ordered: Sequence[Pair]) -> dict[Pair, list[Pair]]:
     return orient
 
 
+def _plan(ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec],
+          opts: UncertaintyOptions) -> tuple:  # fmt: skip
+    """(orientations, unordered pairs, layout, row-block bytes, G, passes of pair indices)."""
+    orient = orientations(ordered)
+    units = list(orient)
+    lay = Layout(ctx, specs, units)
+    data = 2 * 8 * max(ctx.arrays[0].chunks[0]) * sum(ctx.arrays[i].shape[1]
+                                                      for i in {k for p in units for k in p})
+    sizes = [lay.unit_bytes([u]) for u in units]
+    n_groups, plan = gp.plan_groups(
+        sizes, opts.bootstrap, ctx.memory, data, lambda ks: lay.unit_bytes([units[k] for k in ks])
+    )
+    return orient, units, lay, data, n_groups, plan
+
+
+def interval_blocks(ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec],
+                    opts: UncertaintyOptions) -> int:  # fmt: skip
+    """Row-block tasks of the interval's passes (for the progress bar)."""
+    return len(_plan(ctx, ordered, specs, opts)[5]) * ctx.blocks
+
+
+def test_blocks(ctx: PassContext, ordered: Sequence[Pair]) -> int:
+    """Row-block tasks of the permutation test's gather pass (for the progress bar)."""
+    return len({i for p in ordered for i in p}) * ctx.blocks
+
+
 def intervals(
     ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec], opts: UncertaintyOptions,
     ids: np.ndarray, runner: dask_graph.Runner,
@@ -137,15 +163,7 @@ def intervals(
     ``resample_seed``.
     """
     assert opts.ci is not None
-    orient = orientations(ordered)
-    units = list(orient)
-    lay = Layout(ctx, specs, units)
-    data = 2 * 8 * max(ctx.arrays[0].chunks[0]) * sum(ctx.arrays[i].shape[1]
-                                                      for i in {k for p in units for k in p})
-    sizes = [lay.unit_bytes([u]) for u in units]
-    n_groups, plan = gp.plan_groups(
-        sizes, opts.bootstrap, ctx.memory, data, lambda ks: lay.unit_bytes([units[k] for k in ks])
-    )
+    orient, units, lay, data, n_groups, plan = _plan(ctx, ordered, specs, opts)
     state = n_groups * max(lay.unit_bytes([units[k] for k in ks]) for ks in plan)
     sides = len({i for u in units for i in u})
     say(opts, f"interval: delete-group jackknife over {n_groups} row groups "
@@ -157,7 +175,6 @@ def intervals(
     used = np.flatnonzero(np.bincount(groups, minlength=n_groups))
     if used.size < 2:
         raise ComparisonError("The interval needs rows in at least 2 groups: too few rows.")
-    runner.total += len(plan) * ctx.blocks
     offsets = gp.first_offsets(ctx, lay.streams, list(range(len(lay.streams))))
     columns = scalar_columns(specs)
     out: dict[Pair, dict[str, Any]] = {}
@@ -223,7 +240,6 @@ def permutation_cost(ctx: PassContext, specs: Sequence[Spec], pairs: Sequence[Pa
 def _held_streams(ctx: PassContext, lay: Layout, runner: dask_graph.Runner) -> dict[int, Any]:
     """Every stream's selected rows, offset and prepared, with its full own moments."""
     arrays = sorted({i for i, _ in lay.streams})
-    runner.total += len(arrays) * ctx.blocks
     data = runner(*[dask_graph.gather_rows(ctx.arrays[i], ctx.mask) for i in arrays],
                   blocks=len(arrays) * ctx.blocks)  # fmt: skip
     raw = {i: np.asarray(x) for i, x in zip(arrays, data, strict=True)}

@@ -45,8 +45,6 @@ def permute_rows(
     assert opts.permutations is not None
     r = int(opts.permutations)
     idx = sorted({i for p in ctx.pairs for i in p})
-    if runner is not None:
-        runner.total += len(idx) * ctx.blocks
     run = runner or dask_graph.Runner(ctx.scheduler, ctx.progress, len(idx) * ctx.blocks)
     data = run(*[dask_graph.gather_rows(ctx.arrays[i], ctx.mask) for i in idx],
                blocks=len(idx) * ctx.blocks)  # fmt: skip
@@ -84,6 +82,13 @@ def permute_rows(
 # -------------------------------------------------------------------------- driver
 
 
+def permutes_rows(ctx: PassContext, opts: UncertaintyOptions) -> bool:
+    """Whether the test permutes rows (else within minibatches, a pass of its own)."""
+    macs, held = row_permutation_cost(ctx, ctx.pairs, int(opts.permutations or 0))
+    cheap = macs <= EXACT_PERMUTATION_MACS and held <= ctx.memory
+    return opts.permute == "rows" or (opts.permute == "auto" and cheap)
+
+
 def cka_tests(
     ctx: PassContext,
     opts: UncertaintyOptions,
@@ -99,8 +104,7 @@ def cka_tests(
 
     assert opts.permutations is not None
     macs, held = row_permutation_cost(ctx, ctx.pairs, int(opts.permutations))
-    cheap = macs <= EXACT_PERMUTATION_MACS and held <= ctx.memory
-    if opts.permute == "rows" or (opts.permute == "auto" and cheap):
+    if permutes_rows(ctx, opts):
         if held > ctx.memory:
             raise ComparisonError(
                 f"Permuting rows holds both sides in memory ({human_bytes(held)}), more than "
