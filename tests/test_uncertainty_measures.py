@@ -18,7 +18,7 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_user_error, run_cli
+from conftest import run_cli
 from scipy import stats
 from scipy.spatial.distance import pdist
 
@@ -290,7 +290,8 @@ def test_store_comparison_identical_on_a_local_cluster(store: Path) -> None:
 def test_cli_compare_plans_and_writes_the_columns(store: Path, tmp_path: Path) -> None:
     out = tmp_path / "ci.csv"
     args = ["--a", "seed=a", "--b", "seed=b", "--measure", "cca,linreg", "--ci", "0.9",
-            "--bootstrap", "15", "--permutations", "19", "--seed", "3", "--out", str(out)]  # fmt: skip
+            "--bootstrap", "15", "--permutations", "19", "--seed", "3",
+            "--out", str(out)]  # fmt: skip
     result = run_cli("compare", str(store / "s.zarr"), *args)
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())

@@ -1,21 +1,25 @@
-"""Sample-level uncertainty of CKA: confidence intervals and permutation tests.
+"""Sample-level uncertainty of every measure: confidence intervals and permutation tests.
 
-The CKA glue over the pure resampling math of :mod:`reprstore.stats.resample`, run on the
-engine's :class:`~reprstore.engine.PassContext`:
+The glue between the engine's :class:`~reprstore.engine.PassContext` and the pure
+resampling math of :mod:`reprstore.stats.resample`:
 
-* exact linear estimators (biased, debiased): rows are hashed into G groups by
-  (seed, sample id); one pass accumulates the linear moments per group
-  (:mod:`reprstore.uncertainty.linear`); the interval is the delete-group jackknife's
-  estimate ± t_{G−1}·SE. A permutation test permutes the rows of B against A over all
-  rows (one p × q product per permutation) when that is cheap, and otherwise permutes
-  within minibatches (below), saying which in ``permutation_method``;
-* minibatch: one pass keeps each batch's HSIC values (:mod:`reprstore.uncertainty.batches`);
-  the interval resamples whole batches (Poisson bootstrap, SE ± t_{k−1}); permutations
-  permute B's rows within each batch, reusing the batch's kernels.
+* every measure on the linear statistics (cka's exact estimators, cca, svcca, pwcca,
+  procrustes, shape, linreg, rsa, cosine, pca within one dataset): rows are hashed into
+  G groups by (seed, sample id); one pass keeps the engine's streamed sums per group
+  (:mod:`reprstore.uncertainty.grouped`); each measure's own ``partial``/``finalize`` run
+  on every leave-one-group-out combination, giving the delete-group jackknife's
+  estimate ± t_{G−1}·SE of every scalar column (:mod:`reprstore.uncertainty.generic`);
+* permutation tests of "A and B are unrelated": for cka, B's rows permuted over all rows
+  while cheap, otherwise within minibatches (:mod:`reprstore.uncertainty.linear`); for
+  the other row-paired measures, B's rows over all rows, the cross sums re-made per
+  permutation (:mod:`reprstore.uncertainty.generic`);
+* minibatch cka: one pass keeps each batch's HSIC values
+  (:mod:`reprstore.uncertainty.batches`); the interval resamples whole batches (Poisson
+  bootstrap), permutations permute B's rows within each batch.
 
-Entry points for the engine: :func:`measure` (called by
-:func:`reprstore.engine.measure_arrays` when it is given ``uncertainty=``, for the ``cka``
-measure; :func:`check_measures` refuses the others) and :func:`run`.
+Entry points for the engine: :func:`check_measures` (refuses, before any work, what has
+no meaning) and :func:`measure` (called by :func:`reprstore.engine.measure_arrays` when
+it is given ``uncertainty=``).
 """
 
 from __future__ import annotations
@@ -172,7 +176,9 @@ def say(opts: UncertaintyOptions, line: str) -> None:
         opts.report(line)
 
 
-def result_columns(opts: UncertaintyOptions | None, specs: Sequence[Spec] | None = None) -> list[str]:
+def result_columns(
+    opts: UncertaintyOptions | None, specs: Sequence[Spec] | None = None
+) -> list[str]:
     """The result-file columns ``opts`` adds (after the plain ones) for the measures ``specs``
     (default: one ``cka``): ``<col>_lo``, ``<col>_hi``, ``<col>_se`` of every scalar column,
     ``<col>_p`` of every row-paired one, and the shared columns."""
@@ -371,8 +377,6 @@ def _linear_measures(
             row[s.column("_result")] = r
             row.update(columns_of(r, col))
         if len(methods) > 1:
-            row["permutation_method"] = "; ".join(
-                label + m for label, m in methods
-            )
+            row["permutation_method"] = "; ".join(label + m for label, m in methods)
         out[(a, b)] = row
     return out

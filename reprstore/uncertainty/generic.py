@@ -96,14 +96,15 @@ def measure_sums(
         passes._partials(out, specs, i, Side(ctx.names[i], views), {})
     for (i, j), orientations in orient.items():
         n = round(float(sums[("r", lay.index[(i, lay.own_views[0])], "n")]))
+        pair_sums: dict[str, linear.PairMoments]
         if i == j:
-            views = {v: linear.self_pair(gp.repr_moments(sums, lay.index[(i, v)],
-                                                         offsets[lay.index[(i, v)]]))
-                     for v in lay.cross_views}  # fmt: skip
+            pair_sums = {v: linear.self_pair(gp.repr_moments(sums, lay.index[(i, v)],
+                                                             offsets[lay.index[(i, v)]]))
+                         for v in lay.cross_views}  # fmt: skip
         else:
-            views = {v: gp.pair_moments(sums, lay.index[(i, v)], lay.index[(j, v)])
-                     for v in lay.cross_views}  # fmt: skip
-        cross = Cross(n, views, {}, (ctx.names[i], ctx.names[j]))
+            pair_sums = {v: gp.pair_moments(sums, lay.index[(i, v)], lay.index[(j, v)])
+                         for v in lay.cross_views}  # fmt: skip
+        cross = Cross(n, pair_sums, {}, (ctx.names[i], ctx.names[j]))
         passes._finalize(out, specs, (i, j), orientations, cross, {})
     return out.pairs
 
@@ -132,8 +133,12 @@ def _plan(ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec],
     orient = orientations(ordered)
     units = list(orient)
     lay = Layout(ctx, specs, units)
-    data = 2 * 8 * max(ctx.arrays[0].chunks[0]) * sum(ctx.arrays[i].shape[1]
-                                                      for i in {k for p in units for k in p})
+    data = (
+        2
+        * 8
+        * max(ctx.arrays[0].chunks[0])
+        * sum(ctx.arrays[i].shape[1] for i in {k for p in units for k in p})
+    )
     sizes = [lay.unit_bytes([u]) for u in units]
     n_groups, plan = gp.plan_groups(
         sizes, opts.bootstrap, ctx.memory, data, lambda ks: lay.unit_bytes([units[k] for k in ks])
@@ -169,8 +174,9 @@ def intervals(
     say(opts, f"interval: delete-group jackknife over {n_groups} row groups "
         f"({opts.bootstrap} asked), {len(plan)} pass(es), group states {human_bytes(state)} "
         f"(--memory {human_bytes(ctx.memory)}); then {n_groups} leave-one-group-out "
-        f"recomputations of {', '.join(s.name + s.suffix for s in specs)} ({sides} representation and "
-        f"{len(ordered)} pair steps each, {n_groups} × the finalize time)")  # fmt: skip
+        f"recomputations of {', '.join(s.name + s.suffix for s in specs)} ({sides} "
+        f"representation and {len(ordered)} pair steps each, {n_groups} × the finalize "
+        "time)")  # fmt: skip
     groups = rs.group_ids(ids, opts.seed, n_groups)
     used = np.flatnonzero(np.bincount(groups, minlength=n_groups))
     if used.size < 2:
@@ -210,7 +216,7 @@ def _interval_columns(
 ) -> dict[str, Any]:  # fmt: skip
     assert opts.ci is not None
     extra: dict[str, Any] = {}
-    for spec, col in columns:
+    for _, col in columns:
         est = _value(row, col)
         loo = np.array([_value(r, col) for r in reps])
         if not (np.isfinite(est) and np.isfinite(loo).all()):
@@ -318,7 +324,8 @@ def permutation_tests(
 
         observed = stat(None)
         orders = [o for s in range(0, r, step)
-                  for o in rs.permutations(opts.seed, min(step, r - s), 0, ctx.n, start=s)]  # fmt: skip
+                  for o in rs.permutations(opts.seed, min(step, r - s), 0, ctx.n, start=s)
+                  ]  # fmt: skip
         nulls = _map(ctx.threads, stat, orders)
         for p in orientations_:
             null = np.array([n[p] for n in nulls])

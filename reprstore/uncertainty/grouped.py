@@ -201,9 +201,7 @@ def _live(ctx: PassContext) -> list[tuple[int, np.ndarray | None]]:
     return live
 
 
-def first_offsets(
-    ctx: PassContext, streams: Sequence[Stream], wanted: Sequence[int]
-) -> list[Any]:
+def first_offsets(ctx: PassContext, streams: Sequence[Stream], wanted: Sequence[int]) -> list[Any]:
     """Each wanted stream's :class:`~reprstore.stats.linear.Offset` from the selected rows of
     the first live block, as the engine's plain pass takes them (``None`` elsewhere)."""
     k, rows = _live(ctx)[0]
