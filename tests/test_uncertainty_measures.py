@@ -316,3 +316,14 @@ def test_progress_counts_every_row_block_of_the_uncertainty_passes() -> None:
     assert totals == {7 + 2 * 7}  # the grouped pass, then the gather of both sides
     done = [d for d, _ in calls]
     assert done == sorted(done) and len(done) >= 7 and done[-1] == 21
+
+
+def test_progress_of_a_test_alone_follows_the_plain_pass() -> None:
+    x, y = _toy(70)
+    calls: list[tuple[int, int]] = []
+    xa, ya = da.from_array(x, chunks=(10, -1)), da.from_array(y, chunks=(10, -1))
+    measure_arrays([xa, ya], [(0, 1)], "rsa", progress=lambda d, t: calls.append((d, t)),
+                   uncertainty=options(permutations=9))  # fmt: skip
+    assert {t for _, t in calls} == {7 + 2 * 7}  # the plain pass, then the gather of both
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and done[-1] == 21

@@ -339,8 +339,17 @@ def _linear_measures(
     runner = Runner(ctx.scheduler, ctx.progress, blocks)
     if opts.ci is not None:
         rows = generic.intervals(ctx, ordered, specs, opts, ids, runner)
-    else:
-        rows = passes.run(ctx, ordered, specs).pairs
+    else:  # the plain pass first, on the same progress bar
+        seen = [0]
+        bar = ctx.progress
+
+        def first(done: int, total: int) -> None:
+            seen[0] = total
+            if bar is not None:
+                bar(done, total + blocks)
+
+        rows = passes.run(replace(ctx, progress=first), ordered, specs).pairs
+        runner.done, runner.total = seen[0], seen[0] + blocks
     tests: dict[Any, dict] = {}
     if opts.permutations is not None:
         if others:
