@@ -566,6 +566,11 @@ def compare(
     if split_every is not None:
         options["split_every"] = split_every
     across = [(i, j) for i, j in plan.pairs if plan.reprs[i].dataset != plan.reprs[j].dataset]
+    if unc is not None and across:
+        raise InputError(
+            "--ci and --permutations resample rows of one dataset; some pairs span datasets "
+            "(different samples on each side). Compare within one dataset (--match dataset)."
+        )
     found: dict[tuple[int, int], dict[str, Any]] = {}
     partials: dict[int, dict[str, Any]] = {}
     rows_of: dict[str, int] = {}

@@ -18,7 +18,7 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_cli
+from conftest import assert_user_error, run_cli
 from scipy import stats
 from scipy.spatial.distance import pdist
 
@@ -272,6 +272,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, v in (("a", x), ("b", y), ("c", np.random.default_rng(3).normal(size=(300, 4)))):
         np.save(root / f"{name}.npy", v.astype(np.float32))
         import_files(root / "s.zarr", [root / f"{name}.npy"], name="m", seed=name, layer="l")
+    np.save(root / "d.npy", np.random.default_rng(4).normal(size=(200, 4)).astype(np.float32))
+    import_files(root / "s.zarr", [root / "d.npy"], name="m", seed="d", layer="l",
+                 dataset="other")  # fmt: skip
     return root
 
 
@@ -304,6 +307,13 @@ def test_cli_compare_plans_and_writes_the_columns(store: Path, tmp_path: Path) -
         assert df[f"{col}_lo"].iloc[0] < df[col].iloc[0] < df[f"{col}_hi"].iloc[0]
         assert df[f"{col}_p"].iloc[0] == pytest.approx(0.05)
     assert df["ci_level"].iloc[0] == 0.9 and df["resample_seed"].iloc[0] == 3
+
+
+def test_pairs_across_datasets_are_refused_before_any_work(store: Path) -> None:
+    args = ["--a", "seed=a", "--b", "seed=d", "--measure", "pca", "--ci", "0.95"]
+    assert_user_error(run_cli("compare", str(store / "s.zarr"), *args), "span datasets")
+    plain = compare(store / "s.zarr", "seed=a", "seed=d", measures="pca")  # without: fine
+    assert plain["cev_b_in_a"].iloc[0] > 0
 
 
 def test_progress_counts_every_row_block_of_the_uncertainty_passes() -> None:
