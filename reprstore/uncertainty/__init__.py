@@ -336,6 +336,8 @@ def _linear_measures(
     if opts.permutations is not None:
         blocks += generic.test_blocks(ctx, ordered) if others else 0
         blocks += generic.test_blocks(ctx, ordered) * len(ckas) * linear.permutes_rows(ctx, opts)
+    if opts.permutations is not None and others:
+        generic.plan_test(ctx, ordered, others, opts)  # refused or said before any work
     runner = Runner(ctx.scheduler, ctx.progress, blocks)
     if opts.ci is not None:
         rows = generic.intervals(ctx, ordered, specs, opts, ids, runner)

@@ -270,18 +270,13 @@ def _permuted_pair(a: linear.Prepared, b: linear.Prepared, order: np.ndarray | N
     return linear.PairMoments(a.x.T @ y, a.sqn @ y, bn @ a.x, float(a.sqn @ bn))
 
 
-def permutation_tests(
-    ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec], opts: UncertaintyOptions,
-    runner: dask_graph.Runner,
-) -> dict[Pair, dict[str, Any]]:  # fmt: skip
-    """Per ordered pair, ``<col>_p`` of every scalar column of the row-paired specs, from R
-    permutations of B's rows against A's over all selected rows, and the shared
-    ``p_resolution``, ``permutations``, ``permutation_method``, ``resample_seed``."""
+def plan_test(
+    ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec], opts: UncertaintyOptions
+) -> None:
+    """Refuse a row permutation test beyond ``--memory`` or the budget; say its cost."""
     assert opts.permutations is not None
     r = int(opts.permutations)
-    orient = orientations(ordered)
-    lay = Layout(ctx, specs, list(orient))
-    macs, held_bytes = permutation_cost(ctx, specs, list(orient), r)
+    macs, held_bytes = permutation_cost(ctx, specs, list(orientations(ordered)), r)
     names = ", ".join(s.name + s.suffix for s in specs)
     if held_bytes > ctx.memory:
         raise ComparisonError(
@@ -294,11 +289,25 @@ def permutation_tests(
             f"{r} row permutations of {names} would take {macs / 1e9:.3g} G multiply-adds "
             f"(more than the {PERMUTATION_MACS / 1e9:.0f} G budget; within-batch permutations "
             "exist for cka only): lower --permutations, compare fewer rows (--where), or "
-            "force them with permute='rows' (Python API)."
+            "force them with reprstore.uncertainty.options(permute='rows') in Python."
         )
     say(opts, f"test of {names}: {r} permutations of rows, 1 pass holding "
         f"{human_bytes(held_bytes)}, {macs / 1e9:.3g} G multiply-adds and {r} × "
         f"{len(ordered)} finalize steps")  # fmt: skip
+
+
+def permutation_tests(
+    ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec], opts: UncertaintyOptions,
+    runner: dask_graph.Runner,
+) -> dict[Pair, dict[str, Any]]:  # fmt: skip
+    """Per ordered pair, ``<col>_p`` of every scalar column of the row-paired specs, from R
+    permutations of B's rows against A's over all selected rows, and the shared
+    ``p_resolution``, ``permutations``, ``permutation_method``, ``resample_seed``
+    (:func:`plan_test` checks and says the cost first)."""
+    assert opts.permutations is not None
+    r = int(opts.permutations)
+    orient = orientations(ordered)
+    lay = Layout(ctx, specs, list(orient))
     held = _held_streams(ctx, lay, runner)
     sides: dict[int, dict[str, Any]] = {}
     twins: dict[int, dict[str, Any]] = {}  # B side of a self pair: a distinct object
