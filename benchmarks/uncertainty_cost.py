@@ -8,7 +8,11 @@ process after one warm-up on a small pair:
 * ``ci=0.95, bootstrap=R`` (the delete-group jackknife: one grouped pass);
 * ``permutations=P`` on the default (debiased) estimator (``auto``: exact row
   permutations when cheap, otherwise within 256-row batches, as the result says);
-* plain minibatch CKA and minibatch with ``ci`` and ``permutations``.
+* plain minibatch CKA and minibatch with ``ci`` and ``permutations``;
+* a second measure, cca (mean canonical correlation), through the engine: plain, with
+  ``ci`` (the same grouped pass, then G × its finalize: two 768-wide eigendecompositions
+  and an SVD per group) and with ``--cca-permutations`` row permutations (each one p × q
+  product over all rows and one finalize; few, since each costs a full cross product).
 
 Writes ``benchmarks/results/<date>-uncertainty.json`` and ``.md`` and prints the table.
 """
@@ -48,16 +52,26 @@ def timed(label: str, fn: Any, repeat: int = 1) -> dict[str, Any]:
         start = time.perf_counter()
         r = fn()
         runs.append(round(time.perf_counter() - start, 2))
-    row = {"case": label, "seconds": min(runs), "runs": runs, "cka": r.cka}
-    for k in ("cka_lo", "cka_hi", "cka_p", "ci_method", "permutation_method"):
-        if getattr(r, k, None) is not None:
-            row[k] = getattr(r, k)
+    got = r if isinstance(r, dict) else {k: getattr(r, k, None) for k in
+                                         ("cka", "cka_lo", "cka_hi", "cka_p", "ci_method",
+                                          "permutation_method")}  # fmt: skip
+    name = "cca" if "cca" in got else "cka"
+    row = {"case": label, "seconds": min(runs), "runs": runs, "measure": name,
+           "value": got[name]}  # fmt: skip
+    for k in ("lo", "hi", "p"):
+        if got.get(f"{name}_{k}") is not None:
+            row[k] = got[f"{name}_{k}"]
+    for k in ("ci_method", "permutation_method"):
+        if got.get(k) is not None:
+            row[k] = got[k]
     print(json.dumps(row), flush=True)
     return row
 
 
 def main(argv: list[str] | None = None) -> None:
     import reprstore
+    from reprstore.engine import measure_arrays
+    from reprstore.uncertainty import options
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=50_000)
@@ -66,7 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--permutations", type=int, default=1000)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--memory", default="2GB")
-    ap.add_argument("--cases", default="plain,ci,perm,mb,mb_ci_perm")
+    ap.add_argument("--cca-permutations", type=int, default=20)
+    ap.add_argument("--cases", default="plain,ci,perm,mb,mb_ci_perm,cca,cca_ci,cca_perm")
     ap.add_argument("--repeat", type=int, default=1, help="runs per case; the fastest counts")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
@@ -90,6 +105,19 @@ def main(argv: list[str] | None = None) -> None:
                                              ci=0.95, bootstrap=args.bootstrap,
                                              permutations=args.permutations, seed=1, **mem)),
     }  # fmt: skip
+
+    def cca(**kw: Any) -> dict[str, Any]:
+        unc = options(seed=1, **kw) if kw else None
+        out = measure_arrays([x, y], [(0, 1)], "cca", uncertainty=unc, **mem)
+        return out.pairs[(0, 1)]
+
+    rc = args.cca_permutations
+    cases.update({
+        "cca": ("plain cca", lambda: cca()),
+        "cca_ci": (f"cca --ci 0.95 --bootstrap {args.bootstrap}",
+                   lambda: cca(ci=0.95, bootstrap=args.bootstrap)),
+        "cca_perm": (f"cca --permutations {rc}", lambda: cca(permutations=rc)),
+    })  # fmt: skip
     rows = [timed(*cases[c], repeat=args.repeat) for c in args.cases.split(",")]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report = {
@@ -98,26 +126,26 @@ def main(argv: list[str] | None = None) -> None:
         "command": " ".join(["python -m benchmarks.uncertainty_cost", *(argv or sys.argv[1:])]),
         "rows": rows,
     }  # fmt: skip
-    base = {"debiased": rows[0]["seconds"]} if rows and rows[0]["case"].startswith("plain") else {}
+    plain = {r["case"].split(" ")[1]: r["seconds"] for r in rows if r["case"].startswith("plain")}
     lines = [
         f"# Cost of --ci and --permutations ({args.n:,} × {args.p} pair, float32, "
         f"--memory {args.memory})", "",
-        "| case | seconds | × plain | cka | interval / p | method |",
+        "| case | seconds | × plain | value | interval / p | method |",
         "|---|---:|---:|---:|---|---|",
     ]  # fmt: skip
     for r in rows:
-        ref = base.get("debiased") if "minibatch" not in r["case"] else None
-        mb = next((q["seconds"] for q in rows if q["case"].startswith("plain minibatch")), None)
-        ref = mb if "minibatch" in r["case"] else ref
+        words = r["case"].split(" ")
+        kind = "minibatch" if "minibatch" in r["case"] else words[words[0] == "plain"]
+        ref = plain.get("debiased" if kind == "debiased" else kind)
         ratio = f"{r['seconds'] / ref:.1f}" if ref else ""
         extra = ""
-        if "cka_lo" in r:
-            extra += f"[{r['cka_lo']:.4f}, {r['cka_hi']:.4f}] "
-        if "cka_p" in r:
-            extra += f"p = {r['cka_p']:.4g}"
+        if "lo" in r:
+            extra += f"[{r['lo']:.4f}, {r['hi']:.4f}] "
+        if "p" in r:
+            extra += f"p = {r['p']:.4g}"
         method = "; ".join(str(r[k]) for k in ("ci_method", "permutation_method") if k in r)
-        lines.append(f"| {r['case']} | {r['seconds']} | {ratio} | {r['cka']:.4f} | {extra} | "
-                     f"{method} |")  # fmt: skip
+        lines.append(f"| {r['case']} | {r['seconds']} | {ratio} | {r['measure']} "
+                     f"{r['value']:.4f} | {extra} | {method} |")  # fmt: skip
     lines += ["", f"Fastest of {args.repeat} run(s) per case (every run: the .json). Peak RSS "
               f"{peak:.0f} MiB. Command: `{report['command']}`"]  # fmt: skip
     print("\n".join(lines))

@@ -524,9 +524,8 @@ def compare(
     timeout : seconds a cluster may go without an answering scheduler or any worker
         before the comparison fails (default 60)
     ci, bootstrap, permutations, seed
-        Confidence interval (level, replicates) and permutation test of ``cka`` (see
-        :mod:`reprstore.uncertainty`; other measures refuse them); ``seed`` defaults to 0
-        and is recorded.
+        Confidence interval (level, replicates) and permutation test of each measure (see
+        :mod:`reprstore.uncertainty`); ``seed`` defaults to 0 and is recorded.
     report : callable(str), optional
         Receives the uncertainty plan (passes, memory) before the work starts.
 
@@ -556,7 +555,7 @@ def compare(
         )
     unc = uncertainty_options(ci, bootstrap, permutations, seed, report=report)
     if unc is not None:
-        check_measures(specs)
+        check_measures(specs, unc)
     row_paired = [s.name for s in specs if s.measure.pairing == "rows"]
     st = _open(store)
     plan = plan_grid(
@@ -567,6 +566,11 @@ def compare(
     if split_every is not None:
         options["split_every"] = split_every
     across = [(i, j) for i, j in plan.pairs if plan.reprs[i].dataset != plan.reprs[j].dataset]
+    if unc is not None and across:
+        raise InputError(
+            "--ci and --permutations resample rows of one dataset; some pairs span datasets "
+            "(different samples on each side). Compare within one dataset (--match dataset)."
+        )
     found: dict[tuple[int, int], dict[str, Any]] = {}
     partials: dict[int, dict[str, Any]] = {}
     rows_of: dict[str, int] = {}
@@ -582,7 +586,7 @@ def compare(
     for i, j in across:
         names = (plan.reprs[i].key.label(), plan.reprs[j].key.label())
         found[(i, j)] = finalize_features(specs, partials[i], partials[j], names, 0)
-    df = _table(plan, specs, found, rows_of, bool(across), uncertainty_columns(unc))
+    df = _table(plan, specs, found, rows_of, bool(across), uncertainty_columns(unc, specs))
     return annotate(
         df, st, plan, a=a, b=b, match=match, differ=differ, pairs=pairs,
         pair_where=pair_where, where=where,

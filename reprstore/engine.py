@@ -276,7 +276,7 @@ def measure_arrays(
     own : arrays that need only their per-representation step (feature-paired pairs
         with arrays of other datasets)
     uncertainty : reprstore.uncertainty.UncertaintyOptions, optional
-        Intervals and/or permutation tests (:mod:`reprstore.uncertainty`; cka only).
+        Intervals and/or permutation tests (:mod:`reprstore.uncertainty`).
     ids : ndarray (n,), optional
         Sample ids of the rows (default: row numbers); they key the resampling groups.
     settings : device, memory, scheduler, split_every, progress, precision, block_rows
@@ -304,7 +304,7 @@ def measure_arrays(
     if uncertainty is not None:
         from reprstore import uncertainty as unc
 
-        return unc.measure(ctx, pairs, specs, uncertainty, ids=ids)
+        return unc.measure(ctx, pairs, specs, uncertainty, ids=ids, own=own)
     return passes.run(ctx, pairs, specs, own)
 
 

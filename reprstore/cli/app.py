@@ -20,6 +20,7 @@ from reprstore.cli import (
     compare_cmd,
     extract_cmd,
     store_cmds,
+    timeline_cmd,
 )
 
 HELP_MIN_WIDTH = 120
@@ -67,6 +68,7 @@ app.command("describe")(compare_cmd.describe)
 app.command("summarize")(analysis_cmds.summarize)
 app.command("plot")(analysis_cmds.plot)
 app.command("drift")(analysis_cmds.drift)
+app.command("timeline")(timeline_cmd.timeline)
 
 
 def main() -> None:

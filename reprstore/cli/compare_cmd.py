@@ -125,11 +125,11 @@ def compare(
     cka_defaults = dict(estimator=estimator, kernel=kernel, sigma=sigma, batch_size=batch_size,
                         shuffle=shuffle)  # fmt: skip
     specs = parse_measures(measure, {"cka": cka_defaults})
-    unc.check(ci, bootstrap, permutations, seed)
-    if ci is not None or permutations is not None:
+    asked = unc.check(ci, bootstrap, permutations, seed)
+    if asked is not None:
         from reprstore.uncertainty import check_measures
 
-        check_measures(specs)
+        check_measures(specs, asked)
     resolve_backend(device, precision)
     budget = parse_memory(memory)
     check_output(out)

@@ -11,8 +11,8 @@ CiOpt = Annotated[
     typer.Option(
         "--ci",
         help="Confidence level of an interval for each value, e.g. 0.95: a delete-group "
-        "jackknife (exact estimators) or a batch bootstrap (minibatch); columns cka_lo, "
-        "cka_hi, cka_se.",
+        "jackknife (every measure on the linear statistics) or a batch bootstrap (minibatch "
+        "cka); columns <col>_lo, <col>_hi, <col>_se (cka_lo …).",
         show_default=False,
     ),
 ]
@@ -30,7 +30,8 @@ PermutationsOpt = Annotated[
     typer.Option(
         "--permutations",
         help="Permutation test of 'A and B are unrelated' with R permutations, e.g. 999: "
-        "column cka_p (resolution 1/(R+1)) and permutation_method.",
+        "columns <col>_p (cka_p …; resolution 1/(R+1)) and permutation_method; row-paired "
+        "measures only.",
         show_default=False,
     ),
 ]
@@ -46,11 +47,11 @@ SeedOpt = Annotated[
 
 
 def check(ci: float | None, bootstrap: int | None, permutations: int | None,
-          seed: int | None) -> None:  # fmt: skip
-    """Refuse bad values before any work (one-line errors)."""
+          seed: int | None) -> Any:  # fmt: skip
+    """Refuse bad values before any work (one-line errors); the options (or ``None``)."""
     from reprstore.uncertainty import options
 
-    options(ci=ci, bootstrap=bootstrap, permutations=permutations, seed=seed)
+    return options(ci=ci, bootstrap=bootstrap, permutations=permutations, seed=seed)
 
 
 def plan_printer(console: Any) -> Any:
@@ -60,7 +61,7 @@ def plan_printer(console: Any) -> Any:
 
 #: Columns the compare table leaves to --out (the caption says how the values were made).
 HIDDEN = ("ci_level", "ci_replicates", "cka_p_resolution", "cka_p_statistic", "permutations",
-          "resample_seed")  # fmt: skip
+          "resample_seed", "p_resolution")  # fmt: skip
 
 
 def extra_columns(df: Any) -> list[str]:
@@ -71,7 +72,14 @@ def extra_columns(df: Any) -> list[str]:
 def cell(column: str, value: Any) -> str:
     if value is None or value != value:
         return ""
-    return f"{value:.4g}" if column == "cka_p" else f"{value:.6f}"
+    return f"{value:.4g}" if column.endswith("_p") else f"{value:.6f}"
+
+
+def _resolution(df: Any) -> float | None:
+    for col in ("p_resolution", "cka_p_resolution"):
+        if col in df and df[col].notna().any():
+            return float(df[col].dropna().iloc[0])
+    return None
 
 
 def caption(df: Any) -> str | None:
@@ -81,8 +89,8 @@ def caption(df: Any) -> str | None:
         level = df["ci_level"].dropna().iloc[0]
         methods = "; ".join(sorted(set(df["ci_method"].dropna())))
         parts.append(f"{level:.0%} interval: {methods}")
-    if "cka_p" in df and df["cka_p"].notna().any():
-        res = df["cka_p_resolution"].dropna().iloc[0]
+    res = _resolution(df)
+    if res is not None and "permutations" in df and df["permutations"].notna().any():
         perms = int(df["permutations"].dropna().iloc[0])
         methods = "; ".join(sorted(set(df["permutation_method"].dropna())))
         parts.append(f"p from {perms} permutations (resolution {res:.2g}): {methods}")

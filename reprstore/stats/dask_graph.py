@@ -513,7 +513,7 @@ def compute(
 
 
 _BLOCK_TASKS = ("_linear_step", "_linear_first", "block_minibatch", "_select", "block_counts",
-                "_minibatch_step")  # fmt: skip
+                "_minibatch_step", "_grouped_step", "_block_records")  # fmt: skip
 
 
 class _BlockCounter(Callback):

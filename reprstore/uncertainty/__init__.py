@@ -1,21 +1,25 @@
-"""Sample-level uncertainty of CKA: confidence intervals and permutation tests.
+"""Sample-level uncertainty of every measure: confidence intervals and permutation tests.
 
-The CKA glue over the pure resampling math of :mod:`reprstore.stats.resample`, run on the
-engine's :class:`~reprstore.engine.PassContext`:
+The glue between the engine's :class:`~reprstore.engine.PassContext` and the pure
+resampling math of :mod:`reprstore.stats.resample`:
 
-* exact linear estimators (biased, debiased): rows are hashed into G groups by
-  (seed, sample id); one pass accumulates the linear moments per group
-  (:mod:`reprstore.uncertainty.linear`); the interval is the delete-group jackknife's
-  estimate ± t_{G−1}·SE. A permutation test permutes the rows of B against A over all
-  rows (one p × q product per permutation) when that is cheap, and otherwise permutes
-  within minibatches (below), saying which in ``permutation_method``;
-* minibatch: one pass keeps each batch's HSIC values (:mod:`reprstore.uncertainty.batches`);
-  the interval resamples whole batches (Poisson bootstrap, SE ± t_{k−1}); permutations
-  permute B's rows within each batch, reusing the batch's kernels.
+* every measure on the linear statistics (cka's exact estimators, cca, svcca, pwcca,
+  procrustes, shape, linreg, rsa, cosine, pca within one dataset): rows are hashed into
+  G groups by (seed, sample id); one pass keeps the engine's streamed sums per group
+  (:mod:`reprstore.uncertainty.grouped`); each measure's own ``partial``/``finalize`` run
+  on every leave-one-group-out combination, giving the delete-group jackknife's
+  estimate ± t_{G−1}·SE of every scalar column (:mod:`reprstore.uncertainty.generic`);
+* permutation tests of "A and B are unrelated": for cka, B's rows permuted over all rows
+  while cheap, otherwise within minibatches (:mod:`reprstore.uncertainty.linear`); for
+  the other row-paired measures, B's rows over all rows, the cross sums re-made per
+  permutation (:mod:`reprstore.uncertainty.generic`);
+* minibatch cka: one pass keeps each batch's HSIC values
+  (:mod:`reprstore.uncertainty.batches`); the interval resamples whole batches (Poisson
+  bootstrap), permutations permute B's rows within each batch.
 
-Entry points for the engine: :func:`measure` (called by
-:func:`reprstore.engine.measure_arrays` when it is given ``uncertainty=``, for the ``cka``
-measure; :func:`check_measures` refuses the others) and :func:`run`.
+Entry points for the engine: :func:`check_measures` (refuses, before any work, what has
+no meaning) and :func:`measure` (called by :func:`reprstore.engine.measure_arrays` when
+it is given ``uncertainty=``).
 """
 
 from __future__ import annotations
@@ -162,22 +166,50 @@ P_COLUMNS = [
     "permutations",
     "permutation_method",
 ]
+#: The fields of :class:`UncertainResult` named after the cka column (renamed with a suffix).
+_CKA_FIELDS = ("cka_lo", "cka_hi", "cka_se", "cka_p", "cka_p_resolution", "cka_p_statistic")
 
 
-def result_columns(opts: UncertaintyOptions | None) -> list[str]:
-    """The result-file columns ``opts`` adds (after the plain ones)."""
+def say(opts: UncertaintyOptions, line: str) -> None:
+    """Hand one plan line to ``opts.report`` (if any)."""
+    if opts.report is not None:
+        opts.report(line)
+
+
+def result_columns(
+    opts: UncertaintyOptions | None, specs: Sequence[Spec] | None = None
+) -> list[str]:
+    """The result-file columns ``opts`` adds (after the plain ones) for the measures ``specs``
+    (default: one ``cka``): ``<col>_lo``, ``<col>_hi``, ``<col>_se`` of every scalar column,
+    ``<col>_p`` of every row-paired one, and the shared columns."""
     if opts is None:
         return []
-    cols = CI_COLUMNS if opts.ci is not None else []
-    cols = cols + (P_COLUMNS if opts.permutations is not None else [])
-    return [*cols, "resample_seed"]
+    if specs is None:
+        cols = CI_COLUMNS if opts.ci is not None else []
+        cols = cols + (P_COLUMNS if opts.permutations is not None else [])
+        return [*cols, "resample_seed"]
+    out: list[str] = []
+    scalars = [(s, s.column(c)) for s in specs for c in s.measure.columns(s.opts)[0]]
+    if opts.ci is not None:
+        out += [f"{c}_{k}" for _, c in scalars for k in ("lo", "hi", "se")]
+        out += ["ci_level", "ci_method", "ci_replicates"]
+    if opts.permutations is not None:
+        for s, c in scalars:
+            if s.measure.pairing == "rows":
+                out.append(f"{c}_p")
+                out += [f"{c}_p_resolution", f"{c}_p_statistic"] if s.name == "cka" else []
+        out += ["p_resolution"] if any(s.name != "cka" for s in specs) else []
+        out += ["permutations", "permutation_method"]
+    return [*out, "resample_seed"]
 
 
-def columns_of(r: CKAResult) -> dict[str, Any]:
-    """The uncertainty fields of a result as a row's extra columns (empty for a plain one)."""
+def columns_of(r: CKAResult, column: str = "cka") -> dict[str, Any]:
+    """The uncertainty fields of a result as a row's extra columns (empty for a plain one);
+    ``column`` is the cka column's name (``cka`` or a suffixed one)."""
     if not isinstance(r, UncertainResult):
         return {}
-    return {c: getattr(r, c) for c in (*CI_COLUMNS, *P_COLUMNS, "resample_seed")}
+    fields = (*CI_COLUMNS, *P_COLUMNS, "resample_seed")
+    return {(column + c[3:] if c in _CKA_FIELDS else c): getattr(r, c) for c in fields}
 
 
 def with_uncertainty(r: CKAResult, **fields: Any) -> UncertainResult:
@@ -193,56 +225,63 @@ def clip_interval(lo: float, hi: float) -> tuple[float, float]:
     return float(np.clip(lo, -1.0, 1.0)), float(np.clip(hi, -1.0, 1.0))
 
 
-def run(
-    ctx: PassContext,
-    opts: UncertaintyOptions,
-    *,
-    estimator: str,
-    kernel: str,
-    sigma: float,
-    batch_size: int,
-    shuffle: int | None,
-    ids: np.ndarray | None,
-) -> list[CKAResult]:
-    """CKA of ``ctx.pairs`` with the intervals and p-values ``opts`` asks for.
-
-    ``ids`` (n_total,) are the rows' sample ids (default: row numbers); only the
-    selected rows' ids are used.
-    """
-    from reprstore.uncertainty import batches, linear
-
+def _selected_ids(ctx: PassContext, ids: np.ndarray | None) -> np.ndarray:
+    """The selected rows' sample ids (default: row numbers)."""
     n_total = ctx.arrays[0].shape[0]
     all_ids = np.arange(n_total) if ids is None else np.asarray(ids)
     if all_ids.shape[0] != n_total:
         raise InputError(f"Expected {n_total} sample ids, one per row. Got {all_ids.shape[0]}.")
-    sel_ids = all_ids if ctx.mask is None else all_ids[ctx.mask]
-    if estimator == "minibatch":
-        return batches.run_minibatch(
-            ctx, opts, kernel=kernel, sigma=sigma, batch_size=batch_size, shuffle=shuffle
-        )
-    if kernel != "linear":
-        raise InputError(
-            f"--ci and --permutations are not available for the exact {estimator} estimator "
-            "with the rbf kernel. Use --estimator minibatch (any kernel) or --kernel linear."
-        )
-    return linear.run_exact(
-        ctx, opts, estimator=estimator, ids=sel_ids, batch_size=batch_size, shuffle=shuffle
-    )
+    return all_ids if ctx.mask is None else all_ids[ctx.mask]
 
 
-def check_measures(specs: Sequence[Spec]) -> None:
-    """Refuse, before any work, measures that have no interval or test yet."""
-    others = [s.key for s in specs if s.name != "cka"]
-    if others:
+def run_special(ctx: PassContext, opts: UncertaintyOptions, spec: Spec) -> list[CKAResult]:
+    """Minibatch CKA of ``ctx.pairs`` with its batch bootstrap and/or within-batch test."""
+    from reprstore.uncertainty import batches
+
+    o = spec.opts
+    if o["estimator"] != "minibatch":
         raise InputError(
-            "--ci and --permutations are available for cka (debiased/biased: delete-group "
-            "jackknife and row permutations; minibatch: batch bootstrap and within-batch "
-            f"permutations); not yet for {', '.join(others)}. Compare those without them."
+            f"--ci and --permutations are not available for the exact {o['estimator']} "
+            "estimator with the rbf kernel. Use --estimator minibatch (any kernel) or "
+            "--kernel linear."
         )
-    if len(specs) != 1:
+    return batches.run_minibatch(ctx, opts, kernel=o["kernel"], sigma=o["sigma"],
+                                 batch_size=o["batch_size"], shuffle=o["shuffle"])  # fmt: skip
+
+
+def _has_interval() -> list[str]:
+    from reprstore.metrics.registry import REGISTRY, get
+
+    return [n for n in REGISTRY if get(n).pairing != "single"]
+
+
+def _has_test() -> list[str]:
+    from reprstore.metrics.registry import REGISTRY, get
+
+    return [n for n in REGISTRY if get(n).pairing == "rows"]
+
+
+def check_measures(specs: Sequence[Spec], opts: UncertaintyOptions | None = None) -> None:
+    """Refuse, before any work, measures that have no interval or test."""
+    single = [s.key for s in specs if s.measure.pairing == "single"]
+    if single:
         raise InputError(
-            "--ci and --permutations apply to one cka measure at a time. Got "
-            f"{', '.join(s.key for s in specs)}: run one comparison per cka variant."
+            f"{', '.join(single)} describe(s) one representation and has no interval here; "
+            f"--ci is available for {', '.join(_has_interval())}."
+        )
+    special = [s for s in specs if s.measure.special(s.opts)]
+    if special and len(specs) > 1:
+        raise InputError(
+            f"--ci and --permutations of {special[0].key} (its own pass: batch bootstrap, "
+            "within-batch permutations) run on their own: compare it without "
+            f"{', '.join(s.key for s in specs if s is not special[0])}, or use the exact "
+            "estimator (cka:estimator=debiased) with them."
+        )
+    untested = [s.key for s in specs if s.measure.pairing != "rows"]
+    if opts is not None and opts.permutations is not None and untested:
+        raise InputError(
+            f"{', '.join(untested)} has no permutation test (it pairs features, not rows: "
+            f"nothing to permute); --permutations is available for {', '.join(_has_test())}."
         )
 
 
@@ -253,24 +292,102 @@ def measure(
     opts: UncertaintyOptions,
     *,
     ids: np.ndarray | None = None,
+    own: Sequence[int] = (),
 ) -> Outcome:
-    """The engine's :class:`~reprstore.passes.Outcome` of the one ``cka`` spec of
-    ``specs`` for the ordered pairs, with the uncertainty columns ``opts`` asks for."""
+    """The engine's :class:`~reprstore.passes.Outcome` of ``specs`` for the ordered pairs,
+    with the uncertainty columns ``opts`` asks for (see :func:`result_columns`)."""
     from reprstore.metrics.cka import result_columns as cka_columns
     from reprstore.passes import Outcome, swapped
 
-    check_measures(specs)
-    (spec,) = specs
-    o = spec.opts
-    found = run(
-        ctx, opts, estimator=o["estimator"], kernel=o["kernel"], sigma=o["sigma"],
-        batch_size=o["batch_size"], shuffle=o["shuffle"], ids=ids,
-    )  # fmt: skip
-    by_pair = dict(zip(ctx.pairs, found, strict=True))
+    check_measures(specs, opts)
+    if own:
+        raise InputError(
+            "--ci and --permutations resample rows of one dataset; these pairs span "
+            "datasets (different samples on each side). Compare within one dataset, or "
+            "without --ci/--permutations."
+        )
     out = Outcome()
+    if any(s.measure.special(s.opts) for s in specs):
+        (spec,) = specs
+        found = run_special(ctx, opts, spec)
+        by_pair = dict(zip(ctx.pairs, found, strict=True))
+        for a, b in ordered:
+            r = by_pair[(min(a, b), max(a, b))]
+            r = swapped(r) if a > b else r
+            cols = {**cka_columns(r), **columns_of(r)}
+            out.pairs[(a, b)] = {spec.column(k): v for k, v in cols.items()}
+        return out
+    out.pairs = _linear_measures(ctx, ordered, specs, opts, _selected_ids(ctx, ids))
+    return out
+
+
+def _linear_measures(
+    ctx: PassContext, ordered: Sequence[tuple[int, int]], specs: Sequence[Spec],
+    opts: UncertaintyOptions, ids: np.ndarray,
+) -> dict[tuple[int, int], dict[str, Any]]:  # fmt: skip
+    """Columns of every ordered pair for measures on the linear statistics (cka exact too)."""
+    from reprstore import passes
+    from reprstore.stats.dask_graph import Runner
+    from reprstore.uncertainty import generic, linear
+
+    ckas = [s for s in specs if s.name == "cka"]
+    others = [s for s in specs if s.name != "cka"]
+    blocks = generic.interval_blocks(ctx, ordered, specs, opts) if opts.ci is not None else 0
+    if opts.permutations is not None:
+        blocks += generic.test_blocks(ctx, ordered) if others else 0
+        blocks += generic.test_blocks(ctx, ordered) * len(ckas) * linear.permutes_rows(ctx, opts)
+    if opts.permutations is not None and others:
+        generic.plan_test(ctx, ordered, others, opts)  # refused or said before any work
+    runner = Runner(ctx.scheduler, ctx.progress, blocks)
+    if opts.ci is not None:
+        rows = generic.intervals(ctx, ordered, specs, opts, ids, runner)
+    else:  # the plain pass first, on the same progress bar
+        seen = [0]
+        bar = ctx.progress
+
+        def first(done: int, total: int) -> None:
+            seen[0] = total
+            if bar is not None:
+                bar(done, total + blocks)
+
+        rows = passes.run(replace(ctx, progress=first), ordered, specs).pairs
+        runner.done, runner.total = seen[0], seen[0] + blocks
+    tests: dict[Any, dict] = {}
+    if opts.permutations is not None:
+        if others:
+            tests[None] = generic.permutation_tests(ctx, ordered, others, opts, runner)
+        for s in ckas:
+            tests[s.key] = linear.cka_tests(
+                ctx, opts, estimator=s.opts["estimator"], batch_size=s.opts["batch_size"],
+                shuffle=s.opts["shuffle"], runner=runner,
+            )  # fmt: skip
+    runner.finish()
+    out = {}
     for a, b in ordered:
-        r = by_pair[(min(a, b), max(a, b))]
-        r = swapped(r) if a > b else r
-        cols = {**cka_columns(r), **columns_of(r)}
-        out.pairs[(a, b)] = {spec.column(k): v for k, v in cols.items()}
+        row = dict(rows[(a, b)])
+        methods = []
+        if None in tests:
+            row.update(tests[None][(a, b)])
+            names = ", ".join(s.name + s.suffix for s in others)
+            methods.append((f"{names}: ", row["permutation_method"]))
+        for s in ckas:
+            col = s.column("cka")
+            fields: dict[str, Any] = {}
+            if opts.ci is not None:
+                lo, hi = row.pop(f"{col}_lo"), row.pop(f"{col}_hi")
+                if lo is not None:
+                    lo, hi = clip_interval(lo, hi)
+                fields.update(cka_lo=lo, cka_hi=hi, cka_se=row.pop(f"{col}_se"),
+                              ci_level=opts.ci, ci_method=row["ci_method"],
+                              ci_replicates=row["ci_replicates"])  # fmt: skip
+            if s.key in tests:
+                fields.update(tests[s.key][(min(a, b), max(a, b))])
+                methods.append((f"{col}: ", fields["permutation_method"]))
+            fields["resample_seed"] = opts.seed
+            r = with_uncertainty(row[s.column("_result")], **fields)
+            row[s.column("_result")] = r
+            row.update(columns_of(r, col))
+        if len(methods) > 1:
+            row["permutation_method"] = "; ".join(label + m for label, m in methods)
+        out[(a, b)] = row
     return out

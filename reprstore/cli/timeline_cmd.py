@@ -1,0 +1,121 @@
+"""``reprstore timeline``: every checkpoint against a reference checkpoint, table and plot."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from reprstore.cli import _options as opt
+from reprstore.cli import cka_cmd as c
+from reprstore.cli import compare_cmd as cc
+from reprstore.cli import uncertainty_opts as unc
+from reprstore.cli._errors import handle_errors
+from reprstore.cli._format import stdout_console
+
+console = stdout_console()
+
+AgainstOpt = Annotated[
+    str,
+    typer.Option(
+        "--against",
+        help="The reference checkpoint: checkpoint=final, or a label such as step0.",
+        show_default=False,
+    ),
+]
+SelectOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--select",
+        help="The runs and layers (a selector without checkpoint), e.g. 'model=tiny,layer=act*'.",
+        show_default=False,
+    ),
+]
+FigureOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--plot",
+        help="Draw the timeline (the first measure column) to .png, .svg or .pdf.",
+        show_default=False,
+    ),
+]
+FinalStepOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--final-step", help="The step of checkpoint 'final' on the plot.", show_default=False
+    ),
+]
+BandOpt = Annotated[
+    str, typer.Option("--band", help="The plot's band over seeds: ci, sd, sem or none.")
+]
+LevelOpt = Annotated[float, typer.Option("--level", help="Level of the plot's seed band.")]
+
+
+@handle_errors
+def timeline(
+    store: opt.StoreArg,
+    against: AgainstOpt,
+    select: SelectOpt = None,
+    measure: cc.MeasureOpt = "cka",
+    where: c.WhereOpt = None,
+    out: c.OutOpt = None,
+    plot: FigureOpt = None,
+    final_step: FinalStepOpt = None,
+    band: BandOpt = "ci",
+    level: LevelOpt = 0.95,
+    scheduler: c.SchedulerOpt = None,
+    workers: c.WorkersOpt = None,
+    memory: c.MemoryOpt = "2GB",
+    allow_incomplete: c.IncompleteOpt = False,
+    ci: unc.CiOpt = None,
+    bootstrap: unc.BootstrapOpt = None,
+    permutations: unc.PermutationsOpt = None,
+    seed: unc.SeedOpt = None,
+) -> None:
+    """Every checkpoint of every run compared with the run's reference checkpoint (same
+    model, seed, dataset and layer), as a table and a timeline on a true step axis.
+
+    Example: reprstore timeline runs.zarr --against checkpoint=final --out t.csv --plot t.png
+    """
+    if cc._help_or(measure):
+        return
+    from reprstore.analysis.timeline import timeline as run_timeline
+    from reprstore.cli.progress import progress_bar
+    from reprstore.engine import parse_memory
+    from reprstore.metrics.registry import parse_measures
+    from reprstore.report import check_output, write_results
+    from reprstore.report.figures import check_figure_path, plot_results
+
+    if workers is not None and scheduler is not None:
+        from reprstore.errors import InputError
+
+        raise InputError("Give either --workers or --scheduler, not both.")
+    specs = parse_measures(measure)
+    asked = unc.check(ci, bootstrap, permutations, seed)
+    if asked is not None:
+        from reprstore.uncertainty import check_measures
+
+        check_measures(specs, asked)
+    budget = parse_memory(memory)
+    check_output(out)
+    if plot is not None:
+        check_figure_path(plot)
+    with progress_bar("timeline", unit="blocks") as bar:
+        df = run_timeline(
+            store, against, select, measures=measure, where=where,
+            allow_incomplete=allow_incomplete, memory=budget, workers=workers,
+            scheduler=scheduler, progress=bar, ci=ci, bootstrap=bootstrap,
+            permutations=permutations, seed=seed, report=unc.plan_printer(console),
+        )  # fmt: skip
+    label = df.attrs["reprstore"]["options"]["against"]
+    console.print(cc._table(df, f"{len(df)} checkpoint(s) against {label}"))
+    if out is not None:
+        console.print(f"wrote {write_results(df, out)}")
+    if plot is not None:
+        first = specs[0]
+        column = first.column(first.measure.columns(first.opts)[0][0])
+        drawn = plot_results(df, "timeline", plot, measure=column, final_step=final_step,
+                             band=band, level=level)  # fmt: skip
+        for note in drawn.notes:
+            console.print(f"note: {note}", highlight=False)
+        console.print(f"wrote {drawn.path}")

@@ -1,0 +1,362 @@
+"""Intervals and permutation tests of every measure written on the linear statistics.
+
+The measures of :mod:`reprstore.metrics` that need no pass of their own (cca, svcca, pwcca,
+procrustes, shape, linreg, rsa, cosine, pca within one dataset, and cka's exact linear
+estimators) see only finished streamed sums: per representation and row view the
+:class:`~reprstore.stats.linear.ReprMoments`, per pair the ``PairMoments``. So:
+
+* **interval**: one grouped pass (:mod:`reprstore.uncertainty.grouped`) keeps those sums
+  per row group; for each non-empty group g the engine's own two steps (each measure's
+  ``partial`` on every side, ``finalize`` on every pair, :func:`reprstore.passes._partials`
+  / ``_finalize``) run on ``total − state_g``, giving every scalar column with g left out;
+  the delete-group jackknife SE and estimate ± t_{G'−1}·SE follow per column
+  (``<col>_lo``, ``<col>_hi``, ``<col>_se``);
+* **permutation test** (row-paired measures): the involved streams' selected rows are held
+  in memory; each permutation π re-makes the pair's cross sums of (A, B[π]) (one p × q
+  product per view) and re-runs ``finalize`` on the unchanged partials;
+  p = (1 + #{T_π ≥ T}) / (R + 1) per scalar column (``<col>_p``), T the column (its
+  negative for distances, where smaller means more alike).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from reprstore import passes
+from reprstore.errors import ComparisonError
+from reprstore.metrics.base import Cross, Side, Spec
+from reprstore.passes import Outcome, PassContext
+from reprstore.stats import dask_graph, linear
+from reprstore.stats import resample as rs
+from reprstore.stats.plan import human_bytes
+from reprstore.uncertainty import UncertaintyOptions, say
+from reprstore.uncertainty import grouped as gp
+
+Pair = tuple[int, int]
+#: Row permutations of the non-cka measures are refused (under ``permute="auto"``) beyond
+#: this many multiply-adds: about 10 minutes of float64 BLAS on two cores.
+PERMUTATION_MACS = 2e12
+#: Columns where a smaller value means more alike (distances): the test's statistic is −value.
+DISTANCES = frozenset({"procrustes", "shape"})
+
+
+# ----------------------------------------------------------------------- the layout
+
+
+class Layout:
+    """The streams and stream pairs the specs need for some array pairs (as the engine)."""
+
+    def __init__(self, ctx: PassContext, specs: Sequence[Spec], pairs: Sequence[Pair]) -> None:
+        self.own_views = passes._union(specs, "own")
+        self.cross_views = passes._union([s for s in specs if s.measure.pairing == "rows"],
+                                         "cross")  # fmt: skip
+        reprs = sorted({i for p in pairs for i in p})
+        self.streams: list[gp.Stream] = [(i, v) for i in reprs for v in self.own_views]
+        self.index = {st: k for k, st in enumerate(self.streams)}
+        self.features = [int(ctx.arrays[i].shape[1]) for i, _ in self.streams]
+
+    def own_of(self, pairs: Sequence[Pair]) -> list[int]:
+        return sorted({self.index[(i, v)] for p in pairs for i in p for v in self.own_views})
+
+    def cross_of(self, pairs: Sequence[Pair]) -> list[Pair]:
+        return [(self.index[(i, v)], self.index[(j, v)])
+                for i, j in pairs if i != j for v in self.cross_views]  # fmt: skip
+
+    def unit_bytes(self, pairs: Sequence[Pair]) -> int:
+        return gp.unit_bytes(self.features, self.own_of(pairs), self.cross_of(pairs))
+
+
+def scalar_columns(specs: Sequence[Spec]) -> list[tuple[Spec, str]]:
+    """(spec, result column) of every scalar the specs give."""
+    return [(s, s.column(c)) for s in specs for c in s.measure.columns(s.opts)[0]]
+
+
+def _value(row: dict[str, Any], column: str) -> float:
+    v = row.get(column)
+    return float(v) if isinstance(v, (int, float, np.number)) and v is not None else np.nan
+
+
+# ------------------------------------------------------------- measures on some sums
+
+
+def measure_sums(
+    ctx: PassContext, lay: Layout, specs: Sequence[Spec], orient: dict[Pair, list[Pair]],
+    sums: dict, offsets: Sequence[Any],
+) -> dict[Pair, dict[str, Any]]:  # fmt: skip
+    """The engine's columns of every ordered pair of ``orient`` from one combination of
+    group sums: each measure's ``partial`` per side, ``finalize`` per pair."""
+    out = Outcome()
+    for i in sorted({k for p in orient for k in p}):
+        views = {v: gp.repr_moments(sums, lay.index[(i, v)], offsets[lay.index[(i, v)]])
+                 for v in lay.own_views}  # fmt: skip
+        passes._partials(out, specs, i, Side(ctx.names[i], views), {})
+    for (i, j), orientations in orient.items():
+        n = round(float(sums[("r", lay.index[(i, lay.own_views[0])], "n")]))
+        pair_sums: dict[str, linear.PairMoments]
+        if i == j:
+            pair_sums = {v: linear.self_pair(gp.repr_moments(sums, lay.index[(i, v)],
+                                                             offsets[lay.index[(i, v)]]))
+                         for v in lay.cross_views}  # fmt: skip
+        else:
+            pair_sums = {v: gp.pair_moments(sums, lay.index[(i, v)], lay.index[(j, v)])
+                         for v in lay.cross_views}  # fmt: skip
+        cross = Cross(n, pair_sums, {}, (ctx.names[i], ctx.names[j]))
+        passes._finalize(out, specs, (i, j), orientations, cross, {})
+    return out.pairs
+
+
+def _map(threads: int, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """``[fn(x) for x in items]`` on ``threads`` threads with single-threaded BLAS."""
+    if threads <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    with dask_graph.blas_threads(1), ThreadPoolExecutor(threads, "reprstore-jackknife") as pool:
+        return list(pool.map(fn, items))
+
+
+# ------------------------------------------------------------------------ intervals
+
+
+def orientations(ordered: Sequence[Pair]) -> dict[Pair, list[Pair]]:
+    orient: dict[Pair, list[Pair]] = {}
+    for a, b in dict.fromkeys(ordered):
+        orient.setdefault((min(a, b), max(a, b)), []).append((a, b))
+    return orient
+
+
+def _plan(ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec],
+          opts: UncertaintyOptions) -> tuple:  # fmt: skip
+    """(orientations, unordered pairs, layout, row-block bytes, G, passes of pair indices)."""
+    orient = orientations(ordered)
+    units = list(orient)
+    lay = Layout(ctx, specs, units)
+    data = (
+        2
+        * 8
+        * max(ctx.arrays[0].chunks[0])
+        * sum(ctx.arrays[i].shape[1] for i in {k for p in units for k in p})
+    )
+    sizes = [lay.unit_bytes([u]) for u in units]
+    n_groups, plan = gp.plan_groups(
+        sizes, opts.bootstrap, ctx.memory, data, lambda ks: lay.unit_bytes([units[k] for k in ks])
+    )
+    return orient, units, lay, data, n_groups, plan
+
+
+def interval_blocks(ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec],
+                    opts: UncertaintyOptions) -> int:  # fmt: skip
+    """Row-block tasks of the interval's passes (for the progress bar)."""
+    return len(_plan(ctx, ordered, specs, opts)[5]) * ctx.blocks
+
+
+def test_blocks(ctx: PassContext, ordered: Sequence[Pair]) -> int:
+    """Row-block tasks of the permutation test's gather pass (for the progress bar)."""
+    return len({i for p in ordered for i in p}) * ctx.blocks
+
+
+def intervals(
+    ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec], opts: UncertaintyOptions,
+    ids: np.ndarray, runner: dask_graph.Runner,
+) -> dict[Pair, dict[str, Any]]:  # fmt: skip
+    """Every ordered pair's columns with the jackknife interval of each scalar column.
+
+    Returns, per ordered pair, the engine's columns plus ``<col>_lo``, ``<col>_hi``,
+    ``<col>_se`` and the shared ``ci_level``, ``ci_method``, ``ci_replicates``,
+    ``resample_seed``.
+    """
+    assert opts.ci is not None
+    orient, units, lay, data, n_groups, plan = _plan(ctx, ordered, specs, opts)
+    state = n_groups * max(lay.unit_bytes([units[k] for k in ks]) for ks in plan)
+    sides = len({i for u in units for i in u})
+    say(opts, f"interval: delete-group jackknife over {n_groups} row groups "
+        f"({opts.bootstrap} asked), {len(plan)} pass(es), group states {human_bytes(state)} "
+        f"(--memory {human_bytes(ctx.memory)}); then {n_groups} leave-one-group-out "
+        f"recomputations of {', '.join(s.name + s.suffix for s in specs)} ({sides} "
+        f"representation and {len(ordered)} pair steps each, {n_groups} × the finalize "
+        "time)")  # fmt: skip
+    groups = rs.group_ids(ids, opts.seed, n_groups)
+    used = np.flatnonzero(np.bincount(groups, minlength=n_groups))
+    if used.size < 2:
+        raise ComparisonError("The interval needs rows in at least 2 groups: too few rows.")
+    offsets = gp.first_offsets(ctx, lay.streams, list(range(len(lay.streams))))
+    columns = scalar_columns(specs)
+    out: dict[Pair, dict[str, Any]] = {}
+    for ks in plan:
+        batch = {units[k]: orient[units[k]] for k in ks}
+        pairs = list(batch)
+        stacked = gp.grouped_pass(ctx, lay.streams, lay.own_of(pairs), lay.cross_of(pairs),
+                                  groups, n_groups, ctx.memory - data, offsets, runner)  # fmt: skip
+        full = gp.total(stacked)
+        point = measure_sums(ctx, lay, specs, batch, full, offsets)
+
+        def replicate(g: int, stacked: dict = stacked, full: dict = full,
+                      batch: dict = batch) -> dict[Pair, dict[str, Any]]:  # fmt: skip
+            return measure_sums(ctx, lay, specs, batch, gp.left_out(stacked, full, g), offsets)
+
+        try:
+            reps = _map(ctx.threads, replicate, used.tolist())
+        except ComparisonError as err:
+            raise ComparisonError(
+                f"A leave-one-group-out replicate is undefined ({err}); use fewer groups "
+                "(--bootstrap) or more rows."
+            ) from None
+        del stacked
+        for pair, row in point.items():
+            out[pair] = {**row, **_interval_columns(row, [r[pair] for r in reps], columns, opts,
+                                                    int(used.size))}  # fmt: skip
+    return out
+
+
+def _interval_columns(
+    row: dict[str, Any], reps: Sequence[dict[str, Any]], columns: Sequence[tuple[Spec, str]],
+    opts: UncertaintyOptions, groups: int,
+) -> dict[str, Any]:  # fmt: skip
+    assert opts.ci is not None
+    extra: dict[str, Any] = {}
+    for _, col in columns:
+        est = _value(row, col)
+        loo = np.array([_value(r, col) for r in reps])
+        if not (np.isfinite(est) and np.isfinite(loo).all()):
+            extra.update({f"{col}_lo": None, f"{col}_hi": None, f"{col}_se": None})
+            continue
+        se = float(rs.jackknife_se(loo))
+        lo, hi = rs.t_interval(est, se, opts.ci, groups - 1)
+        extra.update({f"{col}_lo": float(lo), f"{col}_hi": float(hi), f"{col}_se": se})
+    extra.update(ci_level=opts.ci, ci_method=f"jackknife-t, {groups} groups",
+                 ci_replicates=groups, resample_seed=opts.seed)  # fmt: skip
+    return extra
+
+
+# --------------------------------------------------------------------- permutations
+
+
+def permutation_cost(ctx: PassContext, specs: Sequence[Spec], pairs: Sequence[Pair],
+                     r: int) -> tuple[float, int]:  # fmt: skip
+    """(multiply-adds, bytes held) of R row permutations of the row-paired ``pairs``."""
+    lay = Layout(ctx, specs, pairs)
+    f = [int(a.shape[1]) for a in ctx.arrays]
+    cross = sum(f[i] * f[j] for i, j in pairs) * max(len(lay.cross_views), 1)
+    held = 8 * ctx.n * sum(lay.features) * 2
+    return float(r) * ctx.n * cross, held
+
+
+def _held_streams(ctx: PassContext, lay: Layout, runner: dask_graph.Runner) -> dict[int, Any]:
+    """Every stream's selected rows, offset and prepared, with its full own moments."""
+    arrays = sorted({i for i, _ in lay.streams})
+    data = runner(*[dask_graph.gather_rows(ctx.arrays[i], ctx.mask) for i in arrays],
+                  blocks=len(arrays) * ctx.blocks)  # fmt: skip
+    raw = {i: np.asarray(x) for i, x in zip(arrays, data, strict=True)}
+    held = {}
+    for s, (i, view) in enumerate(lay.streams):
+        x = raw[i] if view == "raw" else _view(raw[i], view)
+        m = linear.moments(x)
+        held[s] = (linear.prepare_block(x, m.offset), m)
+    return held
+
+
+def _view(x: np.ndarray, view: str) -> np.ndarray:
+    from reprstore.stats.views import apply_view
+
+    return apply_view(x, view)
+
+
+def _permuted_pair(a: linear.Prepared, b: linear.Prepared, order: np.ndarray | None
+                   ) -> linear.PairMoments:  # fmt: skip
+    y = b.x if order is None else b.x[order]
+    bn = b.sqn if order is None else b.sqn[order]
+    return linear.PairMoments(a.x.T @ y, a.sqn @ y, bn @ a.x, float(a.sqn @ bn))
+
+
+def plan_test(
+    ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec], opts: UncertaintyOptions
+) -> None:
+    """Refuse a row permutation test beyond ``--memory`` or the budget; say its cost."""
+    assert opts.permutations is not None
+    r = int(opts.permutations)
+    macs, held_bytes = permutation_cost(ctx, specs, list(orientations(ordered)), r)
+    names = ", ".join(s.name + s.suffix for s in specs)
+    if held_bytes > ctx.memory:
+        raise ComparisonError(
+            f"The permutation test of {names} holds the compared rows in memory "
+            f"({human_bytes(held_bytes)}), more than --memory {human_bytes(ctx.memory)}. Raise "
+            "--memory or compare fewer rows (--where)."
+        )
+    if opts.permute == "batches" or (opts.permute == "auto" and macs > PERMUTATION_MACS):
+        raise ComparisonError(
+            f"{r} row permutations of {names} would take {macs / 1e9:.3g} G multiply-adds "
+            f"(more than the {PERMUTATION_MACS / 1e9:.0f} G budget; within-batch permutations "
+            "exist for cka only): lower --permutations, compare fewer rows (--where), or "
+            "force them with reprstore.uncertainty.options(permute='rows') in Python."
+        )
+    say(opts, f"test of {names}: {r} permutations of rows, 1 pass holding "
+        f"{human_bytes(held_bytes)}, {macs / 1e9:.3g} G multiply-adds and {r} × "
+        f"{len(ordered)} finalize steps")  # fmt: skip
+
+
+def permutation_tests(
+    ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec], opts: UncertaintyOptions,
+    runner: dask_graph.Runner,
+) -> dict[Pair, dict[str, Any]]:  # fmt: skip
+    """Per ordered pair, ``<col>_p`` of every scalar column of the row-paired specs, from R
+    permutations of B's rows against A's over all selected rows, and the shared
+    ``p_resolution``, ``permutations``, ``permutation_method``, ``resample_seed``
+    (:func:`plan_test` checks and says the cost first)."""
+    assert opts.permutations is not None
+    r = int(opts.permutations)
+    orient = orientations(ordered)
+    lay = Layout(ctx, specs, list(orient))
+    held = _held_streams(ctx, lay, runner)
+    sides: dict[int, dict[str, Any]] = {}
+    twins: dict[int, dict[str, Any]] = {}  # B side of a self pair: a distinct object
+    for i in sorted({k for p in orient for k in p}):
+        views = {v: held[lay.index[(i, v)]][1] for v in lay.own_views}
+        for store in (sides, twins) if (i, i) in orient else (sides,):
+            out = Outcome()
+            passes._partials(out, specs, i, Side(ctx.names[i], views), {})
+            store[i] = out.partials[i]
+    columns = scalar_columns(specs)
+    step = max(1, 2**22 // max(ctx.n, 1))  # permutations drawn at a time (32 MiB of indices)
+    found: dict[Pair, dict[str, Any]] = {}
+    for (i, j), orientations_ in orient.items():
+
+        def stat(order: np.ndarray | None, i: int = i, j: int = j,
+                 o: list[Pair] = orientations_) -> dict[Pair, np.ndarray]:  # fmt: skip
+            views = {v: _permuted_pair(held[lay.index[(i, v)]][0], held[lay.index[(j, v)]][0],
+                                       order) for v in lay.cross_views}  # fmt: skip
+            cross = Cross(ctx.n, views, {}, (ctx.names[i], ctx.names[j]))
+            return {(a, b): _row(specs, sides[a], twins[b] if a == b else sides[b],
+                                 cross if (a, b) == (i, j) else passes._reverse(cross), columns)
+                    for a, b in o}  # fmt: skip
+
+        observed = stat(None)
+        orders = [o for s in range(0, r, step)
+                  for o in rs.permutations(opts.seed, min(step, r - s), 0, ctx.n, start=s)
+                  ]  # fmt: skip
+        nulls = _map(ctx.threads, stat, orders)
+        for p in orientations_:
+            null = np.array([n[p] for n in nulls])
+            pv = rs.permutation_p(observed[p], null)
+            found[p] = {f"{c}_p": float(v) for (_, c), v in zip(columns, pv, strict=True)}
+            found[p].update(
+                p_resolution=1.0 / (r + 1), permutations=r, resample_seed=opts.seed,
+                permutation_method=f"rows of B permuted over all {ctx.n} rows",
+            )  # fmt: skip
+    return found
+
+
+def _row(specs: Sequence[Spec], pa: dict[str, Any], pb: dict[str, Any], cross: Cross,
+         columns: Sequence[tuple[Spec, str]]) -> np.ndarray:  # fmt: skip
+    """The signed scalar columns of one pair from its partials and (permuted) cross sums."""
+    row: dict[str, Any] = {}
+    for s in specs:
+        got = s.measure.finalize(pa[s.key], pb[s.key], cross, s.opts)
+        row.update({s.column(k): v for k, v in got.items()})
+    return np.array([_signed(c, _value(row, c)) for _, c in columns])
+
+
+def _signed(column: str, value: float) -> float:
+    base = column.split("[")[0]
+    return -value if base in DISTANCES else value

@@ -1,0 +1,304 @@
+"""The grouped pass: the streamed linear statistics of row streams, one state per row group.
+
+A *stream* is an array seen through a row view (:mod:`reprstore.stats.views`), as in the
+engine (:func:`reprstore.passes.run`): ``(array index, view)``. Rows are hashed into G groups
+by (seed, sample id) (:func:`~reprstore.stats.resample.group_ids`); one pass accumulates,
+per group, the sums of :class:`~reprstore.stats.linear.ReprMoments` of every stream asked
+for and the :class:`~reprstore.stats.linear.PairMoments` of every pair of streams asked for.
+Every stored block is read once per pass and every view is applied to it once. Leaving
+group g out is then ``total − state_g``: exactly the statistics of the other rows.
+
+The states are stacked arrays (G, ...) keyed ``("r", s, field)`` and ``("p", s, t, field)``
+(stream indices s, t); :func:`repr_moments` / :func:`pair_moments` read one combination of
+them back as the engine's moment objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import dask
+import numpy as np
+
+from reprstore.errors import ComparisonError
+from reprstore.passes import PassContext
+from reprstore.stats import dask_graph, linear
+from reprstore.stats.plan import human_bytes
+from reprstore.stats.views import RAW, apply_view
+from reprstore.uncertainty import MIN_GROUPS
+
+Stream = tuple[int, str]
+Pair = tuple[int, int]
+REPR_FIELDS = ("n", "total", "gram", "sqnorm", "sqnorm2", "sqnorm_x", "nonfinite")
+PAIR_FIELDS = ("cross", "a_y", "b_x", "ab")
+
+
+# ------------------------------------------------------------------------------ plan
+
+
+def own_bytes(p: int) -> int:
+    """Bytes of one group's own sums of a p-feature stream."""
+    return 8 * (p * p + 2 * p + 4)
+
+
+def pair_bytes(p: int, q: int) -> int:
+    """Bytes of one group's cross sums of a p- and a q-feature stream."""
+    return 8 * (p * q + p + q + 1)
+
+
+def unit_bytes(features: Sequence[int], own: Sequence[int], cross: Sequence[Pair]) -> int:
+    """Bytes of one group's state of the streams ``own`` and stream pairs ``cross``."""
+    return sum(own_bytes(features[s]) for s in set(own)) + sum(
+        pair_bytes(features[s], features[t]) for s, t in set(cross)
+    )
+
+
+def plan_groups(
+    sizes: Sequence[int], asked: int, memory: int, data_bytes: int, fuse: Any
+) -> tuple[int, list[list[int]]]:
+    """Groups G (≤ ``asked``) and passes (lists of unit indices) whose G states fit ``memory``.
+
+    Parameters
+    ----------
+    sizes : bytes of one group's state of each unit (a pair of arrays, with its sides)
+    fuse : callable(list of unit indices) -> bytes of one group's state of them together
+
+    Raises
+    ------
+    ComparisonError
+        Not even ``MIN_GROUPS`` states of the largest unit fit.
+    """
+    room = memory - data_bytes
+    widest = max(sizes)
+    fit = room // widest if room > 0 else 0
+    least = min(asked, MIN_GROUPS)
+    if fit < least:
+        raise ComparisonError(
+            f"The interval needs {least} group states of {human_bytes(widest)} each "
+            f"({human_bytes(least * widest + data_bytes)} with the row blocks), more than the "
+            f"memory limit {human_bytes(memory)}. Raise --memory (or use --estimator minibatch)."
+        )
+    groups = int(min(asked, fit))
+    passes: list[list[int]] = []
+    for k in range(len(sizes)):
+        if passes and fuse([*passes[-1], k]) * groups <= room:
+            passes[-1].append(k)
+        else:
+            passes.append([k])
+    return groups, passes
+
+
+# ------------------------------------------------------------------ the grouped pass
+
+
+def _add_in_place(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """c += aᵀb in place through BLAS (beta = 1): no p × q temporary per group and block."""
+    from scipy.linalg.blas import dgemm
+
+    out = dgemm(1.0, b, a, beta=1.0, c=c.T, trans_a=True, overwrite_c=True)  # cᵀ += bᵀa
+    if not np.shares_memory(out, c):  # pragma: no cover - BLAS made a copy after all
+        c[...] = out.T
+
+
+def _zeros(features: Sequence[int], own: Sequence[int], cross: Sequence[Pair], g: int) -> dict:
+    """Empty stacked group sums (G, ...); ``np.zeros`` maps its pages lazily, so untouched
+    groups take no memory."""
+    out: dict = {}
+    for s in own:
+        p = features[s]
+        shapes = dict(n=(), total=(p,), gram=(p, p), sqnorm=(), sqnorm2=(), sqnorm_x=(p,),
+                      nonfinite=())  # fmt: skip
+        out.update({("r", s, f): np.zeros((g, *shapes[f])) for f in REPR_FIELDS})
+    for s, t in cross:
+        p, q = features[s], features[t]
+        shapes = dict(cross=(p, q), a_y=(q,), b_x=(p,), ab=())
+        out.update({("p", s, t, f): np.zeros((g, *shapes[f])) for f in PAIR_FIELDS})
+    return out
+
+
+def _add_group(
+    state: dict, g: int, sub: dict[int, np.ndarray], offsets: Sequence[Any],
+    own: Sequence[int], cross: Sequence[Pair],
+) -> None:  # fmt: skip
+    """Add group ``g``'s rows of one block (``sub``: stream → rows) to the sums in place
+    (the sums of :func:`~reprstore.stats.linear.update_repr` / ``update_pair``)."""
+    prep = {s: linear.prepare_block(x, offsets[s]) for s, x in sub.items()}
+    for s in own:
+        b = prep[s]
+        state[("r", s, "n")][g] += b.x.shape[0]
+        state[("r", s, "total")][g] += b.x.sum(axis=0)
+        _add_in_place(state[("r", s, "gram")][g], b.x, b.x)
+        state[("r", s, "sqnorm")][g] += float(b.sqn.sum())
+        state[("r", s, "sqnorm2")][g] += float(b.sqn @ b.sqn)
+        state[("r", s, "sqnorm_x")][g] += b.sqn @ b.x
+        state[("r", s, "nonfinite")][g] += b.nonfinite
+    for s, t in cross:
+        a, b = prep[s], prep[t]
+        _add_in_place(state[("p", s, t, "cross")][g], a.x, b.x)
+        state[("p", s, t, "a_y")][g] += a.sqn @ b.x
+        state[("p", s, t, "b_x")][g] += b.sqn @ a.x
+        state[("p", s, t, "ab")][g] += float(a.sqn @ b.sqn)
+
+
+def _stream_blocks(
+    readers: dict[int, dask_graph.BlockReader], rows: np.ndarray | None,
+    streams: Sequence[Stream], wanted: Sequence[int],
+) -> dict[int, np.ndarray]:  # fmt: skip
+    """The selected rows of one block of each wanted stream (each array read once)."""
+    raw = {i: r() if rows is None else r()[rows] for i, r in readers.items()}
+    out = {}
+    for s in wanted:
+        i, view = streams[s]
+        out[s] = raw[i] if view == RAW else apply_view(raw[i], view)
+    return out
+
+
+def _grouped_step(
+    state: dict | None,
+    readers: dict[int, dask_graph.BlockReader],
+    rows: np.ndarray | None,
+    groups: np.ndarray,
+    n_groups: int,
+    offsets: Sequence[Any],
+    streams: Sequence[Stream],
+    own: Sequence[int],
+    cross: Sequence[Pair],
+) -> dict:
+    """Add one row block to the stacked group sums (``groups``: group of each selected row).
+
+    The name starts with ``_grouped_step`` so that the engine's progress counts it as a
+    row-block task (:class:`reprstore.stats.dask_graph.Runner`).
+    """
+    wanted = sorted(set(own) | {s for p in cross for s in p})
+    blocks = _stream_blocks(readers, rows, streams, wanted)
+    if state is None:
+        features = [0 if o is None else len(o) for o in offsets]
+        state = _zeros(features, own, cross, n_groups)
+    order = np.argsort(groups, kind="stable")
+    present, starts = np.unique(groups[order], return_index=True)
+    ends = [*starts[1:].tolist(), order.size]
+    for g, a, b in zip(present.tolist(), starts.tolist(), ends, strict=True):
+        idx = np.sort(order[a:b])
+        _add_group(state, g, {s: x[idx] for s, x in blocks.items()}, offsets, own, cross)
+    return state
+
+
+def _merge_groups(a: dict, b: dict) -> dict:
+    for k, v in b.items():
+        a[k] += v
+    return a
+
+
+def _live(ctx: PassContext) -> list[tuple[int, np.ndarray | None]]:
+    chunks = ctx.arrays[0].chunks[0]
+    bounds = np.cumsum((0, *chunks))
+    live = []
+    for k in range(len(chunks)):
+        rows = None if ctx.mask is None else ctx.mask[bounds[k] : bounds[k + 1]]
+        if chunks[k] and (rows is None or rows.any()):
+            live.append((k, rows))
+    return live
+
+
+def first_offsets(ctx: PassContext, streams: Sequence[Stream], wanted: Sequence[int]) -> list[Any]:
+    """Each wanted stream's :class:`~reprstore.stats.linear.Offset` from the selected rows of
+    the first live block, as the engine's plain pass takes them (``None`` elsewhere)."""
+    k, rows = _live(ctx)[0]
+    arrays = sorted({streams[s][0] for s in wanted})
+    got = dask.compute(*[ctx.arrays[i].blocks[k] for i in arrays], scheduler="sync")
+    readers = {i: _Fixed(np.asarray(x)) for i, x in zip(arrays, got, strict=True)}
+    blocks = _stream_blocks(readers, rows, streams, wanted)  # type: ignore[arg-type]
+    offsets: list[Any] = [None] * len(streams)
+    for s, x in blocks.items():
+        offsets[s] = linear.block_offset(np.asarray(x))
+    return offsets
+
+
+class _Fixed:
+    """A block already in memory, read like a :class:`~reprstore.stats.dask_graph.BlockReader`."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = x
+
+    def __call__(self) -> np.ndarray:
+        return self.x
+
+
+def grouped_pass(
+    ctx: PassContext,
+    streams: Sequence[Stream],
+    own: Sequence[int],
+    cross: Sequence[Pair],
+    groups: np.ndarray,
+    n_groups: int,
+    room: int,
+    offsets: Sequence[Any],
+    runner: dask_graph.Runner,
+) -> dict:
+    """One pass: the stacked per-group sums (G, ...) of the streams ``own`` and the stream
+    pairs ``cross``.
+
+    Parameters
+    ----------
+    groups : int ndarray (n,)
+        Group of each selected row, in stored order.
+    room : bytes the chains' states may take together.
+    offsets : per stream, the offset its rows are accumulated with.
+    runner : the comparison's runner (its progress counts this pass's blocks).
+    """
+    chunks = ctx.arrays[0].chunks[0]
+    bounds = np.cumsum((0, *chunks))
+    full = np.full(int(bounds[-1]), -1, dtype=np.int64)
+    full[np.flatnonzero(ctx.mask) if ctx.mask is not None else slice(None)] = groups
+    arrays = sorted({streams[s][0] for s in set(own) | {s for p in cross for s in p}})
+    whole = {i: ctx.arrays[i].rechunk({1: -1}) for i in arrays}
+    live = _live(ctx)
+    threads = dask_graph.scheduler_threads(ctx.scheduler)
+    features = [0 if o is None else len(o) for o in offsets]
+    per_chain = n_groups * unit_bytes(features, own, cross)
+    chains = max(1, min(threads, len(live), room // max(per_chain, 1)))
+    parts: list[Any] = []
+    for c in range(chains):
+        state: Any = None
+        for k, rows in live[c::chains]:
+            readers = {i: dask_graph.BlockReader(a.blocks[k]) for i, a in whole.items()}
+            g = full[bounds[k] : bounds[k + 1]]
+            g = g if rows is None else g[rows]
+            step = dask.delayed(_grouped_step)
+            state = step(state, readers, rows, g, n_groups, list(offsets), list(streams),
+                         list(own), list(cross))  # fmt: skip
+        parts.append(state)
+    graph = dask_graph.tree_reduce(parts, _merge_groups, ctx.split_every)
+    (states,) = runner(graph, blocks=len(live), workers=chains, blas=max(1, threads // chains))
+    return states
+
+
+# ------------------------------------------------------------- states → statistics
+
+
+def repr_moments(sums: dict, s: int, offset: linear.Offset) -> linear.ReprMoments:
+    """The :class:`~reprstore.stats.linear.ReprMoments` of stream ``s`` from one
+    combination of group sums (e.g. ``total − state_g``)."""
+    v = {f: sums[("r", s, f)] for f in REPR_FIELDS}
+    return linear.ReprMoments(
+        n=round(float(v["n"])), shift=offset.shift, scale=offset.scale, total=v["total"],
+        gram=v["gram"], sqnorm=float(v["sqnorm"]), sqnorm2=float(v["sqnorm2"]),
+        sqnorm_x=v["sqnorm_x"], nonfinite=round(float(v["nonfinite"])),
+    )  # fmt: skip
+
+
+def pair_moments(sums: dict, s: int, t: int) -> linear.PairMoments:
+    """The :class:`~reprstore.stats.linear.PairMoments` of streams (s, t) from group sums."""
+    f = {x: sums[("p", s, t, x)] for x in PAIR_FIELDS}
+    return linear.PairMoments(f["cross"], f["a_y"], f["b_x"], float(f["ab"]))
+
+
+def total(stacked: dict) -> dict:
+    """The sums over all groups (the statistics of every row)."""
+    return {k: v.sum(axis=0) for k, v in stacked.items()}
+
+
+def left_out(stacked: dict, full: dict, g: int) -> dict:
+    """The sums without group ``g``."""
+    return {k: full[k] - v[g] for k, v in stacked.items()}
