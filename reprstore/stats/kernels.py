@@ -27,7 +27,12 @@ def sq_distances(x: np.ndarray) -> np.ndarray:
     ndarray, shape (n, n)
         ``d[i, j] = ‖xᵢ − xⱼ‖²``, clipped at zero, with an exact zero diagonal.
     """
-    g = x @ x.T
+    return sq_distances_from_gram(x @ x.T)
+
+
+def sq_distances_from_gram(g: np.ndarray) -> np.ndarray:
+    """Squared distances ``‖xᵢ‖² + ‖xⱼ‖² − 2gᵢⱼ`` from the Gram matrix ``g`` (n, n) of
+    the rows, in place: clipped at zero, with an exact zero diagonal."""
     norms = np.diagonal(g).copy()
     g *= -2.0
     g += norms[:, None]
