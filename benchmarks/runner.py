@@ -38,7 +38,8 @@ from benchmarks.harness import ROOT, run_task
 
 HERE = Path(__file__).resolve().parent
 Job = tuple[str, str, dict[str, Any]]  # method, task, params
-CASES = ("ceilings", "cka_memory", "grid", "measures", "minibatch", "extract", "workers", "import")
+CASES = ("ceilings", "cka_memory", "grid", "mbgrid", "measures", "minibatch", "extract", "workers",
+         "import")  # fmt: skip
 
 
 class Runner:
@@ -199,6 +200,37 @@ def case_grid(r: Runner) -> None:
               _grid(ds, peer=peer, batch_size=s.batch_size), **tags)  # fmt: skip
 
 
+TASK_MBO = "benchmarks.tasks_minibatch:minibatch_oracle"
+
+
+def case_mbgrid(r: Runner) -> None:
+    """The minibatch grid (linear and rbf) against the peers' minibatch layer matrices
+    (linear only: none has a minibatch rbf) and the float64 oracle of the same batches;
+    interleaved, best of two."""
+    s = r.sizes
+    ds, _m = _dataset(r, s.grid_n, s.grid_layers)
+    g, b = f"{s.grid_layers}×{s.grid_layers}", s.batch_size
+    mb = {"mode": "grid", "estimator": "minibatch", "batch_size": b}
+    oracle = {
+        k: r.run("mbgrid", f"numpy float64 oracle, same batches ({k})", TASK_MBO,
+                 _grid(ds, batch_size=b, kernel=k), n=s.grid_n)
+        for k in ("linear", "rbf")
+    }  # fmt: skip
+    jobs = [
+        (f"reprstore minibatch grid ({g}, B={b}, linear)", TASK_REPR, _grid(ds, **mb)),
+        (f"reprstore minibatch grid ({g}, B={b}, rbf)", TASK_REPR, _grid(ds, kernel="rbf", **mb)),
+        *[(f"{p} (minibatch B={b}, linear)", TASK_PEER, _grid(ds, peer=p, batch_size=b))
+          for p in ("torch-cka", "cka-pytorch")],
+    ]  # fmt: skip
+    for row in r.best_of(2, "mbgrid", jobs, n=s.grid_n):
+        ref = oracle["rbf" if row["method"].endswith("rbf)") else "linear"]
+        if row["status"] == "ok" and ref.get("values"):
+            v, o = np.asarray(row["values"]), np.asarray(ref["values"])
+            row["max_abs_err"] = float(np.max(np.abs(v - o)))
+    r.run("mbgrid", f"ckatorch.CKA (minibatch B={b}, linear)", TASK_PEER,
+          _grid(ds, peer="ckatorch-class", batch_size=b), n=s.grid_n)  # fmt: skip
+
+
 FIVE = "cka,cca,procrustes,linreg,rsa"
 TASK_NPM = "benchmarks.tasks_cka:numpy_measures"
 
@@ -287,6 +319,7 @@ RUNNERS = {
     "ceilings": case_ceilings,
     "cka_memory": case_cka_memory,
     "grid": case_grid,
+    "mbgrid": case_mbgrid,
     "measures": case_measures,
     "minibatch": case_minibatch,
     "extract": case_extract,

@@ -303,10 +303,13 @@ def _bandwidths(
     sample = np.zeros(c.arrays[0].shape[0], dtype=bool)
     sample[rows] = True
     data = run(*[dask_graph.gather_rows(c.arrays[i], sample) for i in idx], blocks=blocks)
-    return {
-        i: checked_bandwidth(x, sigma, method, c.names[i], c.n)
-        for i, x in zip(idx, data, strict=True)
-    }
+    out: dict[int, Bandwidth] = {}
+
+    def one(i: int, x: np.ndarray) -> None:
+        out[i] = checked_bandwidth(x, sigma, method, c.names[i], c.n)
+
+    _parallel(c.threads, [partial(one, i, x) for i, x in zip(idx, data, strict=True)])
+    return {i: out[i] for i in idx}
 
 
 def checked_bandwidth(x: np.ndarray, sigma: float, method: str, name: str, n: int) -> Bandwidth:
