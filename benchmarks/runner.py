@@ -38,8 +38,8 @@ from benchmarks.harness import ROOT, run_task
 
 HERE = Path(__file__).resolve().parent
 Job = tuple[str, str, dict[str, Any]]  # method, task, params
-CASES = ("ceilings", "cka_memory", "grid", "mbgrid", "measures", "minibatch", "extract", "workers",
-         "import")  # fmt: skip
+CASES = ("ceilings", "cka_memory", "grid", "mbgrid", "measures", "minibatch", "mbmemory", "extract",
+         "workers", "import")  # fmt: skip
 
 
 class Runner:
@@ -231,6 +231,18 @@ def case_mbgrid(r: Runner) -> None:
           _grid(ds, peer="ckatorch-class", batch_size=b), n=s.grid_n)  # fmt: skip
 
 
+def case_mbmemory(r: Runner) -> None:
+    """Minibatch CKA of one pair at the smallest and the largest ``cka_n``: peak RSS and
+    time against reading the same data (every chunk decoded once, cold)."""
+    b = r.sizes.batch_size
+    for n in (min(r.sizes.cka_n), max(r.sizes.cka_n)):
+        ds, _m = _dataset(r, n)
+        r.run("mbmemory", "reading the data (every chunk once)",
+              "benchmarks.tasks_minibatch:read_store", _pair(ds), n=n)  # fmt: skip
+        r.run("mbmemory", f"reprstore minibatch (B={b})", TASK_REPR,
+              _pair(ds, estimator="minibatch", batch_size=b), n=n)  # fmt: skip
+
+
 FIVE = "cka,cca,procrustes,linreg,rsa"
 TASK_NPM = "benchmarks.tasks_cka:numpy_measures"
 
@@ -322,6 +334,7 @@ RUNNERS = {
     "mbgrid": case_mbgrid,
     "measures": case_measures,
     "minibatch": case_minibatch,
+    "mbmemory": case_mbmemory,
     "extract": case_extract,
     "workers": case_workers,
     "import": case_import,

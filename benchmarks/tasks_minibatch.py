@@ -85,3 +85,17 @@ def minibatch_oracle(params: dict[str, Any]) -> Run:
         return {"values": mat, "bytes_read": _nbytes([*xs, *ys]), "sigma2": s2}
 
     return run
+
+
+def read_store(params: dict[str, Any]) -> Run:
+    """Reading the data: every stored chunk of ``xs`` and ``ys`` decoded once, cold."""
+    xs, ys = _open(params)
+
+    def run() -> dict[str, Any]:
+        for a in [*xs, *ys]:
+            step = int(a.chunks[0])
+            for start in range(0, int(a.shape[0]), step):
+                a[start : start + step]
+        return {"bytes_read": _nbytes([*xs, *ys])}
+
+    return run

@@ -121,3 +121,14 @@ def test_nonfinite_rows_are_counted_by_the_bit_check(rng: np.random.Generator) -
         used = np.ones(50, dtype=bool)
         used[[3, 20]] = False
         assert batch_kernels.nonfinite_rows(x, used) == 2
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 6, 7, 40, 41])
+def test_symmetric_median_is_the_median_of_all_entries(rng: np.random.Generator, n: int) -> None:
+    """The RBF bandwidth's median from half of a symmetric matrix: numpy's median of all
+    n² entries (ties and zeros above the diagonal included)."""
+    from reprstore.stats.kernels import symmetric_median
+
+    upper = np.triu(rng.integers(0, 5, size=(n, n)).astype(float) * rng.random(), 1)
+    d = upper + upper.T
+    assert symmetric_median(d) == float(np.median(d))
