@@ -41,7 +41,12 @@ TINY = 1e-140
 HUGE = 1e140
 
 
-_EXPONENT = {2: (np.uint16, 0x7C00), 4: (np.uint32, 0x7F800000), 8: (np.uint64, 0x7FF << 52)}
+#: Unsigned view and exponent mask of float16, float32 and float64, by item size.
+_EXPONENT: dict[int, tuple[type[np.unsignedinteger], int]] = {
+    2: (np.uint16, 0x7C00),
+    4: (np.uint32, 0x7F800000),
+    8: (np.uint64, 0x7FF << 52),
+}
 
 
 def nonfinite_rows(block: np.ndarray, used: np.ndarray | None = None) -> int:
@@ -54,8 +59,9 @@ def nonfinite_rows(block: np.ndarray, used: np.ndarray | None = None) -> int:
         block = block[used]
     kind = _EXPONENT.get(block.dtype.itemsize)
     if block.size and kind and block.dtype.kind == "f" and block.flags.c_contiguous:
-        bits = block.view(kind[0])
-        if int(np.bitwise_and(bits, kind[0](kind[1])).max()) != kind[1]:
+        view, mask = kind
+        bits = block.view(view)
+        if int((bits & view(mask)).max()) != mask:
             return 0
     return count_nonfinite(block)
 
