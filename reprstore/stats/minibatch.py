@@ -189,11 +189,11 @@ def block_minibatch(
     done = []
     for b in np.unique(batch_ids[batch_ids >= 0]).tolist():
         sel = batch_ids == b
-        rows = [None if blk is None else blk[sel] for blk in blocks]
+        rows = _rows_of(blocks, sel)
         if b in whole_set:
             done.append(rows)
         else:
-            pieces[b] = rows
+            pieces[b] = [None if r is None else r.copy() for r in rows]
     total = merge_sums(total, batches_sums(done, own, pairs, kernel, sigma2, backend))
     return total, pieces
 
@@ -259,15 +259,29 @@ def fold_block(
     done = []
     for b in np.unique(batch_ids[used]).tolist():
         sel = batch_ids == b
-        rows = [None if blk is None else blk[sel] for blk in blocks]
+        rows = _rows_of(blocks, sel)
+        count = carry.count.pop(b, 0) + int(sel.sum())
+        if b not in heads and count == totals[b] and b not in carry.tail:
+            done.append(rows)  # wholly in this block: views of it, used now
+            continue
         target = carry.head if b in heads else carry.tail
-        target.setdefault(b, []).append(rows)
-        carry.count[b] = carry.count.get(b, 0) + int(sel.sum())
-        if b not in heads and carry.count[b] == totals[b]:
+        target.setdefault(b, []).append([None if r is None else r.copy() for r in rows])
+        if b not in heads and count == totals[b]:
             done.append(_joined(target.pop(b)))
-            del carry.count[b]
+        else:
+            carry.count[b] = count
     carry.sums = merge_sums(carry.sums, batches_sums(done, own, pairs, kernel, sigma2, backend))
     return carry
+
+
+def _rows_of(blocks: Sequence[np.ndarray | None], sel: np.ndarray) -> list[np.ndarray | None]:
+    """The rows ``sel`` (bool, r) of every block: views where they are consecutive (copy
+    what is kept beyond the task, so that a small piece does not hold its whole block)."""
+    at = np.flatnonzero(sel)
+    take: slice | np.ndarray = at
+    if at.size and at[-1] - at[0] + 1 == at.size:
+        take = slice(int(at[0]), int(at[-1]) + 1)
+    return [None if blk is None else blk[take] for blk in blocks]
 
 
 def _joined(parts: Sequence[Sequence[np.ndarray | None]]) -> list[np.ndarray | None]:
