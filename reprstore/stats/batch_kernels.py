@@ -10,9 +10,9 @@ once per task.
 
 Each batch is shifted by its float64 mean before its kernel is formed (HSIC₁ is exactly
 invariant to that: K → K + a1ᵀ + 1aᵀ + c), and kernels are float64 products whatever the
-stored dtype (float16 rows are converted while they are shifted). The scale the old path
-divided by is not needed: a kernel whose diagonal is not finite (NaN/Inf rows, overflow)
-or so small that its squares lose digits is recomputed by the careful per-batch route
+stored dtype (float16 rows are converted, then shifted). Rows are not scaled first: a
+kernel whose diagonal is not finite (NaN/Inf rows, overflow) or outside [TINY, HUGE]
+(squares that would underflow or overflow) is recomputed by the careful per-batch route
 (:func:`batch_gram`: scaled by a power of two first, NaN/Inf rows zeroed).
 """
 
