@@ -175,7 +175,7 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
                 "met": best / mine["wall_s"] >= 5 and err is not None and err <= 1e-9,
             }
     mbm = [r for r in rows if r["case"] == "mbmemory" and _status_ok(r)]
-    mine = [r for r in mbm if r["method"].startswith("reprstore")]
+    mine = [r for r in mbm if r["method"].startswith("reprstore") and "float32" not in r["method"]]
     if len(mine) >= 2:
         lo, hi = mine[0], mine[-1]
         read = _find(rows, "mbmemory", "reading the data", n=hi["n"])

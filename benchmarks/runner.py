@@ -244,6 +244,8 @@ def case_mbmemory(r: Runner) -> None:
               "benchmarks.tasks_minibatch:read_store", _pair(ds), n=n)  # fmt: skip
         r.run("mbmemory", f"reprstore minibatch (B={b})", TASK_REPR,
               _pair(ds, estimator="minibatch", batch_size=b), n=n)  # fmt: skip
+    r.run("mbmemory", f"reprstore minibatch (B={b}, float32 products)", TASK_REPR,
+          _pair(ds, estimator="minibatch", batch_size=b, precision="float32"), n=n)  # fmt: skip
 
 
 FIVE = "cka,cca,procrustes,linreg,rsa"
