@@ -161,6 +161,34 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
             "target": "≥ 6 (like for like: the peers compute minibatch CKA)",
             "met": best / (grid_mb or grid) >= 6,
         }
+    mbg = {r["method"]: r for r in rows if r["case"] == "mbgrid" and _status_ok(r)}
+    peers = [(m, r["wall_s"]) for m, r in mbg.items() if not m.startswith(("reprstore", "numpy"))]
+    for kernel in ("linear", "rbf"):
+        mine = next((r for m, r in mbg.items() if m.startswith("reprstore") and kernel in m), None)
+        if mine and peers:
+            name, best = min(peers, key=lambda t: t[1])
+            err = mine.get("max_abs_err")
+            goals[f"minibatch_grid_{kernel}_vs_fastest_peer"] = {
+                "value": f"×{best / mine['wall_s']:.2f} (fastest peer: {name}, linear); "
+                f"max abs diff from the float64 oracle of the same batches {_f(err, '{:.1e}')}",
+                "target": "≥ 5 and ≤ 1e-9 from the oracle",
+                "met": best / mine["wall_s"] >= 5 and err is not None and err <= 1e-9,
+            }
+    mbm = [r for r in rows if r["case"] == "mbmemory" and _status_ok(r)]
+    mine = [r for r in mbm if r["method"].startswith("reprstore") and "float32" not in r["method"]]
+    if len(mine) >= 2:
+        lo, hi = mine[0], mine[-1]
+        read = _find(rows, "mbmemory", "reading the data", n=hi["n"])
+        ratio = hi["peak_rss_mib"] / max(lo["peak_rss_mib"], 1.0)
+        value = (f"{lo['peak_rss_mib']:.0f} MiB at N={lo['n']:,} → {hi['peak_rss_mib']:.0f} MiB "
+                 f"at N={hi['n']:,} (×{ratio:.2f})")  # fmt: skip
+        slow = hi["wall_s"] / read["wall_s"] if _wall(read) else None  # type: ignore[index]
+        value += f"; time ×{slow:.2f} of reading the data" if slow else ""
+        goals["minibatch_pair_flat_and_near_read"] = {
+            "value": value,
+            "target": "peak RSS ≤ ×1.10; time ≤ ×2 of reading",
+            "met": ratio <= 1.10 and slow is not None and slow <= 2,
+        }
     over = []
     for r in rows:
         if r["case"] == "extract" and "reprstore extract" in r["method"] and _status_ok(r):
@@ -227,6 +255,8 @@ TABLES = {
     "cka_memory": ("method", "n", "estimator", "status", "wall_s", "peak_rss_mib", "value",
                    "max_abs_err", "gflops", "read_mb_s"),
     "grid": ("method", "n", "status", "wall_s", "peak_rss_mib", "max_abs_err", "gflops"),
+    "mbgrid": ("method", "n", "status", "wall_s", "wall_s_runs", "peak_rss_mib", "max_abs_err"),
+    "mbmemory": ("method", "n", "status", "wall_s", "peak_rss_mib", "read_mb_s"),
     "measures": ("method", "n", "status", "wall_s", "wall_s_runs", "peak_rss_mib"),
     "minibatch": ("method", "n", "estimator", "status", "wall_s", "peak_rss_mib", "value",
                   "max_abs_err", "d_repr"),
@@ -247,6 +277,8 @@ HEADERS = {
 TITLES = {
     "cka_memory": "1. Exact CKA of one (N × {p}) float16 pair: memory and time vs N",
     "grid": "2. Layer grid ({g} layers × {g} layers, N = {grid_n:,})",
+    "mbgrid": "2a. Minibatch layer grid ({g} × {g} layers, B = {batch_size}, N = {grid_n:,})",
+    "mbmemory": "3a. Minibatch CKA of one (N × {p}) pair: memory and time vs reading the data",
     "measures": "2b. Five measures in one pass ({g} × {g} layers, N = {grid_n:,})",
     "minibatch": "3. Minibatch CKA (batch size {batch_size}, N = {minibatch_n:,})",
     "extract": "4. Extraction vs a bare forward pass (batch 32, same threads)",

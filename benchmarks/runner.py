@@ -38,7 +38,8 @@ from benchmarks.harness import ROOT, run_task
 
 HERE = Path(__file__).resolve().parent
 Job = tuple[str, str, dict[str, Any]]  # method, task, params
-CASES = ("ceilings", "cka_memory", "grid", "measures", "minibatch", "extract", "workers", "import")
+CASES = ("ceilings", "cka_memory", "grid", "mbgrid", "measures", "minibatch", "mbmemory", "extract",
+         "workers", "import")  # fmt: skip
 
 
 class Runner:
@@ -199,6 +200,54 @@ def case_grid(r: Runner) -> None:
               _grid(ds, peer=peer, batch_size=s.batch_size), **tags)  # fmt: skip
 
 
+TASK_MBO = "benchmarks.tasks_minibatch:minibatch_oracle"
+
+
+def case_mbgrid(r: Runner) -> None:
+    """The minibatch grid (linear and rbf) against the peers' minibatch layer matrices
+    (linear only: none has a minibatch rbf) and the float64 oracle of the same batches;
+    interleaved, best of two."""
+    s = r.sizes
+    ds, _m = _dataset(r, s.grid_n, s.grid_layers)
+    g, b = f"{s.grid_layers}×{s.grid_layers}", s.batch_size
+    mb = {"mode": "grid", "estimator": "minibatch", "batch_size": b}
+    oracle = {
+        k: r.run("mbgrid", f"numpy float64 oracle, same batches ({k})", TASK_MBO,
+                 _grid(ds, batch_size=b, kernel=k), n=s.grid_n)
+        for k in ("linear", "rbf")
+    }  # fmt: skip
+    jobs = [
+        (f"reprstore minibatch grid ({g}, B={b}, linear)", TASK_REPR, _grid(ds, **mb)),
+        (f"reprstore minibatch grid ({g}, B={b}, rbf)", TASK_REPR, _grid(ds, kernel="rbf", **mb)),
+        (f"reprstore minibatch grid ({g}, B={b}, linear, float32 products)", TASK_REPR,
+         _grid(ds, precision="float32", **mb)),
+        *[(f"{p} (minibatch B={b}, linear)", TASK_PEER, _grid(ds, peer=p, batch_size=b))
+          for p in ("torch-cka", "cka-pytorch")],
+    ]  # fmt: skip
+    for row in r.best_of(2, "mbgrid", jobs, n=s.grid_n):
+        ref = oracle["rbf" if "rbf" in row["method"] else "linear"]
+        if row["status"] == "ok" and ref.get("values"):
+            v, o = np.asarray(row["values"]), np.asarray(ref["values"])
+            row["max_abs_err"] = float(np.max(np.abs(v - o)))
+    if s.grid_n <= 20_000:  # ×6 cka-pytorch's time at N = 10,000, and only the last batch's CKA
+        r.run("mbgrid", f"ckatorch.CKA (minibatch B={b}, linear)", TASK_PEER,
+              _grid(ds, peer="ckatorch-class", batch_size=b), n=s.grid_n)  # fmt: skip
+
+
+def case_mbmemory(r: Runner) -> None:
+    """Minibatch CKA of one pair at the smallest and the largest ``cka_n``: peak RSS and
+    time against reading the same data (every chunk decoded once, cold)."""
+    b = r.sizes.batch_size
+    for n in (min(r.sizes.cka_n), max(r.sizes.cka_n)):
+        ds, _m = _dataset(r, n)
+        r.run("mbmemory", "reading the data (every chunk once)",
+              "benchmarks.tasks_minibatch:read_store", _pair(ds), n=n)  # fmt: skip
+        r.run("mbmemory", f"reprstore minibatch (B={b})", TASK_REPR,
+              _pair(ds, estimator="minibatch", batch_size=b), n=n)  # fmt: skip
+    r.run("mbmemory", f"reprstore minibatch (B={b}, float32 products)", TASK_REPR,
+          _pair(ds, estimator="minibatch", batch_size=b, precision="float32"), n=n)  # fmt: skip
+
+
 FIVE = "cka,cca,procrustes,linreg,rsa"
 TASK_NPM = "benchmarks.tasks_cka:numpy_measures"
 TASK_RSA = "benchmarks.tasks_cka:rsatoolbox_rsa"
@@ -289,8 +338,10 @@ RUNNERS = {
     "ceilings": case_ceilings,
     "cka_memory": case_cka_memory,
     "grid": case_grid,
+    "mbgrid": case_mbgrid,
     "measures": case_measures,
     "minibatch": case_minibatch,
+    "mbmemory": case_mbmemory,
     "extract": case_extract,
     "workers": case_workers,
     "import": case_import,

@@ -97,6 +97,8 @@ def reprstore_cka(params: dict[str, Any]) -> Run:
     kw: dict[str, Any] = {"estimator": estimator}
     if estimator == "minibatch":
         kw["batch_size"] = params["batch_size"]
+    if params.get("kernel"):
+        kw["kernel"] = params["kernel"]
     if params.get("precision"):
         kw["precision"] = params["precision"]
     if params.get("measures"):

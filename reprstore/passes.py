@@ -303,10 +303,13 @@ def _bandwidths(
     sample = np.zeros(c.arrays[0].shape[0], dtype=bool)
     sample[rows] = True
     data = run(*[dask_graph.gather_rows(c.arrays[i], sample) for i in idx], blocks=blocks)
-    return {
-        i: checked_bandwidth(x, sigma, method, c.names[i], c.n)
-        for i, x in zip(idx, data, strict=True)
-    }
+    out: dict[int, Bandwidth] = {}
+
+    def one(i: int, x: np.ndarray) -> None:
+        out[i] = checked_bandwidth(x, sigma, method, c.names[i], c.n)
+
+    _parallel(c.threads, [partial(one, i, x) for i, x in zip(idx, data, strict=True)])
+    return {i: out[i] for i in idx}
 
 
 def checked_bandwidth(x: np.ndarray, sigma: float, method: str, name: str, n: int) -> Bandwidth:
@@ -355,9 +358,11 @@ def _minibatch(
         )
     idx = _involved(unique)
     workers = minibatch_workers(c, idx, batch_size)
-    ids = np.full(c.arrays[0].shape[0], -1, dtype=np.int64)
-    sel = np.flatnonzero(c.mask) if c.mask is not None else np.arange(ids.size)
-    ids[sel] = assign_batches(c.n, batch_size, shuffle)
+    ids = assign_batches(c.n, batch_size, shuffle)
+    if c.mask is not None:  # −1: rows left out
+        ids, kept = np.full(c.arrays[0].shape[0], -1, dtype=np.int64), ids
+        ids[c.mask] = kept
+        del kept
     row_bytes = 8 * sum(c.arrays[i].shape[1] for i in idx) * 2
     groups = batch_groups(ids, max(c.memory // row_bytes, 1), batch_size, shuffle)
     run = dask_graph.Runner(

@@ -42,7 +42,8 @@ def _rows(doc: dict, case: str) -> list[dict]:
 def test_every_case_produced_its_figures(tiny_run: dict) -> None:
     ceil = tiny_run["summary"]["ceilings"]
     assert ceil["gemm_float32"] > 0 and ceil["gemm_float64"] > 0 and ceil["disk_mb_s"] > 0
-    for case in ("cka_memory", "grid", "minibatch", "extract", "workers", "import"):
+    for case in ("cka_memory", "grid", "mbgrid", "minibatch", "mbmemory", "extract", "workers",
+                 "import"):  # fmt: skip
         rows = _rows(tiny_run, case)
         assert rows, case
         ours = [r for r in rows if "reprstore" in r["method"]]
@@ -68,6 +69,13 @@ def test_reprstore_agrees_with_the_float64_oracle(tiny_run: dict) -> None:
             exact = "minibatch" not in r["method"]
             if exact and r["method"].startswith(("reprstore", "numpy float64")):
                 assert r["max_rel_err"] < 1e-6, (case, r["method"], r["max_rel_err"])
+
+
+def test_minibatch_grid_agrees_with_the_oracle_of_the_same_batches(tiny_run: dict) -> None:
+    rows = [r for r in _rows(tiny_run, "mbgrid") if r["method"].startswith("reprstore")]
+    assert {"linear" in r["method"] for r in rows} == {True, False}  # linear and rbf
+    for r in rows:
+        assert r["max_abs_err"] <= (1e-6 if "float32" in r["method"] else 1e-9), r
 
 
 def test_the_gram_space_reference_is_skipped_with_a_reason_when_too_large(tiny_run: dict) -> None:

@@ -1,6 +1,7 @@
 """Streamed sufficient statistics (numpy only; :mod:`.dask_graph` is the one dask adapter).
 
 * :mod:`.linear` — per-representation and per-pair moments of the linear-kernel CKA;
-* :mod:`.minibatch` — per-batch HSIC sums of minibatch CKA;
+* :mod:`.minibatch` — per-batch HSIC sums of minibatch CKA (:mod:`.batch_kernels`: the
+  batches of a task, all pairs at once);
 * :mod:`.hsic`, :mod:`.kernels` — HSIC terms and small kernel matrices.
 """

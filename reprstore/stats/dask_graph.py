@@ -301,13 +301,10 @@ def minibatch_pass(
     """
     blocks, chunks = row_blocks(arrays)
     bounds = np.cumsum((0, *chunks))
-    used = batch_ids[batch_ids >= 0]
-    if used.size == 0:
-        raise ValueError("no batch to compute")
-    totals = np.bincount(used)
-    if (np.diff(used) >= 0).all():
+    totals, first = _batch_layout(batch_ids, bounds)
+    if first is not None:
         return _minibatch_chains(
-            arrays, batch_ids, totals, own, pairs, kernel, sigma2, backend,
+            arrays, batch_ids, totals, first, own, pairs, kernel, sigma2, backend,
             chains or scheduler_threads(None),
         )  # fmt: skip
     involved = set(own) | {i for p in pairs for i in p}
@@ -342,10 +339,46 @@ def minibatch_pass(
     return tree_reduce(sums, minibatch.merge_sums, split_every)
 
 
+def _batch_layout(
+    batch_ids: np.ndarray, bounds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows of every batch, and the first row of every batch if the batches are consecutive
+    (ids non-decreasing in row order; else None), one row block at a time (no temporary
+    the size of ``batch_ids``: the pass's memory stays flat in N)."""
+    totals = np.zeros(0, dtype=np.int64)
+    starts: list[tuple[np.ndarray, np.ndarray]] | None = []  # (batch ids, their first rows)
+    last = -1
+    for k in range(len(bounds) - 1):
+        ids = batch_ids[bounds[k] : bounds[k + 1]]
+        at = np.flatnonzero(ids >= 0)
+        if not at.size:
+            continue
+        used = ids[at]
+        top = int(used.max()) + 1
+        if top > totals.size:
+            totals = np.concatenate([totals, np.zeros(top - totals.size, dtype=np.int64)])
+        totals += np.bincount(used, minlength=totals.size)
+        if starts is not None and (used[0] < last or (np.diff(used) < 0).any()):
+            starts = None
+        if starts is not None:
+            new = np.flatnonzero(np.diff(used, prepend=last))  # where a batch begins
+            starts.append((used[new], bounds[k] + at[new]))
+            last = int(used[-1])
+    if totals.size == 0:
+        raise ValueError("no batch to compute")
+    if starts is None:
+        return totals, None
+    first = np.full(totals.size, -1, dtype=np.int64)
+    for ids, rows in starts:
+        first[ids] = rows
+    return totals, first
+
+
 def _minibatch_chains(
     arrays: Sequence[da.Array],
     batch_ids: np.ndarray,
     totals: np.ndarray,
+    first: np.ndarray,
     own: Sequence[int],
     pairs: Sequence[tuple[int, int]],
     kernel: str,
@@ -358,10 +391,6 @@ def _minibatch_chains(
     involved = set(own) | {i for p in pairs for i in p}
     whole = [a.rechunk({1: -1}) if i in involved else a for i, a in enumerate(arrays)]
     live = [k for k in range(len(chunks)) if (batch_ids[bounds[k] : bounds[k + 1]] >= 0).any()]
-    first = np.full(totals.size, -1)
-    rows = np.flatnonzero(batch_ids >= 0)
-    ids = batch_ids[rows]
-    first[ids[::-1]] = rows[::-1]  # the first row of every batch
     n_chains = max(1, min(chains, len(live)))
     carries = []
     for c in range(n_chains):

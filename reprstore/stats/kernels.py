@@ -27,7 +27,12 @@ def sq_distances(x: np.ndarray) -> np.ndarray:
     ndarray, shape (n, n)
         ``d[i, j] = ‖xᵢ − xⱼ‖²``, clipped at zero, with an exact zero diagonal.
     """
-    g = x @ x.T
+    return sq_distances_from_gram(x @ x.T)
+
+
+def sq_distances_from_gram(g: np.ndarray) -> np.ndarray:
+    """Squared distances ``‖xᵢ‖² + ‖xⱼ‖² − 2gᵢⱼ`` from the Gram matrix ``g`` (n, n) of
+    the rows, in place: clipped at zero, with an exact zero diagonal."""
     norms = np.diagonal(g).copy()
     g *= -2.0
     g += norms[:, None]
@@ -51,8 +56,27 @@ def median_sq_distance(x: np.ndarray) -> tuple[float, float]:
     """
     x = np.asarray(x, dtype=np.float64)
     scale = float(np.vdot(x, x)) / max(x.shape[0], 1)
-    d = sq_distances(x - x.mean(axis=0))
-    return float(np.median(d, overwrite_input=True)), scale
+    return symmetric_median(sq_distances(x - x.mean(axis=0))), scale
+
+
+def symmetric_median(d: np.ndarray) -> float:
+    """The median of all n² entries of a symmetric ``d`` (n, n) with a zero diagonal and no
+    negative entry, from its n(n−1)/2 entries above the diagonal (where rounding left
+    ``d`` not exactly symmetric, the upper half counts for both).
+
+    Sorted, the n² entries are the n zeros of the diagonal, then every entry above the
+    diagonal twice: the order statistics of the whole come from those of one half.
+    """
+    n = d.shape[0]
+    if n < 2:
+        return 0.0
+    upper = np.concatenate([d[i, i + 1 :] for i in range(n - 1)])
+    total = n * n
+    middle = [(total - 1) // 2, total // 2]  # equal for odd n²
+    at = [(t - n) // 2 for t in middle if t >= n]
+    part = np.partition(upper, at) if at else upper
+    values = [0.0 if t < n else float(part[(t - n) // 2]) for t in middle]
+    return (values[0] + values[1]) / 2.0
 
 
 def bandwidth(x: np.ndarray, sigma: float, method: str) -> Bandwidth:

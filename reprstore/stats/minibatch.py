@@ -7,10 +7,12 @@ of those per-batch HSIC values and the number of batches; states merge by additi
 With n rows and ``batch_size`` B there are k = max(1, ⌊n/B⌋) batches of near-equal size
 (⌊n/k⌋ or ⌈n/k⌉ rows, so every row is used and no batch is tiny): consecutive rows in
 stored order (after any row filter), or a random partition drawn from a seed. Every
-batch counts with equal weight. Each batch is shifted by its mean and divided by a power
-of two near its spread before its kernel is formed; RBF kernels are formed as
-K − 1 = expm1(−d/2σ²) and doubly centred before the HSIC terms (HSIC₁ is exactly
-invariant to both), so that wide bandwidths lose no precision.
+batch counts with equal weight. Each batch is shifted by its mean before its kernel is
+formed; RBF kernels are formed as K − 1 = expm1(−d/2σ²) and doubly centred before the
+HSIC terms (HSIC₁ is exactly invariant to both), so that wide bandwidths lose no
+precision. The batches a task finishes are added up together, every representation's
+kernel formed once per batch and every pair's terms taken at once
+(:mod:`reprstore.stats.batch_kernels`).
 A batch whose rows lie in one row block is finished by that block's task; the rows of a
 batch spread over several blocks travel as small *pieces* to one task per such batch.
 """
@@ -22,17 +24,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from reprstore.stats.hsic import (
-    MIN_ROWS_UNBIASED,
-    GramSummary,
-    double_centre,
-    gram_terms,
-    hsic1,
-    hsic1_scale,
-    summarize_gram,
-)
-from reprstore.stats.kernels import rbf_minus_one
-from reprstore.stats.linear import NUMPY, Backend, block_offset, count_nonfinite, shifted
+from reprstore.stats.batch_kernels import BatchAccumulator, add_batches, nonfinite_rows
+from reprstore.stats.batch_kernels import batch_gram as batch_gram  # re-exported
+from reprstore.stats.batch_kernels import relative_spread as _relative_spread  # noqa: F401 (uncertainty)
+from reprstore.stats.hsic import MIN_ROWS_UNBIASED
+from reprstore.stats.linear import NUMPY, Backend
 
 Pieces = dict[int, list[np.ndarray | None]]
 
@@ -123,80 +119,38 @@ def assign_batches(n: int, batch_size: int, shuffle: int | None = None) -> np.nd
     return ids
 
 
-def batch_gram(
-    x: np.ndarray, kernel: str, sigma2: float | None, backend: Backend = NUMPY
-) -> tuple[GramSummary, float]:
-    """Zero-diagonal kernel of one batch ``x`` (B, p), summarized for HSIC₁, and the factor
-    that brings it back to the units of the raw rows (s² for the linear kernel, 1 for rbf).
-
-    The batch is offset by its own mean and spread (:func:`block_offset`); the RBF kernel
-    is returned as HK′H with K′ = K − 1 (see the module docstring). ``sigma2`` is in the
-    units of the raw rows.
-    """
-    off = block_offset(x)
-    xs = shifted(x, off)
-    xs[~np.isfinite(xs).all(axis=1)] = 0.0  # NaN/Inf rows are counted and reported elsewhere
-    dev = backend.prepare(xs)
-    g = backend.outer(dev, dev)
-    if kernel == "rbf":
-        if sigma2 is None:
-            raise ValueError("the rbf kernel needs sigma2")
-        norms = np.diagonal(g).copy()
-        g *= -2.0
-        g += norms[:, None]
-        g += norms[None, :]
-        np.maximum(g, 0.0, out=g)
-        np.fill_diagonal(g, 0.0)
-        g = rbf_minus_one(g, sigma2 / off.scale**2)
-        double_centre(g)
-        return summarize_gram(g), 1.0
-    return summarize_gram(g), off.scale**2
-
-
-def batch_sums(
-    rows: Sequence[np.ndarray | None],
+def batches_sums(
+    batches: Sequence[Sequence[np.ndarray | None]],
     own: Sequence[int],
     pairs: Sequence[tuple[int, int]],
     kernel: str,
     sigma2: Sequence[float | None],
     backend: Backend = NUMPY,
 ) -> MinibatchSums:
-    """HSIC₁ values of one batch: every representation's own and every pair's.
+    """HSIC₁ values of some batches: every representation's own and every pair's, summed.
 
     Parameters
     ----------
-    rows : sequence of ndarray (B, p_i) or None
-        The batch's rows of each representation (None where not involved).
+    batches : sequence of batches, each a sequence of ndarray (B, p_i) or None
+        Per batch, its rows of every representation (None where not involved).
     own : representation indices whose HSIC₁(K, K) to add.
     pairs : index pairs whose HSIC₁(K, L) to add.
     sigma2 : per representation, the RBF σ² (unused for the linear kernel).
     """
-    needed = sorted(set(own) | {i for p in pairs for i in p})
-    made = {i: batch_gram(rows[i], kernel, sigma2[i], backend) for i in needed}  # type: ignore[arg-type]
-    grams = {i: g for i, (g, _) in made.items()}
-    unit = {i: u for i, (_, u) in made.items()}  # every batch's HSIC in the same units
-    n = grams[needed[0]].n
+    if not batches:
+        return MinibatchSums()
+    acc = BatchAccumulator(sorted(set(own) | {i for p in pairs for i in p}))
+    add_batches(acc, batches, kernel, sigma2, backend)
+    at = {i: a for a, i in enumerate(acc.reprs)}
     return MinibatchSums(
-        n_batches=1,
-        n_rows=n,
-        own={i: hsic1(gram_terms(grams[i], grams[i])) * unit[i] ** 2 for i in own},
-        pairs={(i, j): hsic1(gram_terms(grams[i], grams[j])) * unit[i] * unit[j] for i, j in pairs},
-        spread={i: _relative_spread(rows[i]) for i in own},  # type: ignore[arg-type]
-        scale={i: 1.0 for i in own},
-        own_scale={i: hsic1_scale(grams[i]) * unit[i] ** 2 for i in own},
+        n_batches=acc.n_batches,
+        n_rows=acc.n_rows,
+        own={i: float(acc.hsic[at[i], at[i]]) for i in own},
+        pairs={(i, j): float(acc.hsic[at[i], at[j]]) for i, j in pairs},
+        spread={i: float(acc.spread[at[i]]) for i in own},
+        scale={i: float(acc.n_batches) for i in own},
+        own_scale={i: float(acc.own_scale[at[i]]) for i in own},
     )
-
-
-def _relative_spread(x: np.ndarray) -> float:
-    """Σ‖xᵢ − x̄‖² / Σ‖xᵢ‖² of one batch (r, p), computed without overflow; 1 if all zero."""
-    x = np.asarray(x, dtype=np.float64)
-    finite = x[np.isfinite(x).all(axis=1)]
-    top = float(np.max(np.abs(finite))) if finite.size else 0.0
-    if top == 0.0:
-        return 0.0 if finite.size else 1.0
-    y = finite / top
-    centred = y - y.mean(axis=0)
-    return float(np.vdot(centred, centred)) / float(np.vdot(y, y))
 
 
 def block_minibatch(
@@ -229,16 +183,18 @@ def block_minibatch(
     involved = sorted(set(own) | {i for p in pairs for i in p})
     used = batch_ids >= 0
     total = MinibatchSums()
-    total.nonfinite = {i: count_nonfinite(blocks[i][used]) for i in involved}  # type: ignore[index]
+    total.nonfinite = {i: nonfinite_rows(blocks[i], used) for i in involved}  # type: ignore[arg-type]
     whole_set = set(whole.tolist())
     pieces: Pieces = {}
+    done = []
     for b in np.unique(batch_ids[batch_ids >= 0]).tolist():
         sel = batch_ids == b
-        rows = [None if blk is None else blk[sel] for blk in blocks]
+        rows = _rows_of(blocks, sel)
         if b in whole_set:
-            total = merge_sums(total, batch_sums(rows, own, pairs, kernel, sigma2, backend))
+            done.append(rows)
         else:
-            pieces[b] = rows
+            pieces[b] = [None if r is None else r.copy() for r in rows]
+    total = merge_sums(total, batches_sums(done, own, pairs, kernel, sigma2, backend))
     return total, pieces
 
 
@@ -252,15 +208,8 @@ def finish_batches(
     backend: Backend = NUMPY,
 ) -> MinibatchSums:
     """Join the pieces of ``batches`` from several blocks (in block order) and add them up."""
-    total = MinibatchSums()
-    for b in batches:
-        got = [p[b] for p in parts if b in p]
-        rows = [
-            None if got[0][i] is None else np.concatenate([g[i] for g in got])  # type: ignore[misc]
-            for i in range(len(got[0]))
-        ]
-        total = merge_sums(total, batch_sums(rows, own, pairs, kernel, sigma2, backend))
-    return total
+    done = [_joined([p[b] for p in parts if b in p]) for b in batches]
+    return batches_sums(done, own, pairs, kernel, sigma2, backend)
 
 
 @dataclass
@@ -304,22 +253,35 @@ def fold_block(
     carry = carry if carry is not None else Carry()
     involved = sorted(set(own) | {i for p in pairs for i in p})
     used = batch_ids >= 0
-    bad = MinibatchSums(nonfinite={i: count_nonfinite(blocks[i][used]) for i in involved})  # type: ignore[index]
+    bad = MinibatchSums(nonfinite={i: nonfinite_rows(blocks[i], used) for i in involved})  # type: ignore[arg-type]
     carry.sums = merge_sums(carry.sums, bad)
     heads = set(head_ids)
+    done = []
     for b in np.unique(batch_ids[used]).tolist():
         sel = batch_ids == b
-        rows = [None if blk is None else blk[sel] for blk in blocks]
+        rows = _rows_of(blocks, sel)
+        count = carry.count.pop(b, 0) + int(sel.sum())
+        if b not in heads and count == totals[b] and b not in carry.tail:
+            done.append(rows)  # wholly in this block: views of it, used now
+            continue
         target = carry.head if b in heads else carry.tail
-        target.setdefault(b, []).append(rows)
-        carry.count[b] = carry.count.get(b, 0) + int(sel.sum())
-        if b not in heads and carry.count[b] == totals[b]:
-            got = _joined(target.pop(b))
-            del carry.count[b]
-            carry.sums = merge_sums(
-                carry.sums, batch_sums(got, own, pairs, kernel, sigma2, backend)
-            )
+        target.setdefault(b, []).append([None if r is None else r.copy() for r in rows])
+        if b not in heads and count == totals[b]:
+            done.append(_joined(target.pop(b)))
+        else:
+            carry.count[b] = count
+    carry.sums = merge_sums(carry.sums, batches_sums(done, own, pairs, kernel, sigma2, backend))
     return carry
+
+
+def _rows_of(blocks: Sequence[np.ndarray | None], sel: np.ndarray) -> list[np.ndarray | None]:
+    """The rows ``sel`` (bool, r) of every block: views where they are consecutive (copy
+    what is kept beyond the task, so that a small piece does not hold its whole block)."""
+    at = np.flatnonzero(sel)
+    take: slice | np.ndarray = at
+    if at.size and at[-1] - at[0] + 1 == at.size:
+        take = slice(int(at[0]), int(at[-1]) + 1)
+    return [None if blk is None else blk[take] for blk in blocks]
 
 
 def _joined(parts: Sequence[Sequence[np.ndarray | None]]) -> list[np.ndarray | None]:
@@ -345,7 +307,5 @@ def merge_chains(
         for part in (c.head, c.tail):
             for b, pieces in part.items():
                 open_.setdefault(b, []).extend(pieces)
-    for b in sorted(open_):
-        got = _joined(open_[b])
-        total = merge_sums(total, batch_sums(got, own, pairs, kernel, sigma2, backend))
-    return total
+    done = [_joined(open_[b]) for b in sorted(open_)]
+    return merge_sums(total, batches_sums(done, own, pairs, kernel, sigma2, backend))

@@ -1,0 +1,134 @@
+"""Minibatch grids (every representation's batch kernels formed once, all pairs' terms at
+once) against a float64 oracle of the same batches, written out here: to 1e-9."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+
+import reprstore.engine
+from reprstore.stats import batch_kernels
+
+TOL = 1e-9
+
+
+def oracle_grid(
+    xs: list[np.ndarray],
+    pairs: list[tuple[int, int]],
+    batch_size: int,
+    shuffle: int | None = None,
+    kernel: str = "linear",
+    sigma: float = 0.5,
+) -> list[float]:
+    """SPEC's minibatch CKA in plain float64: k = max(1, ⌊n/B⌋) batches of ⌊n/k⌋ or ⌈n/k⌉
+    rows (larger first), consecutive or in ``default_rng(shuffle).permutation`` order; the
+    unbiased HSIC (Song et al. 2012) of each batch, averaged; σ² from all rows."""
+    xs = [np.asarray(x, dtype=np.float64) for x in xs]
+    n = xs[0].shape[0]
+    order = np.arange(n) if shuffle is None else np.random.default_rng(shuffle).permutation(n)
+    k = max(1, n // batch_size)
+    sizes = [n // k + (1 if b < n % k else 0) for b in range(k)]
+    batches = np.split(order, np.cumsum(sizes)[:-1])
+
+    def sq_dist(x: np.ndarray) -> np.ndarray:
+        return ((x[:, None, :] - x[None, :, :]) ** 2).sum(axis=-1)
+
+    s2 = [sigma**2 * float(np.median(sq_dist(x))) for x in xs] if kernel == "rbf" else []
+
+    def gram(i: int, rows: np.ndarray) -> np.ndarray:
+        x = xs[i][rows]
+        return x @ x.T if kernel == "linear" else np.exp(-sq_dist(x) / (2.0 * s2[i]))
+
+    def hsic1(a: np.ndarray, b: np.ndarray) -> float:
+        m = a.shape[0]
+        a, b = a - np.diag(np.diag(a)), b - np.diag(np.diag(b))
+        one = np.ones(m)
+        return float(
+            np.trace(a @ b)
+            + (one @ a @ one) * (one @ b @ one) / ((m - 1) * (m - 2))
+            - 2.0 * (one @ a @ b @ one) / (m - 2)
+        ) / (m * (m - 3))
+
+    h: dict[tuple[int, int], float] = {}
+    for rows in batches:
+        g = {i: gram(i, rows) for i in {i for p in pairs for i in p}}
+        for i, j in {*pairs, *((i, i) for p in pairs for i in p)}:
+            h[(i, j)] = h.get((i, j), 0.0) + hsic1(g[i], g[j])
+    return [h[(i, j)] / np.sqrt(h[(i, i)] * h[(j, j)]) for i, j in pairs]
+
+
+def layers(rng: np.random.Generator, n: int, count: int = 4, dtype=np.float16) -> list[np.ndarray]:
+    """``count`` related representations of different widths, stored as ``dtype``."""
+    base = rng.normal(size=(n, 6))
+    out = []
+    for k in range(count):
+        w = rng.normal(size=(6, 5 + 3 * k))
+        out.append((np.tanh(base @ w) + 0.4 * rng.normal(size=(n, 5 + 3 * k)) + 3.0).astype(dtype))
+        base = base + 0.3 * rng.normal(size=base.shape)
+    return out
+
+
+GRID = [(i, j) for i in (0, 1) for j in (2, 3)]
+
+
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+@pytest.mark.parametrize("shuffle", [None, 5])
+def test_grid_matches_oracle_with_ragged_batches(
+    rng: np.random.Generator, kernel: str, shuffle: int | None
+) -> None:
+    """437 rows in batches of 40: 10 batches of 44 or 43 rows, row blocks of 64 that cut
+    through batches (pieces carried between blocks and between chains)."""
+    xs = layers(rng, 437)
+    arrays = [da.from_array(x, chunks=(64, -1)) for x in xs]
+    got = reprstore.engine.compare_arrays(
+        arrays, GRID, estimator="minibatch", kernel=kernel, batch_size=40, shuffle=shuffle
+    )
+    want = oracle_grid(xs, GRID, 40, shuffle, kernel)
+    assert [r.n_batches for r in got] == [10] * len(GRID)
+    np.testing.assert_allclose([r.cka for r in got], want, rtol=TOL, atol=0)
+
+
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+def test_grid_with_mask_matches_oracle_of_kept_rows(rng: np.random.Generator, kernel: str) -> None:
+    xs = layers(rng, 500)
+    mask = rng.random(500) < 0.7
+    arrays = [da.from_array(x, chunks=(96, -1)) for x in xs]
+    got = reprstore.engine.compare_arrays(
+        arrays, GRID, mask=mask, estimator="minibatch", kernel=kernel, batch_size=30, shuffle=2
+    )
+    want = oracle_grid([x[mask] for x in xs], GRID, 30, 2, kernel)
+    assert got[0].n_samples == int(mask.sum())
+    np.testing.assert_allclose([r.cka for r in got], want, rtol=TOL, atol=0)
+
+
+def test_huge_and_tiny_magnitudes_take_the_careful_route(rng: np.random.Generator) -> None:
+    """Rows near 1e72 and 1e-72 (kernels beyond the fast path's range): those batches
+    are scaled first, and CKA (scale invariant) is the oracle's of the unscaled rows."""
+    xs = layers(rng, 300, count=2, dtype=np.float64)
+    scaled = [xs[0] * 1e72, xs[1] * 1e-72]
+    got = reprstore.engine.compare_arrays(scaled, [(0, 1)], estimator="minibatch", batch_size=50)
+    assert got[0].cka == pytest.approx(oracle_grid(xs, [(0, 1)], 50)[0], rel=TOL, abs=0)
+
+
+def test_nonfinite_rows_are_counted_by_the_bit_check(rng: np.random.Generator) -> None:
+    for dtype in (np.float16, np.float32, np.float64):
+        x = rng.normal(size=(50, 7)).astype(dtype)
+        assert batch_kernels.nonfinite_rows(x) == 0
+        x[[3, 9], 2], x[20, 0], x[31, 6] = np.nan, np.inf, -np.inf
+        x[40, 1] = np.finfo(dtype).max  # finite: not counted
+        assert batch_kernels.nonfinite_rows(x) == 4
+        used = np.ones(50, dtype=bool)
+        used[[3, 20]] = False
+        assert batch_kernels.nonfinite_rows(x, used) == 2
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 6, 7, 40, 41])
+def test_symmetric_median_is_the_median_of_all_entries(rng: np.random.Generator, n: int) -> None:
+    """The RBF bandwidth's median from half of a symmetric matrix: numpy's median of all
+    n² entries (ties and zeros above the diagonal included)."""
+    from reprstore.stats.kernels import symmetric_median
+
+    upper = np.triu(rng.integers(0, 5, size=(n, n)).astype(float) * rng.random(), 1)
+    d = upper + upper.T
+    assert symmetric_median(d) == float(np.median(d))
