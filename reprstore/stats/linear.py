@@ -23,8 +23,9 @@ products go through a small :class:`Backend` so that a GPU can do them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -412,6 +413,11 @@ def accumulate(
     data = {i: np.asarray(blocks[i]) for i in needed}
     shift = {i: as_offset(shifts[i]) for i in needed}  # type: ignore[arg-type]
     n = data[needed[0]].shape[0]
+    if isinstance(backend, NumpyBackend):
+        from reprstore.stats import fused
+
+        with _pool(threads if n else 1) as pool:
+            return fused.accumulate(state, data, shift, pairs, own, backend.dtype, rows, pool)
     step = rows or sub_block_rows([data[i].shape[1] for i in needed])
     step = -(-n // -(-n // step)) if n else 1  # equal sub-blocks, none larger than step
     pool = ThreadPoolExecutor(threads, "reprstore-linear") if threads > 1 and n else None
@@ -435,6 +441,19 @@ def accumulate(
         if pool is not None:
             pool.shutdown()
     return state
+
+
+@contextlib.contextmanager
+def _pool(threads: int) -> Iterator[ThreadPoolExecutor | None]:
+    """A pool of ``threads`` threads (``None`` for one), shut down on exit."""
+    if threads <= 1:
+        yield None
+        return
+    pool = ThreadPoolExecutor(threads, "reprstore-linear")
+    try:
+        yield pool
+    finally:
+        pool.shutdown()
 
 
 def _call(fn: Callable[[], T]) -> T:
