@@ -75,9 +75,14 @@ def _cross(m: linear.PairMoments, x: np.ndarray, y: np.ndarray) -> None:
     m.cross += x.T @ y
 
 
-def _vectors(norms: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``norms`` · x in float64: (k, r) · (r, p) → (k, p)."""
-    return norms @ (x if x.dtype == np.float64 else x.astype(np.float64))
+def _vectors(norms: np.ndarray, x: np.ndarray) -> list[np.ndarray]:
+    """Each row of ``norms`` (k, r) times x (r, p), in float64: k vectors (p,).
+
+    Matrix-vector products, one per row: BLAS runs a (k, r) · (r, p) product with a
+    small k several times slower than k of them.
+    """
+    x64 = x if x.dtype == np.float64 else x.astype(np.float64)
+    return [v @ x64 for v in norms]
 
 
 def accumulate(

@@ -220,21 +220,28 @@ def block_shift(block: np.ndarray) -> np.ndarray:
     block : ndarray, shape (r, p)
         Usually the first row block read. Zeros when no row is finite.
     """
-    finite = np.isfinite(block).all(axis=1)
-    if not finite.any():
-        return np.zeros(block.shape[1])
-    return np.asarray(np.mean(block[finite], axis=0, dtype=np.float64))
+    return _finite_rows(block).mean(axis=0) if block.shape[0] else np.zeros(block.shape[1])
+
+
+def _finite_rows(block: np.ndarray) -> np.ndarray:
+    """The rows of ``block`` (r, p) holding no NaN/±Inf, as float64 (one conversion)."""
+    x = np.asarray(block, dtype=np.float64)
+    if np.isfinite(x).all():
+        return x
+    return x[np.isfinite(x).all(axis=1)]
 
 
 def block_offset(block: np.ndarray) -> Offset:
     """The :class:`Offset` of a representation from one block (r, p): its finite rows'
     mean, and the power of two nearest their root-mean-square deviation from it (or
     nearest the largest |mean| when the block is constant)."""
-    shift = block_shift(block)
-    finite = np.isfinite(block).all(axis=1)
-    if not finite.any() or block.shape[1] == 0:
+    x = _finite_rows(block)
+    if x.shape[0] == 0:
+        return Offset(np.zeros(block.shape[1]), 1.0)
+    shift = np.asarray(x.mean(axis=0))
+    if block.shape[1] == 0:
         return Offset(shift, 1.0)
-    dev = np.subtract(block[finite], shift, dtype=np.float64)
+    dev = x - shift
     top = float(np.max(np.abs(dev))) if dev.size else 0.0
     if top > 0.0:
         dev *= 1.0 / top  # no overflow or underflow in the squares
