@@ -33,7 +33,7 @@ from reprstore.stats.linear import LinearState, Offset
 
 #: Bytes of the working buffers of one sub-block (all involved representations together,
 #: in the products' dtype); sub-blocks have at least ``linear.MIN_SUB_BLOCK_ROWS`` rows.
-WORK_BYTES = 64 * 1024**2
+WORK_BYTES = 96 * 1024**2
 
 
 def work_rows(features: Sequence[int], itemsize: int, target_bytes: int = WORK_BYTES) -> int:
