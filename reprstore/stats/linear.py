@@ -393,7 +393,8 @@ def accumulate(
     statistics and every pair that involves it, then is freed. With ``threads > 1`` the
     conversions, then the products, of a sub-block are shared among that many threads
     (each product updates its own statistics, so none waits for another); run BLAS
-    single-threaded then.
+    single-threaded then. A numpy backend takes :func:`reprstore.stats.fused.accumulate`
+    (the same sums in fewer, larger steps; ``rows`` then counts rows of its buffers).
 
     Parameters
     ----------
