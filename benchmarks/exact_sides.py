@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import run_task
+from benchmarks import harness
 
 HERE = Path(__file__).resolve().parent
 REPR, NPF, GEMM = (
@@ -78,8 +78,15 @@ def _jobs(what: str, work: Path) -> list[tuple[str, str, dict[str, Any]]]:
     ]
 
 
-def _row(label: str, task: str, params: dict[str, Any], log: Path) -> dict[str, Any]:
-    r = run_task(task, params, timeout=1800, mem_cap=params["mem_cap"], log=log)
+def _row(
+    label: str, task: str, params: dict[str, Any], log: Path, root: Path | None = None
+) -> dict[str, Any]:
+    """One measurement; ``root``: a source tree (e.g. an older commit) to run it from."""
+    harness.ROOT, keep = (root or harness.ROOT), harness.ROOT  # the children's cwd
+    try:
+        r = harness.run_task(task, params, timeout=1800, mem_cap=params["mem_cap"], log=log)
+    finally:
+        harness.ROOT = keep
     row = {"method": label, "load_avg": os.getloadavg()[0], **r}
     values = r.get("values") or (r.get("values_by_estimator") or {}).get("debiased")
     if values is not None and params.get("estimator"):
@@ -103,17 +110,27 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--work", type=Path, default=HERE / "work")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="also run the reprstore sides from this source tree (git archive)",
+    )
     args = ap.parse_args()
     stem = f"{dt.date.today():%Y-%m-%d}-exact-{args.what}"
     log = args.out / f"{stem}.log"
     args.out.mkdir(parents=True, exist_ok=True)
-    jobs = _jobs(args.what, args.work)
+    jobs: list[tuple[str, str, dict[str, Any], Path | None]] = [
+        (label, task, p, None) for label, task, p in _jobs(args.what, args.work)
+    ]
+    if args.before is not None:
+        jobs += [(f"{label} (before)", t, p, args.before) for label, t, p, _ in jobs if t == REPR]
     ceilings = []
     if args.what == "grid":
         for dtype in ("float32", "float64"):
             p = {"dtype": dtype, "rows": 65_536, "features": 768, "mem_cap": 12 * 1024**3}
             ceilings.append(_row(f"GEMM {dtype}", GEMM, p, log))
-    runs = [[_row(label, task, p, log) for label, task, p in jobs] for _ in range(args.repeats)]
+    runs = [[_row(*job[:3], log, job[3]) for job in jobs] for _ in range(args.repeats)]
     kept = []
     for k in range(len(jobs)):
         rows = [rep[k] for rep in runs]
@@ -125,7 +142,8 @@ def main() -> None:
     doc = {
         "what": args.what,
         "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "command": f"python -m benchmarks.exact_sides {args.what} --repeats {args.repeats}",
+        "command": f"python -m benchmarks.exact_sides {args.what} --repeats {args.repeats}"
+        + (f" --before {args.before}" if args.before else ""),
         "cores": len(os.sched_getaffinity(0)),
         "ceilings": ceilings,
         "rows": kept,
