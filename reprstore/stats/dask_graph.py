@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -203,17 +204,26 @@ def _malloc_trim() -> Callable[[int], int] | None:
         return None
 
 
-def trim_heap() -> None:
-    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``).
+#: Seconds between two heap trims (a trim makes the next blocks' buffers fault in anew).
+TRIM_INTERVAL_S = 2.0
+_last_trim = [0.0]
+
+
+def trim_heap(interval: float = TRIM_INTERVAL_S) -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``), at most
+    once every ``interval`` seconds.
 
     The blocks of a long pass are allocated and freed by several threads (the chains and
     zarr's I/O thread), and glibc's per-thread heaps otherwise keep the freed space in
     pieces: resident memory crept up with the number of blocks. dask.distributed trims
     its workers' heaps the same way. Does nothing off glibc.
     """
+    now = time.monotonic()
     trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
+    if trim is None or now - _last_trim[0] < interval:
+        return
+    _last_trim[0] = now
+    trim(0)
 
 
 def linear_pass(
