@@ -145,6 +145,9 @@ def as_dask(x: Any, block_rows: int | None = None) -> da.Array:
     if isinstance(x, da.Array):
         return x
     rows = block_rows or _default_block_rows(x)
+    stored = _stored_rows(x)
+    if stored and rows % stored:  # a block straddling stored chunks would decode them twice
+        rows = max(stored, rows - rows % stored)
     if isinstance(x, np.ndarray):
         x = _Rows(x)  # dask would copy an ndarray into its graph chunk by chunk, at once
     return da.from_array(x, chunks=(rows, -1), name=_Rows.name(x), meta=np.empty((0, 0), x.dtype))

@@ -211,6 +211,18 @@ def test_row_blocks_without_selected_rows_are_not_read(store: Path) -> None:
     assert got.cka == pytest.approx(ref_cka(a, b), rel=1e-6)
 
 
+def test_pair_api_blocks_never_straddle_stored_chunks(store: Path) -> None:
+    """Blocks asked for between two multiples of the chunk rows still read each chunk once."""
+    st, counts = _counting(store)
+    arrays = [st.array(ReprKey("m", s, "final", "default", "l3")) for s in ("0", "1")]
+    chunk = arrays[0].chunks[0]
+    (got,) = compare_arrays(arrays, [(0, 1)], block_rows=chunk + chunk // 2)
+    reads = _chunk_reads(counts, "m/0/final/default/l3")
+    assert len(reads) == -(-N // chunk) and set(reads) == {1}
+    a, b = stored(store, "m/0/final/default/l3"), stored(store, "m/1/final/default/l3")
+    assert got.cka == pytest.approx(ref_cka(a, b), rel=1e-6)
+
+
 def test_local_cluster_equals_threads(store: Path) -> None:
     threads = compare(store, "model=m,seed=0", "model=m,seed=1,layer=l2")
     cluster = compare(store, "model=m,seed=0", "model=m,seed=1,layer=l2", workers=2)

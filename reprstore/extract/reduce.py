@@ -100,7 +100,7 @@ def _reduce_positions(seq: torch.Tensor, how: str, mask: torch.Tensor | None) ->
     if how == "mean":
         if mask is None:
             return seq.mean(dim=1)
-        weights = mask.unsqueeze(-1).to(seq.dtype)
-        total = (seq * weights).sum(dim=1)
-        return total / weights.sum(dim=1).clamp(min=1e-9)
+        weights = mask.to(seq.dtype).unsqueeze(1)  # (N, 1, P)
+        total = torch.bmm(weights, seq).squeeze(1)  # one batched product, no (N, P, D) temporary
+        return total / weights.sum(dim=2).clamp(min=1e-9)
     raise InputError(f"Unknown --reduce {how!r}. Expected one of {', '.join(REDUCTIONS)}.")

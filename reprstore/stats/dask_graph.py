@@ -14,7 +14,7 @@ read at all.
   merged by a tree of merges (``split_every`` at a time) to one state.
 
 The per-representation shift of the linear statistics is the mean of the first block
-holding a selected row, taken by the task that adds that block.
+holding a selected row, taken by a task that reads that block and hands it on.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -149,22 +150,31 @@ def _read(
     return out
 
 
-def _linear_first(
+def _first_offsets(
     readers: Sequence[BlockReader | ViewReader | None],
     rows: np.ndarray | None,
     shifts: Sequence[Any],
-    pairs: Sequence[tuple[int, int]],
-    own: Sequence[int],
-    backend: Backend,
-    threads: int,
-) -> tuple[linear.LinearState, list[Any]]:
-    """The first block of a pass whose offsets are not known yet: offsets, then statistics."""
+) -> tuple[list[np.ndarray | None], list[Any]]:
+    """The first block of a pass whose offsets are not known yet: the block and the offsets
+    (given ones kept, the others taken from the block)."""
     blocks = _read(readers, rows)
     known = [
         s if s is not None or b is None else linear.block_offset(b)
         for s, b in zip(shifts, blocks, strict=True)
     ]
-    return linear.accumulate(None, blocks, known, pairs, own, backend, threads=threads), known
+    return blocks, known
+
+
+def _linear_first(
+    blocks: Sequence[np.ndarray | None],
+    shifts: Sequence[Any],
+    pairs: Sequence[tuple[int, int]],
+    own: Sequence[int],
+    backend: Backend,
+    threads: int,
+) -> linear.LinearState:
+    """The statistics of the first block, already read by :func:`_first_offsets`."""
+    return linear.accumulate(None, blocks, shifts, pairs, own, backend, threads=threads)
 
 
 def _linear_step(
@@ -178,7 +188,42 @@ def _linear_step(
     threads: int,
 ) -> linear.LinearState:
     blocks = _read(readers, rows)
-    return linear.accumulate(state, blocks, shifts, pairs, own, backend, threads=threads)
+    out = linear.accumulate(state, blocks, shifts, pairs, own, backend, threads=threads)
+    del blocks
+    trim_heap()
+    return out
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+#: Seconds between two heap trims (a trim makes the next blocks' buffers fault in anew).
+TRIM_INTERVAL_S = 2.0
+_last_trim = [0.0]
+
+
+def trim_heap(interval: float = TRIM_INTERVAL_S) -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``), at most
+    once every ``interval`` seconds.
+
+    The blocks of a long pass are allocated and freed by several threads (the chains and
+    zarr's I/O thread), and glibc's per-thread heaps otherwise keep the freed space in
+    pieces: resident memory crept up with the number of blocks. dask.distributed trims
+    its workers' heaps the same way. Does nothing off glibc.
+    """
+    now = time.monotonic()
+    trim = _malloc_trim()
+    if trim is None or now - _last_trim[0] < interval:
+        return
+    _last_trim[0] = now
+    trim(0)
 
 
 def linear_pass(
@@ -204,8 +249,9 @@ def linear_pass(
     into one state, in place, block after block, reading each block itself when its turn
     comes (:class:`BlockReader`), so that a pass holds ``chains`` states and about as many
     blocks whatever the number of blocks. The chains' states are then merged
-    ``split_every`` at a time. Unknown shifts are taken from the first live block, by the
-    task that also adds that block (so it is read once); the other chains wait for it.
+    ``split_every`` at a time. Unknown shifts are taken from the first live block by a
+    task that hands that block on to the first chain (so it is read once); every chain
+    waits for that task only, not for the first block's products.
 
     Parameters
     ----------
@@ -253,10 +299,8 @@ def linear_pass(
     heads: list[Any] = [None] * n_chains
     todo = list(live)
     if any(known[i] is None for i in involved):
-        first, found = dask.delayed(_linear_first, nout=2)(
-            readers(live[0]), rows[live[0]], known, *args
-        )
-        heads[0], todo = first, live[1:]
+        first, found = dask.delayed(_first_offsets, nout=2)(readers(live[0]), rows[live[0]], known)
+        heads[0], todo = dask.delayed(_linear_first)(first, found, *args), live[1:]
         shift_arg: Any = found
         known = [found[i] for i in range(len(streams))]
     else:
@@ -512,13 +556,22 @@ def blas_threads(limit: int | None) -> Iterator[None]:
     if limit is None:
         yield
         return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: without it BLAS and dask threads may oversubscribe
+    controller = _blas_controller()
+    if controller is None:  # optional: without it BLAS and dask threads may oversubscribe
         yield
         return
-    with threadpool_limits(limits=limit, user_api="blas"):
+    with controller.limit(limits=limit, user_api="blas"):
         yield
+
+
+@functools.cache
+def _blas_controller() -> Any:
+    """One threadpoolctl controller per process (finding the libraries costs ~10 ms)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
 
 
 def compute(

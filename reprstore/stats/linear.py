@@ -23,8 +23,9 @@ products go through a small :class:`Backend` so that a GPU can do them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -219,21 +220,28 @@ def block_shift(block: np.ndarray) -> np.ndarray:
     block : ndarray, shape (r, p)
         Usually the first row block read. Zeros when no row is finite.
     """
-    finite = np.isfinite(block).all(axis=1)
-    if not finite.any():
-        return np.zeros(block.shape[1])
-    return np.asarray(np.mean(block[finite], axis=0, dtype=np.float64))
+    return _finite_rows(block).mean(axis=0) if block.shape[0] else np.zeros(block.shape[1])
+
+
+def _finite_rows(block: np.ndarray) -> np.ndarray:
+    """The rows of ``block`` (r, p) holding no NaN/±Inf, as float64 (one conversion)."""
+    x = np.asarray(block, dtype=np.float64)
+    if np.isfinite(x).all():
+        return x
+    return x[np.isfinite(x).all(axis=1)]
 
 
 def block_offset(block: np.ndarray) -> Offset:
     """The :class:`Offset` of a representation from one block (r, p): its finite rows'
     mean, and the power of two nearest their root-mean-square deviation from it (or
     nearest the largest |mean| when the block is constant)."""
-    shift = block_shift(block)
-    finite = np.isfinite(block).all(axis=1)
-    if not finite.any() or block.shape[1] == 0:
+    x = _finite_rows(block)
+    if x.shape[0] == 0:
+        return Offset(np.zeros(block.shape[1]), 1.0)
+    shift = np.asarray(x.mean(axis=0))
+    if block.shape[1] == 0:
         return Offset(shift, 1.0)
-    dev = np.subtract(block[finite], shift, dtype=np.float64)
+    dev = x - shift
     top = float(np.max(np.abs(dev))) if dev.size else 0.0
     if top > 0.0:
         dev *= 1.0 / top  # no overflow or underflow in the squares
@@ -385,7 +393,8 @@ def accumulate(
     statistics and every pair that involves it, then is freed. With ``threads > 1`` the
     conversions, then the products, of a sub-block are shared among that many threads
     (each product updates its own statistics, so none waits for another); run BLAS
-    single-threaded then.
+    single-threaded then. A numpy backend takes :func:`reprstore.stats.fused.accumulate`
+    (the same sums in fewer, larger steps; ``rows`` then counts rows of its buffers).
 
     Parameters
     ----------
@@ -412,6 +421,11 @@ def accumulate(
     data = {i: np.asarray(blocks[i]) for i in needed}
     shift = {i: as_offset(shifts[i]) for i in needed}  # type: ignore[arg-type]
     n = data[needed[0]].shape[0]
+    if isinstance(backend, NumpyBackend):
+        from reprstore.stats import fused
+
+        with _pool(threads if n else 1) as pool:
+            return fused.accumulate(state, data, shift, pairs, own, backend.dtype, rows, pool)
     step = rows or sub_block_rows([data[i].shape[1] for i in needed])
     step = -(-n // -(-n // step)) if n else 1  # equal sub-blocks, none larger than step
     pool = ThreadPoolExecutor(threads, "reprstore-linear") if threads > 1 and n else None
@@ -435,6 +449,19 @@ def accumulate(
         if pool is not None:
             pool.shutdown()
     return state
+
+
+@contextlib.contextmanager
+def _pool(threads: int) -> Iterator[ThreadPoolExecutor | None]:
+    """A pool of ``threads`` threads (``None`` for one), shut down on exit."""
+    if threads <= 1:
+        yield None
+        return
+    pool = ThreadPoolExecutor(threads, "reprstore-linear")
+    try:
+        yield pool
+    finally:
+        pool.shutdown()
 
 
 def _call(fn: Callable[[], T]) -> T:
