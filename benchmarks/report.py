@@ -4,7 +4,7 @@ Derived per row: the CKA value(s), the largest absolute difference from the floa
 oracle of the same estimator (minibatch rows: from the *exact debiased* value, which
 they estimate), GFLOP/s and the fraction of this run's GEMM ceilings (exact CKA does
 ≈ 2·N·(p² + q² + p·q) flops per pair), and bytes read per second against the cold disk
-read ceiling. The summary states where each goal of issue #5 stands.
+read ceiling. The summary states where each performance goal (issues #5 and #15) stands.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def _wall(row: dict | None) -> float | None:
 
 
 def summarize(doc: dict[str, Any]) -> dict[str, Any]:
-    """Ceilings, expanded rows and the goals of issue #5 (each: value, target, met)."""
+    """Ceilings, expanded rows and the performance goals (each: value, target, met)."""
     ceil = ceilings(doc["rows"])
     rows = expand(doc["rows"], ceil)
     goals: dict[str, Any] = {}
@@ -362,7 +362,7 @@ def markdown(doc: dict[str, Any], plots: list[str] | None = None) -> str:
         f"({sz['gemm_rows']:,} × {sz['features']})ᵀ·({sz['gemm_rows']:,} × {sz['features']}))",
         f"- cold sequential disk read: {_f(ceil['disk_mb_s'], '{:,.0f}')} MB/s",
         "",
-        "## Goals (issue #5)",
+        "## Goals",
         "",
         "| goal | measured | target | met |",
         "|---|---|---|---|",

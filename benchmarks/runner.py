@@ -46,10 +46,18 @@ class Runner:
     """Runs tasks, prints one line per result, keeps the rows."""
 
     def __init__(
-        self, sizes: config.Sizes, work: Path, mem_cap: int, log: Path, peers: bool = True
+        self,
+        sizes: config.Sizes,
+        work: Path,
+        mem_cap: int,
+        log: Path,
+        peers: bool = True,
+        skip: tuple[str, ...] = (),
     ) -> None:
         self.sizes, self.work, self.mem_cap, self.log = sizes, work, mem_cap, log
         self.peers = peers
+        #: Methods whose label contains one of these are recorded as skipped, not run.
+        self.skip = skip
         self.rows: list[dict[str, Any]] = []
 
     def run(self, case: str, method: str, task: str, params: dict[str, Any], **tags: Any) -> dict:
@@ -81,6 +89,8 @@ class Runner:
         t0 = time.monotonic()
         if not self.peers and task in (TASK_PEER, TASK_CKT, TASK_RSA):
             result: dict[str, Any] = {"status": "skipped: --no-peers"}
+        elif any(s in method for s in self.skip):
+            result = {"status": "skipped: --skip"}
         else:
             result = run_task(
                 task, params, timeout=self.sizes.timeout, mem_cap=self.mem_cap, log=self.log
@@ -402,6 +412,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=HERE / "work", help="data/store cache")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset")
     parser.add_argument("--no-peers", action="store_true", help="skip the peer libraries")
+    parser.add_argument("--skip", action="append", default=[], metavar="TEXT",
+                        help="skip the methods whose label contains TEXT (repeatable), "
+                        "e.g. --skip 'reference formulas'")  # fmt: skip
     parser.add_argument("--render", type=Path, default=None, metavar="JSON",
                         help="re-render an earlier run's JSON report and plots")  # fmt: skip
     parser.add_argument("--mem-cap", type=float, default=None,
@@ -427,7 +440,7 @@ def main(argv: list[str] | None = None) -> None:
     stem = f"{stamp}-{sizes.name}"
     log = args.out / f"{stem}.log"
     log.write_text("")
-    r = Runner(sizes, args.work, int(cap), log, peers=not args.no_peers)
+    r = Runner(sizes, args.work, int(cap), log, peers=not args.no_peers, skip=tuple(args.skip))
     print(f"reprstore benchmarks, set {sizes.name!r}: {', '.join(cases)} (log: {log})")
     t0 = time.monotonic()
     for case in cases:
