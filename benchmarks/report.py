@@ -386,8 +386,8 @@ def markdown(doc: dict[str, Any], plots: list[str] | None = None) -> str:
 NOTES = {
     "measures": (
         "The same grid asking for cka alone and for cka, cca, procrustes, linreg and rsa "
-        "together: one pass over the data either way; the per-representation "
-        "eigendecompositions and the per-pair SVDs (p × p) come on top. Goal: at most 1.25× "
+        "together: one pass over the data either way; the per-representation whitenings "
+        "and the per-pair p × p eigenproblems come on top. Goal: at most 1.25× "
         "cka alone. The numpy row loads everything and applies the reference formulas "
         "(QR-based CCA, nuclear norm, lstsq) pair by pair."
     ),
