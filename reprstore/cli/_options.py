@@ -85,3 +85,14 @@ def set_quiet(quiet: bool, *, reset: bool = False) -> bool:
         for console in _format.CONSOLES:
             console.quiet = quiet
     return progress.stderr.quiet
+
+
+FinalStepOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--final-step", help="The step of checkpoint 'final' on a timeline.", show_default=False
+    ),
+]
+BandOpt = Annotated[
+    str, typer.Option("--band", help="Seed bands and error bars: ci, sd, sem or none.")
+]

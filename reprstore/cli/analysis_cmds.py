@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from reprstore.cli import _options as opt
 from reprstore.cli._errors import handle_errors
 from reprstore.cli._format import stdout_console
 
@@ -237,16 +238,9 @@ def plot(
             show_default=False,
         ),
     ] = None,
-    band: Annotated[
-        str, typer.Option("--band", help="Seed bands and error bars: ci, sd, sem or none.")
-    ] = "ci",
+    band: opt.BandOpt = "ci",
     level: LevelOpt = 0.95,
-    final_step: Annotated[
-        float | None,
-        typer.Option(
-            "--final-step", help="The step of checkpoint 'final' on a timeline.", show_default=False
-        ),
-    ] = None,
+    final_step: opt.FinalStepOpt = None,
     title: Annotated[str | None, typer.Option("--title", show_default=False)] = None,
 ) -> None:
     """Draw a result table: A × B heatmap, timeline over checkpoints, layer profile, or the
@@ -317,12 +311,7 @@ def drift(
         str, typer.Option("--measure", help="What --plot draws: rel_change, cosine or change.")
     ] = "rel_change",
     top: Annotated[int, typer.Option("--top", help="Tensors drawn besides (all).")] = 8,
-    final_step: Annotated[
-        float | None,
-        typer.Option(
-            "--final-step", help="The step of checkpoint 'final' on the plot.", show_default=False
-        ),
-    ] = None,
+    final_step: opt.FinalStepOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Weight drift of each checkpoint from a reference: per tensor, cosine and

@@ -39,15 +39,6 @@ FigureOpt = Annotated[
         show_default=False,
     ),
 ]
-FinalStepOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--final-step", help="The step of checkpoint 'final' on the plot.", show_default=False
-    ),
-]
-BandOpt = Annotated[
-    str, typer.Option("--band", help="The plot's band over seeds: ci, sd, sem or none.")
-]
 LevelOpt = Annotated[float, typer.Option("--level", help="Level of the plot's seed band.")]
 
 
@@ -60,8 +51,8 @@ def timeline(
     where: c.WhereOpt = None,
     out: c.OutOpt = None,
     plot: FigureOpt = None,
-    final_step: FinalStepOpt = None,
-    band: BandOpt = "ci",
+    final_step: opt.FinalStepOpt = None,
+    band: opt.BandOpt = "ci",
     level: LevelOpt = 0.95,
     scheduler: c.SchedulerOpt = None,
     workers: c.WorkersOpt = None,

@@ -343,7 +343,7 @@ def minibatch_pass(
     chains : int, optional
         Chains for consecutive batches (default: the scheduler's threads).
     """
-    blocks, chunks = row_blocks(arrays)
+    chunks = arrays[0].chunks[0]
     bounds = np.cumsum((0, *chunks))
     totals, first = _batch_layout(batch_ids, bounds)
     if first is not None:
@@ -351,8 +351,42 @@ def minibatch_pass(
             arrays, batch_ids, totals, first, own, pairs, kernel, sigma2, backend,
             chains or scheduler_threads(None),
         )  # fmt: skip
-    involved = set(own) | {i for p in pairs for i in p}
-    sums: list[Any] = []
+    extra = (list(own), list(pairs), kernel, list(sigma2), backend)
+    return scattered_batches(
+        arrays, batch_ids, totals, _involved(own, pairs), minibatch.block_minibatch,
+        _finish_minibatch, minibatch.merge_sums, extra, split_every,
+    )  # fmt: skip
+
+
+def _involved(own: Sequence[int], pairs: Sequence[tuple[int, int]]) -> set[int]:
+    return set(own) | {i for p in pairs for i in p}
+
+
+def _finish_minibatch(from_blocks: Sequence[Any], b: int, *extra: Any) -> Any:
+    return minibatch.finish_batches(from_blocks, [b], *extra)
+
+
+def scattered_batches(
+    arrays: Sequence[da.Array],
+    batch_ids: np.ndarray,
+    totals: np.ndarray,
+    involved: set[int],
+    block: Callable[..., tuple[Any, Any]],
+    finish: Callable[..., Any],
+    merge: Callable[[Any, Any], Any],
+    extra: tuple[Any, ...],
+    split_every: int,
+) -> Delayed:
+    """Graph of a pass over batches in any row order (a shuffle).
+
+    Each row block's task, ``block(blocks, ids, whole, *extra)``, returns the result of the
+    batches wholly inside it and the pieces (rows by batch) of the others; each such batch
+    is finished from its pieces by ``finish(pieces, b, *extra)``; all results are merged by
+    ``merge``. ``totals`` is the number of rows of every batch.
+    """
+    blocks, chunks = row_blocks(arrays)
+    bounds = np.cumsum((0, *chunks))
+    parts: list[Any] = []
     pieces: dict[int, list[Any]] = {}
     for k in range(len(chunks)):
         ids = batch_ids[bounds[k] : bounds[k + 1]]
@@ -361,26 +395,16 @@ def minibatch_pass(
             continue
         local = np.bincount(ids[ids >= 0], minlength=totals.size)[present]
         whole = present[local == totals[present]]
-        part, piece = dask.delayed(minibatch.block_minibatch, nout=2)(
+        part, piece = dask.delayed(block, nout=2)(
             [blocks[i][k] if i in involved else None for i in range(len(arrays))],
-            ids,
-            whole,
-            list(own),
-            list(pairs),
-            kernel,
-            list(sigma2),
-            backend,
-        )
-        sums.append(part)
+            ids, whole, *extra,
+        )  # fmt: skip
+        parts.append(part)
         for b in np.setdiff1d(present, whole).tolist():
             pieces.setdefault(b, []).append(piece)
-    for b, from_blocks in pieces.items():
-        sums.append(
-            dask.delayed(minibatch.finish_batches)(
-                from_blocks, [b], list(own), list(pairs), kernel, list(sigma2), backend
-            )
-        )
-    return tree_reduce(sums, minibatch.merge_sums, split_every)
+    for b, got in pieces.items():
+        parts.append(dask.delayed(finish)(got, b, *extra))
+    return tree_reduce(parts, merge, split_every)
 
 
 def _batch_layout(

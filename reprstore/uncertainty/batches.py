@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import dask
 import numpy as np
 
 from reprstore.errors import ComparisonError, InputError
@@ -145,29 +144,12 @@ def records_pass(
     args: tuple, split_every: int,
 ) -> Any:  # fmt: skip
     """Graph of one pass: the delayed :data:`Records` of the batches in ``batch_ids``."""
-    blocks, chunks = dask_graph.row_blocks(arrays)
-    bounds = np.cumsum((0, *chunks))
     totals = np.bincount(batch_ids[batch_ids >= 0])
     involved = set(own) | {i for p in pairs for i in p}
-    parts: list[Any] = []
-    pieces: dict[int, list[Any]] = {}
-    for k in range(len(chunks)):
-        ids = batch_ids[bounds[k] : bounds[k + 1]]
-        present = np.unique(ids[ids >= 0])
-        if present.size == 0:
-            continue
-        local = np.bincount(ids[ids >= 0], minlength=totals.size)[present]
-        whole = present[local == totals[present]]
-        part, piece = dask.delayed(_block_records, nout=2)(
-            [blocks[i][k] if i in involved else None for i in range(len(arrays))],
-            ids, whole, list(own), list(pairs), *args,
-        )  # fmt: skip
-        parts.append(part)
-        for b in np.setdiff1d(present, whole).tolist():
-            pieces.setdefault(b, []).append(piece)
-    for b, got in pieces.items():
-        parts.append(dask.delayed(_finish)(got, b, list(own), list(pairs), *args))
-    return dask_graph.tree_reduce(parts, _merge, split_every)
+    extra = (list(own), list(pairs), *args)
+    return dask_graph.scattered_batches(
+        arrays, batch_ids, totals, involved, _block_records, _finish, _merge, extra, split_every
+    )
 
 
 def batch_records(
