@@ -273,3 +273,26 @@ def test_rsa_agrees_with_rsatoolbox(rdm: str, method: str) -> None:
     want = float(rsatoolbox.rdm.compare(rdms[0], rdms[1], method="corr")[0, 0])
     got = paired(f"rsa:rdm={rdm}", da.from_array(x, chunks=(7, -1)), y)[(0, 1)]
     assert got["rsa"] == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize(("smallest", "rank"), [(1e-3, 12), (1e-8, 12), (1e-12, 11), (0.0, 11)])
+def test_rank_from_the_cholesky_certificate_matches_the_eigenvalues(
+    smallest: float, rank: int
+) -> None:
+    """The rank is p without an eigenproblem only where the factor proves it; a direction
+    below 1e-10 × the largest variance still drops the rank (the eigenvalues decide)."""
+    from reprstore.metrics.base import Side
+    from reprstore.stats.linear import moments
+
+    rng = np.random.default_rng(3)
+    q, _ = np.linalg.qr(rng.standard_normal((12, 12)))
+    spectrum = np.geomspace(1.0, 1e-2, 12)
+    spectrum[-1] = smallest
+    z = rng.standard_normal((400, 12))
+    z = (z - z.mean(0)) @ np.linalg.inv(np.linalg.cholesky(np.cov(z.T, bias=True))).T
+    x = 5.0 + (z * np.sqrt(spectrum)) @ q.T  # covariance q diag(spectrum) qᵀ exactly
+    side = Side("x", {"raw": moments(x)})
+    assert side.rank == rank
+    expected = np.linalg.eigvalsh(np.cov(x.T, bias=True))[::-1]  # the plain float64 rank
+    assert rank == int((expected > 1e-10 * expected[0]).sum())
+    assert (side.full_rank_factor is not None) == (smallest >= 1e-8)

@@ -258,8 +258,30 @@ class Side:
 
     @functools.cached_property
     def rank(self) -> int:
+        """Directions above RANK_RTOL × the largest variance: p without an eigenproblem where
+        the Cholesky factor proves it (:attr:`full_rank_factor`), else from the eigenvalues."""
+        known = "eig" in self.__dict__ or "eigenvalues" in self.__dict__
+        if not known and self.full_rank_factor is not None:
+            return self.p
         w = self.eigenvalues
         return int((w > RANK_RTOL * w[0]).sum()) if w.size and w[0] > 0 else 0
+
+    @functools.cached_property
+    def full_rank_factor(self) -> Whitening | None:
+        """Cxx^-½ as an inverse Cholesky factor where it proves Cxx has full rank, else None.
+
+        With Cxx = LLᵀ, λ_min = 1/‖L⁻¹‖₂² ≥ 1/‖L⁻¹‖_F² and λ_max ≤ tr Cxx, so
+        1/(‖L⁻¹‖_F² tr Cxx) > RANK_RTOL (with a factor 2 for the rounding of L⁻¹) puts every
+        eigenvalue above RANK_RTOL × the largest: a certificate from the factor the
+        whitening needs anyway, which saves an eigenproblem per representation.
+        """
+        try:
+            w = Whitening.cholesky(self.cov)
+        except np.linalg.LinAlgError:
+            return None
+        inv = w.w.T  # C order: vdot reads it without a copy
+        bound = 1.0 / (float(np.vdot(inv, inv)) * float(np.trace(self.cov)))
+        return w if bound > 2.0 * RANK_RTOL else None
 
     def whitener(self, ridge: float = 0.0) -> Whitening:
         """Cxx^-½ over the rank, or of Cxx + ridge·tr(Cxx)/p·I: made once per representation
@@ -272,6 +294,8 @@ class Side:
     def _whitening(self, ridge: float) -> Whitening:
         """A Cholesky factor where the matrix has full rank (no eigenvectors needed), the
         eigenvectors over the rank otherwise (or if the factorisation fails)."""
+        if ridge == 0 and self.full_rank_factor is not None:
+            return self.full_rank_factor
         cov = self.cov
         if ridge > 0:
             cov = cov + ridge * float(np.trace(cov)) / self.p * np.eye(self.p)
@@ -291,12 +315,12 @@ class Side:
 
 
 class Whitening:
-    """A whitening W (p, r) of one side, WᵀCxxW = I, applied to matrices without forming it
-    where it is triangular.
+    """A whitening W (p, r) of one side, WᵀCxxW = I.
 
     Either W = VΛ^-½ over the rank (eigenvectors), or W = L⁻ᵀ with Cxx = LLᵀ (full rank):
-    then a Cholesky factor and its inverse replace an eigendecomposition, and the products
-    with W are triangular (about half the flops of a general product).
+    then a Cholesky factor and its inverse replace an eigendecomposition. The products are
+    numpy's (not scipy's triangular BLAS wrappers, which hold the GIL and so serialise the
+    threads that finalize pairs in parallel).
     """
 
     def __init__(self, w: np.ndarray, inverse_factor: bool = False) -> None:
@@ -317,27 +341,15 @@ class Whitening:
 
     def left(self, m: np.ndarray) -> np.ndarray:
         """Wᵀm (r, q)."""
-        from scipy.linalg import blas
-
-        if self.triangular:
-            return blas.dtrmm(1.0, self.w, m, lower=1)
-        return self.w.T @ m
+        return self.w @ m if self.triangular else self.w.T @ m
 
     def right(self, m: np.ndarray) -> np.ndarray:
         """mW (q, r)."""
-        from scipy.linalg import blas
-
-        if self.triangular:
-            return blas.dtrmm(1.0, self.w, m, lower=1, side=1, trans_a=1)
-        return m @ self.w
+        return m @ self.w.T if self.triangular else m @ self.w
 
     def apply(self, u: np.ndarray) -> np.ndarray:
         """Wu (p, k): directions in the whitened basis back in the side's units."""
-        from scipy.linalg import blas
-
-        if self.triangular:
-            return blas.dtrmm(1.0, self.w, u, lower=1, trans_a=1)
-        return self.w @ u
+        return self.w.T @ u if self.triangular else self.w @ u
 
 
 def clip_unit(value: float, what: str, names: tuple[str, str]) -> float:
@@ -364,15 +376,13 @@ def participation_ratio(w: np.ndarray) -> float:
 
 
 def singular_values(m: np.ndarray) -> np.ndarray:
-    """Singular values of ``m`` (descending) as √eig(mᵀm) of the smaller Gram matrix (a
-    symmetric rank-k update, half a product): a symmetric eigenproblem, several times
-    faster than an SVD of a p × q matrix. Each value is exact to about √ε·σ₁ (ε the
-    float64 epsilon), ample for means and sums."""
-    from scipy.linalg import blas
-
+    """Singular values of ``m`` (descending) as √eig(mmᵀ) of the smaller Gram matrix: a
+    symmetric eigenproblem, several times faster than an SVD of a p × q matrix. Each value
+    is exact to about √ε·σ₁ (ε the float64 epsilon), ample for means and sums."""
     x = np.asarray(m, dtype=np.float64)
-    if x.shape[1] > x.shape[0]:
+    if x.shape[0] > x.shape[1]:
         x = x.T
-    g = blas.dsyrk(1.0, x.T, trans=0, lower=1)  # xᵀx, lower triangle (x.T is Fortran order)
-    w = np.linalg.eigvalsh(g, UPLO="L")[::-1]
+    if not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x)
+    w = np.linalg.eigvalsh(x @ x.T)[::-1]
     return np.sqrt(np.maximum(w, 0.0))

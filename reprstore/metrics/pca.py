@@ -24,6 +24,7 @@ CURVES = ("cev_b_in_a", "cev_a_in_b", "cev_a_self", "cev_b_self")
 
 def _k(side: Side, k: int | None) -> int:
     side.check()
+    _ = side.eig  # the PCs are needed anyway; the rank then comes from their eigenvalues
     if k is None:
         return min(20, side.rank)
     if k < 1 or k > side.rank:
