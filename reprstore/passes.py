@@ -53,7 +53,12 @@ from reprstore.stats.linear import (
     shifted,
     transposed,
 )
-from reprstore.stats.minibatch import MinibatchSums, assign_batches, merge_sums
+from reprstore.stats.minibatch import (
+    ConsecutiveBatches,
+    MinibatchSums,
+    assign_batches,
+    merge_sums,
+)
 from reprstore.stats.plan import (
     batch_groups,
     human_bytes,
@@ -358,13 +363,17 @@ def _minibatch(
         )
     idx = _involved(unique)
     workers = minibatch_workers(c, idx, batch_size)
-    ids = assign_batches(c.n, batch_size, shuffle)
-    if c.mask is not None:  # −1: rows left out
-        ids, kept = np.full(c.arrays[0].shape[0], -1, dtype=np.int64), ids
-        ids[c.mask] = kept
-        del kept
-    row_bytes = 8 * sum(c.arrays[i].shape[1] for i in idx) * 2
-    groups = batch_groups(ids, max(c.memory // row_bytes, 1), batch_size, shuffle)
+    groups: list[Any]
+    if shuffle is None and c.mask is None:  # every row, consecutive: no array of size n
+        groups = [ConsecutiveBatches(c.n, batch_size)]
+    else:
+        ids = assign_batches(c.n, batch_size, shuffle)
+        if c.mask is not None:  # −1: rows left out
+            ids, kept = np.full(c.arrays[0].shape[0], -1, dtype=np.int64), ids
+            ids[c.mask] = kept
+            del kept
+        row_bytes = 8 * sum(c.arrays[i].shape[1] for i in idx) * 2
+        groups = batch_groups(ids, max(c.memory // row_bytes, 1), batch_size, shuffle)
     run = dask_graph.Runner(
         c.scheduler, c.progress, c.blocks * (len(groups) + len(idx) * (kernel == "rbf"))
     )

@@ -132,3 +132,51 @@ def test_symmetric_median_is_the_median_of_all_entries(rng: np.random.Generator,
     upper = np.triu(rng.integers(0, 5, size=(n, n)).astype(float) * rng.random(), 1)
     d = upper + upper.T
     assert symmetric_median(d) == float(np.median(d))
+
+
+@pytest.mark.parametrize("n", [997, 1000, 1250])
+def test_consecutive_batches_hold_no_array_of_n_rows(n: int) -> None:
+    """The consecutive layout's ids equal the SPEC's near-equal batches (larger first), and
+    the pass's graph carries no array with a row per stored row: memory flat in n."""
+    from reprstore.stats import dask_graph
+    from reprstore.stats.minibatch import ConsecutiveBatches
+
+    b = 64
+    k = n // b
+    expected = np.repeat(np.arange(k), [n // k + (1 if i < n % k else 0) for i in range(k)])
+    layout = ConsecutiveBatches(n, b)
+    assert np.array_equal(layout.ids(0, n), expected)
+    assert np.array_equal(layout.ids(130, 517), expected[130:517])
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((n, 8)), rng.standard_normal((n, 6))]
+    arrays = [da.from_array(x, chunks=(100, -1)) for x in xs]
+    graph = dask_graph.minibatch_pass(
+        arrays, layout, [0, 1], [(0, 1)], kernel="linear", sigma2=[None, None]
+    )
+    sizes = [
+        (a if a.base is None else a.base).size  # a view keeps its whole base alive
+        for task in dict(graph.__dask_graph__()).values()
+        for a in _leaves(task)
+        if isinstance(a, np.ndarray)
+    ]
+    assert max(sizes, default=0) < 100  # at most the batch totals (k values)
+    got = reprstore.engine.cka(xs[0], xs[1], estimator="minibatch", batch_size=b).cka
+    assert got == pytest.approx(oracle_grid(xs, [(0, 1)], b)[0], rel=TOL, abs=TOL)
+
+
+def _leaves(task: object) -> list[object]:
+    """Every argument object inside a dask task (nested tuples, lists, dicts, Task nodes)."""
+    out: list[object] = []
+    stack = [task]
+    while stack:
+        t = stack.pop()
+        if isinstance(t, (tuple, list)):
+            stack.extend(t)
+        elif isinstance(t, dict):
+            stack.extend(t.values())
+        elif hasattr(t, "args") and hasattr(t, "kwargs"):  # dask's Task spec
+            stack.extend(t.args)
+            stack.extend(t.kwargs.values())
+        else:
+            out.append(t)
+    return out

@@ -24,6 +24,7 @@ import functools
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import dask
@@ -317,7 +318,7 @@ def linear_pass(
 
 def minibatch_pass(
     arrays: Sequence[da.Array],
-    batch_ids: np.ndarray,
+    batch_ids: np.ndarray | minibatch.ConsecutiveBatches,
     own: Sequence[int],
     pairs: Sequence[tuple[int, int]],
     *,
@@ -338,19 +339,26 @@ def minibatch_pass(
     Parameters
     ----------
     arrays : sequence of dask arrays, each (n, p_i), same row chunks
-    batch_ids : int ndarray (n,)
-        Batch of every stored row; −1 for rows this pass does not use.
+    batch_ids : int ndarray (n,) or ConsecutiveBatches
+        Batch of every stored row; −1 for rows this pass does not use. Consecutive batches
+        of every row are best given as :class:`~reprstore.stats.minibatch.ConsecutiveBatches`
+        (no array the size of n).
     chains : int, optional
         Chains for consecutive batches (default: the scheduler's threads).
     """
     chunks = arrays[0].chunks[0]
     bounds = np.cumsum((0, *chunks))
-    totals, first = _batch_layout(batch_ids, bounds)
+    first: np.ndarray | None
+    if isinstance(batch_ids, minibatch.ConsecutiveBatches):
+        totals, first = batch_ids.sizes, batch_ids.first_rows
+    else:
+        totals, first = _batch_layout(batch_ids, bounds)
     if first is not None:
         return _minibatch_chains(
             arrays, batch_ids, totals, first, own, pairs, kernel, sigma2, backend,
             chains or scheduler_threads(None),
         )  # fmt: skip
+    assert isinstance(batch_ids, np.ndarray)  # a consecutive layout has its first rows
     extra = (list(own), list(pairs), kernel, list(sigma2), backend)
     return scattered_batches(
         arrays, batch_ids, totals, _involved(own, pairs), minibatch.block_minibatch,
@@ -442,9 +450,30 @@ def _batch_layout(
     return totals, first
 
 
+@dataclass(frozen=True)
+class BlockIds:
+    """The batch ids of rows [start, stop) of a consecutive layout, made inside the task
+    that uses them (the graph holds three numbers, not the ids)."""
+
+    layout: minibatch.ConsecutiveBatches
+    start: int
+    stop: int
+
+    def __call__(self) -> np.ndarray:
+        return self.layout.ids(self.start, self.stop)
+
+
+def _block_ids(
+    batch_ids: np.ndarray | minibatch.ConsecutiveBatches, start: int, stop: int
+) -> np.ndarray | BlockIds:
+    if isinstance(batch_ids, minibatch.ConsecutiveBatches):
+        return BlockIds(batch_ids, start, stop)
+    return batch_ids[start:stop]
+
+
 def _minibatch_chains(
     arrays: Sequence[da.Array],
-    batch_ids: np.ndarray,
+    batch_ids: np.ndarray | minibatch.ConsecutiveBatches,
     totals: np.ndarray,
     first: np.ndarray,
     own: Sequence[int],
@@ -458,7 +487,10 @@ def _minibatch_chains(
     bounds = np.cumsum((0, *chunks))
     involved = set(own) | {i for p in pairs for i in p}
     whole = [a.rechunk({1: -1}) if i in involved else a for i, a in enumerate(arrays)]
-    live = [k for k in range(len(chunks)) if (batch_ids[bounds[k] : bounds[k + 1]] >= 0).any()]
+    if isinstance(batch_ids, minibatch.ConsecutiveBatches):
+        live = [k for k in range(len(chunks)) if chunks[k]]
+    else:
+        live = [k for k in range(len(chunks)) if (batch_ids[bounds[k] : bounds[k + 1]] >= 0).any()]
     n_chains = max(1, min(chains, len(live)))
     carries = []
     for c in range(n_chains):
@@ -466,8 +498,9 @@ def _minibatch_chains(
         start = bounds[mine[0]]
         carry: Any = None
         for k in mine:
-            block_ids = batch_ids[bounds[k] : bounds[k + 1]]
-            present = np.unique(block_ids[block_ids >= 0])
+            block_ids = _block_ids(batch_ids, bounds[k], bounds[k + 1])
+            ids = block_ids() if isinstance(block_ids, BlockIds) else block_ids
+            present = np.unique(ids[ids >= 0])
             heads = [int(b) for b in present if first[b] < start]
             readers = [
                 BlockReader(whole[i].blocks[k]) if i in involved else None
@@ -486,7 +519,7 @@ def _minibatch_chains(
 def _minibatch_step(
     carry: minibatch.Carry | None,
     readers: Sequence[BlockReader | None],
-    batch_ids: np.ndarray,
+    batch_ids: np.ndarray | BlockIds,
     totals: np.ndarray,
     heads: Sequence[int],
     own: Sequence[int],
@@ -496,9 +529,13 @@ def _minibatch_step(
     backend: Backend,
 ) -> minibatch.Carry:
     blocks = _read(readers, None)
-    return minibatch.fold_block(
-        carry, blocks, batch_ids, totals, heads, own, pairs, kernel, sigma2, backend
+    ids = batch_ids() if isinstance(batch_ids, BlockIds) else batch_ids
+    out = minibatch.fold_block(
+        carry, blocks, ids, totals, heads, own, pairs, kernel, sigma2, backend
     )
+    del blocks
+    trim_heap()
+    return out
 
 
 def counts_pass(

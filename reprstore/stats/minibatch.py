@@ -90,6 +90,32 @@ def batch_sizes(n: int, batch_size: int) -> np.ndarray:
     return np.full(k, n // k, dtype=np.int64) + (np.arange(k) < n % k)
 
 
+@dataclass(frozen=True)
+class ConsecutiveBatches:
+    """The batch ids :func:`assign_batches` gives ``n`` rows without a shuffle, computed
+    for any row range on demand: a pass over consecutive batches then holds no array the
+    size of ``n`` (8 bytes a row otherwise, in the graph and the pass's memory)."""
+
+    n: int
+    batch_size: int
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return batch_sizes(self.n, self.batch_size)
+
+    @property
+    def first_rows(self) -> np.ndarray:
+        return np.cumsum(self.sizes) - self.sizes
+
+    def ids(self, start: int, stop: int) -> np.ndarray:
+        """Batch of each row in [start, stop): the first n mod k batches have ⌊n/k⌋ + 1 rows."""
+        k = max(1, self.n // self.batch_size)
+        q, big = divmod(self.n, k)
+        rows = np.arange(start, stop, dtype=np.int64)
+        edge = big * (q + 1)  # rows in the larger batches
+        return np.where(rows < edge, rows // (q + 1), big + (rows - edge) // q)
+
+
 def assign_batches(n: int, batch_size: int, shuffle: int | None = None) -> np.ndarray:
     """Batch number of each of ``n`` rows (every row is in exactly one batch).
 
