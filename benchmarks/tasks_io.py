@@ -187,7 +187,8 @@ def extract_cli(params: dict[str, Any]) -> Run:
     import reprstore.extract.recorder
     import reprstore.extract.runner
     import reprstore.extract.sink
-    import reprstore.extraction  # noqa: F401
+    import reprstore.extraction
+    import reprstore.store  # noqa: F401  (zarr and numcodecs: 0.1-0.25 s of imports)
 
     cli = _cli()
     store = Path(params["store"])

@@ -196,7 +196,7 @@ def write_dataset(
                 )
             group = root.require_group(dataset_path(name))
             _write_column(group, "ids", ids if ids is not None else np.arange(n_samples))
-            group.attrs.update(
+            group.update_attributes(
                 {
                     "n_samples": n_samples,
                     "fingerprint": fingerprint,
@@ -206,7 +206,7 @@ def write_dataset(
             )
         ds = open_dataset(root, name)
         if fingerprint is not None and ds.fingerprint is None:
-            ds.group.attrs.update({"fingerprint": fingerprint})
+            ds.group.update_attributes({"fingerprint": fingerprint})
         for column, values in (meta or {}).items():
             validate_name(column, "metadata column")
             if column not in ds.meta_columns():

@@ -251,7 +251,7 @@ class Store:
                     "attribute). Choose another path."
                 )
             marker = {"format": STORE_FORMAT, "created": utc_now()}
-            root.attrs.update({STORE_MARKER: marker})
+            root.update_attributes({STORE_MARKER: marker})
         fmt = store_format(marker, url)
         if not upgrading:
             _refuse_unfinished_upgrade(root, url)

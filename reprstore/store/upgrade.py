@@ -184,7 +184,7 @@ def upgrade(
         old: Any = st.root.attrs.asdict().get(STORE_MARKER)
         marker: dict[str, Any] = dict(old) if isinstance(old, dict) else {}
         marker.update(format=STORE_FORMAT, upgraded={"from": journal["from"], "time": utc_now()})
-        st.root.attrs.update({STORE_MARKER: marker})
+        st.root.update_attributes({STORE_MARKER: marker})
         _sweep_temporaries(path)
         journal_file.unlink()
     return UpgradeReport(url, int(journal["from"]), len(moves), resumed)

@@ -176,7 +176,7 @@ class ReprWriter:
         """Write the buffered rows; ``final`` attributes go into the same metadata write."""
         if self._filled == 0:
             if final:
-                self.array.attrs.update(final)
+                self.array.update_attributes(final)
             return
         chunk = self._buffer[: self._filled]
         self._count_nonfinite(chunk)
@@ -188,7 +188,7 @@ class ReprWriter:
             self.crcs.append(zlib.crc32(np.ascontiguousarray(chunk).tobytes()))
             self.rows_written = hi
             self._filled = 0
-            self.array.attrs.update(
+            self.array.update_attributes(
                 {
                     "rows_written": hi,
                     "chunk_crc32": self.crcs,
@@ -232,7 +232,7 @@ class ReprWriter:
                 )
             if n is None and self.array.shape[0] != self.rows_written:
                 self.array.resize((self.rows_written, self.settings.n_features))
-            self.array.attrs.update(
+            self.array.update_attributes(
                 {"complete": True, "n_samples": self.rows_written, "completed": utc_now()}
             )
         if self.replacement is not None:
