@@ -101,7 +101,8 @@ def test_report_files_and_goals(tiny_run: dict) -> None:
     assert list(out.glob("*-tiny-memory.png")) and list(out.glob("*-tiny-grid.png"))
     goals = tiny_run["summary"]["goals"]
     for key in ("peak_rss_flat_in_n", "exact_cka_vs_numpy_float64", "grid_vs_pair_runs",
-                "grid_vs_numpy_float32", "extract_overhead", "import_peak_rss"):  # fmt: skip
+                "grid_vs_numpy_float32", "extract_overhead", "import_peak_rss",
+                "five_measures_vs_cka"):  # fmt: skip
         assert key in goals, key
 
 
