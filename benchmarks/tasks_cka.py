@@ -89,7 +89,13 @@ def reprstore_cka(params: dict[str, Any]) -> Run:
     ``workers``: in ``grid`` mode, ``compare(…, workers=K)`` (a local dask.distributed
     cluster of K single-threaded processes, started and stopped inside the timing, as the
     CLI's ``--workers K`` does).
+
+    Imports are process start-up, outside the timing on every side (the peers import
+    torch before theirs): pandas (with pyarrow, 0.2 s), which the grid's result table
+    imports on first use, is imported here.
     """
+    import pandas  # noqa: F401
+
     import reprstore
 
     xs, ys = _open(params)
