@@ -26,8 +26,12 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``Error: message`` as one line on stderr; return the Exit to raise."""
     line = " ".join(str(message).split())
     # the process ends now: reads still in flight when an error stopped a comparison (zarr's
-    # event loop) must not add "Task was destroyed but it is pending!" lines at exit
+    # event loop) must not add "Task was destroyed but it is pending!" or "coroutine … was
+    # never awaited" lines at exit
     logging.getLogger("asyncio").setLevel(logging.CRITICAL + 1)
+    warnings.filterwarnings(
+        "ignore", message="coroutine .* was never awaited", category=RuntimeWarning
+    )
     sys.stderr.write(f"Error: {line}\n")
     sys.stderr.flush()
     return typer.Exit(code)
