@@ -180,3 +180,35 @@ def _leaves(task: object) -> list[object]:
         else:
             out.append(t)
     return out
+
+
+def test_a_pass_graph_holds_each_array_once_not_a_dask_array_per_block() -> None:
+    """Block readers share their whole array (the graph does not grow a dask array per
+    block), for the minibatch chains and the exact linear pass alike."""
+    from reprstore.stats import dask_graph
+    from reprstore.stats.minibatch import ConsecutiveBatches
+
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((1000, 5)), rng.standard_normal((1000, 4))]
+    arrays = [da.from_array(x, chunks=(50, -1)) for x in xs]  # 20 blocks
+    graphs = [
+        dask_graph.minibatch_pass(
+            arrays,
+            ConsecutiveBatches(1000, 16),
+            [0, 1],
+            [(0, 1)],
+            kernel="linear",
+            sigma2=[None, None],
+            chains=2,
+        ),
+        dask_graph.linear_pass(arrays, [0, 1], [(0, 1)], chains=2)[0],
+    ]
+    for graph in graphs:
+        readers = [
+            leaf
+            for task in dict(graph.__dask_graph__()).values()
+            for leaf in _leaves(task)
+            if isinstance(leaf, dask_graph.BlockReader)
+        ]
+        assert len(readers) >= 20 * 2
+        assert len({id(r.array) for r in readers}) == 2

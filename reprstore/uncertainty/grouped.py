@@ -262,7 +262,7 @@ def grouped_pass(
     for c in range(chains):
         state: Any = None
         for k, rows in live[c::chains]:
-            readers = {i: dask_graph.BlockReader(a.blocks[k]) for i, a in whole.items()}
+            readers = {i: dask_graph.BlockReader(a, k) for i, a in whole.items()}
             g = full[bounds[k] : bounds[k + 1]]
             g = g if rows is None else g[rows]
             step = dask.delayed(_grouped_step)
