@@ -6,13 +6,13 @@ kernels, written here) of the stored float32 arrays.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import assert_user_error, run_cli
+from test_uncertainty import cka_debiased
 
 from reprstore.analysis.timeline import timeline
 from reprstore.errors import InputError, NotFoundError
@@ -21,22 +21,10 @@ from reprstore.ingest import import_files
 STEPS = ("step0", "step20", "step100")
 
 
-def hsic1(k: np.ndarray, l_: np.ndarray) -> float:
-    n = k.shape[0]
-    k, l_ = k.copy(), l_.copy()
-    np.fill_diagonal(k, 0.0)
-    np.fill_diagonal(l_, 0.0)
-    one = np.ones(n)
-    value = (np.trace(k @ l_) + (one @ k @ one) * (one @ l_ @ one) / ((n - 1) * (n - 2))
-             - 2.0 / (n - 2) * (one @ k @ l_ @ one))  # fmt: skip
-    return float(value / (n * (n - 3)))
-
-
 def cka(x: np.ndarray, y: np.ndarray) -> float:
     x, y = x.astype(np.float64), y.astype(np.float64)
     x, y = x - x.mean(0), y - y.mean(0)  # the estimator on centred rows (the engine centres)
-    k, l_ = x @ x.T, y @ y.T
-    return hsic1(k, l_) / math.sqrt(hsic1(k, k) * hsic1(l_, l_))
+    return cka_debiased(x, y)
 
 
 @pytest.fixture(scope="module")

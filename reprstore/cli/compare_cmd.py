@@ -51,7 +51,7 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def _table(df: Any, title: str) -> Table:
+def pairs_table(df: Any, title: str) -> Table:
     """The scalar columns of a comparison, one row per pair (lists are in --out)."""
     skip = ("n_samples", "b_n_samples", "n_batches", "batch_size", "sigma", "hsic_ab", "hsic_aa",
             "hsic_bb", "pca_k", *unc.HIDDEN)  # fmt: skip
@@ -65,13 +65,40 @@ def _table(df: Any, title: str) -> Table:
     return table
 
 
-def _help_or(measure: str) -> bool:
+def measure_help(measure: str) -> bool:
+    """Print the list of measures if ``--measure`` asks for it (help, list, ?)."""
     from reprstore.metrics.registry import help_text
 
     if measure.strip().lower() in ("help", "list", "?"):
         console.print(help_text(), markup=False, highlight=False)
         return True
     return False
+
+
+def checked_measures(
+    measure: str,
+    defaults: dict[str, dict[str, Any]] | None,
+    workers: int | None,
+    scheduler: str | None,
+    ci: float | None,
+    bootstrap: int | None,
+    permutations: int | None,
+    seed: int | None,
+) -> list[Any]:
+    """The measure specs of ``--measure``, with the scheduler and uncertainty options
+    checked against them (shared by ``compare`` and ``timeline``)."""
+    from reprstore.errors import InputError
+    from reprstore.metrics.registry import parse_measures
+
+    if workers is not None and scheduler is not None:
+        raise InputError("Give either --workers or --scheduler, not both.")
+    specs = parse_measures(measure, defaults)
+    asked = unc.check(ci, bootstrap, permutations, seed)
+    if asked is not None:
+        from reprstore.uncertainty import check_measures
+
+        check_measures(specs, asked)
+    return specs
 
 
 @handle_errors
@@ -107,7 +134,7 @@ def compare(
     Example: reprstore compare runs.zarr --a seed=0 --b seed=1 --measure cka,cca,procrustes
     With error bars (cka): ... --measure cka --ci 0.95 --bootstrap 200 --permutations 999
     """
-    if _help_or(measure):
+    if measure_help(measure):
         return
     from reprstore.cli.progress import progress_bar
     from reprstore.comparison import compare as run_compare
@@ -115,21 +142,14 @@ def compare(
     from reprstore.engine import parse_memory, resolve_backend
     from reprstore.errors import InputError
     from reprstore.keys import parse_keys
-    from reprstore.metrics.registry import parse_measures
     from reprstore.report import check_output, plot_measures, write_results
 
     if (a is None or b is None) and pairs is None:
         raise InputError("Give both --a and --b selectors (or a --pairs file).")
-    if workers is not None and scheduler is not None:
-        raise InputError("Give either --workers or --scheduler, not both.")
     cka_defaults = dict(estimator=estimator, kernel=kernel, sigma=sigma, batch_size=batch_size,
                         shuffle=shuffle)  # fmt: skip
-    specs = parse_measures(measure, {"cka": cka_defaults})
-    asked = unc.check(ci, bootstrap, permutations, seed)
-    if asked is not None:
-        from reprstore.uncertainty import check_measures
-
-        check_measures(specs, asked)
+    specs = checked_measures(measure, {"cka": cka_defaults}, workers, scheduler,
+                             ci, bootstrap, permutations, seed)  # fmt: skip
     resolve_backend(device, precision)
     budget = parse_memory(memory)
     check_output(out)
@@ -147,7 +167,7 @@ def compare(
             report=unc.plan_printer(console),
         )  # fmt: skip
     names = ", ".join(s.name + s.suffix for s in specs)
-    console.print(_table(df, f"{names}: {len(df)} pair(s)"))
+    console.print(pairs_table(df, f"{names}: {len(df)} pair(s)"))
     if out is not None:
         console.print(f"wrote {write_results(df, out)}")
     if plot is not None:
@@ -171,7 +191,7 @@ def describe(
 
     Example: reprstore describe runs.zarr seed=0 --measure pr,erank,selectivity:label=label
     """
-    if _help_or(measure):
+    if measure_help(measure):
         return
     from reprstore.cli.progress import progress_bar
     from reprstore.description import describe as run_describe

@@ -68,25 +68,17 @@ def timeline(
 
     Example: reprstore timeline runs.zarr --against checkpoint=final --out t.csv --plot t.png
     """
-    if cc._help_or(measure):
+    if cc.measure_help(measure):
         return
     from reprstore.analysis.timeline import timeline as run_timeline
     from reprstore.cli.progress import progress_bar
     from reprstore.engine import parse_memory
-    from reprstore.metrics.registry import parse_measures
     from reprstore.report import check_output, write_results
     from reprstore.report.figures import check_figure_path, plot_results
 
-    if workers is not None and scheduler is not None:
-        from reprstore.errors import InputError
-
-        raise InputError("Give either --workers or --scheduler, not both.")
-    specs = parse_measures(measure)
-    asked = unc.check(ci, bootstrap, permutations, seed)
-    if asked is not None:
-        from reprstore.uncertainty import check_measures
-
-        check_measures(specs, asked)
+    specs = cc.checked_measures(
+        measure, None, workers, scheduler, ci, bootstrap, permutations, seed
+    )
     budget = parse_memory(memory)
     check_output(out)
     if plot is not None:
@@ -99,7 +91,7 @@ def timeline(
             permutations=permutations, seed=seed, report=unc.plan_printer(console),
         )  # fmt: skip
     label = df.attrs["reprstore"]["options"]["against"]
-    console.print(cc._table(df, f"{len(df)} checkpoint(s) against {label}"))
+    console.print(cc.pairs_table(df, f"{len(df)} checkpoint(s) against {label}"))
     if out is not None:
         console.print(f"wrote {write_results(df, out)}")
     if plot is not None:

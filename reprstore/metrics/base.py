@@ -267,17 +267,25 @@ class Side:
         return int((w > RANK_RTOL * w[0]).sum()) if w.size and w[0] > 0 else 0
 
     @functools.cached_property
+    def cholesky_whitening(self) -> Whitening | None:
+        """Cxx^-½ as an inverse Cholesky factor (None if Cxx is not numerically positive
+        definite): made at most once, for the rank certificate and the whitening alike."""
+        try:
+            return Whitening.cholesky(self.cov)
+        except np.linalg.LinAlgError:
+            return None
+
+    @functools.cached_property
     def full_rank_factor(self) -> Whitening | None:
-        """Cxx^-½ as an inverse Cholesky factor where it proves Cxx has full rank, else None.
+        """:attr:`cholesky_whitening` where it proves Cxx has full rank, else None.
 
         With Cxx = LLᵀ, λ_min = 1/‖L⁻¹‖₂² ≥ 1/‖L⁻¹‖_F² and λ_max ≤ tr Cxx, so
         1/(‖L⁻¹‖_F² tr Cxx) > RANK_RTOL (with a factor 2 for the rounding of L⁻¹) puts every
         eigenvalue above RANK_RTOL × the largest: a certificate from the factor the
         whitening needs anyway, which saves an eigenproblem per representation.
         """
-        try:
-            w = Whitening.cholesky(self.cov)
-        except np.linalg.LinAlgError:
+        w = self.cholesky_whitening
+        if w is None:
             return None
         inv = w.w.T  # C order: vdot reads it without a copy
         bound = 1.0 / (float(np.vdot(inv, inv)) * float(np.trace(self.cov)))
@@ -294,16 +302,14 @@ class Side:
     def _whitening(self, ridge: float) -> Whitening:
         """A Cholesky factor where the matrix has full rank (no eigenvectors needed), the
         eigenvectors over the rank otherwise (or if the factorisation fails)."""
-        if ridge == 0 and self.full_rank_factor is not None:
-            return self.full_rank_factor
-        cov = self.cov
         if ridge > 0:
-            cov = cov + ridge * float(np.trace(cov)) / self.p * np.eye(self.p)
-        if ridge > 0 or self.rank == self.p:
+            cov = self.cov + ridge * float(np.trace(self.cov)) / self.p * np.eye(self.p)
             try:
                 return Whitening.cholesky(cov)
             except np.linalg.LinAlgError:
                 pass
+        elif self.rank == self.p and self.cholesky_whitening is not None:
+            return self.cholesky_whitening
         lam, vec = self.eig
         if ridge > 0:
             return Whitening(vec / np.sqrt(lam + ridge * float(lam.sum()) / self.p))

@@ -137,7 +137,7 @@ def assign_batches(n: int, batch_size: int, shuffle: int | None = None) -> np.nd
         raise ValueError(f"batch_size must be at least {MIN_ROWS_UNBIASED}, got {batch_size}")
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    slot = np.repeat(np.arange(max(1, n // batch_size), dtype=np.int64), batch_sizes(n, batch_size))
+    slot = ConsecutiveBatches(n, batch_size).ids(0, n)
     if shuffle is None:
         return slot
     ids = np.empty(n, dtype=np.int64)
