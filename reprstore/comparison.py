@@ -56,9 +56,12 @@ RESULT_COLUMNS = [
     "cka",
 ]
 EXTRA_COLUMNS = [
+    "route",
     "n_batches",
     "batch_size",
     "sigma",
+    "bandwidth_a",
+    "bandwidth_b",
     "sigma_method",
     "hsic_ab",
     "hsic_aa",
@@ -497,6 +500,8 @@ def compare(
     permutations: int | None = None,
     seed: int | None = None,
     report: Any = None,
+    route: str = "auto",
+    dry_run: bool = False,
 ) -> pd.DataFrame:
     """Every requested measure of every selected A with every selected B, in one pass.
 
@@ -527,7 +532,15 @@ def compare(
         Confidence interval (level, replicates) and permutation test of each measure (see
         :mod:`reprstore.uncertainty`); ``seed`` defaults to 0 and is recorded.
     report : callable(str), optional
-        Receives the uncertainty plan (passes, memory) before the work starts.
+        Receives the plan line of each dataset's comparison (routes, passes, bytes to
+        read, FLOPs and time, memory; :mod:`reprstore.planner`) and the uncertainty plan,
+        before any chunk is read.
+    route : {"auto", "features", "samples"}
+        How exact CKA is computed: p × q feature statistics or tiles of the n × n kernels
+        (any width); ``auto`` takes the cheaper per pair.
+    dry_run : bool
+        Plan only: read no chunk and return an empty table whose ``attrs["plans"]`` holds
+        the plan lines.
 
     Returns
     -------
@@ -537,11 +550,13 @@ def compare(
         :data:`EXTRA_COLUMNS`), array-valued outputs as list columns; then ``cka_lo``,
         ``cka_hi``, ``cka_se`` … / ``cka_p`` … where asked.
     """
+    from reprstore.planner import DryRun, check_route
     from reprstore.uncertainty import check_measures
     from reprstore.uncertainty import options as uncertainty_options
     from reprstore.uncertainty import result_columns as uncertainty_columns
 
     check_options(estimator, kernel)
+    check_route(route)
     if shuffle is not None and (isinstance(shuffle, bool) or not isinstance(shuffle, int)
                                 or shuffle < 0):  # fmt: skip
         raise InputError(f"--shuffle must be a non-negative integer seed. Got {shuffle!r} instead.")
@@ -562,7 +577,7 @@ def compare(
         st, a, b, match=match, differ=differ, pairs=pairs, pair_where=pair_where,
         allow_incomplete=allow_incomplete, row_paired=bool(row_paired),
     )  # fmt: skip
-    options: dict[str, Any] = dict(device=device, precision=precision, memory=memory)
+    options: dict[str, Any] = dict(device=device, precision=precision, memory=memory, route=route)
     if split_every is not None:
         options["split_every"] = split_every
     across = [(i, j) for i, j in plan.pairs if plan.reprs[i].dataset != plan.reprs[j].dataset]
@@ -574,15 +589,27 @@ def compare(
     found: dict[tuple[int, int], dict[str, Any]] = {}
     partials: dict[int, dict[str, Any]] = {}
     rows_of: dict[str, int] = {}
-    with dask_scheduler(workers, scheduler, timeout) as sched:
+    plans: list[str] = []
+    with dask_scheduler(workers if not dry_run else None, scheduler, timeout) as sched:
         for dataset in _datasets(plan):
             own = sorted({k for p in across for k in p if plan.reprs[k].dataset == dataset})
-            got, part, rows_of[dataset] = _run_dataset(
-                st, plan, dataset, specs, where=where, allow_incomplete=allow_incomplete,
-                progress=progress, scheduler=sched, own=own, uncertainty=unc, **options,
-            )  # fmt: skip
+            try:
+                got, part, rows_of[dataset] = _run_dataset(
+                    st, plan, dataset, specs, where=where, allow_incomplete=allow_incomplete,
+                    progress=progress, scheduler=sched, own=own, uncertainty=unc,
+                    report=report, dry_run=dry_run, **options,
+                )  # fmt: skip
+            except DryRun as planned:
+                plans.append(planned.plan.line())
+                continue
             found.update(got)
             partials.update(part)
+    if dry_run:
+        import pandas as pd
+
+        empty = pd.DataFrame(columns=result_columns(specs, bool(across)))
+        empty.attrs["plans"] = plans
+        return empty
     for i, j in across:
         names = (plan.reprs[i].key.label(), plan.reprs[j].key.label())
         found[(i, j)] = finalize_features(specs, partials[i], partials[j], names, 0)

@@ -22,7 +22,7 @@ Passes (one memory model, ``memory`` bytes):
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dask.array as da
@@ -34,6 +34,7 @@ from reprstore.metrics.base import Spec
 from reprstore.metrics.cka import CKAResult, check_options
 from reprstore.metrics.registry import parse_measures, parse_spec
 from reprstore.passes import PassContext, Progress, check_sigma
+from reprstore.planner import DryRun, make_plan
 from reprstore.stats import dask_graph
 from reprstore.stats.hsic import MIN_ROWS_UNBIASED
 from reprstore.stats.linear import NUMPY, Backend, NumpyBackend
@@ -266,6 +267,9 @@ def measure_arrays(
     own: Sequence[int] = (),
     uncertainty: Any = None,
     ids: np.ndarray | None = None,
+    route: str = "auto",
+    report: Callable[[str], None] | None = None,
+    dry_run: bool = False,
     **settings: Any,
 ) -> passes.Outcome:
     """Every measure for every ordered pair ``(i, j)`` of ``arrays`` (same rows), reading
@@ -282,6 +286,12 @@ def measure_arrays(
         Intervals and/or permutation tests (:mod:`reprstore.uncertainty`).
     ids : ndarray (n,), optional
         Sample ids of the rows (default: row numbers); they key the resampling groups.
+    route : {"auto", "features", "samples"}
+        How exact CKA is computed (SPEC: Routes); ``auto`` takes the cheaper per pair.
+    report : callable(str), optional
+        Receives the plan line (:mod:`reprstore.planner`) before any chunk is read.
+    dry_run : bool
+        Plan only: raise :class:`reprstore.planner.DryRun` (holding the plan) after it.
     settings : device, memory, scheduler, split_every, progress, precision, block_rows
 
     Returns
@@ -304,11 +314,16 @@ def measure_arrays(
     ctx = context(arrays, pairs, names=names, mask=mask, min_rows=min_rows,
                   what=_what(specs, min_rows), **settings)  # fmt: skip
     check_widths(ctx, specs, pairs)
+    plan = make_plan(ctx, specs, own, route, uncertain=uncertainty is not None)
+    if report is not None:
+        report(plan.line())
+    if dry_run:
+        raise DryRun(plan)
     if uncertainty is not None:
         from reprstore import uncertainty as unc
 
         return unc.measure(ctx, pairs, specs, uncertainty, ids=ids, own=own)
-    return passes.run(ctx, pairs, specs, own)
+    return passes.run(ctx, pairs, specs, own, routes=plan.routes)
 
 
 def describe_arrays(
@@ -416,6 +431,7 @@ def compare_arrays(
     block_rows: int | None = None,
     uncertainty: Any = None,
     ids: np.ndarray | None = None,
+    route: str = "auto",
 ) -> list[CKAResult]:
     """CKA of each pair ``(i, j)`` of ``arrays``, reading every block once per pass.
 
@@ -443,6 +459,8 @@ def compare_arrays(
         Intervals and/or permutation tests (:mod:`reprstore.uncertainty`).
     ids : ndarray (n,), optional
         Sample ids of the rows (default: row numbers); they key the resampling groups.
+    route : {"auto", "features", "samples"}
+        How exact CKA is computed (see :func:`measure_arrays`).
 
     Returns
     -------
@@ -458,7 +476,7 @@ def compare_arrays(
     out = measure_arrays(
         arrays, pairs, [spec], names=names, mask=mask, device=device, memory=memory,
         scheduler=scheduler, split_every=split_every, progress=progress, precision=precision,
-        block_rows=block_rows, uncertainty=uncertainty, ids=ids,
+        block_rows=block_rows, uncertainty=uncertainty, ids=ids, route=route,
     )  # fmt: skip
     return [out.pairs[p]["_result"] for p in pairs]
 
@@ -489,6 +507,7 @@ def cka(
     bootstrap: int | None = None,
     permutations: int | None = None,
     seed: int | None = None,
+    route: str = "auto",
 ) -> CKAResult:
     """Centred kernel alignment of two representations of the same samples.
 
@@ -523,6 +542,10 @@ def cka(
         A confidence interval at level ``ci`` from ``bootstrap`` replicates (default 200)
         and/or a permutation test with ``permutations`` permutations; ``seed`` (default 0)
         keys both. See :mod:`reprstore.uncertainty` and docs/uncertainty.md.
+    route : {"auto", "features", "samples"}
+        How an exact value is computed: p × q feature statistics, or tiles of the n × n
+        kernels (any width); ``auto`` takes the cheaper. The rbf kernel always takes
+        ``samples``.
 
     Returns
     -------
@@ -553,6 +576,7 @@ def cka(
         split_every=split_every,
         precision=precision,
         uncertainty=_uncertainty_options(ci, bootstrap, permutations, seed),
+        route=route,
     )
     return result
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -38,19 +37,16 @@ from reprstore.metrics.cka import (
     CKAResult,
     check_bandwidth,
     check_finite,
-    cka_grams,
     cka_minibatch,
 )
 from reprstore.stats import dask_graph
-from reprstore.stats.hsic import MIN_ROWS_UNBIASED, GramSummary, double_centre, summarize_gram
-from reprstore.stats.kernels import Bandwidth, bandwidth, rbf_minus_one, sq_distances
+from reprstore.stats.hsic import MIN_ROWS_UNBIASED
+from reprstore.stats.kernels import Bandwidth, bandwidth
 from reprstore.stats.linear import (
     Backend,
     PairMoments,
-    block_offset,
     count_nonfinite,
     self_pair,
-    shifted,
     transposed,
 )
 from reprstore.stats.minibatch import (
@@ -115,41 +111,63 @@ def _union(specs: Sequence[Spec], what: str) -> list[str]:
     return sorted(views, key=lambda v: (v != RAW, v))
 
 
+def feature_streams(
+    c: PassContext, pairs: Sequence[Pair], specs: Sequence[Spec], own: Sequence[int] = ()
+) -> tuple[list[tuple[int, str]], list[Pair], list[int]]:
+    """The linear statistics the feature route makes for unique ``pairs`` and ``own``:
+    the (representation, view) streams, the stream pairs to plan (own statistics first)
+    and each stream's width."""
+    own_views = _union(specs, "own")
+    cross_views = _union([s for s in specs if s.measure.pairing == "rows"], "cross")
+    if not own_views:
+        return [], [], []
+    reprs = sorted(set(_involved(pairs)) | set(own))
+    streams = [(i, v) for i in reprs for v in own_views]
+    index = {st: k for k, st in enumerate(streams)}
+    plan_pairs = [(index[st],) * 2 for st in streams]
+    for i, j in pairs:
+        if i != j:
+            plan_pairs += [(index[(i, v)], index[(j, v)]) for v in cross_views]
+    features = [int(c.arrays[i].shape[1]) for i, _ in streams]
+    return streams, plan_pairs, features
+
+
 def run(
     c: PassContext,
     ordered: Sequence[Pair],
     specs: Sequence[Spec],
     own: Sequence[int] = (),
     extras: dict | None = None,
+    routes: dict[Pair, str] | None = None,
 ) -> Outcome:
     """Every measure of ``specs`` for every ordered pair, in as few passes as fit.
 
     ``c.pairs`` are the unique unordered pairs (i ≤ j) of ``ordered``; ``own`` lists
     arrays that need their partials only (sides of feature-paired pairs across datasets,
     or the representations ``describe`` measures); ``extras`` are results of passes made
-    beforehand, by ``("side", i)`` (e.g. counts).
+    beforehand, by ``("side", i)`` (e.g. counts); ``routes`` (from
+    :func:`reprstore.planner.make_plan`) puts unique pairs on the ``samples`` route
+    (default: every pair on ``features``).
     """
     out = Outcome()
+    routes = routes or {}
     orient: dict[Pair, list[Pair]] = {}
     for a, b in dict.fromkeys(ordered):
         orient.setdefault((min(a, b), max(a, b)), []).append((a, b))
-    extras = {**(extras or {}), **_special_passes(c, specs, list(orient))}
+    extras = {**(extras or {}), **_special_passes(c, specs, list(orient), routes)}
     own_views = _union(specs, "own")
     cross_views = _union([s for s in specs if s.measure.pairing == "rows"], "cross")
     reprs = sorted(set(_involved(c.pairs)) | set(own))
-    if not own_views:
-        for i in reprs:
+    featured = [k for k in orient if routes.get(k, "features") == "features"]
+    streams, plan_pairs, features = feature_streams(c, featured, specs, own)
+    in_streams = {i for i, _ in streams}
+    for i in reprs:
+        if i not in in_streams:
             _partials(out, specs, i, Side(c.names[i], {}), extras)
+    if not streams:
         for key in orient:
             _finalize(out, specs, key, orient[key], Cross(c.n, {}, {}, _names(c, key)), extras)
         return out
-    streams = [(i, v) for i in reprs for v in own_views]
-    index = {st: k for k, st in enumerate(streams)}
-    plan_pairs = [(index[st],) * 2 for st in streams]  # own statistics first
-    for i, j in orient:
-        if i != j:
-            plan_pairs += [(index[(i, v)], index[(j, v)]) for v in cross_views]
-    features = [int(c.arrays[i].shape[1]) for i, _ in streams]
     block_rows = max(c.arrays[0].chunks[0])
     passes = plan_linear_passes(features, plan_pairs, c.memory, block_rows)
     runner = dask_graph.Runner(c.scheduler, c.progress, len(passes) * c.blocks)
@@ -174,7 +192,7 @@ def run(
         _parallel(c.threads, [partial(_partials, out, specs, i, sides[i], extras) for i in ready])
         jobs = []
         for i in ready:
-            if (i, i) in orient:
+            if (i, i) in orient and routes.get((i, i), "features") == "features":
                 views = {v: self_pair(sides[i].moments[v]) for v in cross_views}
                 cr = Cross(sides[i].n, views, {}, (sides[i].name,) * 2)
                 jobs.append(partial(_finalize, out, specs, (i, i), orient[(i, i)], cr, extras))
@@ -189,25 +207,15 @@ def run(
                 jobs.append(partial(_finalize, out, specs, key, orient[key], cr, extras))
         _parallel(c.threads, jobs)
     for key in orient:
-        if key[0] != key[1] and orient[key][0] not in out.pairs:
+        if orient[key][0] not in out.pairs:
             cr = Cross(c.n, pending.pop(key, {}), {}, _names(c, key))
             _finalize(out, specs, key, orient[key], cr, extras)
     return out
 
 
 def _parallel(threads: int, jobs: Sequence[Callable[[], Any]]) -> None:
-    """Run ``jobs`` (the measures' per-representation or per-pair steps: eigendecompositions
-    and products of p × q matrices) on ``threads`` threads with single-threaded BLAS."""
-    if not jobs:
-        return
-    with dask_graph.blas_threads(1 if threads > 1 and len(jobs) > 1 else None):
-        if threads <= 1 or len(jobs) == 1:
-            for job in jobs:
-                job()
-            return
-        with ThreadPoolExecutor(min(threads, len(jobs)), "reprstore-finalize") as pool:
-            for f in [pool.submit(job) for job in jobs]:
-                f.result()
+    """Run the measures' per-representation or per-pair steps (:func:`dask_graph.run_jobs`)."""
+    dask_graph.run_jobs(threads, jobs)
 
 
 def _names(c: PassContext, pair: Pair) -> tuple[str, str]:
@@ -236,11 +244,12 @@ def _finalize(
     """The per-pair step of every measure for each asked orientation of the pair ``key``."""
     for a, b in orientations:
         cr = cross if (a, b) == key else _reverse(cross)
-        cr.extra = extras.get(("pair", a, b), {})
+        found = extras.get(("pair", a, b), {})
         pa, pb = out.partials[a], out.partials[b]
         row: dict[str, Any] = {}
         for s in specs:
             if s.measure.pairing != "single":
+                cr.extra = found.get(s.key, {})
                 got = s.measure.finalize(pa[s.key], pb[s.key], cr, s.opts)
                 row.update({s.column(k): v for k, v in got.items()})
         out.pairs[(a, b)] = row
@@ -261,25 +270,33 @@ def finalize_features(
 # ----------------------------------------------------------------- passes of their own
 
 
-def _special_passes(c: PassContext, specs: Sequence[Spec], unique: Sequence[Pair]) -> dict:
-    """The passes some measures need of their own: extras by ("pair", a, b) / ("side", i)."""
+def _special_passes(
+    c: PassContext, specs: Sequence[Spec], unique: Sequence[Pair], routes: dict[Pair, str]
+) -> dict:
+    """The passes some measures need of their own (minibatch CKA, exact CKA on the sample
+    route): extras by ("pair", a, b) → measure key → columns' source."""
+    from reprstore.sample_pass import sample_cka
+
     extras: dict[Any, dict[str, Any]] = {}
     for s in specs:
-        kind = s.measure.special(s.opts)
-        if kind in ("minibatch", "rbf"):
-            o = s.opts
-            if kind == "minibatch":
-                found = _minibatch(
-                    c, unique, kernel=o["kernel"], sigma=o["sigma"],
-                    batch_size=o["batch_size"], shuffle=o["shuffle"],
-                )  # fmt: skip
-            else:
-                found = _rbf_exact(c, unique, estimator=o["estimator"], sigma=o["sigma"])
-            for (i, j), r in zip(unique, found, strict=True):
-                extras.setdefault(("pair", i, j), {})["cka"] = r
-                extras.setdefault(("pair", j, i), {})["cka"] = swapped(r)
-        elif kind == "counts":
-            pass  # made by reprstore.describe before the measures (see counts())
+        o = s.opts
+        if s.measure.special(o) == "minibatch":
+            got = _minibatch(
+                c, unique, kernel=o["kernel"], sigma=o["sigma"],
+                batch_size=o["batch_size"], shuffle=o["shuffle"],
+            )  # fmt: skip
+            found = dict(zip(unique, got, strict=True))
+        elif s.measure.sample_form(o):
+            on = [p for p in unique if o["kernel"] == "rbf" or routes.get(p) == "samples"]
+            if not on:
+                continue
+            found = sample_cka(c, on, estimator=o["estimator"], kernel=o["kernel"],
+                               sigma=o["sigma"])  # fmt: skip
+        else:
+            continue
+        for (i, j), r in found.items():
+            extras.setdefault(("pair", i, j), {})[s.key] = {"cka": r}
+            extras.setdefault(("pair", j, i), {})[s.key] = {"cka": swapped(r)}
     return extras
 
 
@@ -399,48 +416,6 @@ def _minibatch(
             batch_size=batch_size,
             names=(c.names[i], c.names[j]),
             bandwidths=(bws[i], bws[j]) if bws else None,
-        )
-        for i, j in unique
-    ]
-
-
-def rbf_gram(x: np.ndarray, sigma2: float, biased: bool) -> GramSummary:
-    """The RBF kernel of rows ``x`` (n, p), as H(K − 1)H, summarized for HSIC."""
-    off = block_offset(x)
-    k = rbf_minus_one(sq_distances(shifted(x, off)), sigma2 / off.scale**2)
-    double_centre(k)
-    return summarize_gram(k, centred=biased)
-
-
-def _rbf_exact(
-    c: PassContext, unique: Sequence[Pair], *, estimator: str, sigma: float
-) -> list[CKAResult]:
-    idx = _involved(unique)
-    need = 8 * c.n * c.n * (len(idx) + 2)
-    if need > c.memory:
-        raise ComparisonError(
-            f"The exact {estimator} estimator with the rbf kernel needs the {c.n} × {c.n} kernels "
-            f"in memory ({human_bytes(need)}), more than the memory limit {human_bytes(c.memory)}. "
-            "Use --estimator minibatch or raise --memory."
-        )
-    run = dask_graph.Runner(c.scheduler, c.progress, len(idx) * c.blocks)
-    data = run(
-        *[dask_graph.gather_rows(c.arrays[i], c.mask) for i in idx], blocks=len(idx) * c.blocks
-    )
-    method = f"exact median of all {c.n}² squared distances"
-    grams: dict[int, GramSummary] = {}
-    bws: dict[int, Bandwidth] = {}
-    for i, x in zip(idx, data, strict=True):
-        bws[i] = checked_bandwidth(x, sigma, method, c.names[i], c.n)
-        grams[i] = rbf_gram(x, bws[i].sigma2, estimator == "biased")
-    return [
-        cka_grams(
-            grams[i],
-            grams[j],
-            estimator,
-            kernel="rbf",
-            bandwidths=(bws[i], bws[j]),
-            names=(c.names[i], c.names[j]),
         )
         for i, j in unique
     ]

@@ -40,8 +40,25 @@ KernelOpt = Annotated[
     str,
     typer.Option(
         "--kernel",
-        help="linear, or rbf (exact rbf needs the n×n kernels in memory; use minibatch "
-        "for large n).",
+        help="linear, or rbf (exact rbf: tiles of the n×n kernels, σ from the exact median "
+        "distance; any n within --memory, time grows as n²).",
+    ),
+]
+RouteOpt = Annotated[
+    str,
+    typer.Option(
+        "--route",
+        help="How exact CKA is computed: features (p×q statistics; cheap when p << n), "
+        "samples (tiles of the n×n Gram matrices; any width, cheap when p >> n) or auto "
+        "(the cheaper per pair, from the plan's cost model). The value is the same.",
+    ),
+]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Print the plan (routes, passes, bytes to read, FLOPs and time, memory) and "
+        "exit without reading any chunk.",
     ),
 ]
 SigmaOpt = Annotated[
@@ -224,6 +241,8 @@ def cka(
     bootstrap: unc.BootstrapOpt = None,
     permutations: unc.PermutationsOpt = None,
     seed: unc.SeedOpt = None,
+    route: RouteOpt = "auto",
+    dry_run: DryRunOpt = False,
 ) -> None:
     """Compare every A with every B by CKA, reading each stored chunk once per pass.
 
@@ -238,6 +257,7 @@ def cka(
     from reprstore.expr import parse_pair_filter, parse_row_filter
     from reprstore.keys import parse_keys
     from reprstore.metrics.cka import check_options
+    from reprstore.planner import check_route
     from reprstore.report import check_output, plot_heatmap, write_results
 
     if (a is None or b is None) and pairs is None:
@@ -259,6 +279,7 @@ def cka(
     if plot is not None and not plot.lower().endswith(".png"):
         raise InputError(f"--plot expects a .png file name. Got {plot!r} instead.")
     unc.check(ci, bootstrap, permutations, seed)
+    check_route(route)
     listed = read_pairs_file(pairs) if pairs is not None else None
     with progress_bar("cka", unit="blocks") as bar:
         df = compare(
@@ -269,8 +290,11 @@ def cka(
             device=device, precision=precision, memory=budget,
             workers=workers, scheduler=scheduler, progress=bar, timeout=timeout,
             ci=ci, bootstrap=bootstrap, permutations=permutations, seed=seed,
-            report=unc.plan_printer(console),
+            report=unc.plan_printer(console), route=route, dry_run=dry_run,
         )  # fmt: skip
+    if dry_run:
+        console.print("dry run: no chunk read, nothing written")
+        return
     if pairs is not None:
         from reprstore.report.provenance import file_sha256
 

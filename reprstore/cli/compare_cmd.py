@@ -128,6 +128,8 @@ def compare(
     bootstrap: unc.BootstrapOpt = None,
     permutations: unc.PermutationsOpt = None,
     seed: unc.SeedOpt = None,
+    route: c.RouteOpt = "auto",
+    dry_run: c.DryRunOpt = False,
 ) -> None:
     """Compare every A with every B by any measures, all from one pass over the data.
 
@@ -142,6 +144,7 @@ def compare(
     from reprstore.engine import parse_memory, resolve_backend
     from reprstore.errors import InputError
     from reprstore.keys import parse_keys
+    from reprstore.planner import check_route
     from reprstore.report import check_output, plot_measures, write_results
 
     if (a is None or b is None) and pairs is None:
@@ -151,6 +154,7 @@ def compare(
     specs = checked_measures(measure, {"cka": cka_defaults}, workers, scheduler,
                              ci, bootstrap, permutations, seed)  # fmt: skip
     resolve_backend(device, precision)
+    check_route(route)
     budget = parse_memory(memory)
     check_output(out)
     if plot is not None and not plot.lower().endswith(".png"):
@@ -164,8 +168,11 @@ def compare(
             pairs=listed, allow_incomplete=allow_incomplete, device=device, precision=precision,
             memory=budget, workers=workers, scheduler=scheduler, progress=bar,
             ci=ci, bootstrap=bootstrap, permutations=permutations, seed=seed,
-            report=unc.plan_printer(console),
+            report=unc.plan_printer(console), route=route, dry_run=dry_run,
         )  # fmt: skip
+    if dry_run:
+        console.print("dry run: no chunk read, nothing written")
+        return
     names = ", ".join(s.name + s.suffix for s in specs)
     console.print(pairs_table(df, f"{names}: {len(df)} pair(s)"))
     if out is not None:

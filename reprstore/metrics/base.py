@@ -113,6 +113,15 @@ class Measure:
         """A pass of its own this measure needs (``minibatch``, ``rbf``), if any."""
         return None
 
+    def sample_form(self, opts: Mapping[str, Any]) -> bool:
+        """Whether the sample route (tiles of the n × n kernels) computes it exactly."""
+        return False
+
+    def shape_refusal(self, opts: Mapping[str, Any], n: int, p: int, q: int) -> str | None:
+        """Why a pair of n rows and p, q features cannot have this measure (checked before
+        any data is read), or ``None``."""
+        return None
+
     def columns(self, opts: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(scalar columns, array columns) for these options."""
         return self.scalars, self.arrays

@@ -40,6 +40,19 @@ class Whitened:
     w: Whitening
 
 
+def rank_bound_refusal(measure: str, n: int, p: int, q: int) -> str | None:
+    """The refusal of an unregularised CCA whose widths exceed the rank n − 1 of n centred
+    rows: known from the shapes, so it comes before any data is read."""
+    if n - 1 >= max(p, q):
+        return None
+    return (
+        f"{measure} needs full-rank sides, but {n} rows give at most {n - 1} centred "
+        f"directions and the sides have {p} and {q} features. Add a ridge "
+        f"({measure}:ridge=1e-3), keep fewer directions (svcca:k={max(1, min(n - 1, 20))}), "
+        "or compare more rows."
+    )
+
+
 def whiten(side: Side, ridge: float, measure: str = "cca") -> Whitened:
     """Cxx^-½ of ``side``; without ``ridge`` a rank-deficient side is refused."""
     side.check()
@@ -95,6 +108,9 @@ class CCA(Measure):
 
     def identity(self, opts: Mapping[str, Any]) -> dict[str, Any]:
         return {} if opts["ridge"] else {"cca": 1.0, "cca_r2": 1.0}
+
+    def shape_refusal(self, opts: Mapping[str, Any], n: int, p: int, q: int) -> str | None:
+        return None if opts["ridge"] else rank_bound_refusal(self.name, n, p, q)
 
     def partial(self, side: Side, opts: Mapping[str, Any]) -> Whitened:
         return whiten(side, opts["ridge"])

@@ -53,6 +53,9 @@ class CKAResult:
         The RBF σ² used for each side.
     sigma_method : str or None
         How the median distance behind σ² was obtained (exact or estimated).
+    route : str
+        How the value was computed: ``features`` (p × q statistics), ``samples`` (tiles of
+        the n × n kernels) or ``minibatch`` (SPEC: Routes).
     """
 
     cka: float
@@ -68,6 +71,7 @@ class CKAResult:
     sigma2_a: float | None = None
     sigma2_b: float | None = None
     sigma_method: str | None = None
+    route: str = "features"
 
     def __float__(self) -> float:
         return self.cka
@@ -105,7 +109,7 @@ def check_finite(name: str, bad: int, n: int) -> None:
         )
 
 
-def _constant(name: str, n: int) -> ComparisonError:
+def constant_error(name: str, n: int) -> ComparisonError:
     return ComparisonError(
         f"Representation {name} is constant over the {n} rows compared (zero variance); "
         "CKA is undefined."
@@ -152,7 +156,7 @@ def _check_moments(m: ReprMoments, name: str) -> None:
     s = m.shift / m.scale
     scale = m.sqnorm + m.n * float(s @ s)
     if spread <= CONSTANT_RTOL * scale or spread <= 0.0:
-        raise _constant(name, m.n)
+        raise constant_error(name, m.n)
 
 
 def check_bandwidth(bw: Bandwidth, name: str, n: int) -> None:
@@ -299,7 +303,7 @@ def cka_minibatch(
     for name, i in zip(names, (a, b), strict=True):
         check_finite(name, sums.nonfinite.get(i, 0), sums.n_rows)
         if sums.spread[i] <= CONSTANT_RTOL * sums.scale[i] or sums.spread[i] <= 0.0:
-            raise _constant(name, sums.n_rows)
+            raise constant_error(name, sums.n_rows)
     k = sums.n_batches
     hab = (sums.own[a] if a == b else sums.pairs[(a, b)]) / k
     haa, hbb = sums.own[a] / k, sums.own[b] / k
@@ -314,6 +318,7 @@ def cka_minibatch(
         hsic_bb=hbb,
         n_batches=k,
         batch_size=batch_size,
+        route="minibatch",
         **_bandwidth_fields(bandwidths[0].sigma if bandwidths else None, bandwidths),  # type: ignore[arg-type]
     )
 
@@ -364,8 +369,8 @@ class CKA(Measure):
         Option("shuffle", int, None, "seed of random minibatch membership"),
     )
     scalars = ("cka",)
-    info = ("estimator", "kernel", "n_batches", "batch_size", "sigma", "sigma_method",
-            "hsic_ab", "hsic_aa", "hsic_bb")  # fmt: skip
+    info = ("estimator", "kernel", "route", "n_batches", "batch_size", "sigma", "bandwidth_a",
+            "bandwidth_b", "sigma_method", "hsic_ab", "hsic_aa", "hsic_bb")  # fmt: skip
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
         return frozenset({"orthogonal", "scale", "translation"})
@@ -378,6 +383,9 @@ class CKA(Measure):
             return "minibatch"
         return "rbf" if opts["kernel"] == "rbf" else None
 
+    def sample_form(self, opts: Mapping[str, Any]) -> bool:
+        return opts["estimator"] != "minibatch"
+
     def own_views(self, opts: Mapping[str, Any]) -> frozenset[str]:
         return frozenset() if self.special(opts) else frozenset({"raw"})
 
@@ -385,7 +393,7 @@ class CKA(Measure):
         return self.own_views(opts)
 
     def partial(self, side: Side, opts: Mapping[str, Any]) -> Any:
-        if self.special(opts):
+        if self.special(opts) or "raw" not in side.moments:  # its own pass, or the sample route
             return None
         return linear_side(side.raw, opts["estimator"], side.name)
 
@@ -393,7 +401,7 @@ class CKA(Measure):
         self, a: Any, b: Any, cross: Cross | None, opts: Mapping[str, Any]
     ) -> dict[str, Any]:
         assert cross is not None
-        if self.special(opts):
+        if "cka" in cross.extra:  # its own pass (minibatch) or the sample route
             result = cross.extra["cka"]
         else:
             ab = cross.views.get("raw")
@@ -406,5 +414,6 @@ def result_columns(r: CKAResult) -> dict[str, Any]:
     return {
         "cka": r.cka, "estimator": r.estimator, "kernel": r.kernel, "n_batches": r.n_batches,
         "batch_size": r.batch_size, "sigma": r.sigma, "sigma_method": r.sigma_method,
+        "route": r.route, "bandwidth_a": r.sigma2_a, "bandwidth_b": r.sigma2_b,
         "hsic_ab": r.hsic_ab, "hsic_aa": r.hsic_aa, "hsic_bb": r.hsic_bb, "_result": r,
     }  # fmt: skip

@@ -35,6 +35,15 @@ class LinReg(Measure):
     def identity(self, opts: Mapping[str, Any]) -> dict[str, Any]:
         return {} if opts["ridge"] else {"linreg": 1.0}
 
+    def shape_refusal(self, opts: Mapping[str, Any], n: int, p: int, q: int) -> str | None:
+        if opts["ridge"] or n - 1 >= p:
+            return None
+        return (
+            f"linreg by least squares on {p} features of {n} rows fits any target exactly "
+            f"(R² = 1: at most {n - 1} centred directions): use linreg:ridge=0.1, or compare "
+            "more rows."
+        )
+
     def partial(self, side: Side, opts: Mapping[str, Any]) -> Predictor:
         side.check()
         return Predictor(side, side.whitener(opts["ridge"]))

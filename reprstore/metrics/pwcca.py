@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from reprstore.metrics.base import Cross, Measure, Side
-from reprstore.metrics.cca import RIDGE, Whitened, canonical, whiten
+from reprstore.metrics.cca import RIDGE, Whitened, canonical, rank_bound_refusal, whiten
 
 
 class PWCCA(Measure):
@@ -27,6 +27,9 @@ class PWCCA(Measure):
 
     def identity(self, opts: Mapping[str, Any]) -> dict[str, Any]:
         return {} if opts["ridge"] else {"pwcca": 1.0}
+
+    def shape_refusal(self, opts: Mapping[str, Any], n: int, p: int, q: int) -> str | None:
+        return None if opts["ridge"] else rank_bound_refusal(self.name, n, p, q)
 
     def partial(self, side: Side, opts: Mapping[str, Any]) -> Whitened:
         return whiten(side, opts["ridge"], "pwcca")

@@ -48,6 +48,14 @@ class SVCCA(Measure):
     def identity(self, opts: Mapping[str, Any]) -> dict[str, Any]:
         return {"svcca": 1.0}
 
+    def shape_refusal(self, opts: Mapping[str, Any], n: int, p: int, q: int) -> str | None:
+        k = opts["k"]
+        if k is None or k <= n - 1:
+            return None
+        return (
+            f"svcca:k={k} is more than the {n - 1} centred directions of {n} rows: use k ≤ {n - 1}."
+        )
+
     def partial(self, side: Side, opts: Mapping[str, Any]) -> Whitened:
         if not 0 < opts["keep"] <= 1:
             raise InputError(f"svcca:keep must be in (0, 1]. Got {opts['keep']} instead.")

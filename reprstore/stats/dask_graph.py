@@ -24,6 +24,7 @@ import functools
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -208,6 +209,28 @@ def _malloc_trim() -> Callable[[int], int] | None:
         return ctypes.CDLL("libc.so.6").malloc_trim  # type: ignore[no-any-return]
     except (OSError, AttributeError):  # not glibc
         return None
+
+
+#: Allocations from this size on are mapped and unmapped by glibc on their own.
+MMAP_THRESHOLD = 4 * 1024**2
+
+
+@functools.cache
+def fixed_mmap_threshold() -> None:
+    """Fix glibc's mmap threshold at :data:`MMAP_THRESHOLD` for the process.
+
+    glibc raises the threshold after each large block is freed (up to 32 MiB), so that
+    the next kernel tiles of the sample route come from the heap, and the freed ones stay
+    resident in each thread's arena: RSS grew by several tiles beyond the plan. A fixed
+    threshold gives every tile back when it is freed. Does nothing off glibc.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return
 
 
 #: Seconds between two heap trims (a trim makes the next blocks' buffers fault in anew).
@@ -627,6 +650,29 @@ def blas_threads(limit: int | None) -> Iterator[None]:
         return
     with controller.limit(limits=limit, user_api="blas"):
         yield
+
+
+def run_jobs(threads: int, jobs: Sequence[Callable[[], Any]]) -> None:
+    """Run ``jobs`` (per-representation or per-pair steps: decompositions, kernel tiles,
+    products) on ``threads`` threads, each with single-threaded BLAS when several run."""
+    if not jobs:
+        return
+    with blas_threads(1 if threads > 1 and len(jobs) > 1 else None):
+        if threads <= 1 or len(jobs) == 1:
+            for job in jobs:
+                job()
+            return
+        with ThreadPoolExecutor(min(threads, len(jobs)), "reprstore-jobs") as pool:
+            for f in [pool.submit(job) for job in jobs]:
+                f.result()
+
+
+def map_threads(threads: int, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
+    """``[fn(x) for x in items]`` on up to ``threads`` threads (reads of stored chunks)."""
+    if threads <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(min(threads, len(items)), "reprstore-read") as pool:
+        return list(pool.map(fn, items))
 
 
 @functools.cache

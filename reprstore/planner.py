@@ -1,0 +1,281 @@
+"""The one planner of a comparison: a route per pair, its passes, bytes, FLOPs and memory.
+
+Made from shapes only, before any chunk is read (SPEC: Routes, Plan):
+
+* the *feature* route streams p × q statistics: ≈ n·(p² + q²) FLOPs for the sides (made
+  once per representation, shared by its pairs) and 2·n·p·q for the pair; it holds
+  (p² + q² + p·q) floats per pair, ``STATE_COPIES`` times (:mod:`reprstore.stats.plan`);
+* the *sample* route makes tiles of the n × n kernels: ≈ n²·p per representation and
+  round (shared by its pairs), 2·n² per pair; it holds the tiles, the panels of rows and
+  the slabs (:func:`reprstore.stats.gram_tiles.sample_layout`).
+
+``auto`` takes, per pair whose measures all have a sample form (exact CKA), the route of
+the smaller estimated time (FLOPs at :data:`FLOPS_PER_THREAD` per thread, plus reads at
+:data:`READ_BYTES_PER_THREAD`), and the sample route wherever the feature statistics
+exceed ``--memory``. Shape refusals (CCA with n ≤ p, …) and option clashes come here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from reprstore.errors import ComparisonError, InputError
+from reprstore.metrics.base import Spec
+from reprstore.stats.gram_tiles import SampleLayout, sample_bytes, sample_layout
+from reprstore.stats.plan import STATE_COPIES, human_bytes
+
+ROUTES = ("auto", "features", "samples")
+#: Sustained float64 FLOP/s of one thread in the products (GEMM with its overheads).
+FLOPS_PER_THREAD = 20e9
+#: Bytes one thread reads and decodes per second from a store.
+READ_BYTES_PER_THREAD = 250e6
+#: Selection rounds the exact RBF median usually takes (a plan's estimate; the run says).
+MEDIAN_ROUNDS = 2
+Pair = tuple[int, int]
+
+
+class DryRun(Exception):
+    """Raised after the plan when ``dry_run`` asked for the plan only."""
+
+    def __init__(self, plan: Plan) -> None:
+        super().__init__(plan.line())
+        self.plan = plan
+
+
+@dataclass
+class Plan:
+    """What a comparison will do, from shapes (see the module docstring)."""
+
+    routes: dict[Pair, str]
+    n: int
+    threads: int
+    budget: int
+    feature_passes: int = 0
+    feature_memory: int = 0
+    sample_rounds: int = 0
+    sample_memory: int = 0
+    layout: SampleLayout | None = None
+    other_passes: int = 0
+    reads: float = 0.0
+    flops: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def memory(self) -> int:
+        return max(self.feature_memory, self.sample_memory)
+
+    @property
+    def seconds(self) -> float:
+        t = max(self.threads, 1)
+        return self.flops / (FLOPS_PER_THREAD * t) + self.reads / (READ_BYTES_PER_THREAD * t)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.routes.values():
+            out[r] = out.get(r, 0) + 1
+        return out
+
+    def line(self) -> str:
+        """The plan in one line (printed before the first chunk is read)."""
+        by = ", ".join(f"{k} by {r}" for r, k in sorted(self.counts().items()))
+        steps = []
+        if self.feature_passes:
+            steps.append(f"{self.feature_passes} feature pass(es)")
+        if self.sample_rounds:
+            lay = self.layout
+            tiles = f" of {lay.tile}-row tiles, {lay.panels} panel(s)" if lay else ""
+            steps.append(f"{self.sample_rounds} sample round(s){tiles}")
+        if self.other_passes:
+            steps.append(f"{self.other_passes} other pass(es)")
+        return (
+            f"{len(self.routes)} pair(s) ({by}) over {self.n} rows; "
+            f"{' + '.join(steps) or 'no pass'}; reads {human_bytes(self.reads)}; "
+            f"~{self.flops:.2g} FLOP (~{_duration(self.seconds)}); "
+            f"memory ~{human_bytes(self.memory)} of {human_bytes(self.budget)}"
+            + "".join(f"; {n}" for n in self.notes)
+        )
+
+
+def _duration(s: float) -> str:
+    if s < 60:
+        return f"{s:.0f} s" if s >= 1 else "<1 s"
+    if s < 3600:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def check_route(route: str) -> str:
+    if route not in ROUTES:
+        raise InputError(f"Unknown route {route!r}. Expected one of {', '.join(ROUTES)}.")
+    return route
+
+
+def needs_features(specs: Sequence[Spec]) -> list[Spec]:
+    """The measures that only the feature route computes."""
+    return [s for s in specs if not s.measure.special(s.opts) and not s.measure.sample_form(s.opts)]
+
+
+def _sample_cka(specs: Sequence[Spec]) -> list[Spec]:
+    return [s for s in specs if s.measure.sample_form(s.opts)]
+
+
+def make_plan(
+    ctx: Any,
+    specs: Sequence[Spec],
+    own: Sequence[int],
+    route: str = "auto",
+    uncertain: bool = False,
+) -> Plan:
+    """The plan of one comparison (``ctx``: its :class:`~reprstore.passes.PassContext`).
+
+    Raises before any data is read: an unknown route, a route a measure cannot take, a
+    shape refusal, or memory that no route fits.
+    """
+    check_route(route)
+    n, widths = ctx.n, [int(a.shape[1]) for a in ctx.arrays]
+    sizes = [int(a.dtype.itemsize) for a in ctx.arrays]
+    unique: list[Pair] = list(ctx.pairs)
+    _shape_refusals(ctx, specs, unique)
+    feats = needs_features(specs)
+    cka = _sample_cka(specs)
+    rbf = [s for s in cka if s.opts["kernel"] == "rbf"]
+    linear = [s for s in cka if s.opts["kernel"] == "linear"]
+    if route == "features" and rbf:
+        raise InputError(
+            "The exact rbf kernel has no feature route: it needs the n × n kernels "
+            "(the sample route). Use --route auto or samples."
+        )
+    if route == "samples" and feats:
+        raise InputError(
+            f"{', '.join(s.key for s in feats)} has no exact sample-space form (it needs the "
+            "p × q feature statistics): use --route auto or features, or compare it apart."
+        )
+    if uncertain and (route == "samples" or (rbf and not linear)):
+        raise InputError(
+            "--ci and --permutations run on the feature route (linear kernel); "
+            "leave --route out or use --route features."
+        )
+    plan = Plan(routes={}, n=n, threads=ctx.threads, budget=ctx.memory)
+    deg = _degrees(unique)
+    block = max(ctx.arrays[0].chunks[0])
+    for pair in unique:
+        if feats or (linear and (route == "features" or uncertain)):
+            plan.routes[pair] = "features"
+        elif linear and route == "samples":
+            plan.routes[pair] = "samples"
+        elif linear:
+            plan.routes[pair] = _cheaper(ctx, pair, widths, sizes, deg, block)
+        elif rbf:
+            plan.routes[pair] = "samples"
+        else:
+            plan.routes[pair] = "minibatch"
+    _cost_features(plan, ctx, specs, own, widths, sizes, block)
+    sample_pairs = [p for p in unique if plan.routes[p] == "samples" or rbf]
+    if sample_pairs:
+        _cost_samples(plan, ctx, sample_pairs, widths, sizes, bool(rbf), block)
+    minibatch = [s for s in specs if s.measure.special(s.opts) == "minibatch"]
+    if minibatch:
+        idx = sorted({i for p in unique for i in p})
+        plan.other_passes += 1 + any(s.opts["kernel"] == "rbf" for s in minibatch)
+        plan.reads += sum(n * widths[i] * sizes[i] for i in idx) * plan.other_passes
+        b = minibatch[0].opts["batch_size"]
+        plan.flops += sum(2.0 * n * b * widths[i] for i in idx)
+    return plan
+
+
+def _shape_refusals(ctx: Any, specs: Sequence[Spec], unique: Sequence[Pair]) -> None:
+    for s in specs:
+        for i, j in unique:
+            if s.measure.pairing != "rows":
+                continue
+            p, q = int(ctx.arrays[i].shape[1]), int(ctx.arrays[j].shape[1])
+            why = s.measure.shape_refusal(s.opts, ctx.n, p, q)
+            if why:
+                raise ComparisonError(why)
+
+
+def _degrees(unique: Sequence[Pair]) -> dict[int, int]:
+    deg: dict[int, int] = {}
+    for i, j in unique:
+        for k in {i, j}:
+            deg[k] = deg.get(k, 0) + 1
+    return deg
+
+
+def _cheaper(
+    ctx: Any, pair: Pair, widths: list[int], sizes: list[int], deg: dict[int, int], block: int
+) -> str:
+    """The route of the smaller estimated time for an exact linear CKA pair."""
+    n = ctx.n
+    i, j = pair
+    p, q = widths[i], widths[j]
+    state = 8 * STATE_COPIES * (p * p + q * q + (p * q if i != j else 0))
+    if state + 2 * 8 * block * (p + q) > ctx.memory:
+        return "samples"
+    sides = {i, j}
+    f_flops = sum(n * widths[k] ** 2 / deg[k] for k in sides) + (2.0 * n * p * q if i != j else 0)
+    s_flops = sum(float(n) * n * widths[k] / deg[k] for k in sides) + 3.0 * n * n
+    layout = sample_layout(n, [widths[k] for k in sides], [sizes[k] for k in sides],
+                           ctx.memory, ctx.threads, False, block)  # fmt: skip
+    if layout is None:
+        return "features"
+    stored = sum(n * widths[k] * sizes[k] for k in sides)
+    t = max(ctx.threads, 1)
+    f_time = f_flops / (FLOPS_PER_THREAD * t) + stored / (READ_BYTES_PER_THREAD * t)
+    s_reads = stored * (1 if layout.panels == 1 else layout.reads / layout.panels)
+    s_time = s_flops / (FLOPS_PER_THREAD * t) + s_reads / (READ_BYTES_PER_THREAD * t)
+    return "samples" if s_time < f_time else "features"
+
+
+def _cost_features(plan: Plan, ctx: Any, specs: Sequence[Spec], own: Sequence[int],
+                   widths: list[int], sizes: list[int], block: int) -> None:  # fmt: skip
+    """Passes, reads, FLOPs and memory of the feature route's pairs (and ``own``)."""
+    from reprstore.passes import feature_streams
+    from reprstore.stats.plan import linear_state_bytes, plan_linear_passes
+
+    pairs = [p for p, r in plan.routes.items() if r == "features"]
+    streams, plan_pairs, features = feature_streams(ctx, pairs, specs, own)
+    if not streams:
+        return
+    passes = plan_linear_passes(features, plan_pairs, ctx.memory, block)
+    plan.feature_passes = len(passes)
+    n = plan.n
+    for own_s, batch in passes:
+        reprs = {streams[k][0] for pair in batch for k in pair} | {streams[k][0] for k in own_s}
+        plan.reads += sum(ctx.arrays[0].shape[0] * widths[i] * sizes[i] for i in reprs)
+        mem = STATE_COPIES * linear_state_bytes(features, own_s, batch)
+        mem += sum(2 * 8 * block * widths[i] for i in reprs)
+        plan.feature_memory = max(plan.feature_memory, mem)
+        plan.flops += sum(n * features[k] ** 2 for k in set(own_s))
+        plan.flops += sum(2.0 * n * features[a] * features[b] for a, b in batch if a != b)
+
+
+def _cost_samples(plan: Plan, ctx: Any, pairs: Sequence[Pair], widths: list[int],
+                  sizes: list[int], rbf: bool, block: int) -> None:  # fmt: skip
+    """Rounds, reads, FLOPs and memory of the sample route's pairs."""
+    idx = sorted({i for p in pairs for i in p})
+    w, s = [widths[i] for i in idx], [sizes[i] for i in idx]
+    layout = sample_layout(plan.n, w, s, ctx.memory, ctx.threads, rbf, block)
+    if layout is None:
+        raise ComparisonError(
+            f"The sample route cannot hold one row block ({block} rows of {sum(w)} features "
+            f"over {len(idx)} representation(s)) and its tiles within the memory limit "
+            f"{human_bytes(ctx.memory)}. Raise --memory, or compare fewer representations "
+            "at once."
+        )
+    plan.layout = layout
+    plan.sample_rounds = 1 + (MEDIAN_ROUNDS if rbf else 0)
+    plan.sample_memory = sample_bytes(layout, w, s, ctx.threads, rbf)
+    n = plan.n
+    stored = sum(ctx.arrays[0].shape[0] * widths[i] * sizes[i] for i in idx)
+    plan.reads += (
+        stored
+        if layout.panels == 1
+        else stored * plan.sample_rounds * (layout.reads / layout.panels)
+    )
+    plan.flops += plan.sample_rounds * sum(float(n) * n * widths[i] for i in idx)
+    plan.flops += 2.0 * n * n * (len(pairs) + len(idx))
+    if rbf:
+        plan.notes.append("rbf σ from the exact median of the n² squared distances")

@@ -1,0 +1,387 @@
+"""The sample route's passes: exact CKA of any width from tiles of the n × n kernels.
+
+:func:`sample_cka` computes exact (biased or debiased) CKA, linear or RBF, for pairs of
+aligned arrays without ever holding an n × n or p × p matrix: the rows are read in
+panels, every representation's kernel tile K_IJ is made once per round and shared by
+all its pairs (:mod:`reprstore.stats.gram_tiles`). The RBF kernel first takes the exact
+median of the n² squared distances by rounds of the same tiles
+(:mod:`reprstore.stats.selection`): one round when every row fits and the middle bin is
+small, usually two. Memory: :func:`reprstore.stats.gram_tiles.sample_layout`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+
+from reprstore.errors import ComparisonError
+from reprstore.metrics.cka import (
+    CONSTANT_RTOL,
+    CKAResult,
+    check_bandwidth,
+    check_finite,
+    constant_error,
+    ratio,
+)
+from reprstore.stats import dask_graph
+from reprstore.stats.gram_tiles import (
+    KernelSums,
+    SampleLayout,
+    biased_hsic,
+    distances_in_place,
+    gram_tile,
+    hsic_terms,
+    row_sqnorms,
+    sample_layout,
+    spread,
+    tile_bounds,
+)
+from reprstore.stats.hsic import HsicTerms, hsic1
+from reprstore.stats.kernels import Bandwidth
+from reprstore.stats.linear import Offset, block_offset, count_nonfinite
+from reprstore.stats.plan import human_bytes
+from reprstore.stats.selection import OrderStatistics, median_ranks
+
+Pair = tuple[int, int]
+
+
+@dataclass
+class _Panel:
+    """Consecutive row blocks read and held together: (block, selected rows) and where
+    their rows start among the selected rows."""
+
+    blocks: list[tuple[int, np.ndarray | None, int]]  # block, its selection, rows selected
+    start: int
+    rows: int
+
+
+@dataclass
+class _Rows:
+    """The panels of one comparison and the rows of those held now (raw, as stored)."""
+
+    ctx: object
+    idx: list[int]
+    panels: list[_Panel]
+    held: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
+    reads: int = 0
+
+
+def _panels(chunks: Sequence[int], mask: np.ndarray | None, rows: int) -> list[_Panel]:
+    """Live row blocks grouped into panels of at most ``rows`` selected rows (one block
+    at least)."""
+    bounds = np.cumsum((0, *chunks))
+    out: list[_Panel] = []
+    start = 0
+    for k, c in enumerate(chunks):
+        sel = None if mask is None else mask[bounds[k] : bounds[k + 1]]
+        m = c if sel is None else int(sel.sum())
+        if not m:
+            continue
+        if not out or out[-1].rows + m > rows:
+            out.append(_Panel([], start, 0))
+        out[-1].blocks.append((k, sel, m))
+        out[-1].rows += m
+        start += m
+    return out
+
+
+def _read_panel(
+    c: object, idx: Sequence[int], panel: _Panel, threads: int
+) -> dict[int, np.ndarray]:
+    """The selected rows of ``panel`` of every representation of ``idx``, as stored."""
+    arrays = c.arrays  # type: ignore[attr-defined]
+
+    def one(i: int, k: int, sel: np.ndarray | None) -> np.ndarray:
+        block = dask_graph.BlockReader(arrays[i], k)()
+        return block if sel is None else block[sel]
+
+    jobs = [(i, k, sel) for i in idx for k, sel, _ in panel.blocks]
+    got = dask_graph.map_threads(threads, lambda job: one(*job), jobs)
+    out: dict[int, np.ndarray] = {}
+    for i in idx:
+        parts = [g for (j, _, _), g in zip(jobs, got, strict=True) if j == i]
+        out[i] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return out
+
+
+@dataclass
+class _State:
+    """Per representation: its offset, row norms, sums; per pair: tr(K_r K_s)."""
+
+    offsets: dict[int, Offset]
+    norms: dict[int, np.ndarray]
+    raw_sq: dict[int, float]
+    sums: dict[int, KernelSums]
+    traces: dict[Pair, float]
+
+
+def sample_cka(
+    c: object,
+    unique: Sequence[Pair],
+    *,
+    estimator: str,
+    kernel: str,
+    sigma: float,
+    layout: SampleLayout | None = None,
+) -> dict[Pair, CKAResult]:
+    """Exact CKA of every pair of ``unique`` (i ≤ j indices into ``c.arrays``) by the
+    sample route; ``c`` is the comparison's :class:`~reprstore.passes.PassContext`."""
+    arrays, n, names = c.arrays, c.n, c.names  # type: ignore[attr-defined]
+    threads, mask = c.threads, c.mask  # type: ignore[attr-defined]
+    idx = sorted({i for p in unique for i in p})
+    rbf = kernel == "rbf"
+    dask_graph.fixed_mmap_threshold()
+    if layout is None:
+        layout = layout_for(c, idx, rbf)
+    panels = _panels(arrays[0].chunks[0], mask, layout.panel)
+    rows = _Rows(c, idx, panels)
+    pairs = sorted(set(unique) | {(i, i) for i in idx})
+    state = _State({}, {i: np.zeros(n) for i in idx}, dict.fromkeys(idx, 0.0),
+                   {i: KernelSums.empty(n) for i in idx}, dict.fromkeys(pairs, 0.0))  # fmt: skip
+    total_tiles = _tile_count(panels, layout.tile)
+    rounds = _Progress(c.progress)  # type: ignore[attr-defined]
+    bws: dict[int, Bandwidth] = {}
+    sigma2: dict[int, float] = {}
+    if rbf:
+        order = {i: OrderStatistics(n * n, median_ranks(n * n)) for i in idx}
+        visit = partial(_median_tile, state, order, layout.slab, threads)
+        while not all(o.done for o in order.values()):
+            rounds.extend(total_tiles)
+            first = all(o.rounds == 0 for o in order.values())
+            _sweep(rows, layout, state, threads, visit, rounds, first=first)
+            for o in order.values():
+                if not o.done:
+                    o.end_round()
+        for i in idx:
+            lo, hi = order[i].results()
+            median = (lo + hi) / 2.0
+            scale2 = state.offsets[i].scale ** 2
+            method = (f"exact median of all {n}² squared distances (selection over tiles, "
+                      f"{order[i].rounds} rounds)")  # fmt: skip
+            bws[i] = Bandwidth(sigma, median * scale2, method, state.raw_sq[i] / n)
+            check_bandwidth(bws[i], names[i], n)
+            sigma2[i] = sigma**2 * median
+    rounds.extend(total_tiles)
+    visit = partial(_kernel_tile, state, pairs, sigma2 if rbf else None, layout.slab, threads)
+    _sweep(rows, layout, state, threads, visit, rounds, first=not rbf)
+    rounds.finish()
+    out: dict[Pair, CKAResult] = {}
+    for i, j in unique:
+        out[(i, j)] = _result(state, i, j, estimator, kernel, names, n,
+                              (bws[i], bws[j]) if rbf else None)  # fmt: skip
+    return out
+
+
+def layout_for(c: object, idx: Sequence[int], rbf: bool) -> SampleLayout:
+    """The sample route's layout for these arrays within ``c.memory`` (or a refusal)."""
+    arrays = c.arrays  # type: ignore[attr-defined]
+    widths = [int(arrays[i].shape[1]) for i in idx]
+    sizes = [int(arrays[i].dtype.itemsize) for i in idx]
+    block = max(arrays[0].chunks[0])
+    layout = sample_layout(c.n, widths, sizes, c.memory, c.threads, rbf, block)  # type: ignore[attr-defined]
+    if layout is None:
+        raise ComparisonError(
+            f"The sample route cannot hold one row block ({block} rows of "
+            f"{sum(widths)} features) and its tiles within the memory limit "
+            f"{human_bytes(c.memory)}. Raise --memory."  # type: ignore[attr-defined]
+        )
+    return layout
+
+
+class _Progress:
+    """Tile pairs done over every round, reported as ``progress(done, total)``."""
+
+    def __init__(self, progress: Callable[[int, int], None] | None) -> None:
+        self.progress = progress
+        self.total = 0
+        self.done = 0
+
+    def extend(self, k: int) -> None:
+        self.total += k
+
+    def tick(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, max(self.total, self.done))
+
+    def finish(self) -> None:
+        if self.progress is not None:
+            self.progress(self.total, self.total)
+
+
+def _tile_count(panels: Sequence[_Panel], tile: int) -> int:
+    bounds = [len(tile_bounds(p.rows, tile)) for p in panels]
+    total = sum(t * (t + 1) // 2 for t in bounds)
+    return total + sum(
+        bounds[a] * bounds[b] for a in range(len(bounds)) for b in range(a + 1, len(bounds))
+    )
+
+
+def _sweep(
+    rows: _Rows,
+    layout: SampleLayout,
+    state: _State,
+    threads: int,
+    visit: Callable[[dict[int, np.ndarray], dict[int, np.ndarray], int, int, bool], None],
+    progress: _Progress,
+    first: bool,
+) -> None:
+    """One round: every tile pair (I ≤ J) of the selected rows, visited with the raw rows
+    of I and of J of every representation and the tiles' starts among the selected rows."""
+    for pi, pj, a, b in _panel_pairs(rows, threads, state, first):
+        ta = tile_bounds(rows.panels[pi].rows, layout.tile)
+        tb = ta if pi == pj else tile_bounds(rows.panels[pj].rows, layout.tile)
+        for x, (s0, s1) in enumerate(ta):
+            for y, (t0, t1) in enumerate(tb):
+                if pi == pj and y < x:
+                    continue
+                same = pi == pj and x == y
+                ra = {i: m[s0:s1] for i, m in a.items()}
+                rb = ra if same else {i: m[t0:t1] for i, m in b.items()}
+                visit(ra, rb, rows.panels[pi].start + s0, rows.panels[pj].start + t0, same)
+                progress.tick()
+
+
+def _panel_pairs(
+    rows: _Rows, threads: int, state: _State, first: bool
+) -> Iterator[tuple[int, int, dict[int, np.ndarray], dict[int, np.ndarray]]]:
+    """Panel pairs (I ≤ J) with their rows: I held while every J ≥ I streams. A single
+    panel is read once and kept for every round."""
+    m = len(rows.panels)
+    for pi in range(m):
+        a = rows.held.get(pi)
+        if a is None:
+            a = _load(rows, pi, threads, state, first)
+            if m == 1:
+                rows.held[pi] = a
+        yield pi, pi, a, a
+        for pj in range(pi + 1, m):
+            yield pi, pj, a, _load(rows, pj, threads, state, False)
+        del a
+
+
+def _load(rows: _Rows, k: int, threads: int, state: _State, first: bool) -> dict[int, np.ndarray]:
+    """Read panel ``k``; its rows' norms (and on the first round, offsets, NaN/Inf checks
+    and raw squared norms) are taken here."""
+    got = _read_panel(rows.ctx, rows.idx, rows.panels[k], threads)
+    rows.reads += 1
+    names, n = rows.ctx.names, rows.ctx.n  # type: ignore[attr-defined]
+    p = rows.panels[k]
+    for i, x in got.items():
+        if i not in state.offsets:  # the first block's selected rows, as the feature route
+            state.offsets[i] = block_offset(x[: p.blocks[0][2]])
+        if first:
+            check_finite(names[i], count_nonfinite(x), n)
+            raw = np.asarray(x, dtype=np.float64) if x.shape[1] <= 4096 else None
+            state.raw_sq[i] += float(np.vdot(raw, raw)) if raw is not None else _raw_sq(x)
+        state.norms[i][p.start : p.start + p.rows] = row_sqnorms(x, state.offsets[i], 2048)
+    return got
+
+
+def _raw_sq(x: np.ndarray) -> float:
+    total = 0.0
+    for f in range(0, x.shape[1], 2048):
+        s = np.asarray(x[:, f : f + 2048], dtype=np.float64)
+        total += float(np.vdot(s, s))
+    return total
+
+
+def _median_tile(
+    state: _State, order: dict[int, OrderStatistics], slab: int, threads: int,
+    a: dict[int, np.ndarray], b: dict[int, np.ndarray], s: int, t: int, same: bool,
+) -> None:  # fmt: skip
+    """A selection round's tile: the squared distances of every representation, counted."""
+
+    def one(i: int) -> None:
+        g = gram_tile(a[i], None if same else b[i], state.offsets[i], slab)
+        d = distances_in_place(g, state.norms[i][s : s + g.shape[0]],
+                               state.norms[i][t : t + g.shape[1]], same)  # fmt: skip
+        order[i].add(d, 1 if same else 2)
+
+    dask_graph.run_jobs(threads, [partial(one, i) for i in a])
+
+
+def _kernel_tile(
+    state: _State, pairs: Sequence[Pair], sigma2: dict[int, float] | None, slab: int,
+    threads: int, a: dict[int, np.ndarray], b: dict[int, np.ndarray], s: int, t: int,
+    same: bool,
+) -> None:  # fmt: skip
+    """The kernel round's tile: K_IJ of every representation, its sums and the traces."""
+    tiles: dict[int, np.ndarray] = {}
+
+    def one(i: int) -> None:
+        k = gram_tile(a[i], None if same else b[i], state.offsets[i], slab)
+        if sigma2 is not None:
+            distances_in_place(k, state.norms[i][s : s + k.shape[0]],
+                               state.norms[i][t : t + k.shape[1]], same)  # fmt: skip
+            k *= -1.0 / (2.0 * sigma2[i])
+            np.expm1(k, out=k)  # K − 1: HSIC is unchanged by the constant
+        sums = state.sums[i]
+        if same:
+            sums.diag[s : s + k.shape[0]] = np.diagonal(k)
+            sums.rows[s : s + k.shape[0]] += k.sum(axis=1)
+        else:
+            sums.rows[s : s + k.shape[0]] += k.sum(axis=1)
+            sums.rows[t : t + k.shape[1]] += k.sum(axis=0)
+        tiles[i] = k
+
+    dask_graph.run_jobs(threads, [partial(one, i) for i in a])
+    weight = 1.0 if same else 2.0
+    found: dict[Pair, float] = {}
+
+    def trace(pair: Pair) -> None:
+        found[pair] = weight * float(np.vdot(tiles[pair[0]], tiles[pair[1]]))
+
+    dask_graph.run_jobs(threads, [partial(trace, p) for p in pairs])
+    for p in pairs:
+        state.traces[p] += found[p]
+
+
+def _result(
+    state: _State, i: int, j: int, estimator: str, kernel: str, names: Sequence[str], n: int,
+    bws: tuple[Bandwidth, Bandwidth] | None,
+) -> CKAResult:  # fmt: skip
+    """CKA of pair (i, j) from the accumulated sums."""
+    label = (names[i], names[j])
+    if kernel == "linear":
+        for k in (i, j):
+            shift = state.offsets[k].shift / state.offsets[k].scale
+            magnitude = float(state.sums[k].diag.sum()) + n * float(shift @ shift)
+            if spread(state.sums[k]) <= CONSTANT_RTOL * magnitude or spread(state.sums[k]) <= 0:
+                raise constant_error(names[k], n)
+
+    def hsic(a: int, b: int) -> float:
+        key = (min(a, b), max(a, b))
+        if estimator == "biased":
+            return biased_hsic(state.sums[a], state.sums[b], state.traces[key])
+        return hsic1(HsicTerms(n, *hsic_terms(state.sums[a], state.sums[b], state.traces[key])))
+
+    haa, hbb = hsic(i, i), hsic(j, j)
+    hab = haa if i == j else hsic(i, j)
+    if estimator == "biased":
+        scales = (state.traces[(i, i)], state.traces[(j, j)]) if kernel == "linear" else None
+    else:
+        scales = tuple(
+            (state.traces[(k, k)] - float(state.sums[k].diag @ state.sums[k].diag))
+            / max(n * (n - 3), 1)
+            for k in (i, j)
+        )  # type: ignore[assignment]
+    value = ratio(hab, haa, hbb, label, n, scales)  # type: ignore[arg-type]
+    extra: dict[str, object] = {}
+    if bws is not None:
+        extra = dict(sigma=bws[0].sigma, sigma2_a=bws[0].sigma2, sigma2_b=bws[1].sigma2,
+                     sigma_method="; ".join(sorted({b.method for b in bws})))  # fmt: skip
+    return CKAResult(
+        cka=value,
+        estimator=estimator,
+        kernel=kernel,
+        n_samples=n,
+        hsic_ab=hab,
+        hsic_aa=haa,
+        hsic_bb=hbb,
+        route="samples",
+        **extra,  # type: ignore[arg-type]
+    )
