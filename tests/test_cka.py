@@ -250,10 +250,14 @@ def test_bad_options(rng: np.random.Generator) -> None:
         cka(x[:, 0], y[:, 0])
 
 
-def test_exact_rbf_refused_beyond_memory(rng: np.random.Generator) -> None:
+def test_exact_rbf_runs_in_tiles_under_a_small_memory(rng: np.random.Generator) -> None:
+    """Exact rbf no longer needs the n × n kernels: 1 MB holds 400 rows' tiles."""
     x, y = correlated(rng, n=400)
-    with pytest.raises(ComparisonError, match="--estimator minibatch"):
-        cka(x, y, kernel="rbf", memory="1MB")
+    small = cka(x, y, kernel="rbf", memory="1MB")
+    assert small.route == "samples"
+    assert small.cka == pytest.approx(cka(x, y, kernel="rbf").cka, rel=1e-9)
+    with pytest.raises(ComparisonError, match="Raise --memory"):
+        cka(x, y, kernel="rbf", memory="20KB")
     assert cka(x, y, "minibatch", kernel="rbf", memory="1MB", batch_size=50).n_batches == 8
 
 

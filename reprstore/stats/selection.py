@@ -131,8 +131,9 @@ class OrderStatistics:
         want = t.rank - t.below
         if t.collect:
             values = np.concatenate(acc.values) if acc.values else np.zeros(0)
+            pieces = zip(acc.values, acc.weights, strict=True)
             weights = np.concatenate(
-                [np.full(v.size, w, dtype=np.int64) for v, w in zip(acc.values, acc.weights, strict=True)]
+                [np.full(v.size, w, dtype=np.int64) for v, w in pieces]
             ) if acc.values else np.zeros(0, dtype=np.int64)  # fmt: skip
             order = np.argsort(values, kind="stable")
             cum = np.cumsum(weights[order])
