@@ -225,7 +225,12 @@ def _names(c: PassContext, pair: Pair) -> tuple[str, str]:
 def _partials(out: Outcome, specs: Sequence[Spec], i: int, side: Side, extras: dict) -> None:
     """The per-representation step of every measure on ``side`` (its decompositions shared)."""
     side.extra.update(extras.get(("side", i), {}))
-    out.partials[i] = {s.key: s.measure.partial(side, s.opts) for s in specs}
+    out.partials[i] = {
+        s.key: None
+        if not side.moments and s.measure.sample_form(s.opts)  # on the sample route only
+        else s.measure.partial(side, s.opts)
+        for s in specs
+    }
 
 
 def _reverse(cross: Cross) -> Cross:
@@ -250,6 +255,9 @@ def _finalize(
         for s in specs:
             if s.measure.pairing != "single":
                 cr.extra = found.get(s.key, {})
+                if "columns" in cr.extra:  # computed on the sample route
+                    row.update({s.column(k): v for k, v in cr.extra["columns"].items()})
+                    continue
                 got = s.measure.finalize(pa[s.key], pb[s.key], cr, s.opts)
                 row.update({s.column(k): v for k, v in got.items()})
         out.pairs[(a, b)] = row
@@ -275,8 +283,6 @@ def _special_passes(
 ) -> dict:
     """The passes some measures need of their own (minibatch CKA, exact CKA on the sample
     route): extras by ("pair", a, b) → measure key → columns' source."""
-    from reprstore.sample_pass import sample_cka
-
     extras: dict[Any, dict[str, Any]] = {}
     for s in specs:
         o = s.opts
@@ -287,9 +293,17 @@ def _special_passes(
             )  # fmt: skip
             found = dict(zip(unique, got, strict=True))
         elif s.measure.sample_form(o):
-            on = [p for p in unique if o["kernel"] == "rbf" or routes.get(p) == "samples"]
+            rbf = s.name == "cka" and o["kernel"] == "rbf"
+            on = [p for p in unique if rbf or routes.get(p) == "samples"]
             if not on:
                 continue
+            if s.name != "cka":
+                for (i, j), cols in _sample_columns(c, s, on).items():
+                    extras.setdefault(("pair", i, j), {})[s.key] = {"columns": cols}
+                    extras.setdefault(("pair", j, i), {})[s.key] = {"columns": cols}
+                continue
+            from reprstore.sample_pass import sample_cka
+
             found = sample_cka(c, on, estimator=o["estimator"], kernel=o["kernel"],
                                sigma=o["sigma"])  # fmt: skip
         else:
@@ -298,6 +312,21 @@ def _special_passes(
             extras.setdefault(("pair", i, j), {})[s.key] = {"cka": r}
             extras.setdefault(("pair", j, i), {})[s.key] = {"cka": swapped(r)}
     return extras
+
+
+def _sample_columns(c: PassContext, s: Spec, on: Sequence[Pair]) -> dict[Pair, dict[str, Any]]:
+    """The columns of a symmetric measure with a sample form (rsa, procrustes, shape at
+    α = 1) for the pairs ``on`` the sample route."""
+    import math
+
+    from reprstore.sample_pass import sample_nuclear, sample_rsa
+
+    if s.name == "rsa":
+        return sample_rsa(c, on, s.opts["rdm"])
+    ratio = sample_nuclear(c, on)
+    if s.name == "procrustes":
+        return {p: {"procrustes": max(0.0, 2.0 - 2.0 * r)} for p, r in ratio.items()}
+    return {p: {"shape": math.acos(r)} for p, r in ratio.items()}
 
 
 def swapped(r: CKAResult) -> CKAResult:

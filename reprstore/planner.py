@@ -31,6 +31,11 @@ ROUTES = ("auto", "features", "samples")
 FLOPS_PER_THREAD = 20e9
 #: Bytes one thread reads and decodes per second from a store.
 READ_BYTES_PER_THREAD = 250e6
+#: FLOPs of a symmetric n × n eigendecomposition with its vectors, per n³.
+EIGH_FLOPS = 9.0
+#: FLOP-equivalents of the elementwise work per kernel entry and round of exact rbf
+#: (distances, the selection's bit histograms, expm1).
+RBF_ENTRY_COST = 40.0
 #: Selection rounds the exact RBF median usually takes (a plan's estimate; the run says).
 MEDIAN_ROUNDS = 2
 Pair = tuple[int, int]
@@ -117,10 +122,6 @@ def needs_features(specs: Sequence[Spec]) -> list[Spec]:
     return [s for s in specs if not s.measure.special(s.opts) and not s.measure.sample_form(s.opts)]
 
 
-def _sample_cka(specs: Sequence[Spec]) -> list[Spec]:
-    return [s for s in specs if s.measure.sample_form(s.opts)]
-
-
 def make_plan(
     ctx: Any,
     specs: Sequence[Spec],
@@ -139,9 +140,9 @@ def make_plan(
     unique: list[Pair] = list(ctx.pairs)
     _shape_refusals(ctx, specs, unique)
     feats = needs_features(specs)
-    cka = _sample_cka(specs)
-    rbf = [s for s in cka if s.opts["kernel"] == "rbf"]
-    linear = [s for s in cka if s.opts["kernel"] == "linear"]
+    sampled = [s for s in specs if s.measure.sample_form(s.opts)]
+    rbf = [s for s in sampled if s.name == "cka" and s.opts["kernel"] == "rbf"]
+    free = [s for s in sampled if s not in rbf]  # either route
     if route == "features" and rbf:
         raise InputError(
             "The exact rbf kernel has no feature route: it needs the n × n kernels "
@@ -152,7 +153,7 @@ def make_plan(
             f"{', '.join(s.key for s in feats)} has no exact sample-space form (it needs the "
             "p × q feature statistics): use --route auto or features, or compare it apart."
         )
-    if uncertain and (route == "samples" or (rbf and not linear)):
+    if uncertain and (route == "samples" or (rbf and not free)):
         raise InputError(
             "--ci and --permutations run on the feature route (linear kernel); "
             "leave --route out or use --route features."
@@ -160,13 +161,14 @@ def make_plan(
     plan = Plan(routes={}, n=n, threads=ctx.threads, budget=ctx.memory)
     deg = _degrees(unique)
     block = max(ctx.arrays[0].chunks[0])
+    nuclear = any(s.name in ("procrustes", "shape") for s in free)
     for pair in unique:
-        if feats or (linear and (route == "features" or uncertain)):
+        if feats or (free and (route == "features" or uncertain)):
             plan.routes[pair] = "features"
-        elif linear and route == "samples":
+        elif free and route == "samples":
             plan.routes[pair] = "samples"
-        elif linear:
-            plan.routes[pair] = _cheaper(ctx, pair, widths, sizes, deg, block)
+        elif free:
+            plan.routes[pair] = _cheaper(ctx, pair, widths, sizes, deg, block, nuclear)
         elif rbf:
             plan.routes[pair] = "samples"
         else:
@@ -174,7 +176,7 @@ def make_plan(
     _cost_features(plan, ctx, specs, own, widths, sizes, block)
     sample_pairs = [p for p in unique if plan.routes[p] == "samples" or rbf]
     if sample_pairs:
-        _cost_samples(plan, ctx, sample_pairs, widths, sizes, bool(rbf), block)
+        _cost_samples(plan, ctx, sample_pairs, widths, sizes, block, rbf, free)
     minibatch = [s for s in specs if s.measure.special(s.opts) == "minibatch"]
     if minibatch:
         idx = sorted({i for p in unique for i in p})
@@ -205,9 +207,11 @@ def _degrees(unique: Sequence[Pair]) -> dict[int, int]:
 
 
 def _cheaper(
-    ctx: Any, pair: Pair, widths: list[int], sizes: list[int], deg: dict[int, int], block: int
-) -> str:
-    """The route of the smaller estimated time for an exact linear CKA pair."""
+    ctx: Any, pair: Pair, widths: list[int], sizes: list[int], deg: dict[int, int], block: int,
+    nuclear: bool = False,
+) -> str:  # fmt: skip
+    """The route of the smaller estimated time for a pair whose measures all have a sample
+    form (with ``nuclear``, procrustes/shape: n × n Gram matrices and their eigenproblems)."""
     n = ctx.n
     i, j = pair
     p, q = widths[i], widths[j]
@@ -217,6 +221,12 @@ def _cheaper(
     sides = {i, j}
     f_flops = sum(n * widths[k] ** 2 / deg[k] for k in sides) + (2.0 * n * p * q if i != j else 0)
     s_flops = sum(float(n) * n * widths[k] / deg[k] for k in sides) + 3.0 * n * n
+    if nuclear:
+        from reprstore.sample_pass import nuclear_bytes
+
+        if nuclear_bytes(n, len(sides)) > ctx.memory:
+            return "features"
+        s_flops += sum(EIGH_FLOPS * float(n) ** 3 / deg[k] for k in sides)
     layout = sample_layout(n, [widths[k] for k in sides], [sizes[k] for k in sides],
                            ctx.memory, ctx.threads, False, block)  # fmt: skip
     if layout is None:
@@ -253,11 +263,15 @@ def _cost_features(plan: Plan, ctx: Any, specs: Sequence[Spec], own: Sequence[in
 
 
 def _cost_samples(plan: Plan, ctx: Any, pairs: Sequence[Pair], widths: list[int],
-                  sizes: list[int], rbf: bool, block: int) -> None:  # fmt: skip
-    """Rounds, reads, FLOPs and memory of the sample route's pairs."""
+                  sizes: list[int], block: int, rbf: Sequence[Spec],
+                  free: Sequence[Spec]) -> None:  # fmt: skip
+    """Rounds, reads, FLOPs and memory of the sample route's pairs: one round of tiles per
+    measure (cka, rsa, procrustes/shape), and the exact median's rounds for rbf."""
+    from reprstore.sample_pass import nuclear_bytes
+
     idx = sorted({i for p in pairs for i in p})
     w, s = [widths[i] for i in idx], [sizes[i] for i in idx]
-    layout = sample_layout(plan.n, w, s, ctx.memory, ctx.threads, rbf, block)
+    layout = sample_layout(plan.n, w, s, ctx.memory, ctx.threads, bool(rbf) or bool(free), block)
     if layout is None:
         raise ComparisonError(
             f"The sample route cannot hold one row block ({block} rows of {sum(w)} features "
@@ -266,16 +280,25 @@ def _cost_samples(plan: Plan, ctx: Any, pairs: Sequence[Pair], widths: list[int]
             "at once."
         )
     plan.layout = layout
-    plan.sample_rounds = 1 + (MEDIAN_ROUNDS if rbf else 0)
-    plan.sample_memory = sample_bytes(layout, w, s, ctx.threads, rbf)
+    rounds = len(rbf) * (1 + MEDIAN_ROUNDS) + len(free)
+    plan.sample_rounds = rounds
+    plan.sample_memory = sample_bytes(layout, w, s, ctx.threads, True)
     n = plan.n
+    if any(x.name in ("procrustes", "shape") for x in free):
+        need = nuclear_bytes(n, len(idx))
+        if need > ctx.memory:
+            raise ComparisonError(
+                f"procrustes/shape on the sample route hold the {n} × {n} Gram matrices of "
+                f"{len(idx)} representation(s) ({human_bytes(need)}), more than the memory "
+                f"limit {human_bytes(ctx.memory)}. Raise --memory, compare fewer "
+                "representations at once, or use fewer rows (--where)."
+            )
+        plan.sample_memory = max(plan.sample_memory, need)
+        plan.flops += EIGH_FLOPS * float(n) ** 3 * len(idx)
     stored = sum(ctx.arrays[0].shape[0] * widths[i] * sizes[i] for i in idx)
-    plan.reads += (
-        stored
-        if layout.panels == 1
-        else stored * plan.sample_rounds * (layout.reads / layout.panels)
-    )
-    plan.flops += plan.sample_rounds * sum(float(n) * n * widths[i] for i in idx)
-    plan.flops += 2.0 * n * n * (len(pairs) + len(idx))
+    plan.reads += stored if layout.panels == 1 else stored * rounds * (layout.reads / layout.panels)
+    plan.flops += rounds * sum(float(n) * n * widths[i] for i in idx)
+    plan.flops += 2.0 * n * n * (len(pairs) + len(idx)) * rounds
     if rbf:
+        plan.flops += RBF_ENTRY_COST * float(n) * n / 2 * len(idx) * (1 + MEDIAN_ROUNDS) * len(rbf)
         plan.notes.append("rbf σ from the exact median of the n² squared distances")

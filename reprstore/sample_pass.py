@@ -11,6 +11,7 @@ small, usually two. Memory: :func:`reprstore.stats.gram_tiles.sample_layout`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -18,6 +19,7 @@ from functools import partial
 import numpy as np
 
 from reprstore.errors import ComparisonError
+from reprstore.metrics.base import clip_unit
 from reprstore.metrics.cka import (
     CONSTANT_RTOL,
     CKAResult,
@@ -46,6 +48,8 @@ from reprstore.stats.plan import human_bytes
 from reprstore.stats.selection import OrderStatistics, median_ranks
 
 Pair = tuple[int, int]
+#: Raw rows of one tile, by representation.
+RowsOf = dict[int, np.ndarray]
 
 
 @dataclass
@@ -385,3 +389,181 @@ def _result(
         route="samples",
         **extra,  # type: ignore[arg-type]
     )
+
+
+# ------------------------------------------------------------------------------ rsa
+
+
+@dataclass
+class _RdmSums:
+    """Σ over i < j of the shifted RDM entries e = E − shift, and of e², per
+    representation; Σ e_a·e_b per pair."""
+
+    shift: dict[int, float] = field(default_factory=dict)
+    s1: dict[int, float] = field(default_factory=dict)
+    s2: dict[int, float] = field(default_factory=dict)
+    s12: dict[Pair, float] = field(default_factory=dict)
+
+
+def _setup(c: object, idx: Sequence[int], temporaries: bool) -> tuple[SampleLayout, _Rows, _State]:
+    n = c.n  # type: ignore[attr-defined]
+    dask_graph.fixed_mmap_threshold()
+    layout = layout_for(c, idx, temporaries)
+    rows = _Rows(c, list(idx), _panels(c.arrays[0].chunks[0], c.mask, layout.panel))  # type: ignore[attr-defined]
+    state = _State({}, {i: np.zeros(n) for i in idx}, dict.fromkeys(idx, 0.0), {}, {})
+    return layout, rows, state
+
+
+def unit_gram_tile(a: np.ndarray, b: np.ndarray | None, centre: bool, slab: int) -> np.ndarray:
+    """uᵢ·uⱼ of the unit rows u = x/‖x‖ (rows centred across features first if
+    ``centre``) of raw rows ``a`` and ``b`` (``None``: ``a`` with itself), float64."""
+
+    def units(x: np.ndarray) -> np.ndarray:
+        y = np.asarray(x, dtype=np.float64)
+        if centre:
+            y = y - y.mean(axis=1, keepdims=True)
+        norm = np.sqrt(np.einsum("ij,ij->i", y, y))
+        if not (norm > 0).all():
+            raise ComparisonError(
+                f"{int((norm <= 0).sum())} row(s) have a zero norm"
+                + (" after centring across features" if centre else "")
+                + ": their cosine distances are undefined; filter them (--where)."
+            )
+        return y / norm[:, None]
+
+    ua = units(a)
+    ub = ua if b is None else units(b)
+    return ua @ ub.T
+
+
+def sample_rsa(c: object, unique: Sequence[Pair], rdm: str) -> dict[Pair, dict[str, float]]:
+    """RSA (Pearson correlation of the RDMs' upper triangles) of every pair by the sample
+    route: each representation's RDM tile made once per tile pair, never the n × n RDM."""
+    n, names, threads = c.n, c.names, c.threads  # type: ignore[attr-defined]
+    if n < 3:
+        raise ComparisonError(f"RSA needs at least 3 rows. Got {n} instead.")
+    idx = sorted({i for p in unique for i in p})
+    layout, rows, state = _setup(c, idx, True)
+    sums = _RdmSums()
+    pairs = sorted(set(unique) | {(i, i) for i in idx})
+    progress = _Progress(c.progress)  # type: ignore[attr-defined]
+    progress.extend(_tile_count(rows.panels, layout.tile))
+
+    def visit(a: RowsOf, b: RowsOf, s: int, t: int, same: bool) -> None:
+        tiles: dict[int, np.ndarray] = {}
+
+        def one(i: int) -> None:
+            if rdm == "sqeuclidean":
+                e = gram_tile(a[i], None if same else b[i], state.offsets[i], layout.slab)
+                distances_in_place(e, state.norms[i][s : s + e.shape[0]],
+                                   state.norms[i][t : t + e.shape[1]], same)  # fmt: skip
+            else:
+                e = unit_gram_tile(a[i], None if same else b[i], rdm == "correlation", layout.slab)
+                e *= -1.0  # D = 1 − G: the constant does not change a correlation
+            if i not in sums.shift:  # the first tile's mean: sums of small numbers
+                sums.shift[i] = float(e.mean())
+            e -= sums.shift[i]
+            tiles[i] = e
+
+        dask_graph.run_jobs(threads, [partial(one, i) for i in a])
+        for i, e in tiles.items():
+            d = np.diagonal(e)
+            s1, s2 = float(e.sum()), float(np.vdot(e, e))
+            if same:
+                s1, s2 = (s1 - float(d.sum())) / 2.0, (s2 - float(d @ d)) / 2.0
+            sums.s1[i] = sums.s1.get(i, 0.0) + s1
+            sums.s2[i] = sums.s2.get(i, 0.0) + s2
+        for i, j in pairs:
+            if i == j:
+                continue
+            x = float(np.vdot(tiles[i], tiles[j]))
+            if same:
+                x = (x - float(np.diagonal(tiles[i]) @ np.diagonal(tiles[j]))) / 2.0
+            sums.s12[(i, j)] = sums.s12.get((i, j), 0.0) + x
+
+    _sweep(rows, layout, state, threads, visit, progress, first=True)
+    progress.finish()
+    m = n * (n - 1) / 2.0
+    var = {i: sums.s2[i] - sums.s1[i] ** 2 / m for i in idx}
+    for i in idx:
+        if not var[i] > 1e-12 * abs(sums.s2[i]):
+            raise ComparisonError(
+                f"The {rdm} RDM of {names[i]} is constant over its {n} rows: RSA is undefined."
+            )
+    out: dict[Pair, dict[str, float]] = {}
+    for i, j in unique:
+        if i == j:
+            value = 1.0
+        else:
+            cov = sums.s12[(i, j)] - sums.s1[i] * sums.s1[j] / m
+            value = clip_unit(cov / math.sqrt(var[i]) / math.sqrt(var[j]), "RSA",
+                              (names[i], names[j]))  # fmt: skip
+        out[(i, j)] = {"rsa": value}
+    return out
+
+
+# ---------------------------------------------------------- procrustes, shape at α = 1
+
+
+def nuclear_bytes(n: int, reprs: int) -> int:
+    """What :func:`sample_nuclear` holds: every representation's n × n Gram matrix, then
+    its eigendecomposition's workspace (about three more n × n)."""
+    return 8 * n * n * (reprs + 3)
+
+
+def sample_nuclear(c: object, unique: Sequence[Pair]) -> dict[Pair, float]:
+    """‖X̂ᵀŶ‖_* = ‖X̄ᵀȲ‖_* / (‖X̄‖_F‖Ȳ‖_F) of every pair from the n × n Gram matrices:
+    K̄ = HKH = V Λ Vᵀ gives a factor F = V Λ^½ (n × r) with X̄ = F Q for an orthonormal Q,
+    so the singular values of X̄ᵀȲ are those of FₓᵀF_y (the n × n eigenproblem, once per
+    representation; a pair costs n·rₓ·r_y)."""
+    from reprstore.stats.hsic import double_centre
+
+    n, names, threads = c.n, c.names, c.threads  # type: ignore[attr-defined]
+    idx = sorted({i for p in unique for i in p})
+    if nuclear_bytes(n, len(idx)) > c.memory:  # type: ignore[attr-defined]
+        raise ComparisonError(
+            f"procrustes/shape on the sample route hold the {n} × {n} Gram matrices of "
+            f"{len(idx)} representation(s) ({human_bytes(nuclear_bytes(n, len(idx)))}), more "
+            f"than the memory limit {human_bytes(c.memory)}. Raise --memory, compare fewer "  # type: ignore[attr-defined]
+            "representations at once, or use fewer rows (--where)."
+        )
+    layout, rows, state = _setup(c, idx, False)
+    grams = {i: np.zeros((n, n)) for i in idx}
+    progress = _Progress(c.progress)  # type: ignore[attr-defined]
+    progress.extend(_tile_count(rows.panels, layout.tile))
+
+    def visit(a: RowsOf, b: RowsOf, s: int, t: int, same: bool) -> None:
+        def one(i: int) -> None:
+            g = gram_tile(a[i], None if same else b[i], state.offsets[i], layout.slab)
+            grams[i][s : s + g.shape[0], t : t + g.shape[1]] = g
+            if not same:
+                grams[i][t : t + g.shape[1], s : s + g.shape[0]] = g.T
+
+        dask_graph.run_jobs(threads, [partial(one, i) for i in a])
+
+    _sweep(rows, layout, state, threads, visit, progress, first=True)
+    progress.finish()
+    factors: dict[int, np.ndarray] = {}
+    norms: dict[int, float] = {}
+    for i in idx:
+        k = double_centre(grams.pop(i))
+        norms[i] = float(np.trace(k))
+        shift = state.offsets[i].shift / state.offsets[i].scale
+        magnitude = float(state.norms[i].sum()) + n * float(shift @ shift)
+        if norms[i] <= CONSTANT_RTOL * magnitude or norms[i] <= 0.0:
+            raise constant_error(names[i], n)
+        w, v = np.linalg.eigh(k)
+        del k
+        keep = w > 1e-10 * w[-1]
+        factors[i] = v[:, keep] * np.sqrt(w[keep])
+        del w, v
+    out: dict[Pair, float] = {}
+    for i, j in unique:
+        if i == j:
+            out[(i, j)] = 1.0
+            continue
+        m = factors[i].T @ factors[j]
+        nuc = float(np.linalg.svd(m, compute_uv=False).sum())
+        out[(i, j)] = clip_unit(nuc / math.sqrt(norms[i]) / math.sqrt(norms[j]),
+                                "The Procrustes similarity", (names[i], names[j]))  # fmt: skip
+    return out

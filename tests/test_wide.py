@@ -216,6 +216,65 @@ def test_constant_and_nonfinite_sides_are_refused_on_the_sample_route():
         run([x, np.ones((100, 10))], kernel="rbf")
 
 
+# ------------------------------------------------- rsa and procrustes in sample space
+
+
+def ref_rdm(x: np.ndarray, rdm: str) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if rdm == "sqeuclidean":
+        return sq_dist(x)
+    if rdm == "correlation":
+        x = x - x.mean(axis=1, keepdims=True)
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return 1.0 - u @ u.T
+
+
+def ref_rsa(x: np.ndarray, y: np.ndarray, rdm: str) -> float:
+    iu = np.triu_indices(x.shape[0], 1)
+    return float(np.corrcoef(ref_rdm(x, rdm)[iu], ref_rdm(y, rdm)[iu])[0, 1])
+
+
+def ref_nuclear_ratio(x: np.ndarray, y: np.ndarray) -> float:
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    xh, yh = xc / np.linalg.norm(xc), yc / np.linalg.norm(yc)
+    return float(np.linalg.svd(xh.T @ yh, compute_uv=False).sum())
+
+
+@pytest.mark.parametrize("rdm", ["sqeuclidean", "cosine", "correlation"])
+def test_rsa_sample_route_matches_the_rdm_reference_and_the_feature_route(rdm):
+    x, y = data(250, 40, 30, seed=11, shift=1.0)
+    spec = f"rsa:rdm={rdm}"
+    got = measure_arrays([x, y], [(0, 1), (1, 0)], spec, route="samples", block_rows=60,
+                         memory="3MB")  # fmt: skip
+    feat = measure_arrays([x, y], [(0, 1)], spec, route="features", block_rows=60)
+    expected = ref_rsa(x, y, rdm)
+    assert got.pairs[(0, 1)]["rsa"] == pytest.approx(expected, rel=1e-9)
+    assert got.pairs[(0, 1)]["rsa"] == pytest.approx(feat.pairs[(0, 1)]["rsa"], rel=1e-9)
+    assert got.pairs[(1, 0)]["rsa"] == got.pairs[(0, 1)]["rsa"]
+
+
+def test_procrustes_and_angular_shape_of_a_wide_pair_by_the_n_by_n_eigenproblem():
+    x, y = data(90, 700, 500, seed=12)
+    out = measure_arrays([x, y], [(0, 1), (1, 0)], "cka,procrustes,shape", block_rows=30)
+    row = out.pairs[(0, 1)]
+    ratio = ref_nuclear_ratio(x, y)
+    assert row["route"] == "samples"  # auto: p >> n, and every measure has a sample form
+    assert row["procrustes"] == pytest.approx(2.0 - 2.0 * ratio, rel=1e-9)
+    assert row["shape"] == pytest.approx(np.arccos(ratio), rel=1e-9)
+    assert out.pairs[(1, 0)]["procrustes"] == row["procrustes"]
+    feat = measure_arrays([x, y], [(0, 1)], "procrustes", route="features", block_rows=30)
+    # the feature route takes singular values as √eig(MMᵀ): at p > n its 411 zero ones
+    # come out as √(rounding) each, 1.7e-7 of the sum here; within the SPEC's 1e-6
+    assert feat.pairs[(0, 1)]["procrustes"] == pytest.approx(row["procrustes"], rel=1e-4)
+    assert 1 - feat.pairs[(0, 1)]["procrustes"] / 2 == pytest.approx(ratio, rel=1e-6)
+
+
+def test_shape_with_partial_whitening_keeps_the_feature_route():
+    arrays = [unreadable(1000, 30), unreadable(1000, 20)]
+    with pytest.raises(InputError, match="shape:alpha=0.5 has no exact sample-space form"):
+        measure_arrays(arrays, [(0, 1)], "shape:alpha=0.5", route="samples")
+
+
 # ------------------------------------------------------------- planner and refusals
 
 
@@ -238,8 +297,8 @@ def test_shape_refusals_come_before_any_chunk_is_read():
 
 def test_a_measure_without_a_sample_form_says_so_before_the_pass():
     arrays = [unreadable(1000, 30), unreadable(1000, 20)]
-    with pytest.raises(InputError, match="procrustes has no exact sample-space form"):
-        measure_arrays(arrays, [(0, 1)], "cka,procrustes", route="samples")
+    with pytest.raises(InputError, match="cca:ridge=0.1 has no exact sample-space form"):
+        measure_arrays(arrays, [(0, 1)], "cka,cca:ridge=0.1", route="samples")
     with pytest.raises(InputError, match="no feature route"):
         measure_arrays(arrays, [(0, 1)], "cka:kernel=rbf", route="features")
     with pytest.raises(InputError, match="Unknown route"):
@@ -348,10 +407,12 @@ _MEMORY_SCRIPT = textwrap.dedent(
             if line.startswith(key):
                 return int(line.split()[1]) * 1024
     base = status("VmRSS:")
+    with open("/proc/self/clear_refs", "w") as f:  # VmHWM from here (ru_maxrss is inherited)
+        f.write("5")
     limit = int(status("VmSize:") + 1.2 * int(memory) + 384 * 2**20)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     out = measure_arrays([x, y], [(0, 1)], [spec], route=route, memory=int(memory))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = status("VmHWM:")
     print(json.dumps({"base": base, "peak": peak, "cka": out.pairs[(0, 1)]["cka"],
                       "route": out.pairs[(0, 1)]["route"]}))
     """

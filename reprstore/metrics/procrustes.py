@@ -32,6 +32,9 @@ class Procrustes(Measure):
     def identity(self, opts: Mapping[str, Any]) -> dict[str, Any]:
         return {"procrustes": 0.0}
 
+    def sample_form(self, opts: Mapping[str, Any]) -> bool:
+        return True
+
     def partial(self, side: Side, opts: Mapping[str, Any]) -> Side:
         side.check()
         return side
