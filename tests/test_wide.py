@@ -271,7 +271,7 @@ def test_procrustes_and_angular_shape_of_a_wide_pair_by_the_n_by_n_eigenproblem(
 
 def test_shape_with_partial_whitening_keeps_the_feature_route():
     arrays = [unreadable(1000, 30), unreadable(1000, 20)]
-    with pytest.raises(InputError, match="shape:alpha=0.5 has no exact sample-space form"):
+    with pytest.raises(InputError, match=r"shape:alpha=0\.5 has no exact sample-space form"):
         measure_arrays(arrays, [(0, 1)], "shape:alpha=0.5", route="samples")
 
 
@@ -297,7 +297,7 @@ def test_shape_refusals_come_before_any_chunk_is_read():
 
 def test_a_measure_without_a_sample_form_says_so_before_the_pass():
     arrays = [unreadable(1000, 30), unreadable(1000, 20)]
-    with pytest.raises(InputError, match="cca:ridge=0.1 has no exact sample-space form"):
+    with pytest.raises(InputError, match=r"cca:ridge=0\.1 has no exact sample-space form"):
         measure_arrays(arrays, [(0, 1)], "cka,cca:ridge=0.1", route="samples")
     with pytest.raises(InputError, match="no feature route"):
         measure_arrays(arrays, [(0, 1)], "cka:kernel=rbf", route="features")
