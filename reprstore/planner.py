@@ -153,10 +153,16 @@ def make_plan(
             f"{', '.join(s.key for s in feats)} has no exact sample-space form (it needs the "
             "p × q feature statistics): use --route auto or features, or compare it apart."
         )
-    if uncertain and (route == "samples" or (rbf and not free)):
+    if uncertain and rbf:
         raise InputError(
-            "--ci and --permutations run on the feature route (linear kernel); "
-            "leave --route out or use --route features."
+            "--ci and --permutations are not available for the exact estimator with the rbf "
+            "kernel (it runs on the sample route). Use --estimator minibatch (any kernel) or "
+            "--kernel linear."
+        )
+    if uncertain and route == "samples":
+        raise InputError(
+            "--ci and --permutations run on the feature route; leave --route out or use "
+            "--route features."
         )
     plan = Plan(routes={}, n=n, threads=ctx.threads, budget=ctx.memory)
     deg = _degrees(unique)

@@ -97,13 +97,13 @@ def _read_panel(
 ) -> dict[int, np.ndarray]:
     """The selected rows of ``panel`` of every representation of ``idx``, as stored."""
     arrays = c.arrays  # type: ignore[attr-defined]
-
-    def one(i: int, k: int, sel: np.ndarray | None) -> np.ndarray:
-        block = dask_graph.BlockReader(arrays[i], k)()
-        return block if sel is None else block[sel]
-
     jobs = [(i, k, sel) for i in idx for k, sel, _ in panel.blocks]
-    got = dask_graph.map_threads(threads, lambda job: one(*job), jobs)
+    # one computation on the comparison's scheduler (a cluster's workers read the chunks)
+    blocks = dask_graph.compute(*[arrays[i].blocks[k] for i, k, _ in jobs],
+                                scheduler=c.scheduler, workers=threads)  # type: ignore[attr-defined]  # fmt: skip
+    got = [np.asarray(b) if sel is None else np.asarray(b)[sel]
+           for b, (_, _, sel) in zip(blocks, jobs, strict=True)]  # fmt: skip
+    del blocks
     out: dict[int, np.ndarray] = {}
     for i in idx:
         parts = [g for (j, _, _), g in zip(jobs, got, strict=True) if j == i]
