@@ -139,6 +139,7 @@ def run(
     own: Sequence[int] = (),
     extras: dict | None = None,
     routes: dict[Pair, str] | None = None,
+    widths: dict[int, int] | None = None,
 ) -> Outcome:
     """Every measure of ``specs`` for every ordered pair, in as few passes as fit.
 
@@ -147,14 +148,15 @@ def run(
     or the representations ``describe`` measures); ``extras`` are results of passes made
     beforehand, by ``("side", i)`` (e.g. counts); ``routes`` (from
     :func:`reprstore.planner.make_plan`) puts unique pairs on the ``samples`` route
-    (default: every pair on ``features``).
+    (default: every pair on ``features``); ``widths`` are the widths of the
+    representations the arrays stand for (factors of the sample route), by array.
     """
     out = Outcome()
     routes = routes or {}
     orient: dict[Pair, list[Pair]] = {}
     for a, b in dict.fromkeys(ordered):
         orient.setdefault((min(a, b), max(a, b)), []).append((a, b))
-    extras = {**(extras or {}), **_special_passes(c, specs, list(orient), routes)}
+    extras = {**(extras or {}), **_special_passes(c, specs, orient, routes)}
     own_views = _union(specs, "own")
     cross_views = _union([s for s in specs if s.measure.pairing == "rows"], "cross")
     reprs = sorted(set(_involved(c.pairs)) | set(own))
@@ -189,6 +191,8 @@ def run(
             have.setdefault(streams[st][0], {})[streams[st][1]] = m
         ready = [i for i, views in have.items() if len(views) == len(own_views)]
         sides = {i: Side(c.names[i], have.pop(i)) for i in ready}
+        for i, side in sides.items():
+            side.width = (widths or {}).get(i, side.p)
         _parallel(c.threads, [partial(_partials, out, specs, i, sides[i], extras) for i in ready])
         jobs = []
         for i in ready:
@@ -279,11 +283,15 @@ def finalize_features(
 
 
 def _special_passes(
-    c: PassContext, specs: Sequence[Spec], unique: Sequence[Pair], routes: dict[Pair, str]
-) -> dict:
-    """The passes some measures need of their own (minibatch CKA, exact CKA on the sample
-    route): extras by ("pair", a, b) → measure key → columns' source."""
+    c: PassContext, specs: Sequence[Spec], orient: dict[Pair, list[Pair]],
+    routes: dict[Pair, str],
+) -> dict:  # fmt: skip
+    """The passes some measures need of their own: minibatch CKA, and the sample route's
+    (tiles for cka and rsa; factors of the Gram matrices for the orthogonally invariant
+    measures). Extras by ("pair", a, b) → measure key → ``cka`` result or ``columns``."""
+    unique = list(orient)
     extras: dict[Any, dict[str, Any]] = {}
+    sampled = [p for p in unique if routes.get(p) == "samples"]
     for s in specs:
         o = s.opts
         if s.measure.special(o) == "minibatch":
@@ -292,13 +300,15 @@ def _special_passes(
                 batch_size=o["batch_size"], shuffle=o["shuffle"],
             )  # fmt: skip
             found = dict(zip(unique, got, strict=True))
-        elif s.measure.sample_form(o):
+        elif s.measure.sample_form(o) == "tiles":
             rbf = s.name == "cka" and o["kernel"] == "rbf"
-            on = [p for p in unique if rbf or routes.get(p) == "samples"]
+            on = unique if rbf else sampled
             if not on:
                 continue
-            if s.name != "cka":
-                for (i, j), cols in _sample_columns(c, s, on).items():
+            if s.name == "rsa":
+                from reprstore.sample_pass import sample_rsa
+
+                for (i, j), cols in sample_rsa(c, on, o["rdm"]).items():
                     extras.setdefault(("pair", i, j), {})[s.key] = {"columns": cols}
                     extras.setdefault(("pair", j, i), {})[s.key] = {"columns": cols}
                 continue
@@ -311,22 +321,45 @@ def _special_passes(
         for (i, j), r in found.items():
             extras.setdefault(("pair", i, j), {})[s.key] = {"cka": r}
             extras.setdefault(("pair", j, i), {})[s.key] = {"cka": swapped(r)}
+    factored = [s for s in specs if s.measure.sample_form(s.opts) == "factors"]
+    if factored and sampled:
+        ordered = [ab for p in sampled for ab in orient[p]]
+        found_cols = _factor_columns(c, factored, ordered)
+        for a, b in found_cols:
+            for s in factored:
+                # a symmetric measure: one orientation's values for both (bitwise symmetric)
+                key = (min(a, b), max(a, b)) if s.measure.symmetric else (a, b)
+                cols = found_cols.get(key, found_cols[(a, b)])
+                names = {s.column(k): k for k in _columns_of(s)}
+                mine = {names[k]: v for k, v in cols.items() if k in names}
+                extras.setdefault(("pair", a, b), {})[s.key] = {"columns": mine}
     return extras
 
 
-def _sample_columns(c: PassContext, s: Spec, on: Sequence[Pair]) -> dict[Pair, dict[str, Any]]:
-    """The columns of a symmetric measure with a sample form (rsa, procrustes, shape at
-    α = 1) for the pairs ``on`` the sample route."""
-    import math
+def _columns_of(s: Spec) -> list[str]:
+    scalars, arrays = s.measure.columns(s.opts)
+    return [*scalars, *arrays, *s.measure.info]
 
-    from reprstore.sample_pass import sample_nuclear, sample_rsa
 
-    if s.name == "rsa":
-        return sample_rsa(c, on, s.opts["rdm"])
-    ratio = sample_nuclear(c, on)
-    if s.name == "procrustes":
-        return {p: {"procrustes": max(0.0, 2.0 - 2.0 * r)} for p, r in ratio.items()}
-    return {p: {"shape": math.acos(r)} for p, r in ratio.items()}
+def _factor_columns(
+    c: PassContext, specs: Sequence[Spec], ordered: Sequence[Pair]
+) -> dict[Pair, dict[str, Any]]:
+    """Columns of the factor measures for ``ordered`` pairs: every involved
+    representation replaced by a factor F of its centred Gram matrix (n × r, r < n; see
+    :func:`reprstore.sample_pass.sample_factors`), then the feature route on the factors,
+    with each side's ridge scaled by its own width."""
+    from reprstore.engine import context
+    from reprstore.sample_pass import sample_factors
+
+    idx = sorted({i for p in ordered for i in p})
+    factors = sample_factors(c, idx)
+    pos = {i: k for k, i in enumerate(idx)}
+    local = [(pos[a], pos[b]) for a, b in ordered]
+    sub = context([factors[i] for i in idx], local, names=[c.names[i] for i in idx],
+                  memory=c.memory, progress=None, precision="float64")  # fmt: skip
+    widths = {pos[i]: int(c.arrays[i].shape[1]) for i in idx}
+    out = run(sub, local, specs, widths=widths)
+    return {(a, b): out.pairs[(pos[a], pos[b])] for a, b in ordered}
 
 
 def swapped(r: CKAResult) -> CKAResult:

@@ -167,7 +167,7 @@ def make_plan(
     plan = Plan(routes={}, n=n, threads=ctx.threads, budget=ctx.memory)
     deg = _degrees(unique)
     block = max(ctx.arrays[0].chunks[0])
-    nuclear = any(s.name in ("procrustes", "shape") for s in free)
+    nuclear = any(s.measure.sample_form(s.opts) == "factors" for s in free)
     for pair in unique:
         if feats or (free and (route == "features" or uncertain)):
             plan.routes[pair] = "features"
@@ -228,9 +228,9 @@ def _cheaper(
     f_flops = sum(n * widths[k] ** 2 / deg[k] for k in sides) + (2.0 * n * p * q if i != j else 0)
     s_flops = sum(float(n) * n * widths[k] / deg[k] for k in sides) + 3.0 * n * n
     if nuclear:
-        from reprstore.sample_pass import nuclear_bytes
+        from reprstore.sample_pass import factor_bytes
 
-        if nuclear_bytes(n, len(sides)) > ctx.memory:
+        if factor_bytes(n, len(sides)) > ctx.memory:
             return "features"
         s_flops += sum(EIGH_FLOPS * float(n) ** 3 / deg[k] for k in sides)
     layout = sample_layout(n, [widths[k] for k in sides], [sizes[k] for k in sides],
@@ -273,7 +273,7 @@ def _cost_samples(plan: Plan, ctx: Any, pairs: Sequence[Pair], widths: list[int]
                   free: Sequence[Spec]) -> None:  # fmt: skip
     """Rounds, reads, FLOPs and memory of the sample route's pairs: one round of tiles per
     measure (cka, rsa, procrustes/shape), and the exact median's rounds for rbf."""
-    from reprstore.sample_pass import nuclear_bytes
+    from reprstore.sample_pass import factor_bytes
 
     idx = sorted({i for p in pairs for i in p})
     w, s = [widths[i] for i in idx], [sizes[i] for i in idx]
@@ -290,11 +290,12 @@ def _cost_samples(plan: Plan, ctx: Any, pairs: Sequence[Pair], widths: list[int]
     plan.sample_rounds = rounds
     plan.sample_memory = sample_bytes(layout, w, s, ctx.threads, True)
     n = plan.n
-    if any(x.name in ("procrustes", "shape") for x in free):
-        need = nuclear_bytes(n, len(idx))
+    if any(x.measure.sample_form(x.opts) == "factors" for x in free):
+        need = factor_bytes(n, len(idx))
         if need > ctx.memory:
             raise ComparisonError(
-                f"procrustes/shape on the sample route hold the {n} × {n} Gram matrices of "
+                f"The sample route's factors (cca, svcca, linreg, procrustes, shape) hold the "
+                f"{n} × {n} Gram matrices of "
                 f"{len(idx)} representation(s) ({human_bytes(need)}), more than the memory "
                 f"limit {human_bytes(ctx.memory)}. Raise --memory, compare fewer "
                 "representations at once, or use fewer rows (--where)."

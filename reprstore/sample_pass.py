@@ -30,12 +30,14 @@ from reprstore.metrics.cka import (
 )
 from reprstore.stats import dask_graph
 from reprstore.stats.gram_tiles import (
+    SLAB_FEATURES,
     KernelSums,
     SampleLayout,
     biased_hsic,
     distances_in_place,
     gram_tile,
     hsic_terms,
+    raw_sqsum,
     row_sqnorms,
     sample_layout,
     spread,
@@ -279,18 +281,9 @@ def _load(rows: _Rows, k: int, threads: int, state: _State, first: bool) -> dict
             state.offsets[i] = block_offset(x[: p.blocks[0][2]])
         if first:
             check_finite(names[i], count_nonfinite(x), n)
-            raw = np.asarray(x, dtype=np.float64) if x.shape[1] <= 4096 else None
-            state.raw_sq[i] += float(np.vdot(raw, raw)) if raw is not None else _raw_sq(x)
-        state.norms[i][p.start : p.start + p.rows] = row_sqnorms(x, state.offsets[i], 2048)
+            state.raw_sq[i] += raw_sqsum(x, SLAB_FEATURES)
+        state.norms[i][p.start : p.start + p.rows] = row_sqnorms(x, state.offsets[i], SLAB_FEATURES)
     return got
-
-
-def _raw_sq(x: np.ndarray) -> float:
-    total = 0.0
-    for f in range(0, x.shape[1], 2048):
-        s = np.asarray(x[:, f : f + 2048], dtype=np.float64)
-        total += float(np.vdot(s, s))
-    return total
 
 
 def _median_tile(
@@ -374,6 +367,8 @@ def _result(
             for k in (i, j)
         )  # type: ignore[assignment]
     value = ratio(hab, haa, hbb, label, n, scales)  # type: ignore[arg-type]
+    if hab == haa == hbb:  # a side with itself (or an identical copy): exactly 1
+        value = 1.0
     extra: dict[str, object] = {}
     if bws is not None:
         extra = dict(sigma=bws[0].sigma, sigma2_a=bws[0].sigma2, sigma2_b=bws[1].sigma2,
@@ -502,29 +497,32 @@ def sample_rsa(c: object, unique: Sequence[Pair], rdm: str) -> dict[Pair, dict[s
     return out
 
 
-# ---------------------------------------------------------- procrustes, shape at α = 1
+# ------------------------------------------------------------ factors of the Gram matrix
 
 
-def nuclear_bytes(n: int, reprs: int) -> int:
-    """What :func:`sample_nuclear` holds: every representation's n × n Gram matrix, then
-    its eigendecomposition's workspace (about three more n × n)."""
+def factor_bytes(n: int, reprs: int) -> int:
+    """What :func:`sample_factors` holds: every representation's n × n Gram matrix, then
+    an eigendecomposition's workspace (about three more n × n) and the factors."""
     return 8 * n * n * (reprs + 3)
 
 
-def sample_nuclear(c: object, unique: Sequence[Pair]) -> dict[Pair, float]:
-    """‖X̂ᵀŶ‖_* = ‖X̄ᵀȲ‖_* / (‖X̄‖_F‖Ȳ‖_F) of every pair from the n × n Gram matrices:
-    K̄ = HKH = V Λ Vᵀ gives a factor F = V Λ^½ (n × r) with X̄ = F Q for an orthonormal Q,
-    so the singular values of X̄ᵀȲ are those of FₓᵀF_y (the n × n eigenproblem, once per
-    representation; a pair costs n·rₓ·r_y)."""
+def sample_factors(c: object, idx: Sequence[int]) -> dict[int, np.ndarray]:
+    """A factor F (n × r, stored units) of each representation's centred Gram matrix
+    K̄ = HKH = FFᵀ, r its rank, made from tiles (never the n × p rows at once).
+
+    K̄ = V Λ Vᵀ gives F = V Λ^½, and X̄ = F Q for a Q with orthonormal rows: F has the
+    covariance spectrum, the principal directions (in its own basis) and every
+    orthogonally invariant statistic of X̄ (cca and its ridge forms, svcca, linreg,
+    procrustes, shape, cka), with r ≤ n − 1 columns however wide X is.
+    """
     from reprstore.stats.hsic import double_centre
 
     n, names, threads = c.n, c.names, c.threads  # type: ignore[attr-defined]
-    idx = sorted({i for p in unique for i in p})
-    if nuclear_bytes(n, len(idx)) > c.memory:  # type: ignore[attr-defined]
+    if factor_bytes(n, len(idx)) > c.memory:  # type: ignore[attr-defined]
         raise ComparisonError(
-            f"procrustes/shape on the sample route hold the {n} × {n} Gram matrices of "
-            f"{len(idx)} representation(s) ({human_bytes(nuclear_bytes(n, len(idx)))}), more "
-            f"than the memory limit {human_bytes(c.memory)}. Raise --memory, compare fewer "  # type: ignore[attr-defined]
+            f"The sample route's factors hold the {n} × {n} Gram matrices of {len(idx)} "
+            f"representation(s) ({human_bytes(factor_bytes(n, len(idx)))}), more than the "
+            f"memory limit {human_bytes(c.memory)}. Raise --memory, compare fewer "  # type: ignore[attr-defined]
             "representations at once, or use fewer rows (--where)."
         )
     layout, rows, state = _setup(c, idx, False)
@@ -544,26 +542,16 @@ def sample_nuclear(c: object, unique: Sequence[Pair]) -> dict[Pair, float]:
     _sweep(rows, layout, state, threads, visit, progress, first=True)
     progress.finish()
     factors: dict[int, np.ndarray] = {}
-    norms: dict[int, float] = {}
     for i in idx:
         k = double_centre(grams.pop(i))
-        norms[i] = float(np.trace(k))
+        spread_i = float(np.trace(k))
         shift = state.offsets[i].shift / state.offsets[i].scale
         magnitude = float(state.norms[i].sum()) + n * float(shift @ shift)
-        if norms[i] <= CONSTANT_RTOL * magnitude or norms[i] <= 0.0:
+        if spread_i <= CONSTANT_RTOL * magnitude or spread_i <= 0.0:
             raise constant_error(names[i], n)
         w, v = np.linalg.eigh(k)
         del k
-        keep = w > 1e-10 * w[-1]
-        factors[i] = v[:, keep] * np.sqrt(w[keep])
+        keep = w > 1e-12 * w[-1]  # the measures apply their own rank rule on top
+        factors[i] = v[:, keep] * (np.sqrt(w[keep]) * state.offsets[i].scale)
         del w, v
-    out: dict[Pair, float] = {}
-    for i, j in unique:
-        if i == j:
-            out[(i, j)] = 1.0
-            continue
-        m = factors[i].T @ factors[j]
-        nuc = float(np.linalg.svd(m, compute_uv=False).sum())
-        out[(i, j)] = clip_unit(nuc / math.sqrt(norms[i]) / math.sqrt(norms[j]),
-                                "The Procrustes similarity", (names[i], names[j]))  # fmt: skip
-    return out
+    return factors

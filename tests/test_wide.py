@@ -269,10 +269,54 @@ def test_procrustes_and_angular_shape_of_a_wide_pair_by_the_n_by_n_eigenproblem(
     assert 1 - feat.pairs[(0, 1)]["procrustes"] / 2 == pytest.approx(ratio, rel=1e-6)
 
 
-def test_shape_with_partial_whitening_keeps_the_feature_route():
+def ref_ridge_cca(x: np.ndarray, y: np.ndarray, eps: float) -> np.ndarray:
+    """Canonical correlations of Cxx + ε·tr(Cxx)/p·I and Cyy alike (SPEC: cca)."""
+
+    def inv_sqrt(c: np.ndarray) -> np.ndarray:
+        w, v = np.linalg.eigh(c)
+        return (v / np.sqrt(w)) @ v.T
+
+    n = x.shape[0]
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    cxx, cyy, cxy = xc.T @ xc / n, yc.T @ yc / n, xc.T @ yc / n
+    cxx += eps * np.trace(cxx) / x.shape[1] * np.eye(x.shape[1])
+    cyy += eps * np.trace(cyy) / y.shape[1] * np.eye(y.shape[1])
+    rho = np.linalg.svd(inv_sqrt(cxx) @ cxy @ inv_sqrt(cyy), compute_uv=False)
+    return rho[: min(n - 1, *cxy.shape)]
+
+
+def test_ridge_cca_of_a_wide_pair_on_factors_of_the_gram_matrices():
+    """cca:ridge at p > n: each side replaced by a factor F (FFᵀ = X̄X̄ᵀ, n × r); the ridge
+    keeps the representation's own width p."""
+    x, y = data(90, 700, 500, seed=13)
+    out = measure_arrays([x, y], [(0, 1)], "cca:ridge=0.1", block_rows=30)
+    row = out.pairs[(0, 1)]
+    rho = ref_ridge_cca(x, y, 0.1)
+    assert row["cca"] == pytest.approx(rho.mean(), rel=1e-9)
+    assert row["cca_r2"] == pytest.approx((rho**2).mean(), rel=1e-9)
+    assert np.allclose(row["cca_rho"], rho, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "measure", ["svcca:k=20", "svcca:keep=0.9", "linreg:ridge=0.1", "shape:alpha=0.5",
+                "shape", "cka,cca:ridge=1e-3"],
+)  # fmt: skip
+def test_factor_measures_agree_with_the_feature_route(measure):
+    x, y = data(90, 400, 300, seed=14)
+    pairs = [(0, 1), (1, 0)]
+    got = measure_arrays([x, y], pairs, measure, route="samples", block_rows=30)
+    feat = measure_arrays([x, y], pairs, measure, route="features", block_rows=30)
+    for pair in pairs:
+        for col, value in feat.pairs[pair].items():
+            if isinstance(value, float) and not col.startswith(("hsic", "_")):
+                assert got.pairs[pair][col] == pytest.approx(value, rel=1e-6, abs=1e-9), col
+    assert got.pairs[(0, 1)].get("route", "samples") == "samples"
+
+
+def test_pwcca_has_no_sample_form_and_says_so():
     arrays = [unreadable(1000, 30), unreadable(1000, 20)]
-    with pytest.raises(InputError, match=r"shape:alpha=0\.5 has no exact sample-space form"):
-        measure_arrays(arrays, [(0, 1)], "shape:alpha=0.5", route="samples")
+    with pytest.raises(InputError, match=r"pwcca:ridge=0\.0 has no exact sample-space form"):
+        measure_arrays(arrays, [(0, 1)], "pwcca", route="samples")
 
 
 # ------------------------------------------------------------- planner and refusals
@@ -297,8 +341,8 @@ def test_shape_refusals_come_before_any_chunk_is_read():
 
 def test_a_measure_without_a_sample_form_says_so_before_the_pass():
     arrays = [unreadable(1000, 30), unreadable(1000, 20)]
-    with pytest.raises(InputError, match=r"cca:ridge=0\.1 has no exact sample-space form"):
-        measure_arrays(arrays, [(0, 1)], "cka,cca:ridge=0.1", route="samples")
+    with pytest.raises(InputError, match="cosine has no exact sample-space form"):
+        measure_arrays([unreadable(1000, 30)] * 2, [(0, 1)], "cka,cosine", route="samples")
     with pytest.raises(InputError, match="no feature route"):
         measure_arrays(arrays, [(0, 1)], "cka:kernel=rbf", route="features")
     with pytest.raises(InputError, match="Unknown route"):

@@ -113,9 +113,11 @@ class Measure:
         """A pass of its own this measure needs (``minibatch``, ``rbf``), if any."""
         return None
 
-    def sample_form(self, opts: Mapping[str, Any]) -> bool:
-        """Whether the sample route (tiles of the n × n kernels) computes it exactly."""
-        return False
+    def sample_form(self, opts: Mapping[str, Any]) -> str | None:
+        """How the sample route computes it exactly, if it does: ``tiles`` (sums over tiles
+        of the n × n kernels, any n) or ``factors`` (an orthogonally invariant measure, on
+        factors F of the centred Gram matrices, FFᵀ = X̄X̄ᵀ; n × n in memory)."""
+        return None
 
     def shape_refusal(self, opts: Mapping[str, Any], n: int, p: int, q: int) -> str | None:
         """Why a pair of n rows and p, q features cannot have this measure (checked before
@@ -200,6 +202,9 @@ class Side:
         first = self.moments.get("raw") or next(iter(self.moments.values()), None)
         self.n = first.n if first is not None else 0
         self.p = first.n_features if first is not None else 0
+        #: Features of the representation itself: ``p``, or more for a factor of its Gram
+        #: matrix (the sample route), whose ridge must scale as the representation's.
+        self.width = self.p
         #: Results of a measure's own pass (``special``), by the measure's key.
         self.extra: dict[str, Any] = {}
 
@@ -312,7 +317,7 @@ class Side:
         """A Cholesky factor where the matrix has full rank (no eigenvectors needed), the
         eigenvectors over the rank otherwise (or if the factorisation fails)."""
         if ridge > 0:
-            cov = self.cov + ridge * float(np.trace(self.cov)) / self.p * np.eye(self.p)
+            cov = self.cov + ridge * float(np.trace(self.cov)) / self.width * np.eye(self.p)
             try:
                 return Whitening.cholesky(cov)
             except np.linalg.LinAlgError:
@@ -321,7 +326,7 @@ class Side:
             return self.cholesky_whitening
         lam, vec = self.eig
         if ridge > 0:
-            return Whitening(vec / np.sqrt(lam + ridge * float(lam.sum()) / self.p))
+            return Whitening(vec / np.sqrt(lam + ridge * float(lam.sum()) / self.width))
         return Whitening(vec[:, : self.rank] / np.sqrt(lam[: self.rank]))
 
     def cross_cov(self, other: Side, ab: PairMoments) -> np.ndarray:

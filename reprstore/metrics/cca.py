@@ -73,10 +73,13 @@ def canonical(
     """Canonical correlations (descending, k = min(r_a, r_b)) and, if asked, A's
     canonical directions (p, k) in the offset units of A."""
     t = b.w.right(cross.whitened(a.side, b.side, a.w))
+    # a ridge whitens all p directions, but only min(rank X̄, rank Ȳ) correlations exist
+    # (SPEC: cca): with n ≤ p the others are zeros that would drag the mean down
+    k = min(a.side.rank, b.side.rank, *t.shape)
     if with_vectors:
         u, rho, _ = np.linalg.svd(t, full_matrices=False)
-        return check_rho(rho, cross.names), a.w.apply(u)
-    return check_rho(singular_values(t), cross.names), None
+        return check_rho(rho[:k], cross.names), a.w.apply(u[:, :k])
+    return check_rho(singular_values(t)[:k], cross.names), None
 
 
 def check_rho(rho: np.ndarray, names: tuple[str, str]) -> np.ndarray:
@@ -108,6 +111,9 @@ class CCA(Measure):
 
     def identity(self, opts: Mapping[str, Any]) -> dict[str, Any]:
         return {} if opts["ridge"] else {"cca": 1.0, "cca_r2": 1.0}
+
+    def sample_form(self, opts: Mapping[str, Any]) -> str | None:
+        return "factors"
 
     def shape_refusal(self, opts: Mapping[str, Any], n: int, p: int, q: int) -> str | None:
         return None if opts["ridge"] else rank_bound_refusal(self.name, n, p, q)

@@ -383,8 +383,8 @@ class CKA(Measure):
             return "minibatch"
         return "rbf" if opts["kernel"] == "rbf" else None
 
-    def sample_form(self, opts: Mapping[str, Any]) -> bool:
-        return opts["estimator"] != "minibatch"
+    def sample_form(self, opts: Mapping[str, Any]) -> str | None:
+        return None if opts["estimator"] == "minibatch" else "tiles"
 
     def own_views(self, opts: Mapping[str, Any]) -> frozenset[str]:
         return frozenset() if self.special(opts) else frozenset({"raw"})

@@ -35,6 +35,9 @@ class LinReg(Measure):
     def identity(self, opts: Mapping[str, Any]) -> dict[str, Any]:
         return {} if opts["ridge"] else {"linreg": 1.0}
 
+    def sample_form(self, opts: Mapping[str, Any]) -> str | None:
+        return "factors"
+
     def shape_refusal(self, opts: Mapping[str, Any], n: int, p: int, q: int) -> str | None:
         if opts["ridge"] or n - 1 >= p:
             return None

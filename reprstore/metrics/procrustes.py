@@ -32,8 +32,8 @@ class Procrustes(Measure):
     def identity(self, opts: Mapping[str, Any]) -> dict[str, Any]:
         return {"procrustes": 0.0}
 
-    def sample_form(self, opts: Mapping[str, Any]) -> bool:
-        return True
+    def sample_form(self, opts: Mapping[str, Any]) -> str | None:
+        return "factors"
 
     def partial(self, side: Side, opts: Mapping[str, Any]) -> Side:
         side.check()

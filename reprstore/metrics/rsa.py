@@ -99,8 +99,8 @@ class RSA(Measure):
     def identity(self, opts: Mapping[str, Any]) -> dict[str, Any]:
         return {"rsa": 1.0}
 
-    def sample_form(self, opts: Mapping[str, Any]) -> bool:
-        return True
+    def sample_form(self, opts: Mapping[str, Any]) -> str | None:
+        return "tiles"
 
     def own_views(self, opts: Mapping[str, Any]) -> frozenset[str]:
         return frozenset({RAW, VIEW[opts["rdm"]]})

@@ -62,8 +62,8 @@ class Shape(Measure):
     def identity(self, opts: Mapping[str, Any]) -> dict[str, Any]:
         return {"shape": 0.0}
 
-    def sample_form(self, opts: Mapping[str, Any]) -> bool:
-        return opts["alpha"] == 1.0  # angular Procrustes: the nuclear norm of X̄ᵀȲ
+    def sample_form(self, opts: Mapping[str, Any]) -> str | None:
+        return "factors"
 
     def partial(self, side: Side, opts: Mapping[str, Any]) -> Shaped:
         if not 0.0 <= opts["alpha"] <= 1.0:

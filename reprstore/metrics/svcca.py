@@ -48,6 +48,9 @@ class SVCCA(Measure):
     def identity(self, opts: Mapping[str, Any]) -> dict[str, Any]:
         return {"svcca": 1.0}
 
+    def sample_form(self, opts: Mapping[str, Any]) -> str | None:
+        return "factors"
+
     def shape_refusal(self, opts: Mapping[str, Any], n: int, p: int, q: int) -> str | None:
         k = opts["k"]
         if k is None or k <= n - 1:

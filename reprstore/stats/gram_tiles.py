@@ -132,14 +132,30 @@ def gram_tile(a: np.ndarray, b: np.ndarray | None, off: Offset, slab: int) -> np
     return out
 
 
+#: Rows converted to float64 at a time outside the tiles (norms, sums of squares).
+ROW_CHUNK = 1024
+
+
 def row_sqnorms(a: np.ndarray, off: Offset, slab: int) -> np.ndarray:
-    """‖x̄ᵢ‖² of the shifted rows of ``a`` (T, p)."""
+    """‖x̄ᵢ‖² of the shifted rows of ``a`` (r, p), ``ROW_CHUNK`` × ``slab`` at a time."""
     out = np.zeros(a.shape[0])
-    for f in range(0, max(a.shape[1], 1), slab):
-        s = slice(f, f + slab)
-        x = shifted(a[:, s], Offset(off.shift[s], off.scale))
-        out += np.einsum("ij,ij->i", x, x)
+    for r in range(0, a.shape[0], ROW_CHUNK):
+        rows = slice(r, r + ROW_CHUNK)
+        for f in range(0, max(a.shape[1], 1), slab):
+            s = slice(f, f + slab)
+            x = shifted(a[rows, s], Offset(off.shift[s], off.scale))
+            out[rows] += np.einsum("ij,ij->i", x, x)
     return out
+
+
+def raw_sqsum(a: np.ndarray, slab: int) -> float:
+    """Σ‖aᵢ‖² of the raw rows of ``a`` (r, p) in float64, a chunk at a time."""
+    total = 0.0
+    for r in range(0, a.shape[0], ROW_CHUNK):
+        for f in range(0, max(a.shape[1], 1), slab):
+            x = np.asarray(a[r : r + ROW_CHUNK, f : f + slab], dtype=np.float64)
+            total += float(np.vdot(x, x))
+    return total
 
 
 def distances_in_place(g: np.ndarray, na: np.ndarray, nb: np.ndarray, same: bool) -> np.ndarray:
