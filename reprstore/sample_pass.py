@@ -94,22 +94,45 @@ def _panels(chunks: Sequence[int], mask: np.ndarray | None, rows: int) -> list[_
     return out
 
 
+#: Bytes of stored blocks one read computation brings at once (copied into the panel).
+READ_GROUP_BYTES = 64 * 1024**2
+
+
 def _read_panel(
     c: object, idx: Sequence[int], panel: _Panel, threads: int
 ) -> dict[int, np.ndarray]:
-    """The selected rows of ``panel`` of every representation of ``idx``, as stored."""
+    """The selected rows of ``panel`` of every representation of ``idx``, as stored.
+
+    Each panel is allocated once and filled by computations on the comparison's
+    scheduler (a cluster's workers read the chunks) of at most ``READ_GROUP_BYTES`` of
+    blocks each: the panel is never held twice.
+    """
     arrays = c.arrays  # type: ignore[attr-defined]
-    jobs = [(i, k, sel) for i in idx for k, sel, _ in panel.blocks]
-    # one computation on the comparison's scheduler (a cluster's workers read the chunks)
-    blocks = dask_graph.compute(*[arrays[i].blocks[k] for i, k, _ in jobs],
-                                scheduler=c.scheduler, workers=threads)  # type: ignore[attr-defined]  # fmt: skip
-    got = [np.asarray(b) if sel is None else np.asarray(b)[sel]
-           for b, (_, _, sel) in zip(blocks, jobs, strict=True)]  # fmt: skip
-    del blocks
-    out: dict[int, np.ndarray] = {}
+    out = {i: np.empty((panel.rows, arrays[i].shape[1]), dtype=arrays[i].dtype) for i in idx}
+    jobs = []  # (representation, block, selection, first row in the panel)
     for i in idx:
-        parts = [g for (j, _, _), g in zip(jobs, got, strict=True) if j == i]
-        out[i] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        at = 0
+        for k, sel, m in panel.blocks:
+            jobs.append((i, k, sel, at))
+            at += m
+    group: list[tuple[int, int, np.ndarray | None, int]] = []
+    size = 0
+    for job in [*jobs, None]:
+        if job is not None:
+            nbytes = int(arrays[job[0]].blocks[job[1]].nbytes)
+            if not group or size + nbytes <= READ_GROUP_BYTES:
+                group.append(job)
+                size += nbytes
+                continue
+        got = dask_graph.compute(*[arrays[i].blocks[k] for i, k, _, _ in group],
+                                 scheduler=c.scheduler, workers=threads)  # type: ignore[attr-defined]  # fmt: skip
+        for (i, _, sel, at), block in zip(group, got, strict=True):
+            rows = np.asarray(block) if sel is None else np.asarray(block)[sel]
+            out[i][at : at + rows.shape[0]] = rows
+        del got
+        if job is None:
+            break
+        group, size = [job], int(arrays[job[0]].blocks[job[1]].nbytes)
     return out
 
 
