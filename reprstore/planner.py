@@ -234,7 +234,7 @@ def _cheaper(
             return "features"
         s_flops += sum(EIGH_FLOPS * float(n) ** 3 / deg[k] for k in sides)
     layout = sample_layout(n, [widths[k] for k in sides], [sizes[k] for k in sides],
-                           ctx.memory, ctx.threads, False, block)  # fmt: skip
+                           ctx.memory, ctx.threads, True, block)  # fmt: skip
     if layout is None:
         return "features"
     stored = sum(n * widths[k] * sizes[k] for k in sides)

@@ -164,7 +164,7 @@ def sample_cka(
     rbf = kernel == "rbf"
     dask_graph.fixed_mmap_threshold()
     if layout is None:
-        layout = layout_for(c, idx, rbf)
+        layout = layout_for(c, idx, True)  # the plan counts the same
     panels = _panels(arrays[0].chunks[0], mask, layout.panel)
     rows = _Rows(c, idx, panels)
     pairs = sorted(set(unique) | {(i, i) for i in idx})
@@ -548,7 +548,7 @@ def sample_factors(c: object, idx: Sequence[int]) -> dict[int, np.ndarray]:
             f"memory limit {human_bytes(c.memory)}. Raise --memory, compare fewer "  # type: ignore[attr-defined]
             "representations at once, or use fewer rows (--where)."
         )
-    layout, rows, state = _setup(c, idx, False)
+    layout, rows, state = _setup(c, idx, True)
     grams = {i: np.zeros((n, n)) for i in idx}
     progress = _Progress(c.progress)  # type: ignore[attr-defined]
     progress.extend(_tile_count(rows.panels, layout.tile))

@@ -163,3 +163,21 @@ def test_repeated_measurements_keep_the_fastest_time_and_the_largest_rss() -> No
     assert best["wall_s_runs"] == [3.0, 2.0, 2.5]
     failed = _best([row(1.0, 10), {"method": "m", "status": "timeout (30 s)"}])
     assert failed["status"] == "timeout (30 s)"
+
+
+def test_the_wide_benchmark_runs_and_agrees_with_numpy(tmp_path: Path) -> None:
+    """``python -m benchmarks.wide --tiny``: every reprstore route that ran matches the
+    numpy float64 Gram computation of the same data."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.wide", "--tiny", "--out", str(tmp_path / "out"),
+         "--work", str(tmp_path / "work")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (doc_path,) = (tmp_path / "out").glob("*-wide-tiny.json")
+    rows = json.loads(doc_path.read_text())["rows"]
+    ran = [r for r in rows if r["method"].startswith("reprstore") and r["status"] == "ok"]
+    assert {r["kernel"] for r in ran} == {"linear", "rbf"}
+    for r in ran:
+        assert r["abs_diff_vs_numpy"] < 1e-9, r
+    assert list((tmp_path / "out").glob("*-wide-tiny.md"))
