@@ -255,7 +255,10 @@ def _cost_features(plan: Plan, ctx: Any, specs: Sequence[Spec], own: Sequence[in
     streams, plan_pairs, features = feature_streams(ctx, pairs, specs, own)
     if not streams:
         return
-    passes = plan_linear_passes(features, plan_pairs, ctx.memory, block)
+    try:
+        passes = plan_linear_passes(features, plan_pairs, ctx.memory, block)
+    except ComparisonError as err:
+        raise ComparisonError(_feature_refusal(str(err), specs)) from None
     plan.feature_passes = len(passes)
     n = plan.n
     for own_s, batch in passes:
@@ -266,6 +269,18 @@ def _cost_features(plan: Plan, ctx: Any, specs: Sequence[Spec], own: Sequence[in
         plan.feature_memory = max(plan.feature_memory, mem)
         plan.flops += sum(n * features[k] ** 2 for k in set(own_s))
         plan.flops += sum(2.0 * n * features[a] * features[b] for a, b in batch if a != b)
+
+
+def _feature_refusal(message: str, specs: Sequence[Spec]) -> str:
+    """The feature route's memory refusal with advice for the measures asked for."""
+    head = message.split(" Raise --memory", 1)[0]
+    feats = [s.key for s in needs_features(specs)]
+    if feats:
+        return (
+            f"{head} {', '.join(feats)} need(s) these p × q statistics (no sample-space form). "
+            "Raise --memory, or compare fewer features."
+        )
+    return f"{head} Raise --memory, or leave --route out: the sample route holds no p × p."
 
 
 def _cost_samples(plan: Plan, ctx: Any, pairs: Sequence[Pair], widths: list[int],

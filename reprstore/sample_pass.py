@@ -23,6 +23,7 @@ from reprstore.metrics.base import clip_unit
 from reprstore.metrics.cka import (
     CONSTANT_RTOL,
     CKAResult,
+    bandwidth_fields,
     check_bandwidth,
     check_finite,
     constant_error,
@@ -392,10 +393,7 @@ def _result(
     value = ratio(hab, haa, hbb, label, n, scales)  # type: ignore[arg-type]
     if hab == haa == hbb:  # a side with itself (or an identical copy): exactly 1
         value = 1.0
-    extra: dict[str, object] = {}
-    if bws is not None:
-        extra = dict(sigma=bws[0].sigma, sigma2_a=bws[0].sigma2, sigma2_b=bws[1].sigma2,
-                     sigma_method="; ".join(sorted({b.method for b in bws})))  # fmt: skip
+    extra = bandwidth_fields(bws[0].sigma if bws else None, bws)
     return CKAResult(
         cka=value,
         estimator=estimator,

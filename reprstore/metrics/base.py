@@ -53,6 +53,8 @@ class Option:
     help: str
     choices: tuple[str, ...] = ()
     positive: bool = False
+    #: The largest value allowed (inclusive), checked when the option is parsed.
+    upper: float | None = None
 
     def parse(self, measure: str, text: str) -> Any:
         try:
@@ -78,6 +80,10 @@ class Option:
             )
         if self.positive and not value > 0:
             raise InputError(f"Option {measure}:{self.name} must be positive. Got {value!r}.")
+        if self.upper is not None and value > self.upper:
+            raise InputError(
+                f"Option {measure}:{self.name} must be at most {self.upper:g}. Got {value!r}."
+            )
 
 
 class Measure:

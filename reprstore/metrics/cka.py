@@ -270,7 +270,7 @@ def cka_linear(
     return cka_linear_sides(side_a, side_b, ab, estimator)
 
 
-def _bandwidth_fields(
+def bandwidth_fields(
     sigma: float | None, bw: tuple[Bandwidth, Bandwidth] | None
 ) -> dict[str, object]:
     if bw is None:
@@ -319,7 +319,7 @@ def cka_minibatch(
         n_batches=k,
         batch_size=batch_size,
         route="minibatch",
-        **_bandwidth_fields(bandwidths[0].sigma if bandwidths else None, bandwidths),  # type: ignore[arg-type]
+        **bandwidth_fields(bandwidths[0].sigma if bandwidths else None, bandwidths),  # type: ignore[arg-type]
     )
 
 
@@ -349,7 +349,7 @@ def cka_grams(
         hsic_ab=hab,
         hsic_aa=haa,
         hsic_bb=hbb,
-        **_bandwidth_fields(bandwidths[0].sigma if bandwidths else None, bandwidths),  # type: ignore[arg-type]
+        **bandwidth_fields(bandwidths[0].sigma if bandwidths else None, bandwidths),  # type: ignore[arg-type]
     )
 
 

@@ -48,7 +48,7 @@ def shaped(side: Side, alpha: float) -> Shaped:
 class Shape(Measure):
     name = "shape"
     summary = "angular shape metric (Williams 2021): α=1 angular Procrustes, α=0 CCA-like"
-    options = (Option("alpha", float, 1.0, "α in [0, 1] (regularisation towards I)"),)
+    options = (Option("alpha", float, 1.0, "α in [0, 1] (regularisation towards I)", upper=1.0),)
     scalars = ("shape",)
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:

@@ -36,7 +36,9 @@ class SVCCA(Measure):
     name = "svcca"
     summary = "mean ρ of CCA between the top principal directions (keep of the variance, or k)"
     options = (
-        Option("keep", float, 0.99, "fraction of each side's variance kept"),
+        Option(
+            "keep", float, 0.99, "fraction of each side's variance kept", positive=True, upper=1.0
+        ),
         Option("k", int, None, "number of directions kept (instead of keep)"),
     )
     scalars = ("svcca",)
