@@ -476,3 +476,18 @@ def test_peak_rss_stays_within_memory_under_a_real_address_space_limit(
     # the inputs are held before ``base``: the comparison may add --memory + 20 %
     assert got["peak"] - got["base"] <= 1.2 * memory, got
     assert got["route"] == ("samples" if route == "auto" else route)
+
+
+def test_sample_route_on_a_local_dask_distributed_cluster(wide_store):
+    """--workers 2: the panels are read by the cluster's worker processes; the value is the
+    local one, for cka (tiles) and cca:ridge (factors)."""
+    from reprstore.comparison import compare
+
+    store, x, y = wide_store
+    local = compare(store, "layer=a", "layer=b", measures="cka,cca:ridge=0.1")
+    remote = compare(store, "layer=a", "layer=b", measures="cka,cca:ridge=0.1", workers=2)
+    assert list(remote["route"]) == ["samples"]
+    assert float(remote["cka"].iloc[0]) == pytest.approx(float(local["cka"].iloc[0]), rel=1e-12)
+    assert float(remote["cca"].iloc[0]) == pytest.approx(float(local["cca"].iloc[0]), rel=1e-12)
+    expected = ref_cka(linear_gram(x - x.mean(0)), linear_gram(y - y.mean(0)), "debiased")
+    assert float(remote["cka"].iloc[0]) == pytest.approx(expected, rel=1e-9)
