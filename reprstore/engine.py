@@ -561,10 +561,11 @@ def cka(
     InputError
         Unknown estimator, kernel or device; bad sigma or batch size.
     """
+    same = x is y  # one representation with itself: one side, exactly 1 (SPEC: exactness)
     (result,) = compare_arrays(
-        [x, y],
-        [(0, 1)],
-        names=["A", "B"],
+        [x] if same else [x, y],
+        [(0, 0)] if same else [(0, 1)],
+        names=["A"] if same else ["A", "B"],
         estimator=estimator,
         kernel=kernel,
         sigma=sigma,

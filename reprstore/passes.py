@@ -38,6 +38,7 @@ from reprstore.metrics.cka import (
     check_bandwidth,
     check_finite,
     cka_minibatch,
+    swapped,
 )
 from reprstore.stats import dask_graph
 from reprstore.stats.hsic import MIN_ROWS_UNBIASED
@@ -250,20 +251,35 @@ def _finalize(
     cross: Cross,
     extras: dict,
 ) -> None:
-    """The per-pair step of every measure for each asked orientation of the pair ``key``."""
+    """The per-pair step of every measure for each asked orientation of the pair ``key``.
+
+    A symmetric measure is computed once, in the ``key`` orientation, and the other
+    orientation is its mirror (:meth:`Measure.mirrored`): the two cells of a grid hold the
+    same bits. An asymmetric one (linreg, pwcca, pca) is computed per orientation.
+    """
+    keyed: dict[str, dict[str, Any]] = {}
+    reverse: Cross | None = None
+
+    def columns(s: Spec, pair: Pair, cr: Cross) -> dict[str, Any]:
+        cr.extra = extras.get(("pair", *pair), {}).get(s.key, {})
+        if "columns" in cr.extra:  # computed on the sample route
+            return dict(cr.extra["columns"])
+        pa, pb = out.partials[pair[0]], out.partials[pair[1]]
+        return s.measure.finalize(pa[s.key], pb[s.key], cr, s.opts)
+
     for a, b in orientations:
-        cr = cross if (a, b) == key else _reverse(cross)
-        found = extras.get(("pair", a, b), {})
-        pa, pb = out.partials[a], out.partials[b]
         row: dict[str, Any] = {}
         for s in specs:
-            if s.measure.pairing != "single":
-                cr.extra = found.get(s.key, {})
-                if "columns" in cr.extra:  # computed on the sample route
-                    row.update({s.column(k): v for k, v in cr.extra["columns"].items()})
-                    continue
-                got = s.measure.finalize(pa[s.key], pb[s.key], cr, s.opts)
-                row.update({s.column(k): v for k, v in got.items()})
+            if s.measure.pairing == "single":
+                continue
+            if (a, b) == key or s.measure.symmetric:
+                if s.key not in keyed:
+                    keyed[s.key] = columns(s, key, cross)
+                got = keyed[s.key] if (a, b) == key else s.measure.mirrored(keyed[s.key])
+            else:
+                reverse = reverse or _reverse(cross)
+                got = columns(s, (a, b), reverse)
+            row.update({s.column(k): v for k, v in got.items()})
         out.pairs[(a, b)] = row
 
 
@@ -360,14 +376,6 @@ def _factor_columns(
     widths = {pos[i]: int(c.arrays[i].shape[1]) for i in idx}
     out = run(sub, local, specs, widths=widths)
     return {(a, b): out.pairs[(pos[a], pos[b])] for a, b in ordered}
-
-
-def swapped(r: CKAResult) -> CKAResult:
-    from dataclasses import replace
-
-    return replace(
-        r, hsic_aa=r.hsic_bb, hsic_bb=r.hsic_aa, sigma2_a=r.sigma2_b, sigma2_b=r.sigma2_a
-    )
 
 
 def _bandwidths(

@@ -77,27 +77,33 @@ def ref_procrustes(x, y) -> dict[str, float]:
 
 
 def ref_shape(x, y, alpha: float = 1.0) -> dict[str, float]:
-    """Williams et al. 2021: Z = X̄(αI + (1−α)Cxx)^-½, θ = arccos(‖ZxᵀZy‖_*/(‖Zx‖‖Zy‖))."""
+    """Williams et al. 2021 as netrep's ``LinearMetric(alpha)`` computes it: centred columns,
+    Z = V diag(α + (1−α)μ^-½) Vᵀ with X̄ᵀX̄ = V diag(μ) Vᵀ (``netrep.utils.whiten``; its
+    variance-preserving rescale is one scalar, which the angle ignores), angular score
+    arccos(‖(X̄Zx)ᵀ(ȲZy)‖_*/(‖X̄Zx‖‖ȲZy‖)). Directions below 1e-10 of the largest μ are
+    dropped (the project's relative rank rule, not netrep's absolute clip at 1e-7)."""
 
-    def z(m):
+    def whitened(m):
         mc = centred(m)
-        c = mc.T @ mc / mc.shape[0]
-        w = alpha * np.eye(c.shape[0]) + (1 - alpha) * c
-        return mc @ np.real(scipy.linalg.fractional_matrix_power(w, -0.5))
+        mu, v = np.linalg.eigh(mc.T @ mc)
+        keep = mu > 1e-10 * mu.max()
+        d = np.where(keep, alpha + (1 - alpha) / np.sqrt(np.where(keep, mu, 1.0)), 0.0)
+        return mc @ (v * d) @ v.T
 
-    zx, zy = z(x), z(y)
+    zx, zy = whitened(x), whitened(y)
     cos = np.linalg.norm(zx.T @ zy, ord="nuc") / (np.linalg.norm(zx) * np.linalg.norm(zy))
     return {"shape": float(np.arccos(min(cos, 1.0)))}
 
 
 def ref_linreg(x, y, ridge: float = 0.0) -> dict[str, float]:
-    """R² of Ȳ from X̄ by least squares (numpy lstsq); with a ridge, the SPEC's formula."""
+    """R² of Ȳ from X̄ by least squares (numpy lstsq); with a ridge, the in-sample R² of
+    the ridge predictor W = (Cxx + λ·tr(Cxx)/p·I)⁻¹Cxy (SPEC)."""
     xc, yc = centred(x), centred(y)
     if ridge:
         n, p = xc.shape
         cxx = xc.T @ xc / n
-        beta = np.linalg.solve(cxx + ridge * np.trace(cxx) / p * np.eye(p), xc.T @ yc / n)
-        return {"linreg": float(np.trace(yc.T @ xc / n @ beta) / np.trace(yc.T @ yc / n))}
+        w = np.linalg.solve(cxx + ridge * np.trace(cxx) / p * np.eye(p), xc.T @ yc / n)
+        return {"linreg": float(1.0 - np.linalg.norm(yc - xc @ w) ** 2 / np.linalg.norm(yc) ** 2)}
     beta, *_ = np.linalg.lstsq(xc, yc, rcond=None)
     return {"linreg": float(np.linalg.norm(xc @ beta) ** 2 / np.linalg.norm(yc) ** 2)}
 

@@ -137,6 +137,11 @@ class Measure:
     def partial(self, side: Side, opts: Mapping[str, Any]) -> Any:
         return side
 
+    def mirrored(self, columns: dict[str, Any]) -> dict[str, Any]:
+        """A symmetric measure's columns for (B, A) from those of (A, B): the same, unless
+        some column belongs to a side (CKA's HSIC terms and bandwidths)."""
+        return columns
+
     def finalize(
         self, a: Any, b: Any, cross: Cross | None, opts: Mapping[str, Any]
     ) -> dict[str, Any]:

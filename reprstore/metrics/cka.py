@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -142,7 +142,10 @@ def ratio(
                 + f") over {n} rows: it is constant or has too few distinct rows; "
                 "CKA is undefined."
             )
-    return clip_unit(hab / math.sqrt(haa) / math.sqrt(hbb), "CKA", names)
+    if hab == haa == hbb:  # a representation with itself: exactly 1 (SPEC: exactness)
+        return 1.0
+    # √haa·√hbb: symmetric in A and B (bitwise), and no overflow of haa·hbb
+    return clip_unit(hab / (math.sqrt(haa) * math.sqrt(hbb)), "CKA", names)
 
 
 def _centred_spread(m: ReprMoments) -> float:
@@ -407,6 +410,16 @@ class CKA(Measure):
             ab = cross.views.get("raw")
             result = cka_linear_sides(a, b, None if a is b else ab, opts["estimator"])
         return result_columns(result)
+
+    def mirrored(self, columns: dict[str, Any]) -> dict[str, Any]:
+        return result_columns(swapped(columns["_result"]))
+
+
+def swapped(r: CKAResult) -> CKAResult:
+    """The result of (B, A) from that of (A, B): the same value, the sides' terms swapped."""
+    return replace(
+        r, hsic_aa=r.hsic_bb, hsic_bb=r.hsic_aa, sigma2_a=r.sigma2_b, sigma2_b=r.sigma2_a
+    )
 
 
 def result_columns(r: CKAResult) -> dict[str, Any]:

@@ -1,8 +1,13 @@
 """Linear predictivity: R² of B from A by least squares (asymmetric).
 
 R² = tr(Cyx Cxx⁻¹ Cxy) / tr(Cyy) = ‖Λ^-½ VᵀCxy‖²_F / tr(Cyy) over A's rank (the
-least-squares fit is the projection on A's column space); ``ridge=λ`` uses
-Cxx + λ·tr(Cxx)/p·I.
+least-squares fit is the projection on A's column space).
+
+``ridge=λ`` is the in-sample R² of the ridge predictor W = M⁻¹Cxy, M = Cxx + δI,
+δ = λ·tr(Cxx)/p (sklearn ``Ridge(alpha=λ·tr(X̄ᵀX̄)/p)`` with a variance-weighted
+``r2_score``): [2·tr(WᵀCxy) − tr(WᵀCxxW)] / tr(Cyy). With a whitening M^-½ = U
+(UUᵀ = M⁻¹) and T = UᵀCxy, W = UT and UᵀCxxU = I − δUᵀU, so the numerator is
+‖T‖² + δ‖UT‖²: from the same products as the plain R², no other pass.
 """
 
 from __future__ import annotations
@@ -56,5 +61,9 @@ class LinReg(Measure):
     ) -> dict[str, Any]:
         assert cross is not None
         t = cross.whitened(a.side, b.side, a.w)
-        value = float(np.linalg.norm(t)) ** 2 / float(np.trace(b.side.cov))  # t in any order
+        explained = float(np.linalg.norm(t)) ** 2  # tr(Cyx M⁻¹ Cxy), t in any order
+        if opts["ridge"]:
+            delta = opts["ridge"] * float(np.trace(a.side.cov)) / a.side.width
+            explained += delta * float(np.linalg.norm(a.w.apply(t))) ** 2
+        value = explained / float(np.trace(b.side.cov))
         return {"linreg": clip_unit(value, "The R² of linreg", cross.names)}

@@ -1,9 +1,15 @@
 """The angular shape metric of Williams, Kunz, Kornblith & Linderman (2021).
 
-Z = X̄(α·I + (1−α)·Cxx)^-½ (Cxx in the stored units); θ = arccos(‖ZxᵀZy‖_* / (‖Zx‖_F‖Zy‖_F)).
-In the eigenbasis of Cxx, Zx = X̄ V f(λ) with f = (α + (1−α)λ)^-½, so
-‖ZxᵀZy‖_* = n‖diag(f_x) VxᵀCxyVy diag(f_y)‖_* and ‖Zx‖²_F = n Σ λ f(λ)².
-α = 1: angular Procrustes; α = 0: a CCA-like metric (directions outside the rank drop out).
+As the authors' code defines it (netrep ``LinearMetric(alpha)``, centred columns, zero
+padding, angular score; ``netrep.utils.whiten``): with X̄ᵀX̄ = V diag(μ) Vᵀ (stored units,
+μ = n·λ for the eigenvalues λ of Cxx), the partial whitening is Z = V diag(α + (1−α)μ^-½) Vᵀ,
+rescaled to preserve the total variance (one scalar per side, which the angle ignores), and
+θ = arccos(‖(X̄Zx)ᵀ(ȲZy)‖_* / (‖X̄Zx‖_F‖ȲZy‖_F)).
+In the eigenbasis, X̄Zx = X̄ V diag(f), f = α + (1−α)μ^-½, so
+‖ZxᵀZy‖_* = n‖diag(f_x) VxᵀCxyVy diag(f_y)‖_* and ‖X̄Zx‖²_F = n Σ λ f². α = 1: angular
+Procrustes; α = 0: a CCA-like metric. Directions below 1e-10 × the largest eigenvalue
+are dropped (f = 0: the project's relative rank rule), where netrep clips eigenvalues at
+an absolute 1e-7 instead.
 """
 
 from __future__ import annotations
@@ -38,10 +44,10 @@ def shaped(side: Side, alpha: float) -> Shaped:
     side.check()
     lam, _ = side.eig
     s2 = side.scale**2  # Cxx in stored units is s² × the offset-units one
-    denom = alpha + (1.0 - alpha) * lam * s2
+    mu = side.n * lam * s2  # eigenvalues of X̄ᵀX̄ in stored units, as netrep whitens
     keep = lam > RANK_RTOL * lam[0]
     with np.errstate(divide="ignore"):
-        f = np.where(keep, 1.0 / np.sqrt(np.where(keep, denom, 1.0)), 0.0)
+        f = np.where(keep, alpha + (1.0 - alpha) / np.sqrt(np.where(keep, mu, 1.0)), 0.0)
     return Shaped(side, f, float(np.sqrt((lam * f * f).sum())))
 
 

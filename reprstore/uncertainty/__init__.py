@@ -297,7 +297,8 @@ def measure(
     """The engine's :class:`~reprstore.passes.Outcome` of ``specs`` for the ordered pairs,
     with the uncertainty columns ``opts`` asks for (see :func:`result_columns`)."""
     from reprstore.metrics.cka import result_columns as cka_columns
-    from reprstore.passes import Outcome, swapped
+    from reprstore.metrics.cka import swapped
+    from reprstore.passes import Outcome
 
     check_measures(specs, opts)
     if own:

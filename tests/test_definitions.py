@@ -1,0 +1,107 @@
+"""The cited definitions, against the cited codes' formulas: linreg's ridge form against
+scikit-learn's Ridge and r2_score; shape against netrep's LinearMetric (its whitening
+written out here in numpy); and the exactness owed (SPEC: Measures)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import Ridge
+from sklearn.metrics import r2_score
+
+import reprstore
+from reprstore.engine import measure_arrays
+
+ROUTES = ["features", "samples"]
+
+
+def data(n: int, p: int, q: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, p)) * rng.uniform(0.5, 3.0, p) + 2.0
+    k = min(p, q)
+    y = x[:, :k] @ rng.standard_normal((k, q)) + rng.standard_normal((n, q)) - 1.0
+    return x, y
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("n,p,q,lam", [(500, 20, 15, 0.1), (300, 50, 10, 1.0), (90, 400, 30, 0.1)])
+def test_linreg_ridge_is_sklearns_ridge_r2(route, n, p, q, lam):
+    x, y = data(n, p, q, seed=p)
+    xc = x - x.mean(0)
+    model = Ridge(alpha=lam * np.trace(xc.T @ xc) / p).fit(x, y)
+    expected = r2_score(y, model.predict(x), multioutput="variance_weighted")
+    got = measure_arrays([x, y], [(0, 1)], f"linreg:ridge={lam}", route=route)
+    assert got.pairs[(0, 1)]["linreg"] == pytest.approx(expected, rel=1e-9)
+
+
+def netrep_shape(x: np.ndarray, y: np.ndarray, alpha: float) -> float:
+    """netrep ``LinearMetric(alpha, center_columns=True, zero_pad=True,
+    score_method="angular")``: ``whiten`` with X̄ᵀX̄ = V diag(μ) Vᵀ, d = α + (1−α)μ^-½
+    (rescaled by one scalar to keep the variance), rotation alignment, then the angle.
+    The relative rank rule replaces netrep's absolute eigenvalue clip."""
+
+    def whiten(a: np.ndarray) -> np.ndarray:
+        ac = a - a.mean(0)
+        mu, v = np.linalg.eigh(ac.T @ ac)
+        keep = mu > 1e-10 * mu.max()
+        d = np.where(keep, alpha + (1 - alpha) / np.sqrt(np.where(keep, mu, 1.0)), 0.0)
+        new_var = np.sum(np.where(keep, mu * d**2, 0.0))
+        return ac @ (v * (d * np.sqrt(mu.sum() / new_var))) @ v.T
+
+    xw, yw = whiten(x), whiten(y)
+    width = max(xw.shape[1], yw.shape[1])  # zero padding
+    xw = np.pad(xw, ((0, 0), (0, width - xw.shape[1])))
+    yw = np.pad(yw, ((0, 0), (0, width - yw.shape[1])))
+    u, _, vt = np.linalg.svd(xw.T @ yw)  # orthogonal Procrustes alignment of X to Y
+    aligned = xw @ (u @ vt)
+    cos = np.vdot(aligned, yw) / (np.linalg.norm(aligned) * np.linalg.norm(yw))
+    return float(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("alpha", [0.0, 0.1, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize("n,p,q", [(400, 30, 20), (90, 300, 200)])
+def test_shape_is_netreps_linear_metric(route, alpha, n, p, q):
+    x, y = data(n, p, q, seed=7)
+    got = measure_arrays([x, y], [(0, 1)], f"shape:alpha={alpha}", route=route)
+    # arccos near 1 turns rounding of the cosine into √ε ≈ 1.5e-8 of angle: abs=1e-7
+    expected = netrep_shape(x, y, alpha)
+    assert got.pairs[(0, 1)]["shape"] == pytest.approx(expected, rel=1e-6, abs=1e-7)
+
+
+@pytest.mark.parametrize("estimator", ["debiased", "biased", "minibatch"])
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+def test_cka_of_a_representation_with_itself_is_exactly_one(estimator, kernel):
+    rng = np.random.default_rng(3)
+    for trial in range(8):
+        x = rng.standard_normal((int(rng.integers(20, 200)), int(rng.integers(2, 40))))
+        x = x * 10.0 ** rng.uniform(-3, 3) + rng.uniform(-5, 5)
+        got = reprstore.cka(x, x, estimator, kernel, batch_size=16)
+        assert got.cka == 1.0, (trial, got.cka)
+        assert np.arccos(got.cka) == 0.0
+
+
+@pytest.mark.parametrize("estimator", ["debiased", "biased", "minibatch"])
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+def test_a_grid_fills_both_orientations_with_the_same_bits(estimator, kernel):
+    x, y = data(150, 12, 9, seed=4)
+    spec = f"cka:estimator={estimator}:kernel={kernel}:batch_size=16"
+    out = measure_arrays([x, y], [(0, 1), (1, 0)], spec)
+    assert out.pairs[(0, 1)]["cka"] == out.pairs[(1, 0)]["cka"]
+    assert out.pairs[(0, 1)]["hsic_aa"] == out.pairs[(1, 0)]["hsic_bb"]
+
+
+@pytest.mark.parametrize(
+    "estimator,kernel,route",
+    [("debiased", "linear", "samples"), ("biased", "linear", "samples"),
+     ("debiased", "rbf", "auto"), ("biased", "rbf", "auto"), ("minibatch", "linear", "auto"),
+     ("minibatch", "rbf", "auto")],
+)  # fmt: skip
+def test_swapped_arguments_give_the_same_bits(estimator, kernel, route):
+    rng = np.random.default_rng(5)
+    for _ in range(6):
+        x, y = data(int(rng.integers(30, 200)), int(rng.integers(2, 30)),
+                    int(rng.integers(2, 30)), seed=int(rng.integers(1000)))  # fmt: skip
+        a = reprstore.cka(x, y, estimator, kernel, batch_size=16, route=route).cka
+        b = reprstore.cka(y, x, estimator, kernel, batch_size=16, route=route).cka
+        assert a == b
