@@ -314,7 +314,14 @@ def measure_arrays(
     ctx = context(arrays, pairs, names=names, mask=mask, min_rows=min_rows,
                   what=_what(specs, min_rows), **settings)  # fmt: skip
     check_widths(ctx, specs, pairs)
-    plan = make_plan(ctx, specs, own, route, uncertain=uncertainty is not None)
+    plan = make_plan(
+        ctx,
+        specs,
+        own,
+        route,
+        uncertain=uncertainty is not None,
+        ci=uncertainty is not None and uncertainty.ci is not None,
+    )
     if report is not None:
         report(plan.line())
     if dry_run:
@@ -562,10 +569,14 @@ def cka(
         Unknown estimator, kernel or device; bad sigma or batch size.
     """
     same = x is y  # one representation with itself: one side, exactly 1 (SPEC: exactness)
+    unc = _uncertainty_options(ci, bootstrap, permutations, seed)
+    # (y, x) computed as (x, y) and swapped: the same bits both ways (SPEC: exactness)
+    flip = not same and unc is None and content_key(y) < content_key(x)
+    arrays = [x] if same else [y, x] if flip else [x, y]
     (result,) = compare_arrays(
-        [x] if same else [x, y],
+        arrays,
         [(0, 0)] if same else [(0, 1)],
-        names=["A"] if same else ["A", "B"],
+        names=["A"] if same else ["B", "A"] if flip else ["A", "B"],
         estimator=estimator,
         kernel=kernel,
         sigma=sigma,
@@ -576,10 +587,29 @@ def cka(
         scheduler=scheduler,
         split_every=split_every,
         precision=precision,
-        uncertainty=_uncertainty_options(ci, bootstrap, permutations, seed),
+        uncertainty=unc,
         route=route,
     )
+    if flip:
+        from reprstore.metrics.cka import swapped
+
+        return swapped(result)
     return result
+
+
+def content_key(x: Any) -> tuple[Any, ...]:
+    """An order of inputs that does not depend on argument order: shape, dtype and a hash
+    of the first and last 64 rows (a dask array: its content-derived name)."""
+    import hashlib
+
+    if isinstance(x, da.Array):
+        return (tuple(x.shape), str(x.dtype), x.name)
+    x = _from_torch(x)
+    shape = tuple(getattr(x, "shape", np.shape(x)))
+    h = hashlib.blake2b(digest_size=16)
+    for part in (x[:64], x[-64:]):
+        h.update(np.ascontiguousarray(np.asarray(part)).tobytes())
+    return (shape, str(getattr(x, "dtype", "")), h.hexdigest())
 
 
 def _uncertainty_options(

@@ -128,6 +128,7 @@ def make_plan(
     own: Sequence[int],
     route: str = "auto",
     uncertain: bool = False,
+    ci: bool = False,
 ) -> Plan:
     """The plan of one comparison (``ctx``: its :class:`~reprstore.passes.PassContext`).
 
@@ -139,6 +140,8 @@ def make_plan(
     sizes = [int(a.dtype.itemsize) for a in ctx.arrays]
     unique: list[Pair] = list(ctx.pairs)
     _shape_refusals(ctx, specs, unique)
+    if ci:
+        _interval_refusals(ctx, specs, unique)
     feats = needs_features(specs)
     sampled = [s for s in specs if s.measure.sample_form(s.opts)]
     rbf = [s for s in sampled if s.name == "cka" and s.opts["kernel"] == "rbf"]
@@ -202,6 +205,25 @@ def _shape_refusals(ctx: Any, specs: Sequence[Spec], unique: Sequence[Pair]) -> 
             why = s.measure.shape_refusal(s.opts, ctx.n, p, q)
             if why:
                 raise ComparisonError(why)
+
+
+def _interval_refusals(ctx: Any, specs: Sequence[Spec], unique: Sequence[Pair]) -> None:
+    """Refuse ``--ci`` for a measure beyond the features-to-rows ratio at which the
+    coverage simulation found its interval at the nominal level."""
+    for s in specs:
+        limit = s.measure.ci_max_ratio
+        if limit is None:
+            continue
+        for i, j in unique:
+            p, q = int(ctx.arrays[i].shape[1]), int(ctx.arrays[j].shape[1])
+            if max(p, q) / ctx.n > limit:
+                raise InputError(
+                    f"--ci for {s.name} is refused at {max(p, q)} features over {ctx.n} rows "
+                    f"(p/n = {max(p, q) / ctx.n:.3g}): its interval held the nominal level "
+                    f"only up to p/n = {limit:g} in the coverage simulation "
+                    "(docs/uncertainty.md). Compare more rows or fewer features "
+                    "(svcca:k=…), or leave --ci out."
+                )
 
 
 def _degrees(unique: Sequence[Pair]) -> dict[int, int]:

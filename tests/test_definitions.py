@@ -93,7 +93,8 @@ def test_a_grid_fills_both_orientations_with_the_same_bits(estimator, kernel):
 
 @pytest.mark.parametrize(
     "estimator,kernel,route",
-    [("debiased", "linear", "samples"), ("biased", "linear", "samples"),
+    [("debiased", "linear", "features"), ("biased", "linear", "features"),
+     ("debiased", "linear", "samples"), ("biased", "linear", "samples"),
      ("debiased", "rbf", "auto"), ("biased", "rbf", "auto"), ("minibatch", "linear", "auto"),
      ("minibatch", "rbf", "auto")],
 )  # fmt: skip

@@ -101,6 +101,12 @@ class Measure:
     arrays: tuple[str, ...] = ()
     #: Informational columns (how a value was computed), after the measures' columns.
     info: tuple[str, ...] = ()
+    #: Scalar columns whose plug-in estimate is biased by O(p/n) (in-sample fits): their
+    #: jackknife interval is centred on the bias-corrected estimate.
+    biased_plugin: tuple[str, ...] = ()
+    #: The largest max(p, q)/n at which the suite's simulation found its ``--ci`` interval
+    #: at the nominal level (docs/uncertainty.md); beyond it ``--ci`` is refused.
+    ci_max_ratio: float | None = None
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
         return frozenset()

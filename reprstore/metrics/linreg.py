@@ -33,6 +33,8 @@ class LinReg(Measure):
     options = (Option("ridge", float, 0.0, "λ: Cxx + λ·tr(Cxx)/p·I"),)
     symmetric = False
     scalars = ("linreg",)
+    biased_plugin = ("linreg",)
+    ci_max_ratio = 0.1
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
         return frozenset({"orthogonal", "scale", "translation"})

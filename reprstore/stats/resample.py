@@ -265,6 +265,13 @@ def jackknife_se(values: np.ndarray) -> np.ndarray:
     return np.sqrt((g - 1) / g * np.sum(centred**2, axis=0))
 
 
+def jackknife_corrected(estimate: float, values: np.ndarray) -> np.ndarray:
+    """The delete-group jackknife's bias-corrected estimate G·θ̂ − (G − 1)·mean(θ̂₍₋g₎)
+    (Quenouille 1956): it removes the O(1/n) bias of a plug-in such as an in-sample R²."""
+    g = values.shape[0]
+    return g * np.asarray(estimate, dtype=np.float64) - (g - 1) * values.mean(axis=0)
+
+
 def t_interval(
     estimate: np.ndarray | float, se: np.ndarray | float, level: float, df: int
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -216,17 +216,25 @@ def _interval_columns(
 ) -> dict[str, Any]:  # fmt: skip
     assert opts.ci is not None
     extra: dict[str, Any] = {}
-    for _, col in columns:
+    corrected = []
+    for spec, col in columns:
         est = _value(row, col)
         loo = np.array([_value(r, col) for r in reps])
         if not (np.isfinite(est) and np.isfinite(loo).all()):
             extra.update({f"{col}_lo": None, f"{col}_hi": None, f"{col}_se": None})
             continue
         se = float(rs.jackknife_se(loo))
-        lo, hi = rs.t_interval(est, se, opts.ci, groups - 1)
+        centre = est
+        if col[: len(col) - len(spec.suffix) or None] in spec.measure.biased_plugin:
+            centre = float(rs.jackknife_corrected(est, loo))
+            corrected.append(col)
+        lo, hi = rs.t_interval(centre, se, opts.ci, groups - 1)
         extra.update({f"{col}_lo": float(lo), f"{col}_hi": float(hi), f"{col}_se": se})
-    extra.update(ci_level=opts.ci, ci_method=f"jackknife-t, {groups} groups",
-                 ci_replicates=groups, resample_seed=opts.seed)  # fmt: skip
+    method = f"jackknife-t, {groups} groups"
+    if corrected:
+        method += f"; centred on the bias-corrected estimate for {', '.join(corrected)}"
+    extra.update(ci_level=opts.ci, ci_method=method, ci_replicates=groups,
+                 resample_seed=opts.seed)  # fmt: skip
     return extra
 
 
