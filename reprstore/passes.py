@@ -232,7 +232,8 @@ def _partials(out: Outcome, specs: Sequence[Spec], i: int, side: Side, extras: d
     side.extra.update(extras.get(("side", i), {}))
     out.partials[i] = {
         s.key: None
-        if not side.moments and s.measure.sample_form(s.opts)  # on the sample route only
+        # on the sample route only, or measured by a pass of its own
+        if not side.moments and (s.measure.sample_form(s.opts) or s.measure.special(s.opts))
         else s.measure.partial(side, s.opts)
         for s in specs
     }
@@ -316,6 +317,10 @@ def _special_passes(
                 batch_size=o["batch_size"], shuffle=o["shuffle"],
             )  # fmt: skip
             found = dict(zip(unique, got, strict=True))
+        elif s.measure.special(o) == "folds":
+            for (a, b), value in _cross_validated(c, s, orient).items():
+                extras.setdefault(("pair", a, b), {})[s.key] = {"columns": {"linreg": value}}
+            continue
         elif s.measure.sample_form(o) == "tiles":
             rbf = s.name == "cka" and o["kernel"] == "rbf"
             on = unique if rbf else sampled
@@ -350,6 +355,50 @@ def _special_passes(
                 mine = {names[k]: v for k, v in cols.items() if k in names}
                 extras.setdefault(("pair", a, b), {})[s.key] = {"columns": mine}
     return extras
+
+
+def _cross_validated(c: PassContext, s: Spec, orient: dict[Pair, list[Pair]]) -> dict[Pair, float]:
+    """linreg:folds=k of every ordered pair: one pass keeps the sums of every fold
+    (:mod:`reprstore.uncertainty.grouped`); each fold is fitted on the others' sums and
+    scored on its own (:func:`reprstore.metrics.linreg.cross_validated_r2`)."""
+    from reprstore.metrics.linreg import Sums, cross_validated_r2, fold_ids
+    from reprstore.uncertainty import grouped as gp
+
+    k = int(s.opts["folds"])
+    if not 2 <= k <= c.n:
+        raise InputError(f"linreg:folds must be between 2 and the {c.n} rows. Got {k}.")
+    reprs = sorted({i for p in orient for i in p})
+    streams = [(i, "raw") for i in reprs]
+    index = {i: t for t, i in enumerate(reprs)}
+    cross = [(index[i], index[j]) for i, j in orient if i != j]
+    offsets = gp.first_offsets(c, streams, list(range(len(streams))))
+    runner = dask_graph.Runner(c.scheduler, c.progress, c.blocks)
+    stacked = gp.grouped_pass(c, streams, list(range(len(streams))), cross,
+                              fold_ids(c.n, k), k, c.memory, offsets, runner)  # fmt: skip
+    runner.finish()
+
+    def sums(f: int, a: int, b: int) -> Sums:
+        sa, sb = index[a], index[b]
+        ra = {x: stacked[("r", sa, x)][f] for x in ("n", "total", "gram")}
+        rb = {x: stacked[("r", sb, x)][f] for x in ("total", "gram")}
+        if a == b:
+            xy = ra["gram"]
+        elif sa < sb:
+            xy = stacked[("p", sa, sb, "cross")][f]
+        else:
+            xy = stacked[("p", sb, sa, "cross")][f].T
+        return Sums(float(ra["n"]), ra["total"], rb["total"], ra["gram"], xy, rb["gram"])
+
+    out: dict[Pair, float] = {}
+    for orientations in orient.values():
+        for a, b in orientations:
+            value = cross_validated_r2([sums(f, a, b) for f in range(k)], s.opts["ridge"])
+            if not np.isfinite(value):
+                raise ComparisonError(
+                    f"The cross-validated R² of {c.names[b]} from {c.names[a]} is not finite."
+                )
+            out[(a, b)] = value
+    return out
 
 
 def _columns_of(s: Spec) -> list[str]:

@@ -140,6 +140,7 @@ def make_plan(
     sizes = [int(a.dtype.itemsize) for a in ctx.arrays]
     unique: list[Pair] = list(ctx.pairs)
     _shape_refusals(ctx, specs, unique)
+    _fold_refusals(ctx, specs, unique, uncertain)
     if ci:
         _interval_refusals(ctx, specs, unique)
     feats = needs_features(specs)
@@ -180,8 +181,9 @@ def make_plan(
             plan.routes[pair] = _cheaper(ctx, pair, widths, sizes, deg, block, nuclear)
         elif rbf:
             plan.routes[pair] = "samples"
-        else:
-            plan.routes[pair] = "minibatch"
+        else:  # passes of their own only
+            plan.routes[pair] = str(next(s.measure.special(s.opts) for s in specs
+                                         if s.measure.special(s.opts)))  # fmt: skip
     _cost_features(plan, ctx, specs, own, widths, sizes, block)
     sample_pairs = [p for p in unique if plan.routes[p] == "samples" or rbf]
     if sample_pairs:
@@ -205,6 +207,35 @@ def _shape_refusals(ctx: Any, specs: Sequence[Spec], unique: Sequence[Pair]) -> 
             why = s.measure.shape_refusal(s.opts, ctx.n, p, q)
             if why:
                 raise ComparisonError(why)
+
+
+def _fold_refusals(
+    ctx: Any, specs: Sequence[Spec], unique: Sequence[Pair], uncertain: bool
+) -> None:
+    """linreg:folds keeps every fold's sums in one pass: k × (p² + pq + q²) floats."""
+    from reprstore.uncertainty.grouped import own_bytes, pair_bytes
+
+    for s in specs:
+        if s.measure.special(s.opts) != "folds":
+            continue
+        if uncertain:
+            raise InputError(
+                f"--ci and --permutations are not available for {s.key} (a cross-validated "
+                "R²): leave them out, or ask for linreg without folds."
+            )
+        k = int(s.opts["folds"])
+        if not 2 <= k <= ctx.n:
+            raise InputError(f"linreg:folds must be between 2 and the {ctx.n} rows. Got {k}.")
+        widths = [int(a.shape[1]) for a in ctx.arrays]
+        reprs = {i for p in unique for i in p}
+        own = sum(own_bytes(widths[i]) for i in reprs)
+        need = k * (own + sum(pair_bytes(widths[i], widths[j]) for i, j in unique if i != j))
+        if need > ctx.memory:
+            raise ComparisonError(
+                f"{s.key} keeps the sums of each of its {k} folds ({human_bytes(need)}), more "
+                f"than the memory limit {human_bytes(ctx.memory)}. Raise --memory or use "
+                "fewer folds."
+            )
 
 
 def _interval_refusals(ctx: Any, specs: Sequence[Spec], unique: Sequence[Pair]) -> None:

@@ -11,6 +11,7 @@ from sklearn.metrics import r2_score
 
 import reprstore
 from reprstore.engine import measure_arrays
+from reprstore.errors import InputError
 
 ROUTES = ["features", "samples"]
 
@@ -106,3 +107,43 @@ def test_swapped_arguments_give_the_same_bits(estimator, kernel, route):
         a = reprstore.cka(x, y, estimator, kernel, batch_size=16, route=route).cka
         b = reprstore.cka(y, x, estimator, kernel, batch_size=16, route=route).cka
         assert a == b
+
+
+@pytest.mark.parametrize(
+    "n,p,q,ridge,k", [(500, 20, 15, 0.0, 5), (300, 10, 8, 0.1, 3), (101, 30, 5, 1.0, 10)]
+)
+def test_linreg_folds_is_sklearns_cross_validated_r2(n, p, q, ridge, k):
+    """linreg:folds=k from one pass of per-fold sums = cross_val_predict(KFold(k)) +
+    variance-weighted r2_score; the ridge is Ridge(alpha=λ·tr(X̄ᵀX̄)/p) on every fold."""
+    from sklearn.linear_model import LinearRegression
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    x, y = data(n, p, q, seed=n)
+    xc = x - x.mean(0)
+    model = Ridge(alpha=ridge * np.trace(xc.T @ xc) / p) if ridge else LinearRegression()
+    expected = r2_score(y, cross_val_predict(model, x, y, cv=KFold(k)),
+                        multioutput="variance_weighted")  # fmt: skip
+    spec = f"linreg:folds={k}" + (f":ridge={ridge}" if ridge else "")
+    out = measure_arrays([x, y], [(0, 1), (1, 0)], spec, block_rows=64)
+    assert out.pairs[(0, 1)]["linreg"] == pytest.approx(expected, rel=1e-9)
+    back = cross_val_predict(
+        LinearRegression()
+        if not ridge
+        else Ridge(alpha=ridge * np.trace((y - y.mean(0)).T @ (y - y.mean(0))) / q),
+        y,
+        x,
+        cv=KFold(k),
+    )
+    assert out.pairs[(1, 0)]["linreg"] == pytest.approx(
+        r2_score(x, back, multioutput="variance_weighted"), rel=1e-9
+    )
+
+
+def test_linreg_folds_refusals_come_before_the_pass():
+    x, y = data(100, 5, 5, seed=1)
+    with pytest.raises(InputError, match="between 2 and the 100 rows"):
+        measure_arrays([x, y], [(0, 1)], "linreg:folds=1")
+    from reprstore.uncertainty import options
+
+    with pytest.raises(InputError, match="cross-validated"):
+        measure_arrays([x, y], [(0, 1)], "linreg:folds=5", uncertainty=options(ci=0.9))

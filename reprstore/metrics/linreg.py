@@ -12,13 +12,21 @@ least-squares fit is the projection on A's column space).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from reprstore.metrics.base import Cross, Measure, Option, Side, Whitening, clip_unit
+from reprstore.metrics.base import (
+    RANK_RTOL,
+    Cross,
+    Measure,
+    Option,
+    Side,
+    Whitening,
+    clip_unit,
+)
 
 
 @dataclass(frozen=True)
@@ -30,7 +38,16 @@ class Predictor:
 class LinReg(Measure):
     name = "linreg"
     summary = "R² of B predicted from A by (ridge) least squares; asymmetric"
-    options = (Option("ridge", float, 0.0, "λ: Cxx + λ·tr(Cxx)/p·I"),)
+    options = (
+        Option("ridge", float, 0.0, "λ: Cxx + λ·tr(Cxx)/p·I"),
+        Option(
+            "folds",
+            int,
+            None,
+            "k: the k-fold cross-validated R² (consecutive row blocks)",
+            positive=True,
+        ),
+    )
     symmetric = False
     scalars = ("linreg",)
     biased_plugin = ("linreg",)
@@ -43,7 +60,10 @@ class LinReg(Measure):
         return {} if opts["ridge"] else {"linreg": 1.0}
 
     def sample_form(self, opts: Mapping[str, Any]) -> str | None:
-        return "factors"
+        return None if opts["folds"] is not None else "factors"
+
+    def special(self, opts: Mapping[str, Any]) -> str | None:
+        return "folds" if opts["folds"] is not None else None
 
     def shape_refusal(self, opts: Mapping[str, Any], n: int, p: int, q: int) -> str | None:
         if opts["ridge"] or n - 1 >= p:
@@ -69,3 +89,72 @@ class LinReg(Measure):
             explained += delta * float(np.linalg.norm(a.w.apply(t))) ** 2
         value = explained / float(np.trace(b.side.cov))
         return {"linreg": clip_unit(value, "The R² of linreg", cross.names)}
+
+
+# ------------------------------------------------------------- cross-validated R²
+
+
+def fold_ids(n: int, k: int) -> np.ndarray:
+    """The fold of each of n rows: k consecutive blocks, the first n mod k one row longer
+    (scikit-learn's ``KFold(k)`` without shuffling)."""
+    sizes = np.full(k, n // k)
+    sizes[: n % k] += 1
+    return np.repeat(np.arange(k), sizes)
+
+
+@dataclass(frozen=True)
+class Sums:
+    """Sums over some rows of the offset rows x (p) and y (q): n, Σx, Σy, XᵀX, XᵀY, YᵀY."""
+
+    n: float
+    sx: np.ndarray
+    sy: np.ndarray
+    xx: np.ndarray
+    xy: np.ndarray
+    yy: np.ndarray
+
+    def __sub__(self, other: Sums) -> Sums:
+        return Sums(self.n - other.n, self.sx - other.sx, self.sy - other.sy,
+                    self.xx - other.xx, self.xy - other.xy, self.yy - other.yy)  # fmt: skip
+
+
+def fold_fit(train: Sums, ridge: float, alpha_total: float, p: int) -> np.ndarray:
+    """W (p × q) of the least-squares (or ridge) fit of centred y on centred x from the
+    training sums. The ridge is scikit-learn's ``Ridge(alpha)`` with alpha = λ·tr(X̄ᵀX̄)/p
+    of all rows (``alpha_total``), the same for every fold: M = Cxx + alpha/n_train·I."""
+    n = train.n
+    mx, my = train.sx / n, train.sy / n
+    cxx = train.xx / n - np.outer(mx, mx)
+    cxy = train.xy / n - np.outer(mx, my)
+    if ridge:
+        return np.linalg.solve(cxx + alpha_total / n * np.eye(p), cxy)
+    w, v = np.linalg.eigh((cxx + cxx.T) / 2.0)
+    keep = w > RANK_RTOL * w[-1]  # least squares over the training rank (minimum norm)
+    return (v[:, keep] / w[keep]) @ (v[:, keep].T @ cxy)
+
+
+def fold_sse(test: Sums, train: Sums, w: np.ndarray) -> float:
+    """Σ over the test rows of ‖y − ŷ‖², ŷ = ȳ_train + Wᵀ(x − x̄_train), from the sums."""
+    mx, my = train.sx / train.n, train.sy / train.n
+    syy = float(np.trace(test.yy)) - 2.0 * float(my @ test.sy) + test.n * float(my @ my)
+    mxy = test.xy - np.outer(mx, test.sy) - np.outer(test.sx, my) + test.n * np.outer(mx, my)
+    mxx = test.xx - np.outer(mx, test.sx) - np.outer(test.sx, mx) + test.n * np.outer(mx, mx)
+    return syy - 2.0 * float(np.vdot(w, mxy)) + float(np.vdot(w, mxx @ w))
+
+
+def cross_validated_r2(folds: Sequence[Sums], ridge: float) -> float:
+    """1 − Σ_f SSE_f / Σ‖yᵢ − ȳ‖²: the k-fold cross-validated R² (= scikit-learn's
+    ``cross_val_predict`` and a variance-weighted ``r2_score``)."""
+    total = folds[0]
+    for f in folds[1:]:
+        total = Sums(total.n + f.n, total.sx + f.sx, total.sy + f.sy, total.xx + f.xx,
+                     total.xy + f.xy, total.yy + f.yy)  # fmt: skip
+    p = total.sx.shape[0]
+    xbar = total.sx / total.n
+    alpha = ridge * float(np.trace(total.xx) - total.n * xbar @ xbar) / p
+    sse = 0.0
+    for f in folds:
+        train = total - f
+        sse += fold_sse(f, train, fold_fit(train, ridge, alpha, p))
+    sst = float(np.trace(total.yy)) - float(total.sy @ total.sy) / total.n
+    return 1.0 - sse / sst

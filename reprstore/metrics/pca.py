@@ -60,6 +60,7 @@ class PCA(Measure):
     pairing = "features"
     equal_width = True
     scalars = (*CURVES, "pr_a", "pr_b", "pr_b_in_a")
+    biased_plugin = scalars
     arrays = (*tuple(f"{c}_curve" for c in CURVES), "angles")
     info = ("pca_k",)
 

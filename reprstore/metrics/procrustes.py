@@ -25,6 +25,7 @@ class Procrustes(Measure):
     name = "procrustes"
     summary = "squared orthogonal Procrustes distance 2 − 2‖X̂ᵀŶ‖_* (Ding 2021), in [0, 2]"
     scalars = ("procrustes",)
+    biased_plugin = scalars
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
         return frozenset({"orthogonal", "scale", "translation"})

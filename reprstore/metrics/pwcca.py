@@ -21,6 +21,7 @@ class PWCCA(Measure):
     options = (RIDGE,)
     symmetric = False
     scalars = ("pwcca",)
+    biased_plugin = scalars
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
         return frozenset({"scale", "translation"})

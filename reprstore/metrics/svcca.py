@@ -42,6 +42,7 @@ class SVCCA(Measure):
         Option("k", int, None, "number of directions kept (instead of keep)"),
     )
     scalars = ("svcca",)
+    biased_plugin = scalars
     arrays = ("svcca_rho",)
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
