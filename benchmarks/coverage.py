@@ -1,7 +1,7 @@
 """Coverage of ``--ci`` for every measure that offers it (evidence for docs/uncertainty.md).
 
 ``python -m benchmarks.coverage [--trials T] [--out DIR]`` draws T datasets per design
-from X ~ N(0, I_p), Y = X·B + E (p = q = 20, B with N(0, 0.25²) entries, E ~ N(0, I)),
+from X ~ N(0, diag(s²)) (s from 2 down to 0.3), Y = X·B + E (p = q = 20, B with N(0, 0.25²) entries, E ~ N(0, I)),
 runs reprstore's interval (``measure_arrays(..., uncertainty=options(ci=0.95, ...))``) on
 each and counts how often it covers the *population value*. The population value of a
 measure is its value on one sample of ``POPULATION_ROWS`` rows of the same model (its
@@ -33,8 +33,12 @@ MEASURES = ("cka,cka:estimator=biased,cca,svcca:k=10,pwcca,procrustes,shape:alph
 DESIGNS = ((2000, 200), (200, 200), (200, 50), (100, 200))  # (n, groups)
 
 
+#: Standard deviations of X's features: a spectrum with gaps (PCA's directions exist).
+SCALES = np.linspace(2.0, 0.3, P)
+
+
 def model(rng: np.random.Generator, n: int, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    x = rng.standard_normal((n, P))
+    x = rng.standard_normal((n, P)) * SCALES
     return x, x @ b + rng.standard_normal((n, P))
 
 
@@ -83,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     from reprstore.metrics.registry import REGISTRY, get
 
     for name in REGISTRY:  # measure every design, including those --ci refuses
-        get(name).ci_max_ratio = None
+        get(name).ci_limit = lambda opts: None  # type: ignore[method-assign]
     parser = argparse.ArgumentParser(prog="python -m benchmarks.coverage", description=__doc__)
     parser.add_argument("--trials", type=int, default=300)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))

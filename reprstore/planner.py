@@ -17,6 +17,7 @@ exceed ``--memory``. Shape refusals (CCA with n ≤ p, …) and option clashes c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -240,11 +241,17 @@ def _fold_refusals(
 
 def _interval_refusals(ctx: Any, specs: Sequence[Spec], unique: Sequence[Pair]) -> None:
     """Refuse ``--ci`` for a measure beyond the features-to-rows ratio at which the
-    coverage simulation found its interval at the nominal level."""
+    coverage simulation found its interval at the nominal level (docs/uncertainty.md)."""
     for s in specs:
-        limit = s.measure.ci_max_ratio
+        limit = s.measure.ci_limit(s.opts)
         if limit is None:
             continue
+        if limit == 0.0:
+            raise InputError(
+                f"--ci is not offered for {s.key}: its interval missed the population value "
+                "at every features-to-rows ratio of the coverage simulation "
+                "(docs/uncertainty.md). Use cka:estimator=debiased (the default)."
+            )
         for i, j in unique:
             p, q = int(ctx.arrays[i].shape[1]), int(ctx.arrays[j].shape[1])
             if max(p, q) / ctx.n > limit:
@@ -252,8 +259,8 @@ def _interval_refusals(ctx: Any, specs: Sequence[Spec], unique: Sequence[Pair]) 
                     f"--ci for {s.name} is refused at {max(p, q)} features over {ctx.n} rows "
                     f"(p/n = {max(p, q) / ctx.n:.3g}): its interval held the nominal level "
                     f"only up to p/n = {limit:g} in the coverage simulation "
-                    "(docs/uncertainty.md). Compare more rows or fewer features "
-                    "(svcca:k=…), or leave --ci out."
+                    f"(docs/uncertainty.md). Compare at least {math.ceil(max(p, q) / limit)} "
+                    "rows or fewer features, or leave --ci out."
                 )
 
 

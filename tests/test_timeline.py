@@ -65,17 +65,17 @@ def test_timeline_command_pairs_every_checkpoint_with_the_reference(runs, tmp_pa
 
 def test_timeline_against_the_first_checkpoint_with_intervals(runs) -> None:
     root, arrays = runs
-    df = timeline(root / "runs.zarr", "step0", "seed=0,layer=layer_2", measures="cka,linreg",
+    df = timeline(root / "runs.zarr", "step0", "seed=0,layer=layer_2", measures="cka,rsa",
                   ci=0.9, bootstrap=10)  # fmt: skip
     assert list(df["b_checkpoint"]) == [*STEPS, "final"]  # step order, final last
     assert set(df["a_checkpoint"]) == {"step0"} and len(df) == 4
     row = df[df["b_checkpoint"] == "step0"].iloc[0]
-    assert row["cka"] == pytest.approx(1.0) and row["linreg"] == pytest.approx(1.0)
+    assert row["cka"] == pytest.approx(1.0) and row["rsa"] == pytest.approx(1.0)
     late = df[df["b_checkpoint"] == "final"].iloc[0]
     want = cka(arrays[("0", "layer_2", "step0")], arrays[("0", "layer_2", "final")])
     assert late["cka"] == pytest.approx(want, rel=1e-6)
     assert late["cka_lo"] < late["cka"] < late["cka_hi"]
-    assert late["linreg_lo"] < late["linreg"] < late["linreg_hi"]
+    assert late["rsa_lo"] < late["rsa"] < late["rsa_hi"]
     assert df.attrs["reprstore"]["options"]["against"] == "step0"
 
 

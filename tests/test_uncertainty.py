@@ -376,7 +376,14 @@ def test_cli_prints_plan_interval_and_resolution(store: Path) -> None:
     assert df["ci_level"].iloc[0] == 0.9
 
 
-@pytest.mark.parametrize("estimator", ["biased", "debiased", "minibatch"])
+def test_biased_cka_has_no_interval() -> None:
+    """Its interval missed the population value in the coverage simulation (docs)."""
+    x, y = _toy(200)
+    with pytest.raises(InputError, match="not offered for cka:estimator=biased"):
+        reprstore.cka(x, y, estimator="biased", ci=LEVEL)
+
+
+@pytest.mark.parametrize("estimator", ["debiased", "minibatch"])
 def test_point_estimate_is_the_plain_one(estimator: str) -> None:
     x, y = _toy(200)
     plain = reprstore.cka(x, y, estimator=estimator, batch_size=25)

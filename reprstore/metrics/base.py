@@ -125,6 +125,10 @@ class Measure:
         """A pass of its own this measure needs (``minibatch``, ``rbf``), if any."""
         return None
 
+    def ci_limit(self, opts: Mapping[str, Any]) -> float | None:
+        """The largest max(p, q)/n at which ``--ci`` is offered (``None``: any; 0: never)."""
+        return self.ci_max_ratio
+
     def sample_form(self, opts: Mapping[str, Any]) -> str | None:
         """How the sample route computes it exactly, if it does: ``tiles`` (sums over tiles
         of the n × n kernels, any n) or ``factors`` (an orthogonally invariant measure, on

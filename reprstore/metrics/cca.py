@@ -105,7 +105,7 @@ class CCA(Measure):
     scalars = ("cca", "cca_r2")
     arrays = ("cca_rho",)
     biased_plugin = ("cca", "cca_r2")
-    #: mean ρ undercovers beyond (0.90 at p/n = 0.02, bias-corrected); cca_r2 holds to 0.1
+    #: mean ρ undercovers beyond (0.90 at p/n = 0.1, bias-corrected; cca_r2 holds to 0.2)
     ci_max_ratio = 0.01
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:

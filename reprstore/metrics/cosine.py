@@ -34,7 +34,6 @@ class Cosine(Measure):
     name = "cosine"
     summary = "cosine of the stored matrices (cosine) and mean row-wise cosine (cosine_rows)"
     scalars = ("cosine", "cosine_rows")
-    biased_plugin = scalars
     equal_width = True
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:

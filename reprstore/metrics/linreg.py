@@ -51,7 +51,7 @@ class LinReg(Measure):
     symmetric = False
     scalars = ("linreg",)
     biased_plugin = ("linreg",)
-    ci_max_ratio = 0.1
+    ci_max_ratio = 0.01
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
         return frozenset({"orthogonal", "scale", "translation"})

@@ -60,7 +60,10 @@ class PCA(Measure):
     pairing = "features"
     equal_width = True
     scalars = (*CURVES, "pr_a", "pr_b", "pr_b_in_a")
-    biased_plugin = scalars
+    #: the sides' own spectra are biased upwards by O(p/n); the cross curves are not
+    #: (docs/uncertainty.md: coverage)
+    biased_plugin = ("cev_a_self", "cev_b_self", "pr_a", "pr_b")
+    ci_max_ratio = 0.1
     arrays = (*tuple(f"{c}_curve" for c in CURVES), "angles")
     info = ("pca_k",)
 

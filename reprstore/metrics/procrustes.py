@@ -26,6 +26,7 @@ class Procrustes(Measure):
     summary = "squared orthogonal Procrustes distance 2 − 2‖X̂ᵀŶ‖_* (Ding 2021), in [0, 2]"
     scalars = ("procrustes",)
     biased_plugin = scalars
+    ci_max_ratio = 0.01
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
         return frozenset({"orthogonal", "scale", "translation"})

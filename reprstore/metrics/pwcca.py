@@ -21,7 +21,7 @@ class PWCCA(Measure):
     options = (RIDGE,)
     symmetric = False
     scalars = ("pwcca",)
-    biased_plugin = scalars
+    ci_max_ratio = 0.01
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
         return frozenset({"scale", "translation"})

@@ -86,7 +86,6 @@ class RSA(Measure):
         Option("rdm", str, "sqeuclidean", "sqeuclidean, cosine or correlation", tuple(VIEW)),
     )
     scalars = ("rsa",)
-    biased_plugin = scalars
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
         return frozenset(

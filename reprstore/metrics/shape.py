@@ -57,6 +57,7 @@ class Shape(Measure):
     options = (Option("alpha", float, 1.0, "α in [0, 1] (regularisation towards I)", upper=1.0),)
     scalars = ("shape",)
     biased_plugin = scalars
+    ci_max_ratio = 0.01
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
         base = {"orthogonal", "translation"}

@@ -42,7 +42,7 @@ class SVCCA(Measure):
         Option("k", int, None, "number of directions kept (instead of keep)"),
     )
     scalars = ("svcca",)
-    biased_plugin = scalars
+    ci_max_ratio = 0.01
     arrays = ("svcca_rho",)
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
