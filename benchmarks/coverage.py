@@ -1,7 +1,8 @@
 """Coverage of ``--ci`` for every measure that offers it (evidence for docs/uncertainty.md).
 
 ``python -m benchmarks.coverage [--trials T] [--out DIR]`` draws T datasets per design
-from X ~ N(0, diag(s²)) (s from 2 down to 0.3), Y = X·B + E (p = q = 20, B with N(0, 0.25²) entries, E ~ N(0, I)),
+from X ~ N(0, diag(s²)) (s from 2 down to 0.3), Y = X·B + E (p = q = 20, B with
+N(0, 0.25²) entries, E ~ N(0, I)),
 runs reprstore's interval (``measure_arrays(..., uncertainty=options(ci=0.95, ...))``) on
 each and counts how often it covers the *population value*. The population value of a
 measure is its value on one sample of ``POPULATION_ROWS`` rows of the same model (its
