@@ -233,7 +233,8 @@ def _partials(out: Outcome, specs: Sequence[Spec], i: int, side: Side, extras: d
     out.partials[i] = {
         s.key: None
         # on the sample route only, or measured by a pass of its own
-        if not side.moments and (s.measure.sample_form(s.opts) or s.measure.special(s.opts))
+        if not side.moments
+        and (s.measure.sample_form(s.opts) or s.measure.special(s.opts) == "folds")
         else s.measure.partial(side, s.opts)
         for s in specs
     }
