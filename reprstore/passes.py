@@ -157,6 +157,8 @@ def run(
     orient: dict[Pair, list[Pair]] = {}
     for a, b in dict.fromkeys(ordered):
         orient.setdefault((min(a, b), max(a, b)), []).append((a, b))
+    if _one_fold_pass(specs, routes, own) and not extras:
+        return _with_folds(c, orient, specs)
     extras = {**(extras or {}), **_special_passes(c, specs, orient, routes)}
     own_views = _union(specs, "own")
     cross_views = _union([s for s in specs if s.measure.pairing == "rows"], "cross")
@@ -358,25 +360,32 @@ def _special_passes(
     return extras
 
 
-def _cross_validated(c: PassContext, s: Spec, orient: dict[Pair, list[Pair]]) -> dict[Pair, float]:
-    """linreg:folds=k of every ordered pair: one pass keeps the sums of every fold
-    (:mod:`reprstore.uncertainty.grouped`); each fold is fitted on the others' sums and
-    scored on its own (:func:`reprstore.metrics.linreg.cross_validated_r2`)."""
-    from reprstore.metrics.linreg import Sums, cross_validated_r2, fold_ids
+def _fold_pass(c: PassContext, streams: Sequence[tuple[int, str]], own: Sequence[int],
+               cross: Sequence[Pair], k: int) -> dict:  # fmt: skip
+    """One pass keeping the sums of every fold (k consecutive row blocks) of ``streams``
+    (:mod:`reprstore.uncertainty.grouped`); also gives the offsets used."""
+    from reprstore.metrics.linreg import fold_ids
     from reprstore.uncertainty import grouped as gp
 
-    k = int(s.opts["folds"])
-    if not 2 <= k <= c.n:
-        raise InputError(f"linreg:folds must be between 2 and the {c.n} rows. Got {k}.")
-    reprs = sorted({i for p in orient for i in p})
-    streams = [(i, "raw") for i in reprs]
-    index = {i: t for t, i in enumerate(reprs)}
-    cross = [(index[i], index[j]) for i, j in orient if i != j]
     offsets = gp.first_offsets(c, streams, list(range(len(streams))))
     runner = dask_graph.Runner(c.scheduler, c.progress, c.blocks)
-    stacked = gp.grouped_pass(c, streams, list(range(len(streams))), cross,
-                              fold_ids(c.n, k), k, c.memory, offsets, runner)  # fmt: skip
+    stacked = gp.grouped_pass(c, streams, own, cross, fold_ids(c.n, k), k, c.memory,
+                              offsets, runner)  # fmt: skip
     runner.finish()
+    stacked["_offsets"] = offsets
+    return stacked
+
+
+def _fold_values(
+    c: PassContext, s: Spec, orient: dict[Pair, list[Pair]], stacked: dict,
+    index: dict[int, int],
+) -> dict[Pair, float]:  # fmt: skip
+    """linreg:folds of every ordered pair from the per-fold sums: each fold fitted on the
+    others' sums and scored on its own (:func:`reprstore.metrics.linreg.cross_validated_r2`);
+    ``index`` maps a representation to its raw stream."""
+    from reprstore.metrics.linreg import Sums, cross_validated_r2
+
+    k = int(s.opts["folds"])
 
     def sums(f: int, a: int, b: int) -> Sums:
         sa, sb = index[a], index[b]
@@ -400,6 +409,50 @@ def _cross_validated(c: PassContext, s: Spec, orient: dict[Pair, list[Pair]]) ->
                 )
             out[(a, b)] = value
     return out
+
+
+def _cross_validated(c: PassContext, s: Spec, orient: dict[Pair, list[Pair]]) -> dict[Pair, float]:
+    """linreg:folds=k of every ordered pair, from a pass of its own (the raw streams)."""
+    reprs = sorted({i for p in orient for i in p})
+    index = {i: t for t, i in enumerate(reprs)}
+    cross = [(index[i], index[j]) for i, j in orient if i != j]
+    stacked = _fold_pass(c, [(i, "raw") for i in reprs], list(range(len(reprs))), cross,
+                         int(s.opts["folds"]))  # fmt: skip
+    return _fold_values(c, s, orient, stacked, index)
+
+
+def _with_folds(c: PassContext, orient: dict[Pair, list[Pair]], specs: Sequence[Spec]) -> Outcome:
+    """Every measure from one pass of per-fold sums: their total is every row's statistics
+    (the other measures' input), each fold's own gives linreg:folds (SPEC: one pass)."""
+    from reprstore.uncertainty import generic
+    from reprstore.uncertainty import grouped as gp
+
+    folds = [s for s in specs if s.measure.special(s.opts) == "folds"]
+    plain = [s for s in specs if s not in folds]
+    lay = generic.Layout(c, specs, list(orient))
+    if "raw" not in lay.cross_views:
+        lay.cross_views = ["raw", *lay.cross_views]
+    units = list(orient)
+    stacked = _fold_pass(c, lay.streams, lay.own_of(units), lay.cross_of(units),
+                         int(folds[0].opts["folds"]))  # fmt: skip
+    offsets = stacked.pop("_offsets")
+    out = Outcome()
+    if plain:
+        out.pairs = generic.measure_sums(c, lay, plain, orient, gp.total(stacked), offsets)
+    index = {i: lay.index[(i, "raw")] for p in orient for i in p}
+    for s in folds:
+        for pair, value in _fold_values(c, s, orient, stacked, index).items():
+            out.pairs.setdefault(pair, {})[s.column("linreg")] = value
+    return out
+
+
+def _one_fold_pass(specs: Sequence[Spec], routes: dict[Pair, str], own: Sequence[int]) -> bool:
+    """Whether linreg:folds and the other measures can share one pass of fold sums (the
+    others on the feature route, one k, no other pass of their own)."""
+    folds = {s.opts["folds"] for s in specs if s.measure.special(s.opts) == "folds"}
+    others = [s for s in specs if s.measure.special(s.opts) not in (None, "folds")]
+    return (len(folds) == 1 and not others and not own
+            and all(r in ("features", "folds") for r in routes.values()))  # fmt: skip
 
 
 def _columns_of(s: Spec) -> list[str]:

@@ -141,7 +141,8 @@ def make_plan(
     sizes = [int(a.dtype.itemsize) for a in ctx.arrays]
     unique: list[Pair] = list(ctx.pairs)
     _shape_refusals(ctx, specs, unique)
-    _fold_refusals(ctx, specs, unique, uncertain)
+    fold_notes: list[str] = []
+    _fold_refusals(ctx, specs, unique, uncertain, fold_notes)
     if ci:
         _interval_refusals(ctx, specs, unique)
     feats = needs_features(specs)
@@ -169,7 +170,7 @@ def make_plan(
             "--ci and --permutations run on the feature route; leave --route out or use "
             "--route features."
         )
-    plan = Plan(routes={}, n=n, threads=ctx.threads, budget=ctx.memory)
+    plan = Plan(routes={}, n=n, threads=ctx.threads, budget=ctx.memory, notes=fold_notes)
     deg = _degrees(unique)
     block = max(ctx.arrays[0].chunks[0])
     nuclear = any(s.measure.sample_form(s.opts) == "factors" for s in free)
@@ -211,7 +212,7 @@ def _shape_refusals(ctx: Any, specs: Sequence[Spec], unique: Sequence[Pair]) -> 
 
 
 def _fold_refusals(
-    ctx: Any, specs: Sequence[Spec], unique: Sequence[Pair], uncertain: bool
+    ctx: Any, specs: Sequence[Spec], unique: Sequence[Pair], uncertain: bool, notes: list[str]
 ) -> None:
     """linreg:folds keeps every fold's sums in one pass: k × (p² + pq + q²) floats."""
     from reprstore.uncertainty.grouped import own_bytes, pair_bytes
@@ -231,6 +232,9 @@ def _fold_refusals(
         reprs = {i for p in unique for i in p}
         own = sum(own_bytes(widths[i]) for i in reprs)
         need = k * (own + sum(pair_bytes(widths[i], widths[j]) for i, j in unique if i != j))
+        plan_note = f"{s.key}: the sums of {k} folds kept in the pass"
+        if plan_note not in notes:
+            notes.append(plan_note)
         if need > ctx.memory:
             raise ComparisonError(
                 f"{s.key} keeps the sums of each of its {k} folds ({human_bytes(need)}), more "

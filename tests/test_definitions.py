@@ -147,3 +147,36 @@ def test_linreg_folds_refusals_come_before_the_pass():
 
     with pytest.raises(InputError, match="cross-validated"):
         measure_arrays([x, y], [(0, 1)], "linreg:folds=5", uncertainty=options(ci=0.9))
+
+
+def test_linreg_folds_shares_one_pass_with_the_other_measures(monkeypatch):
+    """With other measures, one pass of per-fold sums serves all: their total is every
+    row's statistics; no plain linear pass runs."""
+    from sklearn.linear_model import LinearRegression
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    from reprstore import passes
+    from reprstore.stats import dask_graph
+
+    x, y = data(500, 20, 15, seed=3)
+    plain = measure_arrays([x, y], [(0, 1)], "cka,cca,rsa", block_rows=64).pairs[(0, 1)]
+    calls: list[int] = []
+    original = passes._fold_pass
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    def no_plain_pass(*args, **kwargs):
+        raise AssertionError("a plain linear pass ran")
+
+    monkeypatch.setattr(passes, "_fold_pass", counted)
+    monkeypatch.setattr(dask_graph, "linear_pass", no_plain_pass)
+    out = measure_arrays([x, y], [(0, 1), (1, 0)], "cka,cca,linreg:folds=5,rsa", block_rows=64)
+    assert calls == [1]
+    expected = r2_score(y, cross_val_predict(LinearRegression(), x, y, cv=KFold(5)),
+                        multioutput="variance_weighted")  # fmt: skip
+    assert out.pairs[(0, 1)]["linreg"] == pytest.approx(expected, rel=1e-9)
+    for col in ("cka", "cca", "rsa"):
+        assert out.pairs[(0, 1)][col] == pytest.approx(plain[col], rel=1e-12), col
+        assert out.pairs[(1, 0)][col] == out.pairs[(0, 1)][col]
