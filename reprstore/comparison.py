@@ -456,6 +456,10 @@ def _run_dataset(
     pos = {i: k for k, i in enumerate(idx)}
     if options.get("uncertainty") is not None:  # resampling groups are keyed by sample id
         options = {**options, "ids": store.dataset(dataset).ids()[: arrays[0].shape[0]]}
+    named = sorted({s.opts["fold_by"] for s in specs if s.opts.get("fold_by")})
+    if named:  # metadata columns the measures name (linreg:fold_by)
+        table = store.dataset(dataset).table()
+        options = {**options, "columns": {c: np.asarray(table[c]) for c in named if c in table}}
     out = measure_arrays(
         arrays,
         [(pos[i], pos[j]) for i, j in pairs],

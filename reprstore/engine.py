@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import dask.array as da
@@ -270,6 +271,7 @@ def measure_arrays(
     route: str = "auto",
     report: Callable[[str], None] | None = None,
     dry_run: bool = False,
+    columns: dict[str, Any] | None = None,
     **settings: Any,
 ) -> passes.Outcome:
     """Every measure for every ordered pair ``(i, j)`` of ``arrays`` (same rows), reading
@@ -292,6 +294,9 @@ def measure_arrays(
         Receives the plan line (:mod:`reprstore.planner`) before any chunk is read.
     dry_run : bool
         Plan only: raise :class:`reprstore.planner.DryRun` (holding the plan) after it.
+    columns : dict of name → array-like (n,), optional
+        Per-row metadata the measures name (``linreg:fold_by=COL``), for every stored row
+        (the mask selects them as it selects the rows).
     settings : device, memory, scheduler, split_every, progress, precision, block_rows
 
     Returns
@@ -314,6 +319,8 @@ def measure_arrays(
     ctx = context(arrays, pairs, names=names, mask=mask, min_rows=min_rows,
                   what=_what(specs, min_rows), **settings)  # fmt: skip
     check_widths(ctx, specs, pairs)
+    if columns:
+        ctx = replace(ctx, columns=_selected_columns(ctx, columns))
     plan = make_plan(
         ctx,
         specs,
@@ -331,6 +338,21 @@ def measure_arrays(
 
         return unc.measure(ctx, pairs, specs, uncertainty, ids=ids, own=own)
     return passes.run(ctx, pairs, specs, own, routes=plan.routes)
+
+
+def _selected_columns(ctx: PassContext, columns: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Each metadata column's values of the selected rows (as the row mask selects them)."""
+    n_total = ctx.arrays[0].shape[0]
+    out = {}
+    for name, values in columns.items():
+        v = np.asarray(values)[:n_total]
+        if v.shape != (n_total,):
+            raise InputError(
+                f"Metadata column {name!r} must have one value per row ({n_total}). "
+                f"Got shape {v.shape} instead."
+            )
+        out[name] = v if ctx.mask is None else v[ctx.mask]
+    return out
 
 
 def describe_arrays(

@@ -90,6 +90,8 @@ class PassContext:
     split_every: int
     progress: Progress | None
     threads: int = 1
+    #: Per-row metadata columns the measures name (``linreg:fold_by``), of the selected rows.
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -360,17 +362,30 @@ def _special_passes(
     return extras
 
 
-def _fold_pass(c: PassContext, streams: Sequence[tuple[int, str]], own: Sequence[int],
-               cross: Sequence[Pair], k: int) -> dict:  # fmt: skip
-    """One pass keeping the sums of every fold (k consecutive row blocks) of ``streams``
-    (:mod:`reprstore.uncertainty.grouped`); also gives the offsets used."""
+def folds_of(c: PassContext, s: Spec) -> tuple[np.ndarray, int]:
+    """The fold of every selected row and the number of folds of a linreg:folds spec: k
+    consecutive blocks, or the distinct values of the ``fold_by`` column (in sorted order,
+    scikit-learn's ``PredefinedSplit``)."""
     from reprstore.metrics.linreg import fold_ids
+
+    column = s.opts["fold_by"]
+    if column is None:
+        return fold_ids(c.n, int(s.opts["folds"])), int(s.opts["folds"])
+    _, codes = np.unique(c.columns[column], return_inverse=True)
+    return codes.astype(np.int64), int(codes.max()) + 1
+
+
+def _fold_pass(c: PassContext, streams: Sequence[tuple[int, str]], own: Sequence[int],
+               cross: Sequence[Pair], s: Spec) -> dict:  # fmt: skip
+    """One pass keeping the sums of every fold of ``s`` for ``streams``
+    (:mod:`reprstore.uncertainty.grouped`); also gives the offsets used."""
     from reprstore.uncertainty import grouped as gp
 
+    groups, k = folds_of(c, s)
     offsets = gp.first_offsets(c, streams, list(range(len(streams))))
     runner = dask_graph.Runner(c.scheduler, c.progress, c.blocks)
-    stacked = gp.grouped_pass(c, streams, own, cross, fold_ids(c.n, k), k, c.memory,
-                              offsets, runner)  # fmt: skip
+    stacked = gp.grouped_pass(c, streams, own, cross, groups, k, c.memory, offsets,
+                              runner)  # fmt: skip
     runner.finish()
     stacked["_offsets"] = offsets
     return stacked
@@ -385,7 +400,7 @@ def _fold_values(
     ``index`` maps a representation to its raw stream."""
     from reprstore.metrics.linreg import Sums, cross_validated_r2
 
-    k = int(s.opts["folds"])
+    k = folds_of(c, s)[1]
 
     def sums(f: int, a: int, b: int) -> Sums:
         sa, sb = index[a], index[b]
@@ -416,8 +431,7 @@ def _cross_validated(c: PassContext, s: Spec, orient: dict[Pair, list[Pair]]) ->
     reprs = sorted({i for p in orient for i in p})
     index = {i: t for t, i in enumerate(reprs)}
     cross = [(index[i], index[j]) for i, j in orient if i != j]
-    stacked = _fold_pass(c, [(i, "raw") for i in reprs], list(range(len(reprs))), cross,
-                         int(s.opts["folds"]))  # fmt: skip
+    stacked = _fold_pass(c, [(i, "raw") for i in reprs], list(range(len(reprs))), cross, s)
     return _fold_values(c, s, orient, stacked, index)
 
 
@@ -433,8 +447,7 @@ def _with_folds(c: PassContext, orient: dict[Pair, list[Pair]], specs: Sequence[
     if "raw" not in lay.cross_views:
         lay.cross_views = ["raw", *lay.cross_views]
     units = list(orient)
-    stacked = _fold_pass(c, lay.streams, lay.own_of(units), lay.cross_of(units),
-                         int(folds[0].opts["folds"]))  # fmt: skip
+    stacked = _fold_pass(c, lay.streams, lay.own_of(units), lay.cross_of(units), folds[0])
     offsets = stacked.pop("_offsets")
     out = Outcome()
     if plain:
@@ -449,7 +462,8 @@ def _with_folds(c: PassContext, orient: dict[Pair, list[Pair]], specs: Sequence[
 def _one_fold_pass(specs: Sequence[Spec], routes: dict[Pair, str], own: Sequence[int]) -> bool:
     """Whether linreg:folds and the other measures can share one pass of fold sums (the
     others on the feature route, one k, no other pass of their own)."""
-    folds = {s.opts["folds"] for s in specs if s.measure.special(s.opts) == "folds"}
+    folds = {(s.opts["folds"], s.opts["fold_by"]) for s in specs
+             if s.measure.special(s.opts) == "folds"}  # fmt: skip
     others = [s for s in specs if s.measure.special(s.opts) not in (None, "folds")]
     return (len(folds) == 1 and not others and not own
             and all(r in ("features", "folds") for r in routes.values()))  # fmt: skip

@@ -225,9 +225,25 @@ def _fold_refusals(
                 f"--ci and --permutations are not available for {s.key} (a cross-validated "
                 "R²): leave them out, or ask for linreg without folds."
             )
-        k = int(s.opts["folds"])
-        if not 2 <= k <= ctx.n:
-            raise InputError(f"linreg:folds must be between 2 and the {ctx.n} rows. Got {k}.")
+        column = s.opts["fold_by"]
+        if column is not None:
+            if s.opts["folds"] is not None:
+                raise InputError("Give linreg:folds=k or linreg:fold_by=COLUMN, not both.")
+            if column not in ctx.columns:
+                raise InputError(
+                    f"linreg:fold_by={column}: the dataset has no metadata column {column!r} "
+                    "(reprstore import --meta, or columns= in the Python API)."
+                )
+            k = len(set(ctx.columns[column].tolist()))
+            if k < 2:
+                raise InputError(
+                    f"linreg:fold_by={column} needs at least 2 distinct values over the rows "
+                    f"compared. Got {k}."
+                )
+        else:
+            k = int(s.opts["folds"])
+            if not 2 <= k <= ctx.n:
+                raise InputError(f"linreg:folds must be between 2 and the {ctx.n} rows. Got {k}.")
         widths = [int(a.shape[1]) for a in ctx.arrays]
         reprs = {i for p in unique for i in p}
         own = sum(own_bytes(widths[i]) for i in reprs)

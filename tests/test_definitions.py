@@ -180,3 +180,35 @@ def test_linreg_folds_shares_one_pass_with_the_other_measures(monkeypatch):
     for col in ("cka", "cca", "rsa"):
         assert out.pairs[(0, 1)][col] == pytest.approx(plain[col], rel=1e-12), col
         assert out.pairs[(1, 0)][col] == out.pairs[(0, 1)][col]
+
+
+def test_linreg_fold_by_a_metadata_column_of_the_store(tmp_path):
+    """linreg:fold_by=site over a real store: folds are the column's values (sorted), as
+    scikit-learn's PredefinedSplit; --where selects the rows and their folds alike; a
+    missing column is refused before the pass."""
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression
+    from sklearn.model_selection import PredefinedSplit, cross_val_predict
+
+    from reprstore.comparison import compare
+    from reprstore.ingest import import_files
+
+    x, y = data(300, 10, 6, seed=9)
+    site = np.random.default_rng(1).choice(["b", "a", "c", "d"], size=300)
+    pd.DataFrame({"site": site, "group": np.arange(300) % 2}).to_csv(tmp_path / "m.csv",
+                                                                     index=False)  # fmt: skip
+    store = tmp_path / "s.zarr"
+    for name, v in (("x", x), ("y", y)):
+        np.save(tmp_path / f"{name}.npy", v)
+        import_files(store, [tmp_path / f"{name}.npy"], name="m", layer=name, dtype="float32",
+                     meta=tmp_path / "m.csv")  # fmt: skip
+    xs, ys = x.astype(np.float32).astype(float), y.astype(np.float32).astype(float)
+    keep = np.arange(300) % 2 == 0
+    codes = np.unique(site[keep], return_inverse=True)[1]
+    pred = cross_val_predict(LinearRegression(), xs[keep], ys[keep], cv=PredefinedSplit(codes))
+    expected = r2_score(ys[keep], pred, multioutput="variance_weighted")
+    df = compare(store, "layer=x", "layer=y", measures="linreg:fold_by=site",
+                 where="group == 0")  # fmt: skip
+    assert float(df["linreg"].iloc[0]) == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(InputError, match="no metadata column 'region'"):
+        compare(store, "layer=x", "layer=y", measures="linreg:fold_by=region")

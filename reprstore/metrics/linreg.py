@@ -47,6 +47,7 @@ class LinReg(Measure):
             "k: the k-fold cross-validated R² (consecutive row blocks)",
             positive=True,
         ),
+        Option("fold_by", str, None, "metadata column whose values are the folds (not with k)"),
     )
     symmetric = False
     scalars = ("linreg",)
@@ -60,10 +61,10 @@ class LinReg(Measure):
         return {} if opts["ridge"] else {"linreg": 1.0}
 
     def sample_form(self, opts: Mapping[str, Any]) -> str | None:
-        return None if opts["folds"] is not None else "factors"
+        return None if self.special(opts) else "factors"
 
     def special(self, opts: Mapping[str, Any]) -> str | None:
-        return "folds" if opts["folds"] is not None else None
+        return "folds" if opts["folds"] is not None or opts["fold_by"] is not None else None
 
     def shape_refusal(self, opts: Mapping[str, Any], n: int, p: int, q: int) -> str | None:
         if opts["ridge"] or n - 1 >= p:
