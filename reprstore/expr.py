@@ -308,7 +308,13 @@ class _Evaluator:
         return node.value
 
     def _List(self, node: ast.List | ast.Tuple) -> Any:
-        return [self(e) for e in node.elts]
+        items = [self(e) for e in node.elts]
+        if any(isinstance(v, (list, np.ndarray, frozenset)) for v in items):
+            raise ExpressionError(
+                f"{self.checked.option}: a list holds single values (strings or numbers), "
+                "not lists or columns."
+            )
+        return items
 
     _Tuple = _List
 
@@ -334,6 +340,11 @@ class _Evaluator:
             v = _truth(value)
             return np.logical_not(v) if isinstance(v, np.ndarray) else not v
         number = _as_numbers(value, self.checked.option)
+        if np.asarray(number).dtype == bool:
+            raise ExpressionError(
+                f"{self.checked.option}: '-' and '+' apply to numbers, not to a condition; "
+                "negate a condition with not."
+            )
         return -number if isinstance(node.op, ast.USub) else +number
 
     def _BinOp(self, node: ast.BinOp) -> Any:
@@ -350,11 +361,16 @@ class _Evaluator:
         if op is ast.Add and _is_text(left) and _is_text(right):
             return _elementwise(lambda x, y: str(x) + str(y), left, right)
         opt = self.checked.option
+        lhs, rhs = _as_numbers(left, opt), _as_numbers(right, opt)
+        if op in (ast.Div, ast.FloorDiv, ast.Mod) and np.any(np.asarray(rhs) == 0):
+            raise ExpressionError(f"{opt}: division by zero.")  # arrays too, not 0 or inf
         try:
             with np.errstate(all="ignore"):
-                return _ARITH[op](_as_numbers(left, opt), _as_numbers(right, opt))
+                return _ARITH[op](lhs, rhs)
         except ZeroDivisionError:
             raise ExpressionError(f"{opt}: division by zero.") from None
+        except OverflowError:
+            raise ExpressionError(f"{opt}: a number is too large.") from None
 
     def _Compare(self, node: ast.Compare) -> Any:
         result: Any = True
@@ -459,6 +475,20 @@ class _Filter:
             )
 
 
+def _total(evaluate: Callable[[], Any], option: str, text: str) -> Any:
+    """Run an evaluation so that every input gives a value or a one-line error naming the
+    cause: a clash the checks above did not foresee (types, sizes, numbers beyond range)
+    becomes an :class:`ExpressionError`, never an unexpected one."""
+    try:
+        return evaluate()
+    except ExpressionError:
+        raise
+    except (TypeError, ValueError, OverflowError, KeyError, IndexError, RecursionError,
+            MemoryError, FloatingPointError) as err:  # fmt: skip
+        reason = str(err).split("\n")[0][:200] or type(err).__name__
+        raise ExpressionError(f"{option} {text!r} cannot be evaluated: {reason}.") from None
+
+
 @dataclass(frozen=True)
 class RowFilter(_Filter):
     """A checked ``--where`` condition over a dataset's ``id`` and metadata columns."""
@@ -484,9 +514,15 @@ class RowFilter(_Filter):
             assert isinstance(node, ast.Name)
             if node.id in ("true", "false"):
                 return node.id == "true"
+            if node.id not in columns and node.id in FUNCTIONS:
+                raise ExpressionError(
+                    f"{option} {self.text!r}: {node.id} is a function; call it, e.g. "
+                    f"{FUNCTIONS[node.id][2].split(':')[0]}."
+                )
             return columns[node.id]
 
-        out = _Evaluator(self.checked, lookup, pairs=False)(self.checked.tree)
+        out = _total(lambda: _Evaluator(self.checked, lookup, pairs=False)(self.checked.tree),
+                     option, self.text)  # fmt: skip
         if isinstance(out, (bool, np.bool_)):
             return np.full(n, bool(out))
         out = np.asarray(out)
@@ -518,7 +554,8 @@ class PairFilter(_Filter):
             assert isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
             return sides[node.value.id].get(node.attr)
 
-        out = _Evaluator(self.checked, lookup, pairs=True)(self.checked.tree)
+        out = _total(lambda: _Evaluator(self.checked, lookup, pairs=True)(self.checked.tree),
+                     self.checked.option, self.text)  # fmt: skip
         if isinstance(out, np.ndarray):
             raise ExpressionError(f"{self.checked.option} {self.text!r} is not a condition.")
         return bool(out)

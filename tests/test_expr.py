@@ -278,3 +278,34 @@ def test_unsupported_patterns_are_one_line_errors(pattern: str, why: str) -> Non
     with pytest.raises(ExpressionError, match=why) as err:
         parse_row_filter(f"matches(name, '{pattern}')").mask(table)
     assert "RE2" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text,why",
+    [("id * 100000000000000000000000 > 0", "too large"),
+     ("lower", "lower is a function"),
+     ("id // 0 == 0", "division by zero"),
+     ("id % 0 == 1", "division by zero"),
+     ("id / 0 > 1", "division by zero"),
+     ("-endswith(region, 'h')", "negate a condition with not"),
+     ("[[1, 2], [3]] == id", "a list holds single values")],
+)  # fmt: skip
+def test_the_evaluator_is_total(text: str, why: str) -> None:
+    """Inputs the review's fuzzer found: each a one-line ExpressionError naming the cause
+    (an integer column divided by zero used to keep every row silently)."""
+    table = {"id": np.arange(5), "region": np.array(["north", "south", "east", "west", "x"])}
+    with pytest.raises(ExpressionError, match=why):
+        parse_row_filter(text).mask(table)
+
+
+def test_compare_and_describe_take_quiet_and_name_a_missing_label(small_store: Path) -> None:
+    from conftest import run_cli
+
+    result = run_cli("compare", str(small_store), "--a", "seed=0", "--b", "seed=1", "--quiet")
+    assert result.returncode == 0 and result.stdout == "", result.stderr
+    result = run_cli("describe", str(small_store), "--measure", "selectivity")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: selectivity needs the metadata column of the classes: "
+        "--measure selectivity:label=COLUMN."
+    ]

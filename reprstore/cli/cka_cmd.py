@@ -243,6 +243,7 @@ def cka(
     seed: unc.SeedOpt = None,
     route: RouteOpt = "auto",
     dry_run: DryRunOpt = False,
+    quiet: opt.QuietOpt = False,
 ) -> None:
     """Compare every A with every B by CKA, reading each stored chunk once per pass.
 
@@ -260,6 +261,7 @@ def cka(
     from reprstore.planner import check_route
     from reprstore.report import check_output, plot_heatmap, write_results
 
+    opt.set_quiet(quiet)
     if (a is None or b is None) and pairs is None:
         raise InputError("Give both --a and --b selectors (or a --pairs file).")
     if workers is not None and scheduler is not None:

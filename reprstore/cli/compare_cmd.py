@@ -130,12 +130,14 @@ def compare(
     seed: unc.SeedOpt = None,
     route: c.RouteOpt = "auto",
     dry_run: c.DryRunOpt = False,
+    quiet: opt.QuietOpt = False,
 ) -> None:
     """Compare every A with every B by any measures, all from one pass over the data.
 
     Example: reprstore compare runs.zarr --a seed=0 --b seed=1 --measure cka,cca,procrustes
     With error bars (cka): ... --measure cka --ci 0.95 --bootstrap 200 --permutations 999
     """
+    opt.set_quiet(quiet)
     if measure_help(measure):
         return
     from reprstore.cli.progress import progress_bar
@@ -192,12 +194,14 @@ def describe(
     workers: c.WorkersOpt = None,
     memory: c.MemoryOpt = "2GB",
     allow_incomplete: c.IncompleteOpt = False,
+    quiet: opt.QuietOpt = False,
 ) -> None:
     """Measures of single representations: participation ratio, effective rank, variance,
     sparsity, class selectivity.
 
     Example: reprstore describe runs.zarr seed=0 --measure pr,erank,selectivity:label=label
     """
+    opt.set_quiet(quiet)
     if measure_help(measure):
         return
     from reprstore.cli.progress import progress_bar
