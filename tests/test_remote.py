@@ -164,3 +164,33 @@ def test_file_urls_work_for_writing(tmp_path: Path) -> None:
     cka = run_cli("cka", file_url, "--a", "layer=a", "--b", "layer=b", "--estimator", "biased")
     assert cka.returncode == 0, cka.stderr
     assert "1.000000" in cka.stdout
+
+
+def _cli_with(env_changes: dict[str, str | None], *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    env.pop("REPRSTORE_DEBUG", None)
+    for key, value in env_changes.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return subprocess.run([sys.executable, "-m", "reprstore", *args], capture_output=True,
+                          text=True, env=env, timeout=300)  # fmt: skip
+
+
+def test_an_unreachable_endpoint_and_missing_credentials_are_one_line() -> None:
+    """No server on the port (nothing listens on 127.0.0.1:9), then no credentials at all:
+    'cannot reach' / 'cannot authenticate' to the store, not an Unexpected error."""
+    from conftest import assert_user_error
+
+    closed = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_DEFAULT_REGION": "us-east-1",
+              "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
+              "AWS_MAX_ATTEMPTS": "1"}  # fmt: skip
+    result = _cli_with(closed, "ls", "s3://bucket/s.zarr")
+    assert_user_error(result, "Cannot reach the store at s3://bucket/s.zarr", "AWS_ENDPOINT_URL")
+    anonymous = {**closed, "AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None,
+                 "AWS_SESSION_TOKEN": None, "AWS_PROFILE": None,
+                 "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+                 "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
+    result = _cli_with(anonymous, "ls", "s3://bucket/s.zarr")
+    assert_user_error(result, "Cannot authenticate to the store", "AWS_ACCESS_KEY_ID")

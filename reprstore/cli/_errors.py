@@ -32,6 +32,8 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     warnings.filterwarnings(
         "ignore", message="coroutine .* was never awaited", category=RuntimeWarning
     )
+    # nor "Exception ignored in: <coroutine …>" tracebacks of those reads, closed at exit
+    sys.unraisablehook = lambda unraisable: None
     sys.stderr.write(f"Error: {line}\n")
     sys.stderr.flush()
     return typer.Exit(code)
@@ -78,8 +80,36 @@ def handle_errors(fn: F) -> F:
         except Exception as err:
             if debug_enabled():
                 raise
+            remote = remote_store_error(err, kwargs.get("store"))
+            if remote is not None:
+                raise fail(remote) from None
             raise fail(
                 f"Unexpected {type(err).__name__}: {err} (set REPRSTORE_DEBUG=1 for the traceback)"
             ) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+#: botocore's errors of a store server that cannot be reached, and of missing credentials
+#: (matched by name: botocore is imported only by remote stores).
+UNREACHABLE = frozenset({"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
+                         "ConnectionClosedError", "ProxyConnectionError"})  # fmt: skip
+UNAUTHENTICATED = frozenset({"NoCredentialsError", "PartialCredentialsError",
+                             "CredentialRetrievalError"})  # fmt: skip
+
+
+def remote_store_error(err: BaseException, store: Any = None) -> str | None:
+    """The one line for a remote store's connection or credential failure, or ``None``."""
+    names = {t.__name__ for t in type(err).__mro__}
+    where = f" at {store}" if store else ""
+    if names & UNREACHABLE:
+        return (
+            f"Cannot reach the store{where}: {err}. Check the endpoint (AWS_ENDPOINT_URL or "
+            "the profile's endpoint) and the network, then run the same command again."
+        )
+    if names & UNAUTHENTICATED:
+        return (
+            f"Cannot authenticate to the store{where}: {err}. Set credentials "
+            "(AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)."
+        )
+    return None
