@@ -314,7 +314,7 @@ def _cheaper(
             return "features"
         s_flops += sum(EIGH_FLOPS * float(n) ** 3 / deg[k] for k in sides)
     layout = sample_layout(n, [widths[k] for k in sides], [sizes[k] for k in sides],
-                           ctx.memory, ctx.threads, True, block)  # fmt: skip
+                           ctx.memory, ctx.threads, block)  # fmt: skip
     if layout is None:
         return "features"
     stored = sum(n * widths[k] * sizes[k] for k in sides)
@@ -372,7 +372,7 @@ def _cost_samples(plan: Plan, ctx: Any, pairs: Sequence[Pair], widths: list[int]
 
     idx = sorted({i for p in pairs for i in p})
     w, s = [widths[i] for i in idx], [sizes[i] for i in idx]
-    layout = sample_layout(plan.n, w, s, ctx.memory, ctx.threads, bool(rbf) or bool(free), block)
+    layout = sample_layout(plan.n, w, s, ctx.memory, ctx.threads, block)
     if layout is None:
         raise ComparisonError(
             f"The sample route cannot hold one row block ({block} rows of {sum(w)} features "
@@ -383,7 +383,7 @@ def _cost_samples(plan: Plan, ctx: Any, pairs: Sequence[Pair], widths: list[int]
     plan.layout = layout
     rounds = len(rbf) * (1 + MEDIAN_ROUNDS) + len(free)
     plan.sample_rounds = rounds
-    plan.sample_memory = sample_bytes(layout, w, s, ctx.threads, True)
+    plan.sample_memory = sample_bytes(layout, w, s, ctx.threads)
     n = plan.n
     if any(x.measure.sample_form(x.opts) == "factors" for x in free):
         need = factor_bytes(n, len(idx))

@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -50,6 +51,9 @@ from reprstore.stats.linear import Offset, block_offset, count_nonfinite
 from reprstore.stats.plan import human_bytes
 from reprstore.stats.selection import OrderStatistics, median_ranks
 
+if TYPE_CHECKING:
+    from reprstore.passes import PassContext
+
 Pair = tuple[int, int]
 #: Raw rows of one tile, by representation.
 RowsOf = dict[int, np.ndarray]
@@ -69,7 +73,7 @@ class _Panel:
 class _Rows:
     """The panels of one comparison and the rows of those held now (raw, as stored)."""
 
-    ctx: object
+    ctx: PassContext
     idx: list[int]
     panels: list[_Panel]
     held: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
@@ -100,7 +104,7 @@ READ_GROUP_BYTES = 64 * 1024**2
 
 
 def _read_panel(
-    c: object, idx: Sequence[int], panel: _Panel, threads: int
+    c: PassContext, idx: Sequence[int], panel: _Panel, threads: int
 ) -> dict[int, np.ndarray]:
     """The selected rows of ``panel`` of every representation of ``idx``, as stored.
 
@@ -108,7 +112,7 @@ def _read_panel(
     scheduler (a cluster's workers read the chunks) of at most ``READ_GROUP_BYTES`` of
     blocks each: the panel is never held twice.
     """
-    arrays = c.arrays  # type: ignore[attr-defined]
+    arrays = c.arrays
     out = {i: np.empty((panel.rows, arrays[i].shape[1]), dtype=arrays[i].dtype) for i in idx}
     jobs = []  # (representation, block, selection, first row in the panel)
     for i in idx:
@@ -126,7 +130,7 @@ def _read_panel(
                 size += nbytes
                 continue
         got = dask_graph.compute(*[arrays[i].blocks[k] for i, k, _, _ in group],
-                                 scheduler=c.scheduler, workers=threads)  # type: ignore[attr-defined]  # fmt: skip
+                                 scheduler=c.scheduler, workers=threads)  # fmt: skip
         for (i, _, sel, at), block in zip(group, got, strict=True):
             rows = np.asarray(block) if sel is None else np.asarray(block)[sel]
             out[i][at : at + rows.shape[0]] = rows
@@ -149,7 +153,7 @@ class _State:
 
 
 def sample_cka(
-    c: object,
+    c: PassContext,
     unique: Sequence[Pair],
     *,
     estimator: str,
@@ -159,20 +163,20 @@ def sample_cka(
 ) -> dict[Pair, CKAResult]:
     """Exact CKA of every pair of ``unique`` (i ≤ j indices into ``c.arrays``) by the
     sample route; ``c`` is the comparison's :class:`~reprstore.passes.PassContext`."""
-    arrays, n, names = c.arrays, c.n, c.names  # type: ignore[attr-defined]
-    threads, mask = c.threads, c.mask  # type: ignore[attr-defined]
+    arrays, n, names = c.arrays, c.n, c.names
+    threads, mask = c.threads, c.mask
     idx = sorted({i for p in unique for i in p})
     rbf = kernel == "rbf"
     dask_graph.fixed_mmap_threshold()
     if layout is None:
-        layout = layout_for(c, idx, True)  # the plan counts the same
+        layout = layout_for(c, idx)
     panels = _panels(arrays[0].chunks[0], mask, layout.panel)
     rows = _Rows(c, idx, panels)
     pairs = sorted(set(unique) | {(i, i) for i in idx})
     state = _State({}, {i: np.zeros(n) for i in idx}, dict.fromkeys(idx, 0.0),
                    {i: KernelSums.empty(n) for i in idx}, dict.fromkeys(pairs, 0.0))  # fmt: skip
     total_tiles = _tile_count(panels, layout.tile)
-    rounds = _Progress(c.progress)  # type: ignore[attr-defined]
+    rounds = _Progress(c.progress)
     bws: dict[int, Bandwidth] = {}
     sigma2: dict[int, float] = {}
     if rbf:
@@ -205,18 +209,18 @@ def sample_cka(
     return out
 
 
-def layout_for(c: object, idx: Sequence[int], rbf: bool) -> SampleLayout:
+def layout_for(c: PassContext, idx: Sequence[int]) -> SampleLayout:
     """The sample route's layout for these arrays within ``c.memory`` (or a refusal)."""
-    arrays = c.arrays  # type: ignore[attr-defined]
+    arrays = c.arrays
     widths = [int(arrays[i].shape[1]) for i in idx]
     sizes = [int(arrays[i].dtype.itemsize) for i in idx]
     block = max(arrays[0].chunks[0])
-    layout = sample_layout(c.n, widths, sizes, c.memory, c.threads, rbf, block)  # type: ignore[attr-defined]
+    layout = sample_layout(c.n, widths, sizes, c.memory, c.threads, block)
     if layout is None:
         raise ComparisonError(
             f"The sample route cannot hold one row block ({block} rows of "
             f"{sum(widths)} features) and its tiles within the memory limit "
-            f"{human_bytes(c.memory)}. Raise --memory."  # type: ignore[attr-defined]
+            f"{human_bytes(c.memory)}. Raise --memory."
         )
     return layout
 
@@ -298,7 +302,7 @@ def _load(rows: _Rows, k: int, threads: int, state: _State, first: bool) -> dict
     and raw squared norms) are taken here."""
     got = _read_panel(rows.ctx, rows.idx, rows.panels[k], threads)
     rows.reads += 1
-    names, n = rows.ctx.names, rows.ctx.n  # type: ignore[attr-defined]
+    names, n = rows.ctx.names, rows.ctx.n
     p = rows.panels[k]
     for i, x in got.items():
         if i not in state.offsets:  # the first block's selected rows, as the feature route
@@ -391,8 +395,6 @@ def _result(
             for k in (i, j)
         )  # type: ignore[assignment]
     value = ratio(hab, haa, hbb, label, n, scales)  # type: ignore[arg-type]
-    if hab == haa == hbb:  # a side with itself (or an identical copy): exactly 1
-        value = 1.0
     extra = bandwidth_fields(bws[0].sigma if bws else None, bws)
     return CKAResult(
         cka=value,
@@ -421,11 +423,11 @@ class _RdmSums:
     s12: dict[Pair, float] = field(default_factory=dict)
 
 
-def _setup(c: object, idx: Sequence[int], temporaries: bool) -> tuple[SampleLayout, _Rows, _State]:
-    n = c.n  # type: ignore[attr-defined]
+def _setup(c: PassContext, idx: Sequence[int]) -> tuple[SampleLayout, _Rows, _State]:
+    n = c.n
     dask_graph.fixed_mmap_threshold()
-    layout = layout_for(c, idx, temporaries)
-    rows = _Rows(c, list(idx), _panels(c.arrays[0].chunks[0], c.mask, layout.panel))  # type: ignore[attr-defined]
+    layout = layout_for(c, idx)
+    rows = _Rows(c, list(idx), _panels(c.arrays[0].chunks[0], c.mask, layout.panel))
     state = _State({}, {i: np.zeros(n) for i in idx}, dict.fromkeys(idx, 0.0), {}, {})
     return layout, rows, state
 
@@ -452,17 +454,17 @@ def unit_gram_tile(a: np.ndarray, b: np.ndarray | None, centre: bool, slab: int)
     return ua @ ub.T
 
 
-def sample_rsa(c: object, unique: Sequence[Pair], rdm: str) -> dict[Pair, dict[str, float]]:
+def sample_rsa(c: PassContext, unique: Sequence[Pair], rdm: str) -> dict[Pair, dict[str, float]]:
     """RSA (Pearson correlation of the RDMs' upper triangles) of every pair by the sample
     route: each representation's RDM tile made once per tile pair, never the n × n RDM."""
-    n, names, threads = c.n, c.names, c.threads  # type: ignore[attr-defined]
+    n, names, threads = c.n, c.names, c.threads
     if n < 3:
         raise ComparisonError(f"RSA needs at least 3 rows. Got {n} instead.")
     idx = sorted({i for p in unique for i in p})
-    layout, rows, state = _setup(c, idx, True)
+    layout, rows, state = _setup(c, idx)
     sums = _RdmSums()
     pairs = sorted(set(unique) | {(i, i) for i in idx})
-    progress = _Progress(c.progress)  # type: ignore[attr-defined]
+    progress = _Progress(c.progress)
     progress.extend(_tile_count(rows.panels, layout.tile))
 
     def visit(a: RowsOf, b: RowsOf, s: int, t: int, same: bool) -> None:
@@ -527,7 +529,7 @@ def factor_bytes(n: int, reprs: int) -> int:
     return 8 * n * n * (reprs + 3)
 
 
-def sample_factors(c: object, idx: Sequence[int]) -> dict[int, np.ndarray]:
+def sample_factors(c: PassContext, idx: Sequence[int]) -> dict[int, np.ndarray]:
     """A factor F (n × r, stored units) of each representation's centred Gram matrix
     K̄ = HKH = FFᵀ, r its rank, made from tiles (never the n × p rows at once).
 
@@ -538,17 +540,17 @@ def sample_factors(c: object, idx: Sequence[int]) -> dict[int, np.ndarray]:
     """
     from reprstore.stats.hsic import double_centre
 
-    n, names, threads = c.n, c.names, c.threads  # type: ignore[attr-defined]
-    if factor_bytes(n, len(idx)) > c.memory:  # type: ignore[attr-defined]
+    n, names, threads = c.n, c.names, c.threads
+    if factor_bytes(n, len(idx)) > c.memory:
         raise ComparisonError(
             f"The sample route's factors hold the {n} × {n} Gram matrices of {len(idx)} "
             f"representation(s) ({human_bytes(factor_bytes(n, len(idx)))}), more than the "
-            f"memory limit {human_bytes(c.memory)}. Raise --memory, compare fewer "  # type: ignore[attr-defined]
+            f"memory limit {human_bytes(c.memory)}. Raise --memory, compare fewer "
             "representations at once, or use fewer rows (--where)."
         )
-    layout, rows, state = _setup(c, idx, True)
+    layout, rows, state = _setup(c, idx)
     grams = {i: np.zeros((n, n)) for i in idx}
-    progress = _Progress(c.progress)  # type: ignore[attr-defined]
+    progress = _Progress(c.progress)
     progress.extend(_tile_count(rows.panels, layout.tile))
 
     def visit(a: RowsOf, b: RowsOf, s: int, t: int, same: bool) -> None:

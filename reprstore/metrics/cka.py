@@ -18,8 +18,7 @@ import numpy as np
 
 from reprstore.errors import ComparisonError, InputError
 from reprstore.metrics.base import Cross, Measure, Option, Side, clip_unit
-from reprstore.stats.hsic import MIN_ROWS_UNBIASED, GramSummary, HsicTerms, hsic1, hsic1_scale
-from reprstore.stats.hsic import hsic_from_grams as _hsic_grams
+from reprstore.stats.hsic import MIN_ROWS_UNBIASED, HsicTerms, hsic1
 from reprstore.stats.kernels import KERNELS, Bandwidth
 from reprstore.stats.linear import PairMoments, ReprMoments, self_pair
 from reprstore.stats.minibatch import MinibatchSums
@@ -322,36 +321,6 @@ def cka_minibatch(
         n_batches=k,
         batch_size=batch_size,
         route="minibatch",
-        **bandwidth_fields(bandwidths[0].sigma if bandwidths else None, bandwidths),  # type: ignore[arg-type]
-    )
-
-
-def cka_grams(
-    ka: GramSummary,
-    kb: GramSummary,
-    estimator: str,
-    *,
-    kernel: str = "rbf",
-    bandwidths: tuple[Bandwidth, Bandwidth] | None = None,
-    names: tuple[str, str] = ("A", "B"),
-) -> CKAResult:
-    """Exact CKA from two in-memory kernels prepared by
-    :func:`~reprstore.stats.hsic.summarize_gram` (centred for ``biased``)."""
-    n = ka.n
-    check_rows(n, estimator)
-    biased = estimator == "biased"
-    hab = _hsic_grams(ka, kb, biased=biased)
-    haa = _hsic_grams(ka, ka, biased=biased)
-    hbb = _hsic_grams(kb, kb, biased=biased)
-    scales = (haa, hbb) if biased else (hsic1_scale(ka), hsic1_scale(kb))
-    return CKAResult(
-        cka=ratio(hab, haa, hbb, names, n, None if biased else scales),
-        estimator=estimator,
-        kernel=kernel,
-        n_samples=n,
-        hsic_ab=hab,
-        hsic_aa=haa,
-        hsic_bb=hbb,
         **bandwidth_fields(bandwidths[0].sigma if bandwidths else None, bandwidths),  # type: ignore[arg-type]
     )
 

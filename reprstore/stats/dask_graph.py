@@ -667,14 +667,6 @@ def run_jobs(threads: int, jobs: Sequence[Callable[[], Any]]) -> None:
                 f.result()
 
 
-def map_threads(threads: int, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
-    """``[fn(x) for x in items]`` on up to ``threads`` threads (reads of stored chunks)."""
-    if threads <= 1 or len(items) <= 1:
-        return [fn(x) for x in items]
-    with ThreadPoolExecutor(min(threads, len(items)), "reprstore-read") as pool:
-        return list(pool.map(fn, items))
-
-
 @functools.cache
 def _blas_controller() -> Any:
     """One threadpoolctl controller per process (finding the libraries costs ~10 ms)."""

@@ -22,7 +22,7 @@ Memory is O(R·T² + panels + slabs), counted by :func:`sample_layout`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,7 +66,7 @@ class SampleLayout:
 
 def sample_layout(
     n: int, widths: Sequence[int], itemsizes: Sequence[int], memory: int, threads: int,
-    rbf: bool, block_rows: int,
+    block_rows: int,
 ) -> SampleLayout | None:  # fmt: skip
     """The largest tiles and panels within ``memory`` bytes (``None``: even the smallest
     do not fit). See :func:`sample_bytes` for what is counted."""
@@ -75,7 +75,7 @@ def sample_layout(
     tile = min(n, 4096)
     while True:
         slab = min(max(widths, default=1), SLAB_FEATURES)
-        fixed = _tile_bytes(tile, r, threads, rbf) + _slab_bytes(tile, slab, threads)
+        fixed = _tile_bytes(tile, r, threads) + _slab_bytes(tile, slab, threads)
         left = memory - fixed
         if left >= n * raw_row:  # every row held: one read for all rounds
             return SampleLayout(panel=n, tile=tile, slab=slab, panels=1)
@@ -88,11 +88,14 @@ def sample_layout(
         tile = max(MIN_TILE, tile // 2)
 
 
-def _tile_bytes(tile: int, reprs: int, threads: int, rbf: bool) -> int:
-    """The tiles of every representation, and each thread's temporaries (the distances'
-    bit patterns and bin indices of a selection round for RBF)."""
-    per = tile * tile * 8
-    return per * (reprs + (4 if rbf else 1) * threads)
+#: T × T float64 temporaries each thread may hold besides the tiles (a Gram product's
+#: slab sum; the distances' bit patterns and bin indices of an RBF selection round).
+THREAD_TILES = 4
+
+
+def _tile_bytes(tile: int, reprs: int, threads: int) -> int:
+    """The tiles of every representation, and each thread's temporaries."""
+    return tile * tile * 8 * (reprs + THREAD_TILES * threads)
 
 
 def _slab_bytes(tile: int, slab: int, threads: int) -> int:
@@ -100,13 +103,13 @@ def _slab_bytes(tile: int, slab: int, threads: int) -> int:
 
 
 def sample_bytes(layout: SampleLayout, widths: Sequence[int], itemsizes: Sequence[int],
-                 threads: int, rbf: bool) -> int:  # fmt: skip
+                 threads: int) -> int:  # fmt: skip
     """Bytes the sample route holds: the panels (raw rows as stored), the tiles, the
     slabs and the per-representation vectors (row sums, diagonal, norms: 4 × n)."""
     raw_row = sum(w * s for w, s in zip(widths, itemsizes, strict=True))
     held = raw_row * layout.panel * (1 if layout.panels == 1 else 2)
     vectors = 4 * 8 * layout.panel * layout.panels * len(widths)
-    return (held + vectors + _tile_bytes(layout.tile, len(widths), threads, rbf)
+    return (held + vectors + _tile_bytes(layout.tile, len(widths), threads)
             + _slab_bytes(layout.tile, layout.slab, threads))  # fmt: skip
 
 
@@ -170,13 +173,6 @@ def distances_in_place(g: np.ndarray, na: np.ndarray, nb: np.ndarray, same: bool
     return g
 
 
-def tile_pairs(bounds: Sequence[tuple[int, int]]) -> Iterator[tuple[int, int]]:
-    """Tile index pairs (I, J), I ≤ J, of a panel pair's tiles."""
-    for i in range(len(bounds)):
-        for j in range(i, len(bounds)):
-            yield i, j
-
-
 def tile_bounds(rows: int, tile: int) -> list[tuple[int, int]]:
     """[start, stop) of the tiles of ``rows`` rows."""
     return [(s, min(s + tile, rows)) for s in range(0, rows, tile)]
@@ -220,6 +216,3 @@ def spread(a: KernelSums) -> float:
     """tr(HKH) (for the linear kernel: Σ‖xᵢ − x̄‖²)."""
     n = a.rows.shape[0]
     return float(a.diag.sum() - a.rows.sum() / n)
-
-
-Job = Callable[[], None]

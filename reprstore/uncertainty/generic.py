@@ -225,7 +225,8 @@ def _interval_columns(
             continue
         se = float(rs.jackknife_se(loo))
         centre = est
-        if col[: len(col) - len(spec.suffix) or None] in spec.measure.biased_plugin:
+        base = col[: -len(spec.suffix)] if spec.suffix else col
+        if base in spec.measure.biased_plugin:
             centre = float(rs.jackknife_corrected(est, loo))
             corrected.append(col)
         lo, hi = rs.t_interval(centre, se, opts.ci, groups - 1)
