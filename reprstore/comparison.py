@@ -439,6 +439,7 @@ def _run_dataset(
     allow_incomplete: bool,
     progress: Progress | None,
     own: Sequence[int] = (),
+    keeper: _Keeper | None = None,
     **options: Any,
 ) -> tuple[dict[tuple[int, int], dict[str, Any]], dict[int, dict[str, Any]], int]:
     """Every pair of ``dataset`` (and the partials of ``own``): columns by plan pair."""
@@ -454,6 +455,12 @@ def _run_dataset(
     arrays, mask, n = _dataset_arrays(store, plan, idx, dataset, where, allow_incomplete, need,
                                       options.get("memory"))  # fmt: skip
     pos = {i: k for k, i in enumerate(idx)}
+    if not options.get("dry_run"):
+        from reprstore.checkpoints import PassCheckpoints
+
+        saver = keeper.checkpoints(idx, dataset) if keeper is not None else PassCheckpoints(
+            None, [None] * len(idx), "")  # fmt: skip
+        options = {**options, "checkpoints": saver}
     if options.get("uncertainty") is not None:  # resampling groups are keyed by sample id
         options = {**options, "ids": store.dataset(dataset).ids()[: arrays[0].shape[0]]}
     named = sorted({s.opts["fold_by"] for s in specs if s.opts.get("fold_by")})
@@ -472,6 +479,153 @@ def _run_dataset(
     )
     found = {(i, j): out.pairs[(pos[i], pos[j])] for i, j in pairs}
     return found, {i: out.partials[pos[i]] for i in own}, n
+
+
+def _run_grid(
+    st: Store,
+    plan: GridPlan,
+    specs: Sequence[Spec],
+    *,
+    plans: list[str],
+    rows_of: dict[str, int],
+    dry_run: bool,
+    **settings: Any,
+) -> dict[tuple[int, int], dict[str, Any]]:
+    """Every pair of ``plan``, dataset by dataset (one pass each), then the feature-paired
+    pairs that span two datasets from their sides' partials. Plan lines of a dry run go to
+    ``plans``; each dataset's row count to ``rows_of``."""
+    from reprstore.planner import DryRun
+
+    across = [(i, j) for i, j in plan.pairs if plan.reprs[i].dataset != plan.reprs[j].dataset]
+    found: dict[tuple[int, int], dict[str, Any]] = {}
+    partials: dict[int, dict[str, Any]] = {}
+    for dataset in _datasets(plan):
+        own = sorted({k for p in across for k in p if plan.reprs[k].dataset == dataset})
+        try:
+            got, part, rows_of[dataset] = _run_dataset(
+                st, plan, dataset, specs, own=own, dry_run=dry_run, **settings
+            )
+        except DryRun as planned:
+            plans.append(planned.plan.line())
+            continue
+        found.update(got)
+        partials.update(part)
+    if not dry_run:
+        for i, j in across:
+            names = (plan.reprs[i].key.label(), plan.reprs[j].key.label())
+            found[(i, j)] = finalize_features(specs, partials[i], partials[j], names, 0)
+    return found
+
+
+_KEY_COLUMNS = {*(f"{s}_{k}" for s in "ab" for k in KEY_FIELDS), "dataset", "b_dataset",
+                "n_samples", "b_n_samples"}  # fmt: skip
+
+
+@dataclass
+class _Keeper:
+    """The result cache as one comparison uses it: which (pair, measure) entries are there,
+    which to compute, keeping the new ones, and the checkpoints of its passes."""
+
+    cache: Any
+    plan: GridPlan
+    specs: list[Spec]
+    unc: Any
+    prints: list[str | None]
+    rows: dict[str, str]
+    keys: dict[tuple[int, int], list[str | None]] = field(default_factory=dict)
+    hits: dict[tuple[int, int], dict[int, dict[str, Any]]] = field(default_factory=dict)
+    passes: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, st: Store, plan: GridPlan, specs: Sequence[Spec], where: str | None,
+              unc: Any, report: Any, refresh: bool,
+              settings: dict[str, Any]) -> _Keeper:  # fmt: skip
+        from reprstore.result_cache import ResultCache, fingerprint, rows_fingerprint
+
+        cache = ResultCache.of(st, refresh=refresh, note=report)
+        datasets = sorted({info.dataset for info in plan.reprs})
+        rows = {d: rows_fingerprint(st.dataset(d).ids(), row_mask(st, d, where)) for d in datasets}
+        keeper = cls(cache, plan, list(specs), unc, [fingerprint(i) for i in plan.reprs], rows)
+        settings = {**settings, "uncertainty": None if unc is None else [
+            unc.ci, unc.bootstrap if unc.ci is not None else None, unc.permutations, unc.seed,
+            unc.permute]}  # fmt: skip
+        for i, j in plan.pairs:
+            fa, fb = keeper.prints[i], keeper.prints[j]
+            a, b = plan.reprs[i].dataset, plan.reprs[j].dataset
+            rows_key = rows[a] if a == b else f"{rows[a]}/{rows[b]}"
+            keys: list[str | None] = [
+                None if fa is None or fb is None
+                else cache.key(fa, fb, rows_key, (s.key, s.suffix, s.items), settings)
+                for s in specs
+            ]  # fmt: skip
+            keeper.keys[(i, j)] = keys
+            for k, key in enumerate(keys):
+                got = cache.get(fa, fb, key) if key is not None else None  # type: ignore[arg-type]
+                if got is not None:
+                    keeper.hits.setdefault((i, j), {})[k] = got
+        cache.stats.pairs = len(plan.pairs)
+        cache.stats.reused = sum(len(keeper.hits.get(p, {})) == len(specs) for p in plan.pairs)
+        cache.stats.entries = len(plan.pairs) * len(specs)
+        cache.stats.entries_reused = sum(len(h) for h in keeper.hits.values())
+        if cache.stats.entries_reused or refresh:
+            cache.report()
+        bare = sum(p is None for p in keeper.prints)
+        if bare and report is not None:
+            report(f"note: {bare} representation(s) have no recorded chunk checksums (an older "
+                   "writer); their results are not cached")  # fmt: skip
+        return keeper
+
+    def todo(self) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """(measures, pairs) still to compute, grouped by the measures a pair lacks."""
+        groups: dict[tuple[int, ...], list[tuple[int, int]]] = {}
+        for pair in self.plan.pairs:
+            missing = tuple(k for k in range(len(self.specs)) if k not in self.hits.get(pair, {}))
+            if missing:
+                groups.setdefault(missing, []).append(pair)
+        return [(list(k), pairs) for k, pairs in groups.items()]
+
+    def checkpoints(self, idx: Sequence[int], dataset: str) -> Any:
+        """Where the passes over ``plan.reprs[idx]`` (of ``dataset``) save their sums."""
+        from reprstore.checkpoints import PassCheckpoints
+
+        saver = PassCheckpoints(self.cache.files, [self.prints[i] for i in idx],
+                                self.rows[dataset], self.cache.note)  # fmt: skip
+        self.passes.append(saver)
+        return saver
+
+    def keep(self, got: dict[tuple[int, int], dict[str, Any]], specs: Sequence[Spec],
+             rows_of: dict[str, int]) -> None:  # fmt: skip
+        """Put the newly computed values of ``specs`` into the cache, entry by entry."""
+        from reprstore.uncertainty import result_columns as uncertainty_columns
+
+        for s in specs:
+            k = next(n for n, t in enumerate(self.specs) if t is s)
+            wanted = [c for c in (*result_columns([s]), *uncertainty_columns(self.unc, [s]))
+                      if c not in _KEY_COLUMNS]  # fmt: skip
+            for (i, j), row in got.items():
+                key = self.keys[(i, j)][k]
+                if key is None:
+                    continue
+                cols = {c: _cell(row[c]) for c in wanted if c in row}
+                cols["n_samples"] = rows_of[self.plan.reprs[i].dataset]
+                if self.plan.reprs[i].dataset != self.plan.reprs[j].dataset:
+                    cols["b_n_samples"] = rows_of[self.plan.reprs[j].dataset]
+                fa, fb = self.prints[i], self.prints[j]
+                self.cache.put(fa, fb, key, s.key + s.suffix, cols)
+
+    def finish(self, found: dict[tuple[int, int], dict[str, Any]], rows_of: dict[str, int]) -> None:
+        """Fill ``found`` with the cached values, drop this run's checkpoints, say what the
+        cache could not keep."""
+        for (i, j), by_spec in self.hits.items():
+            row = found.setdefault((i, j), {})
+            for cols in by_spec.values():
+                row.update(cols)
+                rows_of.setdefault(self.plan.reprs[i].dataset, int(cols["n_samples"]))
+                if "b_n_samples" in cols:
+                    rows_of.setdefault(self.plan.reprs[j].dataset, int(cols["b_n_samples"]))
+        for saver in self.passes:
+            saver.remove()
+        self.cache.report_writes()
 
 
 def compare(
@@ -506,6 +660,8 @@ def compare(
     report: Any = None,
     route: str = "auto",
     dry_run: bool = False,
+    cache: bool = True,
+    refresh: bool = False,
 ) -> pd.DataFrame:
     """Every requested measure of every selected A with every selected B, in one pass.
 
@@ -545,6 +701,12 @@ def compare(
     dry_run : bool
         Plan only: read no chunk and return an empty table whose ``attrs["plans"]`` holds
         the plan lines.
+    cache, refresh : bool
+        Keep every pair's values in the store's result cache and reuse them when the same
+        pair is asked for again with the same data, rows and options
+        (:mod:`reprstore.result_cache`); the linear passes save checkpoints there, so a
+        killed run resumes (:mod:`reprstore.checkpoints`). ``refresh`` recomputes and
+        overwrites; ``cache=False`` neither reads nor writes the cache.
 
     Returns
     -------
@@ -554,7 +716,7 @@ def compare(
         :data:`EXTRA_COLUMNS`), array-valued outputs as list columns; then ``cka_lo``,
         ``cka_hi``, ``cka_se`` … / ``cka_p`` … where asked.
     """
-    from reprstore.planner import DryRun, check_route
+    from reprstore.planner import check_route
     from reprstore.uncertainty import check_measures
     from reprstore.uncertainty import options as uncertainty_options
     from reprstore.uncertainty import result_columns as uncertainty_columns
@@ -590,33 +752,37 @@ def compare(
             "--ci and --permutations resample rows of one dataset; some pairs span datasets "
             "(different samples on each side). Compare within one dataset (--match dataset)."
         )
+    if refresh and not cache:
+        raise InputError("Give either --refresh or --no-cache, not both.")
+    keeper = _Keeper.start(st, plan, specs, where, unc, report, refresh, dict(
+        route=route, device=device.split(":")[0] if isinstance(device, str) else str(device),
+        precision=precision,
+    )) if cache else None  # fmt: skip
     found: dict[tuple[int, int], dict[str, Any]] = {}
-    partials: dict[int, dict[str, Any]] = {}
     rows_of: dict[str, int] = {}
     plans: list[str] = []
-    with dask_scheduler(workers if not dry_run else None, scheduler, timeout) as sched:
-        for dataset in _datasets(plan):
-            own = sorted({k for p in across for k in p if plan.reprs[k].dataset == dataset})
-            try:
-                got, part, rows_of[dataset] = _run_dataset(
-                    st, plan, dataset, specs, where=where, allow_incomplete=allow_incomplete,
-                    progress=progress, scheduler=sched, own=own, uncertainty=unc,
-                    report=report, dry_run=dry_run, **options,
-                )  # fmt: skip
-            except DryRun as planned:
-                plans.append(planned.plan.line())
-                continue
-            found.update(got)
-            partials.update(part)
+    groups = keeper.todo() if keeper is not None else [(list(range(len(specs))), plan.pairs)]
+    with dask_scheduler(workers if not dry_run and groups else None, scheduler, timeout) as sched:
+        for chosen, todo in groups:
+            sub = GridPlan(plan.reprs, todo, plan.attributes)
+            got = _run_grid(
+                st, sub, [specs[k] for k in chosen], where=where,
+                allow_incomplete=allow_incomplete, progress=progress, scheduler=sched,
+                uncertainty=unc, report=report, dry_run=dry_run, plans=plans, rows_of=rows_of,
+                keeper=keeper, **options,
+            )  # fmt: skip
+            for pair, row in got.items():
+                found.setdefault(pair, {}).update(row)
+            if keeper is not None and not dry_run:
+                keeper.keep(got, [specs[k] for k in chosen], rows_of)
     if dry_run:
         import pandas as pd
 
         empty = pd.DataFrame(columns=result_columns(specs, bool(across)))
         empty.attrs["plans"] = plans
         return empty
-    for i, j in across:
-        names = (plan.reprs[i].key.label(), plan.reprs[j].key.label())
-        found[(i, j)] = finalize_features(specs, partials[i], partials[j], names, 0)
+    if keeper is not None:
+        keeper.finish(found, rows_of)
     df = _table(plan, specs, found, rows_of, bool(across), uncertainty_columns(unc, specs))
     return annotate(
         df, st, plan, a=a, b=b, match=match, differ=differ, pairs=pairs,
@@ -624,6 +790,7 @@ def compare(
         options={
             **options, "estimator": estimator, "kernel": kernel, "sigma": sigma,
             "batch_size": batch_size, "shuffle": shuffle, "measures": [s.key for s in specs],
+            "cache": "off" if keeper is None else keeper.cache.stats.summary(refresh),
             **({} if unc is None else {
                 "ci": unc.ci, "bootstrap": unc.bootstrap if unc.ci is not None else None,
                 "permutations": unc.permutations, "seed": unc.seed,

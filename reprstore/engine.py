@@ -272,6 +272,7 @@ def measure_arrays(
     report: Callable[[str], None] | None = None,
     dry_run: bool = False,
     columns: dict[str, Any] | None = None,
+    checkpoints: Any = None,
     **settings: Any,
 ) -> passes.Outcome:
     """Every measure for every ordered pair ``(i, j)`` of ``arrays`` (same rows), reading
@@ -297,6 +298,8 @@ def measure_arrays(
     columns : dict of name → array-like (n,), optional
         Per-row metadata the measures name (``linreg:fold_by=COL``), for every stored row
         (the mask selects them as it selects the rows).
+    checkpoints : reprstore.checkpoints.PassCheckpoints, optional
+        Where the linear passes save their sums as they go, so that a killed run resumes.
     settings : device, memory, scheduler, split_every, progress, precision, block_rows
 
     Returns
@@ -321,6 +324,8 @@ def measure_arrays(
     check_widths(ctx, specs, pairs)
     if columns:
         ctx = replace(ctx, columns=_selected_columns(ctx, columns))
+    if checkpoints is not None:
+        ctx = replace(ctx, checkpoints=checkpoints)
     plan = make_plan(
         ctx,
         specs,

@@ -31,6 +31,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from reprstore import checkpoints
 from reprstore.errors import ComparisonError, InputError
 from reprstore.metrics.base import Cross, Side, Spec
 from reprstore.metrics.cka import (
@@ -92,6 +93,8 @@ class PassContext:
     threads: int = 1
     #: Per-row metadata columns the measures name (``linreg:fold_by``), of the selected rows.
     columns: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Where the linear passes save their state as they go (:mod:`reprstore.checkpoints`).
+    checkpoints: Any = None
 
 
 @dataclass
@@ -186,11 +189,8 @@ def run(
         state = linear_state_bytes(features, own_s, batch)
         chains = linear_chains(c.threads, c.blocks, state)
         inner = max(1, c.threads // chains) if local else 1
-        graph, _ = dask_graph.linear_pass(
-            c.arrays, own_s, batch, mask=c.mask, shifts=offsets, backend=c.backend,
-            split_every=c.split_every, chains=chains, threads=inner, views=streams,
-        )  # fmt: skip
-        ((moments, cross),) = runner(graph, blocks=c.blocks, workers=chains, blas=1)
+        moments, cross = checkpoints.run_linear(c, runner, streams, own_s, batch, offsets,
+                                                chains, inner)  # fmt: skip
         for st, m in moments.items():
             offsets[st] = m.offset
             have.setdefault(streams[st][0], {})[streams[st][1]] = m
@@ -206,9 +206,9 @@ def run(
                 cr = Cross(sides[i].n, views, {}, (sides[i].name,) * 2)
                 jobs.append(partial(_finalize, out, specs, (i, i), orient[(i, i)], cr, extras))
         del sides
-        for (st, tt), m in cross.items():
+        for (st, tt), pm in cross.items():
             (i, v), (j, _) = streams[st], streams[tt]
-            pending.setdefault((i, j), {})[v] = m
+            pending.setdefault((i, j), {})[v] = pm
         del moments, cross
         for key in [k for k, views in pending.items() if len(views) == len(cross_views)]:
             if key[0] in out.partials and key[1] in out.partials:

@@ -117,3 +117,54 @@ def tag(
     console.print(f"tagged {len(changes)} model(s)/run(s) in {store}")
     for line in describe(attrs):
         console.print(f"  {line}", highlight=False, markup=False)
+
+
+@handle_errors
+def cache(
+    store: opt.StoreArg,
+    clear: Annotated[
+        bool,
+        typer.Option("--clear", help="Remove every cached result and pass checkpoint."),
+    ] = False,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Remove only the results of representations no longer stored (overwritten, "
+            "re-extracted or removed).",
+        ),
+    ] = False,
+    quiet: opt.QuietOpt = False,
+) -> None:
+    """Show what the store's result cache holds (entries, checkpoints, sizes), or clear it.
+
+    cka, compare and timeline keep every pair's values there and reuse them when the same
+    pair is asked for again with the same data, rows and options; their passes keep
+    checkpoints there so a killed run resumes. Nothing in it is needed: clearing it only
+    means the next comparison computes everything again.
+
+    Example: reprstore cache runs.zarr --prune
+    """
+    from reprstore.cli._format import human_bytes
+    from reprstore.errors import InputError
+    from reprstore.result_cache import clear as clear_cache
+    from reprstore.result_cache import summarize
+    from reprstore.store import Store
+
+    opt.set_quiet(quiet)
+    if clear and prune:
+        raise InputError("Give either --clear (everything) or --prune (orphans only), not both.")
+    st = Store.open(store)
+    if clear or prune:
+        files, nbytes = clear_cache(st, orphans_only=prune)
+        what = "orphaned result(s)" if prune else "cache file(s)"
+        console.print(f"removed {files} {what} ({human_bytes(nbytes)}) from {store}")
+        return
+    s = summarize(st)
+    console.print(
+        f"{store}: {s.entries} cached result(s), {human_bytes(s.entry_bytes)}"
+        + (f" ({s.orphans} orphaned, {human_bytes(s.orphan_bytes)}: --prune removes them)"
+           if s.orphans else "")
+        + f"; {s.checkpoints} pass checkpoint(s), {human_bytes(s.checkpoint_bytes)}",
+        highlight=False,
+    )  # fmt: skip

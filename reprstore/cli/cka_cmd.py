@@ -61,6 +61,22 @@ DryRunOpt = Annotated[
         "exit without reading any chunk.",
     ),
 ]
+RefreshOpt = Annotated[
+    bool,
+    typer.Option(
+        "--refresh",
+        help="Recompute every pair and overwrite its entry in the store's result cache "
+        "(by default a pair computed before, with the same data, rows and options, is "
+        "reused bit for bit).",
+    ),
+]
+NoCacheOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        help="Neither read nor write the store's result cache (nor checkpoint the passes).",
+    ),
+]
 SigmaOpt = Annotated[
     float,
     typer.Option("--sigma", help="rbf width: σ² = sigma² × median squared distance."),
@@ -214,6 +230,15 @@ def _cell(value: Any) -> str:
 
 
 @handle_errors
+def check_cache_flags(refresh: bool, no_cache: bool) -> None:
+    """--refresh and --no-cache exclude each other."""
+    if refresh and no_cache:
+        from reprstore.errors import InputError
+
+        raise InputError("Give either --refresh (recompute, rewrite the cache) or --no-cache "
+                         "(leave the cache alone), not both.")  # fmt: skip
+
+
 def cka(
     store: opt.StoreArg,
     a: AOpt = None,
@@ -243,6 +268,8 @@ def cka(
     seed: unc.SeedOpt = None,
     route: RouteOpt = "auto",
     dry_run: DryRunOpt = False,
+    refresh: RefreshOpt = False,
+    no_cache: NoCacheOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
     """Compare every A with every B by CKA, reading each stored chunk once per pass.
@@ -282,6 +309,7 @@ def cka(
         raise InputError(f"--plot expects a .png file name. Got {plot!r} instead.")
     unc.check(ci, bootstrap, permutations, seed)
     check_route(route)
+    check_cache_flags(refresh, no_cache)
     listed = read_pairs_file(pairs) if pairs is not None else None
     with progress_bar("cka", unit="blocks") as bar:
         df = compare(
@@ -293,6 +321,7 @@ def cka(
             workers=workers, scheduler=scheduler, progress=bar, timeout=timeout,
             ci=ci, bootstrap=bootstrap, permutations=permutations, seed=seed,
             report=unc.plan_printer(console), route=route, dry_run=dry_run,
+            cache=not no_cache, refresh=refresh,
         )  # fmt: skip
     if dry_run:
         console.print("dry run: no chunk read, nothing written")

@@ -116,6 +116,7 @@ def compare(
     match: c.MatchOpt = None,
     differ: c.DifferOpt = None,
     pairs: c.PairsOpt = None,
+    pair_where: c.PairWhereOpt = None,
     out: c.OutOpt = None,
     plot: c.PlotOpt = None,
     scheduler: c.SchedulerOpt = None,
@@ -130,6 +131,8 @@ def compare(
     seed: unc.SeedOpt = None,
     route: c.RouteOpt = "auto",
     dry_run: c.DryRunOpt = False,
+    refresh: c.RefreshOpt = False,
+    no_cache: c.NoCacheOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
     """Compare every A with every B by any measures, all from one pass over the data.
@@ -157,20 +160,27 @@ def compare(
                              ci, bootstrap, permutations, seed)  # fmt: skip
     resolve_backend(device, precision)
     check_route(route)
+    c.check_cache_flags(refresh, no_cache)
     budget = parse_memory(memory)
     check_output(out)
     if plot is not None and not plot.lower().endswith(".png"):
         raise InputError(f"--plot expects a .png file name. Got {plot!r} instead.")
+    if pair_where is not None:
+        from reprstore.expr import parse_pair_filter
+
+        parse_pair_filter(pair_where)  # refuse a bad condition before any work
     listed = read_pairs_file(pairs) if pairs is not None else None
     with progress_bar("compare", unit="blocks") as bar:
         df = run_compare(
             store, a, b, measures=measure, estimator=estimator, kernel=kernel, sigma=sigma,
             batch_size=batch_size, shuffle=shuffle, where=where,
             match=parse_keys(match, "--match"), differ=parse_keys(differ, "--differ"),
-            pairs=listed, allow_incomplete=allow_incomplete, device=device, precision=precision,
+            pairs=listed, pair_where=pair_where, allow_incomplete=allow_incomplete,
+            device=device, precision=precision,
             memory=budget, workers=workers, scheduler=scheduler, progress=bar,
             ci=ci, bootstrap=bootstrap, permutations=permutations, seed=seed,
             report=unc.plan_printer(console), route=route, dry_run=dry_run,
+            cache=not no_cache, refresh=refresh,
         )  # fmt: skip
     if dry_run:
         console.print("dry run: no chunk read, nothing written")

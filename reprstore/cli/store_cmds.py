@@ -257,7 +257,8 @@ def verify(
     if as_json:
         typer.echo(json.dumps({
             "representations": report.representations, "chunks": report.chunks,
-            "bytes_read": report.bytes_read, "problems": [str(p) for p in report.problems],
+            "bytes_read": report.bytes_read, "cache_entries": report.cache_entries,
+            "problems": [str(p) for p in report.problems],
         }, indent=2))  # fmt: skip
     else:
         for problem in report.problems:
@@ -267,7 +268,9 @@ def verify(
         )
         console.print(
             f"verified {report.representations} representation(s), {report.chunks} chunk(s), "
-            f"{human_bytes(report.bytes_read)} read: {status}"
+            f"{human_bytes(report.bytes_read)} read"
+            + (f", {report.cache_entries} cached result(s)" if report.cache_entries else "")
+            + f": {status}"
         )
     if not report.ok:
         from reprstore.cli._errors import fail

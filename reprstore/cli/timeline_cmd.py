@@ -62,6 +62,8 @@ def timeline(
     bootstrap: unc.BootstrapOpt = None,
     permutations: unc.PermutationsOpt = None,
     seed: unc.SeedOpt = None,
+    refresh: c.RefreshOpt = False,
+    no_cache: c.NoCacheOpt = False,
 ) -> None:
     """Every checkpoint of every run compared with the run's reference checkpoint (same
     model, seed, dataset and layer), as a table and a timeline on a true step axis.
@@ -79,6 +81,7 @@ def timeline(
     specs = cc.checked_measures(
         measure, None, workers, scheduler, ci, bootstrap, permutations, seed
     )
+    c.check_cache_flags(refresh, no_cache)
     budget = parse_memory(memory)
     check_output(out)
     if plot is not None:
@@ -89,6 +92,7 @@ def timeline(
             allow_incomplete=allow_incomplete, memory=budget, workers=workers,
             scheduler=scheduler, progress=bar, ci=ci, bootstrap=bootstrap,
             permutations=permutations, seed=seed, report=unc.plan_printer(console),
+            cache=not no_cache, refresh=refresh,
         )  # fmt: skip
     label = df.attrs["reprstore"]["options"]["against"]
     console.print(cc.pairs_table(df, f"{len(df)} checkpoint(s) against {label}"))

@@ -23,6 +23,7 @@ import contextlib
 import functools
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -267,6 +268,8 @@ def linear_pass(
     chains: int = 1,
     threads: int = 1,
     views: Sequence[tuple[int, str]] | None = None,
+    blocks: Sequence[int] | None = None,
+    start: linear.LinearState | None = None,
 ) -> tuple[Delayed, list[Any]]:
     """Graph of one pass of linear statistics (own statistics of ``own``, cross of ``pairs``).
 
@@ -296,6 +299,10 @@ def linear_pass(
     threads : int
         Threads sharing the products of one block (see
         :func:`~reprstore.stats.linear.accumulate`); for a few large states.
+    blocks : indices of the row blocks to read (default: every block holding a row); a
+        segment of a checkpointed pass (:mod:`reprstore.checkpoints`).
+    start : a state to fold this pass's blocks into (the first chain's, in place), with
+        every shift known; the state of the segments before.
 
     Returns
     -------
@@ -308,6 +315,9 @@ def linear_pass(
         raise ValueError("all arrays of one pass must share their row chunks")
     rows = _mask_slices(mask, chunks)
     live = [k for k in range(len(chunks)) if chunks[k] and _any(rows[k])]
+    if blocks is not None:
+        chosen = set(blocks)
+        live = [k for k in live if k in chosen]
     if not live:
         raise ValueError("no row is selected")
     streams = list(views) if views is not None else [(i, RAW) for i in range(len(arrays))]
@@ -327,17 +337,24 @@ def linear_pass(
     n_chains = max(1, min(chains, len(live)))
     heads: list[Any] = [None] * n_chains
     todo = list(live)
-    if any(known[i] is None for i in involved):
+    rotate = 0
+    if start is not None:
+        if any(known[i] is None for i in involved):
+            raise ValueError("a pass that starts from a state needs every shift known")
+        heads[0] = dask.delayed(start, traverse=False, name=f"linear-start-{uuid.uuid4().hex}")
+        shift_arg: Any = known
+    elif any(known[i] is None for i in involved):
         first, found = dask.delayed(_first_offsets, nout=2)(readers(live[0]), rows[live[0]], known)
         heads[0], todo = dask.delayed(_linear_first)(first, found, *args), live[1:]
-        shift_arg: Any = found
+        shift_arg = found
         known = [found[i] for i in range(len(streams))]
+        rotate = 1  # the first chain has read the first block already
     else:
         shift_arg = known
     parts: list[Any] = []
     for c in range(n_chains):
         state = heads[c]
-        for k in todo[(c - (1 if heads[0] is not None else 0)) % n_chains :: n_chains]:
+        for k in todo[(c - rotate) % n_chains :: n_chains]:
             state = dask.delayed(_linear_step)(state, readers(k), rows[k], shift_arg, *args)
         if state is not None:
             parts.append(state)
@@ -733,6 +750,10 @@ class Runner:
         """Report every expected task done (some passes skip blocks without their rows)."""
         if self.done < self.total:
             self._tick(self.total - self.done)
+
+    def skip(self, k: int) -> None:
+        """Count ``k`` blocks as done without reading them (a resumed pass)."""
+        self._tick(k)
 
     def _tick(self, k: int = 1) -> None:
         self.done += k

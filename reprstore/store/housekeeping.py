@@ -36,7 +36,10 @@ def delete_selected(st: Store, infos: Sequence[ReprInfo]) -> list[ReprKey]:
     Then sweep the folders those arrays lived in for what an earlier, killed ``rm`` left:
     chunks without a ``zarr.json`` (invisible to every reader, but taking space).
     """
+    from reprstore.result_cache import drop_representation, fingerprint, stored_fingerprints
+
     deleted = []
+    prints = {fingerprint(info) for info in infos}
     for info in infos:
         lease = Lease(st.root.store, st.array_path(info.key)).acquire()
         try:
@@ -46,6 +49,9 @@ def delete_selected(st: Store, infos: Sequence[ReprInfo]) -> list[ReprKey]:
         deleted.append(info.key)
     for parent in sorted({st.array_path(k).rsplit("/", 1)[0] for k in deleted}):
         sweep_orphans(st, parent)
+    kept = stored_fingerprints(st)  # the same values stored under another name keep theirs
+    for fp in sorted(p for p in prints if p is not None and p not in kept):
+        drop_representation(st, fp)
     return deleted
 
 

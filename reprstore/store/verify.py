@@ -39,6 +39,7 @@ class VerifyReport:
     representations: int = 0
     chunks: int = 0
     bytes_read: int = 0
+    cache_entries: int = 0
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -166,4 +167,20 @@ def verify(
         verify_representation(st, key, report)
         if progress is not None:
             progress(done, len(keys))
+    if not selector:
+        verify_cache(st, report)
     return report
+
+
+def verify_cache(st: Store, report: VerifyReport) -> None:
+    """Check every entry of the result cache against its checksum (a damaged one is never
+    used: the next comparison that needs it recomputes it)."""
+    from reprstore.result_cache import summarize
+
+    found = summarize(st, check=True)
+    report.cache_entries = found.entries
+    for key in found.damaged:
+        report.problems.append(Problem(
+            f"cache/{key}", "cached result fails its checksum (it is recomputed when next "
+            "needed; 'reprstore cache STORE --clear' removes the cache)",
+        ))  # fmt: skip

@@ -1,0 +1,278 @@
+"""Resumable passes: the linear statistics of a pass, checkpointed in the store's cache.
+
+A checkpointed pass reads its row blocks in *segments* (a fixed number of blocks, a
+multiple of the pass's chains, decided by the block count alone) and folds each segment
+into the state of the segments before it, in order. After a segment, the state is saved
+to ``STORE/cache/passes/<key>.npz`` (atomically) when enough time has gone by since the
+last save: at least :data:`MIN_INTERVAL_S` and 19 times what the last save took, so saving
+costs at most 5 % of the pass. A killed run, rerun, loads the last saved state and
+goes on with the next segment. Because an uninterrupted run folds the same segments in
+the same order, the resumed value is bit-identical to it, however often it was killed.
+
+The key of a checkpoint is a hash of everything its sums depend on: each stream's
+representation content fingerprint and row view, the statistics asked for, the row
+selection, the block layout and segment size, and the arithmetic (backend, precision).
+A checkpoint of other data or options has another key and is never loaded; a file under
+the right key that does not hold what its key says (damaged, truncated, another format)
+is ignored with a note and overwritten. Checkpoints are deleted once the comparison's
+results are in the result cache (:mod:`reprstore.result_cache`).
+
+The arrays are saved as an ``.npz`` of plain float64 arrays and a JSON header (no
+pickle: a checkpoint cannot run code when loaded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from reprstore.stats import dask_graph, linear
+from reprstore.stats.linear import Offset, PairMoments, ReprMoments
+
+FORMAT = 1
+#: At least this long between two saves of one pass (``REPRSTORE_CHECKPOINT_SECONDS``).
+MIN_INTERVAL_S = 5.0
+#: Saving may take at most 1/(1 + this) of the time between saves (19: 5 %).
+SAVE_SHARE = 19.0
+#: Segments per pass at most (fewer when the pass has fewer blocks than chains × this).
+MAX_SEGMENTS = 32
+#: On a dask.distributed cluster the state travels to a worker per segment: fewer segments.
+MAX_SEGMENTS_DISTRIBUTED = 4
+#: Assumed write speed of a first save, before one has been timed (bytes per second).
+WRITE_SPEED = 1e9
+
+LinearState = tuple[dict[int, ReprMoments], dict[tuple[int, int], PairMoments]]
+
+
+def min_interval() -> float:
+    """Seconds between saves: :data:`MIN_INTERVAL_S` or ``$REPRSTORE_CHECKPOINT_SECONDS``."""
+    text = os.environ.get("REPRSTORE_CHECKPOINT_SECONDS")
+    try:
+        return max(0.0, float(text)) if text else MIN_INTERVAL_S
+    except ValueError:
+        return MIN_INTERVAL_S
+
+
+def segment_blocks(live: int, chains: int, distributed: bool = False) -> int:
+    """Blocks per segment: a multiple of ``chains``, at most ``MAX_SEGMENTS`` segments."""
+    most = MAX_SEGMENTS_DISTRIBUTED if distributed else MAX_SEGMENTS
+    per = -(-live // most)
+    return max(chains, -(-per // chains) * chains)
+
+
+@dataclass
+class PassCheckpoints:
+    """Checkpoints of one comparison's passes over stored representations.
+
+    Attributes
+    ----------
+    files : reprstore.store.cache_files.CacheFiles, or None to segment the passes the same
+        way without saving anything (``--no-cache``: the same arithmetic, so the same bits)
+    fingerprints : content fingerprint of each array of the pass context (None: an array
+        without recorded checksums, whose passes are not checkpointed)
+    rows : fingerprint of the row selection
+    note : callable(str) that tells the user what happened (loaded, ignored, not saved)
+    """
+
+    files: Any
+    fingerprints: Sequence[str | None]
+    rows: str
+    note: Callable[[str], None] = lambda line: None
+    saved: set[str] = field(default_factory=set)
+    noted: set[str] = field(default_factory=set)
+
+    def key(self, streams: Sequence[tuple[int, str]], own: Sequence[int],
+            pairs: Sequence[tuple[int, int]], layout: Sequence[Any]) -> str | None:  # fmt: skip
+        """The key of a pass (None when an involved array has no fingerprint)."""
+        involved = sorted(set(own) | {s for p in pairs for s in p})
+        prints = [self.fingerprints[streams[s][0]] for s in involved]
+        if any(p is None for p in prints):
+            return None
+        doc = [FORMAT, [[self.fingerprints[i], v] for i, v in streams], sorted(own),
+               sorted(map(list, pairs)), self.rows, [str(x) for x in layout]]  # fmt: skip
+        return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:40]
+
+    def _path(self, key: str) -> str:
+        return f"passes/{key}.npz"
+
+    def _say(self, line: str) -> None:
+        if line not in self.noted:
+            self.noted.add(line)
+            self.note(line)
+
+    def load(
+        self, key: str, known: Sequence[Any], total: int
+    ) -> tuple[LinearState, list[Any], int] | None:
+        """The saved (state, shifts, segments done) of a pass, or None (with a note when a
+        file is there but cannot be used)."""
+        arrays = self.files.read_arrays(self._path(key))
+        if arrays is None:
+            return None
+        self.saved.add(key)  # used now: removed with the ones this run saves
+        try:
+            state, shifts, done, segments = _decode(arrays)
+        except (KeyError, ValueError, TypeError) as err:
+            self._say(f"a checkpoint of this pass could not be read ({err}); it is ignored")
+            return None
+        clash = any(k is not None and (s is None or not linear.as_offset(k).same(s))
+                    for k, s in zip(known, shifts, strict=False))  # fmt: skip
+        if segments != total or len(shifts) != len(known) or clash:
+            self._say("a checkpoint of this pass was made another way; it is ignored")
+            return None
+        return state, shifts, done
+
+    def save(self, key: str, state: LinearState, shifts: Sequence[Any], done: int,
+             total: int) -> bool:  # fmt: skip
+        """Save the state after ``done`` of ``total`` segments; False when the cache is
+        read-only (noted once)."""
+        ok = bool(self.files.write_arrays(self._path(key), _encode(state, shifts, done, total)))
+        if ok:
+            self.saved.add(key)
+        elif self.files.write_error:
+            self._say(f"checkpoints not saved: the store's cache is read-only "
+                      f"({self.files.write_error})")  # fmt: skip
+        return ok
+
+    def remove(self) -> None:
+        """Delete the checkpoints this comparison saved or found (its results are cached
+        now)."""
+        for key in sorted(self.saved):
+            self.files.delete(self._path(key))
+        self.saved.clear()
+
+
+# ------------------------------------------------------------------ the segmented pass
+
+
+def run_linear(
+    c: Any,
+    runner: dask_graph.Runner,
+    streams: Sequence[tuple[int, str]],
+    own: Sequence[int],
+    pairs: Sequence[tuple[int, int]],
+    offsets: Sequence[Any],
+    chains: int,
+    threads: int,
+) -> LinearState:
+    """One linear pass over ``c.arrays``; in checkpointed segments when ``c.checkpoints``
+    holds the store's checkpoints, in one graph otherwise."""
+    common = dict(mask=c.mask, backend=c.backend, split_every=c.split_every, threads=threads,
+                  views=streams)  # fmt: skip
+    ckpt: PassCheckpoints | None = getattr(c, "checkpoints", None)
+    live = _live(c)
+    local = dask_graph.is_local_threaded(c.scheduler)
+    per = segment_blocks(len(live), chains, distributed=not local)
+    segments = [live[k : k + per] for k in range(0, len(live), per)]
+    if ckpt is None or len(segments) < 2:
+        graph, _ = dask_graph.linear_pass(c.arrays, own, pairs, shifts=offsets, chains=chains,
+                                          **common)  # type: ignore[arg-type]  # fmt: skip
+        (whole,) = runner(graph, blocks=len(live), workers=chains, blas=1)
+        return whole  # type: ignore[no-any-return]
+    layout = [c.arrays[0].chunks[0], per, c.backend, c.n]
+    key = ckpt.key(streams, own, pairs, layout) if ckpt.files is not None else None
+    shifts: list[Any] = list(offsets)
+    state: LinearState | None = None
+    done = 0
+    loaded = ckpt.load(key, offsets, len(segments)) if key is not None else None
+    if loaded is not None:
+        state, shifts, done = loaded
+        skipped = sum(len(s) for s in segments[:done])
+        runner.skip(skipped)
+        ckpt._say(f"resumed a pass from its checkpoint: {skipped} of {len(live)} blocks done")
+    last_save = time.monotonic()
+    cost = _state_bytes(state) / WRITE_SPEED if state is not None else None
+    for k in range(done, len(segments)):
+        graph, found = dask_graph.linear_pass(
+            c.arrays, own, pairs, shifts=shifts, chains=min(chains, len(segments[k])),
+            blocks=segments[k], start=state, **common,
+        )  # type: ignore[arg-type]  # fmt: skip
+        import dask
+
+        state, got = runner(graph, dask.delayed(list)(found), blocks=len(segments[k]),
+                            workers=chains, blas=1)  # fmt: skip
+        shifts = [g if g is not None else s for g, s in zip(got, shifts, strict=True)]
+        if cost is None:
+            cost = _state_bytes(state) / WRITE_SPEED
+        now = time.monotonic()
+        due = now - last_save >= max(min_interval(), SAVE_SHARE * cost)
+        if key is not None and k + 1 < len(segments) and due:
+            began = time.monotonic()
+            if ckpt.save(key, state, shifts, k + 1, len(segments)):
+                cost = time.monotonic() - began
+            last_save = time.monotonic()
+    assert state is not None
+    return state
+
+
+def _live(c: Any) -> list[int]:
+    chunks = c.arrays[0].chunks[0]
+    bounds = np.cumsum((0, *chunks))
+    return [k for k in range(len(chunks)) if chunks[k] and (
+        c.mask is None or bool(c.mask[bounds[k] : bounds[k + 1]].any()))]  # fmt: skip
+
+
+def _state_bytes(state: LinearState | None) -> int:
+    if state is None:
+        return 0
+    own = sum(m.gram.nbytes + 3 * m.total.nbytes for m in state[0].values())
+    return own + sum(p.cross.nbytes for p in state[1].values())
+
+
+# ---------------------------------------------------------------------- file format
+
+
+def _encode(state: LinearState, shifts: Sequence[Any], done: int, total: int) -> dict:
+    reprs, pairs = state
+    arrays: dict[str, np.ndarray] = {}
+    head: dict[str, Any] = {"format": FORMAT, "done": done, "segments": total,
+                            "reprs": {}, "pairs": {}, "shifts": []}  # fmt: skip
+    for s, m in reprs.items():
+        head["reprs"][str(s)] = [m.n, m.sqnorm, m.sqnorm2, m.nonfinite, m.scale]
+        for name in ("shift", "total", "gram", "sqnorm_x"):
+            arrays[f"r{s}.{name}"] = getattr(m, name)
+    for (s, t), p in pairs.items():
+        head["pairs"][f"{s},{t}"] = p.ab
+        for name in ("cross", "a_y", "b_x"):
+            arrays[f"p{s}_{t}.{name}"] = getattr(p, name)
+    for k, off in enumerate(shifts):
+        if off is None:
+            head["shifts"].append(None)
+            continue
+        o = linear.as_offset(off)
+        head["shifts"].append(o.scale)
+        arrays[f"o{k}"] = o.shift
+    arrays["head"] = np.array(json.dumps(head))
+    return arrays
+
+
+def _decode(arrays: dict[str, np.ndarray]) -> tuple[LinearState, list[Any], int, int]:
+    head = json.loads(str(arrays["head"]))
+    if head.get("format") != FORMAT:
+        raise ValueError(f"format {head.get('format')!r}")
+    reprs: dict[int, ReprMoments] = {}
+    for s, (n, sqnorm, sqnorm2, nonfinite, scale) in head["reprs"].items():
+        reprs[int(s)] = ReprMoments(
+            n=int(n), shift=arrays[f"r{s}.shift"], total=arrays[f"r{s}.total"],
+            gram=arrays[f"r{s}.gram"], sqnorm=float(sqnorm), sqnorm2=float(sqnorm2),
+            sqnorm_x=arrays[f"r{s}.sqnorm_x"], nonfinite=int(nonfinite),
+            scale=float(scale),
+        )  # fmt: skip
+    pairs: dict[tuple[int, int], PairMoments] = {}
+    for name, ab in head["pairs"].items():
+        s, t = (int(x) for x in name.split(","))
+        pairs[(s, t)] = PairMoments(
+            cross=arrays[f"p{s}_{t}.cross"], a_y=arrays[f"p{s}_{t}.a_y"],
+            b_x=arrays[f"p{s}_{t}.b_x"], ab=float(ab),
+        )  # fmt: skip
+    shifts: list[Any] = [
+        None if scale is None else Offset(arrays[f"o{k}"], float(scale))
+        for k, scale in enumerate(head["shifts"])
+    ]
+    return (reprs, pairs), shifts, int(head["done"]), int(head["segments"])
