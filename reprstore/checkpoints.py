@@ -112,7 +112,11 @@ class PassCheckpoints:
     ) -> tuple[LinearState, list[Any], int] | None:
         """The saved (state, shifts, segments done) of a pass, or None (with a note when a
         file is there but cannot be used)."""
-        arrays = self.files.read_arrays(self._path(key))
+        try:
+            arrays = self.files.read_arrays(self._path(key))
+        except ValueError as err:
+            self._say(f"a checkpoint of this pass could not be read ({err}); it is ignored")
+            return None
         if arrays is None:
             return None
         self.saved.add(key)  # used now: removed with the ones this run saves

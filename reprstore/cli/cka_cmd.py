@@ -229,7 +229,6 @@ def _cell(value: Any) -> str:
     return "" if value is None or value != value else str(value)
 
 
-@handle_errors
 def check_cache_flags(refresh: bool, no_cache: bool) -> None:
     """--refresh and --no-cache exclude each other."""
     if refresh and no_cache:
@@ -239,6 +238,7 @@ def check_cache_flags(refresh: bool, no_cache: bool) -> None:
                          "(leave the cache alone), not both.")  # fmt: skip
 
 
+@handle_errors
 def cka(
     store: opt.StoreArg,
     a: AOpt = None,

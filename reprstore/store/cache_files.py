@@ -17,6 +17,7 @@ import io
 import os
 import tempfile
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,10 @@ class CacheFiles:
         return None if buf is None else buf.to_bytes()
 
     def read_arrays(self, key: str) -> dict[str, np.ndarray] | None:
-        """The arrays of an ``.npz`` file (never unpickled), or None when it is missing or
-        unreadable (a foreign or damaged file is not an error: it is not used)."""
+        """The arrays of an ``.npz`` file (never unpickled), or None when it is missing.
+
+        Raises ValueError when the file is there but is not a readable ``.npz``.
+        """
         try:
             if self._local is not None:
                 path = self._local / ROOT / key
@@ -78,8 +81,8 @@ class CacheFiles:
                 return None
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 return {name: npz[name] for name in npz.files}
-        except (OSError, ValueError, KeyError, EOFError):
-            return None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            raise ValueError(f"{type(err).__name__}: {err}") from None
 
     def files(self, prefix: str = "") -> list[tuple[str, int]]:
         """(key, bytes) of every file under ``cache/<prefix>``, keys relative to ``cache/``."""
