@@ -206,6 +206,10 @@ def run_linear(
             cost = _state_bytes(state) / WRITE_SPEED
         now = time.monotonic()
         due = now - last_save >= max(min_interval(), SAVE_SHARE * cost)
+        if key is not None and due and not ckpt.files.local and _state_bytes(state) > c.memory // 4:
+            ckpt._say("checkpoints not saved: on an object store a checkpoint is uploaded from a "
+                      "copy in memory, and this pass's sums would not fit --memory")  # fmt: skip
+            key = None
         if key is not None and k + 1 < len(segments) and due:
             began = time.monotonic()
             if ckpt.save(key, state, shifts, k + 1, len(segments)):

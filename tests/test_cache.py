@@ -84,8 +84,11 @@ def test_no_cache_and_refresh(tmp_path: Path, grid: dict) -> None:
     off = _compare(tmp_path, "off.parquet", "--no-cache")
     assert not (tmp_path / "s.zarr" / "cache").exists()  # --no-cache writes nothing
     _compare(tmp_path, "on.parquet")
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "off.parquet"),
-                                  pd.read_parquet(tmp_path / "on.parquet"), check_exact=True)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "off.parquet"),
+        pd.read_parquet(tmp_path / "on.parquet"),
+        check_exact=True,
+    )
     assert off.returncode == 0
     # a consistent entry with a planted value: the cache is read (it is returned) …
     entries = sorted((tmp_path / "s.zarr" / "cache" / "results").rglob("*.json"))
@@ -147,7 +150,8 @@ def test_a_new_layer_or_measure_computes_only_what_is_new(tmp_path: Path, grid: 
     both = pd.read_parquet(tmp_path / "r3.parquet")
     _check_values(both, grid)
     ref = run_cli("compare", "s.zarr", "--a", "seed=0", "--b", "seed=1", "--measure", "cka,cca",
-                  "--estimator", "biased", "--out", "ref.parquet", "--no-cache", cwd=tmp_path)  # fmt: skip
+                  "--estimator", "biased", "--out", "ref.parquet", "--no-cache",
+                  cwd=tmp_path)  # fmt: skip
     assert ref.returncode == 0
     np.testing.assert_allclose(both["cca"], pd.read_parquet(tmp_path / "ref.parquet")["cca"],
                                rtol=0, atol=1e-12)  # fmt: skip
@@ -187,8 +191,9 @@ def test_read_only_store_computes_with_a_note(tmp_path: Path) -> None:
     with tmpfs(tmp_path, "4m") as disk:
         for name, v in (("x", x), ("y", y)):
             np.save(tmp_path / f"{name}.npy", v.astype(np.float32))
-            assert run_cli("import", str(disk / "s.zarr"), str(tmp_path / f"{name}.npy"),
-                           "--name", name, "--layer", "l", "--dtype", "float32").returncode == 0  # fmt: skip
+            done = run_cli("import", str(disk / "s.zarr"), str(tmp_path / f"{name}.npy"),
+                           "--name", name, "--layer", "l", "--dtype", "float32")  # fmt: skip
+            assert done.returncode == 0, done.stderr
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
         before = store_digest(disk / "s.zarr")
         done = run_cli("cka", str(disk / "s.zarr"), "--a", "model=x", "--b", "model=y",
@@ -210,8 +215,11 @@ def test_symmetric_grid_fills_both_cells_from_one_value(tmp_path: Path, grid: di
     again = run_cli("compare", "s.zarr", "--a", "seed=0", "--b", "seed=0", "--measure",
                     "cka,linreg", "--out", "sym2.parquet", cwd=tmp_path)  # fmt: skip
     assert "reused 4 of 4" in again.stdout
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "sym.parquet"),
-                                  pd.read_parquet(tmp_path / "sym2.parquet"), check_exact=True)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "sym.parquet"),
+        pd.read_parquet(tmp_path / "sym2.parquet"),
+        check_exact=True,
+    )
 
 
 # ------------------------------------------------------------ kills and concurrency
@@ -260,7 +268,7 @@ def _kill_loop(args: list[str], cwd: Path, kills: int, seed: int) -> list[str]:
         assert proc.stdout is not None
         deadline = time.time() + 120
         for line in proc.stdout:  # the plan line comes just before the pass reads
-            if line.startswith("plan:") and "pair(s) (" in line or time.time() > deadline:
+            if (line.startswith("plan:") and "pair(s) (" in line) or time.time() > deadline:
                 break
         time.sleep(rnd.uniform(0.0, 0.8))
         proc.kill()

@@ -50,6 +50,12 @@ class CacheFiles:
         return cls(zstore, local.resolve() if local is not None else None)
 
     @property
+    def local(self) -> bool:
+        """Files on a local disk (written in place); else an object store (one PUT each,
+        from a copy in memory)."""
+        return self._local is not None
+
+    @property
     def writable(self) -> bool:
         return self.write_error is None
 
