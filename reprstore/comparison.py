@@ -762,7 +762,11 @@ def compare(
     rows_of: dict[str, int] = {}
     plans: list[str] = []
     groups = keeper.todo() if keeper is not None else [(list(range(len(specs))), plan.pairs)]
-    with dask_scheduler(workers if not dry_run and groups else None, scheduler, timeout) as sched:
+    if workers is not None and scheduler is not None:
+        raise InputError("Give either --workers or --scheduler, not both.")
+    computing = bool(groups) and not dry_run  # no cluster to start when all is cached
+    with dask_scheduler(workers if computing else None, scheduler if groups else None,
+                        timeout) as sched:  # fmt: skip
         for chosen, todo in groups:
             sub = GridPlan(plan.reprs, todo, plan.attributes)
             got = _run_grid(

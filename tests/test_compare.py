@@ -190,10 +190,14 @@ def test_memory_limit_splits_passes_with_same_results(store: Path) -> None:
     reads = _chunk_reads(counts, "m/1/final/default/l3")
     assert max(reads) > 1  # more than one pass
     assert len(set(reads)) == 1  # every chunk as often as the others
-    big = compare(store, "model=m,seed=0", "model=m,seed=1")
+    big = compare(store, "model=m,seed=0", "model=m,seed=1", cache=False)
     np.testing.assert_allclose(small["cka"], big["cka"], rtol=1e-12)
     with pytest.raises(ComparisonError, match="Raise --memory"):
-        compare(store, "model=m,seed=0", "model=m,seed=1", memory=8_000)
+        compare(store, "model=m,seed=0", "model=m,seed=1", memory=8_000, cache=False)
+    # every pair cached: nothing to compute, so nothing to refuse
+    assert compare(store, "model=m,seed=0", "model=m,seed=1", memory=8_000)["cka"].equals(
+        small["cka"]
+    )
 
 
 def test_row_blocks_without_selected_rows_are_not_read(store: Path) -> None:

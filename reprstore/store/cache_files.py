@@ -40,14 +40,17 @@ class CacheFiles:
     @classmethod
     def of(cls, store: Any) -> CacheFiles:
         """The cache of a :class:`~reprstore.store.Store` (opened for reading or writing)."""
-        from reprstore.store.store import _local_path
+        from reprstore.store.store import STORE_FORMAT, _local_path
 
         local = _local_path(store.url)
         zstore = store.root.store
         if zstore.read_only:
             with contextlib.suppress(Exception):
                 zstore = zstore.with_read_only(False)
-        return cls(zstore, local.resolve() if local is not None else None)
+        files = cls(zstore, local.resolve() if local is not None else None)
+        if store.format < STORE_FORMAT:  # read as it is until 'reprstore upgrade'
+            files.write_error = f"a format-{store.format} store: run 'reprstore upgrade' first"
+        return files
 
     @property
     def local(self) -> bool:
