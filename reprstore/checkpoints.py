@@ -38,7 +38,7 @@ from reprstore.stats.linear import Offset, PairMoments, ReprMoments
 
 FORMAT = 1
 #: At least this long between two saves of one pass (``REPRSTORE_CHECKPOINT_SECONDS``).
-MIN_INTERVAL_S = 5.0
+MIN_INTERVAL_S = 2.0
 #: Saving may take at most 1/(1 + this) of the time between saves (19: 5 %).
 SAVE_SHARE = 19.0
 #: Segments per pass at most (fewer when the pass has fewer blocks than chains × this).

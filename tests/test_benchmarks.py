@@ -181,3 +181,20 @@ def test_the_wide_benchmark_runs_and_agrees_with_numpy(tmp_path: Path) -> None:
     for r in ran:
         assert r["abs_diff_vs_numpy"] < 1e-9, r
     assert list((tmp_path / "out").glob("*-wide-tiny.md"))
+
+
+def test_the_rerun_benchmark_runs_and_its_checks_hold(tmp_path: Path) -> None:
+    """``python -m benchmarks.rerun --tiny``: the rerun, the no-cache run and the grown grid
+    keep the first run's bits, and the report is written."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.rerun", "--tiny", "--out", str(tmp_path / "out"),
+         "--work", str(tmp_path / "work")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (doc_path,) = (tmp_path / "out").glob("*-rerun-tiny.json")
+    checks = json.loads(doc_path.read_text())["checks"]
+    for name in ("rerun_bit_identical", "rerun_reused_all", "resume_bit_identical",
+                 "no_cache_bit_identical", "grow_kept_old_bits"):  # fmt: skip
+        assert checks[name] is True, (name, checks)
+    assert list((tmp_path / "out").glob("*-rerun-tiny.md"))
