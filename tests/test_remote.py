@@ -194,3 +194,27 @@ def test_an_unreachable_endpoint_and_missing_credentials_are_one_line() -> None:
                  "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
     result = _cli_with(anonymous, "ls", "s3://bucket/s.zarr")
     assert_user_error(result, "Cannot authenticate to the store", "AWS_ACCESS_KEY_ID")
+
+
+def test_result_cache_on_s3(s3, url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The result cache lives in the bucket too: a rerun reuses it, verify checks it."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(400, 6)).astype(np.float32)
+    y = (x @ rng.normal(size=(6, 5)) + rng.normal(size=(400, 5))).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    done = run_cli("import", url, "x.npy", "y.npy", "--name", "m", "--layer", "{stem}",
+                   "--dtype", "float32", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    args = ["cka", url, "--a", "layer=x", "--b", "layer=y", "--estimator", "biased"]
+    first = run_cli(*args, "--out", "r1.csv", cwd=tmp_path)
+    again = run_cli(*args, "--out", "r2.csv", cwd=tmp_path)
+    assert first.returncode == again.returncode == 0, again.stderr
+    assert "cache: reused 1 of 1 pair(s)" in again.stdout, again.stdout
+    assert any("/cache/results/" in key for key in _objects(s3, url))
+    one = float(pd.read_csv(tmp_path / "r1.csv")["cka"].iloc[0])
+    assert float(pd.read_csv(tmp_path / "r2.csv")["cka"].iloc[0]) == one
+    assert one == pytest.approx(_reference(x.astype(np.float64), y.astype(np.float64)), rel=1e-9)
+    checked = run_cli("verify", url, cwd=tmp_path)
+    assert checked.returncode == 0 and "1 cached result(s)" in checked.stdout, checked.stdout
+    assert "1 cached result(s)" in run_cli("cache", url, cwd=tmp_path).stdout
