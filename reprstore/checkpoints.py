@@ -31,10 +31,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import dask
 import numpy as np
 
 from reprstore.stats import dask_graph, linear
 from reprstore.stats.linear import Offset, PairMoments, ReprMoments
+from reprstore.stats.plan import linear_state_bytes
 
 FORMAT = 1
 #: At least this long between two saves of one pass (``REPRSTORE_CHECKPOINT_SECONDS``).
@@ -170,7 +172,7 @@ def run_linear(
     common = dict(mask=c.mask, backend=c.backend, split_every=c.split_every, threads=threads,
                   views=streams)  # fmt: skip
     ckpt: PassCheckpoints | None = getattr(c, "checkpoints", None)
-    live = _live(c)
+    live = dask_graph.live_block_indices(c.arrays[0].chunks[0], c.mask)
     local = dask_graph.is_local_threaded(c.scheduler)
     per = segment_blocks(len(live), chains, distributed=not local)
     segments = [live[k : k + per] for k in range(0, len(live), per)]
@@ -190,23 +192,20 @@ def run_linear(
         skipped = sum(len(s) for s in segments[:done])
         runner.skip(skipped)
         ckpt._say(f"resumed a pass from its checkpoint: {skipped} of {len(live)} blocks done")
+    nbytes = linear_state_bytes([int(c.arrays[i].shape[1]) for i, _ in streams], own, pairs)
+    cost = nbytes / WRITE_SPEED  # until a save has been timed
     last_save = time.monotonic()
-    cost = _state_bytes(state) / WRITE_SPEED if state is not None else None
     for k in range(done, len(segments)):
         graph, found = dask_graph.linear_pass(
             c.arrays, own, pairs, shifts=shifts, chains=min(chains, len(segments[k])),
             blocks=segments[k], start=state, **common,
         )  # type: ignore[arg-type]  # fmt: skip
-        import dask
-
         state, got = runner(graph, dask.delayed(list)(found), blocks=len(segments[k]),
                             workers=chains, blas=1)  # fmt: skip
         shifts = [g if g is not None else s for g, s in zip(got, shifts, strict=True)]
-        if cost is None:
-            cost = _state_bytes(state) / WRITE_SPEED
         now = time.monotonic()
         due = now - last_save >= max(min_interval(), SAVE_SHARE * cost)
-        if key is not None and due and not ckpt.files.local and _state_bytes(state) > c.memory // 4:
+        if key is not None and due and not ckpt.files.local and nbytes > c.memory // 4:
             ckpt._say("checkpoints not saved: on an object store a checkpoint is uploaded from a "
                       "copy in memory, and this pass's sums would not fit --memory")  # fmt: skip
             key = None
@@ -217,20 +216,6 @@ def run_linear(
             last_save = time.monotonic()
     assert state is not None
     return state
-
-
-def _live(c: Any) -> list[int]:
-    chunks = c.arrays[0].chunks[0]
-    bounds = np.cumsum((0, *chunks))
-    return [k for k in range(len(chunks)) if chunks[k] and (
-        c.mask is None or bool(c.mask[bounds[k] : bounds[k + 1]].any()))]  # fmt: skip
-
-
-def _state_bytes(state: LinearState | None) -> int:
-    if state is None:
-        return 0
-    own = sum(m.gram.nbytes + 3 * m.total.nbytes for m in state[0].values())
-    return own + sum(p.cross.nbytes for p in state[1].values())
 
 
 # ---------------------------------------------------------------------- file format

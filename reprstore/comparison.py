@@ -320,6 +320,12 @@ def block_rows_for(infos: Sequence[ReprInfo], target_bytes: int = TARGET_BLOCK_B
     return base * max(1, target_bytes // max(base * row_bytes, 1))
 
 
+def check_cluster_choice(workers: int | None, scheduler: Any) -> None:
+    """``workers`` (a local cluster) and ``scheduler`` (a running one) exclude each other."""
+    if workers is not None and scheduler is not None:
+        raise InputError("Give either --workers or --scheduler, not both.")
+
+
 @contextlib.contextmanager
 def dask_scheduler(
     workers: int | None = None, scheduler: Any = None, timeout: float | None = None
@@ -337,8 +343,7 @@ def dask_scheduler(
 
     wait = check_timeout(timeout)
     check_scheduler(scheduler)
-    if workers is not None and scheduler is not None:
-        raise InputError("Give either --workers or --scheduler, not both.")
+    check_cluster_choice(workers, scheduler)
     if workers is not None:
         if workers < 1:
             raise InputError(f"--workers must be at least 1. Got {workers} instead.")
@@ -762,8 +767,7 @@ def compare(
     rows_of: dict[str, int] = {}
     plans: list[str] = []
     groups = keeper.todo() if keeper is not None else [(list(range(len(specs))), plan.pairs)]
-    if workers is not None and scheduler is not None:
-        raise InputError("Give either --workers or --scheduler, not both.")
+    check_cluster_choice(workers, scheduler)  # also when all is cached: no cluster is made
     computing = bool(groups) and not dry_run  # no cluster to start when all is cached
     with dask_scheduler(workers if computing else None, scheduler if groups else None,
                         timeout) as sched:  # fmt: skip

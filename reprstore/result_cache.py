@@ -233,6 +233,5 @@ def drop_representation(store: Any, fp: str | None) -> int:
     if fp is None:
         return 0
     files = CacheFiles.of(store)
-    doomed = [k for k, _ in files.files(f"{RESULTS}/")
-              if k.split("/")[1:3].count(fp)]  # fmt: skip
+    doomed = [k for k, _ in files.files(f"{RESULTS}/") if fp in k.split("/")[1:3]]
     return files.delete_all(doomed)

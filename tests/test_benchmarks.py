@@ -165,16 +165,22 @@ def test_repeated_measurements_keep_the_fastest_time_and_the_largest_rss() -> No
     assert failed["status"] == "timeout (30 s)"
 
 
-def test_the_wide_benchmark_runs_and_agrees_with_numpy(tmp_path: Path) -> None:
-    """``python -m benchmarks.wide --tiny``: every reprstore route that ran matches the
-    numpy float64 Gram computation of the same data."""
+def _run_tiny(name: str, tmp_path: Path) -> Path:
+    """Run ``python -m benchmarks.NAME --tiny`` into ``tmp_path``; its JSON report."""
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.wide", "--tiny", "--out", str(tmp_path / "out"),
+        [sys.executable, "-m", f"benchmarks.{name}", "--tiny", "--out", str(tmp_path / "out"),
          "--work", str(tmp_path / "work")],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (doc_path,) = (tmp_path / "out").glob("*-wide-tiny.json")
+    (doc_path,) = (tmp_path / "out").glob(f"*-{name}-tiny.json")
+    return doc_path
+
+
+def test_the_wide_benchmark_runs_and_agrees_with_numpy(tmp_path: Path) -> None:
+    """``python -m benchmarks.wide --tiny``: every reprstore route that ran matches the
+    numpy float64 Gram computation of the same data."""
+    doc_path = _run_tiny("wide", tmp_path)
     rows = json.loads(doc_path.read_text())["rows"]
     ran = [r for r in rows if r["method"].startswith("reprstore") and r["status"] == "ok"]
     assert {r["kernel"] for r in ran} == {"linear", "rbf"}
@@ -186,13 +192,7 @@ def test_the_wide_benchmark_runs_and_agrees_with_numpy(tmp_path: Path) -> None:
 def test_the_rerun_benchmark_runs_and_its_checks_hold(tmp_path: Path) -> None:
     """``python -m benchmarks.rerun --tiny``: the rerun, the no-cache run and the grown grid
     keep the first run's bits, and the report is written."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.rerun", "--tiny", "--out", str(tmp_path / "out"),
-         "--work", str(tmp_path / "work")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (doc_path,) = (tmp_path / "out").glob("*-rerun-tiny.json")
+    doc_path = _run_tiny("rerun", tmp_path)
     checks = json.loads(doc_path.read_text())["checks"]
     for name in ("rerun_bit_identical", "rerun_reused_all", "resume_bit_identical",
                  "no_cache_bit_identical", "grow_kept_old_bits"):  # fmt: skip

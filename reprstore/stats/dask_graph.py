@@ -105,6 +105,12 @@ def _any(rows: np.ndarray | None) -> bool:
     return rows is None or bool(rows.any())
 
 
+def live_block_indices(chunks: Sequence[int], mask: np.ndarray | None) -> list[int]:
+    """Indices of the row blocks holding a selected row (the blocks a pass reads)."""
+    rows = _mask_slices(mask, chunks)
+    return [k for k in range(len(chunks)) if chunks[k] and _any(rows[k])]
+
+
 class BlockReader:
     """One row block of a dask array, computed when called, inside the task that uses it.
 
@@ -314,7 +320,7 @@ def linear_pass(
     if any(a.chunks[0] != chunks for a in arrays):
         raise ValueError("all arrays of one pass must share their row chunks")
     rows = _mask_slices(mask, chunks)
-    live = [k for k in range(len(chunks)) if chunks[k] and _any(rows[k])]
+    live = live_block_indices(chunks, mask)
     if blocks is not None:
         chosen = set(blocks)
         live = [k for k in live if k in chosen]
@@ -614,7 +620,7 @@ def gather_rows(array: da.Array, mask: np.ndarray | None) -> Delayed:
     """Delayed in-memory copy of the selected rows of ``array`` (n, p) (small data only)."""
     blocks, chunks = row_blocks([array])
     rows = _mask_slices(mask, chunks)
-    live = [k for k in range(len(chunks)) if chunks[k] and _any(rows[k])]
+    live = live_block_indices(chunks, mask)
     parts = [dask.delayed(_select)(blocks[0][k], rows[k]) for k in live]
     return dask.delayed(np.concatenate)(parts)
 

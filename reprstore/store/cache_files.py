@@ -18,7 +18,6 @@ import os
 import tempfile
 import uuid
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -192,15 +191,13 @@ class CacheFiles:
                 path.unlink()
         _prune_empty_dirs(self._local / ROOT)
 
-    def delete_all(self, keys: Iterator[str] | list[str]) -> int:
-        """Remove these files; how many were removed."""
-        done = 0
+    def delete_all(self, keys: list[str]) -> int:
+        """Remove these files; how many were removed (none once the store refuses)."""
         for key in keys:
             self.delete(key)
-            done += self.writable
         if self._local is not None:
             _prune_empty_dirs(self._local / ROOT)
-        return done
+        return len(keys) if self.writable else 0
 
 
 def _prune_empty_dirs(top: Path) -> None:
