@@ -259,18 +259,25 @@ def _checkpoint_done(store: Path) -> int:
 
 
 def _kill_loop(args: list[str], cwd: Path, kills: int, seed: int) -> list[str]:
-    """Start the command, SIGKILL it a random moment after its pass began, restart; ``kills``
-    times (fewer if a run finishes first). Returns what each run did."""
+    """Start the command and SIGKILL it a random moment (0–0.8 s) after its pass began, or
+    as soon as it has saved one more checkpoint, whichever comes first; restart; ``kills``
+    times (fewer if a run finishes first). A run then moves the pass on by one saved
+    segment at most, so a pass of S saved segments takes at least S kills to finish,
+    whatever the machine's speed. Returns what each run did."""
     rnd = random.Random(seed)
+    store = cwd / args[1]
     seen = []
     for _ in range(kills):
+        before = _checkpoint_done(store)
         proc = _popen(args, cwd)
         assert proc.stdout is not None
         deadline = time.time() + 120
         for line in proc.stdout:  # the plan line comes just before the pass reads
             if (line.startswith("plan:") and "pair(s) (" in line) or time.time() > deadline:
                 break
-        time.sleep(rnd.uniform(0.0, 0.8))
+        until = time.time() + rnd.uniform(0.0, 0.8)
+        while time.time() < until and proc.poll() is None and _checkpoint_done(store) <= before:
+            time.sleep(0.005)
         proc.kill()
         proc.communicate()
         seen.append("killed" if proc.returncode == -9 else f"finished rc={proc.returncode}")
@@ -287,7 +294,7 @@ def test_sigkill_at_random_moments_resumes_bit_identically(tmp_path: Path, memor
     ref = run_cli(*args[:-1], "ref.parquet", "--no-cache", cwd=tmp_path)
     assert ref.returncode == 0, ref.stderr
     seen = _kill_loop(args, tmp_path, kills=10, seed=len(memory))
-    assert seen.count("killed") >= 6, seen
+    assert seen.count("killed") >= 4, seen  # 10 blocks: at least 4 saved segments to go
     final = run_cli(*args, cwd=tmp_path)
     assert final.returncode == 0, final.stderr
     got, want = pd.read_parquet(tmp_path / "got.parquet"), pd.read_parquet(tmp_path / "ref.parquet")
