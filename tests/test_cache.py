@@ -362,3 +362,71 @@ def test_concurrent_overlapping_grids_with_kills(tmp_path: Path) -> None:
         np.testing.assert_allclose(a["cca"], b["cca"], rtol=0, atol=1e-12)
     checked = run_cli("verify", "s.zarr", cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout
+
+
+_MEMORY_SCRIPT = """
+import json, resource, sys
+import numpy as np
+from reprstore.comparison import compare
+from reprstore.store import cache_files
+
+store, memory = sys.argv[1], int(sys.argv[2])
+# warm up (imports, threads, BLAS, arenas) on 2,000 rows, without the cache
+compare(store, "seed=0,layer=l0", "seed=1,layer=l0", measures="cka,cca", where="id < 2000",
+        cache=False)
+saves = []
+write = cache_files.CacheFiles.write_arrays
+def counted(self, key, arrays):
+    saves.append(key)
+    return write(self, key, arrays)
+cache_files.CacheFiles.write_arrays = counted
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+base = status("VmRSS:")
+with open("/proc/self/clear_refs", "w") as f:  # VmHWM from here
+    f.write("5")
+limit = int(status("VmSize:") + 1.2 * memory + 384 * 2**20)
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+df = compare(store, "seed=0", "seed=1", measures="cka,cca", memory=memory)
+print(json.dumps({"base": base, "peak": status("VmHWM:"), "saves": len(saves),
+                  "cka": df["cka"].tolist()}))
+"""
+
+
+def test_checkpointed_pass_stays_within_memory_under_a_real_limit(tmp_path: Path) -> None:
+    """Saving and loading checkpoints adds no copy of the pass's sums: a 3 × 3 grid of
+    12,000 × 768 (70 MB of sums) saving after every segment peaks within --memory + 20 %."""
+    _big_store(tmp_path, n=12_000, width=768)
+    memory = 256 * 2**20
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2", "REPRSTORE_CHECKPOINT_SECONDS": "0"}
+    r = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(tmp_path / "s.zarr"),
+                        str(memory)], capture_output=True, text=True, env=env,
+                       timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["saves"] >= 2, got  # checkpoints were written during the pass
+    assert got["peak"] - got["base"] <= 1.2 * memory, got
+    x = {k: np.load(tmp_path / f"0_{k}.npy") for k in range(3)}
+    y = {k: np.load(tmp_path / f"1_{k}.npy") for k in range(3)}
+    want = [_debiased(x[i], y[j]) for i in range(3) for j in range(3)]
+    np.testing.assert_allclose(got["cka"], want, rtol=0, atol=1e-9)
+
+
+def _debiased(x: np.ndarray, y: np.ndarray) -> float:
+    """Debiased linear CKA: Song et al. (2012)'s HSIC₁ with K = XXᵀ, L = YYᵀ, written with
+    feature-space products (tr(K̃L̃) = ‖XᵀY‖² − Σ‖xᵢ‖²‖yᵢ‖², K̃1 = X(Xᵀ1) − ‖xᵢ‖², …),
+    float64, so that no n × n matrix is made."""
+    x = x.astype(np.float64) - x.mean(0)
+    y = y.astype(np.float64) - y.mean(0)
+    n = x.shape[0]
+
+    def hsic(a: np.ndarray, b: np.ndarray) -> float:
+        da, db = (a * a).sum(1), (b * b).sum(1)
+        ka, kb = a @ a.sum(0) - da, b @ b.sum(0) - db  # K̃1, L̃1
+        trace = float(np.sum((a.T @ b) ** 2) - da @ db)
+        return (trace + ka.sum() * kb.sum() / ((n - 1) * (n - 2))
+                - 2 / (n - 2) * float(ka @ kb)) / (n * (n - 3))  # fmt: skip
+
+    return float(hsic(x, y) / np.sqrt(hsic(x, x) * hsic(y, y)))
