@@ -269,12 +269,15 @@ def attribute_columns(plan: GridPlan) -> dict[str, list[str | None]]:
     }
 
 
-def rows_used(store: Store, plan: GridPlan, where: str | None) -> dict[str, dict[str, int]]:
-    """Per dataset: its samples and the rows ``where`` keeps (what the results used)."""
+def rows_used(
+    store: Store, plan: GridPlan, where: str | None, masks: dict[str, Any] | None = None
+) -> dict[str, dict[str, int]]:
+    """Per dataset: its samples and the rows ``where`` keeps (what the results used);
+    ``masks`` are the datasets' row masks when already evaluated."""
     out = {}
     for dataset in sorted({plan.reprs[k].dataset for pair in plan.pairs for k in pair}):
         n = store.dataset(dataset).n_samples
-        mask = row_mask(store, dataset, where)
+        mask = masks[dataset] if masks is not None else row_mask(store, dataset, where)
         out[dataset] = {"n_samples": n, "rows_used": n if mask is None else int(mask.sum())}
     return out
 
@@ -401,14 +404,16 @@ def _dataset_arrays(
     allow_incomplete: bool,
     min_rows: int,
     memory: int | str | None,
+    masks: dict[str, Any] | None = None,
 ) -> tuple[list[da.Array], np.ndarray | None, int]:
-    """The arrays of ``plan.reprs[idx]`` (one dataset), their row mask and row count."""
+    """The arrays of ``plan.reprs[idx]`` (one dataset), their row mask and row count
+    (``masks``: the datasets' row masks when already evaluated)."""
     infos = [plan.reprs[i] for i in idx]
     n = min(info.rows_written if not info.complete else info.shape[0] for info in infos)
     rows = block_rows_for(infos, _block_target(infos, memory))
     arrays = [_dask_array(store, info, rows, allow_incomplete) for info in infos]
     arrays = [x if x.shape[0] == n else x[:n] for x in arrays]
-    mask = row_mask(store, dataset, where)
+    mask = masks[dataset] if masks is not None else row_mask(store, dataset, where)
     if mask is not None:
         if len(mask) < n:
             raise DatasetMismatchError(
@@ -445,6 +450,7 @@ def _run_dataset(
     progress: Progress | None,
     own: Sequence[int] = (),
     keeper: _Keeper | None = None,
+    masks: dict[str, Any] | None = None,
     **options: Any,
 ) -> tuple[dict[tuple[int, int], dict[str, Any]], dict[int, dict[str, Any]], int]:
     """Every pair of ``dataset`` (and the partials of ``own``): columns by plan pair."""
@@ -458,7 +464,7 @@ def _run_dataset(
     idx = sorted({i for p in pairs for i in p} | set(own))
     need = min_rows_for(specs)
     arrays, mask, n = _dataset_arrays(store, plan, idx, dataset, where, allow_incomplete, need,
-                                      options.get("memory"))  # fmt: skip
+                                      options.get("memory"), masks)  # fmt: skip
     pos = {i: k for k, i in enumerate(idx)}
     if not options.get("dry_run"):
         from reprstore.checkpoints import PassCheckpoints
@@ -542,14 +548,13 @@ class _Keeper:
     passes: list[Any] = field(default_factory=list)
 
     @classmethod
-    def start(cls, st: Store, plan: GridPlan, specs: Sequence[Spec], where: str | None,
+    def start(cls, st: Store, plan: GridPlan, specs: Sequence[Spec], masks: dict[str, Any],
               unc: Any, report: Any, refresh: bool,
               settings: dict[str, Any]) -> _Keeper:  # fmt: skip
         from reprstore.result_cache import ResultCache, fingerprint, rows_fingerprint
 
         cache = ResultCache.of(st, refresh=refresh, note=report)
-        datasets = sorted({info.dataset for info in plan.reprs})
-        rows = {d: rows_fingerprint(st.dataset(d).ids(), row_mask(st, d, where)) for d in datasets}
+        rows = {d: rows_fingerprint(st.dataset(d).ids(), mask) for d, mask in masks.items()}
         keeper = cls(cache, plan, list(specs), unc, [fingerprint(i) for i in plan.reprs], rows)
         settings = {**settings, "uncertainty": None if unc is None else [
             unc.ci, unc.bootstrap if unc.ci is not None else None, unc.permutations, unc.seed,
@@ -759,7 +764,8 @@ def compare(
         )
     if refresh and not cache:
         raise InputError("Give either --refresh or --no-cache, not both.")
-    keeper = _Keeper.start(st, plan, specs, where, unc, report, refresh, dict(
+    masks = {d: row_mask(st, d, where) for d in sorted({i.dataset for i in plan.reprs})}
+    keeper = _Keeper.start(st, plan, specs, masks, unc, report, refresh, dict(
         route=route, device=device.split(":")[0] if isinstance(device, str) else str(device),
         precision=precision,
     )) if cache else None  # fmt: skip
@@ -777,7 +783,7 @@ def compare(
                 st, sub, [specs[k] for k in chosen], where=where,
                 allow_incomplete=allow_incomplete, progress=progress, scheduler=sched,
                 uncertainty=unc, report=report, dry_run=dry_run, plans=plans, rows_of=rows_of,
-                keeper=keeper, **options,
+                keeper=keeper, masks=masks, **options,
             )  # fmt: skip
             for pair, row in got.items():
                 found.setdefault(pair, {}).update(row)
@@ -794,7 +800,7 @@ def compare(
     df = _table(plan, specs, found, rows_of, bool(across), uncertainty_columns(unc, specs))
     return annotate(
         df, st, plan, a=a, b=b, match=match, differ=differ, pairs=pairs,
-        pair_where=pair_where, where=where,
+        pair_where=pair_where, where=where, masks=masks,
         options={
             **options, "estimator": estimator, "kernel": kernel, "sigma": sigma,
             "batch_size": batch_size, "shuffle": shuffle, "measures": [s.key for s in specs],
@@ -820,6 +826,7 @@ def annotate(
     pair_where: str | None,
     where: str | None,
     options: dict[str, Any],
+    masks: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """``df`` (one row per ``plan.pairs``) with its run attribute columns and provenance.
 
@@ -836,7 +843,7 @@ def annotate(
         store=store.url, a=str(a) if a is not None else None,
         b=str(b) if b is not None else None, match=list(match), differ=list(differ),
         pair_where=pair_where, pairs_listed=None if pairs is None else len(pairs),
-        where=where, rows=rows_used(store, plan, where), n_pairs=len(plan.pairs),
+        where=where, rows=rows_used(store, plan, where, masks), n_pairs=len(plan.pairs),
         options={k: v for k, v in options.items() if k != "scheduler"},
     )  # fmt: skip
     return df
