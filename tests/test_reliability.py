@@ -251,3 +251,47 @@ print("writing", flush=True)
 sys.stdin.readline()
 w.abort()
 """
+
+
+def _forked_cli(args: list[str], cwd: Path, log: Path) -> int:
+    """Start the real CLI (``reprstore ARGS``) in a forked child, its stderr to ``log``."""
+    import os
+
+    from cli_fork import _child
+
+    pid = os.fork()
+    if pid == 0:
+        _child({"args": args, "cwd": str(cwd)}, log.with_suffix(".out"), log)
+    return pid
+
+
+def test_concurrent_meta_imports_into_a_fresh_store_twenty_times(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """Three `import --meta` writers racing to create one dataset (trust-v3): every one
+    succeeds, 20 times in a row, and the stored columns are the file's. Before the fix a
+    writer checking its input saw another's column created but not yet filled."""
+    import os
+
+    import reprstore.cli.app  # noqa: F401  (imports done once, before the forks)
+
+    n = 60_000
+    for k in range(3):
+        np.save(tmp_path / f"x{k}.npy", rng.normal(size=(n, 2)).astype(np.float32))
+    lines = "".join(f"{i % 4},r{i % 3},a longer text value {i}\n" for i in range(n))
+    (tmp_path / "meta.csv").write_text("label,region,text\n" + lines)
+    for round_ in range(20):
+        store = tmp_path / f"s{round_}.zarr"
+        logs = [tmp_path / f"err{round_}_{k}.txt" for k in range(3)]
+        pids = [
+            _forked_cli(["import", store.name, f"x{k}.npy", "--name", "m", "--seed", str(k),
+                         "--layer", "l1", "--meta", "meta.csv", "--quiet"], tmp_path, log)
+            for k, log in enumerate(logs)
+        ]  # fmt: skip
+        for pid, log in zip(pids, logs, strict=True):
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0, f"round {round_}: {log.read_text()}"
+    ds = Store.open(tmp_path / "s19.zarr").dataset("default")
+    assert ds.meta_columns() == ["label", "region", "text"]
+    assert ds.meta("text")[n - 1] == f"a longer text value {n - 1}"
+    assert list(ds.meta("label")[:5]) == ["0", "1", "2", "3", "0"]

@@ -20,6 +20,9 @@ from reprstore.keys import dataset_path, validate_name
 from reprstore.store.attrs import utc_now
 from reprstore.store.lock import Lease
 
+#: Dataset attribute listing the metadata columns whose values are completely written.
+META_COLUMNS = "meta_columns"
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -43,11 +46,13 @@ class Dataset:
         return _as_column(np.asarray(_array(self.group, "ids")[:]))
 
     def meta_columns(self) -> list[str]:
-        if "meta" not in self.group:
-            return []
-        meta = self.group["meta"]
-        assert isinstance(meta, zarr.Group)
-        return sorted(meta.array_keys())
+        """The complete metadata columns: those the dataset's ``meta_columns`` attribute
+        lists (a column is listed once its values are written, so a concurrent reader
+        never sees one half-made); every stored column in stores made before the list."""
+        listed = self.group.attrs.get(META_COLUMNS)
+        if listed is not None:
+            return sorted(str(c) for c in listed)  # type: ignore[union-attr]
+        return _stored_columns(self.group)
 
     def meta(self, column: str) -> np.ndarray:
         """One metadata column, shape ``(n_samples,)``."""
@@ -61,6 +66,15 @@ class Dataset:
     def table(self) -> dict[str, np.ndarray]:
         """``id`` plus every metadata column, for row filters."""
         return {"id": self.ids(), **{c: self.meta(c) for c in self.meta_columns()}}
+
+
+def _stored_columns(group: zarr.Group) -> list[str]:
+    """The metadata arrays present in ``group``, complete or not."""
+    if "meta" not in group:
+        return []
+    meta = group["meta"]
+    assert isinstance(meta, zarr.Group)
+    return sorted(meta.array_keys())
 
 
 def _array(group: zarr.Group, path: str) -> zarr.Array:
@@ -186,7 +200,12 @@ def write_dataset(
     """Create the dataset, or add what is new to it (run :func:`check_dataset` first).
 
     Concurrent writers of one store serialise here through a short lease on the dataset.
+    Readers (and writers checking their input before they take the lease) see a dataset
+    only once its ``n_samples`` is written, and a metadata column only once it is listed
+    in ``meta_columns``: both are written after the values they stand for.
     """
+    for column in meta or {}:
+        validate_name(column, "metadata column")
     with Lease(root.store, dataset_path(name)).acquire(wait=30.0):
         exists = check_dataset(root, name, n_samples, ids, meta, fingerprint)
         if not exists:
@@ -196,19 +215,26 @@ def write_dataset(
                 )
             group = root.require_group(dataset_path(name))
             _write_column(group, "ids", ids if ids is not None else np.arange(n_samples))
+            for column, values in (meta or {}).items():
+                _write_column(group.require_group("meta"), column, np.asarray(values))
             group.update_attributes(
                 {
                     "n_samples": n_samples,
                     "fingerprint": fingerprint,
                     "source": source,
                     "created": utc_now(),
+                    META_COLUMNS: sorted(meta or {}),
                 }
             )
+            return open_dataset(root, name)
         ds = open_dataset(root, name)
         if fingerprint is not None and ds.fingerprint is None:
             ds.group.update_attributes({"fingerprint": fingerprint})
-        for column, values in (meta or {}).items():
-            validate_name(column, "metadata column")
-            if column not in ds.meta_columns():
-                _write_column(ds.group.require_group("meta"), column, np.asarray(values))
+        new = [c for c in meta or {} if c not in ds.meta_columns()]
+        if new:
+            listed = ds.meta_columns()
+            ds.group.update_attributes({META_COLUMNS: listed})  # a store made before the list
+            for column in new:
+                _write_column(ds.group.require_group("meta"), column, np.asarray(meta[column]))  # type: ignore[index]
+            ds.group.update_attributes({META_COLUMNS: sorted([*listed, *new])})
         return ds
