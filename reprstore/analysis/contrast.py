@@ -341,7 +341,9 @@ def _check_sizes(keys: list[str], group: tuple[str, ...], spec: ContrastSpec, nx
 
 def _statements(out: pd.DataFrame, alpha: float, alternative: str) -> list[str]:
     notes = []
-    for (nx, ny, p_min, test), part in out.groupby(["n_x", "n_y", "p_min", "test"], sort=False):
+    for (nx, ny, p_min, test), part in out.groupby(
+        ["n_x", "n_y", "p_min", "test"], sort=False, observed=True
+    ):
         if float(p_min) <= alpha:  # type: ignore[arg-type]
             continue
         need = seeds_needed(alpha, alternative)

@@ -99,6 +99,10 @@ class Measure:
     #: Scalar columns and array-valued (list) columns of the result.
     scalars: tuple[str, ...] = ()
     arrays: tuple[str, ...] = ()
+    #: The closed interval each bounded scalar column lies in, by the measure's definition:
+    #: a result file read back with a value outside it was edited or is not a result
+    #: (:func:`reprstore.metrics.registry.column_range`).
+    ranges: tuple[tuple[str, float, float], ...] = ()
     #: Informational columns (how a value was computed), after the measures' columns.
     info: tuple[str, ...] = ()
     #: Scalar columns whose plug-in estimate is biased by O(p/n) (in-sample fits): their

@@ -103,6 +103,7 @@ class CCA(Measure):
     summary = "mean canonical correlation ρ (Raghu 2017) and mean ρ² (cca_r2)"
     options = (RIDGE,)
     scalars = ("cca", "cca_r2")
+    ranges = (("cca", 0.0, 1.0), ("cca_r2", 0.0, 1.0))
     arrays = ("cca_rho",)
     biased_plugin = ("cca", "cca_r2")
     #: mean ρ undercovers beyond (0.90 at p/n = 0.1, bias-corrected; cca_r2 holds to 0.2)

@@ -341,6 +341,9 @@ class CKA(Measure):
         Option("shuffle", int, None, "seed of random minibatch membership"),
     )
     scalars = ("cka",)
+    #: |CKA| ≤ 1 for every estimator: each HSIC estimate is an inner product of centred
+    #: (or U-centred, debiased) kernels, and Cauchy–Schwarz bounds their ratio.
+    ranges = (("cka", -1.0, 1.0),)
     info = ("estimator", "kernel", "route", "n_batches", "batch_size", "sigma", "bandwidth_a",
             "bandwidth_b", "sigma_method", "hsic_ab", "hsic_aa", "hsic_bb")  # fmt: skip
 

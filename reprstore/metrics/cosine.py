@@ -34,6 +34,7 @@ class Cosine(Measure):
     name = "cosine"
     summary = "cosine of the stored matrices (cosine) and mean row-wise cosine (cosine_rows)"
     scalars = ("cosine", "cosine_rows")
+    ranges = (("cosine", -1.0, 1.0), ("cosine_rows", -1.0, 1.0))
     equal_width = True
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:

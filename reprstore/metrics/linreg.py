@@ -51,6 +51,7 @@ class LinReg(Measure):
     )
     symmetric = False
     scalars = ("linreg",)
+    ranges = (("linreg", -float("inf"), 1.0),)  # R² ≤ 1; out of sample it can be any negative
     biased_plugin = ("linreg",)
     ci_max_ratio = 0.01
 

@@ -21,6 +21,7 @@ class PWCCA(Measure):
     options = (RIDGE,)
     symmetric = False
     scalars = ("pwcca",)
+    ranges = (("pwcca", 0.0, 1.0),)
     ci_max_ratio = 0.01
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:

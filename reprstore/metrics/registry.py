@@ -50,6 +50,17 @@ def get(name: str) -> Measure:
     return _LOADED[name]
 
 
+def column_range(column: str) -> tuple[float, float] | None:
+    """The interval a result column lies in by its measure's definition (``cka`` and a
+    suffixed ``cka[kernel=rbf]`` alike), or None for an unbounded or unknown column."""
+    base = column.split("[", 1)[0]
+    for name in REGISTRY:
+        for col, lo, hi in get(name).ranges:
+            if col == base:
+                return lo, hi
+    return None
+
+
 def measures() -> dict[str, str]:
     """Every registered measure: name → one line (what it is, its options)."""
     out = {}

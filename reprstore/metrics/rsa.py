@@ -86,6 +86,7 @@ class RSA(Measure):
         Option("rdm", str, "sqeuclidean", "sqeuclidean, cosine or correlation", tuple(VIEW)),
     )
     scalars = ("rsa",)
+    ranges = (("rsa", -1.0, 1.0),)
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
         return frozenset(

@@ -42,6 +42,7 @@ class SVCCA(Measure):
         Option("k", int, None, "number of directions kept (instead of keep)"),
     )
     scalars = ("svcca",)
+    ranges = (("svcca", 0.0, 1.0),)
     ci_max_ratio = 0.01
     arrays = ("svcca_rho",)
 

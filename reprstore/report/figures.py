@@ -185,7 +185,10 @@ def _replicate_cols(df: pd.DataFrame, over: str) -> list[str]:
 
 
 def _same_partition(df: pd.DataFrame, a: str, b: str) -> bool:
-    return bool(df.groupby(a)[b].nunique().max() == 1 and df.groupby(b)[a].nunique().max() == 1)
+    return bool(
+        df.groupby(a, observed=True)[b].nunique().max() == 1
+        and df.groupby(b, observed=True)[a].nunique().max() == 1
+    )
 
 
 def auto_lines(df: pd.DataFrame, exclude: set[str]) -> list[str]:
@@ -424,7 +427,7 @@ def plot_weight_drift(
     names = natural_sorted(tensors["parameter"].astype(str).tolist())
     notes = []
     if len(names) > top:
-        spread = tensors.groupby("parameter")["rel_change"].max().fillna(-np.inf)
+        spread = tensors.groupby("parameter", observed=True)["rel_change"].max().fillna(-np.inf)
         keep = set(spread.sort_values(ascending=False).index[:top])
         table = table[table["parameter"].isin(keep | {ALL_TENSORS})]
         notes.append(f"showing (all) and the {top} of {len(names)} tensors that moved most "

@@ -74,11 +74,11 @@ def _order(df: pd.DataFrame, cols: list[str], labels: pd.Series) -> list[str]:
 def panels(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """One (title, rows) per checkpoint pair; a single untitled panel when there is one."""
     cols = [c for c in ("a_checkpoint", "b_checkpoint") if c in df.columns]
-    if len(cols) < 2 or df.groupby(cols).ngroups == 1:
+    if len(cols) < 2 or df.groupby(cols, observed=True).ngroups == 1:
         return [("", df)]
     same = (df["a_checkpoint"].astype(str) == df["b_checkpoint"].astype(str)).all()
     out = []
-    for (ca, cb), part in df.groupby(cols, sort=False):
+    for (ca, cb), part in df.groupby(cols, sort=False, observed=True):
         out.append((f"checkpoint {ca}" if same else f"A {ca} · B {cb}", part, (ca, cb)))
     where = step_axis([*df["a_checkpoint"].astype(str), *df["b_checkpoint"].astype(str)])
     last = len(where.positions) + 1.0
@@ -95,8 +95,8 @@ def cell_table(
     rows, cols = _order(df, a_cols, a), _order(df, b_cols, b)
     frame = pd.DataFrame({"a": a.to_numpy(), "b": b.to_numpy(), "v": values})
     frame["r"] = _labels(df, replicate).to_numpy() if replicate else "all"
-    per_rep = frame.groupby(["a", "b", "r"], sort=False)["v"].mean().reset_index()
-    cells = per_rep.groupby(["a", "b"], sort=False)["v"].agg(["mean", "std", "size"])
+    per_rep = frame.groupby(["a", "b", "r"], sort=False, observed=True)["v"].mean().reset_index()
+    cells = per_rep.groupby(["a", "b"], sort=False, observed=True)["v"].agg(["mean", "std", "size"])
     cells = cells.reset_index()
     shape = (len(rows), len(cols))
     mean, sd, n = np.full(shape, np.nan), np.full(shape, np.nan), np.zeros(shape, dtype=int)

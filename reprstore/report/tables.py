@@ -157,14 +157,22 @@ def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
         raise InputError(f"Cannot read results from {os.fspath(path)}: {first}.") from err
     with contextlib.suppress(InputError):  # a file from before provenance, or no sidecar
         df.attrs[PROVENANCE_KEY] = read_provenance(path)
+    df.attrs["source"] = os.fspath(path)
+    df.attrs[SOURCE_FORMAT] = fmt
     return df
+
+
+#: ``attrs`` key of a table read from a file: the file's format (errors name CSV lines).
+SOURCE_FORMAT = "source_format"
 
 
 def _read(path: Path, fmt: str) -> pd.DataFrame:
     import pandas as pd
 
     if fmt == ".csv":
-        text = {c: str for c in pd.read_csv(path, nrows=0).columns if _is_key_column(c)}
+        # key columns as text, dictionary-encoded: a million rows of a few dozen layers and
+        # seeds take a byte or two a cell (a string each: 5× the memory, twice the time)
+        text = {c: "category" for c in pd.read_csv(path, nrows=0).columns if _is_key_column(c)}
         return pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])  # type: ignore[arg-type]
     if fmt == ".json":
         rows = json.loads(path.read_text())
