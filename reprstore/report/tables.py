@@ -83,6 +83,33 @@ def json_lists(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def spreadsheet_safe_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every text cell that a spreadsheet would run as a formula (``=1+2``,
+    ``@SUM(A1)``, ``-x``) prefixed with ``'`` (:func:`reprstore.csvtext.spreadsheet_safe`).
+
+    Only CSV is escaped: JSON and Parquet keep every value as it is stored.
+    """
+    from reprstore.csvtext import spreadsheet_safe
+
+    text = [c for c in df.columns if df[c].map(lambda v: isinstance(v, str)).any()]
+    if not text:
+        return df
+    out = df.copy()
+    for c in text:
+        out[c] = df[c].map(spreadsheet_safe)
+    return out
+
+
+def _unescape_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Undo :func:`spreadsheet_safe_frame` on a result CSV read back."""
+    from reprstore.csvtext import unescape_cell
+
+    for c in df.columns:
+        if df[c].dtype == object:
+            df[c] = df[c].map(unescape_cell)
+    return df
+
+
 def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     """The rows of ``df`` as plain dicts (what the JSON file holds)."""
     return [{str(k): _clean(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
@@ -113,7 +140,7 @@ def write_results(
     out = Path(path)
     record = dict(provenance or df.attrs.get(PROVENANCE_KEY) or make_provenance())
     if fmt == ".csv":
-        json_lists(df).to_csv(out, index=False)
+        spreadsheet_safe_frame(json_lists(df)).to_csv(out, index=False)
         write_sidecar(out, record)
     elif fmt == ".json":
         body = {"provenance": record, "rows": records(df)}
@@ -165,7 +192,8 @@ def _read(path: Path, fmt: str) -> pd.DataFrame:
 
     if fmt == ".csv":
         text = {c: str for c in pd.read_csv(path, nrows=0).columns if _is_key_column(c)}
-        return pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])  # type: ignore[arg-type]
+        frame = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])  # type: ignore[arg-type]
+        return _unescape_frame(frame)
     if fmt == ".json":
         rows = json.loads(path.read_text())
         if isinstance(rows, dict) and "rows" in rows:  # {"provenance": …, "rows": […]}
