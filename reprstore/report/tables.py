@@ -100,12 +100,19 @@ def spreadsheet_safe_frame(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _write_csv(df: pd.DataFrame, out: Path) -> None:
+    """``df`` as CSV; with CRLF line ends (RFC 4180) when a cell holds a carriage return,
+    which python's csv (before 3.13) quotes only when it is part of the line end."""
+    has_cr = any(isinstance(v, str) and "\r" in v for c in df.columns for v in df[c])
+    df.to_csv(out, index=False, lineterminator="\r\n" if has_cr else "\n")
+
+
 def _unescape_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Undo :func:`spreadsheet_safe_frame` on a result CSV read back."""
     from reprstore.csvtext import unescape_cell
 
     for c in df.columns:
-        if df[c].dtype == object:
+        if df[c].map(lambda v: isinstance(v, str)).any():
             df[c] = df[c].map(unescape_cell)
     return df
 
@@ -140,7 +147,7 @@ def write_results(
     out = Path(path)
     record = dict(provenance or df.attrs.get(PROVENANCE_KEY) or make_provenance())
     if fmt == ".csv":
-        spreadsheet_safe_frame(json_lists(df)).to_csv(out, index=False)
+        _write_csv(spreadsheet_safe_frame(json_lists(df)), out)
         write_sidecar(out, record)
     elif fmt == ".json":
         body = {"provenance": record, "rows": records(df)}
