@@ -209,7 +209,7 @@ def dataset_path(dataset: str) -> str:
     return f"{DATASETS}/{check_name(dataset, 'dataset')}"
 
 
-ATTRIBUTE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+ATTRIBUTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # whole name: fullmatch
 _SELECTOR_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _GLOB_CHARS = set("*?[")
 ATTRIBUTE_RULE = (
@@ -227,7 +227,7 @@ def validate_attribute_name(name: str) -> str:
     an attribute of that name.
     """
     name = nfc(name) if isinstance(name, str) else name
-    if not isinstance(name, str) or not ATTRIBUTE_NAME.match(name) or keyword.iskeyword(name):
+    if not isinstance(name, str) or not ATTRIBUTE_NAME.fullmatch(name) or keyword.iskeyword(name):
         raise InvalidNameError(f"Invalid attribute name {name!r}: {ATTRIBUTE_RULE} (e.g. 'tasks').")
     if name in SELECTOR_KEYS:
         raise InvalidNameError(

@@ -224,6 +224,7 @@ def test_keys_sort_naturally() -> None:
     [("__x__", "start with an ASCII letter"), ("__class__", "start with an ASCII letter"),
      ("_x", "start with an ASCII letter"), ("1x", "start with an ASCII letter"),
      ("a-b", "start with an ASCII letter"), ("a.b", "start with an ASCII letter"),
+     ("tasks\n", "start with an ASCII letter"), ("a b", "start with an ASCII letter"),
      ("étape", "ASCII"), ("", "start with"), ("if", "Python keyword"),
      ("None", "Python keyword"), ("True", "Python keyword"), ("step", "training step"),
      ("model", "key field"), ("seed", "key field"), ("checkpoint", "key field"),
