@@ -32,7 +32,7 @@ from reprstore.ingest import (
     read_meta,
     without_id,
 )
-from reprstore.keys import ReprKey, key_order, validate_attribute_name, validate_name
+from reprstore.keys import ReprKey, key_order, nfc, validate_attribute_name, validate_name
 from reprstore.store import (
     DEFAULT_DTYPE,
     Encoding,
@@ -320,7 +320,7 @@ def _csv_attributes(path: Path, runs: set[RunKey]) -> dict[Target, dict[str, str
     names = [_attribute_name(str(c), path) for c in frame.columns if c not in RUN_COLUMNS]
     out: dict[Target, dict[str, str]] = {}
     for line, row in enumerate(frame.to_dict(orient="records"), start=2):
-        model, seed, ckpt = (str(row.get(c, "")).strip() or None for c in RUN_COLUMNS)
+        model, seed, ckpt = (nfc(str(row.get(c, "")).strip()) or None for c in RUN_COLUMNS)
         where = f"{path} line {line}"
         if model is None or not any(r[0] == model for r in runs):
             models = ", ".join(sorted({r[0] for r in runs}))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import dask.array as da
 import numpy as np
 
+from reprstore.csvtext import unescape_cell
 from reprstore.engine import (
     DEFAULT_BATCH_SIZE,
     TARGET_BLOCK_BYTES,
@@ -34,7 +35,14 @@ from reprstore.errors import (
     InputError,
     NotFoundError,
 )
-from reprstore.keys import SELECTOR_KEYS, ReprKey, Selector, differ_match_filter, key_order
+from reprstore.keys import (
+    CONDITION_KEYS,
+    SELECTOR_KEYS,
+    ReprKey,
+    Selector,
+    differ_match_filter,
+    key_order,
+)
 from reprstore.metrics.base import Spec
 from reprstore.metrics.cka import check_options
 from reprstore.metrics.registry import parse_measures
@@ -96,7 +104,7 @@ def _fields(info: ReprInfo) -> dict[str, str]:
     return {**info.key.as_dict(), "dataset": info.dataset}
 
 
-PAIR_KEYS = (*SELECTOR_KEYS, "step")
+PAIR_KEYS = CONDITION_KEYS  # the key fields and step; run attributes may not take them
 
 
 def _run_attributes(store: Store, info: ReprInfo) -> dict[str, str]:
@@ -157,8 +165,10 @@ def read_pairs_file(path: str | os.PathLike[str]) -> list[tuple[ReprKey, ReprKey
 
     def side(row: dict[str, str], s: str) -> ReprKey:
         dataset = row.get(f"{s}_dataset") or row.get("dataset") or "default"
-        model, seed, checkpoint, layer = (row[f"{s}_{k}"].strip() for k in KEY_FIELDS)
-        return ReprKey(model, seed, checkpoint, dataset.strip(), layer)
+        model, seed, checkpoint, layer = (
+            unescape_cell(row[f"{s}_{k}"].strip()) for k in KEY_FIELDS
+        )  # a result CSV escapes names such as '-m (reprstore.csvtext)
+        return ReprKey(model, seed, checkpoint, unescape_cell(dataset.strip()), layer)
 
     return [(side(row, "a"), side(row, "b")) for row in rows]
 

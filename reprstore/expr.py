@@ -28,6 +28,7 @@ import ast
 import difflib
 import functools
 import operator
+import unicodedata
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +79,13 @@ def _compiled(pattern: str) -> Any:
             "RE2 syntax, which matches in linear time: no lookaround, no backreferences, "
             "repetition counts up to 1000 (docs/cli.md)."
         ) from None
+
+
+def _nfc(text: str) -> str:
+    """Text of a pair condition in Unicode NFC: names and their literals compare as one
+    spelling (``'café'`` typed decomposed matches a model stored precomposed). Row
+    conditions (``--where``) compare dataset values as stored and are not normalised."""
+    return unicodedata.normalize("NFC", text)
 
 
 def _number(value: Any) -> float:
@@ -305,6 +313,8 @@ class _Evaluator:
         return self(node.body)
 
     def _Constant(self, node: ast.Constant) -> Any:
+        if self.pairs and isinstance(node.value, str):
+            return _nfc(node.value)  # names compare in NFC (see _nfc)
         return node.value
 
     def _List(self, node: ast.List | ast.Tuple) -> Any:
@@ -552,7 +562,8 @@ class PairFilter(_Filter):
                     f"not {node.id!r} alone."
                 )
             assert isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-            return sides[node.value.id].get(node.attr)
+            value = sides[node.value.id].get(node.attr)
+            return _nfc(value) if isinstance(value, str) else value
 
         out = _total(lambda: _Evaluator(self.checked, lookup, pairs=True)(self.checked.tree),
                      self.checked.option, self.text)  # fmt: skip

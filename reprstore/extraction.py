@@ -221,8 +221,10 @@ def extract(
     if layer_name is not None:  # the template's fields, before any model is loaded
         substitute_fields(layer_name, {"layer": "layer", "reduce": reduce}, "--layer-name")
     encoding = Encoding(dtype, keep_bits)
-    for value, what in ((name, "model name"), (seed, "seed"), (dataset, "dataset")):
+    name, seed, dataset = (
         validate_name(value, what)
+        for value, what in ((name, "model name"), (seed, "seed"), (dataset, "dataset"))
+    )  # NFC
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1. Got {batch_size} instead.")
     if on_nonfinite not in ("error", "warn", "ignore"):
@@ -561,9 +563,10 @@ def recorder(
     from reprstore.extract.recorder import Recorder
     from reprstore.store import Encoding, ReprSettings, Store, check_dataset, write_dataset
 
-    for value, what in ((name, "model name"), (seed, "seed"), (checkpoint, "checkpoint")):
-        validate_name(value, what)
-    validate_name(dataset, "dataset")
+    name, seed, checkpoint, dataset = (
+        validate_name(value, what) for value, what in
+        ((name, "model name"), (seed, "seed"), (checkpoint, "checkpoint"), (dataset, "dataset"))
+    )  # fmt: skip
     encoding = Encoding(dtype, keep_bits)
     st = store if isinstance(store, Store) else Store.open(store, create=True)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from reprstore.errors import DatasetMismatchError, InputError
 from reprstore.files import TensorFile, open_tensor_files
-from reprstore.keys import ReprKey, expand_layer_template, validate_name
+from reprstore.keys import ReprKey, expand_layer_template, nfc, validate_name
 from reprstore.store import (
     DEFAULT_DTYPE,
     Encoding,
@@ -260,6 +260,7 @@ def plan_import(
             f"Expected one of {', '.join(IMPORT_REDUCTIONS)}."
         )
     Encoding(dtype, keep_bits)
+    name, seed, checkpoint, dataset = _nfc_names(name, seed, checkpoint, dataset)
     ReprKey(name, seed, checkpoint, dataset, "layer")  # validates the run's names first
     if not files:
         raise InputError("No input files given.")
@@ -294,6 +295,11 @@ def plan_import(
         store.check_writable(rkey, settings, overwrite)
         items.append(ImportItem(tensor, rkey, settings))
     return ImportPlan(n, items, skipped)
+
+
+def _nfc_names(*names: str) -> tuple[str, ...]:
+    """The names as stored: in NFC (:func:`reprstore.keys.nfc`), validated later."""
+    return tuple(nfc(n) for n in names)
 
 
 def import_files(
@@ -335,6 +341,7 @@ def import_files(
     progress
         Called as ``progress(rows_done, rows_total)`` over all files.
     """
+    name, seed, checkpoint, dataset = _nfc_names(name, seed, checkpoint, dataset)
     types = parse_column_types(meta_types) if isinstance(meta_types, str) else meta_types
     id_values = read_ids(ids, types) if ids is not None else None  # before a store is made
     meta_values = read_meta(meta, without_id(types)) if meta is not None else None

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import keyword
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 
@@ -20,6 +22,12 @@ REPRS = "reprs"
 DATASETS = "datasets"
 DEFAULT_DATASET = "default"
 SELECTOR_KEYS = ("model", "seed", "checkpoint", "layer", "dataset")
+#: names conditions read besides the key's fields: derived from the key, so a run
+#: attribute of that name would be shadowed (``step`` is read off the checkpoint label)
+DERIVED_KEYS = ("step",)
+#: every name a condition (``--pair-where``) or selector reads from a representation
+#: itself; run attributes may not take these names
+CONDITION_KEYS = (*SELECTOR_KEYS, *DERIVED_KEYS)
 _FORBIDDEN_CHARS = set("/\\,=*?[]\0\n\r\t")
 #: keys zarr (v3 and v2) and reprstore's write leases use inside the store's folders
 RESERVED_NAMES = frozenset({"zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata",
@@ -28,11 +36,30 @@ RESERVED_NAMES = frozenset({"zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmet
 MAX_NAME_BYTES = 200
 
 
+def nfc(text: str) -> str:
+    """``text`` in Unicode normal form C: one spelling for names that print the same.
+
+    ``café`` typed as one code point (NFC) or as ``e`` + a combining accent (NFD, what
+    macOS file names and some editors give) is one name; every name a user or a file gives
+    is normalised so, before it is validated, stored or matched.
+    """
+    return unicodedata.normalize("NFC", text) if isinstance(text, str) else text
+
+
 def validate_name(value: str, what: str = "name") -> str:
-    """Return ``value`` if it can be one path component of the store, else raise.
+    """Return ``value`` in NFC (:func:`nfc`) if it can be one path component, else raise.
 
     Names may not be empty, contain ``/`` or ``..``, start with ``__`` (reserved by zarr),
     or contain characters that selectors and shells treat specially (``, = * ? [ ]``).
+    """
+    return check_name(nfc(value), what)
+
+
+def check_name(value: str, what: str = "name") -> str:
+    """Return ``value`` unchanged if it can be one path component of the store, else raise.
+
+    :func:`validate_name` without the normalisation: for names read back from a store,
+    whose spelling is what finds their folder.
     """
     if not isinstance(value, str) or not value.strip():
         raise InvalidNameError(f"Invalid {what}: expected a non-empty name. Got {value!r} instead.")
@@ -78,8 +105,20 @@ class ReprKey:
     layer: str
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            validate_name(getattr(self, f.name), f.name)
+        for f in fields(self):  # a name given by a user or a file: validated, in NFC
+            object.__setattr__(self, f.name, validate_name(getattr(self, f.name), f.name))
+
+    @classmethod
+    def stored(cls, *names: str) -> ReprKey:
+        """The key of names listed from a store, spelled as stored (checked, not normalised).
+
+        A store written before names were normalised may hold another spelling (NFD); the
+        key keeps it so that its :attr:`path` finds the folder.
+        """
+        key = object.__new__(cls)
+        for f, value in zip(fields(cls), names, strict=True):
+            object.__setattr__(key, f.name, check_name(value, f.name))
+        return key
 
     @property
     def path(self) -> str:
@@ -100,7 +139,7 @@ class ReprKey:
                 "Expected a path reprs/<model>/<seed>/<checkpoint>/<dataset>/<layer>. "
                 f"Got {path!r} instead."
             )
-        return cls(*parts[1:])
+        return cls.stored(*parts[1:])
 
     def label(self) -> str:
         """Human label ``model/seed/checkpoint/dataset:layer``, in the path's order.
@@ -167,21 +206,40 @@ def key_order(key: ReprKey) -> tuple[tuple[tuple[int, int | str], ...], ...]:
 
 def dataset_path(dataset: str) -> str:
     """The store path of a dataset group."""
-    return f"{DATASETS}/{validate_name(dataset, 'dataset')}"
+    return f"{DATASETS}/{check_name(dataset, 'dataset')}"
 
 
-ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ATTRIBUTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # whole name: fullmatch
+_SELECTOR_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _GLOB_CHARS = set("*?[")
+ATTRIBUTE_RULE = (
+    "attribute names start with an ASCII letter, then letters, digits or '_', and are not "
+    "a Python keyword, so that conditions can read them as a.<name>"
+)
 
 
 def validate_attribute_name(name: str) -> str:
-    """A run attribute's name: an identifier that is not one of the key's fields."""
-    if not ATTRIBUTE_NAME.match(name or ""):
-        raise InvalidNameError(
-            f"Invalid attribute name {name!r}: use letters, digits and '_' (e.g. 'tasks')."
-        )
+    """A run attribute's name: one that conditions and selectors can read, and that no
+    name they read from the key (:data:`CONDITION_KEYS`) would shadow.
+
+    Conditions read ``a.<name>`` and refuse names starting with ``_``; a keyword
+    (``a.if``) does not parse; ``step`` is read off the checkpoint label and would hide
+    an attribute of that name.
+    """
+    name = nfc(name) if isinstance(name, str) else name
+    if not isinstance(name, str) or not ATTRIBUTE_NAME.fullmatch(name) or keyword.iskeyword(name):
+        raise InvalidNameError(f"Invalid attribute name {name!r}: {ATTRIBUTE_RULE} (e.g. 'tasks').")
     if name in SELECTOR_KEYS:
-        raise InvalidNameError(f"{name!r} is a key field, not an attribute name.")
+        raise InvalidNameError(
+            f"Invalid attribute name {name!r}: it is a key field, which conditions and "
+            "selectors read from the key itself; choose another name (e.g. 'base_model')."
+        )
+    if name in DERIVED_KEYS:
+        raise InvalidNameError(
+            f"Invalid attribute name {name!r}: conditions read {name!r} off the checkpoint "
+            f"label (the training step), which would hide the attribute; choose another name "
+            f"(e.g. 'train_{name}')."
+        )
     return name
 
 
@@ -224,11 +282,12 @@ class Term:
                 "'model=minilm,layer=encoder.layer.*', 'model=full|lora' or 'model!=base'."
             )
         key, op, value = found.groups()
-        if key not in SELECTOR_KEYS and not ATTRIBUTE_NAME.match(key):
+        if key not in SELECTOR_KEYS and not _SELECTOR_KEY.match(key):
             raise SelectorError(
                 f"Unknown selector key {key!r}. Expected one of {', '.join(SELECTOR_KEYS)} "
                 "or a run attribute's name."
             )
+        value = nfc(value)  # names match in NFC, whichever spelling either side has
         if value.startswith("{") and value.endswith("}"):
             alternatives = tuple(v.strip() for v in value[1:-1].split(","))
         else:
@@ -240,8 +299,10 @@ class Term:
         return cls(key, op == "!=", alternatives)
 
     def allows(self, value: str | None) -> bool:
-        """Whether ``value`` passes (``None``: an attribute the run does not have)."""
-        hit = value is not None and any(fnmatch.fnmatchcase(value, a) for a in self.alternatives)
+        """Whether ``value`` passes (``None``: an attribute the run does not have); names
+        compare in NFC, so a store spelling ``café`` decomposed (NFD) matches ``café``."""
+        text = nfc(value) if value is not None else None
+        hit = text is not None and any(fnmatch.fnmatchcase(text, a) for a in self.alternatives)
         return hit != self.negate
 
     @property

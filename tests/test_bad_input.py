@@ -66,6 +66,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "notastore" / "readme.txt").write_text("hi")
     (root / "ids_short.txt").write_text("a\nb\n")
     _bad_files(root, rng, n)
+    _tag_and_name_files(root)
     return root
 
 
@@ -121,6 +122,31 @@ def _bad_files(root: Path, rng: np.random.Generator, n: int) -> None:
     shutil.rmtree(root / "noids.zarr" / "datasets" / "default" / "ids")
 
 
+def _tag_and_name_files(root: Path) -> None:
+    """Broken ``tag --from`` files, and a store holding a name in another Unicode spelling
+    (issue: trust v3)."""
+    files = {
+        "tag_dup.csv": b"model,tasks,tasks\nm,a,b\n",
+        "tag_extra.csv": b"model,tasks\nm,a,b\n",
+        "tag_nul.csv": b"model,tasks\nm,a\0\n",
+        "tag_header.csv": b"model,tasks\n",
+        "tag_empty.csv": b"",
+        "tag_utf16.csv": "model,tasks\nm,\u00e9\n".encode("utf-16"),
+        "tag_latin1.csv": "model,tasks\nm,caf\u00e9\n".encode("latin-1"),
+        "tag_long.csv": b"model,tasks\nm," + b"x" * 131_073 + b"\n",
+        "tag_step.csv": b"model,step\nm,100\n",
+        "tag_dunder.csv": b"model,__x__\nm,1\n",
+    }
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    x = np.load(root / "x.npy")
+    np.save(root / "x_nfd.npy", x)
+    import_files(root / "nfd.zarr", [root / "x_nfd.npy"], name=NFC, layer="l1", dataset=NFC)
+    (root / "nfd.zarr" / "reprs" / NFC).rename(root / "nfd.zarr" / "reprs" / NFD)
+    (root / "nfd.zarr" / "datasets" / NFC).rename(root / "nfd.zarr" / "datasets" / NFD)
+
+
+NFC, NFD = "caf\u00e9", "cafe\u0301"
 MLP = ["--model", "models_for_tests:mlp", "--data", "x.npy", "--name", "net"]
 CKA = ["cka", "s.zarr"]
 
@@ -326,6 +352,35 @@ CASES += [
     ("extract checkpoint label zarr.json", ["extract", "fresh.zarr", *MLP, "--layers", "0", "--checkpoint", "mlp_state.pt", "--checkpoint-label", "zarr.json"], "zarr.json"),
     ("extract 300-character name", ["extract", "fresh.zarr", "--model", "models_for_tests:mlp", "--data", "x.npy", "--name", LONG, "--layers", "0"], "characters"),
     ("extract keep-bits too many", ["extract", "s.zarr", *MLP, "--layers", "0", "--keep-bits", "99"], "out of range"),
+    # --- trust-v3: tag and names ---
+    ("tag attribute __x__", ["tag", "s.zarr", "model=m", "__x__=1"], "'__x__'"),
+    ("tag attribute __class__", ["tag", "s.zarr", "model=m", "__class__=1"], "'__class__'"),
+    ("tag attribute _private", ["tag", "s.zarr", "model=m", "_x=1"], "ASCII letter"),
+    ("tag attribute step", ["tag", "s.zarr", "model=m", "step=100"], "'step'"),
+    ("tag attribute python keyword", ["tag", "s.zarr", "model=m", "if=1"], "Python keyword"),
+    ("tag attribute key field", ["tag", "s.zarr", "model=m", "dataset=x"], "key field"),
+    ("tag attribute non-ascii", ["tag", "s.zarr", "model=m", "\u00e9tape=1"], "ASCII"),
+    ("tag attribute given twice", ["tag", "s.zarr", "model=m", "a=1", "a=2"], "given twice"),
+    ("tag csv duplicate header", ["tag", "s.zarr", "--from", "tag_dup.csv"], "appears twice"),
+    ("tag csv extra cells", ["tag", "s.zarr", "--from", "tag_extra.csv"], "line 2: 3 cells"),
+    ("tag csv NUL byte", ["tag", "s.zarr", "--from", "tag_nul.csv"], "line 2: a NUL byte"),
+    ("tag csv header only", ["tag", "s.zarr", "--from", "tag_header.csv"], "no rows"),
+    ("tag csv empty", ["tag", "s.zarr", "--from", "tag_empty.csv"], "tag_empty.csv is empty"),
+    ("tag csv utf-16", ["tag", "s.zarr", "--from", "tag_utf16.csv"], "save it as UTF-8"),
+    ("tag csv latin-1", ["tag", "s.zarr", "--from", "tag_latin1.csv"], "line 2: byte 0xE9"),
+    ("tag csv cell over limit", ["tag", "s.zarr", "--from", "tag_long.csv"], "line 2 column 2"),
+    ("tag csv step column", ["tag", "s.zarr", "--from", "tag_step.csv"], "'step'"),
+    ("tag csv dunder column", ["tag", "s.zarr", "--from", "tag_dunder.csv"], "'__x__'"),
+    ("tag csv missing file", ["tag", "s.zarr", "--from", "nope.csv"], "nope.csv"),
+    ("import model spelled as stored NFD", ["import", "nfd.zarr", "x_nfd.npy", "--name", NFC, "--layer", "l2",
+                                             "--dataset", "d"], "spelled two ways"),
+    ("import NFD model beside stored NFD", ["import", "nfd.zarr", "x_nfd.npy", "--name", NFD, "--layer", "l2",
+                                            "--dataset", "d"], "spelled two ways"),
+    ("import dataset spelled as stored NFD", ["import", "nfd.zarr", "x_nfd.npy", "--name", "other", "--layer", "l1",
+                                              "--dataset", NFC], "stored dataset"),
+    ("extract model spelled as stored NFD", ["extract", "nfd.zarr", "--model", "models_for_tests:mlp", "--data",
+                                             "x.npy", "--name", NFC, "--layers", "0", "--dataset", "d"],
+     "spelled two ways"),
 ]  # fmt: skip
 
 

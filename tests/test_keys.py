@@ -216,3 +216,69 @@ def test_keys_sort_naturally() -> None:
     assert got == [(s, c, la) for s in ("2", "10") for c in ("step20", "step100")
                    for la in ("layer_2", "layer_10")]  # fmt: skip
     assert ReprKey("a", "0", "f", "d", "l") <= ReprKey("a", "0", "f", "d", "l")
+
+
+# --- trust-v3: attribute names conditions can read; names in one Unicode spelling
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [("__x__", "start with an ASCII letter"), ("__class__", "start with an ASCII letter"),
+     ("_x", "start with an ASCII letter"), ("1x", "start with an ASCII letter"),
+     ("a-b", "start with an ASCII letter"), ("a.b", "start with an ASCII letter"),
+     ("tasks\n", "start with an ASCII letter"), ("a b", "start with an ASCII letter"),
+     ("étape", "ASCII"), ("", "start with"), ("if", "Python keyword"),
+     ("None", "Python keyword"), ("True", "Python keyword"), ("step", "training step"),
+     ("model", "key field"), ("seed", "key field"), ("checkpoint", "key field"),
+     ("dataset", "key field"), ("layer", "key field")],
+)  # fmt: skip
+def test_attribute_names_conditions_cannot_read_are_refused(name: str, needle: str) -> None:
+    from reprstore.keys import validate_attribute_name
+
+    with pytest.raises(InvalidNameError, match=needle) as err:
+        validate_attribute_name(name)
+    assert repr(name) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_every_name_a_pair_condition_reads_from_the_key_is_refused_as_an_attribute() -> None:
+    """The reserved names are exactly what a pair condition reads besides attributes."""
+    from reprstore.comparison import PAIR_KEYS
+    from reprstore.expr import parse_pair_filter
+    from reprstore.keys import validate_attribute_name
+
+    for name in PAIR_KEYS:
+        with pytest.raises(InvalidNameError):
+            validate_attribute_name(name)
+    for name in ("tasks", "method", "match", "case", "type", "Step", "train_step"):
+        assert validate_attribute_name(name) == name  # and conditions read it:
+        assert parse_pair_filter(f"a.{name} == b.{name}")({name: "x"}, {name: "x"})
+
+
+NFC, NFD = "caf\u00e9", "cafe\u0301"
+
+
+def test_names_are_normalised_to_nfc_where_they_are_given() -> None:
+    from reprstore.keys import nfc
+
+    assert NFC != NFD and nfc(NFD) == NFC
+    assert validate_name(NFD, "model") == NFC
+    key = ReprKey(NFD, NFD, NFD, NFD, NFD)
+    assert key == ReprKey(NFC, NFC, NFC, NFC, NFC)
+    assert key.path == f"reprs/{NFC}/{NFC}/{NFC}/{NFC}/{NFC}"
+    assert dataset_path(NFC) == f"datasets/{NFC}"
+    # a key listed from a store keeps the stored spelling, so its path finds the folder
+    stored = ReprKey.stored(NFD, "0", "final", "default", "l1")
+    assert stored.model == NFD and ReprKey.from_path(stored.path) == stored
+
+
+def test_selectors_and_pair_conditions_match_names_in_either_spelling() -> None:
+    from reprstore.expr import parse_pair_filter
+
+    nfc_key = ReprKey(NFC, "0", "final", "default", "l1")
+    nfd_key = ReprKey.stored(NFD, "0", "final", "default", "l1")
+    for text in (f"model={NFC}", f"model={NFD}", f"model={{{NFD},x}}", "model=caf?"):
+        sel = Selector.parse(text)
+        assert sel.matches(nfc_key) and sel.matches(nfd_key), text
+    assert not Selector.parse(f"model!={NFD}").matches(nfc_key)
+    assert Selector.parse(f"method={NFD}").matches(nfc_key, {"method": NFC})
+    for literal in (NFC, NFD):
+        flt = parse_pair_filter(f"a.model == '{literal}' and b.model in ['{literal}']")
+        assert flt({"model": NFD}, {"model": NFC})

@@ -144,3 +144,156 @@ def test_concurrent_taggers_lose_nothing(store: Path) -> None:
                              **{f"c{i}": str(i) for i in range(15)}}  # fmt: skip
     assert attrs["lora"] == {f"b{i}": str(i) for i in range(15)}
     assert not list(store.rglob("writer.lock"))
+
+
+# --- trust-v3: names conditions can read, strict CSV files, escaped result CSVs, NFC names
+@pytest.mark.parametrize(
+    ("item", "needle"),
+    [("__x__=1", "'__x__'"), ("__class__=1", "'__class__'"), ("step=100", "'step'"),
+     ("if=1", "Python keyword"), ("dataset=probe", "key field")],
+)  # fmt: skip
+def test_tag_refuses_names_conditions_cannot_read(store: Path, item: str, needle: str) -> None:
+    before = store_digest(store)
+    assert_user_error(run_cli("tag", str(store), "model=lora", item), needle, "attribute name")
+    assert store_digest(store) == before
+
+
+def test_tag_removes_a_name_set_before_the_rules(store: Path) -> None:
+    group = zarr.open_group(str(store), mode="r+").require_group("attributes")
+    group.attrs.put({"models": {"lora": {"step": "5", "method": "lora"}}})
+    assert run_cli("tag", str(store), "model=lora", "step=").returncode == 0
+    assert Store.open(store).run_attributes().level("models") == {"lora": {"method": "lora"}}
+    assert_user_error(run_cli("tag", str(store), "model=lora", "a=1", "a=2"), "given twice")
+
+
+def _write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+BAD_FILES = [
+    ("dup.csv", b"model,tasks,tasks\nlora,a,b\n", "line 1", "'tasks' appears twice"),
+    ("extra.csv", b"model,tasks\nfull,a\nlora,a,b\n", "line 3", "3 cells but the header has 2"),
+    ("nul.csv", b"model,tasks\nfull,a\nlora,a\0b\n", "line 3", "NUL byte"),
+    ("header.csv", b"model,seed,tasks\n", "line 1", "no rows"),
+    ("blank.csv", b"model,tasks\n\n\n", "line 1", "no rows"),
+    ("empty.csv", b"", "empty.csv", "is empty"),
+    ("utf16.csv", "model,tasks\nlora,é\n".encode("utf-16"), "utf16.csv", "save it as UTF-8"),
+    ("latin1.csv", "model,tasks\nfull,a\nlora,café\n".encode("latin-1"), "line 3",
+     "byte 0xE9 is not UTF-8"),
+    ("long.csv", b"model,tasks\nlora," + b"x" * 131_073 + b"\n", "line 2 column 2",
+     "at most 131,072"),
+    ("quote.csv", b'model,tasks\nlora,"a"b\n', "line 2", "not valid CSV"),
+    ("step.csv", b"model,step\nlora,100\n", "line 1", "'step'"),
+    ("dunder.csv", b"model,__class__\nlora,1\n", "line 1", "'__class__'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "where", "what"), BAD_FILES, ids=[f[0] for f in BAD_FILES]
+)
+def test_bad_csv_file_is_one_line_naming_file_row_and_cause(
+    store: Path, tmp_path: Path, name: str, data: bytes, where: str, what: str
+) -> None:
+    before = store_digest(store)
+    result = run_cli("tag", str(store), "--from", str(_write(tmp_path, name, data)))
+    assert_user_error(result, name, where, what)
+    assert "Unexpected" not in result.stderr
+    assert store_digest(store) == before
+
+
+def test_csv_in_utf8_with_bom_blank_lines_and_a_long_cell_at_the_limit(
+    store: Path, tmp_path: Path
+) -> None:
+    text = '\ufeffmodel,seed,note\r\n\r\nlora,1,"a,\nb"\r\nfull,,ü' + "x" * 131_071 + "\r\n"
+    result = run_cli("tag", str(store), "--from", str(_write(tmp_path, "ok.csv", text.encode())))
+    assert result.returncode == 0, result.stderr
+    st = Store.open(store)
+    assert st.attributes(ReprKey("lora", "1", "final", "default", "l1")) == {"note": "a,\nb"}
+    assert st.attributes(ReprKey("full", "0", "final", "default", "l1"))["note"][:2] == "üx"
+
+
+FORMULAS = {"eq": "=1+2", "at": "@SUM(A1)", "plus": "+cmd", "minus": "-x", "neg": "-0.5",
+            "cmd": "=cmd|' /C calc'!A0", "tab": "\t=1", "cr": "\r=1", "quoted": "'=1",
+            "plain": "a=b"}  # fmt: skip
+
+
+def test_formula_cells_are_escaped_in_result_csv_only(store: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from reprstore.report import read_results
+
+    import_files(store, [tmp_path / "x.npy"], name="@m", layer="l1", dtype="float32")
+    assert run_cli("tag", str(store), "model=lora",
+                   *(f"{k}={v}" for k, v in FORMULAS.items())).returncode == 0  # fmt: skip
+    assert Store.open(store).attributes(ReprKey("lora", "1", "final", "default", "l1")) == FORMULAS
+    args = ["cka", str(store), "--a", "model=lora,seed=1", "--b", "model=@m"]
+    for suffix in ("csv", "json"):
+        result = run_cli(*args, "--out", str(tmp_path / f"r.{suffix}"))
+        assert result.returncode == 0, result.stderr
+    cells = pd.read_csv(tmp_path / "r.csv", dtype=str, keep_default_na=False).iloc[0]
+    assert cells["b_model"] == "'@m"
+    assert {k: cells[f"a_{k}"] for k in FORMULAS} == {
+        "eq": "'=1+2", "at": "'@SUM(A1)", "plus": "'+cmd", "minus": "'-x", "neg": "-0.5",
+        "cmd": "'=cmd|' /C calc'!A0", "tab": "'\t=1", "cr": "'\r=1", "quoted": "''=1",
+        "plain": "a=b"}  # fmt: skip
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert {k: rows[0][f"a_{k}"] for k in FORMULAS} == FORMULAS and rows[0]["b_model"] == "@m"
+    back = read_results(tmp_path / "r.csv").iloc[0]  # read back as written
+    assert {k: back[f"a_{k}"] for k in FORMULAS if k != "neg"} == {
+        k: v for k, v in FORMULAS.items() if k != "neg"}  # fmt: skip
+    again = run_cli("cka", str(store), "--pairs", str(tmp_path / "r.csv"))  # a pairs file
+    assert again.returncode == 0, again.stderr
+
+
+def test_spreadsheet_escape_round_trips() -> None:
+    from reprstore.csvtext import spreadsheet_safe, unescape_cell
+
+    values = ["=1", "+1", "-1", "-0.5", "+3", "1e-5", "-1e+5", ".5", "-", "-x", "@", "\tx",
+              "\rx", "'=1", "''@x", "'x", "'", "", "x=1", "- 1", 5, None, -0.5]  # fmt: skip
+    kept = {"+1", "-1", "-0.5", "+3", "1e-5", "-1e+5", ".5", "'x", "'", "", "x=1", 5, None, -0.5}
+    for value in values:
+        escaped = spreadsheet_safe(value)
+        assert (escaped == value) == (value in kept), value
+        assert unescape_cell(escaped) == value
+        if isinstance(escaped, str) and escaped != value:
+            assert escaped == "'" + value
+
+
+NFC, NFD = "caf\u00e9", "cafe\u0301"
+
+
+def test_nfc_and_nfd_spellings_are_one_model(store: Path, tmp_path: Path) -> None:
+    for name in (NFD, NFC):
+        result = run_cli("import", str(store), str(tmp_path / "x.npy"), "--name", name,
+                         "--layer", f"l{len(name)}", "--dtype", "float32")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (store / "reprs").iterdir() if p.is_dir()) == [
+        "base", NFC, "full", "lora"]  # fmt: skip
+    runs = _csv(tmp_path, f"model,method\n{NFD},x\n")
+    assert run_cli("tag", str(store), "--from", str(runs)).returncode == 0
+    rows = json.loads(run_cli("ls", str(store), f"model={NFD},method=x", "--json").stdout)
+    assert {(r["model"], r["layer"]) for r in rows} == {(NFC, "l4"), (NFC, "l5")}
+
+
+def test_a_name_stored_in_another_spelling_is_refused_and_still_found(
+    store: Path, tmp_path: Path
+) -> None:
+    """A store written before names were normalised may hold NFD folders."""
+    import_files(store, [tmp_path / "x.npy"], name=NFC, layer="l1", dtype="float32")
+    (store / "reprs" / NFC).rename(store / "reprs" / NFD)
+    before = store_digest(store)
+    for cmd in (
+        ["import", str(store), str(tmp_path / "x.npy"), "--name", NFC, "--layer", "l2"],
+        ["import", str(store), str(tmp_path / "x.npy"), "--name", NFD, "--layer", "l2"],
+    ):
+        assert_user_error(run_cli(*cmd), "spelled two ways", r"'caf\xe9'", r"'cafe\u0301'")
+    assert store_digest(store) == before
+    # what is stored stays readable, found by either spelling, and can be tagged
+    assert run_cli("tag", str(store), f"model={NFC}", "method=x").returncode == 0
+    rows = json.loads(run_cli("ls", str(store), "method=x", "--json").stdout)
+    assert [(r["model"], r["attributes"]) for r in rows] == [(NFD, {"method": "x"})]
+    result = run_cli("cka", str(store), "--a", f"model={NFC}", "--b", "model=full,seed=0",
+                     "--pair-where", f"a.model == '{NFC}'")  # fmt: skip
+    assert result.returncode == 0, result.stderr

@@ -83,6 +83,52 @@ def json_lists(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def spreadsheet_safe_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every text cell that a spreadsheet would run as a formula (``=1+2``,
+    ``@SUM(A1)``, ``-x``) prefixed with ``'`` (:func:`reprstore.csvtext.spreadsheet_safe`).
+
+    Only CSV is escaped: JSON and Parquet keep every value as it is stored.
+    """
+    from reprstore.csvtext import spreadsheet_safe
+
+    text = [c for c in df.columns if df[c].map(lambda v: isinstance(v, str)).any()]
+    if not text:
+        return df
+    out = df.copy()
+    for c in text:
+        out[c] = df[c].map(spreadsheet_safe)
+    return out
+
+
+def _write_csv(df: pd.DataFrame, out: Path) -> None:
+    """``df`` as CSV; with CRLF line ends (RFC 4180) when a cell holds a carriage return,
+    which python's csv (before 3.13) quotes only when it is part of the line end."""
+    has_cr = any(isinstance(v, str) and "\r" in v for c in df.columns for v in df[c])
+    df.to_csv(out, index=False, lineterminator="\r\n" if has_cr else "\n")
+
+
+def _unescape_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Undo :func:`spreadsheet_safe_frame` on a result CSV read back: on the categories of
+    a dictionary-encoded column, and on the cells that start with ``'`` of a text column
+    (found vectorised: a million rows cost no Python call per cell)."""
+    import pandas as pd
+
+    from reprstore.csvtext import unescape_cell
+
+    for c in df.columns:
+        col = df[c]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            cats = list(col.cat.categories)
+            plain = [unescape_cell(v) for v in cats]
+            if plain != cats:
+                df[c] = col.cat.rename_categories(plain)
+        elif not pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            starts = col.astype(str).str.startswith("'")
+            if bool(starts.any()):
+                df.loc[starts, c] = col[starts].map(unescape_cell)
+    return df
+
+
 def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     """The rows of ``df`` as plain dicts (what the JSON file holds)."""
     return [{str(k): _clean(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
@@ -113,7 +159,7 @@ def write_results(
     out = Path(path)
     record = dict(provenance or df.attrs.get(PROVENANCE_KEY) or make_provenance())
     if fmt == ".csv":
-        json_lists(df).to_csv(out, index=False)
+        _write_csv(spreadsheet_safe_frame(json_lists(df)), out)
         write_sidecar(out, record)
     elif fmt == ".json":
         body = {"provenance": record, "rows": records(df)}
@@ -173,7 +219,8 @@ def _read(path: Path, fmt: str) -> pd.DataFrame:
         # key columns as text, dictionary-encoded: a million rows of a few dozen layers and
         # seeds take a byte or two a cell (a string each: 5× the memory, twice the time)
         text = {c: "category" for c in pd.read_csv(path, nrows=0).columns if _is_key_column(c)}
-        return pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])  # type: ignore[arg-type]
+        frame = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])  # type: ignore[arg-type]
+        return _unescape_frame(frame)
     if fmt == ".json":
         rows = json.loads(path.read_text())
         if isinstance(rows, dict) and "rows" in rows:  # {"provenance": …, "rows": […]}

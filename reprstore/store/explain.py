@@ -6,7 +6,7 @@ import difflib
 from typing import TYPE_CHECKING
 
 from reprstore.errors import NotFoundError
-from reprstore.keys import SELECTOR_KEYS, Selector, natural_key
+from reprstore.keys import SELECTOR_KEYS, Selector, natural_key, nfc
 
 if TYPE_CHECKING:
     from reprstore.keys import ReprKey
@@ -45,13 +45,13 @@ def check_literals(store: Store, sel: Selector, what: str, found: list[ReprKey])
     for term in sel.terms:
         if term.negate or not term.literals:
             continue
-        seen = {(attrs.for_key(k) if term.key not in SELECTOR_KEYS else k.as_dict()).get(term.key)
-                for k in found}  # fmt: skip
+        seen = {nfc((attrs.for_key(k) if term.key not in SELECTOR_KEYS else k.as_dict())
+                    .get(term.key) or "") for k in found}  # fmt: skip
         if all(v in seen for v in term.literals):
             continue
         known = existing_values(store).get(term.key, [])
         for value in term.literals:
-            if value not in known:
+            if value not in {nfc(k) for k in known}:
                 kind = "run attribute " if term.key not in SELECTOR_KEYS else ""
                 raise NotFoundError(
                     f"{what} {str(sel)!r}: no {kind}{term.key} {value!r} in {store.url} "
@@ -70,7 +70,7 @@ def explain_empty(store: Store, sel: Selector, what: str) -> NotFoundError:
         if term.negate:
             continue
         known = values.get(term.key, [])
-        missing = [v for v in term.literals if v not in known]
+        missing = [v for v in term.literals if v not in {nfc(k) for k in known}]
         if missing and len(missing) == len(term.alternatives):
             kind = "run attribute " if term.key not in SELECTOR_KEYS else ""
             return NotFoundError(

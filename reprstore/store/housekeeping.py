@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from typing import Any
 
 from zarr.core.sync import sync
 
+from reprstore.csvtext import read_table
 from reprstore.errors import InputError, NotFoundError, SelectorError
-from reprstore.keys import ReprKey, Selector, validate_attribute_name
+from reprstore.keys import ReprKey, Selector, nfc, validate_attribute_name
 from reprstore.store.lock import Lease
 from reprstore.store.runattrs import Changes, RunAttributes, target_of
 from reprstore.store.store import ReprInfo, Store
@@ -86,13 +86,24 @@ async def _has_children(store: Any, prefix: str) -> bool:
 
 # -- tag --------------------------------------------------------------------------------
 def parse_assignments(items: Sequence[str]) -> dict[str, str | None]:
-    """``KEY=VALUE`` items (``KEY=`` removes the attribute); values stay strings."""
+    """``KEY=VALUE`` items (``KEY=`` removes the attribute); values stay strings.
+
+    A name to set must be one conditions can read (:func:`validate_attribute_name`);
+    ``KEY=`` may remove any name, so one set before the rule existed can be cleaned up.
+    """
     out: dict[str, str | None] = {}
     for item in items:
         if "=" not in item:
             raise InputError(f"Expected KEY=VALUE (e.g. method=lora). Got {item!r} instead.")
         name, value = item.split("=", 1)
-        out[validate_attribute_name(name.strip())] = value if value != "" else None
+        name = nfc(name.strip())
+        if value != "":
+            name = validate_attribute_name(name)
+        elif not name:
+            raise InputError(f"Expected KEY=VALUE (e.g. method=lora). Got {item!r} instead.")
+        if name in out:
+            raise InputError(f"Attribute {name!r} is given twice; give each KEY once.")
+        out[name] = value if value != "" else None
     if not out:
         raise InputError("Give at least one KEY=VALUE to set (e.g. method=lora).")
     return out
@@ -127,34 +138,29 @@ def changes_for_selector(st: Store, selector: str, values: dict[str, str | None]
 def changes_from_csv(st: Store, path: str | os.PathLike[str]) -> Changes:
     """One row per model or run: ``model[,seed[,checkpoint]]`` then attribute columns.
 
-    Every cell is kept as the string written (``01234`` stays ``01234``); an empty cell
-    sets nothing. Unknown models, seeds or checkpoints are refused before anything is
-    written.
+    The file is read by :func:`reprstore.csvtext.read_table` (UTF-8, one header, no row
+    longer than it). Every cell is kept as the string written (``01234`` stays
+    ``01234``); an empty cell sets nothing. Names are matched in NFC. Unknown models,
+    seeds or checkpoints are refused before anything is written.
     """
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            rows = list(reader)
-    except OSError as err:
-        raise InputError(f"Cannot read {os.fspath(path)}: {err.strerror}.") from err
-    where = os.fspath(path)
-    if "model" not in header:
+    table = read_table(path)
+    where = table.path
+    if "model" not in table.header:
         raise InputError(f"{where} needs a 'model' column (then seed, checkpoint, attributes).")
-    names = [h for h in header if h not in RUN_COLUMNS]
+    names = [h for h in table.header if h not in RUN_COLUMNS]
     for name in names:
         try:
             validate_attribute_name(name)
         except ValueError as err:
-            raise InputError(f"{where}: column {name!r}: {err}") from None
+            raise InputError(f"{where} line 1: column {name!r}: {err}") from None
     if not names:
         raise InputError(f"{where} has no attribute columns besides {', '.join(RUN_COLUMNS)}.")
-    runs = {(k.model, k.seed, k.checkpoint) for k in st.keys(None)}
+    runs = {(nfc(k.model), nfc(k.seed), nfc(k.checkpoint)) for k in st.keys(None)}
     changes: dict[tuple[str, str], dict[str, str | None]] = {}
-    for line, row in enumerate(rows, start=2):
-        row = {k.strip(): (v or "") for k, v in row.items() if k is not None}
-        model, seed, ckpt = (row.get(c, "").strip() or None for c in RUN_COLUMNS)
-        _check_run(runs, model, seed, ckpt, f"{where} line {line}")
+    for line, cells in table.rows:
+        row = dict(zip(table.header, cells, strict=False))
+        model, seed, ckpt = (nfc(row.get(c, "").strip()) or None for c in RUN_COLUMNS)
+        _check_run(runs, model, seed, ckpt, table.where(line))
         target = target_of(model, seed, ckpt)  # type: ignore[arg-type]
         entry = changes.setdefault(target, {})
         for name in names:
@@ -162,7 +168,7 @@ def changes_from_csv(st: Store, path: str | os.PathLike[str]) -> Changes:
             if value == "":
                 continue
             if entry.get(name, value) != value:
-                raise InputError(f"{where} line {line}: {target[1]} gets two values for {name!r}.")
+                raise InputError(f"{table.where(line)}: {target[1]} gets two values for {name!r}.")
             entry[name] = value
     return changes
 

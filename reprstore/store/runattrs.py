@@ -22,7 +22,7 @@ from typing import Any
 
 import zarr
 
-from reprstore.keys import ReprKey, validate_attribute_name, validate_name
+from reprstore.keys import ReprKey, nfc, validate_attribute_name, validate_name
 from reprstore.store.attrs import utc_now
 from reprstore.store.lock import Lease
 
@@ -34,12 +34,12 @@ def target_of(
     model: str, seed: str | None = None, checkpoint: str | None = None
 ) -> tuple[str, str]:
     """(level, id) of what an attribute is set on: ``("runs", "lora/0")``."""
-    validate_name(model, "model")
+    model = validate_name(model, "model")  # ids in NFC, as keys are (for_key reads so)
     if seed is None:
         if checkpoint is not None:
             raise ValueError("a checkpoint attribute needs its seed")
         return "models", model
-    validate_name(seed, "seed")
+    seed = validate_name(seed, "seed")
     if checkpoint is None:
         return "runs", f"{model}/{seed}"
     return "checkpoints", f"{model}/{seed}/{validate_name(checkpoint, 'checkpoint')}"
@@ -56,10 +56,11 @@ class RunAttributes:
 
     def for_key(self, key: ReprKey) -> dict[str, str]:
         """Attributes of ``key``'s run, merged model < run < checkpoint."""
+        model, seed, ckpt = nfc(key.model), nfc(key.seed), nfc(key.checkpoint)  # ids are NFC
         merged: dict[str, str] = {}
-        merged.update(self.level("models").get(key.model, {}))
-        merged.update(self.level("runs").get(f"{key.model}/{key.seed}", {}))
-        merged.update(self.level("checkpoints").get(f"{key.model}/{key.seed}/{key.checkpoint}", {}))
+        merged.update(self.level("models").get(model, {}))
+        merged.update(self.level("runs").get(f"{model}/{seed}", {}))
+        merged.update(self.level("checkpoints").get(f"{model}/{seed}/{ckpt}", {}))
         return merged
 
     @property
@@ -98,7 +99,8 @@ def write_attributes(root: zarr.Group, changes: Changes) -> RunAttributes:
     """Apply ``changes`` under the group's lease, in one atomic metadata write."""
     for attrs in changes.values():
         for name, value in attrs.items():
-            validate_attribute_name(name)
+            if value is not None:  # removing may name anything (a name set before the rules)
+                validate_attribute_name(name)
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"attribute values are strings; got {type(value).__name__}")
     with Lease(root.store, GROUP).acquire(wait=30.0):

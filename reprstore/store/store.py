@@ -51,6 +51,7 @@ from reprstore.store.datasets import Dataset, open_dataset
 from reprstore.store.encoding import Encoding, chunk_rows_for, compressors
 from reprstore.store.lock import Lease
 from reprstore.store.runattrs import Changes, RunAttributes, read_attributes, write_attributes
+from reprstore.store.spelling import Spellings
 from reprstore.store.writer import ReprWriter
 
 STORE_MARKER = "reprstore"
@@ -195,6 +196,7 @@ class Store:
         self.format = fmt
         self._run_attributes: RunAttributes | None = None
         self._damaged: dict[str, listing.Damaged] = {}
+        self._spellings = Spellings(root.store)
         self.created = False  # this process created the store (see store.fresh)
 
     # -- opening -------------------------------------------------------------------
@@ -324,7 +326,7 @@ class Store:
                 for layer in self._children(run, "array"):
                     dataset = self._v1_dataset(run, layer)
                     if sel.allows("layer", layer) and sel.allows("dataset", dataset):
-                        found.append(ReprKey(model, seed, ckpt, dataset, layer))
+                        found.append(ReprKey.stored(model, seed, ckpt, dataset, layer))
                 yield from sorted(found, key=lambda k: natural_key(k.dataset))
                 continue
             for dataset in self._children(run, "group"):
@@ -332,7 +334,7 @@ class Store:
                     continue
                 for layer in self._children(f"{run}/{dataset}", "array"):
                     if sel.allows("layer", layer):
-                        yield ReprKey(model, seed, ckpt, dataset, layer)
+                        yield ReprKey.stored(model, seed, ckpt, dataset, layer)
 
     def select(
         self,
@@ -484,6 +486,7 @@ class Store:
                 f"{key.label()}: the settings name dataset {settings.dataset!r}, the key "
                 f"{key.dataset!r}."
             )
+        self.check_spelling(key)
         lease = Lease(self.root.store, key.path).acquire()
         replacement = None
         try:
@@ -516,8 +519,14 @@ class Store:
 
     def check_writable(self, key: ReprKey, settings: ReprSettings, overwrite: bool) -> None:
         """Raise now if writing ``key`` would be refused (validate before any write)."""
+        self.check_spelling(key)
         Lease(self.root.store, key.path).raise_if_live()
         self._check_settings(key, settings, overwrite)
+
+    def check_spelling(self, key: ReprKey) -> None:
+        """Refuse ``key`` if a name of it is stored spelled differently (equal only in
+        NFC, see :mod:`reprstore.store.spelling`): two folders that print alike."""
+        self._spellings.check_key(key)
 
     def _check_settings(self, key: ReprKey, settings: ReprSettings, overwrite: bool) -> None:
         if overwrite or not self.exists(key):
