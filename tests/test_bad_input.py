@@ -67,6 +67,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "ids_short.txt").write_text("a\nb\n")
     _bad_files(root, rng, n)
     _tag_and_name_files(root)
+    _result_files(root)
     return root
 
 
@@ -146,6 +147,35 @@ def _tag_and_name_files(root: Path) -> None:
     (root / "nfd.zarr" / "datasets" / NFC).rename(root / "nfd.zarr" / "datasets" / NFD)
 
 
+def _result_files(root: Path) -> None:
+    """Damaged result tables for summarize and plot (issue: trust v3, item 8)."""
+    head = "a_model,a_seed,a_layer,b_model,b_seed,b_layer,dataset,estimator,kernel,n_samples,"
+    rows = [f"m,{s},l{k},m,{s},l{k + 1},default,debiased,linear,200," for s in (0, 1, 2)
+            for k in (1, 2)]  # fmt: skip
+    values = ["0.91", "0.82", "0.90", "0.80", "0.92", "0.81"]
+
+    def table(name: str, column: str = "cka", cells: list[str] = values, extra: str = "") -> None:
+        body = "".join(f"{r}{c}\n" for r, c in zip(rows, cells, strict=True))
+        (root / name).write_text(head + column + "\n" + body + extra)
+
+    table("res_nan.csv", cells=[*values[:3], "nan", *values[4:]])
+    table("res_text.csv", cells=[*values[:4], "high", *values[5:]])
+    table("res_empty_cell.csv", cells=["", *values[1:]])
+    table("res_inf.csv", cells=[*values[:2], "inf", *values[3:]])
+    table("res_big.csv", cells=[*values[:1], "7.5", *values[2:]])
+    table("res_neg.csv", cells=[*values[:5], "-1.5"])
+    table("res_svcca.csv", "svcca", [*values[:3], "1.2", *values[4:]])
+    table("res_dup.csv", extra=f"{rows[2]}{values[2]}\n")
+    table("res_dup_value.csv", extra=f"{rows[2]}0.5\n")
+    (root / "res_nan.json").write_text(
+        '[{"a_model": "m", "a_seed": "0", "a_layer": "l1", "b_model": "m", "b_seed": "1", '
+        '"b_layer": "l2", "cka": NaN}]'
+    )
+    (root / "res_not_rows.json").write_text('{"rows": 3}')
+    (root / "res_header.csv").write_text(head + "cka\n")
+
+
+RES = ["--by", "b_layer", "--over", "seed"]
 NFC, NFD = "caf\u00e9", "cafe\u0301"
 MLP = ["--model", "models_for_tests:mlp", "--data", "x.npy", "--name", "net"]
 CKA = ["cka", "s.zarr"]
@@ -381,6 +411,26 @@ CASES += [
     ("extract model spelled as stored NFD", ["extract", "nfd.zarr", "--model", "models_for_tests:mlp", "--data",
                                              "x.npy", "--name", NFC, "--layers", "0", "--dataset", "d"],
      "spelled two ways"),
+    # --- trust-v3: result files ---
+    ("summarize nan in measure column", ["summarize", "res_nan.csv", *RES], "holds 'nan' on line 5"),
+    ("summarize text in measure column", ["summarize", "res_text.csv", *RES], "holds 'high' on line 6"),
+    ("summarize empty measure cell", ["summarize", "res_empty_cell.csv", *RES], "is empty on line 2"),
+    ("summarize inf in measure column", ["summarize", "res_inf.csv", *RES], "on line 4"),
+    ("summarize cka 7.5", ["summarize", "res_big.csv", *RES], "7.5 on line 3"),
+    ("summarize cka -1.5", ["summarize", "res_neg.csv", *RES], "outside [-1, 1]"),
+    ("summarize svcca 1.2", ["summarize", "res_svcca.csv", *RES, "--measure", "svcca"], "outside [0, 1]"),
+    ("summarize duplicated row", ["summarize", "res_dup.csv", *RES], "line 4 of res_dup.csv and line 8"),
+    ("summarize repeated comparison", ["summarize", "res_dup_value.csv", *RES], "one comparison twice"),
+    ("summarize nan in json", ["summarize", "res_nan.json", *RES], "not a finite number"),
+    ("summarize json not rows", ["summarize", "res_not_rows.json", *RES], "not a list of result rows"),
+    ("summarize header only", ["summarize", "res_header.csv", *RES], "no rows"),
+    ("summarize contrast on nan", ["summarize", "res_nan.csv", "--contrast", "b_layer=l2:l3", "--by", "a_model"],
+     "holds 'nan'"),
+    ("summarize drift on cka 7.5", ["summarize", "res_big.csv", *RES, "--drift"], "7.5 on line 3"),
+    ("plot profile nan", ["plot", "res_nan.csv", "--kind", "profile", "--out", "r.png"], "holds 'nan'"),
+    ("plot heatmap cka 7.5", ["plot", "res_big.csv", "--kind", "heatmap", "--out", "r.png"], "outside [-1, 1]"),
+    ("plot seeds duplicated", ["plot", "res_dup.csv", "--kind", "seeds", "--out", "r.png"], "one comparison twice"),
+    ("plot timeline text", ["plot", "res_text.csv", "--kind", "timeline", "--out", "r.png"], "holds 'high'"),
 ]  # fmt: skip
 
 

@@ -341,3 +341,67 @@ def test_summarize_reads_a_json_results_file_with_its_provenance(tmp_path: Path)
     write_results(df, tmp_path / "r.json")
     out = reprstore.summarize(tmp_path / "r.json", by=["a_layer"], over="a_seed")
     assert out["mean"].tolist() == pytest.approx([0.6, 0.3])
+
+
+# -- large result files ---------------------------------------------------------------------
+PEAK_RSS = """
+import resource, runpy, sys
+sys.argv = ["reprstore", *sys.argv[1:]]
+try:
+    runpy.run_module("reprstore", run_name="__main__")
+finally:
+    sys.stderr.write(f"\\nMAXRSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n")
+"""
+
+
+def _peak_kib(*args: str, cwd: Path) -> int:
+    """Peak RSS (KiB) of a fresh ``reprstore ARGS`` process; it must succeed."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", PEAK_RSS, *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return int(done.stderr.rsplit("MAXRSS", 1)[1])
+
+
+def test_summarize_and_plot_read_a_large_result_file_in_bounded_memory(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """200,000 result rows (trust-v3: a 10⁶-row file took 2.7 GiB, 20× the file): summarize
+    and a timeline plot hold at most 4× the file's size above the same command on 12 rows,
+    and the summary's means match numpy's."""
+    a_seed, a_layer, b_model, b_seed, ckpt, b_layer = np.meshgrid(
+        np.arange(2), np.arange(20), np.arange(2), np.arange(5), np.arange(10), np.arange(50),
+        indexing="ij",
+    )  # fmt: skip
+    n = a_seed.size
+    cka = rng.uniform(0, 1, n)
+    df = pd.DataFrame({
+        "a_model": "base", "a_seed": a_seed.ravel().astype(str), "a_checkpoint": "final",
+        "a_layer": [f"encoder.layer.{k}" for k in a_layer.ravel()],
+        "b_model": np.array(["lora", "full"])[b_model.ravel()],
+        "b_seed": b_seed.ravel().astype(str),
+        "b_checkpoint": [f"step{100 * k}" for k in ckpt.ravel()],
+        "b_layer": [f"encoder.layer.{k}" for k in b_layer.ravel()],
+        "dataset": "default", "estimator": "debiased", "kernel": "linear", "n_samples": 10_000,
+        "cka": cka,
+    })  # fmt: skip
+    df.to_csv(tmp_path / "big.csv", index=False)
+    df.iloc[:12].to_csv(tmp_path / "small.csv", index=False)
+    size_kib = (tmp_path / "big.csv").stat().st_size / 1024
+    summarize = ["summarize", "--by", "b_model", "--over", "seed", "--out", "{}.out.csv"]
+    timeline = ["plot", "--kind", "timeline", "--by", "b_model", "--out", "{}.png"]
+    for command in (summarize, timeline):
+        peaks = {}
+        for name in ("small", "big"):
+            args = [a.format(name) for a in command]
+            peaks[name] = _peak_kib(args[0], f"{name}.csv", *args[1:], cwd=tmp_path)
+        assert peaks["big"] - peaks["small"] <= 4 * size_kib, (command[0], peaks, size_kib)
+    out = pd.read_csv(tmp_path / "big.out.csv", dtype={"b_model": str})
+    for model, code in (("lora", 0), ("full", 1)):
+        mine = b_model.ravel() == code
+        per_seed = [cka[mine & (b_seed.ravel() == s) & (a_seed.ravel() == a)].mean()
+                    for s in range(5) for a in range(2)]  # fmt: skip
+        got = out.loc[out["b_model"] == model, "mean"].item()
+        assert abs(got - np.mean(per_seed)) < 1e-12
