@@ -72,11 +72,12 @@ def timeline(
     """
     if cc.measure_help(measure):
         return
+    from reprstore.analysis.summary import check_level
     from reprstore.analysis.timeline import timeline as run_timeline
     from reprstore.cli.progress import progress_bar
     from reprstore.engine import parse_memory
     from reprstore.report import check_output, write_results
-    from reprstore.report.figures import check_figure_path, plot_results
+    from reprstore.report.figures import check_band, check_figure_path, plot_results
 
     specs = cc.checked_measures(
         measure, None, workers, scheduler, ci, bootstrap, permutations, seed
@@ -86,6 +87,8 @@ def timeline(
     check_output(out)
     if plot is not None:
         check_figure_path(plot)
+    check_band(band)
+    check_level(level)
     with progress_bar("timeline", unit="blocks") as bar:
         df = run_timeline(
             store, against, select, measures=measure, where=where,

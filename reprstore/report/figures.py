@@ -47,6 +47,15 @@ if TYPE_CHECKING:
 
 KINDS = ("heatmap", "timeline", "profile", "seeds")
 BANDS = ("ci", "sd", "sem", "none")
+
+
+def check_band(band: str) -> str:
+    """``band`` if it is one of :data:`BANDS`; checked before a command reads anything."""
+    if band not in BANDS:
+        raise InputError(f"Unknown band {band!r}. Expected one of {', '.join(BANDS)}.")
+    return band
+
+
 FIGURE_FORMATS = (".png", ".svg", ".pdf")
 MAX_LINES = 24
 #: Tensor-level drift tables (``reprstore drift``) have these columns.
@@ -146,8 +155,7 @@ def plot_results(
     check_kind(kind)
     out = check_figure_path(path)
     level = check_level(level)
-    if band not in BANDS:
-        raise InputError(f"Unknown band {band!r}. Expected one of {', '.join(BANDS)}.")
+    check_band(band)
     df = read_results(results).reset_index(drop=True)
     is_drift = all(c in df.columns for c in DRIFT_KEYS)
     what = value_of(measure or ("rel_change" if is_drift else "cka"), value, drift)
