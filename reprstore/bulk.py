@@ -73,6 +73,15 @@ class BulkOptions:
         ignore = parse_attr_ignore(self.attr_ignore)
         object.__setattr__(self, "attr_ignore", ignore)
         object.__setattr__(self, "attr_rename", parse_attr_rename(self.attr_rename, ignore))
+        if self.layer is not None and "{" in self.layer:
+            raise InputError(
+                f"--layer {self.layer!r}: with a path template, name layers with {{layer}} in "
+                "the template instead."
+            )
+        for what in ("name", "layer", "seed", "checkpoint", "dataset"):
+            value = getattr(self, what)
+            if value is not None:
+                validate_name(value, "model" if what == "name" else what)
 
     @property
     def ignored(self) -> tuple[str, ...]:
@@ -83,15 +92,6 @@ class BulkOptions:
     def renamed(self) -> dict[str, str]:
         """Old → new attribute names from --attr-rename (parsed)."""
         return dict(cast(tuple[tuple[str, str], ...], self.attr_rename))
-        if self.layer is not None and "{" in self.layer:
-            raise InputError(
-                f"--layer {self.layer!r}: with a path template, name layers with {{layer}} in "
-                "the template instead."
-            )
-        for what in ("name", "layer", "seed", "checkpoint", "dataset"):
-            value = getattr(self, what)
-            if value is not None:
-                validate_name(value, "model" if what == "name" else what)
 
 
 def parse_attr_ignore(value: tuple[str, ...] | str | None) -> tuple[str, ...]:
