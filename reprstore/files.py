@@ -104,13 +104,13 @@ def unreadable_file(path: Path, suffix: str) -> InputError:
     where = str(path)
     if path.is_symlink():
         where += f" (a symbolic link to {os.readlink(path)})"
-    if _starts_like(path, suffix):
+    if starts_like(path, suffix):
         return InputError(
             f"{where} is not a readable {suffix} file: it starts like one but cannot be read "
             "(damaged or cut short); save or copy it again."
         )
     return InputError(
-        f"{where} is not a readable {suffix} file: it holds {_kind_of(path)}, not "
+        f"{where} is not a readable {suffix} file: it holds {content_kind(path)}, not "
         f"{_PRODUCERS.get(suffix, 'an array file')}."
     )
 
@@ -123,7 +123,7 @@ def _head(path: Path, size: int = 512) -> bytes:
         return b""
 
 
-def _starts_like(path: Path, suffix: str) -> bool:
+def starts_like(path: Path, suffix: str) -> bool:
     """Whether the first bytes are the magic of the format ``suffix`` names."""
     head = _head(path, 16)
     if suffix == ".npy":
@@ -135,7 +135,7 @@ def _starts_like(path: Path, suffix: str) -> bool:
     return False
 
 
-def _kind_of(path: Path) -> str:
+def content_kind(path: Path) -> str:
     """'nothing', 'text', 'a zip archive' or 'other binary data': never the bytes."""
     head = _head(path)
     if not head:
