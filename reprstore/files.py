@@ -10,6 +10,7 @@ for ``.pt`` and bfloat16 safetensors.
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -69,7 +70,8 @@ def open_tensor_files(path: str | os.PathLike[str], key: str | None = None) -> l
     except InputError:
         raise
     except Exception as err:  # corrupt or foreign files raise anything
-        if "weights only" in str(err).lower() or "weights_only" in str(err):
+        text = str(err)
+        if starts_like(path, suffix) and ("weights only" in text.lower() or "weights_only" in text):
             raise InputError(
                 f"{path.name} holds pickled Python objects, not only tensors (refused: it is "
                 "loaded with weights_only=True, as code in a pickle could run). Save plain "
@@ -255,15 +257,12 @@ def _torch_to_numpy(tensor: Any) -> np.ndarray:
 def _open_pt(path: Path) -> list[TensorFile]:
     import torch
 
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise InputError(
-            f"{path.name} cannot be loaded with weights_only=True (pickled objects are "
-            f"refused for safety): {str(err).splitlines()[0]}"
-        ) from err
+    with warnings.catch_warnings():  # one error line (open_tensor_files'), no warning
+        warnings.simplefilter("ignore")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     items = obj.items() if isinstance(obj, dict) else [(path.stem, obj)]
     out = []
     for name, tensor in items:
