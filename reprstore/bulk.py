@@ -6,7 +6,9 @@ the options: ``--seed 0``, ``--checkpoint final``, ``--dataset default``, ``--na
 ``--layer``), and checks everything (names, one file per key, row counts per dataset,
 what is already stored) before the first write. ``metadata.json`` files in the folders
 walked (their values apply to the runs below them) and ``metadata.csv`` files (one row
-per model or run, as ``reprstore tag --from``) become run attributes.
+per model or run, as ``reprstore tag --from``) become run attributes; ``attr_ignore`` and
+``attr_rename`` leave out or rename names there that cannot be attributes (``seed``,
+``step``). Hidden files and folders are skipped; links to files are followed.
 """
 
 from __future__ import annotations
@@ -483,7 +485,8 @@ def import_tree(
         ``{layer}`` (and ``*`` for parts outside the key).
     options
         :class:`BulkOptions` fields (``name``, ``layer``, ``seed`` … ``reduce``,
-        ``overwrite``).
+        ``overwrite``, ``attr_ignore`` (``"seed,step"`` or a list), ``attr_rename``
+        (``"seed=orig_seed"`` or a dict)).
     progress
         Called as ``progress(rows_done, rows_total)`` over all files.
     """
