@@ -6,17 +6,21 @@ the options: ``--seed 0``, ``--checkpoint final``, ``--dataset default``, ``--na
 ``--layer``), and checks everything (names, one file per key, row counts per dataset,
 what is already stored) before the first write. ``metadata.json`` files in the folders
 walked (their values apply to the runs below them) and ``metadata.csv`` files (one row
-per model or run, as ``reprstore tag --from``) become run attributes.
+per model or run, as ``reprstore tag --from``) become run attributes; ``attr_ignore`` and
+``attr_rename`` leave out or rename names there that cannot be attributes (``seed``,
+``step``). Hidden files and folders are skipped; links to files are followed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -63,9 +67,14 @@ class BulkOptions:
     key: str | None = None
     reduce: str = "none"
     overwrite: bool = False
+    attr_ignore: tuple[str, ...] | str | None = ()
+    attr_rename: tuple[tuple[str, str], ...] | Mapping[str, str] | str | None = ()
 
     def __post_init__(self) -> None:
         Encoding(self.dtype, self.keep_bits)
+        ignore = parse_attr_ignore(self.attr_ignore)
+        object.__setattr__(self, "attr_ignore", ignore)
+        object.__setattr__(self, "attr_rename", parse_attr_rename(self.attr_rename, ignore))
         if self.layer is not None and "{" in self.layer:
             raise InputError(
                 f"--layer {self.layer!r}: with a path template, name layers with {{layer}} in "
@@ -75,6 +84,57 @@ class BulkOptions:
             value = getattr(self, what)
             if value is not None:
                 validate_name(value, "model" if what == "name" else what)
+
+    @property
+    def ignored(self) -> tuple[str, ...]:
+        """The attribute names --attr-ignore leaves out (parsed)."""
+        return cast(tuple[str, ...], self.attr_ignore)
+
+    @property
+    def renamed(self) -> dict[str, str]:
+        """Old → new attribute names from --attr-rename (parsed)."""
+        return dict(cast(tuple[tuple[str, str], ...], self.attr_rename))
+
+
+def parse_attr_ignore(value: tuple[str, ...] | str | None) -> tuple[str, ...]:
+    """``--attr-ignore 'seed,step'`` → ``("seed", "step")``: names left out of the run
+    attributes that ``metadata.json``/``metadata.csv`` files give."""
+    if not value:
+        return ()
+    names = value.split(",") if isinstance(value, str) else list(value)
+    names = [n.strip() for n in names]
+    if not all(names):
+        raise InputError(f"--attr-ignore {value!r} has an empty name; write e.g. 'seed,step'.")
+    return tuple(dict.fromkeys(names))
+
+
+def parse_attr_rename(
+    value: tuple[tuple[str, str], ...] | Mapping[str, str] | str | None, ignore: tuple[str, ...]
+) -> tuple[tuple[str, str], ...]:
+    """``--attr-rename 'seed=orig_seed'`` → ``(("seed", "orig_seed"),)``, each new name a
+    valid attribute name, no name renamed twice or both renamed and ignored."""
+    if not value:
+        return ()
+    if isinstance(value, str):
+        pairs = [part.partition("=") for part in value.split(",")]
+        if not all(eq and old.strip() for old, eq, _ in pairs):
+            raise InputError(
+                f"--attr-rename {value!r}: write OLD=NEW pairs, e.g. 'seed=orig_seed'."
+            )
+        items = [(old.strip(), new.strip()) for old, _, new in pairs]
+    else:
+        items = list(value.items() if isinstance(value, Mapping) else value)
+    out: dict[str, str] = {}
+    for old, new in items:
+        if old in out or old in ignore:
+            raise InputError(f"--attr-rename names {old!r} twice (or also in --attr-ignore).")
+        if new in out.values():
+            raise InputError(f"--attr-rename gives two names the one name {new!r}.")
+        try:
+            out[old] = _check_attribute_name(new)
+        except ReprstoreError as err:
+            raise InputError(f"--attr-rename {old}={new}: {err}") from None
+    return tuple(out.items())
 
 
 @dataclass(frozen=True)
@@ -94,6 +154,7 @@ class BulkPlan:
     entries: list[BulkEntry]
     rows: dict[str, int]
     attributes: dict[Target, dict[str, str]] = field(default_factory=dict)
+    hidden: list[Path] = field(default_factory=list)  # hidden files and folders skipped
 
     @property
     def to_write(self) -> list[BulkEntry]:
@@ -146,7 +207,8 @@ def plan_tree(
     """
     tpl = PathTemplate.parse(template)
     check_coverage(tpl, opts)
-    found = [(p, f) for p, f in tpl.walk() if p.name not in METADATA_FILES]
+    hidden: list[Path] = []
+    found = [(p, f) for p, f in tpl.walk(hidden) if p.name not in METADATA_FILES]
     if not found:
         raise InputError(f"No file under {tpl.root} fits the import template {template!r}.")
     entries: list[BulkEntry] = []
@@ -180,7 +242,7 @@ def plan_tree(
     if store is not None:
         entries = _against_store(store, entries, rows, ids, meta, opts.overwrite)
     runs = {(e.item.key.model, e.item.key.seed, e.item.key.checkpoint) for e in entries}
-    return BulkPlan(tpl, entries, rows, read_run_attributes(tpl, found, runs, opts))
+    return BulkPlan(tpl, entries, rows, read_run_attributes(tpl, found, runs, opts), hidden)
 
 
 def _entry(path: Path, values: dict[str, str], opts: BulkOptions) -> BulkEntry:
@@ -193,6 +255,11 @@ def _entry(path: Path, values: dict[str, str], opts: BulkOptions) -> BulkEntry:
 
 
 def _one_tensor(path: Path, key: str | None) -> Any:
+    if path.is_symlink() and not path.exists():
+        raise InputError(
+            f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; "
+            "fix the link or remove it."
+        )
     tensors = open_tensor_files(path, key)
     if len(tensors) > 1:
         names = ", ".join(t.name for t in tensors)
@@ -264,12 +331,12 @@ def read_run_attributes(
     for folder in sorted(folders, key=lambda f: len(f.parts)):
         meta_json = folder / "metadata.json"
         if meta_json.is_file():
-            values = _json_attributes(meta_json)
+            values = _json_attributes(meta_json, opts)
             for model, seed in sorted(folders[folder]):
                 put(target_of(model, seed), values, meta_json)
         meta_csv = folder / "metadata.csv"
         if meta_csv.is_file():
-            for target, values in _csv_attributes(meta_csv, runs).items():
+            for target, values in _csv_attributes(meta_csv, runs, opts).items():
                 put(target, values, meta_csv)
     return out
 
@@ -285,30 +352,85 @@ def attribute_value(value: Any, where: str) -> str:
     raise InputError(f"{where} must be a string, a number or a list of them.")
 
 
+#: How deep a ``metadata.json`` may nest: run attributes are names → strings, numbers or
+#: lists of them (depth 2); a deeper file is refused before it is parsed.
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _check_attribute_name(name: str) -> str:
+    """A run attribute name conditions can read: not a key field, not the derived
+    ``step`` (:func:`reprstore.keys.validate_attribute_name`)."""
+    return validate_attribute_name(name)
+
+
+def _attribute_names(names: list[str], where: Path, opts: BulkOptions) -> dict[str, str]:
+    """Original name → attribute name, after --attr-ignore and --attr-rename."""
+    rename = opts.renamed
+    out: dict[str, str] = {}
+    for name in names:
+        if name in opts.ignored:
+            continue
+        new = rename.get(name, name)
+        if new in out.values():
+            raise InputError(f"{where}: two names become attribute {new!r}; see --attr-rename.")
+        out[name] = _attribute_name(new, where) if new == name else new
+    return out
+
+
 def _attribute_name(name: str, where: Path) -> str:
     try:
-        return validate_attribute_name(name)
+        return _check_attribute_name(name)
     except ReprstoreError as err:
-        raise InputError(f"{where}: {err}") from None
+        quoted = shlex.quote(name)
+        raise InputError(
+            f"{where}: {err} Leave it out with --attr-ignore {quoted}, or keep it under another "
+            f"name with --attr-rename {quoted}=NEW."
+        ) from None
 
 
-def _json_attributes(path: Path) -> dict[str, str]:
+def _json_too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether brackets outside strings nest deeper than ``limit`` (checked before parsing:
+    the parser recurses once per level)."""
+    depth = 0
+    for bracket in _JSON_BRACKET.finditer(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket.group() in "[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
+def _json_attributes(path: Path, opts: BulkOptions) -> dict[str, str]:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text; it must hold one JSON object.") from None
+    except OSError as err:
+        raise InputError(f"{path} cannot be read: {err.strerror or err}.") from None
+    if _json_too_deep(text):
+        raise InputError(
+            f"{path} nests deeper than {MAX_JSON_DEPTH} levels; a metadata.json holds run "
+            "attributes: names to strings, numbers or lists of them."
+        )
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as err:
         raise InputError(f"{path} is not readable JSON: {err}") from None
     if not isinstance(data, dict):
         raise InputError(f"{path} must hold one JSON object of run attributes.")
+    names = _attribute_names([str(k) for k in data], path, opts)
     return {
-        _attribute_name(str(k), path): attribute_value(v, f"{path}: attribute {k!r}")
-        for k, v in data.items()
+        new: attribute_value(data[old], f"{path}: attribute {old!r}") for old, new in names.items()
     }
 
 
 RUN_COLUMNS = ("model", "seed", "checkpoint")
 
 
-def _csv_attributes(path: Path, runs: set[RunKey]) -> dict[Target, dict[str, str]]:
+def _csv_attributes(
+    path: Path, runs: set[RunKey], opts: BulkOptions
+) -> dict[Target, dict[str, str]]:
     import pandas as pd
 
     try:
@@ -317,7 +439,7 @@ def _csv_attributes(path: Path, runs: set[RunKey]) -> dict[Target, dict[str, str
         raise InputError(f"{path} is not a readable CSV: {err}") from None
     if "model" not in frame.columns:
         raise InputError(f"{path} needs a 'model' column (optionally seed, checkpoint).")
-    names = [_attribute_name(str(c), path) for c in frame.columns if c not in RUN_COLUMNS]
+    names = _attribute_names([str(c) for c in frame.columns if c not in RUN_COLUMNS], path, opts)
     out: dict[Target, dict[str, str]] = {}
     for line, row in enumerate(frame.to_dict(orient="records"), start=2):
         model, seed, ckpt = (nfc(str(row.get(c, "")).strip()) or None for c in RUN_COLUMNS)
@@ -332,7 +454,7 @@ def _csv_attributes(path: Path, runs: set[RunKey]) -> dict[Target, dict[str, str
             raise InputError(f"{where}: this import has no run {model}/{seed}.")
         if ckpt is not None and (seed is None or (model, seed, ckpt) not in runs):
             raise InputError(f"{where}: this import has no checkpoint {model}/{seed}/{ckpt}.")
-        values = {n: str(row[n]) for n in names if str(row[n]) != ""}
+        values = {new: str(row[old]) for old, new in names.items() if str(row[old]) != ""}
         out.setdefault(target_of(model, seed, ckpt), {}).update(values)
     return out
 
@@ -356,7 +478,8 @@ def import_tree(
         ``{layer}`` (and ``*`` for parts outside the key).
     options
         :class:`BulkOptions` fields (``name``, ``layer``, ``seed`` … ``reduce``,
-        ``overwrite``).
+        ``overwrite``, ``attr_ignore`` (``"seed,step"`` or a list), ``attr_rename``
+        (``"seed=orig_seed"`` or a dict)).
     progress
         Called as ``progress(rows_done, rows_total)`` over all files.
     """

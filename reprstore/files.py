@@ -10,6 +10,7 @@ for ``.pt`` and bfloat16 safetensors.
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -69,16 +70,14 @@ def open_tensor_files(path: str | os.PathLike[str], key: str | None = None) -> l
     except InputError:
         raise
     except Exception as err:  # corrupt or foreign files raise anything
-        if "weights only" in str(err).lower() or "weights_only" in str(err):
+        text = str(err)
+        if starts_like(path, suffix) and ("weights only" in text.lower() or "weights_only" in text):
             raise InputError(
                 f"{path.name} holds pickled Python objects, not only tensors (refused: it is "
                 "loaded with weights_only=True, as code in a pickle could run). Save plain "
                 "tensors (torch.save(tensor)) or a .safetensors file."
             ) from None
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(
-            f"{path.name} is not a readable {suffix} array file: {first[:300]}"
-        ) from None
+        raise unreadable_file(path, suffix) from err
     if not tensors:
         raise InputError(f"{path.name} holds no numeric array.")
     if key is not None:
@@ -88,6 +87,68 @@ def open_tensor_files(path: str | os.PathLike[str], key: str | None = None) -> l
             raise InputError(f"{path.name} has no tensor {key!r}. Tensors: {names}.")
         return chosen
     return tensors
+
+
+#: What each suffix should hold, for the error about a file that does not.
+_PRODUCERS = {
+    ".npy": "the output of numpy.save", ".npz": "a numpy.savez archive",
+    ".pt": "the output of torch.save", ".pth": "the output of torch.save",
+    ".safetensors": "a safetensors file",
+}  # fmt: skip
+
+
+def unreadable_file(path: Path, suffix: str) -> InputError:
+    """The error for a file that does not read as its suffix says.
+
+    It names the file (and a link's target) and what the file is not, never the library's
+    message: those quote the file's first bytes, which may be anyone's text.
+    """
+    where = str(path)
+    if path.is_symlink():
+        where += f" (a symbolic link to {os.readlink(path)})"
+    if starts_like(path, suffix):
+        return InputError(
+            f"{where} is not a readable {suffix} file: it starts like one but cannot be read "
+            "(damaged or cut short); save or copy it again."
+        )
+    return InputError(
+        f"{where} is not a readable {suffix} file: it holds {content_kind(path)}, not "
+        f"{_PRODUCERS.get(suffix, 'an array file')}."
+    )
+
+
+def _head(path: Path, size: int = 512) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(size)
+    except OSError:
+        return b""
+
+
+def starts_like(path: Path, suffix: str) -> bool:
+    """Whether the first bytes are the magic of the format ``suffix`` names."""
+    head = _head(path, 16)
+    if suffix == ".npy":
+        return head.startswith(b"\x93NUMPY")
+    if suffix in (".npz", ".pt", ".pth"):
+        return head.startswith(b"PK\x03\x04") or (suffix != ".npz" and head[:1] == b"\x80")
+    if suffix == ".safetensors":
+        return len(head) > 8 and head[8:9] == b"{"
+    return False
+
+
+def content_kind(path: Path) -> str:
+    """'nothing', 'text', 'a zip archive' or 'other binary data': never the bytes."""
+    head = _head(path)
+    if not head:
+        return "nothing (it is empty)"
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive of other files"
+    whole = len(head) < 512  # else a character may be cut at the end: leave 3 bytes out
+    text = (head if whole else head[:-3]).decode("utf-8", errors="replace")
+    if "\ufffd" not in text and all(c.isprintable() or c in "\n\r\t" for c in text):
+        return "text"
+    return "other binary data"
 
 
 def _check_numeric(path: Path, name: str, dtype: Any, shape: tuple[int, ...]) -> None:
@@ -196,15 +257,12 @@ def _torch_to_numpy(tensor: Any) -> np.ndarray:
 def _open_pt(path: Path) -> list[TensorFile]:
     import torch
 
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise InputError(
-            f"{path.name} cannot be loaded with weights_only=True (pickled objects are "
-            f"refused for safety): {str(err).splitlines()[0]}"
-        ) from err
+    with warnings.catch_warnings():  # one error line (open_tensor_files'), no warning
+        warnings.simplefilter("ignore")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     items = obj.items() if isinstance(obj, dict) else [(path.stem, obj)]
     out = []
     for name, tensor in items:

@@ -67,8 +67,14 @@ class PathTemplate:
         found = self.pattern.fullmatch(relative)
         return None if found is None else {k: v for k, v in found.groupdict().items()}
 
-    def walk(self) -> Iterator[tuple[Path, dict[str, str]]]:
-        """Every file below :attr:`root` that fits, with its fields, in sorted path order."""
+    def walk(self, hidden: list[Path] | None = None) -> Iterator[tuple[Path, dict[str, str]]]:
+        """Every file below :attr:`root` that fits, with its fields, in sorted path order.
+
+        Hidden files and folders (a name starting with ``.``: ``.git``, ``.ipynb_checkpoints``)
+        are skipped, and not descended into, unless the template's part at that depth starts
+        with a literal ``.``; each one skipped is appended to ``hidden``. Links to files are
+        followed (the file is then checked like any other); links to folders are not.
+        """
         if not self.root.is_dir():
             raise InputError(
                 f"The import template {self.text!r} starts at folder {self.root}, "
@@ -77,14 +83,35 @@ class PathTemplate:
         depth = self.pattern.pattern.count("/")
         for folder, dirs, files in os.walk(self.root):
             here = Path(folder).relative_to(self.root)
-            if len(here.parts) >= depth:
+            level = len(here.parts)
+            dirs[:] = sorted(self._visible(here, dirs, level, hidden))
+            if level >= depth:
                 dirs.clear()  # deeper folders cannot fit: the template fixes the depth
-            dirs.sort()
-            for name in sorted(files):
+            for name in sorted(self._visible(here, files, level, hidden)):
                 relative = (here / name).as_posix()
                 fields = self.match(relative)
                 if fields is not None:
                     yield self.root / here / name, fields
+
+    def _visible(
+        self, here: Path, names: list[str], level: int, hidden: list[Path] | None
+    ) -> list[str]:
+        """``names`` without the hidden ones (recorded in ``hidden``) the template skips."""
+        if self._literal_dot(level):
+            return names
+        out = []
+        for name in names:
+            if name.startswith("."):
+                if hidden is not None:
+                    hidden.append(self.root / here / name)
+            else:
+                out.append(name)
+        return out
+
+    def _literal_dot(self, level: int) -> bool:
+        """Whether the template's part at ``level`` below the root starts with a literal '.'."""
+        parts = PurePosixPath(self.text.replace(os.sep, "/")).parts[len(self.root.parts) :]
+        return level < len(parts) and parts[level].startswith(".")
 
 
 def _compile(rest: str, text: str) -> tuple[str, list[str]]:

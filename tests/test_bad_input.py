@@ -68,6 +68,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _bad_files(root, rng, n)
     _tag_and_name_files(root)
     _result_files(root)
+    _template_and_drift_files(root, rng, n)
     return root
 
 
@@ -177,6 +178,37 @@ def _result_files(root: Path) -> None:
 
 RES = ["--by", "b_layer", "--over", "seed"]
 NFC, NFD = "caf\u00e9", "cafe\u0301"
+
+
+def _template_and_drift_files(root: Path, rng: np.random.Generator, n: int) -> None:
+    """Dump trees and checkpoints broken in the ways of issue trust-v3 (items 7 and 9)."""
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    for tree, meta in (("tpl_deep", '{"a": ' * 100_000 + "1" + "}" * 100_000),
+                       ("tpl_seed", '{"seed": 7, "lr": 0.1}'), ("tpl_step", '{"step": 100}'),
+                       ("tpl_link", None), ("tpl_broken", None), ("tpl_hidden", None)):  # fmt: skip
+        (root / tree / "m").mkdir(parents=True)
+        np.save(root / tree / "m" / "l1.npy", x)
+        if meta is not None:
+            (root / tree / "m" / "metadata.json").write_text(meta)
+    (root / "tpl_link" / "m" / "l2.npy").symlink_to(root / "plain.txt")
+    (root / "tpl_broken" / "m" / "l2.npy").symlink_to(root / "nowhere.npy")
+    (root / "tpl_hidden" / "m").rename(root / "tpl_hidden" / ".git")  # only hidden files fit
+    w = torch.randn(4, 3)
+    torch.save({"w": w, "pos": torch.arange(5.0)}, root / "drift_float_pos.pt")
+    torch.save({"w": w, "pos": torch.arange(5)}, root / "drift_int_pos.pt")
+    torch.save({"step": torch.tensor(3), "ids": torch.arange(4)}, root / "drift_ints.pt")
+    import warnings
+
+    with warnings.catch_warnings():  # torch.jit is deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), root / "script.pt")
+    (root / "text.pt").write_text("not a checkpoint, just text\n")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.randn(64, 64)}, root / "whole.safetensors")
+    (root / "cut.safetensors").write_bytes((root / "whole.safetensors").read_bytes()[:4000])
+
+
 MLP = ["--model", "models_for_tests:mlp", "--data", "x.npy", "--name", "net"]
 CKA = ["cka", "s.zarr"]
 
@@ -488,6 +520,33 @@ CASES += [
     ("plot bad level", ["plot", "res_big.csv", "--kind", "profile", "--level", "2", "--out", "r.png"], "level"),
     ("summarize unknown by", ["summarize", "res_nan.csv", "--by", "colour"], "colour"),
     ("summarize value code", ["summarize", "res_nan.csv", "--value", "__import__('os')"], "Cannot read the value"),
+]  # fmt: skip
+
+TPL = "/{model}/{layer}.npy"
+
+CASES += [
+    # --- trust-v3: templates and drift ---
+    ("import template metadata.json nested 100000 deep", ["import", "fresh.zarr", "tpl_deep" + TPL], "deeper than 32"),
+    ("import template metadata key seed", ["import", "fresh.zarr", "tpl_seed" + TPL], "--attr-ignore seed"),
+    ("import template metadata key step", ["import", "fresh.zarr", "tpl_step" + TPL], "--attr-rename step="),
+    ("import template link to a text file", ["import", "fresh.zarr", "tpl_link" + TPL], "is not a readable .npy file: it holds text"),
+    ("import template broken link", ["import", "fresh.zarr", "tpl_broken" + TPL], "does not exist"),
+    ("import template only hidden files fit", ["import", "fresh.zarr", "tpl_hidden" + TPL], "fits the import template"),
+    ("import attr-rename without =", ["import", "fresh.zarr", "tpl_step" + TPL, "--attr-rename", "step"], "OLD=NEW"),
+    ("import attr-rename to a key field", ["import", "fresh.zarr", "tpl_step" + TPL, "--attr-rename", "step=seed"], "key field"),
+    ("import attr-rename to a derived name", ["import", "fresh.zarr", "tpl_seed" + TPL, "--attr-rename", "seed=step"], "derived"),
+    ("import attr-ignore empty name", ["import", "fresh.zarr", "tpl_seed" + TPL, "--attr-ignore", "seed,,lr"], "empty name"),
+    ("import attr-ignore without template", [*NEW, "--layer", "z", "--attr-ignore", "seed"], "needs a path template"),
+    ("import text file as .pt", [*IMP[:2], "text.pt", "--name", "m", "--layer", "z"], "holds text"),
+    ("import torchscript archive", [*IMP[:2], "script.pt", "--name", "m", "--layer", "z"], "pickled Python objects"),
+    ("drift integer tensor where the reference's is float", ["drift", "drift_float_pos.pt", "drift_int_pos.pt"], "pos is int64"),
+    ("drift only integer tensors", ["drift", "drift_ints.pt", "drift_int_pos.pt"], "step (int64)"),
+    ("drift params select only integer tensors", ["drift", "drift_int_pos.pt", "--params", "pos"], "not floating point"),
+    ("drift torchscript archive", ["drift", "mlp_state.pt", "script.pt"], "pickled Python objects"),
+    ("drift legacy pickle with a module", ["drift", "mlp_state.pt", "legacy_mod.pt"], "pickled Python objects"),
+    ("drift text file as checkpoint", ["drift", "mlp_state.pt", "text.pt"], "holds text"),
+    ("drift garbage safetensors", ["drift", "garbage.safetensors"], "garbage.safetensors"),
+    ("drift truncated safetensors", ["drift", "whole.safetensors", "cut.safetensors"], "does not fit the file"),
 ]  # fmt: skip
 
 

@@ -288,3 +288,136 @@ def test_an_interrupted_bulk_import_finishes_when_run_again(tmp_path: Path) -> N
         arr = root[f"reprs/{model}/0/final/default/{layer}"]
         assert arr.attrs["complete"] is True
         np.testing.assert_array_equal(arr[:], x)
+
+
+# --- trust-v3: hidden folders, deep metadata.json, links, clashing metadata names ---
+
+SMALL = "dumps/{model}/seed{seed}/{layer}.npy"
+
+
+def test_hidden_files_and_folders_are_skipped_and_counted(small_dumps: Path) -> None:
+    """runs/.git/… (a field would take '.git' as a model) and .DS_Store are passed by."""
+    hidden = small_dumps / "dumps" / ".git" / "seed0"
+    hidden.mkdir(parents=True)
+    (hidden / "l1.npy").write_text("ref: refs/heads/main")
+    (small_dumps / "dumps" / "b" / "seed0" / ".l3.npy").write_bytes(b"\0" * 64)
+    (small_dumps / "dumps" / "b" / ".ipynb_checkpoints").mkdir()
+    result = run_cli("import", "s.zarr", SMALL, cwd=small_dumps)
+    assert result.returncode == 0, result.stderr
+    assert "skipped 3 hidden file(s)/folder(s) (.git, .ipynb_checkpoints, .l3.npy)" in result.stdout
+    models = {i.key.model for i in Store.open(small_dumps / "s.zarr").select(None)}
+    assert models == {"a", "b"}
+    dry = run_cli("import", "s.zarr", SMALL, "--dry-run", cwd=small_dumps)
+    assert "skipped 3 hidden" in dry.stdout, dry.stdout
+
+
+def test_a_template_part_that_starts_with_a_dot_walks_into_hidden_folders(tmp_path: Path) -> None:
+    x = np.random.default_rng(1).normal(size=(7, 3)).astype(np.float32)
+    (tmp_path / "d" / "m" / ".v").mkdir(parents=True)
+    np.save(tmp_path / "d" / "m" / ".v" / "l1.npy", x)
+    plan = import_tree(tmp_path / "s.zarr", str(tmp_path / "d/{model}/.v/{layer}.npy"),
+                       dtype="float32")  # fmt: skip
+    assert [e.item.key.label() for e in plan.entries] == ["m/0/final:l1"] and not plan.hidden
+    np.testing.assert_array_equal(stored(tmp_path / "s.zarr", "reprs/m/0/final/default/l1"), x)
+
+
+def test_metadata_json_nested_100000_deep_is_one_line(small_dumps: Path) -> None:
+    deep = small_dumps / "dumps" / "b" / "metadata.json"
+    deep.write_text('{"a": ' * 100_000 + "1" + "}" * 100_000)
+    before = store_digest(small_dumps / "s.zarr")
+    result = run_cli("import", "s.zarr", SMALL, cwd=small_dumps)
+    assert_user_error(result, "dumps/b/metadata.json", "nests deeper than 32 levels")
+    assert "Unexpected" not in result.stderr and "Recursion" not in result.stderr
+    deep.write_text('{"a": ' + "[" * 32 + "1" + "]" * 32 + "}")  # 33 levels: just over
+    assert_user_error(run_cli("import", "s.zarr", SMALL, cwd=small_dumps), "deeper than 32")
+    deep.write_text('{"a": "[[[[{{{{ not nesting", "b": ["x", 2]}')  # brackets in strings
+    assert run_cli("import", "s.zarr", SMALL, cwd=small_dumps).returncode == 0
+    assert Store.open(small_dumps / "s.zarr").run_attributes().level("runs")["b/0"] == {
+        "a": "[[[[{{{{ not nesting", "b": "x,2",
+    }  # fmt: skip
+    assert store_digest(small_dumps / "s.zarr") != before
+
+
+def test_a_link_to_a_text_file_is_named_not_echoed(small_dumps: Path) -> None:
+    secret = small_dumps / "secret.txt"
+    secret.write_text("TOPSECRET password=hunter2\n")
+    link = small_dumps / "dumps" / "b" / "seed0" / "layer_3.npy"
+    link.symlink_to(secret)
+    before = store_digest(small_dumps / "s.zarr")
+    result = run_cli("import", "s.zarr", SMALL, cwd=small_dumps)
+    assert_user_error(result, "dumps/b/seed0/layer_3.npy", "symbolic link to",
+                      "not a readable .npy", "holds text")  # fmt: skip
+    assert "TOPSECRET" not in result.stderr and "hunter2" not in result.stderr
+    link.unlink()
+    link.symlink_to(small_dumps / "nowhere.npy")
+    assert_user_error(run_cli("import", "s.zarr", SMALL, cwd=small_dumps), "layer_3.npy",
+                      "which does not exist")  # fmt: skip
+    assert store_digest(small_dumps / "s.zarr") == before
+
+
+def test_a_link_to_an_array_outside_the_tree_is_followed(small_dumps: Path) -> None:
+    """Links to files are followed and checked like files (labs link big dumps in)."""
+    x = np.random.default_rng(4).normal(size=(12, 3)).astype(np.float32)
+    np.save(small_dumps / "elsewhere.npy", x)
+    (small_dumps / "dumps" / "b" / "seed1" / "l9.npy").symlink_to(small_dumps / "elsewhere.npy")
+    plan = import_tree(small_dumps / "t.zarr", str(small_dumps / SMALL), dtype="float32")
+    assert "b/1/final:l9" in {e.item.key.label() for e in plan.to_write}
+    np.testing.assert_array_equal(stored(small_dumps / "t.zarr", "reprs/b/1/final/default/l9"), x)
+
+
+def test_clashing_metadata_names_are_ignored_or_renamed_by_option(small_dumps: Path) -> None:
+    meta = small_dumps / "dumps" / "b" / "metadata.json"
+    meta.write_text('{"seed": 7, "step": 100, "lr": 0.1}')
+    before = store_digest(small_dumps / "s.zarr")
+    result = run_cli("import", "s.zarr", SMALL, cwd=small_dumps)
+    assert_user_error(result, "dumps/b/metadata.json", "'seed': it is a key field",
+                      "--attr-ignore seed", "--attr-rename seed=")  # fmt: skip
+    result = run_cli("import", "s.zarr", SMALL, "--attr-ignore", "seed", cwd=small_dumps)
+    assert_user_error(
+        result,
+        "conditions read 'step' off the checkpoint",
+        "--attr-ignore step",
+        "--attr-rename step=",
+    )
+    assert store_digest(small_dumps / "s.zarr") == before
+    done = run_cli("import", "s.zarr", SMALL, "--attr-ignore", "seed", "--attr-rename",
+                   "step=orig_step,lr=learning_rate", cwd=small_dumps)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    runs = Store.open(small_dumps / "s.zarr").run_attributes().level("runs")
+    assert runs["b/0"] == runs["b/1"] == {"orig_step": "100", "learning_rate": "0.1"}
+    assert "a/0" not in runs
+
+
+def test_metadata_csv_columns_take_the_same_options(small_dumps: Path) -> None:
+    (small_dumps / "dumps" / "metadata.csv").write_text("model,seed,step,tasks\nb,0,5,sst2\n")
+    assert_user_error(run_cli("import", "s.zarr", SMALL, cwd=small_dumps), "metadata.csv",
+                      "--attr-rename step=")  # fmt: skip
+    plan = import_tree(small_dumps / "s.zarr", str(small_dumps / SMALL),
+                       attr_rename={"step": "run_step"}, attr_ignore=["tasks"])  # fmt: skip
+    assert plan.attributes[("runs", "b/0")] == {"run_step": "5"}
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--attr-rename", "step"], "OLD=NEW"),
+        (["--attr-rename", "step=seed"], "'seed': it is a key field"),
+        (["--attr-rename", "a=x,b=x"], "two names the one name 'x'"),
+        (["--attr-rename", "a=x,a=y"], "names 'a' twice"),
+        (["--attr-rename", "seed=bad-name"], "Invalid attribute name"),
+        (["--attr-ignore", "seed,,step"], "empty name"),
+        (["--attr-ignore", "seed", "--attr-rename", "seed=s"], "--attr-ignore"),
+    ],
+)
+def test_bad_attribute_options_are_refused_before_the_walk(
+    small_dumps: Path, args: list[str], needle: str
+) -> None:
+    before = store_digest(small_dumps / "s.zarr")
+    assert_user_error(run_cli("import", "s.zarr", SMALL, *args, cwd=small_dumps), needle)
+    assert store_digest(small_dumps / "s.zarr") == before
+
+
+def test_attribute_options_need_a_template(small_dumps: Path) -> None:
+    result = run_cli("import", "s.zarr", "dumps/a/seed0/l1.npy", "--name", "z", "--layer", "l",
+                     "--attr-ignore", "seed", cwd=small_dumps)  # fmt: skip
+    assert_user_error(result, "--attr-ignore needs a path template")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +158,124 @@ def test_cli_bad_input_is_one_line(ckpts: Path, tmp_path: Path) -> None:
     ]
     for args, needle in cases:
         assert_user_error(run_cli("drift", *args, cwd=ckpts.parent), needle)
+
+
+# --- trust-v3: integer tensors, torch's warnings, one slice at a time ---
+
+
+def test_integer_tensors_are_named_with_their_dtype(tmp_path: Path) -> None:
+    """Integer buffers (position_ids, num_batches_tracked) are left out with a note; a tensor
+    that is floating in the reference but an integer in a checkpoint is refused by name."""
+    w, pos = torch.randn(4, 3), torch.arange(7)
+    torch.save({"w": w, "position_ids": pos}, tmp_path / "base.pt")
+    torch.save({"w": w + 0.5, "position_ids": pos}, tmp_path / "ft.pt")
+    df = reprstore.weight_drift([tmp_path / "base.pt", tmp_path / "ft.pt"])
+    assert set(df["parameter"]) == {"w", "(all)"}
+    assert df.attrs["notes"] == [
+        "skipped 1 tensor(s) of base that are not floating point: position_ids (int64); "
+        "weight drift compares floating-point weights only"
+    ]
+    shown = run_cli("drift", "base.pt", "ft.pt", cwd=tmp_path)
+    assert shown.returncode == 0 and "position_ids (int64)" in shown.stdout, shown.stderr
+    torch.save({"w": w, "position_ids": pos.float()}, tmp_path / "float_pos.pt")
+    bad = run_cli("drift", "float_pos.pt", "ft.pt", cwd=tmp_path)
+    assert_user_error(bad, "Tensor position_ids is int64 in ft but float32 in the reference")
+    assert "lacks" not in bad.stderr
+    torch.save({"step": torch.tensor(3), "ids": torch.arange(2)}, tmp_path / "ints.pt")
+    assert_user_error(run_cli("drift", "ints.pt", "ft.pt", cwd=tmp_path),
+                      "holds no floating-point tensor", "step (int64)")  # fmt: skip
+    assert_user_error(run_cli("drift", "base.pt", "ft.pt", "--params", "pos*", cwd=tmp_path),
+                      "not floating point", "position_ids (int64)")  # fmt: skip
+
+
+def test_safetensors_integer_tensors_are_named_too(tmp_path: Path) -> None:
+    w = torch.randn(5, 2)
+    save_file({"w": w, "position_ids": torch.arange(5)}, tmp_path / "a.safetensors")
+    save_file({"w": w * 2, "position_ids": torch.arange(5)}, tmp_path / "b.safetensors")
+    df = reprstore.weight_drift([tmp_path / "a.safetensors", tmp_path / "b.safetensors"])
+    assert "position_ids (int64)" in df.attrs["notes"][0]
+    row = df[(df.checkpoint == "b") & (df.parameter == "w")].iloc[0]
+    r = w.double().numpy().ravel()
+    assert row.rel_change == pytest.approx(np.linalg.norm(2 * r - r) / np.linalg.norm(r), rel=1e-12)
+
+
+def test_torch_warnings_do_not_precede_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TorchScript archive makes torch.load warn before it fails; a legacy pickle with a
+    module in it fails: each is one line, with every warning shown (PYTHONWARNINGS)."""
+    monkeypatch.setenv("PYTHONWARNINGS", "always")
+    torch.save({"w": torch.ones(2, 2)}, tmp_path / "ok.pt")
+    with warnings.catch_warnings():  # torch.jit is deprecated: not what is tested here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(nn.Linear(2, 2)), tmp_path / "script.pt")
+    torch.save({"w": nn.Linear(2, 2)}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    (tmp_path / "text.pt").write_text("TOPSECRET: not a checkpoint\n")
+    for name, needle in (("script.pt", "pickled Python objects"),
+                         ("legacy.pt", "pickled Python objects"),
+                         ("text.pt", "it holds text, not the output of torch.save")):  # fmt: skip
+        result = run_cli("drift", "ok.pt", name, cwd=tmp_path)
+        assert_user_error(result, name, needle)
+        assert "Warning" not in result.stderr and "TOPSECRET" not in result.stderr
+    imported = run_cli("import", "s.zarr", "script.pt", "--name", "m", "--layer", "l",
+                       cwd=tmp_path)  # fmt: skip
+    assert_user_error(imported, "script.pt", "pickled Python objects")
+    assert not (tmp_path / "s.zarr").exists()
+
+
+_MEMORY_SCRIPT = """
+import json, os, resource, sys
+from reprstore.analysis.drift import weight_drift
+
+ref, cur, small_a, small_b = sys.argv[1:5]
+weight_drift([small_a, small_b])  # warm up: imports, threads, allocator
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+base = status("VmRSS:")
+with open("/proc/self/clear_refs", "w") as f:  # VmHWM from here
+    f.write("5")
+# address space: what is mapped now, the two files (torch maps .pt files whole) and 256 MiB
+limit = int(status("VmSize:") + os.path.getsize(ref) + os.path.getsize(cur) + 256 * 2**20)
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+df = weight_drift([ref, cur])
+rows = df[df.checkpoint != df.reference].set_index("parameter")
+print(json.dumps({"base": base, "peak": status("VmHWM:"),
+                  "cosine": rows["cosine"].to_dict(), "rel": rows["rel_change"].to_dict()}))
+"""
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_drift_reads_one_slice_at_a_time_under_a_real_limit(tmp_path: Path, suffix: str) -> None:
+    """Two 64 MiB tensors in a base and a fine-tuned file (128 MiB each): the pass adds well
+    under one tensor's size to the peak resident memory (it was 384 MiB: every page of
+    the memory-mapped tensors stayed resident, safetensors were read whole)."""
+    n = 16 * 2**20  # float32: 64 MiB
+    rng = np.random.default_rng(9)
+    names, want, base, tuned = ("enc.weight", "dec.weight"), {}, {}, {}
+    for name in names:
+        r = rng.standard_normal(n, dtype=np.float32)
+        w = r + np.float32(0.05) * rng.standard_normal(n, dtype=np.float32)
+        r64, w64 = r.astype(np.float64), w.astype(np.float64)
+        want[name] = (float(w64 @ r64 / (np.linalg.norm(w64) * np.linalg.norm(r64))),
+                      float(np.linalg.norm(w64 - r64) / np.linalg.norm(r64)))  # fmt: skip
+        base[name], tuned[name] = torch.from_numpy(r), torch.from_numpy(w)
+        del r64, w64
+    save = save_file if suffix == ".safetensors" else torch.save
+    save(base, tmp_path / f"base{suffix}")
+    save(tuned, tmp_path / f"tuned{suffix}")
+    del base, tuned
+    torch.save({"w": torch.ones(3)}, tmp_path / "a.pt")
+    torch.save({"w": torch.ones(3) * 2}, tmp_path / "b.pt")
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
+    args = [str(tmp_path / f) for f in (f"base{suffix}", f"tuned{suffix}", "a.pt", "b.pt")]
+    r = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, *args], capture_output=True,
+                       text=True, env=env, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    both = 2 * n * 4  # both tensors of one file together: 128 MiB
+    assert got["peak"] - got["base"] < both / 2, (got["peak"] - got["base"]) / 2**20
+    for name, (cos, rel) in want.items():
+        assert got["cosine"][name] == pytest.approx(cos, rel=1e-12)
+        assert got["rel"][name] == pytest.approx(rel, rel=1e-9)

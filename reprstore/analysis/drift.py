@@ -116,17 +116,20 @@ def weight_drift(
         :data:`DRIFT_COLUMNS`; ``step`` is the number in the label (empty for ``final``).
     """
     from reprstore.extract.weights import checkpoint_files, open_weights
+    from reprstore.stats.dask_graph import fixed_mmap_threshold
 
+    fixed_mmap_threshold()  # each slice's buffers go back to the system when freed
     given = checkpoint_files([os.fspath(c) for c in checkpoints])
     ref = _reference(given, against)
     files = sorted(given, key=_timeline_order)
     assert ref.path is not None and all(c.path is not None for c in files)
     rows: list[list[Any]] = []
     with open_weights(ref.path) as reference:
-        shapes = _selected(reference.shapes(), params, ref.label)
+        shapes = _selected(reference, params, ref.label)
+        notes = _skipped_note(reference.skipped(), params, ref.label)
         for ckpt in files:
             with open_weights(ckpt.path) as current:  # type: ignore[arg-type]
-                _check_fits(current.shapes(), shapes, ckpt.label, ref.label)
+                _check_fits(current, reference, shapes, ckpt.label, ref.label)
                 total = Sums()
                 for name, shape in shapes.items():
                     sums = tensor_sums(
@@ -136,7 +139,9 @@ def weight_drift(
                     rows.append(_row(ckpt.label, name, shape, sums, ref.label))
                 rows.append(_row(ckpt.label, ALL, (sum(map(math.prod, shapes.values())),),
                                  total, ref.label))  # fmt: skip
-    return pd.DataFrame(rows, columns=DRIFT_COLUMNS)
+    df = pd.DataFrame(rows, columns=DRIFT_COLUMNS)
+    df.attrs["notes"] = notes
+    return df
 
 
 def _timeline_order(ckpt: Any) -> tuple[int, float]:
@@ -154,23 +159,60 @@ def _row(label: str, name: str, shape: tuple[int, ...], sums: Sums, ref: str) ->
             math.prod(shape), rel, cos, change, norm, ref_norm, ref, note]  # fmt: skip
 
 
-def _selected(
-    shapes: dict[str, tuple[int, ...]], params: str | None, label: str
-) -> dict[str, tuple[int, ...]]:
+def _few(named: dict[str, str], limit: int = 3) -> str:
+    """``position_ids (int64), step (int64) …``: some names with their dtypes."""
+    text = ", ".join(f"{n} ({d})" for n, d in list(named.items())[:limit])
+    return text + (" …" if len(named) > limit else "")
+
+
+def _skipped_note(skipped: dict[str, str], params: str | None, label: str) -> list[str]:
+    """The note on the reference's tensors that are not floating point (left out)."""
+    if params is not None:
+        skipped = {k: v for k, v in skipped.items() if fnmatch.fnmatchcase(k, params)}
+    if not skipped:
+        return []
+    return [
+        f"skipped {len(skipped)} tensor(s) of {label} that are not floating point: "
+        f"{_few(skipped)}; weight drift compares floating-point weights only"
+    ]
+
+
+def _selected(reference: Any, params: str | None, label: str) -> dict[str, tuple[int, ...]]:
+    """Name → shape of the reference's floating-point tensors that ``params`` selects."""
+    shapes, skipped = reference.shapes(), reference.skipped()
     if not shapes:
-        raise InputError(f"Checkpoint {label} holds no floating-point tensor.")
+        what = f": its tensors are {_few(skipped)}" if skipped else ""
+        raise InputError(f"Checkpoint {label} holds no floating-point tensor{what}.")
     if params is None:
-        return shapes
+        return dict(shapes)
     chosen = {k: v for k, v in shapes.items() if fnmatch.fnmatchcase(k, params)}
     if not chosen:
+        other = {k: v for k, v in skipped.items() if fnmatch.fnmatchcase(k, params)}
+        if other:
+            raise InputError(
+                f"--params {params!r} selects only tensors of {label} that are not floating "
+                f"point ({_few(other)}); weight drift compares floating-point weights only."
+            )
         some = ", ".join(list(shapes)[:5])
         raise InputError(f"No tensor of {label} matches --params {params!r}; tensors: {some}…")
     return chosen
 
 
 def _check_fits(
-    got: dict[str, tuple[int, ...]], want: dict[str, tuple[int, ...]], label: str, ref: str
+    current: Any, reference: Any, want: dict[str, tuple[int, ...]], label: str, ref: str
 ) -> None:
+    """Raise unless ``current`` holds every wanted tensor, floating point, same shape."""
+    dtypes, got = current.dtypes(), current.shapes()
+    other = {k: dtypes[k] for k in want if k in dtypes and k not in got}
+    if other:
+        ref_dtypes = reference.dtypes()
+        k = next(iter(other))
+        raise InputError(
+            f"Tensor {k} is {other[k]} in {label} but {ref_dtypes[k]} in the reference {ref}"
+            f"{f' ({len(other)} such tensors)' if len(other) > 1 else ''}: weight drift "
+            "compares floating-point tensors only; choose tensors with --params or compare "
+            "checkpoints saved alike."
+        )
     missing = [k for k in want if k not in got]
     if missing:
         raise InputError(

@@ -52,6 +52,8 @@ def run_tree_import(
         console.print(plan_table(plan, f"dry run: {n} of {len(plan.entries)} file(s) to import"))
         for line in _attribute_lines(plan):
             console.print(line, highlight=False)
+        if plan.hidden:
+            console.print(hidden_note(plan).removeprefix("; "), highlight=False)
         console.print("nothing written (--dry-run)")
         return
     with progress_bar("import") as bar:
@@ -64,10 +66,20 @@ def run_tree_import(
 def summary(plan: Any, store: str) -> str:
     """``imported 48 representation(s) into s.zarr: 4 models × 3 seeds × …``."""
     if not plan.to_write:
-        return f"nothing to import: all {len(plan.entries)} file(s) are already stored, complete"
+        done = f"nothing to import: all {len(plan.entries)} file(s) are already stored, complete"
+        return done + hidden_note(plan)
     keys = [e.item.key for e in plan.to_write]
     counts = [f"{len({getattr(k, f) for k in keys})} {f}(s)" for f in
               ("model", "seed", "checkpoint", "dataset", "layer")]  # fmt: skip
     skipped = len(plan.entries) - len(keys)
-    tail = f"; {skipped} already stored" if skipped else ""
+    tail = (f"; {skipped} already stored" if skipped else "") + hidden_note(plan)
     return f"imported {len(keys)} representation(s) into {store}: {', '.join(counts)}{tail}"
+
+
+def hidden_note(plan: Any) -> str:
+    """``; skipped 2 hidden (.git, .cache)``: names starting with '.' the walk passed by."""
+    if not plan.hidden:
+        return ""
+    names = sorted({p.name for p in plan.hidden})
+    more = f", … ({len(names)} names)" if len(names) > 3 else ""
+    return f"; skipped {len(plan.hidden)} hidden file(s)/folder(s) ({', '.join(names[:3])}{more})"

@@ -78,6 +78,24 @@ def import_(
             "--dry-run", help="With a template: list what would be imported; write nothing."
         ),
     ] = False,
+    attr_ignore: Annotated[
+        str | None,
+        typer.Option(
+            "--attr-ignore",
+            help="With a template: names in metadata.json/metadata.csv not to keep as run "
+            "attributes, e.g. 'seed,step'.",
+            show_default=False,
+        ),
+    ] = None,
+    attr_rename: Annotated[
+        str | None,
+        typer.Option(
+            "--attr-rename",
+            help="With a template: keep metadata names under other attribute names, e.g. "
+            "'seed=orig_seed,step=orig_step'.",
+            show_default=False,
+        ),
+    ] = None,
     overwrite: opt.OverwriteOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
@@ -96,15 +114,17 @@ def import_(
             console, store, files[0], dry_run=dry_run, ids=ids, meta=meta,
             meta_types=meta_types, name=name, layer=layer, seed=seed, checkpoint=checkpoint,
             dataset=dataset, dtype=dtype, keep_bits=keep_bits, key=key, reduce=reduce,
-            overwrite=overwrite,
+            overwrite=overwrite, attr_ignore=attr_ignore, attr_rename=attr_rename,
         )  # fmt: skip
         return
     from reprstore.cli.progress import progress_bar
     from reprstore.errors import InputError
     from reprstore.ingest import import_files
 
-    if dry_run:
-        raise InputError("--dry-run needs a path template (e.g. 'runs/{model}/{layer}.npy').")
+    for flag, value in (("--dry-run", dry_run), ("--attr-ignore", attr_ignore),
+                        ("--attr-rename", attr_rename)):  # fmt: skip
+        if value:
+            raise InputError(f"{flag} needs a path template (e.g. 'runs/{{model}}/{{layer}}.npy').")
     if name is None or layer is None:
         raise InputError(
             f"Give --{'name' if name is None else 'layer'} for the files, or one path template "

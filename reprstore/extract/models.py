@@ -19,6 +19,7 @@ import importlib
 import os
 import re
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -236,23 +237,45 @@ def read_state_dict(path: Path, *, trust: bool = False) -> dict[str, torch.Tenso
 
         return load_file(str(path))
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust, mmap=True)
+        obj = _quiet_load(path, trust, mmap=True)
     except RuntimeError as err:
         if "mmap" not in str(err):
             raise _checkpoint_error(path, err, trust) from err
-        obj = torch.load(path, map_location="cpu", weights_only=not trust)
+        try:  # a legacy (non-zip) file: it cannot be memory-mapped
+            obj = _quiet_load(path, trust, mmap=False)
+        except Exception as err:
+            raise _checkpoint_error(path, err, trust) from err
     except Exception as err:
         raise _checkpoint_error(path, err, trust) from err
     return _unwrap_state_dict(path, obj)
 
 
+def _quiet_load(path: Path, trust: bool, *, mmap: bool) -> Any:
+    """``torch.load`` without torch's warnings (TorchScript archives, legacy formats): a
+    file that cannot be used gets one error line, not a warning before it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=not trust, mmap=mmap)
+
+
 def _checkpoint_error(path: Path, err: Exception, trust: bool) -> InputError:
-    if not trust and "weights_only" in str(err):
+    """One line for a checkpoint torch cannot load; never torch's message, which may quote
+    the file's bytes (and under weights_only=True wraps every failure the same way)."""
+    from reprstore.files import content_kind, starts_like
+
+    if not starts_like(path, ".pt"):
+        what = f"it holds {content_kind(path)}, not the output of torch.save"
+        return InputError(f"Cannot load checkpoint {path.name}: {what}.")
+    text = str(err)
+    if not trust and ("weights_only" in text or "weights only" in text.lower()):
         return InputError(
             f"Checkpoint {path.name} holds pickled Python objects and cannot be loaded with "
             "weights_only=True. Pass --trust-checkpoint only if you trust its source."
         )
-    return InputError(f"Cannot load checkpoint {path.name}: {str(err).splitlines()[0][:160]}")
+    return InputError(
+        f"Cannot load checkpoint {path.name}: it is damaged or cut short "
+        f"({type(err).__name__}); save or copy it again."
+    )
 
 
 def _unwrap_state_dict(path: Path, obj: Any) -> dict[str, torch.Tensor]:
