@@ -88,7 +88,7 @@ def describe(
                 row: dict[str, Any] = {k2: getattr(infos[i].key, k2) for k2 in KEY_FIELDS}
                 row.update(dataset=dataset, n_samples=n)
                 for s in specs:
-                    got = s.measure.describe(out.partials[k][s.key], s.opts)
+                    got = out.partials[k][s.key]  # the values (_Single.partial)
                     row.update({s.column(c): _cell(v) for c, v in got.items()})
                 rows.append(row)
     columns = [*KEY_FIELDS, "dataset", "n_samples"]

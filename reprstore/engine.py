@@ -403,7 +403,7 @@ def describe_arrays(
     for i in range(len(arrays)):
         row: dict[str, Any] = {}
         for s in specs:
-            got = s.measure.describe(out.partials[i][s.key], s.opts)
+            got = out.partials[i][s.key]  # the values (_Single.partial)
             row.update({s.column(k): v for k, v in got.items()})
         rows.append(row)
     return rows

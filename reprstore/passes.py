@@ -179,7 +179,14 @@ def run(
             _finalize(out, specs, key, orient[key], Cross(c.n, {}, {}, _names(c, key)), extras)
         return out
     block_rows = max(c.arrays[0].chunks[0])
-    passes = plan_linear_passes(features, plan_pairs, c.memory, block_rows)
+    from reprstore.planner import finishing_bytes, kept_bytes
+
+    widths_ = [int(a.shape[1]) for a in c.arrays]
+    finishing = finishing_bytes(specs, widths_, streams, plan_pairs)
+    itemsizes = [int(c.arrays[i].dtype.itemsize) for i, _ in streams]
+    kept = kept_bytes(specs, widths_, streams)
+    passes = plan_linear_passes(features, plan_pairs, c.memory, block_rows, finishing,
+                                c.threads, kept, itemsizes)  # fmt: skip
     runner = dask_graph.Runner(c.scheduler, c.progress, len(passes) * c.blocks)
     local = dask_graph.is_local_threaded(c.scheduler)
     offsets: list[Any] = [None] * len(streams)  # from the first block, for every view

@@ -4,7 +4,8 @@ Made from shapes only, before any chunk is read (SPEC: Routes, Plan):
 
 * the *feature* route streams p × q statistics: ≈ n·(p² + q²) FLOPs for the sides (made
   once per representation, shared by its pairs) and 2·n·p·q for the pair; it holds
-  (p² + q² + p·q) floats per pair, ``STATE_COPIES`` times (:mod:`reprstore.stats.plan`);
+  (p² + q² + p·q) floats per pair, ``STATE_COPIES`` times while reading, then once with
+  the measures' workspaces while finishing (:func:`reprstore.stats.plan.pass_bytes`);
 * the *sample* route makes tiles of the n × n kernels: ≈ n²·p per representation and
   round (shared by its pairs), 2·n² per pair; it holds the tiles, the panels of rows and
   the slabs (:func:`reprstore.stats.gram_tiles.sample_layout`).
@@ -25,7 +26,7 @@ from typing import Any
 from reprstore.errors import ComparisonError, InputError
 from reprstore.metrics.base import Spec
 from reprstore.stats.gram_tiles import SampleLayout, sample_bytes, sample_layout
-from reprstore.stats.plan import STATE_COPIES, human_bytes
+from reprstore.stats.plan import Reading, finishing_reserve, human_bytes, pass_bytes
 
 ROUTES = ("auto", "features", "samples")
 #: Sustained float64 FLOP/s of one thread in the products (GEMM with its overheads).
@@ -180,7 +181,9 @@ def make_plan(
         elif free and route == "samples":
             plan.routes[pair] = "samples"
         elif free:
-            plan.routes[pair] = _cheaper(ctx, pair, widths, sizes, deg, block, nuclear)
+            sides = [(pair[0], "raw"), (pair[1], "raw")]
+            (finish,) = finishing_bytes(free, widths, sides, [(0, 1)])
+            plan.routes[pair] = _cheaper(ctx, pair, widths, sizes, deg, block, nuclear, finish)
         elif rbf:
             plan.routes[pair] = "samples"
         else:  # passes of their own only
@@ -294,15 +297,16 @@ def _degrees(unique: Sequence[Pair]) -> dict[int, int]:
 
 def _cheaper(
     ctx: Any, pair: Pair, widths: list[int], sizes: list[int], deg: dict[int, int], block: int,
-    nuclear: bool = False,
+    nuclear: bool = False, finishing: int = 0,
 ) -> str:  # fmt: skip
     """The route of the smaller estimated time for a pair whose measures all have a sample
-    form (with ``nuclear``, procrustes/shape: n × n Gram matrices and their eigenproblems)."""
+    form (with ``nuclear``, procrustes/shape: n × n Gram matrices and their eigenproblems);
+    the sample route wherever the feature pass (:func:`pass_bytes`) would not fit."""
     n = ctx.n
     i, j = pair
     p, q = widths[i], widths[j]
-    state = 8 * STATE_COPIES * (p * p + q * q + (p * q if i != j else 0))
-    if state + 2 * 8 * block * (p + q) > ctx.memory:
+    reading = Reading(block, ctx.threads, sizes)
+    if pass_bytes(widths, [i, j], [(i, j)], reading, finishing) > ctx.memory:
         return "samples"
     sides = {i, j}
     f_flops = sum(n * widths[k] ** 2 / deg[k] for k in sides) + (2.0 * n * p * q if i != j else 0)
@@ -325,27 +329,62 @@ def _cheaper(
     return "samples" if s_time < f_time else "features"
 
 
+def finishing_bytes(
+    specs: Sequence[Spec], widths: Sequence[int], streams: Sequence[tuple[int, str]],
+    stream_pairs: Sequence[Pair],
+) -> list[int]:  # fmt: skip
+    """What finishing each stream pair of a feature pass holds on one thread besides its
+    statistics: the largest workspace of the measures' steps (:meth:`Measure.workspace`).
+    The one place the finishing steps enter the memory model (a pass reserves its
+    ``threads`` largest: :func:`reprstore.stats.plan.finishing_reserve`)."""
+    out = []
+    for s, t in stream_pairs:
+        p, q = widths[streams[s][0]], widths[streams[t][0]]
+        out.append(max((x.measure.workspace(x.opts, p, q) for x in specs), default=0))
+    return out
+
+
+def kept_bytes(
+    specs: Sequence[Spec], widths: Sequence[int], streams: Sequence[tuple[int, str]]
+) -> list[int]:
+    """What the measures keep of each stream's representation from its pass until the
+    comparison ends (:meth:`Measure.kept`), counted once per representation."""
+    out, seen = [], set()
+    for i, _ in streams:
+        out.append(0 if i in seen else sum(x.measure.kept(x.opts, widths[i]) for x in specs))
+        seen.add(i)
+    return out
+
+
 def _cost_features(plan: Plan, ctx: Any, specs: Sequence[Spec], own: Sequence[int],
                    widths: list[int], sizes: list[int], block: int) -> None:  # fmt: skip
     """Passes, reads, FLOPs and memory of the feature route's pairs (and ``own``)."""
     from reprstore.passes import feature_streams
-    from reprstore.stats.plan import linear_state_bytes, plan_linear_passes
+    from reprstore.stats.plan import plan_linear_passes
 
     pairs = [p for p, r in plan.routes.items() if r == "features"]
     streams, plan_pairs, features = feature_streams(ctx, pairs, specs, own)
     if not streams:
         return
+    finishing = finishing_bytes(specs, widths, streams, plan_pairs)
+    kept = kept_bytes(specs, widths, streams)
     try:
-        passes = plan_linear_passes(features, plan_pairs, ctx.memory, block)
+        itemsizes = [sizes[i] for i, _ in streams]
+        passes = plan_linear_passes(features, plan_pairs, ctx.memory, block, finishing,
+                                    ctx.threads, kept, itemsizes)  # fmt: skip
     except ComparisonError as err:
         raise ComparisonError(_feature_refusal(str(err), specs)) from None
     plan.feature_passes = len(passes)
     n = plan.n
+    reserve = dict(zip(plan_pairs, finishing, strict=True))
+    done: set[int] = set()
     for own_s, batch in passes:
         reprs = {streams[k][0] for pair in batch for k in pair} | {streams[k][0] for k in own_s}
         plan.reads += sum(ctx.arrays[0].shape[0] * widths[i] * sizes[i] for i in reprs)
-        mem = STATE_COPIES * linear_state_bytes(features, own_s, batch)
-        mem += sum(2 * 8 * block * widths[i] for i in reprs)
+        held = finishing_reserve([reserve[p] for p in batch], ctx.threads)
+        reading = Reading(block, ctx.threads, itemsizes)
+        mem = sum(kept[k] for k in done) + pass_bytes(features, own_s, batch, reading, held)
+        done |= set(own_s)
         plan.feature_memory = max(plan.feature_memory, mem)
         plan.flops += sum(n * features[k] ** 2 for k in set(own_s))
         plan.flops += sum(2.0 * n * features[a] * features[b] for a, b in batch if a != b)

@@ -103,6 +103,14 @@ class Measure:
     #: a result file read back with a value outside it was edited or is not a result
     #: (:func:`reprstore.metrics.registry.column_range`).
     ranges: tuple[tuple[str, float, float], ...] = ()
+    #: Temporaries of the per-representation and per-pair steps (eigen/SVD workspaces,
+    #: whitening, products), as float64 counts (a, b, c) of p², q² and p·q
+    #: (:meth:`workspace`); the planner reserves them for every thread that runs the steps.
+    workspace_terms: tuple[float, float, float] = (2.0, 2.0, 2.0)
+    #: What the per-representation step keeps from a representation's pass until every
+    #: pair is finished, as float64 counts (a, b) of p² and p (:meth:`kept`): by default
+    #: its moments and their cached eigenvectors.
+    kept_terms: tuple[float, float] = (2.0, 4.0)
     #: Informational columns (how a value was computed), after the measures' columns.
     info: tuple[str, ...] = ()
     #: Scalar columns whose plug-in estimate is biased by O(p/n) (in-sample fits): their
@@ -150,6 +158,18 @@ class Measure:
 
     def partial(self, side: Side, opts: Mapping[str, Any]) -> Any:
         return side
+
+    def kept(self, opts: Mapping[str, Any], p: int) -> int:
+        """Bytes this measure's per-representation step keeps for a representation p wide
+        until the comparison ends (the planner counts it in every later pass)."""
+        a, b = self.kept_terms
+        return int(8 * (a * p * p + b * p))
+
+    def workspace(self, opts: Mapping[str, Any], p: int, q: int) -> int:
+        """Bytes of temporaries one thread holds while finishing this measure for a pair of
+        widths p and q (q = p for a single representation)."""
+        a, b, c = self.workspace_terms
+        return int(8 * (a * p * p + b * q * q + c * p * q))
 
     def mirrored(self, columns: dict[str, Any]) -> dict[str, Any]:
         """A symmetric measure's columns for (B, A) from those of (A, B): the same, unless

@@ -344,6 +344,8 @@ class CKA(Measure):
     #: |CKA| ≤ 1 for every estimator: each HSIC estimate is an inner product of centred
     #: (or U-centred, debiased) kernels, and Cauchy–Schwarz bounds their ratio.
     ranges = (("cka", -1.0, 1.0),)
+    workspace_terms = (1.0, 1.0, 1.0)  # one temporary of each product
+    kept_terms = (0.0, 2.0)  # its self-HSIC and column sums only
     info = ("estimator", "kernel", "route", "n_batches", "batch_size", "sigma", "bandwidth_a",
             "bandwidth_b", "sigma_method", "hsic_ab", "hsic_aa", "hsic_bb")  # fmt: skip
 

@@ -22,6 +22,8 @@ class PWCCA(Measure):
     symmetric = False
     scalars = ("pwcca",)
     ranges = (("pwcca", 0.0, 1.0),)
+    workspace_terms = (4.0, 4.0, 4.0)  # CCA plus the weights of the canonical directions
+    kept_terms = (3.0, 4.0)  # the side, its eigenvectors and Cxx^-½
     ci_max_ratio = 0.01
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:

@@ -87,6 +87,7 @@ class RSA(Measure):
     )
     scalars = ("rsa",)
     ranges = (("rsa", -1.0, 1.0),)
+    workspace_terms = (2.0, 2.0, 2.0)  # products of the centred moments
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
         return frozenset(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -45,52 +46,98 @@ def parse_memory(value: int | str | None) -> int:
 
 
 def plan_linear_passes(
-    features: Sequence[int], pairs: Sequence[Pair], memory: int, block_rows: int = 0
+    features: Sequence[int],
+    pairs: Sequence[Pair],
+    memory: int,
+    block_rows: int = 0,
+    finishing: Sequence[int] | None = None,
+    threads: int = 1,
+    kept: Sequence[int] | None = None,
+    itemsizes: Sequence[int] | None = None,
 ) -> list[tuple[list[int], list[Pair]]]:
-    """Group pairs into passes whose statistics fit ``memory`` bytes.
+    """Group pairs into passes whose memory (:func:`pass_bytes`) fits ``memory`` bytes.
 
     Each representation's own statistics (p² + 3p floats) are made in the first pass that
-    involves it; each pair adds p·q + p + q floats; all are counted ``STATE_COPIES``
-    times. Each representation read in a pass adds two row blocks of float64 data
-    (``block_rows`` × p). Returns ``[(own, pairs), …]``.
+    involves it; each pair adds p·q + p + q floats. ``finishing[k]`` is what finishing
+    pair ``k`` (its measures' steps) holds on one thread besides the statistics; a pass
+    reserves the ``threads`` largest of its pairs' (:func:`finishing_reserve`).
+    ``kept[k]`` is what the measures keep of stream ``k`` from its pass to the end: every
+    later pass holds it too. ``itemsizes[k]``: bytes of a stored value of stream ``k``.
+    Returns ``[(own, pairs), …]``.
     """
+    reading = Reading(block_rows, threads, itemsizes)
     passes: list[tuple[list[int], list[Pair]]] = []
     done: set[int] = set()
     own: list[int] = []
     batch: list[Pair] = []
-    used = 0
-
-    def cost(i: int, j: int, have: set[int], read: set[int]) -> int:
-        new = {i, j} - have
-        floats = sum(features[k] ** 2 + 3 * features[k] for k in new)
-        if i != j:
-            floats += features[i] * features[j] + features[i] + features[j]
-        data = sum(2 * block_rows * features[k] for k in {i, j} - read)
-        return 8 * (floats * STATE_COPIES + data)
-
-    read: set[int] = set()
-    for i, j in pairs:
-        need = cost(i, j, done | set(own), read)
-        if batch and used + need > memory:
+    held: list[int] = []
+    for k, (i, j) in enumerate(pairs):
+        extra = int(finishing[k]) if finishing is not None else 0
+        grown = [*own, *(x for x in dict.fromkeys((i, j)) if x not in done and x not in own)]
+        reserve = finishing_reserve([*held, extra], threads)
+        before = sum(kept[x] for x in done) if kept is not None else 0
+        need = before + pass_bytes(features, grown, [*batch, (i, j)], reading, reserve)
+        if batch and need > memory:
             passes.append((own, batch))
             done |= set(own)
-            own, batch, used, read = [], [], 0, set()
-            need = cost(i, j, done, read)
+            own, batch, held = [], [], []
+            grown = [x for x in dict.fromkeys((i, j)) if x not in done]
+            before = sum(kept[x] for x in done) if kept is not None else 0
+            need = before + pass_bytes(features, grown, [(i, j)], reading, extra)
         if need > memory:
+            held_ = f" (with {human_bytes(before)} kept from earlier passes)" if before else ""
             raise ComparisonError(
                 f"One pair ({features[i]} × {features[j]} features) needs about "
-                f"{human_bytes(need)} of statistics, more than the memory limit "
+                f"{human_bytes(need)} of statistics{held_}, more than the memory limit "
                 f"{human_bytes(memory)}. "
                 "Raise --memory or use --estimator minibatch (its memory does not grow "
                 "with the number of features squared)."
             )
-        own += [k for k in dict.fromkeys((i, j)) if k not in done and k not in own]
-        read |= {i, j}
+        own = grown
+        held.append(extra)
         batch.append((i, j))
-        used += need
     if batch:
         passes.append((own, batch))
     return passes
+
+
+def finishing_reserve(workspaces: Sequence[int], threads: int) -> int:
+    """What finishing a pass's pairs holds at once: the ``threads`` largest workspaces."""
+    return sum(sorted(workspaces, reverse=True)[: max(1, threads)])
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How a linear pass reads its row blocks: ``block_rows`` rows at a time, on up to
+    ``readers`` threads at once (its chains), each holding a block of every
+    representation twice: as stored (``itemsizes``, by stream; 8 when not given) and
+    offset in float64."""
+
+    block_rows: int
+    readers: int = 1
+    itemsizes: Sequence[int] | None = None
+
+    def bytes(self, features: Sequence[int], reprs: set[int]) -> int:
+        if self.itemsizes is None:  # float64 stores
+            return sum(2 * 8 * self.block_rows * features[k] for k in reprs)
+        per_row = sum(features[k] * (8 + self.itemsizes[k]) for k in reprs)
+        return max(1, self.readers) * self.block_rows * per_row
+
+
+def pass_bytes(
+    features: Sequence[int], own: Sequence[int], pairs: Sequence[Pair], reading: Reading,
+    finishing: int = 0,
+) -> int:  # fmt: skip
+    """The memory model of one linear pass: the larger of its two phases.
+
+    While reading, its statistics are held ``STATE_COPIES`` times (the chains' states, the
+    tree reduction's partial states, the products' temporaries) with the row blocks being
+    read (:class:`Reading`). Then, while the measures are finished, one copy of the
+    statistics and ``finishing`` (their eigen/SVD workspaces, on every thread).
+    """
+    state = linear_state_bytes(features, own, pairs)
+    data = reading.bytes(features, set(own) | {k for p in pairs for k in p})
+    return max(STATE_COPIES * state + data, state + finishing)
 
 
 def linear_state_bytes(features: Sequence[int], own: Sequence[int], pairs: Sequence[Pair]) -> int:
