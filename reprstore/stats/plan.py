@@ -85,10 +85,13 @@ def plan_linear_passes(
             before = sum(kept[x] for x in done) if kept is not None else 0
             need = before + pass_bytes(features, grown, [(i, j)], reading, extra)
         if need > memory:
-            held_ = f" (with {human_bytes(before)} kept from earlier passes)" if before else ""
+            parts = pass_parts(features, grown, [(i, j)], reading, extra)
+            if before:
+                parts["kept from earlier passes"] = before
+            shown = ", ".join(f"{k} {human_bytes(v)}" for k, v in parts.items() if v)
             raise ComparisonError(
                 f"One pair ({features[i]} × {features[j]} features) needs about "
-                f"{human_bytes(need)} of statistics{held_}, more than the memory limit "
+                f"{human_bytes(need)} ({shown}), more than the memory limit "
                 f"{human_bytes(memory)}. "
                 "Raise --memory or use --estimator minibatch (its memory does not grow "
                 "with the number of features squared)."
@@ -135,9 +138,20 @@ def pass_bytes(
     read (:class:`Reading`). Then, while the measures are finished, one copy of the
     statistics and ``finishing`` (their eigen/SVD workspaces, on every thread).
     """
+    got = pass_parts(features, own, pairs, reading, finishing)
+    reading_phase = got["statistics"] + got["row blocks"]
+    return max(reading_phase, got["statistics"] // STATE_COPIES + got["finishing"])
+
+
+def pass_parts(
+    features: Sequence[int], own: Sequence[int], pairs: Sequence[Pair], reading: Reading,
+    finishing: int = 0,
+) -> dict[str, int]:  # fmt: skip
+    """The parts of :func:`pass_bytes`, for messages: the statistics (all their copies),
+    the row blocks and the finishing workspaces."""
     state = linear_state_bytes(features, own, pairs)
     data = reading.bytes(features, set(own) | {k for p in pairs for k in p})
-    return max(STATE_COPIES * state + data, state + finishing)
+    return {"statistics": STATE_COPIES * state, "row blocks": data, "finishing": finishing}
 
 
 def linear_state_bytes(features: Sequence[int], own: Sequence[int], pairs: Sequence[Pair]) -> int:

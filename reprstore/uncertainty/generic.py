@@ -133,16 +133,25 @@ def _plan(ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec],
     orient = orientations(ordered)
     units = list(orient)
     lay = Layout(ctx, specs, units)
+    reprs = sorted({k for p in units for k in p})
+    widths = [int(a.shape[1]) for a in ctx.arrays]
+    threads = max(1, ctx.threads)
+    # each chain holds a block of every array as stored, its rows sorted by group (a
+    # second copy as stored) and in float64
+    block = max(ctx.arrays[0].chunks[0])
     data = (
-        2
-        * 8
-        * max(ctx.arrays[0].chunks[0])
-        * sum(ctx.arrays[i].shape[1] for i in {k for p in units for k in p})
+        threads
+        * block
+        * sum(widths[i] * (8 + 2 * int(ctx.arrays[i].dtype.itemsize)) for i in reprs)
     )
+    # each recomputing thread finishes its pairs one at a time, keeping every side's step
+    work = max(s.measure.workspace(s.opts, widths[a], widths[b]) for s in specs for a, b in units)
+    kept = sum(s.measure.kept(s.opts, widths[i]) for s in specs for i in reprs)
     sizes = [lay.unit_bytes([u]) for u in units]
     n_groups, plan = gp.plan_groups(
-        sizes, opts.bootstrap, ctx.memory, data, lambda ks: lay.unit_bytes([units[k] for k in ks])
-    )
+        sizes, opts.bootstrap, ctx.memory, data, lambda ks: lay.unit_bytes([units[k] for k in ks]),
+        replicas=1 + threads, finishing=threads * (work + kept),
+    )  # fmt: skip
     return orient, units, lay, data, n_groups, plan
 
 

@@ -55,9 +55,17 @@ def unit_bytes(features: Sequence[int], own: Sequence[int], cross: Sequence[Pair
 
 
 def plan_groups(
-    sizes: Sequence[int], asked: int, memory: int, data_bytes: int, fuse: Any
-) -> tuple[int, list[list[int]]]:
-    """Groups G (≤ ``asked``) and passes (lists of unit indices) whose G states fit ``memory``.
+    sizes: Sequence[int], asked: int, memory: int, data_bytes: int, fuse: Any,
+    replicas: int = 0, finishing: int = 0,
+) -> tuple[int, list[list[int]]]:  # fmt: skip
+    """Groups G (≤ ``asked``) and passes (lists of unit indices) that fit ``memory``.
+
+    The memory model of an interval (:func:`reprstore.uncertainty.generic.intervals`), in
+    its two phases: reading, G states per chain (the chains share ``memory −
+    data_bytes``: :func:`grouped_pass`) with the row blocks; then the G states, their
+    total and the left-out state of each of the ``replicas − 1`` threads that recompute
+    the measures (``replicas`` extra states in all), with ``finishing`` (the measures'
+    workspaces on those threads).
 
     Parameters
     ----------
@@ -67,22 +75,30 @@ def plan_groups(
     Raises
     ------
     ComparisonError
-        Not even ``MIN_GROUPS`` states of the largest unit fit.
+        Not even ``MIN_GROUPS`` groups of the largest unit fit.
     """
-    room = memory - data_bytes
     widest = max(sizes)
-    fit = room // widest if room > 0 else 0
     least = min(asked, MIN_GROUPS)
-    if fit < least:
+
+    def fits(state: int, groups: int) -> bool:
+        reading = groups * state + data_bytes
+        finish = (groups + replicas) * state + finishing
+        return max(reading, finish) <= memory
+
+    if not fits(widest, least):
+        need = max(least * widest + data_bytes, (least + replicas) * widest + finishing)
         raise ComparisonError(
             f"The interval needs {least} group states of {human_bytes(widest)} each "
-            f"({human_bytes(least * widest + data_bytes)} with the row blocks), more than the "
-            f"memory limit {human_bytes(memory)}. Raise --memory (or use --estimator minibatch)."
+            f"({human_bytes(need)} with the row blocks and the recomputations' work), more "
+            f"than the memory limit {human_bytes(memory)}. Raise --memory (or use --estimator "
+            "minibatch)."
         )
-    groups = int(min(asked, fit))
+    groups = least
+    while groups < asked and fits(widest, groups + 1):
+        groups += 1
     passes: list[list[int]] = []
     for k in range(len(sizes)):
-        if passes and fuse([*passes[-1], k]) * groups <= room:
+        if passes and fits(fuse([*passes[-1], k]), groups):
             passes[-1].append(k)
         else:
             passes.append([k])
