@@ -186,7 +186,7 @@ def run(
     itemsizes = [int(c.arrays[i].dtype.itemsize) for i, _ in streams]
     kept = kept_bytes(specs, widths_, streams)
     passes = plan_linear_passes(features, plan_pairs, c.memory, block_rows, finishing,
-                                c.threads, kept, itemsizes)  # fmt: skip
+                                c.threads, kept, itemsizes, c.blocks)  # fmt: skip
     runner = dask_graph.Runner(c.scheduler, c.progress, len(passes) * c.blocks)
     local = dask_graph.is_local_threaded(c.scheduler)
     offsets: list[Any] = [None] * len(streams)  # from the first block, for every view
@@ -222,6 +222,7 @@ def run(
                 cr = Cross(c.n, pending.pop(key), {}, _names(c, key))
                 jobs.append(partial(_finalize, out, specs, key, orient[key], cr, extras))
         _parallel(c.threads, jobs)
+        jobs.clear()  # each finished pair's Cross (its moments and shared products) goes now
     for key in orient:
         if orient[key][0] not in out.pairs:
             cr = Cross(c.n, pending.pop(key, {}), {}, _names(c, key))

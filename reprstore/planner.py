@@ -305,7 +305,7 @@ def _cheaper(
     n = ctx.n
     i, j = pair
     p, q = widths[i], widths[j]
-    reading = Reading(block, ctx.threads, sizes)
+    reading = Reading(block, ctx.threads, sizes, ctx.blocks)
     if pass_bytes(widths, [i, j], [(i, j)], reading, finishing) > ctx.memory:
         return "samples"
     sides = {i, j}
@@ -371,7 +371,7 @@ def _cost_features(plan: Plan, ctx: Any, specs: Sequence[Spec], own: Sequence[in
     try:
         itemsizes = [sizes[i] for i, _ in streams]
         passes = plan_linear_passes(features, plan_pairs, ctx.memory, block, finishing,
-                                    ctx.threads, kept, itemsizes)  # fmt: skip
+                                    ctx.threads, kept, itemsizes, ctx.blocks)  # fmt: skip
     except ComparisonError as err:
         raise ComparisonError(_feature_refusal(str(err), specs)) from None
     plan.feature_passes = len(passes)
@@ -382,7 +382,7 @@ def _cost_features(plan: Plan, ctx: Any, specs: Sequence[Spec], own: Sequence[in
         reprs = {streams[k][0] for pair in batch for k in pair} | {streams[k][0] for k in own_s}
         plan.reads += sum(ctx.arrays[0].shape[0] * widths[i] * sizes[i] for i in reprs)
         held = finishing_reserve([reserve[p] for p in batch], ctx.threads)
-        reading = Reading(block, ctx.threads, itemsizes)
+        reading = Reading(block, ctx.threads, itemsizes, ctx.blocks)
         mem = sum(kept[k] for k in done) + pass_bytes(features, own_s, batch, reading, held)
         done |= set(own_s)
         plan.feature_memory = max(plan.feature_memory, mem)

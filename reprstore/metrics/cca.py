@@ -105,7 +105,7 @@ class CCA(Measure):
     scalars = ("cca", "cca_r2")
     ranges = (("cca", 0.0, 1.0), ("cca_r2", 0.0, 1.0))
     workspace_terms = (4.0, 4.0, 3.0)  # whitening eigh of Cxx, Cyy; products with Cxy; SVD
-    kept_terms = (3.0, 4.0)  # the side, its eigenvectors and Cxx^-½
+    kept_terms = (4.0, 4.0)  # the side (moments, Cxx), its factors and Cxx^-½ (as measured)
     arrays = ("cca_rho",)
     biased_plugin = ("cca", "cca_r2")
     #: mean ρ undercovers beyond (0.90 at p/n = 0.1, bias-corrected; cca_r2 holds to 0.2)

@@ -23,7 +23,7 @@ class PWCCA(Measure):
     scalars = ("pwcca",)
     ranges = (("pwcca", 0.0, 1.0),)
     workspace_terms = (4.0, 4.0, 4.0)  # CCA plus the weights of the canonical directions
-    kept_terms = (3.0, 4.0)  # the side, its eigenvectors and Cxx^-½
+    kept_terms = (4.0, 4.0)  # the side (moments, Cxx), its factors and Cxx^-½ (as measured)
     ci_max_ratio = 0.01
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:

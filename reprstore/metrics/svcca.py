@@ -44,7 +44,7 @@ class SVCCA(Measure):
     scalars = ("svcca",)
     ranges = (("svcca", 0.0, 1.0),)
     workspace_terms = (4.0, 4.0, 3.0)  # SVD truncation, then CCA
-    kept_terms = (3.0, 4.0)  # the side, its eigenvectors and the kept directions
+    kept_terms = (4.0, 4.0)  # the side (moments, Cxx), its eigenvectors, the kept directions
     ci_max_ratio = 0.01
     arrays = ("svcca_rho",)
 

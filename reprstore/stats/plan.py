@@ -19,6 +19,8 @@ DEFAULT_MEMORY = 2 * 1024**3
 #: products' temporaries).
 STATE_COPIES = 4
 Pair = tuple[int, int]
+#: Copies of a row block as stored that a reading chain holds at once (:class:`Reading`).
+STORED_COPIES = 3
 
 
 def parse_memory(value: int | str | None) -> int:
@@ -54,6 +56,7 @@ def plan_linear_passes(
     threads: int = 1,
     kept: Sequence[int] | None = None,
     itemsizes: Sequence[int] | None = None,
+    blocks: int | None = None,
 ) -> list[tuple[list[int], list[Pair]]]:
     """Group pairs into passes whose memory (:func:`pass_bytes`) fits ``memory`` bytes.
 
@@ -65,7 +68,7 @@ def plan_linear_passes(
     later pass holds it too. ``itemsizes[k]``: bytes of a stored value of stream ``k``.
     Returns ``[(own, pairs), …]``.
     """
-    reading = Reading(block_rows, threads, itemsizes)
+    reading = Reading(block_rows, threads, itemsizes, blocks)
     passes: list[tuple[list[int], list[Pair]]] = []
     done: set[int] = set()
     own: list[int] = []
@@ -113,18 +116,22 @@ def finishing_reserve(workspaces: Sequence[int], threads: int) -> int:
 class Reading:
     """How a linear pass reads its row blocks: ``block_rows`` rows at a time, on up to
     ``readers`` threads at once (its chains), each holding a block of every
-    representation twice: as stored (``itemsizes``, by stream; 8 when not given) and
-    offset in float64."""
+    representation as stored (``itemsizes``, by stream; 8 when not given) three times
+    (the compressed chunk's decoding, the decoded block, its row selection) and offset in
+    float64: :data:`STORED_COPIES` + 8 bytes a value, as measured on float32 stores."""
 
     block_rows: int
     readers: int = 1
     itemsizes: Sequence[int] | None = None
+    #: Row blocks the pass reads: no more chains than blocks read at once.
+    blocks: int | None = None
 
     def bytes(self, features: Sequence[int], reprs: set[int]) -> int:
         if self.itemsizes is None:  # float64 stores
             return sum(2 * 8 * self.block_rows * features[k] for k in reprs)
-        per_row = sum(features[k] * (8 + self.itemsizes[k]) for k in reprs)
-        return max(1, self.readers) * self.block_rows * per_row
+        per_row = sum(features[k] * (8 + STORED_COPIES * self.itemsizes[k]) for k in reprs)
+        readers = max(1, min(self.readers, self.blocks or self.readers))
+        return readers * self.block_rows * per_row
 
 
 def pass_bytes(

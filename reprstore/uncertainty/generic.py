@@ -32,7 +32,7 @@ from reprstore.metrics.base import Cross, Side, Spec
 from reprstore.passes import Outcome, PassContext
 from reprstore.stats import dask_graph, linear
 from reprstore.stats import resample as rs
-from reprstore.stats.plan import human_bytes
+from reprstore.stats.plan import STORED_COPIES, human_bytes
 from reprstore.uncertainty import UncertaintyOptions, say
 from reprstore.uncertainty import grouped as gp
 
@@ -136,13 +136,15 @@ def _plan(ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec],
     reprs = sorted({k for p in units for k in p})
     widths = [int(a.shape[1]) for a in ctx.arrays]
     threads = max(1, ctx.threads)
-    # each chain holds a block of every array as stored, its rows sorted by group (a
-    # second copy as stored) and in float64
+    # each chain holds a block of every array as a plain pass does (Reading), and its
+    # rows sorted by group (one more copy as stored)
     block = max(ctx.arrays[0].chunks[0])
+    chains = min(threads, max(1, ctx.blocks))
+    copies = STORED_COPIES + 1
     data = (
-        threads
+        chains
         * block
-        * sum(widths[i] * (8 + 2 * int(ctx.arrays[i].dtype.itemsize)) for i in reprs)
+        * sum(widths[i] * (8 + copies * int(ctx.arrays[i].dtype.itemsize)) for i in reprs)
     )
     # each recomputing thread finishes its pairs one at a time, keeping every side's step
     work = max(s.measure.workspace(s.opts, widths[a], widths[b]) for s in specs for a, b in units)
