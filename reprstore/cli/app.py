@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 import typer
-import typer.rich_utils
 
 from reprstore.cli import _options as opt
 from reprstore.cli import (
@@ -34,7 +34,21 @@ def _help_width() -> int:
     return max(shutil.get_terminal_size((HELP_MIN_WIDTH, 24)).columns, HELP_MIN_WIDTH)
 
 
-typer.rich_utils.MAX_WIDTH = _help_width()
+def _set_help_width() -> None:
+    """Lay typer's help and usage errors out :func:`_help_width` wide.
+
+    typer imports ``typer.rich_utils`` (rich's markdown, syntax and traceback modules:
+    65 ms) only to show help or a usage error, and reads ``TERMINAL_WIDTH`` then; importing
+    it here to set its ``MAX_WIDTH`` would cost every command those 65 ms.
+    """
+    rich_utils = sys.modules.get("typer.rich_utils")
+    if rich_utils is not None:
+        rich_utils.MAX_WIDTH = _help_width()  # type: ignore[attr-defined]
+    else:
+        os.environ["TERMINAL_WIDTH"] = str(_help_width())
+
+
+_set_help_width()
 
 app = typer.Typer(
     name="reprstore",
