@@ -278,7 +278,7 @@ def test_a_read_that_an_upgrade_overlaps_says_so(tmp_path: Path) -> None:
     upgrade(store, progress=read_midway)
     assert len(seen) == 3
     assert all("is being upgraded (reprstore upgrade is running)" in s for s in seen), seen
-    with pytest.raises(StoreFormatError, match="was upgraded .* while it was being read"):
+    with pytest.raises(StoreFormatError, match=r"was upgraded .* while it was being read"):
         st.select()
     assert len(Store.open(store).select()) == len(V1_KEYS)  # opened anew: format 2
 
