@@ -17,6 +17,10 @@ quiet machine. The load average before and after the runs is recorded with the f
 Two reference rows (no goal) give the floor: the bare interpreter, and the interpreter
 importing zarr (which any command that reads a store needs).
 
+``--baseline DIR`` also times every ``reprstore`` command with ``PYTHONPATH=DIR`` (a copy of
+an earlier reprstore: ``git archive REV reprstore | tar -x -C DIR``), interleaved with the
+current code's runs, so that a change is compared with what it replaced under the same load.
+
 Writes ``<date>-startup[-quick|-tiny].json`` and ``.md`` into ``--out`` (default
 ``benchmarks/results``). Timings are measured here, never asserted in tests.
 """
@@ -87,22 +91,29 @@ def make_store(work: Path, size: str) -> None:
         raise SystemExit(f"making the store failed: {done.stderr}")
 
 
-def timed(argv: list[str], work: Path) -> tuple[float, float, int]:
+def baseline_env(baseline: Path) -> dict[str, str]:
+    """The environment that imports reprstore from ``baseline`` instead."""
+    return {**os.environ, "PYTHONPATH": str(baseline.resolve())}
+
+
+def timed(
+    argv: list[str], work: Path, env: dict[str, str] | None = None
+) -> tuple[float, float, int]:
     """Wall seconds, CPU seconds (user + system) and exit status of one fresh process."""
     shutil.rmtree(work / "new.zarr", ignore_errors=True)  # import writes a new store each time
     start = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=work, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+                            stderr=subprocess.DEVNULL, env=env)  # fmt: skip
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     return wall, usage.ru_utime + usage.ru_stime, os.waitstatus_to_exitcode(status)
 
 
-def heavy_imports(argv: list[str], work: Path) -> list[str]:
+def heavy_imports(argv: list[str], work: Path, env: dict[str, str] | None = None) -> list[str]:
     """Which :data:`HEAVY` modules the command imports (from ``-X importtime``)."""
     shutil.rmtree(work / "new.zarr", ignore_errors=True)
     done = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], cwd=work,
-                          capture_output=True, text=True)  # fmt: skip
+                          capture_output=True, text=True, env=env)  # fmt: skip
     names = {
         line.rsplit("|", 1)[1].strip()
         for line in done.stderr.splitlines()
@@ -111,40 +122,70 @@ def heavy_imports(argv: list[str], work: Path) -> list[str]:
     return [h for h in HEAVY if h in names]
 
 
-def run(size: str, work: Path, repeats: int) -> dict[str, Any]:
+def run(size: str, work: Path, repeats: int, baseline: Path | None = None) -> dict[str, Any]:
     make_store(work, size)
     cmds = commands()
-    walls: dict[str, list[float]] = {label: [] for label in cmds}
-    cpus: dict[str, list[float]] = {label: [] for label in cmds}
-    codes: dict[str, set[int]] = {label: set() for label in cmds}
+    trees: dict[str, dict[str, str] | None] = {"current": None}
+    if baseline is not None:
+        trees["baseline"] = baseline_env(baseline)
+    runs = [(label, tree) for label in cmds for tree in trees
+            if tree == "current" or label.startswith("reprstore")]  # fmt: skip
+    walls: dict[tuple[str, str], list[float]] = {r: [] for r in runs}
+    cpus: dict[tuple[str, str], list[float]] = {r: [] for r in runs}
+    codes: dict[tuple[str, str], set[int]] = {r: set() for r in runs}
     load_before = os.getloadavg()
     for _ in range(repeats):
-        for label, argv in cmds.items():
-            wall, cpu, rc = timed(argv, work)
-            walls[label].append(wall)
-            cpus[label].append(cpu)
-            codes[label].add(rc)
+        for label, tree in runs:
+            wall, cpu, rc = timed(cmds[label], work, trees[tree])
+            walls[label, tree].append(wall)
+            cpus[label, tree].append(cpu)
+            codes[label, tree].add(rc)
     load_after = os.getloadavg()
     rows = []
     for label, argv in cmds.items():
-        median = statistics.median(walls[label])
-        rows.append({
-            "command": label, "median_s": round(median, 3), "min_s": round(min(walls[label]), 3),
-            "cpu_median_s": round(statistics.median(cpus[label]), 3),
-            "exit_codes": sorted(codes[label]), "heavy_imports": heavy_imports(argv, work),
+        median = statistics.median(walls[label, "current"])
+        row = {
+            "command": label, "median_s": round(median, 3),
+            "min_s": round(min(walls[label, "current"]), 3),
+            "cpu_median_s": round(statistics.median(cpus[label, "current"]), 3),
+            "exit_codes": sorted(codes[label, "current"]),
+            "heavy_imports": heavy_imports(argv, work),
             "goal_s": GOAL_S if has_goal(label) else None,
             "met": median <= GOAL_S if has_goal(label) else None,
-            "wall_s_runs": [round(w, 3) for w in walls[label]],
-        })  # fmt: skip
+            "wall_s_runs": [round(w, 3) for w in walls[label, "current"]],
+        }  # fmt: skip
+        if (label, "baseline") in walls:
+            row["baseline_median_s"] = round(statistics.median(walls[label, "baseline"]), 3)
+            row["baseline_cpu_median_s"] = round(statistics.median(cpus[label, "baseline"]), 3)
+            row["baseline_heavy_imports"] = heavy_imports(argv, work, trees["baseline"])
+        rows.append(row)
     n, p = SHAPES[size]
     return {"size": size, "repeats": repeats, "layers": LAYERS, "n": n, "p": p,
             "python": sys.version.split()[0], "cpus": os.cpu_count(),
+            "baseline": None if baseline is None else str(baseline),
             "load_before": [round(v, 2) for v in load_before],
             "load_after": [round(v, 2) for v in load_after], "rows": rows}  # fmt: skip
 
 
+def _table_row(r: dict[str, Any], with_baseline: bool) -> str:
+    goal = "–" if r["goal_s"] is None else f"≤ {r['goal_s']} s"
+    met = "–" if r["met"] is None else ("yes" if r["met"] else "**no**")
+    cells = [f"`{r['command']}`", ", ".join(map(str, r["exit_codes"])), f"{r['median_s']:.3f}",
+             f"{r['min_s']:.3f}", f"{r['cpu_median_s']:.3f}"]  # fmt: skip
+    if with_baseline:
+        before = [r.get("baseline_median_s"), r.get("baseline_cpu_median_s")]
+        cells += ["–" if v is None else f"{v:.3f}" for v in before]
+    cells += [", ".join(r["heavy_imports"]) or "none", goal, met]
+    return "| " + " | ".join(cells) + " |"
+
+
 def markdown(doc: dict[str, Any]) -> str:
     load = f"{doc['load_before'][0]} before, {doc['load_after'][0]} after"
+    base = bool(doc.get("baseline"))
+    head = ["command", "exit", "median wall (s)", "fastest (s)", "median CPU (s)"]
+    head += ["before: median wall (s)", "before: median CPU (s)"] if base else []
+    head += ["heavy modules imported", "goal", "met"]
+    align = ["---", "---", *["---:"] * (5 if base else 3), "---", "---", "---"]
     lines = [
         f"# start-up benchmark ({doc['size']}, {doc['date']})", "",
         f"`python -m benchmarks.startup{'' if doc['size'] == 'full' else ' --' + doc['size']}`"
@@ -152,18 +193,16 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{doc['layers']} representations of {doc['n']:,} × {doc['p']} (float16); wall time "
         f"from start to exit, imports included. Python {doc['python']}, {doc['cpus']} CPUs, "
         f"1-minute load average {load}.", "",
-        "| command | exit | median wall (s) | fastest (s) | median CPU (s) "
-        "| heavy modules imported | goal | met |",
-        "|---|---|---:|---:|---:|---|---|---|",
+        "| " + " | ".join(head) + " |", "|" + "|".join(align) + "|",
+        *(_table_row(r, base) for r in doc["rows"]),
+        "", "`ls MISSING` exits 1 by design (one line: no store there).",
     ]  # fmt: skip
-    for r in doc["rows"]:
-        goal = "–" if r["goal_s"] is None else f"≤ {r['goal_s']} s"
-        met = "–" if r["met"] is None else ("yes" if r["met"] else "**no**")
-        heavy = ", ".join(r["heavy_imports"]) or "none"
-        codes = ", ".join(map(str, r["exit_codes"]))
-        lines.append(f"| `{r['command']}` | {codes} | {r['median_s']:.3f} | {r['min_s']:.3f} | "
-                     f"{r['cpu_median_s']:.3f} | {heavy} | {goal} | {met} |")  # fmt: skip
-    lines += ["", "`ls MISSING` exits 1 by design (one line: no store there)."]
+    if base:
+        heavy = "; ".join(f"{r['command']}: {', '.join(r['baseline_heavy_imports']) or 'none'}"
+                          for r in doc["rows"] if "baseline_heavy_imports" in r)  # fmt: skip
+        lines += ["", f"Before: the same commands with `PYTHONPATH={doc['baseline']}` (an "
+                  "earlier reprstore), each run interleaved with the current code's; its "
+                  f"heavy imports: {heavy}."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -174,11 +213,17 @@ def main(argv: list[str] | None = None) -> None:
     size.add_argument("--quick", action="store_true", help="7 runs of each command")
     size.add_argument("--tiny", action="store_true", help="2 runs on a toy store: a smoke test")
     parser.add_argument("--repeats", type=int, default=None, help="runs of each command")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="also time a copy of an earlier reprstore (its parent folder)",
+    )
     parser.add_argument("--work", type=Path, default=HERE / "work" / "startup")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
     name = "tiny" if args.tiny else "quick" if args.quick else "full"
-    doc = run(name, args.work, args.repeats or REPEATS[name])
+    doc = run(name, args.work, args.repeats or REPEATS[name], args.baseline)
     doc["date"] = dt.date.today().isoformat()
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"{doc['date']}-startup" + ("" if name == "full" else f"-{name}")
