@@ -100,3 +100,37 @@ def test_light_commands_import_no_heavy_module(small_store: Path, args: list[str
     assert "reprstore.cli.app" in mods
     heavy = [m for m in HEAVY if m in mods and not (args == ["--help"] and m.startswith("typer"))]
     assert heavy == [], (args, heavy)
+
+
+BLAS_THREADS = """
+import os, runpy, sys
+sys.argv = ["reprstore", *sys.argv[1:]]
+try:
+    runpy.run_module("reprstore", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+print("threads", os.environ.get("OPENBLAS_NUM_THREADS"), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "threads"),
+    [(["ls", "s.zarr"], {}, "1"), (["--quiet", "info", "s.zarr"], {}, "1"),
+     (["cka", "--help"], {}, "None"), (["ls", "s.zarr"], {"OMP_NUM_THREADS": "2"}, "None"),
+     (["ls", "s.zarr"], {"OPENBLAS_NUM_THREADS": "3"}, "3")],
+    ids=["ls", "info", "cka", "user-omp", "user-openblas"],
+)  # fmt: skip
+def test_light_commands_start_one_blas_thread(
+    small_store: Path, args: list[str], env: dict[str, str], threads: str
+) -> None:
+    """``ls``, ``info`` … multiply no matrices: numpy's OpenBLAS starts with one thread for
+    them (its pool of a thread per core costs start-up time); comparisons keep the default,
+    and a thread count the user set is kept."""
+    import os
+
+    from reprstore.cli.app import BLAS_THREAD_VARIABLES
+
+    base = {k: v for k, v in os.environ.items() if k not in BLAS_THREAD_VARIABLES}
+    done = subprocess.run([sys.executable, "-c", BLAS_THREADS, *args], cwd=small_store,
+                          capture_output=True, text=True, env={**base, **env})  # fmt: skip
+    assert f"threads {threads}" in done.stderr.splitlines()[-1], done.stderr

@@ -165,9 +165,9 @@ _Method = TypeVar("_Method", bound=Callable[..., Any])
 def _read_consistently(method: _Method) -> _Method:
     """Check a read of the store against an upgrade that began meanwhile.
 
-    When an upgrade moved arrays while ``method`` read (see :meth:`Store.raise_if_upgraded`),
-    its one line replaces what the read returned or raised: an array renamed mid-walk is
-    missing from a listing, or a ``KeyError``, never what the store holds.
+    When an upgrade began while ``method`` read (see :meth:`Store.raise_if_upgraded`), its
+    one line is raised instead of the read's result or error: a listing may lack the arrays
+    it renamed meanwhile, and a lookup may fail with ``KeyError`` or "No representation".
     """
 
     @functools.wraps(method)
