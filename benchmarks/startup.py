@@ -15,7 +15,8 @@ modules the command imported (one extra run under ``python -X importtime``).
 Goal (issue "trust-v3"): ``--help``, ``ls`` and ``info`` in ≤ 0.5 s (median wall) on a
 quiet machine. The load average before and after the runs is recorded with the figures.
 Two reference rows (no goal) give the floor: the bare interpreter, and the interpreter
-importing zarr (which any command that reads a store needs).
+importing zarr (which any command that reads a store needs), with numpy's OpenBLAS started
+on one thread as ``ls`` and ``info`` start it.
 
 ``--baseline DIR`` also times every ``reprstore`` command with ``PYTHONPATH=DIR`` (a copy of
 an earlier reprstore: ``git archive REV reprstore | tar -x -C DIR``), interleaved with the
@@ -58,7 +59,11 @@ def commands() -> dict[str, list[str]]:
     cli = [sys.executable, "-m", "reprstore"]
     return {
         "python -c pass (reference)": [sys.executable, "-c", "pass"],
-        "python -c 'import zarr' (reference)": [sys.executable, "-c", "import zarr"],
+        "python -c 'import zarr' (reference, one BLAS thread as ls)": [
+            sys.executable,
+            "-c",
+            "import os; os.environ['OPENBLAS_NUM_THREADS'] = '1'; import zarr",
+        ],
         "reprstore --help": [*cli, "--help"],
         "reprstore ls STORE": [*cli, "ls", "runs.zarr"],
         "reprstore ls MISSING": [*cli, "ls", "missing.zarr"],
