@@ -1,31 +1,26 @@
-"""The typer app: one command per function, registered here; heavy imports stay inside.
+"""The typer app: one command per function, listed in :data:`COMMANDS`; heavy imports stay
+inside the functions.
 
 Every command is wrapped by :func:`reprstore.cli._errors.handle_errors`, so a user error
 is one line on stderr with exit status 1 (``REPRSTORE_DEBUG=1`` shows the traceback).
+``app`` (every command) is built on first use; :func:`main` builds only the command it
+runs, so that ``reprstore ls`` neither imports nor sets up the other fifteen.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
 from reprstore.cli import _options as opt
-from reprstore.cli import (
-    admin_cmds,
-    analysis_cmds,
-    cka_cmd,
-    compare_cmd,
-    extract_cmd,
-    store_cmds,
-    timeline_cmd,
-)
 
 HELP_MIN_WIDTH = 120
 """--help is laid out at least this wide (a narrower terminal wraps the lines itself):
@@ -70,41 +65,63 @@ class _Group(TyperGroup):
             return super().main(*args, **kwargs)
 
 
-app = typer.Typer(
-    cls=_Group,
-    name="reprstore",
-    help="Store neural-network representations in zarr and compare them out of core: CKA, "
-    "CCA, Procrustes, RSA, PCA overlap and more, with intervals, permutation tests and plots.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": HELP_MIN_WIDTH},
-)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "extract": ("extract_cmd", "extract"),
+    "import": ("store_cmds", "import_"),
+    "ls": ("store_cmds", "ls"),
+    "info": ("store_cmds", "info"),
+    "tag": ("admin_cmds", "tag"),
+    "rm": ("admin_cmds", "rm"),
+    "upgrade": ("admin_cmds", "upgrade"),
+    "cache": ("admin_cmds", "cache"),
+    "verify": ("store_cmds", "verify"),
+    "cka": ("cka_cmd", "cka"),
+    "compare": ("compare_cmd", "compare"),
+    "describe": ("compare_cmd", "describe"),
+    "summarize": ("analysis_cmds", "summarize"),
+    "plot": ("analysis_cmds", "plot"),
+    "drift": ("analysis_cmds", "drift"),
+    "timeline": ("timeline_cmd", "timeline"),
+}
+"""Command name → (module of :mod:`reprstore.cli`, function), in the order help lists them."""
 
 
-@app.callback()
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": HELP_MIN_WIDTH}
+
+
 def _global(quiet: opt.QuietOpt = False) -> None:
     """Store neural-network representations in zarr and compare them with out-of-core CKA."""
     opt.set_quiet(quiet, reset=True)
 
 
-app.command("extract")(extract_cmd.extract)
-app.command("import")(store_cmds.import_)
-app.command("ls")(store_cmds.ls)
-app.command("info")(store_cmds.info)
-app.command("tag")(admin_cmds.tag)
-app.command("rm")(admin_cmds.rm)
-app.command("upgrade")(admin_cmds.upgrade)
-app.command("cache")(admin_cmds.cache)
-app.command("verify")(store_cmds.verify)
-app.command("cka")(cka_cmd.cka)
-app.command("compare")(compare_cmd.compare)
-app.command("describe")(compare_cmd.describe)
-app.command("summarize")(analysis_cmds.summarize)
-app.command("plot")(analysis_cmds.plot)
-app.command("drift")(analysis_cmds.drift)
-app.command("timeline")(timeline_cmd.timeline)
+def build_app(names: Iterable[str] = COMMANDS) -> typer.Typer:
+    """The typer app with the commands ``names`` (all by default), importing their modules."""
+    built = typer.Typer(
+        cls=_Group,
+        name="reprstore",
+        help="Store neural-network representations in zarr and compare them out of core: "
+        "CKA, CCA, Procrustes, RSA, PCA overlap and more, with intervals, permutation tests "
+        "and plots.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode="rich",
+        context_settings=CONTEXT_SETTINGS,
+    )
+    built.callback()(_global)
+    for name in names:
+        module, function = COMMANDS[name]
+        command = getattr(importlib.import_module(f"reprstore.cli.{module}"), function)
+        built.command(name)(command)
+    return built
+
+
+def __getattr__(name: str) -> Any:
+    """``app``: every command, built on first use and kept."""
+    if name == "app":
+        globals()["app"] = built = build_app()
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 NO_LINEAR_ALGEBRA = frozenset({"import", "ls", "info", "verify", "tag", "rm", "upgrade", "cache"})
@@ -132,6 +149,8 @@ def _one_blas_thread_for_light_commands(args: list[str]) -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    _one_blas_thread_for_light_commands(sys.argv[1:])
-    app()
+    """Console-script entry point: an app with only the command run (all for help)."""
+    args = sys.argv[1:]
+    _one_blas_thread_for_light_commands(args)
+    name = _command_name(args)
+    build_app([name] if name in COMMANDS else COMMANDS)()
