@@ -198,3 +198,20 @@ def test_the_rerun_benchmark_runs_and_its_checks_hold(tmp_path: Path) -> None:
                  "no_cache_bit_identical", "grow_kept_old_bits"):  # fmt: skip
         assert checks[name] is True, (name, checks)
     assert list((tmp_path / "out").glob("*-rerun-tiny.md"))
+
+
+def test_the_startup_benchmark_runs_and_reports_every_command(tmp_path: Path) -> None:
+    """``python -m benchmarks.startup --tiny``: every command ran (``ls`` of a missing store
+    exits 1 by design), its median was measured and its heavy imports recorded. No timing
+    is asserted: timings are measured, not tested."""
+    doc_path = _run_tiny("startup", tmp_path)
+    rows = {r["command"]: r for r in json.loads(doc_path.read_text())["rows"]}
+    assert {"reprstore --help", "reprstore ls STORE", "reprstore info STORE layer=layer_0"} <= set(
+        rows
+    )
+    for name, r in rows.items():
+        assert r["exit_codes"] == ([1] if "MISSING" in name else [0]), r
+        assert len(r["wall_s_runs"]) == 2 and r["median_s"] > 0, r
+        assert (r["goal_s"] is None) == (r["met"] is None), r
+    assert "torch" not in rows["reprstore ls STORE"]["heavy_imports"]
+    assert list((tmp_path / "out").glob("*-startup-tiny.md"))

@@ -255,3 +255,90 @@ def test_upgrade_refuses_while_a_writer_holds_an_array(tmp_path: Path) -> None:
     finally:
         lease.release()
     assert run_cli("upgrade", str(store)).returncode == 0
+
+
+def test_a_read_that_an_upgrade_overlaps_says_so(tmp_path: Path) -> None:
+    """A format-1 store opened before an upgrade began: its reads during the upgrade, and
+    after it, raise the upgrade's one line instead of a partial listing or a KeyError."""
+    from reprstore.errors import StoreFormatError
+
+    store = _copy(tmp_path)
+    st = Store.open(store)
+    assert len(st.select()) == len(V1_KEYS)
+    moved = ReprKey("m", "0", "step20", "default", "layer_2")  # staged by step 3
+    seen: list[str] = []
+
+    def read_midway(done: int, total: int) -> None:
+        if done == 5:  # stage phase: 5 of 11 arrays are under __upgrade__/
+            for read in (st.select, lambda: st.array(moved), st.damaged):
+                with pytest.raises(StoreFormatError) as err:
+                    read()
+                seen.append(str(err.value))
+
+    upgrade(store, progress=read_midway)
+    assert len(seen) == 3
+    assert all("is being upgraded (reprstore upgrade is running)" in s for s in seen), seen
+    with pytest.raises(StoreFormatError, match=r"was upgraded .* while it was being read"):
+        st.select()
+    assert len(Store.open(store).select()) == len(V1_KEYS)  # opened anew: format 2
+
+
+UPGRADE_ON_GO = """
+import sys, time
+from reprstore.store.upgrade import upgrade
+print("ready", flush=True)
+sys.stdin.readline()
+upgrade(sys.argv[1], progress=lambda done, total: time.sleep(0.01))
+"""
+
+BEING_UPGRADED = ("is being upgraded (reprstore upgrade is running); retry when it finishes",
+                  "was upgraded (reprstore upgrade ran) while it was being read")  # fmt: skip
+
+
+def _ls_keys(result: subprocess.CompletedProcess) -> list[tuple[str, ...]]:
+    rows = json.loads(result.stdout)
+    return [(r["model"], r["seed"], r["checkpoint"], r["dataset"], r["layer"]) for r in rows]
+
+
+def _ls_cmd(store: Path) -> list[str]:
+    return [sys.executable, "-m", "reprstore", "ls", str(store), "--json"]
+
+
+def test_ls_during_an_upgrade_lists_the_store_or_says_it_is_being_upgraded(
+    tmp_path: Path,
+) -> None:
+    """``ls`` run again and again while a real upgrade renames ~280 arrays (slowed by its
+    progress hook): each lists every representation, or says in one line that the store is
+    being upgraded; never an "Unexpected KeyError" nor a wrong "No representation"."""
+    store = _big_v1_store(tmp_path, "big.zarr")
+    first = run_cli("ls", str(store), "--json")
+    assert first.returncode == 0, first.stderr
+    expected = _ls_keys(first)
+    up = subprocess.Popen([sys.executable, "-c", UPGRADE_ON_GO, str(store)],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert up.stdout is not None and up.stdin is not None
+    assert up.stdout.readline().strip() == "ready"
+    # two started before the upgrade: they open the store before its journal exists
+    early = [subprocess.Popen(_ls_cmd(store), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]  # fmt: skip
+    time.sleep(0.4)
+    up.stdin.write("go\n")
+    up.stdin.flush()
+    results = []
+    while up.poll() is None:
+        results.append(run_cli("ls", str(store), "--json"))
+    for proc in early:
+        out, err = proc.communicate(timeout=120)
+        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    assert up.wait() == 0
+    said = 0
+    for result in results:
+        if result.returncode == 0:
+            assert _ls_keys(result) == expected
+        else:
+            assert_user_error(result)
+            assert any(s in result.stderr for s in BEING_UPGRADED), result.stderr
+            said += 1
+    assert said, "no ls ran during the upgrade"
+    last = run_cli("ls", str(store), "--json")
+    assert last.returncode == 0 and _ls_keys(last) == expected

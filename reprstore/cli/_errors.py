@@ -55,6 +55,13 @@ def _one_line_warning(
     (file or sys.stderr).write(text)
 
 
+def upgrade_interference() -> str | None:
+    """The one line saying that ``reprstore upgrade`` moved a store this command was
+    reading (then what went wrong is that, not the error it caused), or ``None``."""
+    store_module = sys.modules.get("reprstore.store.store")  # no store opened: not imported
+    return None if store_module is None else store_module.upgrade_interference()
+
+
 def handle_errors(fn: F) -> F:
     """Decorate a command: reprstore errors → exit 1, Ctrl-C → 130, bugs → one line too."""
 
@@ -65,29 +72,28 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit):
             raise
-        except ReprstoreError as err:
-            if debug_enabled():
-                raise
-            raise fail(str(err)) from None
         except KeyboardInterrupt:
             raise fail("Interrupted. Run the same command again to resume.", 130) from None
         except MemoryError:
             raise fail("Out of memory. Lower --batch-size or --memory.") from None
-        except OSError as err:
-            if debug_enabled():
-                raise
-            raise fail(f"{err.strerror or err}: {err.filename or ''}".strip(": ")) from None
         except Exception as err:
             if debug_enabled():
                 raise
-            remote = remote_store_error(err, kwargs.get("store"))
-            if remote is not None:
-                raise fail(remote) from None
-            raise fail(
-                f"Unexpected {type(err).__name__}: {err} (set REPRSTORE_DEBUG=1 for the traceback)"
-            ) from None
+            raise fail(upgrade_interference() or error_line(err, kwargs.get("store"))) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def error_line(err: Exception, store: Any = None) -> str:
+    """The line the CLI prints for an error a command raised."""
+    if isinstance(err, ReprstoreError):
+        return str(err)
+    if isinstance(err, OSError):
+        return f"{err.strerror or err}: {err.filename or ''}".strip(": ")
+    remote = remote_store_error(err, store)
+    if remote is not None:
+        return remote
+    return f"Unexpected {type(err).__name__}: {err} (set REPRSTORE_DEBUG=1 for the traceback)"
 
 
 #: botocore's errors of a store server that cannot be reached, and of missing credentials

@@ -6,15 +6,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 stderr = Console(stderr=True)
 
@@ -25,6 +16,16 @@ def progress_bar(description: str, unit: str = "rows") -> Iterator[Callable[[int
     if not stderr.is_terminal or stderr.quiet:
         yield lambda done, total: None
         return
+    from rich.progress import (  # 5 ms of imports that only a bar on a terminal needs
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -15,12 +15,14 @@ imports zarr. Everything written here stays readable by plain ``zarr.open_group`
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import zarr
@@ -117,12 +119,69 @@ def journal_exists(root: zarr.Group) -> bool:
     return bool(sync(root.store.exists(UPGRADE_JOURNAL)))
 
 
+def upgrade_running(root: zarr.Group) -> bool:
+    """Whether a live ``reprstore upgrade`` holds the store (its lease on ``reprs/``)."""
+    return Lease(root.store, REPRS).is_live()
+
+
+def _unfinished_upgrade(root: zarr.Group, url: str) -> StoreFormatError:
+    """The one line for a store with an upgrade journal: running now, or interrupted."""
+    if upgrade_running(root):
+        return StoreFormatError(
+            f"The store at {url} is being upgraded (reprstore upgrade is running); retry "
+            "when it finishes."
+        )
+    return StoreFormatError(
+        f"The upgrade of {url} was interrupted: run 'reprstore upgrade {url}' to finish it "
+        "before using the store."
+    )
+
+
 def _refuse_unfinished_upgrade(root: zarr.Group, url: str) -> None:
     if journal_exists(root):
-        raise StoreFormatError(
-            f"The upgrade of {url} was interrupted (or is running): run 'reprstore upgrade "
-            f"{url}' to finish it before using the store."
-        )
+        raise _unfinished_upgrade(root, url)
+
+
+_READING_FORMAT_1: weakref.WeakSet[Store] = weakref.WeakSet()
+"""Format-1 stores this process opened to read: an upgrade may move their arrays while they
+are read (see :meth:`Store.raise_if_upgraded`)."""
+
+
+def upgrade_interference() -> str | None:
+    """The one line saying that an upgrade moved a store this process was reading, if one
+    did (for the CLI, to say that instead of the error the moved arrays caused)."""
+    for st in list(_READING_FORMAT_1):
+        try:
+            st.raise_if_upgraded()
+        except StoreFormatError as err:
+            return str(err)
+        except Exception:  # the check is best effort; the original error is then shown
+            continue
+    return None
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _read_consistently(method: _Method) -> _Method:
+    """Check a read of the store against an upgrade that began meanwhile.
+
+    When an upgrade began while ``method`` read (see :meth:`Store.raise_if_upgraded`), its
+    one line is raised instead of the read's result or error: a listing may lack the arrays
+    it renamed meanwhile, and a lookup may fail with ``KeyError`` or "No representation".
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = method(self, *args, **kwargs)
+        except Exception:
+            self.raise_if_upgraded()
+            raise
+        self.raise_if_upgraded()
+        return result
+
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -198,6 +257,7 @@ class Store:
         self._damaged: dict[str, listing.Damaged] = {}
         self._spellings = Spellings(root.store)
         self.created = False  # this process created the store (see store.fresh)
+        self._watch_upgrades = False  # a format-1 store read while 'upgrade' may run
 
     # -- opening -------------------------------------------------------------------
     @classmethod
@@ -270,7 +330,30 @@ class Store:
                     replace.finish_pending(root.store)
         opened = cls(root, url, read_only=not (create or writable), fmt=fmt)
         opened.created = create and not existed
+        if fmt < STORE_FORMAT and not upgrading:
+            opened._watch_upgrades = True
+            _READING_FORMAT_1.add(opened)
         return opened
+
+    def raise_if_upgraded(self) -> None:
+        """Raise :class:`StoreFormatError` if an upgrade began after this store was opened.
+
+        ``reprstore upgrade`` renames a format-1 store's arrays one at a time, so a read
+        that overlaps it can miss arrays or meet a ``KeyError``. The upgrade writes its
+        journal before the first rename and marks format 2 before deleting the journal:
+        a journal, or a marker that no longer says this store's format, tells. Only
+        format-1 stores opened to read are checked (an upgrade leaves others as they are).
+        """
+        if not self._watch_upgrades:
+            return
+        if journal_exists(self.root):
+            raise _unfinished_upgrade(self.root, self.url)
+        marker = zarr.open_group(self.root.store, mode="r").attrs.get(STORE_MARKER)
+        if not isinstance(marker, dict) or marker.get("format") != self.format:
+            raise StoreFormatError(
+                f"The store at {self.url} was upgraded (reprstore upgrade ran) while it was "
+                "being read; run the command again."
+            )
 
     # -- reading -------------------------------------------------------------------
     def _children(self, path: str, kind: str) -> list[str]:
@@ -285,6 +368,7 @@ class Store:
         # "__" names are zarr's (and the upgrade's staging area): never a user's name
         return sorted((n for n in names if not n.startswith("__")), key=natural_key)
 
+    @_read_consistently
     def damaged(self, selector: Selector | str | None = None) -> list[listing.Damaged]:
         """Nodes under ``reprs/`` whose metadata cannot be read and that ``selector`` could
         mean (walking the store's listing to find them)."""
@@ -336,6 +420,7 @@ class Store:
                     if sel.allows("layer", layer):
                         yield ReprKey.stored(model, seed, ckpt, dataset, layer)
 
+    @_read_consistently
     def select(
         self,
         selector: Selector | str | None = None,
@@ -367,6 +452,7 @@ class Store:
             check_literals(self, sel, must_match, found)
         return [self.info(key, sizes=sizes) for key in found]
 
+    @_read_consistently
     def select_keys(self, selector: Selector | str | None = None) -> list[ReprKey]:
         """The keys :meth:`select` would return (run attributes checked), in order."""
         sel = Selector.parse(selector)
@@ -413,6 +499,7 @@ class Store:
             return False
         return self.format != 1 or str(node.attrs.get("dataset", "default")) == key.dataset
 
+    @_read_consistently
     def array(self, key: ReprKey, *, allow_incomplete: bool = False) -> zarr.Array:
         """The zarr array of a representation; refuses incomplete ones unless allowed."""
         if not self.exists(key):

@@ -153,7 +153,7 @@ def upgrade(
             "it to a local disk, run 'reprstore upgrade' there, and copy it back."
         )
     st = Store.open(url, upgrading=True, writable=True)
-    with Lease(st.root.store, REPRS).acquire():
+    with Lease(st.root.store, REPRS).acquire() as lease:
         journal_file = path / UPGRADE_JOURNAL
         if resumed:
             journal = json.loads(journal_file.read_text())
@@ -168,6 +168,7 @@ def upgrade(
 
         def step() -> None:
             done[0] += 1
+            lease.heartbeat()  # a long upgrade stays live: readers say it is running
             if progress is not None:
                 progress(done[0], 2 * len(moves))
 

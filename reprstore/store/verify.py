@@ -169,6 +169,7 @@ def verify(
             progress(done, len(keys))
     if not selector:
         verify_cache(st, report)
+    st.raise_if_upgraded()  # chunks an upgrade moved meanwhile are not damage
     return report
 
 
