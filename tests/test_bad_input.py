@@ -534,7 +534,7 @@ CASES += [
     ("import template only hidden files fit", ["import", "fresh.zarr", "tpl_hidden" + TPL], "fits the import template"),
     ("import attr-rename without =", ["import", "fresh.zarr", "tpl_step" + TPL, "--attr-rename", "step"], "OLD=NEW"),
     ("import attr-rename to a key field", ["import", "fresh.zarr", "tpl_step" + TPL, "--attr-rename", "step=seed"], "key field"),
-    ("import attr-rename to a derived name", ["import", "fresh.zarr", "tpl_seed" + TPL, "--attr-rename", "seed=step"], "derived"),
+    ("import attr-rename to a derived name", ["import", "fresh.zarr", "tpl_seed" + TPL, "--attr-rename", "seed=step"], "off the checkpoint label"),
     ("import attr-ignore empty name", ["import", "fresh.zarr", "tpl_seed" + TPL, "--attr-ignore", "seed,,lr"], "empty name"),
     ("import attr-ignore without template", [*NEW, "--layer", "z", "--attr-ignore", "seed"], "needs a path template"),
     ("import text file as .pt", [*IMP[:2], "text.pt", "--name", "m", "--layer", "z"], "holds text"),

@@ -215,3 +215,16 @@ def test_the_startup_benchmark_runs_and_reports_every_command(tmp_path: Path) ->
         assert (r["goal_s"] is None) == (r["met"] is None), r
     assert "torch" not in rows["reprstore ls STORE"]["heavy_imports"]
     assert list((tmp_path / "out").glob("*-startup-tiny.md"))
+
+
+def test_the_memory_benchmark_runs_every_row(tmp_path: Path) -> None:
+    """``python -m benchmarks.memory --tiny``: every row of the review's table ran or was
+    refused in one line (exit 1), and the report is written. Memory is bounded by
+    tests/test_memory_honesty.py; here only that the benchmark works."""
+    doc_path = _run_tiny("memory", tmp_path)
+    rows = json.loads(doc_path.read_text())["rows"]
+    assert len(rows) == 17
+    for r in rows:
+        assert r["outcome"] in ("ran", "refused"), r
+        assert r["peak_mib"] > 0 and r["base_mib"] > 0, r
+    assert list((tmp_path / "out").glob("*-memory-tiny.md"))
