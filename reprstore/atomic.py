@@ -102,9 +102,13 @@ def _failed(err: OSError, path: Path) -> FileWriteError:
 
 
 @contextlib.contextmanager
-def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
+def replacing(path: str | os.PathLike[str], *, durable: bool = True) -> Iterator[Path]:
     """Write ``path`` atomically: yields a temporary path beside it to write (by name, as
     a library does); when the block ends, that file is synced and renamed onto ``path``.
+
+    ``durable=False`` skips the fsyncs: the rename still makes a killed process leave the
+    old file or the new one, but not a power cut (the cache's checkpoints: rewritten
+    often, and only ever a speed-up).
 
     If the block or the sync raises, the temporary file is removed and ``path`` is as it
     was; an :class:`OSError` comes out as :class:`~reprstore.errors.FileWriteError`.
@@ -114,7 +118,8 @@ def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         _create(tmp, target)
         yield tmp
-        _sync(tmp)
+        if durable:
+            _sync(tmp)
         os.replace(tmp, target)
     except OSError as err:
         _discard(tmp)
@@ -124,12 +129,15 @@ def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         _discard(tmp)
         raise
-    _sync_folder(target.parent)
+    if durable:
+        _sync_folder(target.parent)
 
 
-def write_atomic(path: str | os.PathLike[str], fill: Callable[[BinaryIO], object]) -> Path:
+def write_atomic(
+    path: str | os.PathLike[str], fill: Callable[[BinaryIO], object], *, durable: bool = True
+) -> Path:
     """Replace ``path`` with what ``fill`` writes to a binary file (see :func:`replacing`)."""
-    with replacing(path) as tmp, open(tmp, "wb") as fh:
+    with replacing(path, durable=durable) as tmp, open(tmp, "wb") as fh:
         fill(fh)
     return Path(path)
 

@@ -161,7 +161,7 @@ class CacheFiles:
         assert self._local is not None
         path = self._local / ROOT / key
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, fill)
+        write_atomic(path, fill, durable=False)  # as before: renamed, not fsync'd
 
     def delete(self, key: str) -> None:
         """Remove ``cache/<key>`` if it is there (and the store lets us)."""
