@@ -78,3 +78,8 @@ class ReprstoreWarning(UserWarning):
 
 class ClusterError(ReprstoreError, RuntimeError):
     """The dask cluster went away (scheduler lost, no workers left) during a comparison."""
+
+
+class FileWriteError(ReprstoreError, OSError):
+    """Writing a file (a result table, a figure, a cache entry) failed: disk full,
+    permission. The file of that name is left as it was (see :mod:`reprstore.atomic`)."""

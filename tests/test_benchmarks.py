@@ -189,6 +189,16 @@ def test_the_wide_benchmark_runs_and_agrees_with_numpy(tmp_path: Path) -> None:
     assert list((tmp_path / "out").glob("*-wide-tiny.md"))
 
 
+def test_the_permutations_benchmark_runs_and_its_checks_hold(tmp_path: Path) -> None:
+    """``python -m benchmarks.permutations --tiny``: the new kernel gather gives the old
+    one's values bit for bit, each estimator's test permutes what it says, and both
+    report files are written."""
+    doc = json.loads(_run_tiny("permutations", tmp_path).read_text())
+    assert all(doc["checks"].values()), doc["checks"]
+    assert all(r["per_permutation_ms"] == r["per_permutation_ms"] for r in doc["rows"])  # not NaN
+    assert list((tmp_path / "out").glob("*-permutations-tiny.md"))
+
+
 def test_the_rerun_benchmark_runs_and_its_checks_hold(tmp_path: Path) -> None:
     """``python -m benchmarks.rerun --tiny``: the rerun, the no-cache run and the grown grid
     keep the first run's bits, and the report is written."""

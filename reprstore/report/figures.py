@@ -39,6 +39,7 @@ from reprstore.analysis.results import (
 )
 from reprstore.analysis.steps import step_axis
 from reprstore.analysis.summary import check_level, t_interval
+from reprstore.atomic import replacing
 from reprstore.errors import InputError, NotFoundError
 
 if TYPE_CHECKING:
@@ -99,11 +100,16 @@ def _pyplot() -> Any:
     return plt
 
 
-def save(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` (PNG at 150 dpi, or vector SVG/PDF) and close it."""
+def save(fig: Figure, path: Path, dpi: int = 150) -> Path:
+    """Write ``fig`` (PNG at ``dpi``, or vector SVG/PDF) and close it.
+
+    The figure is drawn into a temporary file beside ``path`` and renamed when complete
+    (:mod:`reprstore.atomic`): a failed write leaves the old figure, or none.
+    """
     plt = _pyplot()
     try:
-        fig.savefig(path, dpi=150)
+        with replacing(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lower().lstrip("."))
     finally:
         plt.close(fig)
     return path

@@ -71,6 +71,8 @@ def plot_heatmap(df: pd.DataFrame, path: str | os.PathLike[str], title: str | No
         raise InputError(f"--plot expects a .png file name. Got {os.fspath(path)!r} instead.")
     import matplotlib
 
+    from reprstore.report.figures import save
+
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
@@ -97,9 +99,7 @@ def plot_heatmap(df: pd.DataFrame, path: str | os.PathLike[str], title: str | No
             f"n = {first['n_samples']}"
         )
     ax.set_title(title)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save(fig, out, dpi=120)
 
 
 #: Columns of a result table that describe how a value was computed, not a measure.
@@ -177,6 +177,8 @@ def plot_measures(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
         raise InputError(f"--plot expects a .png file name. Got {os.fspath(path)!r} instead.")
     import matplotlib
 
+    from reprstore.report.figures import save
+
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
@@ -197,6 +199,4 @@ def plot_measures(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
         ax.axis("off")
     first = df.iloc[0]
     fig.suptitle(f"{len(df)} pair(s) on {first['dataset']}, n = {first['n_samples']}")
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save(fig, out, dpi=110)

@@ -25,6 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from reprstore.atomic import write_text_atomic
 from reprstore.errors import InputError
 
 PROVENANCE_KEY = "reprstore"
@@ -89,12 +90,21 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def write_sidecar(path: Path, record: Mapping[str, Any]) -> Path:
-    """Write the CSV sidecar (record plus the CSV's name and sha256)."""
-    side = sidecar_path(path)
-    body = {"file": path.name, "sha256": file_sha256(path), "provenance": dict(record)}
-    side.write_text(json.dumps(body, indent=1, default=str) + "\n")
-    return side
+def write_sidecar(
+    path: Path, record: Mapping[str, Any], *, into: Path | None = None, name: str | None = None
+) -> Path:
+    """Write the CSV sidecar (record plus the CSV's name and sha256), atomically.
+
+    ``into``/``name``: where to write it and the CSV's final name, when the CSV at ``path``
+    is still under its temporary name (:func:`reprstore.report.write_results`); by default
+    the sidecar beside ``path`` is replaced.
+    """
+    body = {"file": name or path.name, "sha256": file_sha256(path), "provenance": dict(record)}
+    text = json.dumps(body, indent=1, default=str) + "\n"
+    if into is not None:
+        into.write_text(text)
+        return into
+    return write_text_atomic(sidecar_path(path), text)
 
 
 def read_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -15,11 +15,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reprstore.atomic import replacing, write_text_atomic
 from reprstore.errors import InputError
 from reprstore.report.provenance import (
     PROVENANCE_KEY,
     make_provenance,
     read_provenance,
+    sidecar_path,
     write_sidecar,
 )
 
@@ -154,16 +156,22 @@ def write_results(
     -------
     Path
         The file written (a ``.csv`` also gets its sidecar ``FILE.csv.json``).
+
+    Every file is written under a temporary name and renamed when complete
+    (:mod:`reprstore.atomic`): a failed write leaves the old file, or none, never a part.
     """
     fmt = _format_of(path)
     out = Path(path)
     record = dict(provenance or df.attrs.get(PROVENANCE_KEY) or make_provenance())
     if fmt == ".csv":
-        _write_csv(spreadsheet_safe_frame(json_lists(df)), out)
-        write_sidecar(out, record)
+        # both files complete under temporary names before either is renamed: a failure
+        # leaves the old pair, which still match
+        with replacing(sidecar_path(out)) as side, replacing(out) as table:
+            _write_csv(spreadsheet_safe_frame(json_lists(df)), table)
+            write_sidecar(table, record, into=side, name=out.name)
     elif fmt == ".json":
         body = {"provenance": record, "rows": records(df)}
-        out.write_text(json.dumps(body, indent=1, default=str) + "\n")
+        write_text_atomic(out, json.dumps(body, indent=1, default=str) + "\n")
     else:
         _require_pyarrow()
         import pyarrow as pa
@@ -171,7 +179,8 @@ def write_results(
 
         table = pa.Table.from_pandas(df, preserve_index=False)
         meta = {**(table.schema.metadata or {}), PROVENANCE_KEY.encode(): _json(record)}
-        pq.write_table(table.replace_schema_metadata(meta), out)
+        with replacing(out) as tmp:
+            pq.write_table(table.replace_schema_metadata(meta), tmp)
     return out
 
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
-import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,8 @@ from typing import Any
 import numpy as np
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
+
+from reprstore.atomic import is_temporary, write_atomic
 
 ROOT = "cache"
 
@@ -103,7 +103,7 @@ class CacheFiles:
             for dirpath, dirnames, filenames in os.walk(top):
                 dirnames.sort()
                 for name in sorted(filenames):
-                    if name.startswith(".tmp-"):
+                    if is_temporary(name):
                         continue
                     path = Path(dirpath, name)
                     with contextlib.suppress(FileNotFoundError):
@@ -161,15 +161,7 @@ class CacheFiles:
         assert self._local is not None
         path = self._local / ROOT / key
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".tmp-{uuid.uuid4().hex[:8]}-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                fill(f)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomic(path, fill, durable=False)  # as before: renamed, not fsync'd
 
     def delete(self, key: str) -> None:
         """Remove ``cache/<key>`` if it is there (and the store lets us)."""
@@ -186,9 +178,10 @@ class CacheFiles:
         """Remove what killed writers left half-written (local stores)."""
         if self._local is None:
             return
-        for path in (self._local / ROOT).rglob(".tmp-*"):
-            with contextlib.suppress(OSError):
-                path.unlink()
+        for path in (self._local / ROOT).rglob(".*"):
+            if is_temporary(path.name) and path.is_file():
+                with contextlib.suppress(OSError):
+                    path.unlink()
         _prune_empty_dirs(self._local / ROOT)
 
     def delete_all(self, keys: list[str]) -> int:

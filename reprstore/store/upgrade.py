@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reprstore.atomic import is_temporary, write_text_atomic
 from reprstore.errors import StoreFormatError
 from reprstore.keys import REPRS
 from reprstore.store.attrs import utc_now
@@ -63,18 +63,13 @@ class UpgradeReport:
 
 def _write_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write JSON to ``path`` by rename, so a reader sees the old or the new file, whole."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2))
 
 
 def _sweep_temporaries(root: Path) -> None:
     """Remove the half-written files of :func:`_write_atomic` left by killed runs."""
-    for tmp in root.rglob(".*.tmp"):
-        if re.fullmatch(r"\..+\.\d+\.tmp", tmp.name) and tmp.is_file():
+    for tmp in root.rglob(".*"):
+        if is_temporary(tmp.name) and tmp.is_file():
             tmp.unlink()
 
 
