@@ -286,7 +286,7 @@ def _kill_loop(args: list[str], cwd: Path, kills: int, seed: int) -> list[str]:
     return seen
 
 
-@pytest.mark.parametrize("memory", ["256MB", "48MB"])  # one pass; several passes
+@pytest.mark.parametrize("memory", ["384MB", "128MB"])  # one pass; several passes
 def test_sigkill_at_random_moments_resumes_bit_identically(tmp_path: Path, memory: str) -> None:
     _big_store(tmp_path)
     args = ["compare", "s.zarr", "--a", "seed=0", "--b", "seed=1", "--measure", "cka,cca",

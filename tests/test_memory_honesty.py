@@ -82,6 +82,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "narrow": _store(root, "narrow", 12_000, 96, 1),  # p/n < 0.01: --ci for every one
         "grid": _store(root, "grid", 4000, 384, 4),
         "relu": _store(root, "relu", 3000, 768, 8),
+        "thin": _store(root, "thin", 40_000, 8, 1),
     }
 
 
@@ -154,3 +155,16 @@ def test_describe_within_memory(stores: dict[str, Path]) -> None:
     x = np.load(Path(stores["relu"]).parent / "relu_0_0.npy").astype(np.float64)
     lam = np.linalg.eigvalsh(np.cov(x, rowvar=False))
     assert abs(pr - lam.sum() ** 2 / (lam**2).sum()) < 1e-9 * pr
+
+
+@pytest.mark.parametrize("measure", ["cka", "cca:ridge=0.1", "rsa"])
+def test_permutations_within_memory(stores: dict[str, Path], measure: str) -> None:
+    """--permutations 999 over 40,000 rows: the permutations' indices are drawn 32 MiB at
+    a time (all 999 at once were 320 MB), and the rows held, a permuted copy per thread and
+    the measures' steps are counted."""
+    memory = 96 * MiB
+    got = _run(stores["thin"], "compare", measure, memory, permutations=999)
+    _holds(got, memory)
+    assert "refused" not in got, got
+    p = got["values"][0][got["columns"].index(f"{measure.split(':')[0]}_p")]
+    assert 1 / 1000 <= p <= 1  # a p-value of 999 permutations

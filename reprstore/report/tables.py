@@ -225,11 +225,7 @@ def _read(path: Path, fmt: str) -> pd.DataFrame:
     import pandas as pd
 
     if fmt == ".csv":
-        # key columns as text, dictionary-encoded: a million rows of a few dozen layers and
-        # seeds take a byte or two a cell (a string each: 5× the memory, twice the time)
-        text = {c: "category" for c in pd.read_csv(path, nrows=0).columns if _is_key_column(c)}
-        frame = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])  # type: ignore[arg-type]
-        return _unescape_frame(frame)
+        return _unescape_frame(_read_csv(path))
     if fmt == ".json":
         rows = json.loads(path.read_text())
         if isinstance(rows, dict) and "rows" in rows:  # {"provenance": …, "rows": […]}
@@ -239,6 +235,36 @@ def _read(path: Path, fmt: str) -> pd.DataFrame:
         return pd.DataFrame(rows)
     _require_pyarrow()
     return pd.read_parquet(path)
+
+
+#: Rows of a result CSV parsed at a time (:func:`_read_csv`).
+CSV_CHUNK_ROWS = 200_000
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A result CSV with its key columns as text (seed ``01`` stays ``01``), dictionary-
+    encoded: read :data:`CSV_CHUNK_ROWS` rows at a time, each piece's key columns made
+    categorical and the pieces' categories united, so a million rows of a few dozen
+    layers and seeds take a byte or two a key cell, never a string each."""
+    import pandas as pd
+    from pandas.api.types import union_categoricals
+
+    text = {c: str for c in pd.read_csv(path, nrows=0).columns if _is_key_column(c)}
+    pieces = []
+    for piece in pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""],  # type: ignore[arg-type]
+                             chunksize=CSV_CHUNK_ROWS):  # fmt: skip
+        for c in text:
+            piece[c] = piece[c].astype("category")
+        pieces.append(piece)
+    if not pieces:
+        return pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])  # type: ignore[arg-type]
+    if len(pieces) == 1:
+        return pieces[0]
+    keys = {c: union_categoricals([p[c] for p in pieces]) for c in text}
+    for p in pieces:
+        for c in text:
+            p[c] = pd.Categorical(p[c], categories=keys[c].categories)
+    return pd.concat(pieces, ignore_index=True)
 
 
 #: Columns that name what was compared, read as text (run attributes keep their types).

@@ -154,6 +154,19 @@ def permutations(seed: int, replicates: int, stream: int, n: int, start: int = 0
     return np.argsort(h, axis=1, kind="stable").astype(np.int64)
 
 
+#: Bytes that drawing a step of permutations may hold (:func:`permutation_step`).
+DRAW_BYTES = 2**25
+#: Arrays of the step's size alive at once while :func:`permutations` draws it (the
+#: hashes and their temporaries, the sort's order, the int64 result).
+DRAW_COPIES = 6
+
+
+def permutation_step(n: int) -> int:
+    """Permutations of n items to draw at once: drawing them holds at most
+    :data:`DRAW_BYTES` (one at a time when n alone exceeds it)."""
+    return max(1, DRAW_BYTES // (DRAW_COPIES * 8 * max(n, 1)))
+
+
 def permutation(seed: int, replicate: int, stream: int, n: int) -> np.ndarray:
     """Permutation ``replicate`` of :func:`permutations`: int64 (n,)."""
     return permutations(seed, 1, stream, n, start=replicate)[0]

@@ -122,12 +122,14 @@ def batch_record(
         scale={i: 1.0 for i in own},
         own_scale={i: hsic1_scale(grams[i]) * unit[i] ** 2 for i in own},
     )
-    if permutations:
-        perms = rs.permutations(seed, permutations, batch, rec.n)
-        rec.null = {
-            (i, j): permuted_hsic(grams[i], grams[j], perms) * unit[i] * unit[j]
-            for i, j in permuted
-        }
+    if permutations:  # drawn a step at a time (the same permutations: counter-based)
+        nulls: dict[Pair, list[np.ndarray]] = {p: [] for p in permuted}
+        step = rs.permutation_step(rec.n)
+        for s in range(0, permutations, step):
+            perms = rs.permutations(seed, min(step, permutations - s), batch, rec.n, start=s)
+            for i, j in permuted:
+                nulls[(i, j)].append(permuted_hsic(grams[i], grams[j], perms) * unit[i] * unit[j])
+        rec.null = {p: np.concatenate(v) for p, v in nulls.items()}
     return rec
 
 

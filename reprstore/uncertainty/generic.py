@@ -33,6 +33,7 @@ from reprstore.passes import Outcome, PassContext
 from reprstore.stats import dask_graph, linear
 from reprstore.stats import resample as rs
 from reprstore.stats.plan import STORED_COPIES, human_bytes
+from reprstore.stats.resample import DRAW_BYTES, DRAW_COPIES
 from reprstore.uncertainty import UncertaintyOptions, say
 from reprstore.uncertainty import grouped as gp
 
@@ -255,11 +256,28 @@ def _interval_columns(
 
 def permutation_cost(ctx: PassContext, specs: Sequence[Spec], pairs: Sequence[Pair],
                      r: int) -> tuple[float, int]:  # fmt: skip
-    """(multiply-adds, bytes held) of R row permutations of the row-paired ``pairs``."""
+    """(multiply-adds, bytes held) of R row permutations of the row-paired ``pairs``.
+
+    Held: every stream's rows as stored and offset in float64, drawing a step of
+    permutations (:func:`~reprstore.stats.resample.permutation_step`), what the measures
+    keep of each side, and on each thread a permuted copy of B's rows, the pair's cross
+    moments and the measures' workspace."""
     lay = Layout(ctx, specs, pairs)
     f = [int(a.shape[1]) for a in ctx.arrays]
     cross = sum(f[i] * f[j] for i, j in pairs) * max(len(lay.cross_views), 1)
-    held = 8 * ctx.n * sum(lay.features) * 2
+    rows = ctx.n * sum(
+        p * (8 + int(ctx.arrays[i].dtype.itemsize)) for (i, _), p in zip(lay.streams,
+                                                                          lay.features, strict=True)
+    )  # fmt: skip
+    reprs = {k for p in pairs for k in p}
+    kept = sum(s.measure.kept(s.opts, f[i]) for s in specs for i in reprs)
+    per_thread = max(
+        8 * (ctx.n * f[j] + 2 * f[i] * f[j]) + max(s.measure.workspace(s.opts, f[i], f[j])
+                                                   for s in specs)
+        for i, j in pairs
+    )  # fmt: skip
+    draw = DRAW_COPIES * 8 * ctx.n  # one permutation, when n alone exceeds DRAW_BYTES
+    held = rows + max(DRAW_BYTES, draw) + kept + max(1, ctx.threads) * per_thread
     return float(r) * ctx.n * cross, held
 
 
@@ -338,7 +356,7 @@ def permutation_tests(
             passes._partials(out, specs, i, Side(ctx.names[i], views), {})
             store[i] = out.partials[i]
     columns = scalar_columns(specs)
-    step = max(1, 2**22 // max(ctx.n, 1))  # permutations drawn at a time (32 MiB of indices)
+    step = rs.permutation_step(ctx.n)
     found: dict[Pair, dict[str, Any]] = {}
     for (i, j), orientations_ in orient.items():
 
@@ -352,10 +370,10 @@ def permutation_tests(
                     for a, b in o}  # fmt: skip
 
         observed = stat(None)
-        orders = [o for s in range(0, r, step)
-                  for o in rs.permutations(opts.seed, min(step, r - s), 0, ctx.n, start=s)
-                  ]  # fmt: skip
-        nulls = _map(ctx.threads, stat, orders)
+        nulls: list[dict[Pair, np.ndarray]] = []
+        for s in range(0, r, step):  # 32 MiB of indices at a time, not R × n of them
+            chunk = rs.permutations(opts.seed, min(step, r - s), 0, ctx.n, start=s)
+            nulls += _map(ctx.threads, stat, list(chunk))
         for p in orientations_:
             null = np.array([n[p] for n in nulls])
             pv = rs.permutation_p(observed[p], null)

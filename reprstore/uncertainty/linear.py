@@ -28,11 +28,17 @@ Pair = tuple[int, int]
 
 
 def row_permutation_cost(ctx: PassContext, pairs: Sequence[Pair], r: int) -> tuple[float, int]:
-    """(multiply-adds, bytes held) of R exact row permutations of ``pairs``."""
+    """(multiply-adds, bytes held) of R exact row permutations of ``pairs``: both sides'
+    rows as gathered and offset in float64, drawing a step of permutations
+    (:func:`~reprstore.stats.resample.permutation_step`), one permuted copy of B's rows and
+    the cross moments."""
     f = [a.shape[1] for a in ctx.arrays]
     macs = float(r) * ctx.n * sum(f[i] * f[j] for i, j in pairs if i != j)
-    held = 8 * ctx.n * sum(f[i] for i in {k for p in pairs for k in p}) * 2
-    return macs, held
+    reprs = {k for p in pairs for k in p}
+    rows = ctx.n * sum(f[i] * (8 + int(ctx.arrays[i].dtype.itemsize)) for i in reprs)
+    per_pair = max((8 * (ctx.n * f[j] + f[i] * f[j]) for i, j in pairs), default=0)
+    draw = max(rs.DRAW_BYTES, rs.DRAW_COPIES * 8 * ctx.n)
+    return macs, rows + draw + per_pair
 
 
 def permute_rows(
@@ -54,7 +60,7 @@ def permute_rows(
         side = linear_side(m, estimator, ctx.names[i])
         prepared[i] = (linear.prepare_block(np.asarray(x), m.offset), side)
     out: dict[Pair, dict[str, Any]] = {}
-    step = max(1, 2**22 // max(ctx.n, 1))  # permutations drawn at a time (32 MiB of indices)
+    step = rs.permutation_step(ctx.n)
     for i, j in ctx.pairs:
         (xa, sa), (xb, sb) = prepared[i], prepared[j]
 
