@@ -113,24 +113,27 @@ def run(size: str, work: Path) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     pair = _store(work, f"pair-{n}-{p}", n, p, 1)
     long = _store(work, f"long-{ln}-{lp}", ln, lp, 1)
-    grid = _store(work, f"grid-{gn}-{gp}", gn, gp, 6)
-    many = _store(work, f"relu-{width}", 2000, width, count // 2, relu=True)
+    tiny = size == "tiny"  # a smoke test: one row of each kind
+    layers = 2 if tiny else 6
+    grid = _store(work, f"grid-{gn}-{gp}", gn, gp, layers)
+    many = _store(work, f"relu-{width}", 1000 if tiny else 2000, width, count // 2, relu=True)
     ab = ["--a", "seed=0", "--b", "seed=1"]
     base = _cli(["compare", pair, *ab, "--where", "id < 600", "--no-cache", "--measure",
                  "cka,cca:ridge=0.1", "--memory", "64MB"], work)  # fmt: skip
     assert base["rc"] == 0, base
     rows = []
-    for m in MEASURES:
+    for m in MEASURES[:2] if tiny else MEASURES:
         rows.append(_row(work, f"compare --ci, {m}", ["compare", pair, *ab, "--measure", m, *CI],
                          "2GB", 2 * 1024**3, base))  # fmt: skip
     long_ci = ["cka", long, *ab, *CI]
     rows.append(_row(work, "cka --ci, one long pair", long_ci, "512MB", 512 * MiB, base))
-    for m in ("pwcca", "svcca", "cosine", "cca:ridge=0.1"):
+    for m in ("pwcca",) if tiny else ("pwcca", "svcca", "cosine", "cca:ridge=0.1"):
         rows.append(_row(work, f"compare {m}", ["compare", pair, *ab, "--measure", m], "512MB",
                          512 * MiB, base))  # fmt: skip
-    rows.append(_row(work, "6 × 6 grid, cka", ["compare", grid, *ab], "512MB", 512 * MiB, base))
+    square = f"{layers} × {layers} grid"
+    rows.append(_row(work, f"{square}, cka", ["compare", grid, *ab], "512MB", 512 * MiB, base))
     cca_grid = ["compare", grid, *ab, "--measure", "cca:ridge=0.1"]
-    rows.append(_row(work, "6 × 6 grid, cca:ridge=0.1", cca_grid, "512MB", 512 * MiB, base))
+    rows.append(_row(work, f"{square}, cca:ridge=0.1", cca_grid, "512MB", 512 * MiB, base))
     rows.append(
         _row(work, f"describe {count} × {width}", ["describe", many], "512MiB", 512 * MiB, base)
     )

@@ -233,7 +233,7 @@ def test_the_memory_benchmark_runs_every_row(tmp_path: Path) -> None:
     tests/test_memory_honesty.py; here only that the benchmark works."""
     doc_path = _run_tiny("memory", tmp_path)
     rows = json.loads(doc_path.read_text())["rows"]
-    assert len(rows) == 18
+    assert len(rows) == 7  # --tiny: a row or two of each kind (18 at --quick and full size)
     for r in rows:
         assert r["outcome"] in ("ran", "refused"), r
         assert r["peak_mib"] > 0 and r["base_mib"] > 0, r

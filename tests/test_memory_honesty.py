@@ -126,7 +126,7 @@ def test_ci_of_one_long_pair_within_memory(stores: dict[str, Path]) -> None:
 
 
 @pytest.mark.parametrize("measure", ["pwcca", "svcca", "cosine", "cca:ridge=0.1"])
-@pytest.mark.parametrize("memory", [96 * MiB, 160 * MiB])
+@pytest.mark.parametrize("memory", [128 * MiB])
 def test_wide_pair_within_memory_or_refused(stores: dict[str, Path], measure: str,
                                             memory: int) -> None:  # fmt: skip
     """Rows 3 and 4: the finishing steps (whitening, SVDs, pwcca's weights) are counted:
