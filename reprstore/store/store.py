@@ -243,6 +243,24 @@ class ReprInfo:
         }
 
 
+#: How long a writer waits for another process that is creating the same store.
+CREATION_WAIT_S = 10.0
+
+
+def _made_meanwhile(path: Path) -> bool:
+    """Whether another process, creating the store at ``path`` right now (its folder is
+    new, its ``zarr.json`` not there yet), finishes it within :data:`CREATION_WAIT_S`. An
+    older folder is not waited for."""
+    deadline = time.monotonic() + CREATION_WAIT_S
+    if time.time() - path.stat().st_mtime > CREATION_WAIT_S:
+        return False
+    while time.monotonic() < deadline:
+        if (path / "zarr.json").exists():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 class Store:
     """A reprstore store; open it with :meth:`Store.open`."""
 
@@ -287,7 +305,7 @@ class Store:
             raise StoreNotFoundError(f"{url} is a file, not a store directory.")
         existed = path is None or (path / "zarr.json").exists()
         fresh = path is not None and create and path.exists() and not (path / "zarr.json").exists()
-        if fresh and any(path.iterdir()):  # type: ignore[union-attr]
+        if fresh and any(path.iterdir()) and not _made_meanwhile(path):  # type: ignore[arg-type,union-attr]
             raise StoreNotFoundError(
                 f"{url} is a non-empty directory that is not a zarr store; "
                 "choose a new path for the store."
