@@ -260,3 +260,13 @@ def run_task(
 
 if __name__ == "__main__":
     _child_main(sys.argv[1], sys.argv[2])
+
+
+def save_report(out: Path, case: str, size: str, doc: dict[str, Any], text: str) -> None:
+    """Write a benchmark's ``<doc date>-<case>[-size].json`` and ``.md`` into ``out`` and
+    print the Markdown: the report files of every ``python -m benchmarks.X``."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{doc['date']}-{case}" + ("" if size == "full" else f"-{size}")
+    (out / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(text)
+    print(text)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import subprocess
 import sys
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.harness import save_report
 
 HERE = Path(__file__).resolve().parent
 MiB = 2**20
@@ -174,12 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     name = "tiny" if args.tiny else "quick" if args.quick else "full"
     doc = run(name, args.work)
-    doc["date"] = dt.date.today().isoformat()
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"{doc['date']}-memory" + ("" if name == "full" else f"-{name}")
-    (args.out / f"{stem}.json").write_text(json.dumps(doc, indent=2))
-    (args.out / f"{stem}.md").write_text(markdown(doc))
-    print(markdown(doc))
+    doc["date"] = dt.date.today().isoformat()  # the report's title shows it
+    save_report(args.out, "memory", name, doc, markdown(doc))
 
 
 if __name__ == "__main__":

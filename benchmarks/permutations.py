@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.harness import save_report
+
 HERE = Path(__file__).resolve().parent
 SIZES = {
     "full": {"n": 20_000, "p": 256, "batch": 1024, "r": 99},
@@ -184,12 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     name = "tiny" if args.tiny else "quick" if args.quick else "full"
     doc = run(name, args.repeat)
-    doc["date"] = dt.date.today().isoformat()
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"{doc['date']}-permutations" + ("" if name == "full" else f"-{name}")
-    (args.out / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown(doc))
-    print(markdown(doc))
+    doc["date"] = dt.date.today().isoformat()  # the report's title shows it
+    save_report(args.out, "permutations", name, doc, markdown(doc))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import shutil
 import signal
@@ -38,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.harness import save_report
 
 HERE = Path(__file__).resolve().parent
 SIZES = {"full": (6, 10_000, 768), "quick": (6, 10_000, 384), "tiny": (3, 2_000, 32)}
@@ -174,12 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     name = "tiny" if args.tiny else "quick" if args.quick else "full"
     doc = run(name, args.work)
-    doc["date"] = dt.date.today().isoformat()
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"{doc['date']}-rerun" + ("" if name == "full" else f"-{name}")
-    (args.out / f"{stem}.json").write_text(json.dumps(doc, indent=2))
-    (args.out / f"{stem}.md").write_text(markdown(doc))
-    print(markdown(doc))
+    doc["date"] = dt.date.today().isoformat()  # the report's title shows it
+    save_report(args.out, "rerun", name, doc, markdown(doc))
 
 
 if __name__ == "__main__":

@@ -76,11 +76,7 @@ def _sync(path: Path) -> None:
 def _sync_folder(folder: Path) -> None:
     """Make a rename in ``folder`` durable (best effort: not every system can)."""
     with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _sync(folder)
 
 
 def _discard(tmp: Path) -> None:
