@@ -138,7 +138,11 @@ class PassCheckpoints:
              total: int) -> bool:  # fmt: skip
         """Save the state after ``done`` of ``total`` segments; False when the cache is
         read-only (noted once)."""
-        ok = bool(self.files.write_arrays(self._path(key), _encode(state, shifts, done, total)))
+        return self.save_arrays(key, _encode(state, shifts, done, total))
+
+    def save_arrays(self, key: str, arrays: dict[str, np.ndarray]) -> bool:
+        """Save a pass's arrays under ``key``; False when the cache is read-only (noted)."""
+        ok = bool(self.files.write_arrays(self._path(key), arrays))
         if ok:
             self.saved.add(key)
         elif self.files.write_error:
@@ -216,6 +220,116 @@ def run_linear(
             last_save = time.monotonic()
     assert state is not None
     return state
+
+
+# ------------------------------------------------------- other passes, in segments
+
+
+@dataclass
+class Segments:
+    """How a pass other than the linear one keeps its state between segments.
+
+    ``encode(state)`` gives plain arrays (with a JSON ``head``) and ``decode`` takes them
+    back; ``nbytes`` is the state's size (an object store uploads it from a copy).
+    """
+
+    encode: Callable[[Any], dict[str, np.ndarray]]
+    decode: Callable[[dict[str, np.ndarray]], Any]
+    nbytes: int
+
+
+#: A minibatch pass makes about one segment per this many row blocks (each segment
+#: boundary re-reads one block: at most 1/8 more blocks decoded).
+BLOCKS_PER_SEGMENT = 8
+
+
+def minibatch_segments(live: int, workers: int, batches: int) -> int:
+    """Segments of a minibatch pass over ``live`` blocks: one per
+    :data:`BLOCKS_PER_SEGMENT` blocks (and ``workers`` blocks at least), at most
+    :data:`MAX_SEGMENTS` and ``batches``."""
+    per = max(BLOCKS_PER_SEGMENT, workers)
+    return max(1, min(MAX_SEGMENTS, batches, live // per))
+
+
+def live_blocks(batches: Any, bounds: np.ndarray) -> list[int]:
+    """The row blocks holding a row of ``batches`` (a consecutive layout or batch ids)."""
+    from reprstore.stats.minibatch import ConsecutiveBatches
+
+    blocks = range(len(bounds) - 1)
+    if isinstance(batches, ConsecutiveBatches):
+        lo, hi = batches.row_range()
+        return [k for k in blocks if bounds[k] < hi and bounds[k + 1] > lo]
+    return [k for k in blocks if (batches[bounds[k] : bounds[k + 1]] >= 0).any()]
+
+
+def run_segments(
+    ckpt: PassCheckpoints | None,
+    key: str | None,
+    total: int,
+    step: Callable[[int, Any], Any],
+    form: Segments,
+    memory: int,
+    skip: Callable[[int], None] = lambda k: None,
+) -> Any:
+    """Fold ``total`` segments in order (``state = step(k, state)``, ``None`` first),
+    saving the state after a segment when due, resuming from a saved one.
+
+    The same segments fold in the same order with or without checkpoints, so a resumed
+    run's state is bit-identical to an uninterrupted one. ``skip(k)`` counts the
+    segments a resumed run does not read (progress).
+    """
+    state: Any = None
+    done = 0
+    if ckpt is None or ckpt.files is None or total < 2:
+        key = None
+    if key is not None:
+        state, done = _load_other(ckpt, key, total, form)  # type: ignore[arg-type]
+        if done:
+            skip(done)
+            ckpt._say(f"resumed a pass from its checkpoint: {done} of {total} segments done")  # type: ignore[union-attr]
+    cost = form.nbytes / WRITE_SPEED
+    last_save = time.monotonic()
+    for k in range(done, total):
+        state = step(k, state)
+        now = time.monotonic()
+        due = now - last_save >= max(min_interval(), SAVE_SHARE * cost)
+        if key is None or not due or k + 1 >= total:
+            continue
+        assert ckpt is not None
+        if not ckpt.files.local and form.nbytes > memory // 4:
+            ckpt._say("checkpoints not saved: on an object store a checkpoint is uploaded from "
+                      "a copy in memory, and this pass's state would not fit --memory")  # fmt: skip
+            key = None
+            continue
+        began = time.monotonic()
+        arrays = form.encode(state)
+        arrays["_segments"] = np.array([k + 1, total], dtype=np.int64)
+        if ckpt.save_arrays(key, arrays):
+            cost = time.monotonic() - began
+        last_save = time.monotonic()
+    return state
+
+
+def _load_other(ckpt: PassCheckpoints, key: str, total: int, form: Segments) -> tuple[Any, int]:
+    """The saved (state, segments done) of a segmented pass, or (None, 0)."""
+    try:
+        arrays = ckpt.files.read_arrays(ckpt._path(key))
+    except ValueError as err:
+        ckpt._say(f"a checkpoint of this pass could not be read ({err}); it is ignored")
+        return None, 0
+    if arrays is None:
+        return None, 0
+    ckpt.saved.add(key)
+    try:
+        done, segments = (int(v) for v in arrays.pop("_segments"))
+        state = form.decode(arrays)
+    except (KeyError, ValueError, TypeError) as err:
+        ckpt._say(f"a checkpoint of this pass could not be read ({err}); it is ignored")
+        return None, 0
+    if segments != total or not 0 < done < total:
+        ckpt._say("a checkpoint of this pass was made another way; it is ignored")
+        return None, 0
+    return state, done
 
 
 # ---------------------------------------------------------------------- file format

@@ -22,6 +22,7 @@ permuted side's rows through a row index; the measures are unchanged.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,8 @@ from reprstore.stats.minibatch import (
     MinibatchSums,
     assign_batches,
     merge_sums,
+    sums_from_arrays,
+    sums_to_arrays,
 )
 from reprstore.stats.plan import (
     batch_groups,
@@ -595,12 +598,35 @@ def _minibatch(
     sigma2 = [bws[i].sigma2 if i in bws else None for i in range(len(c.arrays))]
     sums = MinibatchSums()
     cross = [(i, j) for i, j in unique if i != j]
-    for g in groups:
-        graph = dask_graph.minibatch_pass(
-            c.arrays, g, idx, cross, kernel=kernel, sigma2=sigma2, backend=c.backend,
-            split_every=c.split_every, chains=workers,
-        )  # fmt: skip
-        sums = merge_sums(sums, run(graph, blocks=c.blocks, workers=workers)[0])
+    bounds = np.cumsum((0, *c.arrays[0].chunks[0]))
+    form = checkpoints.Segments(sums_to_arrays, sums_from_arrays, 64 * (len(idx) + len(cross)))
+    for number, g in enumerate(groups):
+        parts = _batch_segments(g, len(checkpoints.live_blocks(g, bounds)), workers)
+
+        def step(k: int, state: MinibatchSums | None, parts: list = parts) -> MinibatchSums:
+            graph = dask_graph.minibatch_pass(
+                c.arrays, parts[k], idx, cross, kernel=kernel, sigma2=sigma2,
+                backend=c.backend, split_every=c.split_every, chains=workers,
+            )  # fmt: skip
+            got = run(graph, blocks=len(checkpoints.live_blocks(parts[k], bounds)),
+                      workers=workers)[0]  # fmt: skip
+            return got if state is None else merge_sums(state, got)
+
+        ckpt = c.checkpoints
+        layout = ["minibatch", c.arrays[0].chunks[0], kernel, sigma2, batch_size, shuffle,
+                  number, len(parts), c.backend, c.n]  # fmt: skip
+        key = None
+        if ckpt is not None and ckpt.files is not None:
+            streams = [(i, "raw") for i in idx]
+            at = {i: k for k, i in enumerate(idx)}
+            key = ckpt.key(streams, list(range(len(idx))),
+                           [(at[i], at[j]) for i, j in cross], layout)  # fmt: skip
+
+        def skip(done: int, parts: list = parts) -> None:
+            run.skip(sum(len(checkpoints.live_blocks(p, bounds)) for p in parts[:done]))
+
+        got = checkpoints.run_segments(ckpt, key, len(parts), step, form, c.memory, skip)
+        sums = merge_sums(sums, got)
     run.finish()
     return [
         cka_minibatch(
@@ -614,6 +640,30 @@ def _minibatch(
         )
         for i, j in unique
     ]
+
+
+def _batch_segments(batches: ConsecutiveBatches | np.ndarray, live: int, workers: int) -> list[Any]:
+    """The segments of a minibatch pass over consecutive batches: runs of whole batches,
+    each its own graph, so that a killed pass resumes from the last one saved
+    (:func:`reprstore.checkpoints.run_segments`). A block that holds the edge of two
+    segments is read by both: about one segment per :data:`checkpoints.BLOCKS_PER_SEGMENT`
+    blocks keeps the re-reads a small part of the pass. Random batches (a shuffle) read
+    every block for any batch, so their pass is one segment."""
+    if isinstance(batches, ConsecutiveBatches):
+        total = len(batches.sizes)
+    elif not (batches >= 0).any():
+        return [batches]
+    else:
+        total = int(batches.max()) + 1
+        used = batches[batches >= 0]
+        if (np.diff(used) < 0).any():  # a shuffle
+            return [batches]
+    count = checkpoints.minibatch_segments(live, workers, total)
+    edges = [round(k * total / count) for k in range(count + 1)]
+    if isinstance(batches, ConsecutiveBatches):
+        return [batches.segment(lo, hi) for lo, hi in itertools.pairwise(edges)]
+    return [np.where((batches >= lo) & (batches < hi), batches, -1)
+            for lo, hi in itertools.pairwise(edges)]  # fmt: skip
 
 
 def counts(

@@ -539,7 +539,8 @@ def _minibatch_chains(
     involved = set(own) | {i for p in pairs for i in p}
     whole = [a.rechunk({1: -1}) if i in involved else a for i, a in enumerate(arrays)]
     if isinstance(batch_ids, minibatch.ConsecutiveBatches):
-        live = [k for k in range(len(chunks)) if chunks[k]]
+        lo, hi = batch_ids.row_range()
+        live = [k for k in range(len(chunks)) if bounds[k] < hi and bounds[k + 1] > lo]
     else:
         live = [k for k in range(len(chunks)) if (batch_ids[bounds[k] : bounds[k + 1]] >= 0).any()]
     n_chains = max(1, min(chains, len(live)))

@@ -84,6 +84,38 @@ def merge_sums(a: MinibatchSums, b: MinibatchSums) -> MinibatchSums:
     )
 
 
+_SUM_FIELDS = ("own", "pairs", "nonfinite", "spread", "scale", "own_scale")
+
+
+def sums_to_arrays(sums: MinibatchSums) -> dict[str, np.ndarray]:
+    """The sums as plain arrays (a checkpoint: float64 kept exactly, no pickle)."""
+    out = {"counts": np.array([sums.n_batches, sums.n_rows], dtype=np.int64)}
+    for name in _SUM_FIELDS:
+        part: dict = getattr(sums, name)
+        keys = list(part)
+        width = 2 if name == "pairs" else 1
+        out[f"{name}.keys"] = np.array(keys, dtype=np.int64).reshape(len(keys), width)
+        dtype = np.int64 if name == "nonfinite" else np.float64
+        out[f"{name}.values"] = np.array([part[k] for k in keys], dtype=dtype)
+    return out
+
+
+def sums_from_arrays(arrays: dict[str, np.ndarray]) -> MinibatchSums:
+    """:func:`sums_to_arrays` backwards."""
+    n_batches, n_rows = (int(v) for v in arrays["counts"])
+    parts: dict[str, dict] = {}
+    for name in _SUM_FIELDS:
+        keys, values = arrays[f"{name}.keys"], arrays[f"{name}.values"]
+        if len(keys) != len(values):
+            raise ValueError(f"{name}: {len(keys)} keys for {len(values)} values")
+        cast = int if name == "nonfinite" else float
+        parts[name] = {
+            (tuple(int(x) for x in k) if k.size > 1 else int(k[0])): cast(v)
+            for k, v in zip(keys, values, strict=True)
+        }
+    return MinibatchSums(n_batches=n_batches, n_rows=n_rows, **parts)
+
+
 def batch_sizes(n: int, batch_size: int) -> np.ndarray:
     """Sizes of the k = max(1, ⌊n/B⌋) near-equal batches of ``n`` rows (⌈n/k⌉ first)."""
     k = max(1, n // batch_size)
@@ -98,6 +130,9 @@ class ConsecutiveBatches:
 
     n: int
     batch_size: int
+    #: Only batches [lo, hi) (a segment of a checkpointed pass); the others read −1.
+    lo: int = 0
+    hi: int | None = None
 
     @property
     def sizes(self) -> np.ndarray:
@@ -107,13 +142,27 @@ class ConsecutiveBatches:
     def first_rows(self) -> np.ndarray:
         return np.cumsum(self.sizes) - self.sizes
 
+    def segment(self, lo: int, hi: int) -> ConsecutiveBatches:
+        """The same layout, batches [lo, hi) only."""
+        return ConsecutiveBatches(self.n, self.batch_size, lo, hi)
+
+    def row_range(self) -> tuple[int, int]:
+        """The rows [start, stop) of batches [lo, hi)."""
+        sizes = self.sizes
+        hi = len(sizes) if self.hi is None else self.hi
+        return int(sizes[: self.lo].sum()), int(sizes[:hi].sum())
+
     def ids(self, start: int, stop: int) -> np.ndarray:
         """Batch of each row in [start, stop): the first n mod k batches have ⌊n/k⌋ + 1 rows."""
         k = max(1, self.n // self.batch_size)
         q, big = divmod(self.n, k)
         rows = np.arange(start, stop, dtype=np.int64)
         edge = big * (q + 1)  # rows in the larger batches
-        return np.where(rows < edge, rows // (q + 1), big + (rows - edge) // q)
+        ids = np.where(rows < edge, rows // (q + 1), big + (rows - edge) // q)
+        if self.lo or self.hi is not None:
+            hi = k if self.hi is None else self.hi
+            ids[(ids < self.lo) | (ids >= hi)] = -1
+        return ids
 
 
 def assign_batches(n: int, batch_size: int, shuffle: int | None = None) -> np.ndarray:
