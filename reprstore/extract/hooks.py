@@ -85,7 +85,7 @@ def select_layers(patterns: LayerPatterns, available: Sequence[str]) -> list[str
         return chosen
     split = [split_element(p) for p in parsed]
     regexes = [(layer_glob(base), "" if i is None else f":{i}") for base, i in split]
-    for pattern, (base, _), (regex, _) in zip(parsed, split, regexes, strict=True):
+    for (base, _), (regex, _) in zip(split, regexes, strict=True):
         if not any(regex.fullmatch(name) for name in available):
             raise InputError(_unknown_layer_message(base, available))
     chosen = [n + suffix for n in available for r, suffix in regexes if r.fullmatch(n)]

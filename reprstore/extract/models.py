@@ -152,7 +152,7 @@ def _load_hf(spec: str, eager_attention: bool = False) -> LoadedModel:
     bar_was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # our own progress bar is the only one
     try:
-        kwargs = {"attn_implementation": "eager"} if eager_attention else {}
+        kwargs: dict[str, Any] = {"attn_implementation": "eager"} if eager_attention else {}
         module = AutoModel.from_pretrained(str(directory), local_files_only=True, **kwargs)
     except Exception as err:  # OSError, ValueError, and pickle's UnpicklingError
         text = str(err)

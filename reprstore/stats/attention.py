@@ -101,8 +101,11 @@ def _add_slab(out: EntropySums, rows: np.ndarray, h: int, t: int) -> None:
 
 def merge_entropy(a: EntropySums, b: EntropySums) -> EntropySums:
     return EntropySums(
-        heads_sum=b.heads_sum if not a.heads_sum.size else
-        a.heads_sum if not b.heads_sum.size else a.heads_sum + b.heads_sum,
+        heads_sum=b.heads_sum
+        if not a.heads_sum.size
+        else a.heads_sum
+        if not b.heads_sum.size
+        else a.heads_sum + b.heads_sum,
         samples=a.samples + b.samples,
         empty=a.empty + b.empty,
         negative=a.negative + b.negative,
