@@ -363,13 +363,16 @@ class _Collector:
         else:
             rows = reduce_output(tensor, self.reduce, self.mask).to("cpu").numpy()
         assert self.window is not None and self.batch is not None
-        if len(self.window.batches) == 1:
+        positions = self.batch.positions
+        if len(self.window.batches) == 1 and (np.diff(positions) == 1).all() and (
+            len(positions) == 0 or positions[0] == 0
+        ):  # the window's rows in order (a window of one length-sorted batch is not)
             self.blocks[name] = rows
             return
         if name not in self.blocks:
             n = self.window.stop - self.window.start
             self.blocks[name] = np.empty((n, rows.shape[1]), rows.dtype)
-        self.blocks[name][self.batch.positions] = rows
+        self.blocks[name][positions] = rows
 
     def end_batch(self) -> None:
         missing = set(self.layers) - self.fired
