@@ -153,7 +153,7 @@ def ref_attention(x, heads: int) -> dict[str, float]:
     """Attention entropy by loops: per sample, head and real query (a row that is not all
     zero in every head), −Σ p log p over the real keys; mean over queries, then samples."""
     x = np.asarray(x, dtype=np.float64)
-    t = int(round(np.sqrt(x.shape[1] / heads)))
+    t = round(float(np.sqrt(x.shape[1] / heads)))
     maps = x.reshape(x.shape[0], heads, t, t)
     per_sample = []
     for sample in maps:

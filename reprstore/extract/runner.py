@@ -364,8 +364,10 @@ class _Collector:
             rows = reduce_output(tensor, self.reduce, self.mask).to("cpu").numpy()
         assert self.window is not None and self.batch is not None
         positions = self.batch.positions
-        if len(self.window.batches) == 1 and (np.diff(positions) == 1).all() and (
-            len(positions) == 0 or positions[0] == 0
+        if (
+            len(self.window.batches) == 1
+            and (np.diff(positions) == 1).all()
+            and (len(positions) == 0 or positions[0] == 0)
         ):  # the window's rows in order (a window of one length-sorted batch is not)
             self.blocks[name] = rows
             return
