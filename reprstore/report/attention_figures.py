@@ -203,7 +203,7 @@ def plot_entropy(
             f"The results hold {len(facets)} (model, seed, dataset, layer) combinations; "
             "choose up to 12 with --layer (one panel each)."
         )
-    axis = step_axis(df["checkpoint"].unique(), final_step)
+    axis = step_axis(list(df["checkpoint"].unique()), final_step)
     plt = _pyplot()
     cols = min(3, len(facets))
     rows = -(-len(facets) // cols)
@@ -212,7 +212,7 @@ def plot_entropy(
                              constrained_layout=True)  # fmt: skip
     heads = 0
     for ax, (key, part) in zip(axes.ravel(), facets, strict=False):
-        heads = max(heads, _entropy_panel(ax, part, axis, key))
+        heads = max(heads, _entropy_panel(ax, part, axis, tuple(str(k) for k in key)))
     for ax in axes.ravel()[len(facets) :]:
         ax.set_visible(False)
     _head_colorbar(plt, fig, axes, heads)
