@@ -22,7 +22,7 @@ import numpy as np
 
 from reprstore.errors import InputError
 from reprstore.extract.sink import ATTENTION, ATTENTION_LAYOUT
-from reprstore.report.figures import check_figure_path, save
+from reprstore.report.figures import _pyplot, check_figure_path, save
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,15 +37,6 @@ def check_attention_kind(kind: str) -> str:
     if kind not in KINDS:
         raise InputError(f"Unknown --kind {kind!r}. Expected one of {', '.join(KINDS)}.")
     return kind
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 # ------------------------------------------------------------------------ stored maps
