@@ -1,8 +1,9 @@
 """Measures of single representations over a store (``reprstore describe``).
 
 :func:`describe` selects representations, streams the statistics their measures need
-(per dataset, one linear pass for the moments and one counting pass for ``sparsity`` and
-``selectivity``) and returns one row per representation.
+(per dataset, one linear pass for the moments, one counting pass for ``sparsity`` and
+``selectivity``, one attention pass for ``attention_entropy`` and
+``head_specialization``) and returns one row per representation.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from reprstore.errors import InputError, NotFoundError
 from reprstore.keys import Selector
 from reprstore.metrics.base import Spec
 from reprstore.metrics.registry import parse_measures
-from reprstore.passes import counts, run
+from reprstore.passes import attention, counts, run
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,7 +44,8 @@ def describe(
     progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Single-representation measures (``pr``, ``erank``, ``variance``, ``sparsity``,
-    ``selectivity:label=COL``) of every selected representation.
+    ``selectivity:label=COL``, and of attention maps ``attention_entropy`` and
+    ``head_specialization``) of every selected representation.
 
     Returns
     -------
@@ -58,7 +60,8 @@ def describe(
     if paired:
         raise InputError(
             f"{', '.join(paired)} compare(s) two representations: use reprstore compare. "
-            "describe takes pr, erank, variance, sparsity, selectivity."
+            "describe takes pr, erank, variance, sparsity, selectivity, attention_entropy, "
+            "head_specialization."
         )
     st = _open(store)
     infos = _select(st, selector, "SELECTOR")
@@ -70,6 +73,7 @@ def describe(
                 f"{info.key.label()} is incomplete ({info.rows_written} of {info.shape[0]} "
                 "rows): resume its extraction or pass --allow-incomplete."
             )
+    heads = _attention_heads(infos, specs)
     plan = GridPlan(infos, [(i, i) for i in range(len(infos))])
     labels = _labels(st, specs, plan)
     rows: list[dict[str, Any]] = []
@@ -83,6 +87,10 @@ def describe(
                           memory=memory, scheduler=sched, progress=progress,
                           min_rows=2)  # fmt: skip
             extras = _counts(ctx, specs, labels.get(dataset), len(idx))
+            if heads:
+                found = attention(ctx, list(range(len(idx))), [heads[i] for i in idx])
+                for k, sums in found.items():
+                    extras.setdefault(("side", k), {})["attention"] = sums
             out = run(ctx, [], specs, own=list(range(len(idx))), extras=extras)
             for k, i in enumerate(idx):
                 row: dict[str, Any] = {k2: getattr(infos[i].key, k2) for k2 in KEY_FIELDS}
@@ -96,6 +104,30 @@ def describe(
         scalars, arrays_ = s.measure.columns(s.opts)
         columns += [s.column(c) for c in (*scalars, *arrays_)]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _attention_heads(infos: Sequence[Any], specs: Sequence[Spec]) -> dict[int, int]:
+    """Heads of every selected representation, when an attention measure is asked for;
+    an error (before any data is read) for one that is not attention maps."""
+    asked = [s.name for s in specs if s.measure.special(s.opts) == "attention"]
+    if not asked:
+        return {}
+    from reprstore.engine import attention_shape
+    from reprstore.extract.sink import ATTENTION, ATTENTION_LAYOUT
+
+    out = {}
+    for i, info in enumerate(infos):
+        shape = list(info.attrs.get("original_shape") or [])
+        reduction = info.attrs.get("reduction")
+        if reduction != ATTENTION or info.attrs.get("layout") != ATTENTION_LAYOUT:
+            raise InputError(
+                f"{asked[0]} needs attention maps (extract --attentions); "
+                f"{info.key.label()} is {reduction or 'a'} representation of per-sample "
+                f"shape {tuple(shape)}."
+            )
+        out[i] = int(shape[0])
+        attention_shape(int(info.shape[1]), out[i], info.key.label())
+    return out
 
 
 def _labels(st: Store, specs: Sequence[Spec], plan: GridPlan) -> dict[str, tuple[np.ndarray, int]]:

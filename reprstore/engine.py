@@ -367,16 +367,21 @@ def describe_arrays(
     names: Sequence[str] | None = None,
     mask: np.ndarray | None = None,
     labels: np.ndarray | None = None,
+    heads: int | Sequence[int] | None = None,
     **settings: Any,
 ) -> list[dict[str, Any]]:
     """Single-representation measures of each of ``arrays`` (same rows), in one pass (and
-    one counting pass for ``sparsity``/``selectivity``).
+    one counting pass for ``sparsity``/``selectivity``, one attention pass for
+    ``attention_entropy``/``head_specialization``).
 
     Parameters
     ----------
     labels : array-like (n,), optional
         Class of every row, for ``selectivity`` (its ``label`` option names the column
         in a store; here the values are given).
+    heads : int or one per array, optional
+        Heads H of attention maps stored as rows (n, H·T·T) in the order (head, query,
+        key), for the attention measures (a store records it as ``original_shape``).
 
     Returns
     -------
@@ -398,6 +403,14 @@ def describe_arrays(
             codes, n_classes = np.asarray(codes_, dtype=np.int64), len(classes)
         found = passes.counts(ctx, list(range(len(arrays))), tols, codes, n_classes)
         extras = {("side", i): {"counts": c} for i, c in found.items()}
+    if any(s.measure.special(s.opts) == "attention" for s in specs):
+        if heads is None:
+            raise InputError("The attention measures need heads=H (maps stored as H·T·T).")
+        per = [heads] * len(arrays) if isinstance(heads, int) else list(heads)
+        for i, h in enumerate(per):
+            attention_shape(int(ctx.arrays[i].shape[1]), h, ctx.names[i])
+        for i, sums in passes.attention(ctx, list(range(len(arrays))), per).items():
+            extras.setdefault(("side", i), {})["attention"] = sums
     out = passes.run(ctx, [], specs, own=list(range(len(arrays))), extras=extras)
     rows = []
     for i in range(len(arrays)):
@@ -407,6 +420,16 @@ def describe_arrays(
             row.update({s.column(k): v for k, v in got.items()})
         rows.append(row)
     return rows
+
+
+def attention_shape(width: int, heads: int, name: str) -> tuple[int, int]:
+    """``(heads, T)`` of attention maps ``width = heads·T·T`` wide, or a one-line error."""
+    from reprstore.stats.attention import map_shape
+
+    try:
+        return map_shape(width, heads)
+    except ValueError as err:
+        raise InputError(f"{name} is not attention maps of {heads} heads: {err}.") from None
 
 
 def min_rows_for(specs: Sequence[Spec]) -> int:

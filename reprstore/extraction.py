@@ -155,6 +155,7 @@ def extract(
     progress: ExtractProgress | None = None,
     on_checkpoint: Callable[[str], None] | None = None,
     layer_name: str | None = None,
+    attentions: bool = False,
 ) -> ExtractResult:
     """Run a model on a dataset and stream the chosen layers' outputs into a store.
 
@@ -198,6 +199,13 @@ def extract(
         Template of the stored layer names, with the fields ``{layer}`` (the module path)
         and ``{reduce}``: ``'{layer}.cls'`` with ``reduce="first"`` stores beside a
         ``mean`` extraction of the same layers. Default: the module path.
+    attentions
+        Keep attention maps: an ``hf:`` model runs with eager attention and
+        ``output_attentions=True`` (its maps are the layers ``attentions.<i>``), and every
+        selected layer that gives (batch, heads, T, T) — ``attentions.*`` or a module's
+        weights element ``MODULE:N`` — is stored per head, ``(n_samples, heads·T·T)``,
+        padded to the dataset's longest sample with zeros (reduction ``attention``,
+        attribute ``layout="heads,query,key"``; see :mod:`reprstore.extract.reduce`).
 
     Returns
     -------
@@ -241,12 +249,12 @@ def extract(
         validate_name(ckpt.label, "checkpoint label")
 
     with torch_threads(threads):
-        loaded = load_model(model)
+        loaded = load_model(model, eager_attention=attentions)
         for ckpt in checkpoints:
             validate_checkpoint(loaded.module, ckpt, trust=trust_checkpoint)
         loaded.module.to(torch_device)
         source = open_data(data, loaded, reduce=reduce, max_length=max_length, data_key=data_key)
-        extra_kwargs = _forward_kwargs(loaded, layers)
+        extra_kwargs = _forward_kwargs(loaded, layers, attentions)
         plan = plan_layers(
             loaded.module,
             source,
@@ -256,6 +264,7 @@ def extract(
             autocast=autocast,
             variable_tokens=_variable_tokens(source),
             extra_kwargs=extra_kwargs,
+            attention_tokens=_attention_tokens(source) if attentions else None,
         )
         n = source.n_samples
         names = stored_layer_names([lay.layer for lay in plan.layers], layer_name, reduce)
@@ -357,13 +366,25 @@ def _variable_tokens(source: DataSource) -> bool:
     return isinstance(source, TextSource) and not source.fixed_length
 
 
-def _forward_kwargs(loaded: LoadedModel, layers: str | Sequence[str] | None) -> dict[str, Any]:
-    """``output_hidden_states`` for hf models asked for ``hidden_states.N`` (or listing)."""
+def _attention_tokens(source: DataSource) -> int:
+    """The token count attention maps are padded to: the longest text sample, or (0) the
+    inputs' own length for tensors of one fixed length."""
+    from reprstore.extract.data import TextSource
+
+    return source.longest() if isinstance(source, TextSource) else 0
+
+
+def _forward_kwargs(
+    loaded: LoadedModel, layers: str | Sequence[str] | None, attentions: bool = False
+) -> dict[str, Any]:
+    """``output_hidden_states`` for hf models asked for ``hidden_states.N`` (or listing);
+    ``output_attentions`` with ``attentions``."""
     if loaded.kind != "hf":
         return {}
     names = layers.split(",") if isinstance(layers, str) else list(layers or ["hidden_states"])
     wants = any(str(p).strip().startswith(("hidden_states", "*")) for p in names)
-    return {"output_hidden_states": True} if wants else {}
+    out = {"output_hidden_states": True} if wants else {}
+    return {**out, "output_attentions": True} if attentions else out
 
 
 def _weights_id(loaded: LoadedModel, ckpt: Any) -> str:
@@ -423,7 +444,7 @@ def _plan_writes(
                 source_dtype=out.source_dtype,
                 keep_bits=encoding.keep_bits,
                 source_fingerprint=source_fp,
-                extra={"autocast": autocast, **preprocessing},
+                extra={"autocast": autocast, **preprocessing, **_layout(out)},
             )
             if not overwrite and st.is_complete_with(key, settings):
                 skipped.append(key)
@@ -432,6 +453,13 @@ def _plan_writes(
             to_write[key] = settings
         todo[ckpt.label] = (to_write, skipped)
     return todo
+
+
+def _layout(out: LayerOutput) -> dict[str, str]:
+    """The ``layout`` attribute of attention maps (their per-head axes)."""
+    from reprstore.extract.reduce import ATTENTION, ATTENTION_LAYOUT
+
+    return {"layout": ATTENTION_LAYOUT} if out.reduction == ATTENTION else {}
 
 
 def _provenance(
@@ -508,16 +536,18 @@ def list_layers(
     data_key: str | None = None,
     autocast: str | None = None,
     threads: int | None = None,
+    attentions: bool = False,
 ) -> list[LayerListing]:
     """Every module of a model (and every tensor it returns) with the output shape it
-    gives for one batch of two samples of ``data``."""
+    gives for one batch of two samples of ``data`` (``attentions``: with the attention
+    maps, as :func:`extract` with ``attentions`` sees them)."""
     from reprstore.extract.models import load_model, parse_device
     from reprstore.extract.runner import list_layers as _list
     from reprstore.extract.runner import torch_threads
 
     torch_device = parse_device(device)
     with torch_threads(threads):
-        loaded = load_model(model)
+        loaded = load_model(model, eager_attention=attentions)
         loaded.module.to(torch_device)
         source = open_data(data, loaded, max_length=max_length, data_key=data_key)
         return _list(
@@ -525,7 +555,7 @@ def list_layers(
             source,
             torch_device,
             autocast=autocast,
-            extra_kwargs=_forward_kwargs(loaded, None),
+            extra_kwargs=_forward_kwargs(loaded, None, attentions),
         )
 
 

@@ -679,6 +679,17 @@ def counts(
     return dict(zip(idx, run(*graphs, blocks=len(idx) * c.blocks), strict=True))
 
 
+def attention(c: PassContext, idx: Sequence[int], heads: Sequence[int]) -> dict[int, Any]:
+    """Entropy sums (:mod:`reprstore.stats.attention`) of the attention maps ``idx``, of
+    ``heads[k]`` heads each, in one computation."""
+    run = dask_graph.Runner(c.scheduler, c.progress, len(idx) * c.blocks)
+    graphs = [
+        dask_graph.attention_pass(c.arrays[i], c.mask, h, c.split_every)
+        for i, h in zip(idx, heads, strict=True)
+    ]
+    return dict(zip(idx, run(*graphs, blocks=len(idx) * c.blocks), strict=True))
+
+
 def check_sigma(sigma: float | None) -> None:
     if sigma is None or not sigma > 0 or not math.isfinite(sigma):
         raise InputError(f"sigma must be a positive number. Got {sigma!r} instead.")

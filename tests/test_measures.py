@@ -37,6 +37,8 @@ PAIRED = [c for c in ALL if get(c.split(":")[0]).pairing != "single"]
 SINGLE = [c for c in ALL if get(c.split(":")[0]).pairing == "single"]
 REL, ABS = 1e-6, 1e-9
 N = 90
+ATTENTION = {"attention_entropy", "head_specialization"}
+HEADS = 3
 
 
 def data(seed: int = 0, n: int = N, p: int = 6, q: int = 6) -> tuple[np.ndarray, np.ndarray]:
@@ -45,6 +47,24 @@ def data(seed: int = 0, n: int = N, p: int = 6, q: int = 6) -> tuple[np.ndarray,
     x = rng.normal(size=(n, p)) * np.linspace(0.5, 2.0, p) + 1.0
     y = np.tanh(x @ rng.normal(size=(p, q))) + 0.4 * rng.normal(size=(n, q)) + 0.5
     return x, y
+
+
+def attention_maps(seed: int = 0, n: int = N, t: int = 5) -> np.ndarray:
+    """Softmax maps (n, HEADS·t·t) of samples of 1…t real tokens, padded with zeros."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n, HEADS, t, t))
+    for i, length in enumerate(rng.integers(1, t + 1, size=n)):
+        scores = 2.0 * rng.normal(size=(HEADS, length, length))
+        p = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        out[i, :, :length, :length] = p / p.sum(axis=-1, keepdims=True)
+    return out.reshape(n, -1)
+
+
+def case_data(case: str, seed: int) -> np.ndarray:
+    """What a single-representation measure is checked on."""
+    if case.split(":")[0] in ATTENTION:
+        return attention_maps(seed)
+    return positive(data(seed)[0])
 
 
 def labels(n: int = N) -> np.ndarray:
@@ -58,7 +78,9 @@ def paired(case: str, x, y, pairs=((0, 1),), chunks=None) -> dict:
 
 def single(case: str, x, chunks=None) -> dict:
     arr = x if chunks is None else da.from_array(x, chunks=(chunks, -1))
-    return describe_arrays([arr], case, labels=labels(x.shape[0]), scheduler="sync")[0]
+    heads = HEADS if case.split(":")[0] in ATTENTION else None
+    return describe_arrays([arr], case, labels=labels(x.shape[0]), heads=heads,
+                           scheduler="sync")[0]  # fmt: skip
 
 
 def spec_of(case: str):
@@ -116,9 +138,10 @@ def test_streamed_equals_oracle(case: str, chunks: int | None) -> None:
 @pytest.mark.parametrize("chunks", [None, 1, 7])
 @pytest.mark.parametrize("case", SINGLE)
 def test_describe_equals_oracle(case: str, chunks: int | None) -> None:
-    x = positive(data(2)[0])
+    x = case_data(case, 2)
     spec = spec_of(case)
     kw = {"tol": spec.opts["tol"]} if spec.name == "sparsity" else {}
+    kw = {"heads": HEADS} if spec.name in ATTENTION else kw
     want = ref_describe(x, spec.name, labels=labels(), **kw)
     close(single(case, x, chunks), want, want.keys())
 
@@ -181,7 +204,7 @@ def test_declared_invariances_hold_and_others_fail(case: str, kind: str) -> None
     m = spec.measure
     x, y = data(5)
     if m.pairing == "single":
-        x = positive(x)
+        x = case_data(case, 5)
     rng = np.random.default_rng(abs(hash((case, kind))) % 2**32)
     tx = _transform(kind, rng, x.shape[1])
     same = m.pairing == "features" and kind in ("orthogonal", "linear")

@@ -149,7 +149,31 @@ def ref_pca(x, y, k: int | None = None) -> dict[str, float]:
     return out
 
 
-def ref_describe(x, name: str, labels=None, tol: float = 0.0) -> dict[str, float]:
+def ref_attention(x, heads: int) -> dict[str, float]:
+    """Attention entropy by loops: per sample, head and real query (a row that is not all
+    zero in every head), −Σ p log p over the real keys; mean over queries, then samples."""
+    x = np.asarray(x, dtype=np.float64)
+    t = round(float(np.sqrt(x.shape[1] / heads)))
+    maps = x.reshape(x.shape[0], heads, t, t)
+    per_sample = []
+    for sample in maps:
+        real = [q for q in range(t) if np.any(sample[:, q, :] != 0)]
+        ent = np.zeros(heads)
+        for h in range(heads):
+            for q in real:
+                p = np.array([sample[h, q, k] for k in real])
+                p = p[p > 0]
+                ent[h] += -np.sum(p * np.log(p))
+        per_sample.append(ent / len(real))
+    e = np.mean(per_sample, axis=0)
+    return {"attention_entropy": float(e.mean()), "attention_entropy_heads": e,
+            "head_specialization": float(np.sqrt(np.mean((e - e.mean()) ** 2)))}  # fmt: skip
+
+
+def ref_describe(x, name: str, labels=None, tol: float = 0.0, heads: int = 0) -> dict:
+    if name in ("attention_entropy", "head_specialization"):
+        out = ref_attention(x, heads)
+        return {k: v for k, v in out.items() if k.startswith(name)}
     x = np.asarray(x, dtype=np.float64)
     s = np.linalg.svd(centred(x), compute_uv=False)
     lam = s**2 / x.shape[0]

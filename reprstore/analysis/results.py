@@ -104,7 +104,8 @@ def check_repeats(df: pd.DataFrame) -> None:
     """Refuse a table that holds one comparison twice: rows equal in every column but the
     measures' values (two result files concatenated, a run appended twice). Averaging them
     would weigh that comparison double without a word."""
-    identity = [c for c in df.columns if c not in set(measure_columns(df))]
+    measures = set(measure_columns(df))
+    identity = [c for c in df.columns if c not in measures and not _array_valued(df[c])]
     if not identity or len(df) < 2:
         return
     twice = df.duplicated(subset=identity, keep=False).to_numpy()
@@ -118,6 +119,14 @@ def check_repeats(df: pd.DataFrame) -> None:
         f"{row_name(df, other).split(' of ')[0]} are equal in every key and option column "
         f"({int(twice.sum())} rows repeat another). Remove the repeats (e.g. a file appended "
         "twice; pandas: df.drop_duplicates(subset=keys)) or tell them apart in a column."
+    )
+
+
+def _array_valued(column: pd.Series) -> bool:
+    """A list column of a table made in memory (per-head or per-unit values): a measure's
+    values, not part of which comparison a row is (and not hashable)."""
+    return column.dtype == object and bool(
+        column.map(lambda v: isinstance(v, (list, np.ndarray))).any()
     )
 
 

@@ -80,6 +80,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "describe": ("compare_cmd", "describe"),
     "summarize": ("analysis_cmds", "summarize"),
     "plot": ("analysis_cmds", "plot"),
+    "plot-attention": ("attention_cmd", "plot_attention"),
     "drift": ("analysis_cmds", "drift"),
     "timeline": ("timeline_cmd", "timeline"),
 }

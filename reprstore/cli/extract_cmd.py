@@ -214,6 +214,17 @@ def extract(
             "can run arbitrary code: only for files you trust.",
         ),
     ] = False,
+    attentions: Annotated[
+        bool,
+        typer.Option(
+            "--attentions",
+            help="Keep attention maps per head, (samples, heads·T·T): hf: models run with "
+            "eager attention and return them as attentions.0, attentions.1 … (the default "
+            "--layers then); a module's weights element is MODULE:N "
+            "('encoder.layer.*.attention.self:1'). Padded to the longest sample; padded "
+            "tokens are zeros. Store with --dtype float32 for exact entropies.",
+        ),
+    ] = False,
     list_layers: Annotated[
         bool,
         typer.Option(
@@ -233,8 +244,10 @@ def extract(
     --layers 'encoder.layer.*' --name minilm
     """
     if list_layers:
-        _print_layers(model, data, device, max_length, data_key, autocast, threads)
+        _print_layers(model, data, device, max_length, data_key, autocast, threads, attentions)
         return
+    if attentions and not layers:
+        layers = "attentions.*"
     if not layers or not name:
         raise fail("--layers and --name are required (or pass --list-layers).", 2)
     from reprstore.extraction import extract as run_extract
@@ -247,7 +260,7 @@ def extract(
             device=device, threads=threads, max_length=max_length, data_key=data_key,
             ids=ids, meta=meta, autocast=autocast, on_nonfinite=on_nonfinite,
             overwrite=overwrite, trust_checkpoint=trust_checkpoint, progress=progress,
-            on_checkpoint=new_checkpoint, layer_name=layer_name,
+            on_checkpoint=new_checkpoint, layer_name=layer_name, attentions=attentions,
         )  # fmt: skip
     for label, row in result.resumed_from.items():
         if row > 0:
@@ -266,12 +279,13 @@ def _print_layers(
     data_key: str | None,
     autocast: str | None,
     threads: int | None,
+    attentions: bool = False,
 ) -> None:
     from reprstore.extraction import list_layers
 
     rows = list_layers(
         model=model, data=data, device=device, max_length=max_length, data_key=data_key,
-        autocast=autocast, threads=threads,
+        autocast=autocast, threads=threads, attentions=attentions,
     )  # fmt: skip
     table = Table(title=f"{model}: output shapes for a batch of 2 samples")
     for column in ("layer", "type", "output shape", "dtype"):

@@ -198,6 +198,19 @@ class TextSource(DataSource):
     def _padding(self) -> str:
         return "max_length" if self.fixed_length else "longest"
 
+    def longest(self) -> int:
+        """Tokens of the longest sample after truncation: the one token count attention
+        maps of the whole dataset are padded to (``max_length`` when padding to it)."""
+        if self.fixed_length:
+            return self.max_length
+        most = 1
+        for lo in range(0, self.n_samples, 1024):
+            ids = self.tokenizer(
+                self.lines[lo : lo + 1024], truncation=True, max_length=self.max_length
+            )["input_ids"]
+            most = max([most, *(len(t) for t in ids)])
+        return most
+
     def windows(self, batch_size: int, start: int = 0) -> Iterator[Window]:
         size = batch_size if self.fixed_length else batch_size * WINDOW_BATCHES
         for lo in range((start // size) * size, self.n_samples, size):

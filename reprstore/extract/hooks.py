@@ -12,6 +12,11 @@ Besides module paths, a layer may name part of what the model *returns*: ``outpu
 model that returns a tensor), ``output.1`` (the second element of a returned tuple) or a
 field of a returned mapping / transformers ``ModelOutput`` (``last_hidden_state``,
 ``hidden_states.3``). TorchScript models run no Python hooks, so only these work there.
+
+A module that returns a tuple hands on its first tensor; ``MODULE:N`` picks element ``N``
+instead (``encoder.layer.*.attention.self:1``: the attention weights a transformers
+self-attention returns beside its output, with eager attention). ``:`` never occurs in a
+module path, so the suffix cannot be mistaken for a child module.
 """
 
 from __future__ import annotations
@@ -43,8 +48,21 @@ def parse_patterns(patterns: LayerPatterns) -> list[str] | Callable[[str], bool]
     return out
 
 
+_ELEMENT = re.compile(r"^(.+):(\d+)$")
+
+
+def split_element(name: str) -> tuple[str, int | None]:
+    """``"mod:1"`` → ``("mod", 1)``: a module path and the element of its output tuple
+    (``None``: the first tensor)."""
+    found = _ELEMENT.match(name)
+    return (found.group(1), int(found.group(2))) if found else (name, None)
+
+
 def select_layers(patterns: LayerPatterns, available: Sequence[str]) -> list[str]:
     """The layers of ``available`` that ``patterns`` select, in ``available``'s order.
+
+    A pattern ending in ``:N`` selects element ``N`` of the matched modules' outputs
+    (the chosen name keeps the suffix).
 
     Parameters
     ----------
@@ -65,11 +83,13 @@ def select_layers(patterns: LayerPatterns, available: Sequence[str]) -> list[str
         if not chosen:
             raise InputError("The layer predicate selected no layer. See --list-layers.")
         return chosen
-    regexes = [layer_glob(p) for p in parsed]
-    for pattern, regex in zip(parsed, regexes, strict=True):
+    split = [split_element(p) for p in parsed]
+    regexes = [(layer_glob(base), "" if i is None else f":{i}") for base, i in split]
+    for (base, _), (regex, _) in zip(split, regexes, strict=True):
         if not any(regex.fullmatch(name) for name in available):
-            raise InputError(_unknown_layer_message(pattern, available))
-    return [n for n in available if any(r.fullmatch(n) for r in regexes)]
+            raise InputError(_unknown_layer_message(base, available))
+    chosen = [n + suffix for n in available for r, suffix in regexes if r.fullmatch(n)]
+    return list(dict.fromkeys(chosen))
 
 
 def is_glob(pattern: str) -> bool:
@@ -152,23 +172,51 @@ def output_leaves(value: Any, prefix: str = "") -> Iterator[tuple[str, torch.Ten
 def hooked(model: nn.Module, layers: Sequence[str], on_output: OnOutput) -> Iterator[None]:
     """Call ``on_output(layer, tensor)`` for every named module's output inside the block.
 
-    The tensor is the module's output (its first tensor for tuples and ModelOutputs),
-    detached. Every handle is removed when the block ends, however it ends.
+    The tensor is the module's output (its first tensor for tuples and ModelOutputs, or
+    element ``N`` for a layer named ``MODULE:N``), detached. Every handle is removed when
+    the block ends, however it ends.
     """
     modules = dict(model.named_modules())
     handles = []
     try:
         for name in layers:
-            handles.append(modules[name].register_forward_hook(_hook(name, on_output)))
+            base, index = split_element(name)
+            hook = _hook(name, on_output, index)
+            handles.append(modules[base].register_forward_hook(hook))
         yield
     finally:
         for handle in handles:
             handle.remove()
 
 
-def _hook(name: str, on_output: OnOutput) -> Callable[..., None]:
+def output_element(output: Any, index: int, name: str) -> torch.Tensor:
+    """Element ``index`` of a module's output (a tuple, list, mapping or ModelOutput)."""
+    items = list(output.values()) if isinstance(output, Mapping) else output
+    if isinstance(items, torch.Tensor):
+        items = (items,)
+    if not isinstance(items, (tuple, list)) or index >= len(items):
+        count = len(items) if isinstance(items, (tuple, list)) else 1
+        raise InputError(
+            f"Layer {name!r}: the module returns {count} output(s); there is no element "
+            f"{index} (elements count from 0)."
+        )
+    item = items[index]
+    if item is None:
+        raise InputError(
+            f"Layer {name!r}: element {index} of the module's output is None (attention "
+            "weights are returned with eager attention only: extract --attentions)."
+        )
+    if not isinstance(item, torch.Tensor):
+        raise InputError(f"Layer {name!r}: element {index} is a {type(item).__name__}.")
+    return item
+
+
+def _hook(name: str, on_output: OnOutput, index: int | None = None) -> Callable[..., None]:
     def hook(module: nn.Module, args: Any, output: Any) -> None:
-        tensor = first_tensor(output)
+        if index is not None:
+            tensor: torch.Tensor | None = output_element(output, index, name)
+        else:
+            tensor = first_tensor(output)
         if tensor is None:
             raise InputError(f"Layer {name!r} returned no tensor ({type(output).__name__}).")
         on_output(name, tensor.detach())

@@ -78,10 +78,15 @@ def parse_device(spec: str) -> torch.device:
     return device
 
 
-def load_model(spec: str) -> LoadedModel:
-    """Build the model a SPEC names, in eval mode on the CPU (see the module docstring)."""
+def load_model(spec: str, *, eager_attention: bool = False) -> LoadedModel:
+    """Build the model a SPEC names, in eval mode on the CPU (see the module docstring).
+
+    ``eager_attention``: an ``hf:`` model computes attention explicitly
+    (``attn_implementation="eager"``), the one implementation that returns the attention
+    probabilities (sdpa and flash attention return none).
+    """
     if spec.startswith("hf:"):
-        return _load_hf(spec)
+        return _load_hf(spec, eager_attention)
     if _CALLABLE_SPEC.match(spec) and not Path(spec).exists():
         module = import_callable(spec, "model")()
         if not isinstance(module, nn.Module):
@@ -130,7 +135,7 @@ def _load_torchscript(path: Path) -> nn.Module:
     return module.eval()
 
 
-def _load_hf(spec: str) -> LoadedModel:
+def _load_hf(spec: str, eager_attention: bool = False) -> LoadedModel:
     directory = Path(spec[3:]).expanduser()
     if not (directory / "config.json").is_file():
         raise InputError(
@@ -147,7 +152,8 @@ def _load_hf(spec: str) -> LoadedModel:
     bar_was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # our own progress bar is the only one
     try:
-        module = AutoModel.from_pretrained(str(directory), local_files_only=True)
+        kwargs: dict[str, Any] = {"attn_implementation": "eager"} if eager_attention else {}
+        module = AutoModel.from_pretrained(str(directory), local_files_only=True, **kwargs)
     except Exception as err:  # OSError, ValueError, and pickle's UnpicklingError
         text = str(err)
         if "weights_only" in text or "Unpickl" in type(err).__name__:

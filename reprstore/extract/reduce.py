@@ -18,6 +18,13 @@ Reductions over the positions:
 * ``max``: the maximum over real positions.
 * ``flatten``: keep everything, ``(N, prod(per-sample shape))``; text is then padded to
   ``--max-length`` so every row has the same width.
+
+Attention maps ``(N, H, T, T)`` (``extract --attentions``) are never pooled: reduction
+``attention`` stores each sample's heads as they are, ``(N, H·T·T)`` in the order
+(head, query, key) (attribute ``layout = "heads,query,key"``), padded with zeros to one
+token count for the whole dataset. The rows and columns of padded tokens are zeros too,
+so the map itself says which queries and keys are real: a query row is real iff it is
+not all zero (a real one sums to 1), and key ``k`` is real iff query ``k`` is.
 """
 
 from __future__ import annotations
@@ -27,9 +34,38 @@ import math
 import torch
 
 from reprstore.errors import InputError
+from reprstore.extract.sink import ATTENTION, ATTENTION_LAYOUT
+
+__all__ = ["ATTENTION", "ATTENTION_LAYOUT", "REDUCTIONS", "attention_rows", "reduce_output"]
 
 REDUCTIONS = ("mean", "first", "last", "max", "flatten")
 DEFAULT_REDUCTION = "mean"
+
+
+def is_attention_map(x: torch.Tensor) -> bool:
+    """Whether an output has the shape of attention maps, (batch, heads, T, T)."""
+    return x.ndim == 4 and x.shape[-1] == x.shape[-2]
+
+
+def attention_rows(
+    x: torch.Tensor, mask: torch.Tensor | None, tokens: int, name: str = "attention"
+) -> torch.Tensor:
+    """Rows ``(N, H·tokens²)`` of attention maps ``x`` ``(N, H, T, T)``: padded tokens'
+    query rows and key columns set to 0 (``mask`` ``(N, T)``, 1 = real token), then
+    zero-padded to ``tokens`` tokens."""
+    t = int(x.shape[-1])
+    if not is_attention_map(x) or t > tokens:
+        raise InputError(
+            f"Layer {name!r} gave attention maps of shape {tuple(x.shape)} in a batch, but "
+            f"(batch, heads, T, T) with T ≤ {tokens} was planned from the first batch; give "
+            "inputs of one length, or text (padded per dataset)."
+        )
+    if mask is not None and tuple(mask.shape) == (x.shape[0], t):
+        real = mask.to(x.dtype)
+        x = x * real[:, None, :, None] * real[:, None, None, :]
+    if t < tokens:
+        x = torch.nn.functional.pad(x, (0, tokens - t, 0, tokens - t))
+    return x.reshape(x.shape[0], -1)
 
 
 def check_reduction(how: str) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from reprstore.errors import InputError
+from reprstore.errors import InputError, ReprstoreError
 from reprstore.extract.data import Batch, DataSource, Window
 from reprstore.extract.hooks import (
     LayerPatterns,
@@ -34,8 +34,16 @@ from reprstore.extract.hooks import (
     output_leaves,
     parse_patterns,
     select_layers,
+    split_element,
 )
-from reprstore.extract.reduce import check_reduction, reduce_output, reduction_name
+from reprstore.extract.reduce import (
+    ATTENTION,
+    attention_rows,
+    check_reduction,
+    is_attention_map,
+    reduce_output,
+    reduction_name,
+)
 from reprstore.extract.sink import LayerOutput, LayerSink, ProgressCallback
 
 AUTOCAST = ("bf16",)
@@ -157,6 +165,8 @@ def _probe_outputs(
     ):
         try:
             out, mask = forward(model, batch, device, extra_kwargs)
+        except ReprstoreError:  # a hook's own message (an output element that is missing)
+            raise
         except (RuntimeError, TypeError, ValueError, IndexError) as err:  # shapes, dtypes
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise InputError(
@@ -207,8 +217,14 @@ def plan_layers(
     autocast: str | None = None,
     variable_tokens: bool = False,
     extra_kwargs: Mapping[str, Any] | None = None,
+    attention_tokens: int | None = None,
 ) -> Plan:
     """Validate ``patterns`` and find each selected layer's stored shape from one batch.
+
+    ``attention_tokens``: keep attention maps (batch, heads, T, T) as they are
+    (:func:`~reprstore.extract.reduce.attention_rows`), padded to this many tokens
+    (``0``: the probe batch's own T, for inputs of one fixed length); ``None``: no layer
+    is taken for an attention map.
 
     Raises :class:`InputError` for a pattern that matches nothing (with the closest
     names), a module that does not run in ``forward`` or runs more than once per batch.
@@ -216,7 +232,7 @@ def plan_layers(
     check_reduction(reduce)
     parsed = parse_patterns(patterns)
     names = module_names(model)
-    static = [n for n in names if _matches(parsed, n)]
+    static = _hook_names(parsed, names)
     batch = _first_batch(source)
     seen, leaves, mask = _probe_outputs(model, batch, static, device, autocast, extra_kwargs or {})
     chosen = select_layers(parsed, names + [n for n in leaves if n not in names])
@@ -226,6 +242,11 @@ def plan_layers(
         if name in leaves and name not in names:
             tensor = leaves[name]
             outputs.append(name)
+        elif split_element(name)[0] in leaves and split_element(name)[0] not in names:
+            raise InputError(
+                f"Layer {name!r}: ':N' picks an element of a module's output; "
+                f"{split_element(name)[0]} is a tensor the model returns."
+            )
         else:
             calls = seen.get(name, [])
             if not calls and not explicit(name):
@@ -239,10 +260,33 @@ def plan_layers(
                 )
             tensor = calls[0]
             modules.append(name)
-        layers.append(_layer_output(name, tensor, reduce, mask, variable_tokens))
+        tokens = None
+        if attention_tokens is not None and is_attention_map(tensor):
+            tokens = max(attention_tokens, int(tensor.shape[-1]))
+        layers.append(_layer_output(name, tensor, reduce, mask, variable_tokens, tokens))
     if not layers:
         raise InputError(f"No selected layer ran in the model's forward pass ({patterns}).")
+    if attention_tokens is not None and not any(lay.reduction == ATTENTION for lay in layers):
+        raise InputError(
+            "--attentions: no selected layer gives attention maps (batch, heads, tokens, "
+            "tokens). Select attentions.* (hf: models) or a module's weights element, e.g. "
+            "'encoder.layer.*.attention.self:1'."
+        )
     return Plan(layers, modules, outputs)
+
+
+def _hook_names(parsed: Any, names: list[str]) -> list[str]:
+    """The module layers the patterns name, with their ``:N`` element suffixes."""
+    if callable(parsed):
+        return [n for n in names if parsed(n)]
+    split = [split_element(p) for p in parsed]
+    found = [
+        n if index is None else f"{n}:{index}"
+        for n in names
+        for base, index in split
+        if layer_glob(base).fullmatch(n)
+    ]
+    return list(dict.fromkeys(found))
 
 
 def _explicit_names(parsed: Any) -> Callable[[str], bool]:
@@ -253,15 +297,25 @@ def _explicit_names(parsed: Any) -> Callable[[str], bool]:
     return lambda name: name in names
 
 
-def _matches(parsed: Any, name: str) -> bool:
-    if callable(parsed):
-        return bool(parsed(name))
-    return any(layer_glob(p).fullmatch(name) for p in parsed)
-
-
 def _layer_output(
-    name: str, tensor: torch.Tensor, reduce: str, mask: torch.Tensor | None, variable_tokens: bool
+    name: str,
+    tensor: torch.Tensor,
+    reduce: str,
+    mask: torch.Tensor | None,
+    variable_tokens: bool,
+    attention_tokens: int | None = None,
 ) -> LayerOutput:
+    """What layer ``name`` stores, from its output for the probe batch; an attention map
+    (``attention_tokens`` given) keeps its heads, padded to that many tokens."""
+    if attention_tokens is not None:
+        heads, t = int(tensor.shape[1]), attention_tokens
+        return LayerOutput(
+            layer=name,
+            original_shape=(heads, t, t),
+            reduction=ATTENTION,
+            n_features=heads * t * t,
+            source_dtype=str(tensor.dtype).removeprefix("torch."),
+        )
     per_sample: tuple[int | None, ...] = tuple(int(s) for s in tensor.shape[1:])
     rows = reduce_output(tensor.float(), reduce, mask)
     is_tokens = mask is not None and tensor.ndim == 3 and tensor.shape[:2] == mask.shape
@@ -301,15 +355,26 @@ class _Collector:
         self.fired.add(name)
         if tensor.dtype == torch.bfloat16:
             tensor = tensor.float()
-        rows = reduce_output(tensor, self.reduce, self.mask).to("cpu").numpy()
+        layer = self.layers[name]
+        if layer.reduction == ATTENTION:
+            tokens = layer.original_shape[-1]
+            assert tokens is not None
+            rows = attention_rows(tensor, self.mask, tokens, name).to("cpu").numpy()
+        else:
+            rows = reduce_output(tensor, self.reduce, self.mask).to("cpu").numpy()
         assert self.window is not None and self.batch is not None
-        if len(self.window.batches) == 1:
+        positions = self.batch.positions
+        if (
+            len(self.window.batches) == 1
+            and (np.diff(positions) == 1).all()
+            and (len(positions) == 0 or positions[0] == 0)
+        ):  # the window's rows in order (a window of one length-sorted batch is not)
             self.blocks[name] = rows
             return
         if name not in self.blocks:
             n = self.window.stop - self.window.start
             self.blocks[name] = np.empty((n, rows.shape[1]), rows.dtype)
-        self.blocks[name][self.batch.positions] = rows
+        self.blocks[name][positions] = rows
 
     def end_batch(self) -> None:
         missing = set(self.layers) - self.fired

@@ -13,6 +13,11 @@ from typing import Protocol
 
 import numpy as np
 
+#: The reduction of attention maps kept per head, and the order of their per-sample axes
+#: (``layout`` attribute): rows are (heads·T·T) in (head, query, key) order.
+ATTENTION = "attention"
+ATTENTION_LAYOUT = "heads,query,key"
+
 
 @dataclass(frozen=True)
 class LayerOutput:

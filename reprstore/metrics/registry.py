@@ -31,6 +31,8 @@ REGISTRY: dict[str, str] = {
     "variance": "reprstore.metrics.describe:Variance",
     "sparsity": "reprstore.metrics.describe:Sparsity",
     "selectivity": "reprstore.metrics.describe:Selectivity",
+    "attention_entropy": "reprstore.metrics.attention:AttentionEntropy",
+    "head_specialization": "reprstore.metrics.attention:HeadSpecialization",
 }
 _LOADED: dict[str, Measure] = {}
 
@@ -75,7 +77,8 @@ def measures() -> dict[str, str]:
 def help_text() -> str:
     """The text of ``--measure help``."""
     lines = ["Measures (NAME[:option=value…], comma-separated):"]
-    lines += [f"  {name:<12} {line}" for name, line in measures().items()]
+    width = max(12, *(len(name) for name in REGISTRY))
+    lines += [f"  {name:<{width}} {line}" for name, line in measures().items()]
     return "\n".join(lines)
 
 

@@ -38,7 +38,7 @@ import numpy as np
 from dask.callbacks import Callback
 from dask.delayed import Delayed
 
-from reprstore.stats import counts, linear, minibatch
+from reprstore.stats import attention, counts, linear, minibatch
 from reprstore.stats.linear import NUMPY, Backend
 from reprstore.stats.views import RAW, apply_view
 
@@ -617,6 +617,31 @@ def counts_pass(
     return tree_reduce(parts, counts.merge_counts, split_every)
 
 
+def _attention_block(
+    reader: BlockReader, rows: np.ndarray | None, heads: int
+) -> attention.EntropySums:
+    out = attention.block_entropy(_select(reader(), rows), heads)
+    trim_heap()
+    return out
+
+
+def attention_pass(
+    array: da.Array, mask: np.ndarray | None, heads: int, split_every: int = DEFAULT_SPLIT_EVERY
+) -> Delayed:
+    """Delayed :class:`~reprstore.stats.attention.EntropySums` of the selected rows of
+    attention maps ``array`` (n, heads·T·T). Each block task reads its own block
+    (:class:`BlockReader`: no block is read ahead of the task that uses it) and works
+    through it in bounded slabs."""
+    chunks = array.chunks[0]
+    rows = _mask_slices(mask, chunks)
+    whole = array.rechunk({1: -1})
+    parts = [
+        dask.delayed(_attention_block)(BlockReader(whole, k), rows[k], heads)
+        for k in live_block_indices(chunks, mask)
+    ]
+    return tree_reduce(parts, attention.merge_entropy, split_every)
+
+
 def gather_rows(array: da.Array, mask: np.ndarray | None) -> Delayed:
     """Delayed in-memory copy of the selected rows of ``array`` (n, p) (small data only)."""
     blocks, chunks = row_blocks([array])
@@ -722,7 +747,8 @@ def compute(
 
 
 _BLOCK_TASKS = ("_linear_step", "_linear_first", "block_minibatch", "_select", "block_counts",
-                "_minibatch_step", "_grouped_step", "_block_records")  # fmt: skip
+                "_minibatch_step", "_grouped_step", "_block_records",
+                "_attention_block")  # fmt: skip
 
 
 class _BlockCounter(Callback):

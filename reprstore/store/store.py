@@ -682,6 +682,8 @@ class Store:
             "provenance": provenance(**sources),
             "created": utc_now(),
         }
+        if "layout" in settings.extra:  # the per-sample axes of attention maps
+            attributes["layout"] = settings.extra["layout"]
         step = checkpoint_step(key.checkpoint)
         if step is not None:
             attributes["step"] = step  # the checkpoint's training step, for timelines
