@@ -235,5 +235,7 @@ def describe(
         table.add_row(label, str(row["dataset"]), str(row["n_samples"]),
                       *(_fmt(row[col]) for col in scalars))  # fmt: skip
     console.print(table)
+    for note in df.attrs.get("notes", []):
+        console.print(f"note: {note}", highlight=False)
     if out is not None:
         console.print(f"wrote {write_results(df, out)}")
