@@ -18,7 +18,6 @@ import numpy as np
 from reprstore.errors import ComparisonError, InputError
 from reprstore.metrics.base import Measure, Option, Side, participation_ratio
 
-
 #: What ``selectivity:dead`` does with a unit whose class means are all zero (0/0).
 DEAD_RULES = ("skip", "zero", "error")
 
