@@ -163,6 +163,18 @@ class Value:
             return f"drift (1 − {self.column})"
         return TITLES.get(self.column, self.column)
 
+    @property
+    def bounds(self) -> tuple[float, float] | None:
+        """The range the value lies in by its measure's definition (the complement's is
+        [1 − hi, 1 − lo]), or None for an unbounded or unknown column."""
+        from reprstore.metrics.registry import column_range
+
+        found = column_range(self.column)
+        if found is None:
+            return None
+        lo, hi = found
+        return (1.0 - hi, 1.0 - lo) if self.complement else (lo, hi)
+
     def of(self, df: pd.DataFrame) -> np.ndarray:
         """The value on every row of ``df`` (float64).
 

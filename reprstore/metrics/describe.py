@@ -101,6 +101,7 @@ class Sparsity(_Single):
     summary = "fraction of entries with |x| ≤ tol"
     options = (Option("tol", float, 0.0, "entries with |x| ≤ tol count as zero"),)
     scalars = ("sparsity",)
+    ranges = (("sparsity", 0.0, 1.0),)
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
         return frozenset({"scale"}) if opts["tol"] == 0 else frozenset()
