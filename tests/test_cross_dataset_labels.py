@@ -39,16 +39,20 @@ def cev_b_in_a(x: np.ndarray, y: np.ndarray, k: int) -> float:
     return float(np.trace(v.T @ cy @ v) / np.trace(cy))
 
 
-def test_labels_and_columns_name_both_datasets(store, tmp_path: Path) -> None:
-    path, values = store
-    out = tmp_path / "r.json"
-    done = run_cli("compare", str(path), "--a", "dataset=default", "--b", "dataset=other",
+def pca_cli(path: Path, a: str, b: str, out: Path) -> tuple[str, dict]:
+    """``compare --measure pca:k=2`` of dataset ``a`` against ``b``: stdout, the one row."""
+    done = run_cli("compare", str(path), "--a", f"dataset={a}", "--b", f"dataset={b}",
                    "--measure", "pca:k=2", "--out", str(out))  # fmt: skip
     assert done.returncode == 0, done.stderr
-    text = " ".join(done.stdout.split())
+    (row,) = json.loads(out.read_text())["rows"]
+    return " ".join(done.stdout.split()), row
+
+
+def test_labels_and_columns_name_both_datasets(store, tmp_path: Path) -> None:
+    path, values = store
+    text, row = pca_cli(path, "default", "other", tmp_path / "r.json")
     assert "m/0/final/default:l1" in text and "m/0/final/other:l1" in text
     assert "b_dataset" in text and "b_n_samples" in text
-    (row,) = json.loads(out.read_text())["rows"]
     assert (row["dataset"], row["n_samples"]) == ("default", 80)
     assert (row["b_dataset"], row["b_n_samples"]) == ("other", 50)
     want = cev_b_in_a(values["default"], values["other"], 2)
@@ -57,12 +61,8 @@ def test_labels_and_columns_name_both_datasets(store, tmp_path: Path) -> None:
 
 def test_same_dataset_pairs_keep_plain_labels(store, tmp_path: Path) -> None:
     path, values = store
-    out = tmp_path / "r.json"
-    done = run_cli("compare", str(path), "--a", "dataset=other", "--b", "dataset=other",
-                   "--measure", "pca:k=2", "--out", str(out))  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert "m/0/final:l1" in done.stdout and "b_dataset" not in done.stdout
-    (row,) = json.loads(out.read_text())["rows"]
+    text, row = pca_cli(path, "other", "other", tmp_path / "r.json")
+    assert "m/0/final:l1" in text and "b_dataset" not in text
     assert "b_dataset" not in row and row["dataset"] == "other"
     want = cev_b_in_a(values["other"], values["other"], 2)
     assert row["cev_b_in_a"] == pytest.approx(want, rel=1e-9)
