@@ -103,7 +103,28 @@ def describe(
     for s in specs:
         scalars, arrays_ = s.measure.columns(s.opts)
         columns += [s.column(c) for c in (*scalars, *arrays_)]
-    return pd.DataFrame(rows, columns=columns)
+    df = pd.DataFrame(rows, columns=columns)
+    df.attrs["notes"] = _dead_notes(df, specs)
+    return df
+
+
+def _dead_notes(df: pd.DataFrame, specs: Sequence[Spec]) -> list[str]:
+    """One statement per selectivity whose representations had dead units (class means all
+    zero): how many, and what was done with them (``selectivity:dead``)."""
+    notes = []
+    done = {"skip": "left out of the mean", "zero": "counted as 0"}
+    for s in specs:
+        if s.name != "selectivity":
+            continue
+        dead = df[s.column("selectivity_dead")]
+        if dead.sum() > 0:
+            notes.append(
+                f"{s.column('selectivity')}: {int(dead.sum())} dead unit(s) (every class mean "
+                f"zero) in {int((dead > 0).sum())} of {len(df)} representation(s), "
+                f"{done[s.opts['dead']]} (selectivity:dead=skip|zero|error); per "
+                f"representation in column {s.column('selectivity_dead')}."
+            )
+    return notes
 
 
 def _attention_heads(infos: Sequence[Any], specs: Sequence[Spec]) -> dict[int, int]:

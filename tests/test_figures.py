@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import assert_user_error, run_cli
-from scipy import stats
+from test_bounded_intervals import logit_t_interval
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -91,11 +91,9 @@ def test_timeline_x_are_true_steps_in_order(timeline: pd.DataFrame) -> None:
         assert np.asarray(line.get_ydata()) == pytest.approx(means, rel=1e-12)
     band = ax.collections[0].get_paths()[0].vertices  # layer_0's band: lo forward, hi back
     vals = timeline[(timeline.b_layer == "layer_0") & (timeline.b_checkpoint == "step0")]["cka"]
-    half = stats.t.ppf(0.975, 2) * vals.std(ddof=1) / np.sqrt(3)
+    lo, hi = logit_t_interval(vals.to_numpy(), 0.95, -1.0, 1.0)  # cka lies in [−1, 1]
     ys = band[np.isclose(band[:, 0], 0.0), 1]
-    assert ys.min() == pytest.approx(vals.mean() - half) and ys.max() == pytest.approx(
-        vals.mean() + half
-    )
+    assert ys.min() == pytest.approx(lo) and ys.max() == pytest.approx(hi)
     assert [t.get_text() for t in ax.get_xticklabels()][-1] == "final"
     assert "final placed one spacing after step 1000" in notes[0]
     plt.close(fig)

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from conftest import assert_user_error, run_cli
 from scipy import stats
+from test_bounded_intervals import logit_t_interval
 
 import reprstore
 from reprstore.errors import InputError, NotFoundError
@@ -54,12 +55,15 @@ def test_summarize_matches_numpy_per_group(rng: np.random.Generator) -> None:
         sel = df[(df.b_model == row.b_model) & (df.b_layer == row.b_layer)]
         v = 1.0 - sel["cka"].to_numpy()
         mean, sd = v.sum() / v.size, math.sqrt(((v - v.mean()) ** 2).sum() / (v.size - 1))
-        half = t_quantile_df2(0.95) * sd / math.sqrt(v.size)
+        q = t_quantile_df2(0.95)
+        u, w = mean / 2, 2.0  # 1 − cka lies in [0, 2]: the interval on its logit scale
+        z, h = math.log(u / (1 - u)), q * sd / math.sqrt(v.size) / (w * u * (1 - u))
+        want = [w / (1 + math.exp(-(z - h))), w / (1 + math.exp(-(z + h)))]
         assert row.n == 3 and row.rows == 3 and row.value == "1-cka"
         assert row["mean"] == pytest.approx(mean, rel=1e-12)
         assert row["sd"] == pytest.approx(sd, rel=1e-12)
         assert row["sem"] == pytest.approx(sd / math.sqrt(3), rel=1e-12)
-        assert (row.ci_lo, row.ci_hi) == pytest.approx((mean - half, mean + half), rel=1e-10)
+        assert [row.ci_lo, row.ci_hi] == pytest.approx(want, rel=1e-10)
 
 
 def test_rows_of_one_seed_are_averaged_first_and_said(rng: np.random.Generator) -> None:
@@ -69,10 +73,10 @@ def test_rows_of_one_seed_are_averaged_first_and_said(rng: np.random.Generator) 
     assert "b_layer varies (3 values)" in notes
     for _, row in out.iterrows():
         per_seed = df[df.b_model == row.b_model].groupby("b_seed")["cka"].mean().to_numpy()
-        half = stats.t.ppf(0.975, 3) * per_seed.std(ddof=1) / 2
+        want = logit_t_interval(per_seed, 0.95, -1.0, 1.0)  # cka lies in [−1, 1]
         assert row.n == 4 and row.rows == 12
         assert row["mean"] == pytest.approx(per_seed.mean(), rel=1e-12)
-        assert row.ci_hi - row["mean"] == pytest.approx(half, rel=1e-10)
+        assert [row.ci_lo, row.ci_hi] == pytest.approx(want, rel=1e-10)
 
 
 def test_seed_pairs_are_replicates(rng: np.random.Generator) -> None:

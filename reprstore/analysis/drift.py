@@ -4,7 +4,9 @@ For a tensor W of a checkpoint and the same tensor W_ref of the reference, flatt
 ``cosine`` = ⟨W, W_ref⟩ / (‖W‖ ‖W_ref‖), ``change`` = ‖W − W_ref‖ and ``rel_change`` =
 ‖W − W_ref‖ / ‖W_ref‖ (Frobenius norms; the difference is formed before it is squared, so a
 tiny change keeps its digits). The row ``(all)`` treats every selected tensor of a
-checkpoint as one vector. Sums accumulate in float64 over slices of one tensor at a time
+checkpoint as one vector. Checkpoints of several seeds (``runs/seed0/step100.pt`` or
+``seed0-step100.pt``) are grouped by seed, each seed against its own reference
+(:func:`seed_groups`). Sums accumulate in float64 over slices of one tensor at a time
 (:mod:`reprstore.extract.weights` reads them; torch is imported only when this runs).
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +26,16 @@ import pandas as pd
 
 from reprstore.analysis.steps import FINAL_LABELS, step_of
 from reprstore.errors import InputError
+from reprstore.keys import natural_key
 
 ALL = "(all)"
+#: ``seed3``, ``seed_3``, ``seed-3``, ``seed=3`` in a file or folder name (not ``myseed3``).
+SEED = re.compile(r"(?<![a-z])seed[_=-]?(\d+)", re.IGNORECASE)
+#: How to name several seeds' checkpoints, for the messages.
+SEED_HINT = (
+    "; for several seeds, keep each seed's files in a folder seed<N> (runs/seed0/step100.pt) "
+    "or name them seed<N>-step100.pt: each seed is then compared against its own reference"
+)
 DRIFT_COLUMNS = [
     "checkpoint", "step", "parameter", "shape", "numel", "rel_change", "cosine", "change",
     "norm", "ref_norm", "reference", "note",
@@ -74,7 +85,57 @@ def tensor_sums(chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> Sums:
     return sums
 
 
-def _reference(files: list[Any], against: str | os.PathLike[str] | None) -> Any:
+def seed_of(path: Path) -> tuple[str | None, str]:
+    """(seed, label) of a checkpoint file: the number after ``seed`` in its name (then
+    left out of the label: ``seed0-step100.pt`` → ``step100``) or else in the nearest
+    folder name that has one (``seed0/step100.pt``); (None, file label) if neither has."""
+    from reprstore.extract.models import file_label
+
+    label = file_label(path)
+    found = SEED.search(label)
+    if found:
+        left, right = label[: found.start()].rstrip("-_.="), label[found.end() :].lstrip("-_.=")
+        return found.group(1), "_".join(p for p in (left, right) if p) or label
+    for part in reversed(path.parent.parts):
+        found = SEED.search(part)
+        if found:
+            return found.group(1), label
+    return None, label
+
+
+def seed_groups(values: Sequence[str]) -> list[tuple[str | None, list[Any]]]:
+    """The checkpoint files that paths and globs name, as (seed, checkpoints) groups.
+
+    When every file's path names a seed (:func:`seed_of`), one group per seed in natural
+    order; when none does, one group (seed None) labelled by file name. Labels must be
+    unique within a group; a mix of files with and without a seed is refused.
+    """
+    from reprstore.extract.models import Checkpoint, check_unique_labels, checkpoint_paths
+    from reprstore.extract.weights import check_given
+
+    check_given(list(values))
+    paths = checkpoint_paths(list(values))
+    found = [seed_of(p) for p in paths]
+    without = [p for p, (s, _) in zip(paths, found, strict=True) if s is None]
+    if without and len(without) < len(paths):
+        seeds = ", ".join(sorted({s for s, _ in found if s is not None}))
+        raise InputError(
+            f"{without[0]} names no seed while other checkpoints do (seed {seeds}): give "
+            "one seed's files, or every file under a folder seed<N> or named seed<N>-…."
+        )
+    groups: dict[str | None, list[Any]] = {}
+    for path, (seed, label) in zip(paths, found, strict=True):
+        groups.setdefault(seed, []).append(Checkpoint(label, path))
+    for seed, ckpts in groups.items():
+        where = "" if seed is None else f" of seed {seed}"
+        check_unique_labels([c.label for c in ckpts], [c.path for c in ckpts],
+                            where if seed is not None else SEED_HINT)  # fmt: skip
+    return sorted(groups.items(), key=lambda item: natural_key(item[0] or ""))
+
+
+def _reference(
+    files: list[Any], against: str | os.PathLike[str] | None, seed: str | None = None
+) -> Any:
     from reprstore.extract.models import Checkpoint
 
     if against is None:
@@ -86,7 +147,8 @@ def _reference(files: list[Any], against: str | os.PathLike[str] | None) -> Any:
     if path.is_file():
         return Checkpoint(path.stem, path)
     labels = ", ".join(c.label for c in files)
-    raise InputError(f"--against {os.fspath(against)!r} is neither a checkpoint label "
+    of = "" if seed is None else f" of seed {seed}"
+    raise InputError(f"--against {os.fspath(against)!r} is neither a checkpoint label{of} "
                      f"({labels}) nor a file.")  # fmt: skip
 
 
@@ -103,9 +165,11 @@ def weight_drift(
     checkpoints : sequence of paths or globs
         State-dict checkpoints (``torch.save``; loaded with ``weights_only=True``) or
         ``.safetensors`` files; globs expand in natural order. Labels are file stems.
+        Files whose paths name seeds (``runs/seed0/step100.pt``, ``seed1-step100.pt``)
+        form one group per seed (:func:`seed_groups`).
     against : label or path, optional
-        The reference: one of the checkpoints' labels (``final``) or a file. Default: the
-        first checkpoint.
+        The reference: one of the checkpoints' labels (``final``; per seed, that seed's)
+        or a file (for every seed). Default: the first checkpoint (of each seed).
     params : str, optional
         Shell-style glob over tensor names (``encoder.*.weight``); default all.
 
@@ -113,20 +177,36 @@ def weight_drift(
     -------
     DataFrame
         One row per checkpoint × tensor, plus ``(all)`` per checkpoint, with
-        :data:`DRIFT_COLUMNS`; ``step`` is the number in the label (empty for ``final``).
+        :data:`DRIFT_COLUMNS` (after a ``seed`` column when the files name seeds); ``step``
+        is the number in the label (empty for ``final``).
     """
-    from reprstore.extract.weights import checkpoint_files, open_weights
     from reprstore.stats.dask_graph import fixed_mmap_threshold
 
     fixed_mmap_threshold()  # each slice's buffers go back to the system when freed
-    given = checkpoint_files([os.fspath(c) for c in checkpoints])
-    ref = _reference(given, against)
-    files = sorted(given, key=_timeline_order)
+    groups = seed_groups([os.fspath(c) for c in checkpoints])
+    rows: list[list[Any]] = []
+    notes: list[str] = []
+    for seed, given in groups:
+        ref = _reference(given, against, seed)
+        found = _drift_rows(sorted(given, key=_timeline_order), ref, params, notes)
+        rows += [[seed, *r] for r in found] if seed is not None else found
+    seeded = groups[0][0] is not None
+    df = pd.DataFrame(rows, columns=["seed", *DRIFT_COLUMNS] if seeded else DRIFT_COLUMNS)
+    df.attrs["notes"] = notes
+    return df
+
+
+def _drift_rows(files: list[Any], ref: Any, params: str | None, notes: list[str]) -> list[Any]:
+    """The rows of ``files`` against ``ref`` (adds the skipped-tensor note once)."""
+    from reprstore.extract.weights import open_weights
+
     assert ref.path is not None and all(c.path is not None for c in files)
     rows: list[list[Any]] = []
     with open_weights(ref.path) as reference:
         shapes = _selected(reference, params, ref.label)
-        notes = _skipped_note(reference.skipped(), params, ref.label)
+        for note in _skipped_note(reference.skipped(), params, ref.label):
+            if note not in notes:
+                notes.append(note)
         for ckpt in files:
             with open_weights(ckpt.path) as current:  # type: ignore[arg-type]
                 _check_fits(current, reference, shapes, ckpt.label, ref.label)
@@ -139,9 +219,7 @@ def weight_drift(
                     rows.append(_row(ckpt.label, name, shape, sums, ref.label))
                 rows.append(_row(ckpt.label, ALL, (sum(map(math.prod, shapes.values())),),
                                  total, ref.label))  # fmt: skip
-    df = pd.DataFrame(rows, columns=DRIFT_COLUMNS)
-    df.attrs["notes"] = notes
-    return df
+    return rows
 
 
 def _timeline_order(ckpt: Any) -> tuple[int, float]:

@@ -30,6 +30,8 @@ TITLES = {
     "cosine": "cosine of W to W_ref",
     "change": "change ‖W − W_ref‖",
 }
+#: The ranges of the weight-drift columns (``reprstore drift``), by their definitions.
+DRIFT_RANGES = {"rel_change": (0.0, np.inf), "change": (0.0, np.inf), "cosine": (-1.0, 1.0)}
 _VALUE = re.compile(r"^\s*(?:(1)\s*-\s*)?([A-Za-z_][A-Za-z0-9_.]*)\s*$")
 
 
@@ -171,6 +173,18 @@ class Value:
         if self.complement:
             return f"drift (1 − {self.column})"
         return TITLES.get(self.column, self.column)
+
+    @property
+    def bounds(self) -> tuple[float, float] | None:
+        """The range the value lies in by its measure's definition (the complement's is
+        [1 − hi, 1 − lo]), or None for an unbounded or unknown column."""
+        from reprstore.metrics.registry import column_range
+
+        found = column_range(self.column) or DRIFT_RANGES.get(self.column)
+        if found is None:
+            return None
+        lo, hi = found
+        return (1.0 - hi, 1.0 - lo) if self.complement else (lo, hi)
 
     def of(self, df: pd.DataFrame) -> np.ndarray:
         """The value on every row of ``df`` (float64).

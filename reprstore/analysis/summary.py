@@ -4,6 +4,8 @@ Each group (``--by``) holds replicates (``--over seed``: one value per seed, or 
 pair); rows of one replicate are averaged first. With n replicates of a group, mean x̄,
 sample sd s (ddof 1) and sem = s/√n, the interval is x̄ ± t_{(1+level)/2, n−1} · sem — exact
 for normally distributed replicate values, and what a paper's error bar over seeds means.
+A value bounded by its definition (cka in [−1, 1], a fraction in [0, 1]) gets the same
+interval on the logit scale of its range (:func:`bounded_interval`), which stays inside it.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ def t_quantile(p: float, df: float) -> float:
     return float(stdtrit(df, p))
 
 
-def t_interval(values: np.ndarray, level: float) -> tuple[float, float, float, float, float]:
+def t_interval(
+    values: np.ndarray, level: float, bounds: tuple[float, float] | None = None
+) -> tuple[float, float, float, float, float]:
     """Mean, sd, sem and the t-interval of one group's replicate values.
 
     Parameters
@@ -51,6 +55,9 @@ def t_interval(values: np.ndarray, level: float) -> tuple[float, float, float, f
     values : ndarray, shape (n,)
     level : float
         Confidence level in (0, 1).
+    bounds : (lo, hi), optional
+        The range the value lies in by definition (``Value.bounds``; ±inf for an open
+        side): the interval is then :func:`bounded_interval`'s, inside the range.
 
     Returns
     -------
@@ -63,8 +70,56 @@ def t_interval(values: np.ndarray, level: float) -> tuple[float, float, float, f
         return mean, np.nan, np.nan, np.nan, np.nan
     sd = float(values.std(ddof=1))
     sem = sd / np.sqrt(n)
-    half = t_quantile(0.5 + level / 2.0, n - 1) * sem
-    return mean, sd, sem, mean - half, mean + half
+    q = t_quantile(0.5 + level / 2.0, n - 1)
+    lo, hi = bounded_interval(mean, sem, q, bounds)
+    return mean, sd, sem, lo, hi
+
+
+def bounded_interval(
+    mean: float, sem: float, q: float, bounds: tuple[float, float] | None
+) -> tuple[float, float]:
+    """mean ± q·sem on a scale on which the range ``bounds`` is the whole line.
+
+    Both ends finite: u = (x̄ − lo)/(hi − lo) and logit(u) ± q·sem/((hi − lo)·u(1 − u))
+    (the delta method), mapped back; one end finite: log(x̄ − lo) ± q·sem/(x̄ − lo) (or
+    the same of hi − x̄); none (or ``bounds`` None): x̄ ± q·sem. The interval contains x̄ and
+    never leaves the range; near the middle of a wide range it is the plain t-interval.
+    A mean on a bound (every replicate there) gives the plain interval clipped to the range.
+    """
+    lo, hi = bounds if bounds is not None else (-np.inf, np.inf)
+    if np.isfinite(lo) and np.isfinite(hi):
+        width = hi - lo
+        u = (mean - lo) / width
+        if 0.0 < u < 1.0:
+            centre, half = np.log(u / (1.0 - u)), q * sem / (width * u * (1.0 - u))
+            low, high = _expit(centre - half), _expit(centre + half)
+            return lo + width * low, lo + width * high
+    elif np.isfinite(lo) and mean > lo:
+        d = mean - lo
+        return lo + d * float(np.exp(-q * sem / d)), lo + d * float(np.exp(q * sem / d))
+    elif np.isfinite(hi) and mean < hi:
+        d = hi - mean
+        return hi - d * float(np.exp(q * sem / d)), hi - d * float(np.exp(-q * sem / d))
+    return float(np.clip(mean - q * sem, lo, hi)), float(np.clip(mean + q * sem, lo, hi))
+
+
+def _expit(z: float) -> float:
+    """1/(1 + e^−z) without overflow for large |z|."""
+    from scipy.special import expit
+
+    return float(expit(z))
+
+
+def bounds_note(what: Value) -> str | None:
+    """The statement that ``what``'s intervals are on a bounded scale, if they are."""
+    if what.bounds is None:
+        return None
+    lo, hi = what.bounds
+    scale = "logit" if np.isfinite(lo) and np.isfinite(hi) else "log"
+    return (
+        f"{what.label} lies in [{lo:g}, {hi:g}]: its t-interval is taken on the {scale} "
+        "scale of that range (delta method), so it stays inside"
+    )
 
 
 def summarize(
@@ -117,6 +172,9 @@ def summarize(
     single = int((out["n"] < 2).sum())
     if single:
         notes.append(f"{single} group(s) have a single replicate: no sd or interval")
+    bounded = bounds_note(what)
+    if bounded is not None and single < len(out):
+        notes.append(bounded)
     out.attrs["notes"] = notes
     return out
 
@@ -125,5 +183,5 @@ def _summary_row(
     keys: list[str], group: tuple[str, ...], part: pd.DataFrame, what: Value, level: float
 ) -> list[object]:
     values = part["value"].to_numpy(dtype=np.float64)
-    mean, sd, sem, lo, hi = t_interval(values, level)
+    mean, sd, sem, lo, hi = t_interval(values, level, what.bounds)
     return [*group, what.label, values.size, int(part["rows"].sum()), mean, sd, sem, lo, hi, level]

@@ -335,7 +335,12 @@ def drift(
     df = weight_drift(given, against, params=params)
     whole = df[df["parameter"] == "(all)"]
     cols = ["checkpoint", "step", "parameter", "numel", "rel_change", "cosine", "change"]
-    title = f"weight drift against {df['reference'].iloc[0]}: all {len(df) // len(whole) - 1} "
+    cols = ["seed", *cols] if "seed" in df.columns else cols
+    refs = sorted(set(df["reference"].astype(str)))
+    seeds = df["seed"].nunique() if "seed" in df.columns else 0
+    title = f"weight drift against {', '.join(refs)}"
+    title += f" (each of {seeds} seed(s) against its own)" if seeds else ""
+    title += f": all {len(df) // len(whole) - 1} "
     title += "tensor(s) together (--out for each tensor)"
     if as_json:
         _show(df, title, cols, None, True)

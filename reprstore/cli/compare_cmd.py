@@ -56,13 +56,34 @@ def pairs_table(df: Any, title: str) -> Table:
     skip = ("n_samples", "b_n_samples", "n_batches", "batch_size", "sigma", "hsic_ab", "hsic_aa",
             "hsic_bb", "pca_k", *unc.HIDDEN)  # fmt: skip
     scalars = _scalars(df, skip)
+    across = "b_dataset" in df.columns  # feature-paired sides from two datasets
+    sides = (
+        ("dataset", "b_dataset", "n_samples", "b_n_samples") if across else ("dataset", "n_samples")
+    )
     table = Table(title=title, caption=unc.caption(df))
-    for col in ("A", "B", "dataset", "n_samples", *scalars):
-        table.add_column(col, justify="right" if col not in ("A", "B", "dataset") else "left")
+    for col in ("A", "B", *sides, *scalars):
+        table.add_column(
+            col, justify="left" if col in ("A", "B", "dataset", "b_dataset") else "right"
+        )
     for _, row in df.iterrows():
-        cells = [c._label(row, "a"), c._label(row, "b"), str(row["dataset"]), str(row["n_samples"])]
-        table.add_row(*cells, *(_fmt(row[col]) for col in scalars))
+        a, b = side_labels(row)
+        table.add_row(a, b, *(str(row[col]) for col in sides), *(_fmt(row[col]) for col in scalars))
     return table
+
+
+def side_labels(row: Any) -> tuple[str, str]:
+    """The A and B labels of a result row, ``model/seed/checkpoint:layer``; a pair whose
+    sides come from two datasets names each side's (``model/seed/checkpoint/dataset:layer``,
+    the store's own spelling), so that the two never read alike."""
+    b_dataset = row.get("b_dataset")
+    if not isinstance(b_dataset, str) or b_dataset == row["dataset"]:
+        return c._label(row, "a"), c._label(row, "b")
+    return _full_label(row, "a", str(row["dataset"])), _full_label(row, "b", b_dataset)
+
+
+def _full_label(row: Any, side: str, dataset: str) -> str:
+    run = "/".join(str(row[f"{side}_{k}"]) for k in ("model", "seed", "checkpoint"))
+    return f"{run}/{dataset}:{row[f'{side}_layer']}"
 
 
 def measure_help(measure: str) -> bool:
@@ -235,5 +256,7 @@ def describe(
         table.add_row(label, str(row["dataset"]), str(row["n_samples"]),
                       *(_fmt(row[col]) for col in scalars))  # fmt: skip
     console.print(table)
+    for note in df.attrs.get("notes", []):
+        console.print(f"note: {note}", highlight=False)
     if out is not None:
         console.print(f"wrote {write_results(df, out)}")

@@ -201,6 +201,32 @@ def expand_checkpoints(values: list[str] | None, label: str | None = None) -> li
     """
     if not values:
         return [Checkpoint(label or "final", None)]
+    paths = checkpoint_paths(values)
+    if label is not None and len(paths) > 1:
+        raise InputError(
+            f"--checkpoint-label names one checkpoint, but {len(paths)} checkpoint files were "
+            "given; leave it out to label each by its file name."
+        )
+    labels = [label] if label is not None else [file_label(p) for p in paths]
+    check_unique_labels(labels, paths)
+    return [Checkpoint(lab, p) for lab, p in zip(labels, paths, strict=True)]
+
+
+def check_unique_labels(labels: list[str], paths: list[Path], hint: str = "") -> None:
+    """Refuse two files with one label, naming the first such label and its files."""
+    seen: dict[str, Path] = {}
+    for lab, path in zip(labels, paths, strict=True):
+        if lab in seen:
+            same = sum(x == lab for x in labels)
+            raise InputError(
+                f"{same} checkpoint files have the same label {lab!r} ({seen[lab]}, {path}"
+                f"{' …' if same > 2 else ''}){hint}."
+            )
+        seen[lab] = path
+
+
+def checkpoint_paths(values: list[str]) -> list[Path]:
+    """The files that paths and globs name, each glob in natural order."""
     paths: list[Path] = []
     for value in values:
         if _GLOB_CHARS & set(value):
@@ -213,18 +239,11 @@ def expand_checkpoints(values: list[str] | None, label: str | None = None) -> li
             if not path.is_file():
                 raise InputError(f"--checkpoint {value}: no such file.")
             paths.append(path)
-    if label is not None and len(paths) > 1:
-        raise InputError(
-            f"--checkpoint-label names one checkpoint, but {len(paths)} checkpoint files were "
-            "given; leave it out to label each by its file name."
-        )
-    labels = [label] if label is not None else [_stem(p) for p in paths]
-    if len(set(labels)) != len(labels):
-        raise InputError(f"Two checkpoint files have the same label: {', '.join(labels)}.")
-    return [Checkpoint(lab, p) for lab, p in zip(labels, paths, strict=True)]
+    return paths
 
 
-def _stem(path: Path) -> str:
+def file_label(path: Path) -> str:
+    """A checkpoint's label: its file name without the checkpoint suffix."""
     name = path.name
     for suffix in (".safetensors", ".pth", ".pt", ".ckpt", ".bin"):
         if name.endswith(suffix):

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from reprstore.errors import InputError
-from reprstore.extract.models import Checkpoint, expand_checkpoints, read_state_dict
+from reprstore.extract.models import read_state_dict
 
 #: Elements per float64 slice handed to the math (8 MiB).
 CHUNK = 1 << 20
@@ -224,8 +224,8 @@ def _safe_chunks(path: Path, entry: SafeEntry, size: int) -> Iterator[np.ndarray
             yield torch.frombuffer(raw, dtype=torch_dtype).to(torch.float64).numpy()
 
 
-def checkpoint_files(values: list[str]) -> list[Checkpoint]:
-    """Checkpoint files from paths and globs (natural order), labelled by file stem."""
+def check_given(values: list[str]) -> None:
+    """Refuse no value, a glob that matches nothing or a path that is not a file."""
     if not values:
         raise InputError("Give checkpoint files (paths or a glob such as 'ckpts/step*.pt').")
     for value in values:
@@ -234,7 +234,6 @@ def checkpoint_files(values: list[str]) -> list[Checkpoint]:
                 raise InputError(f"No checkpoint file matches {value!r}.")
         elif not Path(value).is_file():
             raise InputError(f"Checkpoint {value}: no such file.")
-    return expand_checkpoints(values)
 
 
 def open_weights(path: Path) -> WeightFile:

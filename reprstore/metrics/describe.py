@@ -18,6 +18,9 @@ import numpy as np
 from reprstore.errors import ComparisonError, InputError
 from reprstore.metrics.base import Measure, Option, Side, participation_ratio
 
+#: What ``selectivity:dead`` does with a unit whose class means are all zero (0/0).
+DEAD_RULES = ("skip", "zero", "error")
+
 
 class _Single(Measure):
     pairing = "single"
@@ -98,6 +101,7 @@ class Sparsity(_Single):
     summary = "fraction of entries with |x| ≤ tol"
     options = (Option("tol", float, 0.0, "entries with |x| ≤ tol count as zero"),)
     scalars = ("sparsity",)
+    ranges = (("sparsity", 0.0, 1.0),)
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
         return frozenset({"scale"}) if opts["tol"] == 0 else frozenset()
@@ -116,8 +120,12 @@ class Sparsity(_Single):
 class Selectivity(_Single):
     name = "selectivity"
     summary = "mean class selectivity (μmax − μrest)/(μmax + μrest) per unit (Morcos 2018)"
-    options = (Option("label", str, None, "metadata column holding the class labels"),)
-    scalars = ("selectivity",)
+    options = (
+        Option("label", str, None, "metadata column holding the class labels"),
+        Option("dead", str, "skip", "units whose class means are all zero: skip, zero, error",
+               choices=DEAD_RULES),
+    )  # fmt: skip
+    scalars = ("selectivity", "selectivity_dead")
     arrays = ("selectivity_units",)
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
@@ -132,22 +140,51 @@ class Selectivity(_Single):
         return "counts"
 
     def describe(self, a: Side, opts: Mapping[str, Any]) -> dict[str, Any]:
-        counts = finite_counts(a)
-        present = counts.class_counts > 0
-        if present.sum() < 2:
-            raise ComparisonError(
-                f"Selectivity needs at least 2 classes in column {opts['label']!r}; "
-                f"the rows compared hold {int(present.sum())}."
-            )
-        means = counts.class_sums[present] / counts.class_counts[present, None]  # (C, p)
+        means = class_means(a, opts["label"])  # (C, p)
         top = means.max(axis=0)
         rest = (means.sum(axis=0) - top) / (means.shape[0] - 1)
-        denom = top + rest
-        if not (denom > 0).all():
-            bad = int((~(denom > 0)).sum())
-            raise ComparisonError(
-                f"Selectivity of {a.name} is undefined for {bad} unit(s) whose class means "
-                "sum to zero or less (it is defined for non-negative activations, e.g. ReLU)."
-            )
-        units = (top - rest) / denom
-        return {"selectivity": float(units.mean()), "selectivity_units": units}
+        dead = (means == 0).all(axis=0)
+        _check_units(a.name, top + rest, dead, opts["dead"])
+        units = np.full(means.shape[1], np.nan)
+        live = ~dead
+        units[live] = (top[live] - rest[live]) / (top[live] + rest[live])
+        if opts["dead"] == "zero":
+            units[dead] = 0.0  # no class preferred
+        value = float(np.nanmean(units)) if opts["dead"] == "skip" else float(units.mean())
+        per_unit = [None if np.isnan(u) else float(u) for u in units]  # dead: null
+        return {"selectivity": value, "selectivity_dead": int(dead.sum()),
+                "selectivity_units": per_unit}  # fmt: skip
+
+
+def class_means(a: Side, label: str) -> np.ndarray:
+    """The (C, p) class means of ``a``'s units over the classes present (at least 2)."""
+    counts = finite_counts(a)
+    present = counts.class_counts > 0
+    if present.sum() < 2:
+        raise ComparisonError(
+            f"Selectivity needs at least 2 classes in column {label!r}; "
+            f"the rows compared hold {int(present.sum())}."
+        )
+    return np.asarray(counts.class_sums[present] / counts.class_counts[present, None])
+
+
+def _check_units(name: str, denom: np.ndarray, dead: np.ndarray, rule: str) -> None:
+    """Refuse what selectivity cannot define: dead units under ``dead=error``, and units
+    whose class means sum to ≤ 0 without all being zero (negative activations)."""
+    if rule == "error" and dead.any():
+        raise ComparisonError(
+            f"Selectivity of {name} is undefined for {int(dead.sum())} dead unit(s) (every "
+            "class mean is zero, 0/0): selectivity:dead=skip leaves them out of the mean, "
+            "dead=zero counts them as 0."
+        )
+    if dead.all():
+        raise ComparisonError(
+            f"Selectivity of {name} is undefined: every unit is dead (every class mean is zero)."
+        )
+    negative = ~(denom > 0) & ~dead
+    if negative.any():
+        raise ComparisonError(
+            f"Selectivity of {name} is undefined for {int(negative.sum())} unit(s) whose "
+            "class means are negative and sum to zero or less: it is defined for "
+            "non-negative activations (e.g. after a ReLU)."
+        )

@@ -60,6 +60,7 @@ class PCA(Measure):
     pairing = "features"
     equal_width = True
     scalars = (*CURVES, "pr_a", "pr_b", "pr_b_in_a")
+    ranges = tuple((c, 0.0, 1.0) for c in CURVES)  # fractions of a trace
     workspace_terms = (3.0, 3.0, 2.0)  # eigh of each covariance, the subspaces' products
     #: the sides' own spectra are biased upwards by O(p/n); the cross curves are not
     #: (docs/uncertainty.md: coverage)

@@ -11,7 +11,8 @@ SVG or PDF (matplotlib's Agg backend; nothing opens a window):
   bars over seeds.
 
 Bands and error bars are the t-interval over seeds (``band="ci"``, the ``level`` of
-:func:`reprstore.analysis.summary.t_interval`), or ± sd, ± sem, or none.
+:func:`reprstore.analysis.summary.t_interval`; on the logit scale of a bounded value's
+range, so inside it), or ± sd, ± sem, or none.
 """
 
 from __future__ import annotations
@@ -236,7 +237,7 @@ def points(
     rows = []
     for group, part in natural_groups(table, [*lines, x]):
         values = part["value"].to_numpy(dtype=np.float64)
-        mean, sd, sem, lo, hi = t_interval(values, level)
+        mean, sd, sem, lo, hi = t_interval(values, level, what.bounds)
         half = {"sd": sd, "sem": sem}.get(band)
         if band in ("sd", "sem"):
             lo, hi = mean - half, mean + half  # type: ignore[operator]

@@ -228,7 +228,8 @@ def _interval_columns(
 ) -> dict[str, Any]:  # fmt: skip
     assert opts.ci is not None
     extra: dict[str, Any] = {}
-    corrected = []
+    corrected: list[str] = []
+    clipped: list[str] = []
     for spec, col in columns:
         est = _value(row, col)
         loo = np.array([_value(r, col) for r in reps])
@@ -241,14 +242,30 @@ def _interval_columns(
         if base in spec.measure.biased_plugin:
             centre = float(rs.jackknife_corrected(est, loo))
             corrected.append(col)
-        lo, hi = rs.t_interval(centre, se, opts.ci, groups - 1)
-        extra.update({f"{col}_lo": float(lo), f"{col}_hi": float(hi), f"{col}_se": se})
+        t_lo, t_hi = rs.t_interval(centre, se, opts.ci, groups - 1)
+        (lo, hi), was_clipped = _within_range(col, float(t_lo), float(t_hi))
+        if was_clipped:
+            clipped.append(col)
+        extra.update({f"{col}_lo": lo, f"{col}_hi": hi, f"{col}_se": se})
     method = f"jackknife-t, {groups} groups"
     if corrected:
         method += f"; centred on the bias-corrected estimate for {', '.join(corrected)}"
+    if clipped:
+        method += f"; clipped to the measure's range for {', '.join(clipped)}"
     extra.update(ci_level=opts.ci, ci_method=method, ci_replicates=groups,
                  resample_seed=opts.seed)  # fmt: skip
     return extra
+
+
+def _within_range(col: str, lo: float, hi: float) -> tuple[tuple[float, float], bool]:
+    """The interval clipped to the range ``col`` lies in by definition (cca in [0, 1]),
+    and whether that changed it: a clip never drops a value the measure can take."""
+    from reprstore.metrics.registry import column_range
+
+    bounds = column_range(col)
+    if bounds is None or (bounds[0] <= lo and hi <= bounds[1]):
+        return (lo, hi), False
+    return (max(lo, bounds[0]), min(hi, bounds[1])), True
 
 
 # --------------------------------------------------------------------- permutations
