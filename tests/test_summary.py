@@ -66,7 +66,10 @@ def test_rows_of_one_seed_are_averaged_first_and_said(rng: np.random.Generator) 
     df = study(rng, seeds=4)
     out = reprstore.summarize(df, by="b_model", measure="cka", level=0.95)
     notes = " ".join(out.attrs["notes"])
-    assert "b_layer varies (3 values)" in notes
+    assert out.attrs["notes"] == [  # one fact, one note: a_layer goes with b_layer
+        "rows averaged within each replicate over b_layer (3 values; with a_layer): add it to "
+        "--by to keep them apart"
+    ]
     for _, row in out.iterrows():
         per_seed = df[df.b_model == row.b_model].groupby("b_seed")["cka"].mean().to_numpy()
         half = stats.t.ppf(0.975, 3) * per_seed.std(ddof=1) / 2
