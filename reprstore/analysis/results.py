@@ -369,6 +369,19 @@ def replicate_labels(df: pd.DataFrame, over: list[str]) -> np.ndarray:
     return labels[codes]
 
 
+def self_pairs(df: pd.DataFrame) -> pd.Series | None:
+    """Rows whose two sides are one representation (None: the table has no pair keys)."""
+    fields = [k for k in keys.SELECTOR_KEYS if f"a_{k}" in df.columns and f"b_{k}" in df.columns]
+    if not fields:
+        return None
+    same = pd.Series(True, index=df.index)
+    for k in fields:
+        same &= df[f"a_{k}"].astype(str) == df[f"b_{k}"].astype(str)
+    if "b_dataset" in df.columns and "dataset" in df.columns:
+        same &= df["b_dataset"].astype(str) == df["dataset"].astype(str)
+    return same
+
+
 def same_partition(df: pd.DataFrame, a: str, b: str) -> bool:
     """Whether columns ``a`` and ``b`` split the rows alike (``a_layer``/``b_layer`` under
     ``--match layer``, a model and its run attributes)."""

@@ -21,10 +21,10 @@ from reprstore.analysis.results import (
     replicate_columns,
     replicates,
     resolve_keys,
+    self_pairs,
     value_of,
 )
 from reprstore.errors import InputError
-from reprstore.keys import SELECTOR_KEYS
 
 SUMMARY_COLUMNS = ["value", "n", "rows", "mean", "sd", "sem", "ci_lo", "ci_hi", "level"]
 
@@ -137,7 +137,7 @@ def pairing_notes(df: pd.DataFrame, by: list[str], over: list[str]) -> list[str]
     A group of self-pairs only (a timeline's reference against itself) is no problem.
     """
     notes = []
-    own = _self_pairs(df)
+    own = self_pairs(df)
     if own is not None and own.any():
         mixed = own.groupby([df[k].astype(str) for k in by], sort=False).agg(["any", "all"]) \
             if by else pd.DataFrame({"any": [own.any()], "all": [own.all()]})  # fmt: skip
@@ -157,19 +157,6 @@ def pairing_notes(df: pd.DataFrame, by: list[str], over: list[str]) -> list[str]
             "--unordered"
         )
     return notes
-
-
-def _self_pairs(df: pd.DataFrame) -> pd.Series | None:
-    """Rows whose two sides are one representation (None: the table has no pair keys)."""
-    fields = [k for k in SELECTOR_KEYS if f"a_{k}" in df.columns and f"b_{k}" in df.columns]
-    if not fields:
-        return None
-    same = pd.Series(True, index=df.index)
-    for k in fields:
-        same &= df[f"a_{k}"].astype(str) == df[f"b_{k}"].astype(str)
-    if "b_dataset" in df.columns and "dataset" in df.columns:
-        same &= df["b_dataset"].astype(str) == df["dataset"].astype(str)
-    return same
 
 
 def _sides(over: list[str]) -> list[str]:
