@@ -680,8 +680,8 @@ def compare(
     batch_size: int = DEFAULT_BATCH_SIZE,
     shuffle: int | None = None,
     where: str | None = None,
-    match: Sequence[str] = (),
-    differ: Sequence[str] = (),
+    match: str | Sequence[str] = (),
+    differ: str | Sequence[str] = (),
     pairs: Sequence[tuple[ReprKey, ReprKey]] | None = None,
     pair_where: str | None = None,
     unordered: bool = False,
@@ -719,7 +719,7 @@ def compare(
         condition over the dataset's ``id`` and metadata columns (:mod:`reprstore.expr`,
         never evaluated as code); the same rows are
         used on both sides.
-    match, differ : keys that must agree / differ within a pair (``layer``, ``seed`` …)
+    match, differ : keys that must agree / differ within a pair: ``"layer,seed"`` or a list
     pairs : explicit (A key, B key) pairs to keep (see :func:`read_pairs_file`)
     pair_where : condition over both sides' keys and run attributes (see :func:`plan_grid`)
     unordered : keep one of each mirror pair (X, Y)/(Y, X) and every self-pair
@@ -766,6 +766,7 @@ def compare(
 
     check_options(estimator, kernel)
     check_route(route)
+    match, differ = _keys_option(match, "--match"), _keys_option(differ, "--differ")
     if shuffle is not None and (isinstance(shuffle, bool) or not isinstance(shuffle, int)
                                 or shuffle < 0):  # fmt: skip
         raise InputError(f"--shuffle must be a non-negative integer seed. Got {shuffle!r} instead.")
@@ -845,6 +846,13 @@ def compare(
             }),
         },
     )  # fmt: skip
+
+
+def _keys_option(value: str | Sequence[str], option: str) -> tuple[str, ...]:
+    """``--match``/``--differ`` as the CLI reads them: ``"layer,seed"`` or a list of keys."""
+    from reprstore.keys import parse_keys
+
+    return parse_keys(value if isinstance(value, str) else ",".join(value), option)
 
 
 def annotate(
