@@ -111,7 +111,7 @@ def test_load_errors_are_one_line_and_name_the_way_out(
         opened.load("model=mlp")
     with pytest.raises(NotFoundError, match="closest"):
         opened.load("seed=0,layer=30")
-    with pytest.raises(InputError, match="numpy, xarray, dask. Got 'pandas'"):
+    with pytest.raises(InputError, match=r"numpy, xarray, dask\. Got 'pandas'"):
         opened.load("seed=0,layer=3", as_="pandas")
     monkeypatch.setitem(sys.modules, "xarray", None)  # as if not installed
     with pytest.raises(InputError, match=r"pip install 'reprstore\[xarray\]'"):
