@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _LAZY = {
+    "open": "reprstore.notebook",
     "Store": "reprstore.store",
     "ReprInfo": "reprstore.store",
     "import_files": "reprstore.ingest",

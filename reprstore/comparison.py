@@ -196,8 +196,13 @@ def plan_grid(
     pair_where: str | None = None,
     allow_incomplete: bool = False,
     row_paired: bool = True,
+    unordered: bool = False,
 ) -> GridPlan:
     """Every A × B pair that ``match``/``differ``, ``pairs`` and ``pair_where`` allow.
+
+    ``unordered`` keeps one of each mirror pair: of (X, Y) and (Y, X), both kept by the
+    filters, only the one whose A comes first in natural key order stays (see
+    :func:`drop_mirrors`); self-pairs (X, X) and pairs without a mirror stay.
 
     ``pair_where`` is a condition over both sides (``a.seed != b.seed and not (a.tasks &
     b.tasks)``) reading :data:`PAIR_KEYS` and run attributes, checked by
@@ -240,11 +245,14 @@ def plan_grid(
         and (wanted is None or (x.key, y.key) in wanted)
         and (keep is None or keep(seen[x.key], seen[y.key]))
     ]
+    if unordered:
+        chosen = drop_mirrors(chosen)
     if not chosen:
         raise ComparisonError(
             f"No pair left to compare: {len(side_a)} A × {len(side_b)} B representations, "
             f"none kept by --match {','.join(match) or '-'} --differ {','.join(differ) or '-'}"
             + (f" --pair-where {pair_where!r}" if pair_where else "")
+            + (" --unordered" if unordered else "")
             + (" and the pairs file." if wanted is not None else ".")
         )
     index: dict[ReprKey, int] = {}
@@ -264,6 +272,18 @@ def plan_grid(
             )
     pairs_kept = [(index[x.key], index[y.key]) for x, y in chosen]
     return GridPlan(reprs, pairs_kept, [attrs[info.key] for info in reprs])
+
+
+def drop_mirrors(pairs: Sequence[tuple[ReprInfo, ReprInfo]]) -> list[tuple[ReprInfo, ReprInfo]]:
+    """``pairs`` less the mirror of each pair: of (X, Y) and (Y, X), the one whose A comes
+    later in natural key order (:func:`reprstore.keys.key_order`) is dropped. Self-pairs
+    and pairs whose mirror is not in ``pairs`` stay; the order is kept."""
+    present = {(x.key, y.key) for x, y in pairs}
+    return [
+        (x, y)
+        for x, y in pairs
+        if (y.key, x.key) not in present or key_order(x.key) <= key_order(y.key)
+    ]
 
 
 def attribute_columns(plan: GridPlan) -> dict[str, list[str | None]]:
@@ -660,10 +680,11 @@ def compare(
     batch_size: int = DEFAULT_BATCH_SIZE,
     shuffle: int | None = None,
     where: str | None = None,
-    match: Sequence[str] = (),
-    differ: Sequence[str] = (),
+    match: str | Sequence[str] = (),
+    differ: str | Sequence[str] = (),
     pairs: Sequence[tuple[ReprKey, ReprKey]] | None = None,
     pair_where: str | None = None,
+    unordered: bool = False,
     allow_incomplete: bool = False,
     device: str = "cpu",
     precision: str = "float64",
@@ -698,9 +719,11 @@ def compare(
         condition over the dataset's ``id`` and metadata columns (:mod:`reprstore.expr`,
         never evaluated as code); the same rows are
         used on both sides.
-    match, differ : keys that must agree / differ within a pair (``layer``, ``seed`` …)
+    match, differ : keys that must agree / differ within a pair: ``"layer,seed"`` or a list
     pairs : explicit (A key, B key) pairs to keep (see :func:`read_pairs_file`)
     pair_where : condition over both sides' keys and run attributes (see :func:`plan_grid`)
+    unordered : keep one of each mirror pair (X, Y)/(Y, X) and every self-pair
+        (see :func:`drop_mirrors`)
     allow_incomplete : compare incomplete representations on their rows written so far
     workers : start a local dask.distributed cluster of this many processes
     scheduler : address of a running dask scheduler (or a Client / dask scheduler)
@@ -743,6 +766,7 @@ def compare(
 
     check_options(estimator, kernel)
     check_route(route)
+    match, differ = _keys_option(match, "--match"), _keys_option(differ, "--differ")
     if shuffle is not None and (isinstance(shuffle, bool) or not isinstance(shuffle, int)
                                 or shuffle < 0):  # fmt: skip
         raise InputError(f"--shuffle must be a non-negative integer seed. Got {shuffle!r} instead.")
@@ -761,7 +785,7 @@ def compare(
     st = _open(store)
     plan = plan_grid(
         st, a, b, match=match, differ=differ, pairs=pairs, pair_where=pair_where,
-        allow_incomplete=allow_incomplete, row_paired=bool(row_paired),
+        allow_incomplete=allow_incomplete, row_paired=bool(row_paired), unordered=unordered,
     )  # fmt: skip
     options: dict[str, Any] = dict(device=device, precision=precision, memory=memory, route=route)
     if split_every is not None:
@@ -814,6 +838,7 @@ def compare(
         options={
             **options, "estimator": estimator, "kernel": kernel, "sigma": sigma,
             "batch_size": batch_size, "shuffle": shuffle, "measures": [s.key for s in specs],
+            "unordered": unordered,
             "cache": "off" if keeper is None else keeper.cache.stats.summary(refresh),
             **({} if unc is None else {
                 "ci": unc.ci, "bootstrap": unc.bootstrap if unc.ci is not None else None,
@@ -821,6 +846,13 @@ def compare(
             }),
         },
     )  # fmt: skip
+
+
+def _keys_option(value: str | Sequence[str], option: str) -> tuple[str, ...]:
+    """``--match``/``--differ`` as the CLI reads them: ``"layer,seed"`` or a list of keys."""
+    from reprstore.keys import parse_keys
+
+    return parse_keys(value if isinstance(value, str) else ",".join(value), option)
 
 
 def annotate(

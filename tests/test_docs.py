@@ -99,6 +99,18 @@ def test_every_result_column_and_provenance_field_is_in_results_md(tmp_path: Pat
     assert [f for f in fields if f"`{f}`" not in results] == []
 
 
+def test_python_page_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/python.md's code blocks, in order, in one namespace, in a fresh folder."""
+    pytest.importorskip("xarray")
+    blocks = re.findall(r"```python\n(.*?)```", text("python.md"), re.S)
+    assert len(blocks) >= 5
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "docs/python.md", "exec"), namespace)  # the page's own code
+    assert len(namespace["df"]) == 6
+
+
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 

@@ -13,7 +13,8 @@ import reprstore
 
 PUBLIC = {"ReprKey", "ReprstoreError", "Selector", "Store", "ReprInfo", "import_files",
           "extract", "recorder", "cka", "CKAResult", "compare", "describe", "measures",
-          "__version__", "summarize", "contrast", "weight_drift", "plot_results"}  # fmt: skip
+          "__version__", "summarize", "contrast", "weight_drift", "plot_results",
+          "open"}  # fmt: skip
 
 
 def test_public_api_is_pinned() -> None:

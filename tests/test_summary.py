@@ -69,8 +69,10 @@ def test_summarize_matches_numpy_per_group(rng: np.random.Generator) -> None:
 def test_rows_of_one_seed_are_averaged_first_and_said(rng: np.random.Generator) -> None:
     df = study(rng, seeds=4)
     out = reprstore.summarize(df, by="b_model", measure="cka", level=0.95)
-    notes = " ".join(out.attrs["notes"])
-    assert "b_layer varies (3 values)" in notes
+    assert out.attrs["notes"] == [  # one fact, one note: a_layer goes with b_layer
+        "rows averaged within each replicate over b_layer (3 values; with a_layer): add it to "
+        "--by to keep them apart"
+    ]
     for _, row in out.iterrows():
         per_seed = df[df.b_model == row.b_model].groupby("b_seed")["cka"].mean().to_numpy()
         want = logit_t_interval(per_seed, 0.95, -1.0, 1.0)  # cka lies in [−1, 1]
@@ -85,6 +87,43 @@ def test_seed_pairs_are_replicates(rng: np.random.Generator) -> None:
     out = reprstore.summarize(pd.DataFrame(rows), over="seed")
     values = np.array([r["cka"] for r in rows])
     assert out["n"].item() == 6 and out["mean"].item() == pytest.approx(values.mean())
+
+
+def _seed_grid(rng: np.random.Generator, keep) -> pd.DataFrame:
+    """A `cka --a '*' --b '*' --match layer` grid of 3 seeds × 2 layers, pairs kept by ``keep``."""
+    rows = []
+    for i, j, layer in itertools.product(range(3), range(3), ("l0", "l1")):
+        if keep(i, j):
+            value = 1.0 if i == j else 0.8 + 0.01 * (i + j) + rng.normal() * 1e-3
+            rows.append(_row(a_seed=str(i), b_seed=str(j), a_layer=layer, b_layer=layer,
+                             cka=value))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_plain_averaging_over_seeds_prints_no_notes(rng: np.random.Generator) -> None:
+    unordered = reprstore.summarize(_seed_grid(rng, lambda i, j: i < j), by="layer")
+    assert unordered.attrs["notes"] == [] and list(unordered["n"]) == [3, 3]
+    base_vs_tuned = reprstore.summarize(study(rng), by="model,layer")
+    assert base_vs_tuned.attrs["notes"] == []
+    # a timeline's reference against itself is a group of self-pairs only: no note either
+    timeline = pd.DataFrame([_row(a_seed=s, b_seed=s, a_checkpoint="final", b_checkpoint=c,
+                                  cka=1.0 if c == "final" else 0.7 + 0.01 * int(s))
+                             for s in "012" for c in ("step1", "final")])  # fmt: skip
+    assert reprstore.summarize(timeline, by="b_checkpoint").attrs["notes"] == []
+
+
+def test_self_pairs_and_mirrors_in_a_seed_grid_are_noted_with_the_remedy(
+    rng: np.random.Generator,
+) -> None:
+    out = reprstore.summarize(_seed_grid(rng, lambda i, j: True), by="layer")
+    assert list(out["n"]) == [9, 9]  # what the notes warn about: 3 self-pairs, 6 mirrors
+    assert out.attrs["notes"] == [
+        "6 row(s) compare a representation with itself (the same key on both sides) and are "
+        "averaged with real pairs in 2 group(s): rerun the comparison with --differ seed to "
+        "leave them out",
+        "12 replicate(s) are the mirror of another (a and b swapped): one comparison counted "
+        "twice narrows the interval; rerun the comparison with --unordered",
+    ]
 
 
 def test_t_interval_covers_the_mean_95_percent_of_the_time() -> None:

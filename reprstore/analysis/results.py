@@ -392,17 +392,55 @@ def replicate_labels(df: pd.DataFrame, over: list[str]) -> np.ndarray:
     return labels[codes]
 
 
+def self_pairs(df: pd.DataFrame) -> pd.Series | None:
+    """Rows whose two sides are one representation (None: the table has no pair keys)."""
+    fields = [k for k in keys.SELECTOR_KEYS if f"a_{k}" in df.columns and f"b_{k}" in df.columns]
+    if not fields:
+        return None
+    same = pd.Series(True, index=df.index)
+    for k in fields:
+        same &= df[f"a_{k}"].astype(str) == df[f"b_{k}"].astype(str)
+    if "b_dataset" in df.columns and "dataset" in df.columns:
+        same &= df["b_dataset"].astype(str) == df["dataset"].astype(str)
+    return same
+
+
+def same_partition(df: pd.DataFrame, a: str, b: str) -> bool:
+    """Whether columns ``a`` and ``b`` split the rows alike (``a_layer``/``b_layer`` under
+    ``--match layer``, a model and its run attributes)."""
+    return bool(
+        df.groupby(a, observed=True, dropna=False)[b].nunique(dropna=False).max() == 1
+        and df.groupby(b, observed=True, dropna=False)[a].nunique(dropna=False).max() == 1
+    )
+
+
 def _averaged_notes(df: pd.DataFrame, by: list[str], over: list[str]) -> list[str]:
+    """One note naming the design columns averaged inside a replicate, or none.
+
+    Columns that split the rows alike (``a_layer`` and ``b_layer`` of a ``--match layer``
+    table, a model and its run attributes) are one fact and named together.
+    """
     keep = set(by) | set(over)
-    cells = df.groupby(by + over, sort=False, dropna=False, observed=True) if by + over else None
-    notes = []
-    for column in design_columns(df):
-        if column in keep or cells is None:
-            continue
-        spread = cells[column].nunique(dropna=False).max()
-        if spread > 1:
-            notes.append(
-                f"rows averaged within each replicate: {column} varies ({spread} values); "
-                "add it to --by to keep them apart"
-            )
-    return notes
+    if not by + over:
+        return []
+    cells = df.groupby(by + over, sort=False, dropna=False, observed=True)
+    spread = {c: int(cells[c].nunique(dropna=False).max()) for c in design_columns(df)
+              if c not in keep}  # fmt: skip
+    varying = sorted((c for c, n in spread.items() if n > 1), key=lambda c: not c.startswith("b_"))
+    groups: list[list[str]] = []
+    for column in varying:
+        home = next((g for g in groups if same_partition(df, g[0], column)), None)
+        if home is None:
+            groups.append([column])
+        else:
+            home.append(column)
+    if not groups:
+        return []
+    parts = [
+        f"{g[0]} ({spread[g[0]]} values{'; with ' + ', '.join(g[1:]) if g[1:] else ''})"
+        for g in groups
+    ]
+    return [
+        f"rows averaged within each replicate over {', '.join(parts)}: add "
+        f"{'it' if len(groups) == 1 else 'them'} to --by to keep them apart"
+    ]

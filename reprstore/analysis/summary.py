@@ -23,6 +23,7 @@ from reprstore.analysis.results import (
     replicate_columns,
     replicates,
     resolve_keys,
+    self_pairs,
     value_of,
 )
 from reprstore.errors import InputError
@@ -157,14 +158,18 @@ def summarize(
     -------
     DataFrame
         One row per group in natural order: the ``by`` columns, then
-        :data:`SUMMARY_COLUMNS`. ``attrs["notes"]`` lists what the numbers rest on (rows
-        averaged inside replicates, groups with a single replicate).
+        :data:`SUMMARY_COLUMNS`. ``attrs["notes"]`` lists only what a user should act on
+        (see :func:`pairing_notes`): design columns averaged inside replicates, a
+        representation compared with itself pooled with real pairs, mirror pairs counted
+        twice, groups with a single replicate.
     """
     level = check_level(level)
     df = read_results(results)
     what = value_of(measure, value, drift)
     keys = resolve_keys(df, by, "--by")
-    reps, notes = replicates(df, keys, replicate_columns(df, over), what)
+    over_columns = replicate_columns(df, over)
+    reps, notes = replicates(df, keys, over_columns, what)
+    notes += pairing_notes(df, keys, over_columns)
     rows = [
         _summary_row(keys, group, part, what, level) for group, part in natural_groups(reps, keys)
     ]
@@ -177,6 +182,63 @@ def summarize(
         notes.append(bounded)
     out.attrs["notes"] = notes
     return out
+
+
+def pairing_notes(df: pd.DataFrame, by: list[str], over: list[str]) -> list[str]:
+    """Notes on replicates that are not two runs compared once, each with its remedy.
+
+    - Self-pairs (every key equal on both sides: a representation with itself, CKA 1 by
+      definition) pooled in one group with real pairs pull the mean up.
+    - Mirror replicates (``a_seed=1, b_seed=0`` beside ``a_seed=0, b_seed=1``) count one
+      comparison twice and narrow the interval.
+
+    A group of self-pairs only (a timeline's reference against itself) is no problem.
+    """
+    notes = []
+    own = self_pairs(df)
+    if own is not None and own.any():
+        mixed = own.groupby([df[k].astype(str) for k in by], sort=False).agg(["any", "all"]) \
+            if by else pd.DataFrame({"any": [own.any()], "all": [own.all()]})  # fmt: skip
+        count = int((mixed["any"] & ~mixed["all"]).sum())
+        if count:
+            notes.append(
+                f"{int(own.sum())} row(s) compare a representation with itself (the same key on "
+                f"both sides) and are averaged with real pairs in {count} group(s): rerun the "
+                f"comparison with --differ {_sides(over)[0] if _sides(over) else 'seed'} to "
+                "leave them out"
+            )
+    mirrors = _mirror_replicates(df, by, over)
+    if mirrors:
+        notes.append(
+            f"{mirrors} replicate(s) are the mirror of another (a and b swapped): one "
+            "comparison counted twice narrows the interval; rerun the comparison with "
+            "--unordered"
+        )
+    return notes
+
+
+def _sides(over: list[str]) -> list[str]:
+    """Replicate keys held on both sides (``seed`` for ``a_seed``, ``b_seed``)."""
+    return [c[2:] for c in over if c.startswith("a_") and f"b_{c[2:]}" in over]
+
+
+def _mirror_replicates(df: pd.DataFrame, by: list[str], over: list[str]) -> int:
+    """Replicates (a, b) of a group whose swap (b, a) is another replicate of it
+    (vectorised on integer codes: a million rows stay cheap)."""
+    sides = _sides(over)
+    if not sides:
+        return 0
+    a = df[[f"a_{k}" for k in sides]].astype(str)
+    b = df[[f"b_{k}" for k in sides]].astype(str)
+    b.columns = a.columns
+    codes, _ = pd.MultiIndex.from_frame(pd.concat([a, b], ignore_index=True)).factorize()
+    ca, cb = codes[: len(df)].astype(np.int64), codes[len(df) :].astype(np.int64)
+    group = (pd.MultiIndex.from_frame(df[by].astype(str)).factorize()[0].astype(np.int64)
+             if by else np.zeros(len(df), np.int64))  # fmt: skip
+    kept = pd.MultiIndex.from_arrays([group, ca, cb]).unique()
+    g, x, y = (kept.get_level_values(k).to_numpy() for k in range(3))
+    swapped = pd.MultiIndex.from_arrays([g, y, x])
+    return int((swapped.isin(kept) & (x != y)).sum())
 
 
 def _summary_row(

@@ -99,6 +99,8 @@ def timeline(
     ------
     NotFoundError
         No selected representation has the reference checkpoint.
+    InputError
+        The selected runs hold a single checkpoint (the reference): nothing to follow.
     """
     from reprstore.comparison import _open, compare
 
@@ -113,6 +115,12 @@ def timeline(
         raise NotFoundError(
             f"No representation{within} has checkpoint {label!r}; stored checkpoints: "
             f"{', '.join(stored) or 'none'}."
+        )
+    if len({k.checkpoint for k in st.select_keys(b)}) < 2:
+        what = f"the selection {select!r}" if select else "the store"
+        raise InputError(
+            f"A timeline needs at least two checkpoints; {what} holds only {label!r}, so there "
+            "is nothing to follow over training. Store more checkpoints, or use 'reprstore cka'."
         )
     df = compare(st, a, b, measures=measures, match=SAME, **options)
     attrs = df.attrs

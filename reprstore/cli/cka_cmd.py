@@ -115,6 +115,14 @@ PairWhereOpt = Annotated[
         show_default=False,
     ),
 ]
+UnorderedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--unordered",
+        help="Keep one of each mirror pair: of (X, Y) and (Y, X) the one whose A comes "
+        "first in natural key order; self-pairs stay (a seed grid without its mirror half).",
+    ),
+]
 MatchOpt = Annotated[
     str | None,
     typer.Option("--match", help="Keys equal within a pair, e.g. 'layer'.", show_default=False),
@@ -250,6 +258,7 @@ def cka(
     shuffle: ShuffleOpt = None,
     where: WhereOpt = None,
     pair_where: PairWhereOpt = None,
+    unordered: UnorderedOpt = False,
     match: MatchOpt = None,
     differ: DifferOpt = None,
     pairs: PairsOpt = None,
@@ -316,8 +325,8 @@ def cka(
             store, a, b, estimator=estimator, kernel=kernel, sigma=sigma,
             batch_size=batch_size, shuffle=shuffle, where=where,
             match=parse_keys(match, "--match"), differ=parse_keys(differ, "--differ"),
-            pairs=listed, pair_where=pair_where, allow_incomplete=allow_incomplete,
-            device=device, precision=precision, memory=budget,
+            pairs=listed, pair_where=pair_where, unordered=unordered,
+            allow_incomplete=allow_incomplete, device=device, precision=precision, memory=budget,
             workers=workers, scheduler=scheduler, progress=bar, timeout=timeout,
             ci=ci, bootstrap=bootstrap, permutations=permutations, seed=seed,
             report=unc.plan_printer(console), route=route, dry_run=dry_run,

@@ -131,6 +131,7 @@ def plot_results(
     level: float = 0.95,
     final_step: float | None = None,
     title: str | None = None,
+    moments: pd.DataFrame | None = None,
 ) -> Rendered:
     """Draw a result table as ``kind`` into ``path`` (.png, .svg or .pdf).
 
@@ -158,6 +159,8 @@ def plot_results(
     final_step : float, optional
         The step of ``final`` on a timeline (default: one spacing after the last step).
     title : str, optional
+    moments : DataFrame, optional
+        Moments to mark on a timeline (:func:`reprstore.analysis.moments.find_moments`).
     """
     check_kind(kind)
     out = check_figure_path(path)
@@ -184,7 +187,7 @@ def plot_results(
         fig, more = draw_matrices(df, what, over=over if kind == "seeds" else None, title=title)
     elif kind == "timeline":
         fig, more = draw_timeline(df, what, by=by, over=over, x=x, band=band, level=level,
-                                   final_step=final_step, title=title)  # fmt: skip
+                                   final_step=final_step, title=title, moments=moments)  # fmt: skip
     else:
         fig, more = draw_profile(df, what, by=by, over=over, x=x, band=band, level=level,
                                  title=title)  # fmt: skip
@@ -295,8 +298,10 @@ def draw_timeline(
     level: float,
     final_step: float | None,
     title: str | None,
+    moments: pd.DataFrame | None = None,
 ) -> tuple[Figure, list[str]]:
-    """The measure against the training step, one line per layer (or ``by``)."""
+    """The measure against the training step, one line per layer (or ``by``), with
+    ``moments`` marked (:func:`reprstore.report.moments.mark_moments`)."""
     plt = _pyplot()
     xcol = resolve_key(df, x or "checkpoint", "--x")
     axis = step_axis(df[xcol].astype(str).tolist(), final_step)
@@ -324,6 +329,10 @@ def draw_timeline(
                 lw=2.6 if label == ALL_TENSORS else 1.6)  # fmt: skip
         if np.isfinite(part["lo"]).any():
             ax.fill_between(part["x"], part["lo"], part["hi"], color=color, alpha=0.18, lw=0)
+    if moments is not None and not moments.empty:
+        from reprstore.report.moments import mark_moments
+
+        mark_moments(ax, moments)
     _step_ticks(ax, axis)
     ax.set_xlabel("training step (from the checkpoint label)" if axis.numeric else "checkpoint")
     ax.set_ylabel(what.title)
