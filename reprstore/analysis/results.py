@@ -104,7 +104,7 @@ def check_repeats(df: pd.DataFrame) -> None:
     """Refuse a table that holds one comparison twice: rows equal in every column but the
     measures' values (two result files concatenated, a run appended twice). Averaging them
     would weigh that comparison double without a word."""
-    identity = [c for c in df.columns if c not in set(measure_columns(df))]
+    identity = [c for c in df.columns if c not in set(measure_columns(df)) and not listed(df[c])]
     if not identity or len(df) < 2:
         return
     twice = df.duplicated(subset=identity, keep=False).to_numpy()
@@ -118,6 +118,15 @@ def check_repeats(df: pd.DataFrame) -> None:
         f"{row_name(df, other).split(' of ')[0]} are equal in every key and option column "
         f"({int(twice.sum())} rows repeat another). Remove the repeats (e.g. a file appended "
         "twice; pandas: df.drop_duplicates(subset=keys)) or tell them apart in a column."
+    )
+
+
+def listed(column: pd.Series) -> bool:
+    """A list-valued column (curves, angles; JSON text in a CSV): a value, not a key."""
+    cells = column.dropna()
+    cell = cells.iloc[0] if len(cells) else None
+    return isinstance(cell, (list, tuple, np.ndarray)) or (
+        isinstance(cell, str) and cell.lstrip().startswith("[")
     )
 
 

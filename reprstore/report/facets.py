@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from reprstore.analysis.results import natural_sorted, resolve_key
+from reprstore.analysis.results import listed, natural_sorted, resolve_key
 from reprstore.errors import InputError
 
 #: The key fields of a representation (bare in ``describe`` tables, a_/b_ in pair tables).
@@ -25,24 +25,13 @@ OPTION_COLUMNS = ("estimator", "kernel", "sigma", "sigma_method", "batch_size", 
                   "reference", "parameter")  # fmt: skip
 
 
-def _is_list_column(column: pd.Series) -> bool:
-    """A list-valued column (curves, angles): JSON text in a CSV, lists in JSON/Parquet."""
-    first = column.dropna()
-    if first.empty:
-        return False
-    cell = first.iloc[0]
-    return isinstance(cell, (list, tuple, np.ndarray)) or (
-        isinstance(cell, str) and cell.lstrip().startswith("[")
-    )
-
-
 def identity_columns(df: pd.DataFrame) -> list[str]:
     """Columns that say which comparison (or representation) a row is and how it was
     computed: a_*/b_* keys and run attributes, bare keys, dataset and option columns."""
     out = []
     for col in map(str, df.columns):
         named = col.startswith(("a_", "b_")) or col in KEY_NAMES or col in OPTION_COLUMNS
-        if named and not _is_list_column(df[col]):
+        if named and not listed(df[col]):
             out.append(col)
     return out
 

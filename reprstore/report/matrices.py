@@ -213,7 +213,9 @@ def draw_matrices(
     values = value.of(df)
     tables = [(t, p, cell_table(p, values[df.index.get_indexer(p.index)], skip, replicate,
                                 style)) for t, p in parts]  # fmt: skip
-    low, high, cmap = colour_scale(value.label, values, style)
+    drawn = np.concatenate([tb[2].ravel() for _, _, tb in tables])
+    low, high, cmap = colour_scale(value.label, drawn, style)
+    places = (decimals(drawn),) * 2  # the sd written as precisely as the mean
     across = style.across(len(tables))
     down = -(-len(tables) // across)
     n_rows_cells = max(len(tb[0]) for _, _, tb in tables)
@@ -224,7 +226,7 @@ def draw_matrices(
                              layout="constrained", squeeze=False)  # fmt: skip
     image: Any = None
     for ax, (panel, part, table) in zip(axes.flat, tables, strict=False):
-        image = _panel(ax, part, table, (low, high, cmap), skip, over, style)
+        image = _panel(ax, part, table, (low, high, cmap), skip, over, style, places)
         if panel:
             ax.set_title(panel, fontsize=10)
     for ax in list(axes.flat)[len(tables) :]:
@@ -247,8 +249,10 @@ def _panel(
     skip: set[str],
     over: str | None,
     style: Style,
+    places: tuple[int, int] | None = None,
 ) -> Any:
-    """One matrix on ``ax``: the image, ticks in layer order, both sets named."""
+    """One matrix on ``ax``: the image, ticks in layer order, both sets named; cells
+    written with ``places`` decimals (mean, sd; default from this panel's values)."""
     rows, cols, mean, sd, _ = table
     low, high, cmap = scale
     ax.set_facecolor("#e8e8e8")  # pairs not compared
@@ -263,20 +267,21 @@ def _panel(
     ax.set_xlabel(side_title(part, "b", b_shown, skip, style))
     ax.set_ylabel(side_title(part, "a", a_shown, skip, style))
     if mean.size <= ANNOTATE_MAX_CELLS:
-        _annotate(ax, mean, sd if over else None, scale)
+        _annotate(ax, mean, sd if over else None, scale, places or (decimals(mean),) * 2)
     return image
 
 
-def _annotate(ax: Any, mean: np.ndarray, sd: np.ndarray | None, scale: Any) -> None:
+def _annotate(
+    ax: Any, mean: np.ndarray, sd: np.ndarray | None, scale: Any, places: tuple[int, int]
+) -> None:
     low, high, cmap = scale
-    places = decimals(mean)
     size = 7.5 if mean.shape[1] <= 8 else 6
     for (i, j), v in np.ndenumerate(mean):
         if not np.isfinite(v):
             continue
-        text = f"{v:.{places}f}"
+        text = f"{v:.{places[0]}f}"
         if sd is not None and np.isfinite(sd[i, j]):
-            text += f"\n±{sd[i, j]:.{decimals(sd)}f}"
+            text += f"\n±{sd[i, j]:.{places[1]}f}"
         where = (v - low) / (high - low)
         dark = 0.25 < where < 0.75 if cmap == "RdBu_r" else where > 0.6
         color = "black" if dark else "white"

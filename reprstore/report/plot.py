@@ -84,6 +84,12 @@ def plot_comparison(
     from reprstore.report.figures import Rendered, check_figure_path, save
 
     out = check_figure_path(path)
+    fig, notes = draw_comparison(df, style)
+    return Rendered(save(fig, out, dpi=120), notes)
+
+
+def draw_comparison(df: pd.DataFrame, style: Style = Style()) -> tuple[Figure, list[str]]:
+    """The figure :func:`plot_comparison` writes, and its notes."""
     scalars = scalar_columns(df)
     has_pca = all(c in df.columns for c, _, _ in CURVES)
     if not scalars:
@@ -96,7 +102,7 @@ def plot_comparison(
         fig = _heatmap_panels(df, scalars, has_pca, style, notes)
     else:
         fig = _line_panels(df, scalars, key, has_pca, style, notes)
-    return Rendered(save(fig, out, dpi=120), notes)
+    return fig, notes
 
 
 def _grid(count: int, style: Style) -> tuple[Figure, list[Axes]]:
@@ -158,17 +164,24 @@ def _line_panels(
     averaged = [*rep, *resolve_averaged(df, style.average)]
     lines = profile_lines(df, None, key, xcol, averaged)
     order = natural_sorted(df[xcol].astype(str).tolist())
+    groups = measure_groups(scalars) if not lines else [(measure_title(c), [c]) for c in scalars]
     extra = 2 if has_pca else 0
-    fig, axes = _grid(len(scalars) + extra, style)
+    fig, axes = _grid(len(groups) + extra, style)
     reps = 1
-    for ax, column in zip(axes, scalars, strict=False):
-        pts = points(df, Value(column), lines, xcol, rep, "ci", 0.95)
+    for ax, (title, columns) in zip(axes, groups, strict=False):
+        named = {c: SHORT.get(c, c) if len(columns) > 1 else c for c in columns}
+        parts = [points(df, Value(c), lines, xcol, rep, "ci", 0.95).assign(measure=named[c])
+                 for c in columns]  # fmt: skip
+        pts = pd.concat(parts, ignore_index=True)
         reps = max(reps, int(pts["n"].max()))
-        profile_on(ax, pts, Value(column), lines, xcol, order, style)
+        shown = lines if len(columns) == 1 else ["measure"]
+        profile_on(ax, pts, Value(columns[0]), shown, xcol, order, style)
         ax.set_xlabel(style.text(key))
-        ax.set_title(measure_title(column), fontsize=9.5)
-        ax.set_ylabel(value_title(Value(column)), fontsize=8)
-    handles, labels = axes[0].get_legend_handles_labels()
+        ax.set_title(title, fontsize=9.5)
+        ax.set_ylabel(value_title(Value(columns[0])) if len(columns) == 1 else "", fontsize=8)
+        if len(columns) > 1:
+            _legend_below(ax)
+    handles, labels = axes[0].get_legend_handles_labels() if not groups[0][1][1:] else ([], [])
     if len(labels) > 1:
         fig.legend(handles, labels, loc="outside right upper", fontsize=7.5, frameon=False,
                    title=", ".join(style.text(c[2:] if c[:2] in ("a_", "b_") else c)
@@ -178,6 +191,47 @@ def _line_panels(
     band = f"\nmean, 95% t-interval over {reps} seed (pair)s" if reps > 1 else ""
     fig.suptitle(_suptitle(df, {xcol}, style) + band, fontsize=10)
     return fig
+
+
+#: Scalars of one measure drawn in one panel (when nothing else varies): title, columns.
+SHARED_PANELS = (
+    ("pca: variance in the top-k PCs", ("cev_b_in_a", "cev_a_in_b", "cev_a_self", "cev_b_self")),
+    ("pca: participation ratios", ("pr_a", "pr_b", "pr_b_in_a")),
+    ("CCA", ("cca", "cca_r2")),
+    ("cosine", ("cosine", "cosine_rows")),
+)
+
+
+#: Legend entries in a shared panel.
+SHORT = {"cev_b_in_a": "B in A's PCs", "cev_a_in_b": "A in B's PCs", "cev_a_self": "A, own",
+         "cev_b_self": "B, own", "pr_a": "A", "pr_b": "B", "pr_b_in_a": "B in A's top-k",
+         "cca": "ρ", "cca_r2": "ρ²", "cosine": "whole", "cosine_rows": "rows"}  # fmt: skip
+
+
+def _legend_below(ax: Axes) -> None:
+    """A legend under the axes (below the x label): beside the data, never over it."""
+    ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
+              frameon=False)  # fmt: skip
+
+
+def measure_groups(scalars: list[str]) -> list[tuple[str, list[str]]]:
+    """Panels of a matched result: one per measure; a measure's scalars that share a scale
+    (pca's four cumulative variances, its participation ratios) share a panel."""
+    out: list[tuple[str, list[str]]] = []
+    placed: set[str] = set()
+    for column in scalars:
+        if column in placed:
+            continue
+        for title, members in SHARED_PANELS:
+            if column in members:
+                cols = [c for c in scalars if c in members]
+                out.append((title if len(cols) > 1 else measure_title(column), cols))
+                placed.update(cols)
+                break
+        else:
+            out.append((measure_title(column), [column]))
+            placed.add(column)
+    return out
 
 
 def _suptitle(df: pd.DataFrame, skip: set[str], style: Style) -> str:
@@ -260,7 +314,7 @@ def _pca_panels(
         bar.set_ticks(ticks, labels=[style.text(names[t]) for t in ticks])
         bar.ax.tick_params(labelsize=7)
     elif len(order) > 1:
-        curves_ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+        _legend_below(curves_ax)
 
 
 def _mark_k_and_rank(ax: Axes, df: pd.DataFrame, ranks: set[int]) -> None:
