@@ -210,8 +210,9 @@ SHORT = {"cev_b_in_a": "B in A's PCs", "cev_a_in_b": "A in B's PCs", "cev_a_self
 
 def _legend_below(ax: Axes) -> None:
     """A legend under the axes (below the x label): beside the data, never over it."""
-    ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
-              frameon=False)  # fmt: skip
+    slanted = any(t.get_rotation() for t in ax.get_xticklabels())
+    ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.42 if slanted else -0.2),
+              ncol=2, frameon=False)  # fmt: skip
 
 
 def measure_groups(scalars: list[str]) -> list[tuple[str, list[str]]]:
@@ -310,7 +311,7 @@ def _pca_panels(
         norm = plt.Normalize(0, len(order) - 1)
         bar = plt.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=[curves_ax, angles_ax],
                            shrink=0.9)  # fmt: skip
-        ticks = np.unique(np.linspace(0, len(order) - 1, min(len(order), 8)).round().astype(int))
+        ticks = np.unique(np.linspace(0, len(order) - 1, min(len(order), 12)).round().astype(int))
         bar.set_ticks(ticks, labels=[style.text(names[t]) for t in ticks])
         bar.ax.tick_params(labelsize=7)
     elif len(order) > 1:
