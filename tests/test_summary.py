@@ -434,7 +434,9 @@ def test_summarize_and_plot_read_a_large_result_file_in_bounded_memory(
     df.iloc[:12].to_csv(tmp_path / "small.csv", index=False)
     size_kib = (tmp_path / "big.csv").stat().st_size / 1024
     summarize = ["summarize", "--by", "b_model", "--over", "seed", "--out", "{}.out.csv"]
-    timeline = ["plot", "--kind", "timeline", "--by", "b_model", "--out", "{}.png"]
+    # layers averaged on purpose: a figure never pools rows that differ in a key silently
+    timeline = ["plot", "--kind", "timeline", "--by", "b_model", "--average", "layer",
+                "--out", "{}.png"]  # fmt: skip
     for command in (summarize, timeline):
         peaks = {}
         for name in ("small", "big"):

@@ -106,8 +106,7 @@ def check_repeats(df: pd.DataFrame) -> None:
     """Refuse a table that holds one comparison twice: rows equal in every column but the
     measures' values (two result files concatenated, a run appended twice). Averaging them
     would weigh that comparison double without a word."""
-    measures = set(measure_columns(df))
-    identity = [c for c in df.columns if c not in measures and not _array_valued(df[c])]
+    identity = [c for c in df.columns if c not in set(measure_columns(df)) and not listed(df[c])]
     if not identity or len(df) < 2:
         return
     twice = df.duplicated(subset=identity, keep=False).to_numpy()
@@ -124,11 +123,12 @@ def check_repeats(df: pd.DataFrame) -> None:
     )
 
 
-def _array_valued(column: pd.Series) -> bool:
-    """A list column of a table made in memory (per-head or per-unit values): a measure's
-    values, not part of which comparison a row is (and not hashable)."""
-    return column.dtype == object and bool(
-        column.map(lambda v: isinstance(v, (list, np.ndarray))).any()
+def listed(column: pd.Series) -> bool:
+    """A list-valued column (curves, angles; JSON text in a CSV): a value, not a key."""
+    cells = column.dropna()
+    cell = cells.iloc[0] if len(cells) else None
+    return isinstance(cell, (list, tuple, np.ndarray)) or (
+        isinstance(cell, str) and cell.lstrip().startswith("[")
     )
 
 

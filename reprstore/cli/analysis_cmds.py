@@ -211,7 +211,11 @@ def plot(
     results: ResultsArg,
     kind: Annotated[
         str,
-        typer.Option("--kind", help="heatmap, timeline, profile or seeds.", show_default=False),
+        typer.Option(
+            "--kind",
+            help="heatmap, timeline, profile, seeds, or measures (what compare --plot draws).",
+            show_default=False,
+        ),
     ],
     out: Annotated[
         str, typer.Option("--out", help="A .png, .svg or .pdf file.", show_default=False)
@@ -242,13 +246,58 @@ def plot(
     level: LevelOpt = 0.95,
     final_step: opt.FinalStepOpt = None,
     title: Annotated[str | None, typer.Option("--title", show_default=False)] = None,
+    where: Annotated[
+        str | None,
+        typer.Option(
+            "--where",
+            help="Draw only rows where this holds, e.g. \"kernel == 'linear'\".",
+            show_default=False,
+        ),
+    ] = None,
+    average: Annotated[
+        str | None,
+        typer.Option(
+            "--average",
+            help="Columns to average over on purpose (e.g. layer); "
+            "the title says so. Rows differing in other columns are never pooled.",
+            show_default=False,
+        ),
+    ] = None,
+    vmin: Annotated[
+        float | None,
+        typer.Option(
+            "--vmin", help="Heatmap colour range minimum (default: the data's).", show_default=False
+        ),
+    ] = None,
+    vmax: Annotated[
+        float | None,
+        typer.Option("--vmax", help="Heatmap colour range maximum.", show_default=False),
+    ] = None,
+    logx: Annotated[bool, typer.Option("--logx", help="Log step axis for a timeline.")] = False,
+    cols: Annotated[
+        int | None,
+        typer.Option("--cols", help="Panels across (default up to 3).", show_default=False),
+    ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--label",
+            help="Show a value or key under another name, FROM=TO "
+            "(repeatable), e.g. --label layer_0=embedding --label seed=run.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Draw a result table: A × B heatmap, timeline over checkpoints, layer profile, or the
-    seed-robustness matrix averaged over seeds.
+    """Draw a result table: A × B heatmap, timeline over checkpoints, layer profile, the
+    seed-robustness matrix averaged over seeds, or the per-measure panels of compare.
 
     Example: reprstore plot drift.csv --kind profile --drift --out profile.png
     """
     from reprstore.report.figures import plot_results
+    from reprstore.report.style import Style, parse_labels
+
+    style = Style(vmin=vmin, vmax=vmax, logx=logx, cols=cols, labels=parse_labels(label),
+                  title=title, average=average)  # fmt: skip
 
     drawn = plot_results(
         results,
@@ -263,7 +312,8 @@ def plot(
         band=band,
         level=level,
         final_step=final_step,
-        title=title,
+        where=where,
+        style=style,
     )
     for note in drawn.notes:
         console.print(f"note: {note}", highlight=False)

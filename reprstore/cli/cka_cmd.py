@@ -149,7 +149,12 @@ OutOpt = Annotated[
 ]
 PlotOpt = Annotated[
     str | None,
-    typer.Option("--plot", help="Write a heatmap of the grid to a .png.", show_default=False),
+    typer.Option(
+        "--plot",
+        help="Draw the result as reprstore plot does: a heatmap of a grid, line panels "
+        "against the matched key (.png, .svg or .pdf).",
+        show_default=False,
+    ),
 ]
 SchedulerOpt = Annotated[
     str | None,
@@ -295,7 +300,9 @@ def cka(
     from reprstore.keys import parse_keys
     from reprstore.metrics.cka import check_options
     from reprstore.planner import check_route
-    from reprstore.report import check_output, plot_heatmap, write_results
+    from reprstore.report import check_output, write_results
+    from reprstore.report.figures import check_figure_path
+    from reprstore.report.plot import plot_comparison
 
     opt.set_quiet(quiet)
     if (a is None or b is None) and pairs is None:
@@ -314,8 +321,8 @@ def cka(
         parse_row_filter(where)  # refuse a bad condition before any work
     if pair_where is not None:
         parse_pair_filter(pair_where)
-    if plot is not None and not plot.lower().endswith(".png"):
-        raise InputError(f"--plot expects a .png file name. Got {plot!r} instead.")
+    if plot is not None:
+        check_figure_path(plot)
     unc.check(ci, bootstrap, permutations, seed)
     check_route(route)
     check_cache_flags(refresh, no_cache)
@@ -344,4 +351,7 @@ def cka(
     if out is not None:
         console.print(f"wrote {write_results(df, out)}")
     if plot is not None:
-        console.print(f"wrote {plot_heatmap(df, plot)}")
+        drawn = plot_comparison(df, plot)
+        for note in drawn.notes:
+            console.print(f"note: {note}", highlight=False)
+        console.print(f"wrote {drawn.path}")

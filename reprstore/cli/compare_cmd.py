@@ -172,7 +172,9 @@ def compare(
     from reprstore.errors import InputError
     from reprstore.keys import parse_keys
     from reprstore.planner import check_route
-    from reprstore.report import check_output, plot_measures, write_results
+    from reprstore.report import check_output, write_results
+    from reprstore.report.figures import check_figure_path
+    from reprstore.report.plot import plot_comparison
 
     if (a is None or b is None) and pairs is None:
         raise InputError("Give both --a and --b selectors (or a --pairs file).")
@@ -185,8 +187,8 @@ def compare(
     c.check_cache_flags(refresh, no_cache)
     budget = parse_memory(memory)
     check_output(out)
-    if plot is not None and not plot.lower().endswith(".png"):
-        raise InputError(f"--plot expects a .png file name. Got {plot!r} instead.")
+    if plot is not None:
+        check_figure_path(plot)
     if pair_where is not None:
         from reprstore.expr import parse_pair_filter
 
@@ -212,7 +214,10 @@ def compare(
     if out is not None:
         console.print(f"wrote {write_results(df, out)}")
     if plot is not None:
-        console.print(f"wrote {plot_measures(df, plot)}")
+        drawn = plot_comparison(df, plot)
+        for note in drawn.notes:
+            console.print(f"note: {note}", highlight=False)
+        console.print(f"wrote {drawn.path}")
 
 
 @handle_errors

@@ -267,11 +267,11 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return pd.concat(pieces, ignore_index=True)
 
 
-#: Columns that name what was compared, read as text (run attributes keep their types);
-#: the bare keys are those of one-representation tables (``describe``, ``drift`` by seed).
+#: Columns that name what was compared (or described, in ``describe`` tables: bare keys),
+#: read as text (run attributes keep their types).
 TEXT_COLUMNS = frozenset(
     {f"{side}_{k}" for side in "ab" for k in ("model", "seed", "checkpoint", "dataset", "layer")}
-    | {"dataset", "estimator", "kernel", "model", "seed", "checkpoint", "layer"}
+    | {"model", "seed", "checkpoint", "layer", "dataset", "estimator", "kernel"}
 )
 
 

@@ -1,0 +1,164 @@
+"""How figures name and colour what they draw: the user's figure options, measure titles,
+colour scales that follow the data, and annotation precision.
+
+Shared by every figure (``plot``, ``cka --plot``, ``compare --plot``, ``timeline --plot``)
+so that one result looks the same whichever command drew it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from reprstore.errors import InputError
+
+#: Axis titles of measure columns (a suffixed ``cka[kernel=rbf]`` keeps its suffix).
+MEASURE_TITLES = {
+    "cka": "CKA",
+    "cca": "CCA (mean ρ)",
+    "cca_r2": "CCA (mean ρ²)",
+    "svcca": "SVCCA",
+    "pwcca": "PWCCA",
+    "procrustes": "Procrustes distance",
+    "shape": "shape distance",
+    "linreg": "linear regression R²",
+    "rsa": "RSA (RDM correlation)",
+    "cosine": "cosine",
+    "cosine_rows": "mean row cosine",
+    "cev_b_in_a": "variance of B in A's top-k PCs",
+    "cev_a_in_b": "variance of A in B's top-k PCs",
+    "cev_a_self": "variance of A in its top-k PCs",
+    "cev_b_self": "variance of B in its top-k PCs",
+    "pr_a": "participation ratio of A",
+    "pr_b": "participation ratio of B",
+    "pr_b_in_a": "participation ratio of B in A's top-k PCs",
+    "pr": "participation ratio",
+    "erank": "effective rank",
+    "variance": "total variance",
+    "sparsity": "sparsity",
+    "selectivity": "class selectivity",
+}
+#: The most panels across when ``--cols`` is not given.
+DEFAULT_COLS = 3
+
+
+@dataclass(frozen=True)
+class Style:
+    """Figure options a user sets (``plot``, ``--plot``); the defaults follow the data.
+
+    Attributes
+    ----------
+    vmin, vmax : float, optional
+        The colour range of heatmaps (default: the data's range).
+    logx : bool
+        A log step axis for timelines (symmetric-log when a step is 0).
+    cols : int, optional
+        Panels across (default up to 3).
+    labels : mapping
+        Text shown for a value or key name (``layer_0`` → ``embedding``).
+    title : str, optional
+        The figure's title (default: what is drawn, estimator, datasets, n, k).
+    average : str, optional
+        Columns averaged over on purpose (``--average kernel``).
+    """
+
+    vmin: float | None = None
+    vmax: float | None = None
+    logx: bool = False
+    cols: int | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    title: str | None = None
+    average: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.cols is not None and self.cols < 1:
+            raise InputError(f"--cols must be at least 1. Got {self.cols} instead.")
+        for name, v in (("--vmin", self.vmin), ("--vmax", self.vmax)):
+            if v is not None and not math.isfinite(v):
+                raise InputError(f"{name} must be a finite number. Got {v} instead.")
+        if self.vmin is not None and self.vmax is not None and self.vmin >= self.vmax:
+            raise InputError(f"--vmin ({self.vmin:g}) must be below --vmax ({self.vmax:g}).")
+
+    def text(self, value: object) -> str:
+        """How ``value`` (a tick, a legend entry, a key name) is written."""
+        return self.labels.get(str(value), str(value))
+
+    def across(self, panels: int) -> int:
+        """Panels per row of a figure with ``panels`` panels."""
+        return max(1, min(panels, self.cols or DEFAULT_COLS))
+
+
+def parse_labels(items: Sequence[str] | None) -> dict[str, str]:
+    """``["layer_0=embedding", "b_model=fine-tuned"]`` → a mapping; each item ``FROM=TO``."""
+    out: dict[str, str] = {}
+    for item in items or ():
+        for part in item.split(";"):
+            if not part.strip():
+                continue
+            src, sep, dst = part.partition("=")
+            if not sep or not src.strip() or not dst.strip():
+                raise InputError(
+                    f"--label expects FROM=TO, e.g. 'layer_0=embedding'. Got {part!r} instead."
+                )
+            out[src.strip()] = dst.strip()
+    return out
+
+
+def measure_title(column: str) -> str:
+    """``CKA`` for ``cka``, ``CKA [kernel=rbf]`` for a suffixed column, else the name."""
+    base, bracket, rest = column.partition("[")
+    title = MEASURE_TITLES.get(base, base)
+    return f"{title} [{rest}" if bracket else title
+
+
+def signed(column: str, values: np.ndarray) -> bool:
+    """A diverging colour map fits: the data takes both signs and the measure can."""
+    from reprstore.metrics.registry import column_range
+
+    finite = values[np.isfinite(values)]
+    if not finite.size or not (finite.min() < 0 < finite.max()):
+        return False
+    bounds = column_range(column.removeprefix("1-"))
+    return bounds is None or bounds[0] < 0
+
+
+def colour_scale(column: str, values: np.ndarray, style: Style) -> tuple[float, float, str]:
+    """``(vmin, vmax, cmap)``: the data's range (or the user's), viridis; a range centred on
+    0 with a diverging map when the values take both signs."""
+    finite = values[np.isfinite(values)]
+    low = float(finite.min()) if finite.size else 0.0
+    high = float(finite.max()) if finite.size else 1.0
+    cmap = "viridis"
+    if signed(column, values):
+        edge = max(abs(low), abs(high))
+        low, high, cmap = -edge, edge, "RdBu_r"
+    low = style.vmin if style.vmin is not None else low
+    high = style.vmax if style.vmax is not None else high
+    if high <= low:
+        pad = max(abs(low) * 1e-3, 1e-9)
+        low, high = low - pad, high + pad
+    return low, high, cmap
+
+
+def decimals(values: np.ndarray, most: int = 4) -> int:
+    """Decimals that tell the distinct values apart (2 … ``most``): from the smallest gap
+    between distinct values, so 0.993 and 0.999 do not both read 1.00."""
+    finite = np.unique(np.round(values[np.isfinite(values)], 12))
+    if finite.size < 2:
+        return 2
+    gap = float(np.min(np.diff(finite)))
+    return int(min(most, max(2, math.ceil(-math.log10(gap)))))
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (files only; nothing opens a window)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
