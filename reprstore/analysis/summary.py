@@ -161,7 +161,8 @@ def summarize(
         :data:`SUMMARY_COLUMNS`. ``attrs["notes"]`` lists only what a user should act on
         (see :func:`pairing_notes`): design columns averaged inside replicates, a
         representation compared with itself pooled with real pairs, mirror pairs counted
-        twice, groups with a single replicate.
+        twice, groups with a single replicate. ``attrs["interval"]`` says how a bounded
+        value's interval was made (on the logit or log scale of its range).
     """
     level = check_level(level)
     df = read_results(results)
@@ -179,7 +180,7 @@ def summarize(
         notes.append(f"{single} group(s) have a single replicate: no sd or interval")
     bounded = bounds_note(what)
     if bounded is not None and single < len(out):
-        notes.append(bounded)
+        out.attrs["interval"] = bounded  # how, not a note: nothing to act on
     out.attrs["notes"] = notes
     return out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from reprstore.cli import _options as opt
@@ -92,6 +93,8 @@ def _show(df: Any, title: str, columns: list[str], out: str | None, as_json: boo
         typer.echo(json.dumps(records(df), indent=1))
     else:
         console.print(_table(df, title, columns))
+    if df.attrs.get("interval") and not as_json:
+        console.print(f"[dim]{escape(df.attrs['interval'])}[/dim]", highlight=False)
     for note in df.attrs.get("notes", []):  # on stderr under --json, so stdout stays JSON
         if as_json:
             typer.echo(f"note: {note}", err=True)
