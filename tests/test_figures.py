@@ -206,6 +206,12 @@ def test_readme_statistics_section_runs_as_written(tmp_path: Path) -> None:
                            level=0.95, final_step=1000, title=None)  # fmt: skip
     assert list(fig.axes[0].lines[0].get_xdata()) == [0, 50, 100, 200, 400, 700, 1000]
     plt.close(fig)
+    moments = pd.read_csv(tmp_path / "training" / "timeline.moments.csv", dtype=str)
+    # the README says: one jump, seed 2's act2 from step0 to step50, z = +3.6
+    assert moments[["b_seed", "b_layer", "before", "during", "after"]].values.tolist() == [
+        ["2", "act2", "step0", "step50", "step100"]
+    ]
+    assert round(float(moments["z"].iloc[0]), 1) == 3.6
 
 
 def test_profile_against_a_numeric_attribute(rng: np.random.Generator) -> None:
