@@ -202,3 +202,30 @@ def test_cli_plot_refuses_pooling_in_one_line_and_takes_figure_options(
                          (["--label", "oops"], "from=to")]:  # fmt: skip
         assert_user_error(run_cli("plot", "mixed.csv", "--kind", "heatmap", "--out", "h.png",
                                   *args, cwd=tmp_path), needle)  # fmt: skip
+
+
+def test_ticks_from_a_run_attribute_label_the_layers(tmp_path: Path, kernels: pd.DataFrame) -> None:
+    depth = {"layer_2": 2, "layer_9": 9, "layer_10": 10}
+    df = kernels[kernels.kernel == "linear"].assign(
+        a_depth=lambda d: d.a_layer.map(depth), b_depth=lambda d: d.b_layer.map(depth)
+    )
+    df.to_csv(tmp_path / "g.csv", index=False)
+    from reprstore.report.figures import plot_results
+
+    drawn = plot_results(df, "heatmap", tmp_path / "h.png", style=Style(ticks="depth"))
+    assert drawn.path.stat().st_size > 0
+    from reprstore.report.style import with_ticks
+
+    style = with_ticks(Style(ticks="depth"), df)
+    fig, _ = draw_matrices(df, Value("cka"), over=None, style=style)
+    (ax,) = [ax for ax in fig.axes if ax.images]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["2", "9", "10"]
+    assert "depth" in ax.get_ylabel() and "layer" not in ax.get_ylabel()
+    _close(fig)
+    bad = run_cli("plot", "g.csv", "--kind", "heatmap", "--ticks", "width", "--out", "x.png",
+                  cwd=tmp_path)  # fmt: skip
+    assert_user_error(bad, "no run attribute 'width'")
+    clash = df.assign(a_depth=range(len(df)))
+    clash.to_csv(tmp_path / "c.csv", index=False)
+    assert_user_error(run_cli("plot", "c.csv", "--kind", "heatmap", "--ticks", "depth",
+                              "--out", "x.png", cwd=tmp_path), "several values")  # fmt: skip

@@ -290,6 +290,15 @@ def plot(
             show_default=False,
         ),
     ] = None,
+    ticks: Annotated[
+        str | None,
+        typer.Option(
+            "--ticks",
+            help="Label layers by this run attribute's values (a_ATTR/b_ATTR), e.g. --ticks "
+            "depth; the axes then name the attribute.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Draw a result table: A × B heatmap, timeline over checkpoints, layer profile, the
     seed-robustness matrix averaged over seeds, or the per-measure panels of compare.
@@ -300,7 +309,7 @@ def plot(
     from reprstore.report.style import Style, parse_labels
 
     style = Style(vmin=vmin, vmax=vmax, logx=logx, cols=cols, labels=parse_labels(label),
-                  title=title, average=average)  # fmt: skip
+                  title=title, average=average, ticks=ticks)  # fmt: skip
 
     drawn = plot_results(
         results,

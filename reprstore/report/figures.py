@@ -38,7 +38,7 @@ from reprstore.report.facets import (
     apply_where,
 )
 from reprstore.report.lines import ALL_TENSORS, draw_profile, draw_timeline
-from reprstore.report.style import Style, pyplot
+from reprstore.report.style import Style, pyplot, with_ticks
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -171,6 +171,7 @@ def plot_results(
     level = check_level(level)
     check_band(band)
     df = apply_where(read_results(results).reset_index(drop=True), where)
+    style = with_ticks(style, df)
     is_drift = all(c in df.columns for c in DRIFT_KEYS)
     what = value_of(measure or ("rel_change" if is_drift else "cka"), value, drift)
     notes: list[str] = []

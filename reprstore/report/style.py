@@ -64,6 +64,9 @@ class Style:
         The figure's title (default: what is drawn, estimator, datasets, n, k).
     average : str, optional
         Columns averaged over on purpose (``--average kernel``).
+    ticks : str, optional
+        A run attribute whose values label the layers (``--ticks depth``):
+        :func:`with_ticks` turns it into ``labels`` once the rows are read.
     """
 
     vmin: float | None = None
@@ -73,6 +76,7 @@ class Style:
     labels: Mapping[str, str] = field(default_factory=dict)
     title: str | None = None
     average: str | None = None
+    ticks: str | None = None
 
     def __post_init__(self) -> None:
         if self.cols is not None and self.cols < 1:
@@ -90,6 +94,38 @@ class Style:
     def across(self, panels: int) -> int:
         """Panels per row of a figure with ``panels`` panels."""
         return max(1, min(panels, self.cols or DEFAULT_COLS))
+
+
+def with_ticks(style: Style, df: Any) -> Style:
+    """``style`` with its ``ticks`` attribute turned into labels: every layer shown by that
+    run attribute's value (``a_<attr>``/``b_<attr>`` of the rows), and the key ``layer`` by
+    the attribute's name. Labels given by hand (``--label``) win."""
+    from dataclasses import replace
+
+    attr = style.ticks
+    if attr is None:
+        return style
+    found: dict[str, set[str]] = {}
+    for side in ("a_", "b_", ""):
+        layer, value = f"{side}layer", f"{side}{attr}"
+        if layer in df.columns and value in df.columns:
+            for lay, val in zip(df[layer].astype(str), df[value], strict=True):
+                found.setdefault(lay, set()).add(str(val))
+    if not found:
+        have = sorted({c[2:] for c in df.columns if c.startswith(("a_", "b_"))}
+                      - {"model", "seed", "checkpoint", "layer", "dataset"})  # fmt: skip
+        raise InputError(
+            f"--ticks {attr}: the rows have no run attribute {attr!r} "
+            f"(a_{attr}/b_{attr}); they have: {', '.join(have) or 'none'}."
+        )
+    clash = {lay: vals for lay, vals in found.items() if len(vals) > 1}
+    if clash:
+        lay, vals = next(iter(clash.items()))
+        raise InputError(f"--ticks {attr}: layer {lay} has several values of {attr} "
+                         f"({', '.join(sorted(vals))}); filter the rows with --where.")  # fmt: skip
+    labels = {lay: next(iter(vals)) for lay, vals in found.items()}
+    labels["layer"] = attr
+    return replace(style, labels={**labels, **style.labels})
 
 
 def parse_labels(items: Sequence[str] | None) -> dict[str, str]:
