@@ -23,6 +23,7 @@ from reprstore.analysis.results import (
     replicates,
     resolve_key,
     resolve_keys,
+    same_partition,
 )
 from reprstore.analysis.steps import step_axis
 from reprstore.analysis.summary import t_interval
@@ -33,7 +34,7 @@ from reprstore.report.facets import (
     identity_columns,
     resolve_averaged,
 )
-from reprstore.report.matrices import describe_rows, same_partition
+from reprstore.report.matrices import describe_rows
 from reprstore.report.style import Style, measure_title, pyplot
 
 if TYPE_CHECKING:

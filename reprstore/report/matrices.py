@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from reprstore.analysis.results import Value, natural_key, replicate_columns
+from reprstore.analysis.results import Value, natural_key, replicate_columns, same_partition
 from reprstore.analysis.steps import step_axis
 from reprstore.report.facets import (
     averaged_text,
@@ -103,12 +103,6 @@ def _order(df: pd.DataFrame, cols: list[str], labels: pd.Series) -> list[str]:
         for lab, row in zip(labels, df[cols].astype(str).itertuples(index=False), strict=True)
     }
     return sorted(keyed, key=keyed.__getitem__)
-
-
-def same_partition(df: pd.DataFrame, a: str, b: str) -> bool:
-    """``a`` and ``b`` split the rows alike (each value of one goes with one of the other)."""
-    x, y = df[a].astype(str), df[b].astype(str)
-    return bool(y.groupby(x).nunique().max() == 1 and x.groupby(y).nunique().max() == 1)
 
 
 def facet_columns(df: pd.DataFrame, skip: set[str]) -> list[str]:
