@@ -287,3 +287,14 @@ def test_plan_lists_each_representation_once(store: Path) -> None:
     plan = plan_grid(Store.open(store), "model=m", "model=m,seed=1")
     assert len(plan.reprs) == 6 and len(plan.pairs) == 18
     assert plan.reprs[plan.pairs[0][0]].key == ReprKey("m", "0", "final", "default", "l1")
+
+
+def test_table_headers_and_cells_are_plain_text_never_markup(store: Path) -> None:
+    """``cca[default]`` and a layer named like markup print as written (rich would eat
+    ``[default]`` and ``[bold]`` as markup)."""
+    from conftest import run_cli
+
+    sides = ["--a", "model=m,seed=0,layer=l1", "--b", "model=m,seed=1,layer=l1"]
+    done = run_cli("compare", str(store), *sides, "--measure", "cca:ridge=0.1,cca", "--no-cache")
+    assert done.returncode == 0, done.stderr
+    assert "cca[default]" in done.stdout and "cca_r2[default]" in done.stdout

@@ -6,11 +6,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from reprstore.cli import _options as opt
 from reprstore.cli._errors import handle_errors
-from reprstore.cli._format import stdout_console
+from reprstore.cli._format import PlainTable, stdout_console
 
 console = stdout_console()
 
@@ -66,10 +65,10 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-def _table(df: Any, title: str, columns: list[str]) -> Table:
+def _table(df: Any, title: str, columns: list[str]) -> PlainTable:
     import pandas as pd
 
-    table = Table(title=title)
+    table = PlainTable(title=title)
     for column in columns:
         numeric = pd.api.types.is_numeric_dtype(df[column])
         table.add_column(column, justify="right" if numeric else "left")

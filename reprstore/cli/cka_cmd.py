@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from reprstore.cli import _options as opt
 from reprstore.cli import uncertainty_opts as unc
 from reprstore.cli._errors import handle_errors
-from reprstore.cli._format import stdout_console
+from reprstore.cli._format import PlainTable, stdout_console
 
 console = stdout_console()
 
@@ -217,11 +216,11 @@ def _label(row: Any, side: str) -> str:
     )
 
 
-def _table(df: Any) -> Table:
+def _table(df: Any) -> PlainTable:
     """The result rows; minibatch adds the number of batches, rbf how σ was chosen."""
     extra = [c for c in ("n_batches", "sigma_method") if c in df and df[c].notna().any()]
     more = unc.extra_columns(df)
-    table = Table(title=f"CKA: {len(df)} pair(s)", caption=unc.caption(df))
+    table = PlainTable(title=f"CKA: {len(df)} pair(s)", caption=unc.caption(df))
     for column in (*TABLE_COLUMNS, *more, *extra):
         right = column in ("n_samples", "cka", *more)
         table.add_column(column, justify="right" if right else "left")

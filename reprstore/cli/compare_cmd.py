@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from reprstore.cli import _options as opt
 from reprstore.cli import cka_cmd as c
 from reprstore.cli import uncertainty_opts as unc
 from reprstore.cli._errors import handle_errors
-from reprstore.cli._format import stdout_console
+from reprstore.cli._format import PlainTable, stdout_console
 
 console = stdout_console()
 
@@ -51,7 +50,7 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def pairs_table(df: Any, title: str) -> Table:
+def pairs_table(df: Any, title: str) -> PlainTable:
     """The scalar columns of a comparison, one row per pair (lists are in --out)."""
     skip = ("n_samples", "b_n_samples", "n_batches", "batch_size", "sigma", "hsic_ab", "hsic_aa",
             "hsic_bb", "pca_k", *unc.HIDDEN)  # fmt: skip
@@ -60,7 +59,7 @@ def pairs_table(df: Any, title: str) -> Table:
     sides = (
         ("dataset", "b_dataset", "n_samples", "b_n_samples") if across else ("dataset", "n_samples")
     )
-    table = Table(title=title, caption=unc.caption(df))
+    table = PlainTable(title=title, caption=unc.caption(df))
     for col in ("A", "B", *sides, *scalars):
         table.add_column(
             col, justify="left" if col in ("A", "B", "dataset", "b_dataset") else "right"
@@ -254,7 +253,7 @@ def describe(
             memory=budget, workers=workers, scheduler=scheduler, progress=bar,
         )  # fmt: skip
     scalars = _scalars(df, ("n_samples",))
-    table = Table(title=f"{len(df)} representation(s)")
+    table = PlainTable(title=f"{len(df)} representation(s)")
     for col in ("representation", "dataset", "n_samples", *scalars):
         table.add_column(col, justify="left" if col in ("representation", "dataset") else "right")
     for _, row in df.iterrows():

@@ -7,11 +7,11 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from reprstore.cli import _options as opt
 from reprstore.cli._errors import fail, handle_errors
-from reprstore.cli._format import human_bytes, stdout_console
+from reprstore.cli._format import PlainTable, human_bytes, stdout_console
 
 console = stdout_console()
 
@@ -287,15 +287,17 @@ def _print_layers(
         model=model, data=data, device=device, max_length=max_length, data_key=data_key,
         autocast=autocast, threads=threads, attentions=attentions,
     )  # fmt: skip
-    table = Table(title=f"{model}: output shapes for a batch of 2 samples")
+    table = PlainTable(title=f"{model}: output shapes for a batch of 2 samples")
     for column in ("layer", "type", "output shape", "dtype"):
         table.add_column(column)
     for row in rows:
         depth = row.name.count(".") if row.kind != "output" else 0
-        shape = "×".join(str(s) for s in row.shape) if row.shape else "[dim]did not run[/dim]"
+        shape = (
+            "×".join(str(s) for s in row.shape) if row.shape else Text("did not run", style="dim")
+        )
         label = ("  " * depth) + (row.name.rsplit(".", 1)[-1] if depth else row.name)
         table.add_row(
-            f"{label} [dim]{row.name}[/dim]" if depth else row.name,
+            Text(f"{label} ") + Text(row.name, style="dim") if depth else row.name,
             row.kind,
             shape,
             row.dtype or "",

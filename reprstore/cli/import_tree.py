@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
-from reprstore.cli._format import shape_text
+from reprstore.cli._format import PlainTable, shape_text
 
 
-def plan_table(plan: Any, title: str) -> Table:
+def plan_table(plan: Any, title: str) -> PlainTable:
     """One row per file: where it goes and what the import does with it."""
-    table = Table(title=title)
+    table = PlainTable(title=title)
     for column in ("file", "model", "seed", "checkpoint", "dataset", "layer", "shape",
                    "stored", "action"):  # fmt: skip
         table.add_column(column, no_wrap=column in ("shape", "stored"))

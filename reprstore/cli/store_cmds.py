@@ -6,12 +6,12 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from reprstore.cli import _options as opt
 from reprstore.cli._errors import handle_errors
-from reprstore.cli._format import human_bytes, shape_text, stdout_console
+from reprstore.cli._format import PlainTable, human_bytes, shape_text, stdout_console
 
 console = stdout_console()
 
@@ -142,7 +142,7 @@ def import_(
         console.print("nothing to import: every input is already stored, complete")
 
 
-def _ls_row(info: Any) -> list[str]:
+def _ls_row(info: Any) -> list[Any]:
     nonfinite = info.attrs.get("nonfinite", {})
     bad = int(nonfinite.get("nan", 0)) + int(nonfinite.get("inf", 0))
     ratio = info.ratio
@@ -150,8 +150,8 @@ def _ls_row(info: Any) -> list[str]:
         info.key.model, info.key.seed, info.key.checkpoint, info.dataset, info.key.layer,
         shape_text(info.shape), info.stored_dtype, human_bytes(info.nbytes_stored),
         f"{ratio:.2f}×" if ratio else "-",
-        "yes" if info.complete else f"[red]no ({info.rows_written} rows)[/red]",
-        f"[red]{bad}[/red]" if bad else "0",
+        "yes" if info.complete else Text(f"no ({info.rows_written} rows)", style="red"),
+        Text(str(bad), style="red") if bad else "0",
     ]  # fmt: skip
 
 
@@ -198,14 +198,14 @@ def ls(
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
     title = f"{st.url}: {len(infos)} representation(s)"
-    table = Table(title=title + (f", {len(damaged)} damaged" if damaged else ""))
+    table = PlainTable(title=title + (f", {len(damaged)} damaged" if damaged else ""))
     for column in ("model", "seed", "checkpoint", "dataset", "layer", "shape", "dtype",
                    "on disk", "vs f32", "complete", "NaN/Inf"):  # fmt: skip
         table.add_column(column, no_wrap=column in ("shape", "on disk"))
     for info in infos:
         table.add_row(*_ls_row(info))
     for bad in damaged:
-        table.add_row(*bad.fields, "", "", "", "", "[red]DAMAGED[/red]", "")
+        table.add_row(*bad.fields, "", "", "", "", Text("DAMAGED", style="red"), "")
     console.print(table)
     for bad in damaged:
         console.print(f"[red]✗ {bad.message()}[/red]", highlight=False)

@@ -163,8 +163,7 @@ def _show_moments(found: Any, out: str | None) -> None:
     """Print the moments (or that there are none) and write them beside ``out``."""
     from pathlib import Path
 
-    from rich.table import Table
-
+    from reprstore.cli._format import PlainTable
     from reprstore.report import write_results
 
     for note in found.notes:
@@ -173,7 +172,7 @@ def _show_moments(found: Any, out: str | None) -> None:
         console.print(found.summary, highlight=False)
     else:
         lines = found.line_columns
-        table = Table(title=found.summary)
+        table = PlainTable(title=found.summary)
         for col in (*lines, "before", "during", "after", "change", "z"):
             table.add_column(col.removeprefix("b_"), justify="right" if col in ("change", "z")
                              else "left")  # fmt: skip
