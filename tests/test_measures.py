@@ -5,6 +5,8 @@ chunking, a large-mean float16 case, and graph building that computes nothing.""
 
 from __future__ import annotations
 
+import zlib
+
 import dask
 import dask.array as da
 import numpy as np
@@ -183,8 +185,8 @@ def _transform(kind: str, rng: np.random.Generator, p: int) -> callable:
     if kind == "orthogonal":
         q, _ = np.linalg.qr(rng.normal(size=(p, p)))
         return lambda z: z @ q
-    if kind == "scale":
-        s = rng.uniform(0.05, 20.0)
+    if kind == "scale":  # away from 1: a scale near 1 leaves a thresholded count unchanged
+        s = rng.uniform(0.05, 0.5) if rng.random() < 0.5 else rng.uniform(2.0, 20.0)
         return lambda z: s * z
     if kind == "translation":
         t = 3.0 * rng.normal(size=p)
@@ -205,7 +207,7 @@ def test_declared_invariances_hold_and_others_fail(case: str, kind: str) -> None
     x, y = data(5)
     if m.pairing == "single":
         x = case_data(case, 5)
-    rng = np.random.default_rng(abs(hash((case, kind))) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{case}/{kind}".encode()))  # not hash(): per run
     tx = _transform(kind, rng, x.shape[1])
     same = m.pairing == "features" and kind in ("orthogonal", "linear")
     ty = tx if same else _transform(kind, rng, y.shape[1])
