@@ -14,6 +14,7 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -241,43 +242,67 @@ def _big_store(tmp: Path, n: int = 40_000, width: int = 256) -> np.ndarray:
 
 
 def _popen(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(TESTS), "PYTHONUNBUFFERED": "1",
+    path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])  # as run_cli
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1",
            "REPRSTORE_CHECKPOINT_SECONDS": "0"}  # fmt: skip
     return subprocess.Popen([sys.executable, "-m", "reprstore", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
 def _checkpoint_done(store: Path) -> int:
-    best = 0
+    """Segments done, summed over the saved checkpoints: it grows with every save of any
+    pass (the linear passes' ``head``, the others' ``_segments`` = [done, total])."""
+    return _saved_segments(store, linear=True)
+
+
+def _segments_done(store: Path) -> int:
+    """Segments done of the passes other than the linear ones (``_segments``), summed."""
+    return _saved_segments(store, linear=False)
+
+
+def _saved_segments(store: Path, linear: bool) -> int:
+    done = 0
     for path in glob.glob(str(store / "cache" / "passes" / "*.npz")):
         try:
             with np.load(path) as z:
-                best = max(best, int(json.loads(str(z["head"]))["done"]))
+                if "_segments" in z.files:
+                    done += int(z["_segments"][0])
+                elif linear:
+                    done += int(json.loads(str(z["head"]))["done"])
         except (OSError, ValueError, KeyError):
             pass
-    return best
+    return done
 
 
-def _kill_loop(args: list[str], cwd: Path, kills: int, seed: int) -> list[str]:
+def _kill_loop(args: list[str], cwd: Path, kills: int, seed: int,
+               within: Callable[[Path], int] | None = None) -> list[str]:  # fmt: skip
     """Start the command and SIGKILL it a random moment (0–0.8 s) after its pass began, or
     as soon as it has saved one more checkpoint, whichever comes first; restart; ``kills``
     times (fewer if a run finishes first). A run then moves the pass on by one saved
     segment at most, so a pass of S saved segments takes at least S kills to finish,
-    whatever the machine's speed. Returns what each run did."""
+    whatever the machine's speed. With ``within`` (the progress of one kind of pass), a
+    run is killed only once it has saved a segment of that pass, then at a random moment
+    (0–0.3 s) or at its next save: the kills land in that pass, whatever runs before it.
+    Returns what each run did."""
     rnd = random.Random(seed)
     store = cwd / args[1]
     seen = []
     for _ in range(kills):
-        before = _checkpoint_done(store)
+        progress = within or _checkpoint_done
+        before = progress(store)
         proc = _popen(args, cwd)
         assert proc.stdout is not None
         deadline = time.time() + 120
         for line in proc.stdout:  # the plan line comes just before the pass reads
             if (line.startswith("plan:") and "pair(s) (" in line) or time.time() > deadline:
                 break
-        until = time.time() + rnd.uniform(0.0, 0.8)
-        while time.time() < until and proc.poll() is None and _checkpoint_done(store) <= before:
-            time.sleep(0.005)
+        if within is not None:
+            while time.time() < deadline and proc.poll() is None and within(store) <= before:
+                time.sleep(0.002)
+            before = within(store)
+        until = time.time() + rnd.uniform(0.0, 0.3 if within else 0.8)
+        while time.time() < until and proc.poll() is None and progress(store) <= before:
+            time.sleep(0.002)
         proc.kill()
         proc.communicate()
         seen.append("killed" if proc.returncode == -9 else f"finished rc={proc.returncode}")
@@ -286,6 +311,7 @@ def _kill_loop(args: list[str], cwd: Path, kills: int, seed: int) -> list[str]:
     return seen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("memory", ["384MB", "128MB"])  # one pass; several passes
 def test_sigkill_at_random_moments_resumes_bit_identically(tmp_path: Path, memory: str) -> None:
     _big_store(tmp_path)
@@ -430,3 +456,98 @@ def _debiased(x: np.ndarray, y: np.ndarray) -> float:
                 - 2 / (n - 2) * float(ka @ kb)) / (n * (n - 3))  # fmt: skip
 
     return float(hsic(x, y) / np.sqrt(hsic(x, x) * hsic(y, y)))
+
+
+# --------------------------------------------- the slow tier: kills of the other passes
+
+
+def _segmented_store(tmp: Path, n: int = 32_768, width: int = 32) -> dict[str, np.ndarray]:
+    """Two layers per seed, n × width float32 in 256-row chunks, imported in this process
+    (a small --memory then makes row blocks of a few chunks: every pass has many segments)."""
+    from reprstore import import_files
+
+    rng = np.random.default_rng(11)
+    base = rng.normal(size=(n, 6))
+    data = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("reprstore.store.encoding.TARGET_CHUNK_BYTES", 256 * width * 4)
+        for seed in ("0", "1"):
+            files = []
+            for k in range(2):
+                x = base @ rng.normal(size=(6, width)) + rng.normal(size=(n, width))
+                data[f"{seed}_l{k}"] = x.astype(np.float32)
+                np.save(tmp / f"l{k}.npy", data[f"{seed}_l{k}"])
+                files.append(tmp / f"l{k}.npy")
+            import_files(tmp / "s.zarr", files, name="m", seed=seed, layer="{stem}",
+                         dtype="float32")  # fmt: skip
+    return data
+
+
+def _kills_resume_bit_identically(tmp: Path, args: list[str], columns: list[str],
+                                  kills: int, seed: int) -> pd.DataFrame:  # fmt: skip
+    """SIGKILL ``args`` ``kills`` times (:func:`_kill_loop`), finish it, and check its
+    ``columns`` against an uninterrupted ``--no-cache`` run bit for bit, with no
+    checkpoint left."""
+    ref = run_cli(*args[:-1], "ref.parquet", "--no-cache", cwd=tmp)
+    assert ref.returncode == 0, ref.stderr
+    seen = _kill_loop(args, tmp, kills=kills, seed=seed, within=_segments_done)
+    assert seen.count("killed") >= kills // 2, seen
+    final = run_cli(*args, cwd=tmp)
+    assert final.returncode == 0, final.stderr
+    assert "resumed a pass from its checkpoint" in final.stdout, (seen, final.stdout)
+    got, want = pd.read_parquet(tmp / "got.parquet"), pd.read_parquet(tmp / "ref.parquet")
+    for column in columns:
+        np.testing.assert_array_equal(got[column].to_numpy(), want[column].to_numpy())
+    assert not glob.glob(str(tmp / "s.zarr" / "cache" / "passes" / "*.npz"))
+    return got
+
+
+@pytest.mark.slow
+def test_sigkills_of_a_minibatch_pass_resume_bit_identically(tmp_path: Path) -> None:
+    data = _segmented_store(tmp_path)
+    args = ["cka", "s.zarr", "--a", "seed=0", "--b", "seed=1", "--estimator", "minibatch",
+            "--batch-size", "256", "--memory", "8MB", "--out", "got.parquet"]  # fmt: skip
+    got = _kills_resume_bit_identically(tmp_path, args, ["cka", "hsic_ab"], kills=5, seed=1)
+    # minibatch CKA (unbiased HSIC averaged over 128 consecutive batches) is near the
+    # biased full-data value on these 32,768 rows
+    for row in got.itertuples():
+        want = _cka(data[f"0_{row.a_layer}"], data[f"1_{row.b_layer}"])
+        assert row.cka == pytest.approx(want, abs=0.02)
+
+
+@pytest.mark.slow
+def test_sigkills_of_an_interval_pass_resume_bit_identically(tmp_path: Path) -> None:
+    data = _segmented_store(tmp_path)
+    args = ["cka", "s.zarr", "--a", "seed=0", "--b", "seed=1", "--ci", "0.95", "--bootstrap",
+            "20", "--seed", "3", "--memory", "16MB", "--out", "got.parquet"]  # fmt: skip
+    got = _kills_resume_bit_identically(tmp_path, args, ["cka", "cka_lo", "cka_hi", "cka_se"],
+                                        kills=5, seed=2)  # fmt: skip
+    for row in got.itertuples():
+        want = _debiased(data[f"0_{row.a_layer}"], data[f"1_{row.b_layer}"])
+        assert row.cka == pytest.approx(want, abs=1e-10)
+        assert row.cka_lo < want < row.cka_hi
+
+
+@pytest.mark.slow
+def test_sigkills_of_a_fold_pass_resume_bit_identically(tmp_path: Path) -> None:
+    data = _segmented_store(tmp_path)
+    args = ["compare", "s.zarr", "--a", "seed=0", "--b", "seed=1", "--measure",
+            "linreg:folds=5", "--memory", "16MB", "--out", "got.parquet"]  # fmt: skip
+    got = _kills_resume_bit_identically(tmp_path, args, ["linreg"], kills=5, seed=3)
+    for row in got.itertuples():
+        want = _cross_validated_r2(data[f"0_{row.a_layer}"], data[f"1_{row.b_layer}"], 5)
+        assert row.linreg == pytest.approx(want, abs=1e-8)
+
+
+def _cross_validated_r2(x: np.ndarray, y: np.ndarray, k: int) -> float:
+    """k-fold (consecutive folds) ridge-free least squares R² of y from x, predictions
+    pooled, variance-weighted over y's columns (sklearn cross_val_predict + r2_score)."""
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    pred = np.empty_like(y)
+    for rows in np.array_split(np.arange(len(x)), k):
+        train = np.ones(len(x), bool)
+        train[rows] = False
+        mx, my = x[train].mean(0), y[train].mean(0)
+        w = np.linalg.lstsq(x[train] - mx, y[train] - my, rcond=None)[0]
+        pred[rows] = (x[rows] - mx) @ w + my
+    return float(1 - ((y - pred) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())

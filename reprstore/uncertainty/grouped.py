@@ -15,12 +15,16 @@ them back as the engine's moment objects.
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import dask
 import numpy as np
 
+from reprstore import checkpoints
 from reprstore.errors import ComparisonError
 from reprstore.passes import PassContext
 from reprstore.stats import dask_graph, linear
@@ -222,7 +226,8 @@ def first_offsets(ctx: PassContext, streams: Sequence[Stream], wanted: Sequence[
     the first live block, as the engine's plain pass takes them (``None`` elsewhere)."""
     k, rows = _live(ctx)[0]
     arrays = sorted({streams[s][0] for s in wanted})
-    got = dask.compute(*[ctx.arrays[i].blocks[k] for i in arrays], scheduler="sync")
+    # a callable scheduler: by name, dask would import distributed to look for a client
+    got = dask.compute(*[ctx.arrays[i].blocks[k] for i in arrays], scheduler=dask.local.get_sync)
     readers = {i: _Fixed(np.asarray(x)) for i, x in zip(arrays, got, strict=True)}
     blocks = _stream_blocks(readers, rows, streams, wanted)  # type: ignore[arg-type]
     offsets: list[Any] = [None] * len(streams)
@@ -253,7 +258,8 @@ def grouped_pass(
     runner: dask_graph.Runner,
 ) -> dict:
     """One pass: the stacked per-group sums (G, ...) of the streams ``own`` and the stream
-    pairs ``cross``.
+    pairs ``cross``; in checkpointed segments when ``ctx.checkpoints`` is set
+    (:func:`reprstore.checkpoints.run_segments`), in one graph otherwise.
 
     Parameters
     ----------
@@ -274,20 +280,81 @@ def grouped_pass(
     features = [0 if o is None else len(o) for o in offsets]
     per_chain = n_groups * unit_bytes(features, own, cross)
     chains = max(1, min(threads, len(live), room // max(per_chain, 1)))
-    parts: list[Any] = []
-    for c in range(chains):
-        state: Any = None
-        for k, rows in live[c::chains]:
-            readers = {i: dask_graph.BlockReader(a, k) for i, a in whole.items()}
-            g = full[bounds[k] : bounds[k + 1]]
-            g = g if rows is None else g[rows]
-            step = dask.delayed(_grouped_step)
-            state = step(state, readers, rows, g, n_groups, list(offsets), list(streams),
-                         list(own), list(cross))  # fmt: skip
-        parts.append(state)
-    graph = dask_graph.tree_reduce(parts, _merge_groups, ctx.split_every)
-    (states,) = runner(graph, blocks=len(live), workers=chains, blas=max(1, threads // chains))
-    return states
+    args = (n_groups, list(offsets), list(streams), list(own), list(cross))
+
+    def segment(blocks: list[tuple[int, np.ndarray | None]], start: dict | None) -> dict:
+        """The sums of ``blocks`` folded into ``start`` (in place, the first chain's)."""
+        parts: list[Any] = []
+        for c in range(min(chains, len(blocks))):
+            state: Any = None
+            if c == 0 and start is not None:
+                state = dask.delayed(start, traverse=False,
+                                     name=f"grouped-start-{uuid.uuid4().hex}")  # fmt: skip
+            for k, rows in blocks[c::chains]:
+                readers = {i: dask_graph.BlockReader(a, k) for i, a in whole.items()}
+                g = full[bounds[k] : bounds[k + 1]]
+                g = g if rows is None else g[rows]
+                state = dask.delayed(_grouped_step)(state, readers, rows, g, *args)
+            parts.append(state)
+        graph = dask_graph.tree_reduce(parts, _merge_groups, ctx.split_every)
+        workers = min(chains, len(blocks))
+        (out,) = runner(graph, blocks=len(blocks), workers=workers,
+                        blas=max(1, threads // workers))  # fmt: skip
+        return out  # type: ignore[no-any-return]
+
+    ckpt = getattr(ctx, "checkpoints", None)
+    local = dask_graph.is_local_threaded(ctx.scheduler)
+    per = checkpoints.segment_blocks(len(live), chains, distributed=not local)
+    segments = [live[k : k + per] for k in range(0, len(live), per)]
+    if ckpt is None or len(segments) < 2:
+        return segment(live, None)
+    layout = ["grouped", chunks, per, chains, n_groups, _digest(groups, offsets), ctx.n]
+    key = ckpt.key(streams, own, cross, layout) if ckpt.files is not None else None
+    shapes = {k: v.shape for k, v in _zeros(features, own, cross, n_groups).items()}
+    form = checkpoints.Segments(_encode_sums, partial(_decode_sums, shapes),
+                                n_groups * unit_bytes(features, own, cross))  # fmt: skip
+
+    def skip(done: int) -> None:
+        runner.skip(sum(len(s) for s in segments[:done]))
+
+    return checkpoints.run_segments(  # type: ignore[no-any-return]
+        ckpt,
+        key,
+        len(segments),
+        lambda k, state: segment(segments[k], state),
+        form,
+        ctx.memory,
+        skip,
+    )
+
+
+def _digest(groups: np.ndarray, offsets: Sequence[Any]) -> str:
+    """A hash of the row groups and the offsets a grouped pass accumulates with (in its
+    checkpoint's key: the seed, the groups' number, the fold column … all show in them)."""
+    h = hashlib.sha256(np.ascontiguousarray(groups, dtype=np.int64).tobytes())
+    for off in offsets:
+        if off is not None:
+            o = linear.as_offset(off)
+            h.update(np.ascontiguousarray(o.shift, dtype=np.float64).tobytes())
+            h.update(repr(float(o.scale)).encode())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+def _encode_sums(stacked: dict) -> dict[str, np.ndarray]:
+    """Stacked group sums as plain named arrays: ``("p", 0, 1, "cross")`` → ``p.0.1.cross``."""
+    return {".".join(map(str, k)): v for k, v in stacked.items()}
+
+
+def _decode_sums(shapes: dict, arrays: dict[str, np.ndarray]) -> dict:
+    """The stacked group sums of :func:`_encode_sums`, checked against the pass's shapes."""
+    out: dict = {}
+    for name, v in arrays.items():
+        kind, *idx, f = name.split(".")
+        out[(kind, *map(int, idx), f)] = np.asarray(v, dtype=np.float64)
+    if out.keys() != shapes.keys() or any(v.shape != shapes[k] for k, v in out.items()):
+        raise ValueError("its sums are not those of this pass")
+    return out
 
 
 # ------------------------------------------------------------- states → statistics
