@@ -240,7 +240,8 @@ def markdown(doc: dict[str, Any]) -> str:
     ]  # fmt: skip
     for r in doc["summary"]:
         lines.append(
-            f"| {r['dtype']} | {r['data']} | {r['codec']} | {r['ratio']:.3f} | {r['size_vs_old']:.3f} | "
+            f"| {r['dtype']} | {r['data']} | {r['codec']} | {r['ratio']:.3f} | "
+            f"{r['size_vs_old']:.3f} | "
             f"{r['decode_mb_s']:.0f} | {r['zarr_read_mb_s']:.0f} | {r['encode_mb_s']:.0f} | "
             f"{'yes' if r['meets_both'] else 'no'} |"
         )

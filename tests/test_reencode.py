@@ -34,8 +34,8 @@ B = "model=m,seed=1,checkpoint=step100,layer=layer_10"
 
 
 def _new(typesize: int) -> dict:
-    return {"name": "blosc", "configuration": {"typesize": typesize, "cname": "lz4", "clevel": 5,
-                                               "shuffle": "bitshuffle", "blocksize": 0}}  # fmt: skip
+    conf = {"typesize": typesize, "cname": "lz4", "clevel": 5, "shuffle": "bitshuffle"}
+    return {"name": "blosc", "configuration": {**conf, "blocksize": 0}}
 
 
 def _arrays(store: Path) -> dict[str, dict]:

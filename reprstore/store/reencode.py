@@ -66,7 +66,8 @@ def _copy(src: zarr.Array, dst: zarr.Array, folder: Path, label: str,
     """Copy every stored chunk of ``src`` into ``dst``; check each against the original
     decoded bytes and its recorded CRC-32."""
     rows = int(src.chunks[0])
-    crcs = [int(c) for c in src.attrs.get("chunk_crc32", [])]  # type: ignore[union-attr]
+    recorded: Any = src.attrs.get("chunk_crc32", [])
+    crcs = [int(c) for c in recorded]
     for index in range(-(-int(src.shape[0]) // rows) if rows else 0):
         if not _chunk_exists(folder, index):
             continue

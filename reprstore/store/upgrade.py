@@ -16,7 +16,9 @@ atomically before the first rename), in two phases, each step one atomic rename:
 Then the root's marker says format 2 and the journal is deleted. Killed at any moment,
 every array is in exactly one of its three places and the journal says which phase ran,
 so running ``reprstore upgrade`` again finishes the job; until then the store refuses to
-open. Local stores only: fsspec stores (``s3://`` …) have no atomic rename, so the
+open. ``upgrade(…, reencode=True)`` then rewrites arrays of an older codec
+(:mod:`reprstore.store.reencode`) under the same lease and journal (phase ``reencode``).
+Local stores only: fsspec stores (``s3://`` …) have no atomic rename, so the
 upgrade refuses them (copy the store to a local disk, upgrade, copy it back).
 """
 
