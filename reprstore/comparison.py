@@ -728,7 +728,7 @@ def compare(
     unordered : keep one of each mirror pair (X, Y)/(Y, X) and every self-pair
         (see :func:`drop_mirrors`)
     allow_incomplete : compare incomplete representations on their rows written so far
-    workers : start a local dask.distributed cluster of this many processes
+    workers : compute with this many threads of this process (:data:`LOCAL_WORKERS`)
     scheduler : address of a running dask scheduler (or a Client / dask scheduler)
     split_every : fan-in of the reduction tree
     progress : callable(done, total) in row blocks
