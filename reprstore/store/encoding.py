@@ -10,8 +10,8 @@ Decisions (measured on real MiniLM activations, see the benchmarks):
   *before* the array is written, so the stored values are the rounded values and any zarr
   reader decodes them with standard codecs only.
 * Codec: Blosc(LZ4, level 5, bit shuffle) (``python -m benchmarks.codecs``, real MiniLM
-  layers, one core): float16 decodes at 3.7 GB/s and stores 1.094× smaller than raw,
-  against 1.0 GB/s and 1.082× for the Blosc(zstd 3, byte shuffle) of stores written before
+  layers, one core): float16 decodes at 4.1 GB/s and stores 1.094× smaller than raw,
+  against 1.1 GB/s and 1.082× for the Blosc(zstd 3, byte shuffle) of stores written before
   (float32 3.6 against 1.3 GB/s, bfloat16 2.9 against 1.2 GB/s, both also smaller). Old
   arrays name their own codec and read as before; ``reprstore upgrade --reencode``
   rewrites them.
