@@ -238,3 +238,17 @@ def test_the_memory_benchmark_runs_every_row(tmp_path: Path) -> None:
         assert r["outcome"] in ("ran", "refused"), r
         assert r["peak_mib"] > 0 and r["base_mib"] > 0, r
     assert list((tmp_path / "out").glob("*-memory-tiny.md"))
+
+
+def test_the_codecs_benchmark_runs_and_its_ratios_are_the_stored_bytes(tmp_path: Path) -> None:
+    """``python -m benchmarks.codecs --tiny``: every codec round-trips the chunk (checked
+    inside), each ratio is the chunk's bytes over its stored bytes, and 'none' stores the
+    raw bytes of a 256 × 64 float16 chunk."""
+    doc = json.loads(_run_tiny("codecs", tmp_path).read_text())
+    assert {r["dtype"] for r in doc["rows"]} == {"float16", "float32", "bfloat16"}
+    for row in doc["rows"]:
+        assert row["ratio"] == pytest.approx(row["bytes"] / row["stored"], rel=1e-12)
+        assert row["bytes"] == 256 * 64 * (2 if row["dtype"] == "float16" else 4)
+        if row["codec"] == "none":
+            assert row["stored"] == row["bytes"]
+    assert list((tmp_path / "out").glob("*-codecs-tiny.md"))

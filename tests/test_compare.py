@@ -227,10 +227,17 @@ def test_pair_api_blocks_never_straddle_stored_chunks(store: Path) -> None:
     assert got.cka == pytest.approx(ref_cka(a, b), rel=1e-6)
 
 
-def test_local_cluster_equals_threads(store: Path) -> None:
-    threads = compare(store, "model=m,seed=0", "model=m,seed=1,layer=l2")
-    cluster = compare(store, "model=m,seed=0", "model=m,seed=1,layer=l2", workers=2)
-    np.testing.assert_allclose(cluster["cka"], threads["cka"], rtol=1e-12)
+def test_local_workers_are_threads_and_the_plan_says_why(store: Path) -> None:
+    """``workers=2`` on one machine runs two threads of this process (a local process
+    cluster measured ×2.4 slower): same values as the reference, and the plan says why."""
+    notes: list[str] = []
+    got = compare(store, "model=m,seed=0,layer=l3", "model=m,seed=1,layer=l3", workers=2,
+                  cache=False, report=notes.append)  # fmt: skip
+    a, b = stored(store, "m/0/final/default/l3"), stored(store, "m/1/final/default/l3")
+    assert got["cka"].item() == pytest.approx(ref_cka(a, b), rel=1e-6)
+    (line,) = [n for n in notes if n.startswith("workers:")]
+    assert line.startswith("workers: 2 thread(s) in this process, not processes: ")
+    assert "release the GIL" in line
 
 
 def test_incomplete_refused_unless_allowed(store: Path) -> None:

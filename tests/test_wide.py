@@ -478,9 +478,9 @@ def test_peak_rss_stays_within_memory_under_a_real_address_space_limit(
     assert got["route"] == ("samples" if route == "auto" else route)
 
 
-def test_sample_route_on_a_local_dask_distributed_cluster(wide_store):
-    """--workers 2: the panels are read by the cluster's worker processes; the value is the
-    local one, for cka (tiles) and cca:ridge (factors)."""
+def test_sample_route_with_local_workers(wide_store):
+    """--workers 2 (two local threads): the value is the default scheduler's, for cka
+    (tiles) and cca:ridge (factors)."""
     from reprstore.comparison import compare
 
     store, x, y = wide_store

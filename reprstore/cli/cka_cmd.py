@@ -167,7 +167,8 @@ WorkersOpt = Annotated[
     int | None,
     typer.Option(
         "--workers",
-        help="Start a local dask cluster of N worker processes (default: local threads).",
+        help="Compute with N threads of this process (default: one per core); for a cluster, "
+        "give --scheduler.",
         show_default=False,
     ),
 ]

@@ -16,7 +16,9 @@ atomically before the first rename), in two phases, each step one atomic rename:
 Then the root's marker says format 2 and the journal is deleted. Killed at any moment,
 every array is in exactly one of its three places and the journal says which phase ran,
 so running ``reprstore upgrade`` again finishes the job; until then the store refuses to
-open. Local stores only: fsspec stores (``s3://`` …) have no atomic rename, so the
+open. ``upgrade(…, reencode=True)`` then rewrites arrays of an older codec
+(:mod:`reprstore.store.reencode`) under the same lease and journal (phase ``reencode``).
+Local stores only: fsspec stores (``s3://`` …) have no atomic rename, so the
 upgrade refuses them (copy the store to a local disk, upgrade, copy it back).
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,10 +58,11 @@ class UpgradeReport:
     from_format: int
     moved: int
     resumed: bool
+    reencoded: int = 0
 
     @property
     def changed(self) -> bool:
-        return self.from_format != STORE_FORMAT or self.resumed
+        return self.from_format != STORE_FORMAT or self.resumed or self.reencoded > 0
 
 
 def _write_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -120,7 +124,9 @@ def _place(root: Path, moves: list[dict[str, str]], step: Callable[[], None]) ->
 
 
 def upgrade(
-    url: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None
+    url: str | os.PathLike[str],
+    progress: Callable[[int, int], None] | None = None,
+    reencode: bool = False,
 ) -> UpgradeReport:
     """Rewrite the store at ``url`` to the current format, in place; resumable.
 
@@ -129,17 +135,22 @@ def upgrade(
     url
         A local store path (fsspec URLs are refused: see the module docstring).
     progress
-        Called as ``progress(steps_done, steps_total)`` after each rename.
+        Called as ``progress(steps_done, steps_total)`` after each rename (each array
+        re-encoded).
+    reencode
+        Also rewrite every array stored with an older codec with the current one
+        (:mod:`reprstore.store.reencode`); values and checksums stay the same.
 
     Returns
     -------
     UpgradeReport
-        ``from_format == 2`` and ``moved == 0`` when there was nothing to do.
+        ``from_format == 2``, ``moved == 0`` and ``reencoded == 0`` when there was nothing
+        to do.
     """
     url = os.fspath(url)
     st = Store.open(url, upgrading=True)
     resumed = journal_exists(st.root)
-    if st.format == STORE_FORMAT and not resumed:
+    if st.format == STORE_FORMAT and not resumed and not reencode:
         return UpgradeReport(url, st.format, 0, False)
     path = _local_path(url)
     if path is None:
@@ -148,39 +159,81 @@ def upgrade(
             "it to a local disk, run 'reprstore upgrade' there, and copy it back."
         )
     st = Store.open(url, upgrading=True, writable=True)
+    journal = json.loads((path / UPGRADE_JOURNAL).read_text()) if resumed else None
+    from_format, moved, reencoded = st.format, 0, 0
     with Lease(st.root.store, REPRS).acquire() as lease:
-        journal_file = path / UPGRADE_JOURNAL
-        if resumed:
-            journal = json.loads(journal_file.read_text())
-        else:
-            for key in st.keys(None):
-                Lease(st.root.store, key.v1_path).raise_if_live()
-            journal = {"from": st.format, "to": STORE_FORMAT, "phase": "stage",
-                       "started": utc_now(), "moves": _plan(st)}  # fmt: skip
-            _write_atomic(journal_file, journal)
-        moves: list[dict[str, str]] = journal["moves"]
-        done = [0]
+        if journal is None or journal["phase"] != "reencode":
+            if st.format != STORE_FORMAT or journal is not None:
+                from_format, moved = _move(st, path, journal, lease, progress)
+            journal = None
+        if reencode or journal is not None:
+            reencoded = _reencode(url, path, journal, lease, progress)
+    return UpgradeReport(url, from_format, moved, resumed, reencoded)
 
-        def step() -> None:
-            done[0] += 1
-            lease.heartbeat()  # a long upgrade stays live: readers say it is running
-            if progress is not None:
-                progress(done[0], 2 * len(moves))
 
-        if journal["phase"] == "stage":
-            _stage(path, moves, step)
-            journal["phase"] = "place"
-            _write_atomic(journal_file, journal)
-        else:
-            done[0] = len(moves)
-        _place(path, moves, step)
-        staging = path / STAGING
-        if staging.exists():
-            staging.rmdir()
-        old: Any = st.root.attrs.asdict().get(STORE_MARKER)
-        marker: dict[str, Any] = dict(old) if isinstance(old, dict) else {}
-        marker.update(format=STORE_FORMAT, upgraded={"from": journal["from"], "time": utc_now()})
-        st.root.update_attributes({STORE_MARKER: marker})
-        _sweep_temporaries(path)
-        journal_file.unlink()
-    return UpgradeReport(url, int(journal["from"]), len(moves), resumed)
+def _move(st: Store, path: Path, journal: dict[str, Any] | None, lease: Lease,
+          progress: Callable[[int, int], None] | None) -> tuple[int, int]:  # fmt: skip
+    """Format 1 to 2 (or finish an interrupted move): the old format and arrays moved."""
+    journal_file = path / UPGRADE_JOURNAL
+    if journal is None:
+        for key in st.keys(None):
+            Lease(st.root.store, key.v1_path).raise_if_live()
+        journal = {"from": st.format, "to": STORE_FORMAT, "phase": "stage",
+                   "started": utc_now(), "moves": _plan(st)}  # fmt: skip
+        _write_atomic(journal_file, journal)
+    moves: list[dict[str, str]] = journal["moves"]
+    done = [0]
+
+    def step() -> None:
+        done[0] += 1
+        lease.heartbeat()  # a long upgrade stays live: readers say it is running
+        if progress is not None:
+            progress(done[0], 2 * len(moves))
+
+    if journal["phase"] == "stage":
+        _stage(path, moves, step)
+        journal["phase"] = "place"
+        _write_atomic(journal_file, journal)
+    else:
+        done[0] = len(moves)
+    _place(path, moves, step)
+    staging = path / STAGING
+    if staging.exists():
+        staging.rmdir()
+    old: Any = st.root.attrs.asdict().get(STORE_MARKER)
+    marker: dict[str, Any] = dict(old) if isinstance(old, dict) else {}
+    marker.update(format=STORE_FORMAT, upgraded={"from": journal["from"], "time": utc_now()})
+    st.root.update_attributes({STORE_MARKER: marker})
+    _sweep_temporaries(path)
+    journal_file.unlink()
+    return int(journal["from"]), len(moves)
+
+
+def _reencode(url: str, path: Path, journal: dict[str, Any] | None, lease: Lease,
+              progress: Callable[[int, int], None] | None) -> int:  # fmt: skip
+    """Re-encode the arrays of an older codec (or finish an interrupted re-encoding)."""
+    from reprstore.store import reencode
+
+    st = Store.open(url, upgrading=True, writable=True)  # format 2 now: its paths
+    journal_file = path / UPGRADE_JOURNAL
+    if journal is None:
+        keys = list(st.keys(None))
+        for key in keys:
+            Lease(st.root.store, key.path).raise_if_live()
+        arrays = reencode.plan(st.root, [key.path for key in keys])
+        if not arrays:
+            return 0
+        journal = {"from": STORE_FORMAT, "to": STORE_FORMAT, "phase": "reencode",
+                   "started": utc_now(), "arrays": arrays}  # fmt: skip
+        _write_atomic(journal_file, journal)
+    arrays = journal["arrays"]
+    (path / reencode.STAGING).mkdir(exist_ok=True)
+    for i, rel in enumerate(arrays):
+        reencode.reencode_one(st.root, path, rel, i, lease.heartbeat)
+        lease.heartbeat()
+        if progress is not None:
+            progress(i + 1, len(arrays))
+    shutil.rmtree(path / reencode.STAGING, ignore_errors=True)
+    _sweep_temporaries(path)
+    journal_file.unlink()
+    return len(arrays)
