@@ -374,6 +374,10 @@ class Side:
             return Whitening(vec / np.sqrt(lam + ridge * float(lam.sum()) / self.width))
         return Whitening(vec[:, : self.rank] / np.sqrt(lam[: self.rank]))
 
+    def ridge_delta(self, ridge: float) -> float:
+        """δ = ridge·tr(Cxx)/width, the ridge the whitening adds to Cxx."""
+        return ridge * float(np.trace(self.cov)) / self.width
+
     def cross_cov(self, other: Side, ab: PairMoments) -> np.ndarray:
         """Cxy (p, q) from the pair's XᵀY of the offset rows."""
         return (ab.cross - np.outer(self.raw.total, other.mean)) / self.n
