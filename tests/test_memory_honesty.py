@@ -143,6 +143,16 @@ def test_grid_over_several_passes_within_memory(stores: dict[str, Path], measure
     assert "refused" not in got and len(got["values"]) == 16
 
 
+@pytest.mark.parametrize("memory", [384 * MiB, 512 * MiB])
+def test_wide_grid_in_place_within_memory(stores: dict[str, Path], memory: int) -> None:
+    """A wide grid whose pass holds one state updated in place (one chain: the state, a
+    product's temporary per thread, the sub-blocks' buffers) instead of four copies: it
+    packs more pairs into a pass and still stays within --memory."""
+    got = _run(stores["relu"], "compare", "cka", memory, route="features")
+    _holds(got, memory)
+    assert "refused" not in got and len(got["values"]) == 64
+
+
 def test_describe_within_memory(stores: dict[str, Path]) -> None:
     """Row 6: describe keeps each representation's values, not its p × p moments (16
     representations' covariances alone are 75 MiB, 0.8 × --memory); the participation
