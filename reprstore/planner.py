@@ -360,10 +360,15 @@ def kept_bytes(
     specs: Sequence[Spec], widths: Sequence[int], streams: Sequence[tuple[int, str]]
 ) -> list[int]:
     """What the measures keep of each stream's representation from its pass until the
-    comparison ends (:meth:`Measure.kept`), counted once per representation."""
+    comparison ends (:meth:`Measure.kept_parts`), counted once per representation: a part
+    that several measures keep (the shared side, one whitening) once."""
     out, seen = [], set()
     for i, _ in streams:
-        out.append(0 if i in seen else sum(x.measure.kept(x.opts, widths[i]) for x in specs))
+        parts: dict[Any, int] = {}
+        for x in specs if i not in seen else ():
+            for name, size in x.measure.kept_parts(x.opts, widths[i]).items():
+                parts[name] = max(parts.get(name, 0), size)
+        out.append(sum(parts.values()))
         seen.add(i)
     return out
 

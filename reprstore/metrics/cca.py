@@ -7,7 +7,7 @@ eigendecomposition (once per representation) and the pair's Cxy (p × q, once pe
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from reprstore.metrics.base import (
     Side,
     Whitening,
     singular_values,
+    whitening_parts,
 )
 
 
@@ -138,6 +139,9 @@ class CCA(Measure):
 
     def partial(self, side: Side, opts: Mapping[str, Any]) -> Whitened:
         return whiten(side, opts["ridge"])
+
+    def kept_parts(self, opts: Mapping[str, Any], p: int) -> dict[Hashable, int]:
+        return whitening_parts(self, opts, p)
 
     def finalize(
         self, a: Whitened, b: Whitened, cross: Cross | None, opts: Mapping[str, Any]

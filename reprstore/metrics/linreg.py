@@ -12,7 +12,7 @@ least-squares fit is the projection on A's column space).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ from reprstore.metrics.base import (
     Side,
     Whitening,
     clip_unit,
+    whitening_parts,
 )
 
 
@@ -77,6 +78,9 @@ class LinReg(Measure):
             f"(R² = 1: at most {n - 1} centred directions): use linreg:ridge=0.1, or compare "
             "more rows."
         )
+
+    def kept_parts(self, opts: Mapping[str, Any], p: int) -> dict[Hashable, int]:
+        return whitening_parts(self, opts, p)
 
     def partial(self, side: Side, opts: Mapping[str, Any]) -> Predictor:
         side.check()

@@ -186,13 +186,16 @@ def in_place_bytes(
 ) -> int:
     """One chain updating its state in place: the state, one temporary of the largest
     product on each thread (``sums += xᵀy``) and the sub-blocks' working buffers
-    (:data:`reprstore.stats.fused.WORK_BYTES`)."""
+    (:data:`reprstore.stats.fused.WORK_BYTES`, or one block's rows in float64)."""
     from reprstore.stats.fused import WORK_BYTES
 
     products = [features[k] ** 2 for k in set(own)]
     products += [features[i] * features[j] for i, j in set(pairs) if i != j]
     largest = 8 * max(products, default=0)
-    return linear_state_bytes(features, own, pairs) + max(1, reading.readers) * largest + WORK_BYTES
+    width = sum(features[k] for k in set(own) | {k for p in pairs for k in p})
+    rows = reading.block_rows or WORK_BYTES
+    buffers = min(WORK_BYTES, 8 * rows * width)  # float64 sub-blocks of a block at most
+    return linear_state_bytes(features, own, pairs) + max(1, reading.readers) * largest + buffers
 
 
 def pass_chains(
