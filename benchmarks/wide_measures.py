@@ -1,7 +1,7 @@
 """Five measures against cka alone on a grid of wide representations, in one process.
 
 ``python -m benchmarks.wide_measures [--quick | --tiny] [--p P] [--n N] [--k K]
-[--repeat R] [--out DIR]``
+[--memory M] [--repeat R] [--out DIR]``
 
 A k × k grid (every ordered pair, the diagonal included) of k float64 representations
 held in memory, n rows × p features sharing a 64-dimensional signal, compared by
@@ -13,7 +13,7 @@ per-representation factorizations once per grid, a pair only its cross terms).
 
 Sizes: full p = 2,048, n = 4,000, k = 3; ``--quick`` p = 1,024, n = 2,000, k = 2;
 ``--tiny`` p = 64, n = 500, k = 2 (a smoke test). ``--p/--n/--k`` override them. Writes
-``<date>-wide-measures[-quick|-tiny].json`` and ``.md`` into ``--out`` (default
+``<date>-wide_measures[-quick|-tiny].json`` and ``.md`` into ``--out`` (default
 ``benchmarks/results``).
 """
 
@@ -48,7 +48,9 @@ def grid_arrays(n: int, p: int, k: int, seed: int = 0) -> list[np.ndarray]:
     return [signal @ rng.standard_normal((64, p)) + rng.standard_normal((n, p)) for _ in range(k)]
 
 
-def timed(arrays: list[np.ndarray], measures: str, repeat: int) -> dict[str, Any]:
+def timed(
+    arrays: list[np.ndarray], measures: str, repeat: int, memory: str | None = None
+) -> dict[str, Any]:
     """The fastest of ``repeat`` grid runs, every run's time and the plan line."""
     from reprstore.engine import measure_arrays
 
@@ -57,14 +59,15 @@ def timed(arrays: list[np.ndarray], measures: str, repeat: int) -> dict[str, Any
     runs, plan = [], []
     for _ in range(repeat):
         start = time.perf_counter()
-        measure_arrays(arrays, pairs, measures, report=plan.append)
+        out = measure_arrays(arrays, pairs, measures, report=plan.append, memory=memory)
         runs.append(round(time.perf_counter() - start, 3))
     row = {"measures": measures, "seconds": min(runs), "runs": runs, "plan": plan[-1]}
     print(json.dumps(row), flush=True)
+    row["cka"] = [float(out.pairs[pair]["cka"]) for pair in pairs]
     return row
 
 
-def run(sizes: dict[str, int], repeat: int) -> dict[str, Any]:
+def run(sizes: dict[str, int], repeat: int, memory: str | None = None) -> dict[str, Any]:
     import reprstore
     from reprstore.engine import measure_arrays
 
@@ -72,10 +75,12 @@ def run(sizes: dict[str, int], repeat: int) -> dict[str, Any]:
     small = grid_arrays(200, 8, 2, seed=1)
     measure_arrays(small, [(0, 1)], FIVE)  # warm-up: imports, BLAS, dask
     arrays = grid_arrays(n, p, k)
-    alone = timed(arrays, "cka", repeat)
-    five = timed(arrays, FIVE, repeat)
+    alone = timed(arrays, "cka", repeat, memory)
+    five = timed(arrays, FIVE, repeat, memory)
+    gap = max(abs(a - b) for a, b in zip(alone.pop("cka"), five.pop("cka"), strict=True))
     return {
-        **sizes, "repeat": repeat, "rows": [alone, five],
+        **sizes, "repeat": repeat, "memory": memory or "2GB (default)", "rows": [alone, five],
+        "checks": {"cka_same_with_five_measures": gap < 1e-9}, "cka_max_abs_diff": gap,
         "ratio": round(five["seconds"] / alone["seconds"], 2),
         "code": str(Path(reprstore.__file__).resolve().parent.parent),
         "cpus": os.cpu_count(), "load": round(os.getloadavg()[0], 2),
@@ -90,13 +95,18 @@ def markdown(doc: dict[str, Any]) -> str:
         f"# Five measures against cka alone on a wide grid ({doc['date']})", "",
         f"{k} × {k} grid (every ordered pair) of float64 representations in memory, "
         f"n = {doc['n']:,} rows × p = {doc['p']:,} features, fastest of {doc['repeat']} "
-        f"run(s) on a shared {doc['cpus']}-core machine (load average {doc['load']} at the "
-        f"end); code from `{doc['code']}`. Command: `{doc['command']}`.", "",
+        f"run(s), --memory {doc['memory']}, on a shared {doc['cpus']}-core machine (load "
+        f"average {doc['load']} at the end); code from `{doc['code']}`. Command: "
+        f"`{doc['command']}`.", "",
         "| measures | s | runs | plan |", "|---|---:|---|---|",
     ]  # fmt: skip
     for row in (alone, five):
         lines.append(f"| {row['measures']} | {row['seconds']} | {row['runs']} | {row['plan']} |")
-    lines += ["", f"Five measures / cka alone: ×{doc['ratio']}."]
+    lines += [
+        "",
+        f"Five measures / cka alone: ×{doc['ratio']}. The cka values of both runs "
+        f"differ by at most {doc['cka_max_abs_diff']:.1e}.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -108,8 +118,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--p", type=int, default=None, help="features per representation")
     parser.add_argument("--n", type=int, default=None, help="rows")
     parser.add_argument("--k", type=int, default=None, help="representations (k × k grid)")
+    parser.add_argument("--memory", default=None, help="--memory of both runs (default 2GB)")
     parser.add_argument("--repeat", type=int, default=2, help="runs per case; the fastest counts")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--work", type=Path, default=None, help="unused (no files are made)")
     args = parser.parse_args(argv)
     name = "tiny" if args.tiny else "quick" if args.quick else "full"
     sizes = dict(SIZES[name])
@@ -117,9 +129,9 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, key) is not None:
             sizes[key] = getattr(args, key)
             name = "custom" if name == "full" else name
-    doc = run(sizes, args.repeat)
+    doc = run(sizes, args.repeat, args.memory)
     doc["date"] = dt.date.today().isoformat()  # the report's title shows it
-    save_report(args.out, "wide-measures", name, doc, markdown(doc))
+    save_report(args.out, "wide_measures", name, doc, markdown(doc))
 
 
 if __name__ == "__main__":
