@@ -329,6 +329,9 @@ def _cheaper(
         if factor_bytes(n, len(sides)) > ctx.memory:
             return "features"
         s_flops += sum(EIGH_FLOPS * float(n) ** 3 / deg[k] for k in sides)
+        # the feature route's per-representation factorisations are of Cxx (p × p): a
+        # representation's eigenproblem on the route of the smaller of n and p
+        f_flops += sum(EIGH_FLOPS * float(widths[k]) ** 3 / deg[k] for k in sides)
     layout = sample_layout(n, [widths[k] for k in sides], [sizes[k] for k in sides],
                            ctx.memory, ctx.threads, block)  # fmt: skip
     if layout is None:

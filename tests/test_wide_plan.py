@@ -19,11 +19,20 @@ FIVE = "cka,cca:ridge=0.1,procrustes,linreg:ridge=0.1,rsa"
 
 
 def plan_of(k: int, p: int, measures: str, memory: str, rows: int = 200_000) -> str:
-    """The plan line of a k × k grid of float32 arrays rows × p in chunks of 256 rows."""
+    """The plan line of a k × k grid of float32 arrays rows × p in chunks of 256 rows, on
+    local threads (where a pass may update one state in place)."""
     arrays = [da.zeros((rows, p), chunks=(256, p), dtype="float32") for _ in range(k)]
     pairs = [(i, j) for i in range(k) for j in range(k)]
     with pytest.raises(DryRun) as got:
-        measure_arrays(arrays, pairs, measures, memory=memory, dry_run=True, route="features")
+        measure_arrays(
+            arrays,
+            pairs,
+            measures,
+            memory=memory,
+            dry_run=True,
+            route="features",
+            scheduler="threads",
+        )
     return got.value.plan.line()
 
 
