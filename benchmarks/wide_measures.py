@@ -24,13 +24,13 @@ import datetime as dt
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks.harness import save_report
+from benchmarks.permutations import fastest
 
 HERE = Path(__file__).resolve().parent
 SIZES = {
@@ -56,12 +56,11 @@ def timed(
 
     k = len(arrays)
     pairs = [(i, j) for i in range(k) for j in range(k)]
-    runs, plan = [], []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = measure_arrays(arrays, pairs, measures, report=plan.append, memory=memory)
-        runs.append(round(time.perf_counter() - start, 3))
-    row = {"measures": measures, "seconds": min(runs), "runs": runs, "plan": plan[-1]}
+    plan: list[str] = []
+    best, runs, out = fastest(
+        lambda: measure_arrays(arrays, pairs, measures, report=plan.append, memory=memory), repeat
+    )
+    row = {"measures": measures, "seconds": round(best, 3), "runs": runs, "plan": plan[-1]}
     print(json.dumps(row), flush=True)
     row["cka"] = [float(out.pairs[pair]["cka"]) for pair in pairs]
     return row
