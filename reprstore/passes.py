@@ -61,10 +61,10 @@ from reprstore.stats.minibatch import (
     sums_to_arrays,
 )
 from reprstore.stats.plan import (
+    Reading,
     batch_groups,
     human_bytes,
-    linear_chains,
-    linear_state_bytes,
+    pass_chains,
     plan_linear_passes,
 )
 from reprstore.stats.views import RAW
@@ -188,16 +188,16 @@ def run(
     finishing = finishing_bytes(specs, widths_, streams, plan_pairs)
     itemsizes = [int(c.arrays[i].dtype.itemsize) for i, _ in streams]
     kept = kept_bytes(specs, widths_, streams)
-    passes = plan_linear_passes(features, plan_pairs, c.memory, block_rows, finishing,
-                                c.threads, kept, itemsizes, c.blocks)  # fmt: skip
-    runner = dask_graph.Runner(c.scheduler, c.progress, len(passes) * c.blocks)
     local = dask_graph.is_local_threaded(c.scheduler)
+    passes = plan_linear_passes(features, plan_pairs, c.memory, block_rows, finishing,
+                                c.threads, kept, itemsizes, c.blocks, local)  # fmt: skip
+    runner = dask_graph.Runner(c.scheduler, c.progress, len(passes) * c.blocks)
     offsets: list[Any] = [None] * len(streams)  # from the first block, for every view
     have: dict[int, dict[str, Any]] = {}
     pending: dict[Pair, dict[str, PairMoments]] = {}
     for own_s, batch in passes:
-        state = linear_state_bytes(features, own_s, batch)
-        chains = linear_chains(c.threads, c.blocks, state)
+        reading = Reading(block_rows, c.threads, itemsizes, c.blocks, local)
+        chains = pass_chains(features, own_s, batch, reading)
         inner = max(1, c.threads // chains) if local else 1
         moments, cross = checkpoints.run_linear(c, runner, streams, own_s, batch, offsets,
                                                 chains, inner)  # fmt: skip

@@ -66,6 +66,9 @@ class Plan:
     layout: SampleLayout | None = None
     other_passes: int = 0
     reads: float = 0.0
+    #: Bytes of the involved arrays as stored, read once: ``reads / stored`` is how many
+    #: times each chunk is read on average (the passes an array takes part in).
+    stored: float = 0.0
     flops: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -98,11 +101,18 @@ class Plan:
             steps.append(f"{self.other_passes} other pass(es)")
         return (
             f"{len(self.routes)} pair(s) ({by}) over {self.n} rows; "
-            f"{' + '.join(steps) or 'no pass'}; reads {human_bytes(self.reads)}; "
+            f"{' + '.join(steps) or 'no pass'}; "
+            f"reads {human_bytes(self.reads)}{self._per_chunk()}; "
             f"~{self.flops:.2g} FLOP (~{_duration(self.seconds)}); "
             f"memory ~{human_bytes(self.memory)} of {human_bytes(self.budget)}"
             + "".join(f"; {n}" for n in self.notes)
         )
+
+    def _per_chunk(self) -> str:
+        """`` (each chunk read 2.8×)`` where chunks are read more than once."""
+        if not self.stored or self.reads <= 1.005 * self.stored:
+            return ""
+        return f" (each chunk read {self.reads / self.stored:.2g}×)"
 
 
 def _duration(s: float) -> str:
@@ -172,6 +182,8 @@ def make_plan(
             "--route features."
         )
     plan = Plan(routes={}, n=n, threads=ctx.threads, budget=ctx.memory, notes=fold_notes)
+    involved = {i for p in unique for i in p} | set(own)
+    plan.stored = float(sum(ctx.arrays[i].shape[0] * widths[i] * sizes[i] for i in involved))
     deg = _degrees(unique)
     block = max(ctx.arrays[0].chunks[0])
     nuclear = any(s.measure.sample_form(s.opts) == "factors" for s in free)
@@ -305,7 +317,7 @@ def _cheaper(
     n = ctx.n
     i, j = pair
     p, q = widths[i], widths[j]
-    reading = Reading(block, ctx.threads, sizes, ctx.blocks)
+    reading = Reading(block, ctx.threads, sizes, ctx.blocks, _in_place(ctx))
     if pass_bytes(widths, [i, j], [(i, j)], reading, finishing) > ctx.memory:
         return "samples"
     sides = {i, j}
@@ -317,6 +329,9 @@ def _cheaper(
         if factor_bytes(n, len(sides)) > ctx.memory:
             return "features"
         s_flops += sum(EIGH_FLOPS * float(n) ** 3 / deg[k] for k in sides)
+        # the feature route's per-representation factorisations are of Cxx (p × p): a
+        # representation's eigenproblem on the route of the smaller of n and p
+        f_flops += sum(EIGH_FLOPS * float(widths[k]) ** 3 / deg[k] for k in sides)
     layout = sample_layout(n, [widths[k] for k in sides], [sizes[k] for k in sides],
                            ctx.memory, ctx.threads, block)  # fmt: skip
     if layout is None:
@@ -348,10 +363,15 @@ def kept_bytes(
     specs: Sequence[Spec], widths: Sequence[int], streams: Sequence[tuple[int, str]]
 ) -> list[int]:
     """What the measures keep of each stream's representation from its pass until the
-    comparison ends (:meth:`Measure.kept`), counted once per representation."""
+    comparison ends (:meth:`Measure.kept_parts`), counted once per representation: a part
+    that several measures keep (the shared side, one whitening) once."""
     out, seen = [], set()
     for i, _ in streams:
-        out.append(0 if i in seen else sum(x.measure.kept(x.opts, widths[i]) for x in specs))
+        parts: dict[Any, int] = {}
+        for x in specs if i not in seen else ():
+            for name, size in x.measure.kept_parts(x.opts, widths[i]).items():
+                parts[name] = max(parts.get(name, 0), size)
+        out.append(sum(parts.values()))
         seen.add(i)
     return out
 
@@ -371,7 +391,8 @@ def _cost_features(plan: Plan, ctx: Any, specs: Sequence[Spec], own: Sequence[in
     try:
         itemsizes = [sizes[i] for i, _ in streams]
         passes = plan_linear_passes(features, plan_pairs, ctx.memory, block, finishing,
-                                    ctx.threads, kept, itemsizes, ctx.blocks)  # fmt: skip
+                                    ctx.threads, kept, itemsizes, ctx.blocks,
+                                    _in_place(ctx))  # fmt: skip
     except ComparisonError as err:
         raise ComparisonError(_feature_refusal(str(err), specs)) from None
     plan.feature_passes = len(passes)
@@ -382,12 +403,19 @@ def _cost_features(plan: Plan, ctx: Any, specs: Sequence[Spec], own: Sequence[in
         reprs = {streams[k][0] for pair in batch for k in pair} | {streams[k][0] for k in own_s}
         plan.reads += sum(ctx.arrays[0].shape[0] * widths[i] * sizes[i] for i in reprs)
         held = finishing_reserve([reserve[p] for p in batch], ctx.threads)
-        reading = Reading(block, ctx.threads, itemsizes, ctx.blocks)
+        reading = Reading(block, ctx.threads, itemsizes, ctx.blocks, _in_place(ctx))
         mem = sum(kept[k] for k in done) + pass_bytes(features, own_s, batch, reading, held)
         done |= set(own_s)
         plan.feature_memory = max(plan.feature_memory, mem)
         plan.flops += sum(n * features[k] ** 2 for k in set(own_s))
         plan.flops += sum(2.0 * n * features[a] * features[b] for a, b in batch if a != b)
+
+
+def _in_place(ctx: Any) -> bool:
+    """Whether a linear pass of one chain updates its state in place (local threads)."""
+    from reprstore.stats import dask_graph
+
+    return dask_graph.is_local_threaded(ctx.scheduler)
 
 
 def _feature_refusal(message: str, specs: Sequence[Spec]) -> str:

@@ -199,6 +199,15 @@ def test_the_permutations_benchmark_runs_and_its_checks_hold(tmp_path: Path) -> 
     assert list((tmp_path / "out").glob("*-permutations-tiny.md"))
 
 
+def test_the_wide_measures_benchmark_runs_and_its_checks_hold(tmp_path: Path) -> None:
+    """``python -m benchmarks.wide_measures --tiny``: both grids ran, their cka values
+    agree (the five measures' run computes the same cka), and the ratio is reported."""
+    doc = json.loads(_run_tiny("wide_measures", tmp_path).read_text())
+    assert all(doc["checks"].values()), doc
+    assert doc["ratio"] > 0 and len(doc["rows"]) == 2
+    assert list((tmp_path / "out").glob("*-wide_measures-tiny.md"))
+
+
 def test_the_rerun_benchmark_runs_and_its_checks_hold(tmp_path: Path) -> None:
     """``python -m benchmarks.rerun --tiny``: the rerun, the no-cache run and the grown grid
     keep the first run's bits, and the report is written."""

@@ -432,7 +432,9 @@ def test_checkpointed_pass_stays_within_memory_under_a_real_limit(tmp_path: Path
                        timeout=600)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
-    assert got["saves"] >= 2, got  # checkpoints were written during the pass
+    # checkpoints were written during a pass (a save comes between two segments; a state
+    # updated in place packs the grid into fewer passes than four copies did, so fewer)
+    assert got["saves"] >= 1, got
     assert got["peak"] - got["base"] <= 1.2 * memory, got
     x = {k: np.load(tmp_path / f"0_{k}.npy") for k in range(3)}
     y = {k: np.load(tmp_path / f"1_{k}.npy") for k in range(3)}

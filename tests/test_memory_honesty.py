@@ -137,13 +137,27 @@ def test_wide_pair_within_memory_or_refused(stores: dict[str, Path], measure: st
     _holds(_run(stores["wide"], "compare", measure, memory), memory)
 
 
-@pytest.mark.parametrize("measure", ["cka", "cca:ridge=0.1", "pwcca"])
+@pytest.mark.parametrize(
+    "measure",
+    ["cka", "cca:ridge=0.1", "pwcca", "cka,cca:ridge=0.1,procrustes,linreg:ridge=0.1,rsa"],
+)
 def test_grid_over_several_passes_within_memory(stores: dict[str, Path], measure: str) -> None:
     """Row 5: a 4 × 4 grid in several passes; what each measure keeps of a representation
-    (its whitening, its eigenvectors) is counted in every later pass."""
+    (its whitening, its eigenvectors) is counted in every later pass, and what several
+    measures share (the side, one whitening) once."""
     got = _run(stores["grid"], "compare", measure, 128 * MiB)
     _holds(got, 128 * MiB)
     assert "refused" not in got and len(got["values"]) == 16
+
+
+@pytest.mark.parametrize("memory", [384 * MiB, 512 * MiB])
+def test_wide_grid_in_place_within_memory(stores: dict[str, Path], memory: int) -> None:
+    """A wide grid whose pass holds one state updated in place (one chain: the state, a
+    product's temporary per thread, the sub-blocks' buffers) instead of four copies: it
+    packs more pairs into a pass and still stays within --memory."""
+    got = _run(stores["relu"], "compare", "cka", memory, route="features")
+    _holds(got, memory)
+    assert "refused" not in got and len(got["values"]) == 64
 
 
 def test_describe_within_memory(stores: dict[str, Path]) -> None:

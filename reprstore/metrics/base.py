@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,8 @@ CONSTANT_RTOL = 1e-20
 #: A correlation or cosine above 1 by at most this much is rounding and is clipped.
 CLIP_TOLERANCE = 1e-6
 INVARIANCES = ("orthogonal", "scale", "translation", "linear")
+#: The part of what measures keep that is the representation's shared :class:`Side`.
+SIDE_PART = "side"
 PAIRINGS = ("rows", "features", "single")
 
 
@@ -164,6 +166,16 @@ class Measure:
         until the comparison ends (the planner counts it in every later pass)."""
         a, b = self.kept_terms
         return int(8 * (a * p * p + b * p))
+
+    def kept_parts(self, opts: Mapping[str, Any], p: int) -> dict[Hashable, int]:
+        """:meth:`kept` by what it holds. Parts of the same name kept by several measures of
+        one representation are the same objects, counted once (the planner takes the
+        largest): ``side`` is the shared :class:`Side` (its moments and Cxx, 2p² + 4p
+        floats); anything else a measure keeps is its own unless it names it alike."""
+        total = self.kept(opts, p)
+        if self.kept_terms == Measure.kept_terms:  # the side itself
+            return {SIDE_PART: total}
+        return {(self.name, *sorted(opts.items())): total}
 
     def workspace(self, opts: Mapping[str, Any], p: int, q: int) -> int:
         """Bytes of temporaries one thread holds while finishing this measure for a pair of
@@ -374,6 +386,10 @@ class Side:
             return Whitening(vec / np.sqrt(lam + ridge * float(lam.sum()) / self.width))
         return Whitening(vec[:, : self.rank] / np.sqrt(lam[: self.rank]))
 
+    def ridge_delta(self, ridge: float) -> float:
+        """δ = ridge·tr(Cxx)/width, the ridge the whitening adds to Cxx."""
+        return ridge * float(np.trace(self.cov)) / self.width
+
     def cross_cov(self, other: Side, ab: PairMoments) -> np.ndarray:
         """Cxy (p, q) from the pair's XᵀY of the offset rows."""
         return (ab.cross - np.outer(self.raw.total, other.mean)) / self.n
@@ -415,6 +431,15 @@ class Whitening:
     def apply(self, u: np.ndarray) -> np.ndarray:
         """Wu (p, k): directions in the whitened basis back in the side's units."""
         return self.w.T @ u if self.triangular else self.w @ u
+
+
+def whitening_parts(measure: Measure, opts: Mapping[str, Any], p: int) -> dict[Hashable, int]:
+    """What cca and linreg keep, by part: the shared side, and the whitening at their ridge
+    with the rank certificate (:meth:`Side.whitener`, :attr:`Side.full_rank_factor`), the
+    same objects for both measures at one ridge."""
+    side = int(8 * (2 * p * p + 4 * p))
+    total = measure.kept(opts, p)
+    return {SIDE_PART: side, ("whitening", opts["ridge"]): max(total - side, 0)}
 
 
 def clip_unit(value: float, what: str, names: tuple[str, str]) -> float:

@@ -7,7 +7,7 @@ eigendecomposition (once per representation) and the pair's Cxy (p × q, once pe
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from reprstore.metrics.base import (
     Side,
     Whitening,
     singular_values,
+    whitening_parts,
 )
 
 
@@ -82,6 +83,18 @@ def canonical(
     return check_rho(singular_values(t)[:k], cross.names), None
 
 
+def self_correlations(a: Whitened, ridge: float, names: tuple[str, str]) -> np.ndarray:
+    """The canonical correlations of a representation with itself, from its spectrum
+    (once per representation, no per-pair products): with Cxy = Cxx and the whitening
+    (Cxx + δI)^-½, T = (Cxx + δI)^-½ Cxx (Cxx + δI)^-½ has singular values λ/(λ + δ) over
+    the rank (all 1 without a ridge)."""
+    side = a.side
+    if not ridge:
+        return np.ones(side.rank)
+    lam = side.eigenvalues[: side.rank]
+    return check_rho(lam / (lam + side.ridge_delta(ridge)), names)
+
+
 def check_rho(rho: np.ndarray, names: tuple[str, str]) -> np.ndarray:
     """Canonical correlations within rounding of [0, 1], clipped; an error beyond."""
     if not np.isfinite(rho).all():
@@ -127,9 +140,15 @@ class CCA(Measure):
     def partial(self, side: Side, opts: Mapping[str, Any]) -> Whitened:
         return whiten(side, opts["ridge"])
 
+    def kept_parts(self, opts: Mapping[str, Any], p: int) -> dict[Hashable, int]:
+        return whitening_parts(self, opts, p)
+
     def finalize(
         self, a: Whitened, b: Whitened, cross: Cross | None, opts: Mapping[str, Any]
     ) -> dict[str, Any]:
         assert cross is not None
-        rho, _ = canonical(a, b, cross)
+        if a is b:  # a representation with itself: from its spectrum alone
+            rho = self_correlations(a, opts["ridge"], cross.names)
+        else:
+            rho, _ = canonical(a, b, cross)
         return {"cca": float(rho.mean()), "cca_r2": float((rho**2).mean()), "cca_rho": rho}

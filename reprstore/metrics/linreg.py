@@ -12,7 +12,7 @@ least-squares fit is the projection on A's column space).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ from reprstore.metrics.base import (
     Side,
     Whitening,
     clip_unit,
+    whitening_parts,
 )
 
 
@@ -78,6 +79,9 @@ class LinReg(Measure):
             "more rows."
         )
 
+    def kept_parts(self, opts: Mapping[str, Any], p: int) -> dict[Hashable, int]:
+        return whitening_parts(self, opts, p)
+
     def partial(self, side: Side, opts: Mapping[str, Any]) -> Predictor:
         side.check()
         return Predictor(side, side.whitener(opts["ridge"]))
@@ -86,6 +90,8 @@ class LinReg(Measure):
         self, a: Predictor, b: Predictor, cross: Cross | None, opts: Mapping[str, Any]
     ) -> dict[str, Any]:
         assert cross is not None
+        if a is b:  # a representation predicting itself: from its spectrum alone
+            return {"linreg": clip_unit(self_r2(a, opts["ridge"]), "The R² of linreg", cross.names)}
         t = cross.whitened(a.side, b.side, a.w)
         explained = float(np.linalg.norm(t)) ** 2  # tr(Cyx M⁻¹ Cxy), t in any order
         if opts["ridge"]:
@@ -93,6 +99,21 @@ class LinReg(Measure):
             explained += delta * float(np.linalg.norm(a.w.apply(t))) ** 2
         value = explained / float(np.trace(b.side.cov))
         return {"linreg": clip_unit(value, "The R² of linreg", cross.names)}
+
+
+def self_r2(a: Predictor, ridge: float) -> float:
+    """R² of a representation from itself by the (ridge) fit, from its eigenvalues λ (once
+    per representation): with Cxy = Cxx, ‖T‖² + δ‖UT‖² = Σλ²/(λ + δ) + δΣλ²/(λ + δ)²;
+    without a ridge the least-squares fit explains the rank's variance, Σ_{j<r} λⱼ."""
+    side = a.side
+    if not ridge:
+        if a.w.rank == side.p:  # a full-rank (Cholesky) whitening: every direction
+            return 1.0
+        return float(side.eigenvalues[: a.w.rank].sum() / np.trace(side.cov))
+    lam = side.eigenvalues
+    delta = side.ridge_delta(ridge)
+    f = lam / (lam + delta)
+    return float((lam * f).sum() + delta * (f * f).sum()) / float(np.trace(side.cov))
 
 
 # ------------------------------------------------------------- cross-validated R²

@@ -47,4 +47,6 @@ class Procrustes(Measure):
         self, a: Side, b: Side, cross: Cross | None, opts: Mapping[str, Any]
     ) -> dict[str, Any]:
         assert cross is not None
+        if a is b:  # Cxy = Cxx is positive semi-definite: ‖Cxx‖_* = tr Cxx, d² = 0
+            return {"procrustes": 0.0}
         return {"procrustes": max(0.0, 2.0 - 2.0 * nuclear_ratio(a, b, cross))}

@@ -16,7 +16,7 @@ expand into n, Σx, XᵀY, Σaᵢyᵢ, Σbᵢxᵢ and Σaᵢbᵢ (:func:`pair_su
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +109,14 @@ class RSA(Measure):
 
     def cross_views(self, opts: Mapping[str, Any]) -> frozenset[str]:
         return frozenset({VIEW[opts["rdm"]]})
+
+    def kept_parts(self, opts: Mapping[str, Any], p: int) -> dict[Hashable, int]:
+        """The shared side, and the moments of the unit rows where the RDM needs them."""
+        parts = super().kept_parts(opts, p)
+        view = VIEW[opts["rdm"]]
+        if view != RAW:
+            parts[("view", view)] = int(8 * (p * p + 4 * p))
+        return parts
 
     def partial(self, side: Side, opts: Mapping[str, Any]) -> RDMSide:
         side.check()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -57,6 +57,7 @@ def plan_linear_passes(
     kept: Sequence[int] | None = None,
     itemsizes: Sequence[int] | None = None,
     blocks: int | None = None,
+    in_place: bool = False,
 ) -> list[tuple[list[int], list[Pair]]]:
     """Group pairs into passes whose memory (:func:`pass_bytes`) fits ``memory`` bytes.
 
@@ -66,9 +67,10 @@ def plan_linear_passes(
     reserves the ``threads`` largest of its pairs' (:func:`finishing_reserve`).
     ``kept[k]`` is what the measures keep of stream ``k`` from its pass to the end: every
     later pass holds it too. ``itemsizes[k]``: bytes of a stored value of stream ``k``.
-    Returns ``[(own, pairs), …]``.
+    ``in_place``: a pass of one chain updates its state in place (the local threaded
+    scheduler; :func:`statistics_bytes`). Returns ``[(own, pairs), …]``.
     """
-    reading = Reading(block_rows, threads, itemsizes, blocks)
+    reading = Reading(block_rows, threads, itemsizes, blocks, in_place)
     passes: list[tuple[list[int], list[Pair]]] = []
     done: set[int] = set()
     own: list[int] = []
@@ -125,6 +127,9 @@ class Reading:
     itemsizes: Sequence[int] | None = None
     #: Row blocks the pass reads: no more chains than blocks read at once.
     blocks: int | None = None
+    #: Whether a pass of one chain updates its one state in place (the local threaded
+    #: scheduler, :func:`linear_chains`): then it holds no other copy of its statistics.
+    in_place: bool = False
 
     def bytes(self, features: Sequence[int], reprs: set[int]) -> int:
         if self.itemsizes is None:  # float64 stores
@@ -147,7 +152,7 @@ def pass_bytes(
     """
     got = pass_parts(features, own, pairs, reading, finishing)
     reading_phase = got["statistics"] + got["row blocks"]
-    return max(reading_phase, got["statistics"] // STATE_COPIES + got["finishing"])
+    return max(reading_phase, linear_state_bytes(features, own, pairs) + got["finishing"])
 
 
 def pass_parts(
@@ -156,9 +161,55 @@ def pass_parts(
 ) -> dict[str, int]:  # fmt: skip
     """The parts of :func:`pass_bytes`, for messages: the statistics (all their copies),
     the row blocks and the finishing workspaces."""
+    one = reading.in_place and pass_chains(features, own, pairs, reading) == 1
+    at_once = replace(reading, readers=1) if one else reading  # one chain reads one block
+    data = at_once.bytes(features, set(own) | {k for p in pairs for k in p})
+    stats = statistics_bytes(features, own, pairs, reading)
+    return {"statistics": stats, "row blocks": data, "finishing": finishing}
+
+
+def statistics_bytes(
+    features: Sequence[int], own: Sequence[int], pairs: Sequence[Pair], reading: Reading
+) -> int:
+    """What a linear pass's statistics hold while reading: ``STATE_COPIES`` states over
+    several chains (or where a scheduler moves states between processes), and the state
+    with its products' temporaries where one chain updates it in place
+    (:func:`pass_chains`, :func:`in_place_bytes`)."""
     state = linear_state_bytes(features, own, pairs)
-    data = reading.bytes(features, set(own) | {k for p in pairs for k in p})
-    return {"statistics": STATE_COPIES * state, "row blocks": data, "finishing": finishing}
+    if reading.in_place and pass_chains(features, own, pairs, reading) == 1:
+        return in_place_bytes(features, own, pairs, reading)
+    return STATE_COPIES * state
+
+
+def in_place_bytes(
+    features: Sequence[int], own: Sequence[int], pairs: Sequence[Pair], reading: Reading
+) -> int:
+    """One chain updating its state in place: the state, one temporary of the largest
+    product on each thread (``sums += xᵀy``) and the sub-blocks' working buffers
+    (:data:`reprstore.stats.fused.WORK_BYTES`, or one block's rows in float64)."""
+    from reprstore.stats.fused import WORK_BYTES
+
+    products = [features[k] ** 2 for k in set(own)]
+    products += [features[i] * features[j] for i, j in set(pairs) if i != j]
+    largest = 8 * max(products, default=0)
+    width = sum(features[k] for k in set(own) | {k for p in pairs for k in p})
+    rows = reading.block_rows or WORK_BYTES
+    buffers = min(WORK_BYTES, 8 * rows * width)  # float64 sub-blocks of a block at most
+    return linear_state_bytes(features, own, pairs) + max(1, reading.readers) * largest + buffers
+
+
+def pass_chains(
+    features: Sequence[int], own: Sequence[int], pairs: Sequence[Pair], reading: Reading
+) -> int:
+    """Chains of a linear pass: :func:`linear_chains`, or one where a state updated in
+    place (local threads) holds less than ``STATE_COPIES`` states: a wide grid then packs
+    about ``STATE_COPIES`` times more pairs into a pass (its products still use every
+    thread; only the reading of blocks is not spread over chains)."""
+    state = linear_state_bytes(features, own, pairs)
+    threads = max(1, reading.readers)
+    chains = linear_chains(threads, reading.blocks or threads, state)
+    cheaper = in_place_bytes(features, own, pairs, reading) < STATE_COPIES * state
+    return 1 if chains > 1 and reading.in_place and cheaper else chains
 
 
 def linear_state_bytes(features: Sequence[int], own: Sequence[int], pairs: Sequence[Pair]) -> int:
