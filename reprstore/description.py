@@ -154,11 +154,6 @@ def _attention_heads(infos: Sequence[Any], specs: Sequence[Spec]) -> dict[int, i
 def _labels(st: Store, specs: Sequence[Spec], plan: GridPlan) -> dict[str, tuple[np.ndarray, int]]:
     """Per dataset, the class codes (n,) and number of classes of the selectivity label."""
     wanted = {s.opts["label"] for s in specs if s.name == "selectivity"}
-    if None in wanted:
-        raise InputError(
-            "selectivity needs the metadata column of the classes: "
-            "--measure selectivity:label=COLUMN."
-        )
     if not wanted:
         return {}
     if len(wanted) > 1:

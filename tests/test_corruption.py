@@ -106,6 +106,34 @@ def test_truncated_chunk_is_one_line_not_a_blosc_error(store: Path) -> None:
     assert "blosc" not in result.stderr.lower() or "Unexpected" not in result.stderr
 
 
+@pytest.mark.parametrize("keep", [0, 15, 16, 100, -1])
+def test_truncated_frame_is_refused_before_blosc_reads_it(store: Path, keep: int) -> None:
+    """c-blosc trusts the frame's own sizes: a cut frame read past its buffer (SIGSEGV in CI)."""
+    import zarr
+
+    chunk = _chunk(store, "l1", 1)
+    data = chunk.read_bytes()
+    chunk.write_bytes(data[: keep if keep >= 0 else len(data) + keep])
+    array = zarr.open_array(str(store / "reprs/m/0/final/default/l1"), mode="r")
+    with pytest.raises(ValueError, match="Blosc frame"):
+        array[2048:4096]
+    np.asarray(array[:2048])  # the healthy chunks still read
+
+
+def test_frame_with_a_damaged_size_field_is_refused(store: Path) -> None:
+    """A whole frame whose header claims another decoded size (a flipped bit in bytes 4..8)."""
+    import zarr
+
+    chunk = _chunk(store, "l1", 0)
+    data = bytearray(chunk.read_bytes())
+    data[6] ^= 0x01
+    chunk.write_bytes(bytes(data))
+    array = zarr.open_array(str(store / "reprs/m/0/final/default/l1"), mode="r")
+    with pytest.raises(ValueError, match="decodes to"):
+        array[:2048]
+    assert_user_error(_cka(store, "l1", "l2"), "m/0/final:l1", "chunk 0", "cannot be decoded")
+
+
 def test_empty_chunk_file(store: Path) -> None:
     _chunk(store, "l2", 0).write_bytes(b"")
     assert_user_error(_cka(store, "l2", "l0", "--estimator", "biased"), "l2", "chunk 0")

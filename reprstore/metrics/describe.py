@@ -136,7 +136,10 @@ class Selectivity(_Single):
 
     def special(self, opts: Mapping[str, Any]) -> str | None:
         if opts["label"] is None:
-            raise InputError("selectivity needs a label column: selectivity:label=COLUMN.")
+            raise InputError(
+                "selectivity needs the metadata column of the classes: "
+                "--measure selectivity:label=COLUMN."
+            )
         return "counts"
 
     def describe(self, a: Side, opts: Mapping[str, Any]) -> dict[str, Any]:
