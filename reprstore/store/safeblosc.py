@@ -34,12 +34,19 @@ class CheckedBloscCodec(BloscCodec):
         return super()._decode_sync(chunk_bytes, chunk_spec)
 
 
-def expected_bytes(chunk_spec: ArraySpec) -> int:
-    """Decoded bytes of one chunk of this spec (Blosc sits after the bytes codec)."""
-    return int(np.prod(chunk_spec.shape)) * chunk_spec.dtype.to_native_dtype().itemsize
+def expected_bytes(chunk_spec: ArraySpec) -> int | None:
+    """Decoded bytes of one chunk of a fixed-size numeric spec; ``None`` where unknown.
+
+    Variable-length types (strings) have no fixed size, so only the frame's own length
+    is checked for them.
+    """
+    dtype = np.dtype(chunk_spec.dtype.to_native_dtype())
+    if dtype.kind not in "biufc":
+        return None
+    return int(np.prod(chunk_spec.shape)) * dtype.itemsize
 
 
-def check_frame(frame: np.ndarray, decoded_bytes: int) -> None:
+def check_frame(frame: np.ndarray, decoded_bytes: int | None) -> None:
     """Raise ``ValueError`` unless ``frame`` is one whole Blosc frame of ``decoded_bytes``."""
     raw = frame.view(np.uint8).reshape(-1)
     if raw.size < HEADER_BYTES:
@@ -47,7 +54,7 @@ def check_frame(frame: np.ndarray, decoded_bytes: int) -> None:
     nbytes, _blocksize, cbytes = (int(v) for v in raw[4:16].view("<u4"))
     if cbytes != raw.size:
         raise ValueError(f"Blosc frame says {cbytes} bytes but {raw.size} were read")
-    if nbytes != decoded_bytes:
+    if decoded_bytes is not None and nbytes != decoded_bytes:
         raise ValueError(f"Blosc frame decodes to {nbytes} bytes, the chunk holds {decoded_bytes}")
 
 
