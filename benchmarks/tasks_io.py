@@ -184,11 +184,6 @@ def extract_cli(params: dict[str, Any]) -> Run:
 
     # and so are the modules ``extract`` imports on first use (0.7 s here), as the bare
     # forward pass imports its loaders before its timing starts
-    import reprstore.extract.recorder
-    import reprstore.extract.runner
-    import reprstore.extract.sink
-    import reprstore.extraction
-    import reprstore.store  # noqa: F401  (zarr and numcodecs: 0.1-0.25 s of imports)
 
     cli = _cli()
     store = Path(params["store"])
@@ -235,9 +230,9 @@ def bare_forward(params: dict[str, Any]) -> Run:
     import torch
     import transformers  # noqa: F401  (imports are part of the baseline)
 
-    from reprstore.extract.data import TextSource
-    from reprstore.extract.models import load_model, load_tokenizer
-    from reprstore.files import open_tensor_files
+    from reprstore.capture.data import TextSource
+    from reprstore.capture.models import load_model, load_tokenizer
+    from reprstore.sources.files import open_tensor_files
 
     torch.set_num_threads(int(params["threads"]))
     bs = int(params["batch_size"])

@@ -70,7 +70,7 @@ def timed(label: str, fn: Any, repeat: int = 1) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     import reprstore
-    from reprstore.engine import measure_arrays
+    from reprstore.engine.arrays import measure_arrays
     from reprstore.uncertainty import options
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -195,7 +195,7 @@ def _evict(store: str) -> None:
 
 
 def _spec(kernel: str) -> Any:
-    from reprstore import engine
+    from reprstore.engine import arrays as engine
 
     if kernel == "rbf":
         return engine.cka_spec(estimator="debiased", kernel="rbf", sigma=SIGMA)
@@ -203,14 +203,14 @@ def _spec(kernel: str) -> Any:
 
 
 def reprstore_task(params: dict[str, Any]) -> Any:
-    """``reprstore.engine.measure_arrays`` of (x, y) with ``route`` and ``memory``.
+    """``reprstore.engine.arrays.measure_arrays`` of (x, y) with ``route`` and ``memory``.
 
     The plan is made first, untimed (``dry_run``): a planner refusal is recorded as
     ``refused: …``, a plan estimated over ``max_plan_s`` as ``skipped: …``.
     """
-    from reprstore import engine
+    from reprstore.engine import arrays as engine
+    from reprstore.engine.planner import DryRun
     from reprstore.errors import ReprstoreError
-    from reprstore.planner import DryRun
 
     x, y = _arrays(params["store"])
     spec = _spec(params["kernel"])
@@ -317,7 +317,7 @@ def numpy_task(params: dict[str, Any]) -> Any:
 def _call(route: str, memory: str, kernel: str) -> str:
     opts = "kernel='rbf', sigma=0.5" if kernel == "rbf" else "kernel='linear'"
     return (
-        f"reprstore.engine.measure_arrays([x, y], [(0, 1)], "
+        f"reprstore.engine.arrays.measure_arrays([x, y], [(0, 1)], "
         f"[cka_spec(estimator='debiased', {opts})], route={route!r}, memory={memory!r})"
     )
 

@@ -5,7 +5,7 @@
 
 A k × k grid (every ordered pair, the diagonal included) of k float64 representations
 held in memory, n rows × p features sharing a 64-dimensional signal, compared by
-:func:`reprstore.engine.measure_arrays` with ``cka`` alone and with the five measures
+:func:`reprstore.engine.arrays.measure_arrays` with ``cka`` alone and with the five measures
 ``cka,cca:ridge=0.1,procrustes,linreg:ridge=0.1,rsa`` (the scale review's set), each
 the fastest of ``--repeat`` runs after a warm-up. The ratio five / cka is what the
 per-pair work of the four other measures adds to the one pass both make (issue 25:
@@ -52,7 +52,7 @@ def timed(
     arrays: list[np.ndarray], measures: str, repeat: int, memory: str | None = None
 ) -> dict[str, Any]:
     """The fastest of ``repeat`` grid runs, every run's time and the plan line."""
-    from reprstore.engine import measure_arrays
+    from reprstore.engine.arrays import measure_arrays
 
     k = len(arrays)
     pairs = [(i, j) for i in range(k) for j in range(k)]
@@ -68,7 +68,7 @@ def timed(
 
 def run(sizes: dict[str, int], repeat: int, memory: str | None = None) -> dict[str, Any]:
     import reprstore
-    from reprstore.engine import measure_arrays
+    from reprstore.engine.arrays import measure_arrays
 
     p, n, k = sizes["p"], sizes["n"], sizes["k"]
     small = grid_arrays(200, 8, 2, seed=1)

@@ -16,20 +16,20 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _LAZY = {
-    "open": "reprstore.notebook",
+    "open": "reprstore.workflows.notebook",
     "Store": "reprstore.store",
     "ReprInfo": "reprstore.store",
-    "import_files": "reprstore.ingest",
-    "extract": "reprstore.extraction",
-    "recorder": "reprstore.extraction",
-    "cka": "reprstore.engine",
+    "import_files": "reprstore.workflows.ingest",
+    "extract": "reprstore.workflows.extraction",
+    "recorder": "reprstore.workflows.extraction",
+    "cka": "reprstore.workflows.in_memory",
     "CKAResult": "reprstore.metrics.cka",
-    "compare": "reprstore.comparison",
-    "describe": "reprstore.description",
+    "compare": "reprstore.workflows.comparison",
+    "describe": "reprstore.workflows.description",
     "measures": "reprstore.metrics.registry",
     "summarize": "reprstore.analysis.summary",
-    "contrast": "reprstore.analysis.contrast",
-    "weight_drift": "reprstore.analysis.drift",
+    "contrast": "reprstore.analysis.contrasts",
+    "weight_drift": "reprstore.workflows.drift",
     "plot_results": "reprstore.report.figures",
 }
 

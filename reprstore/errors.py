@@ -82,4 +82,4 @@ class ClusterError(ReprstoreError, RuntimeError):
 
 class FileWriteError(ReprstoreError, OSError):
     """Writing a file (a result table, a figure, a cache entry) failed: disk full,
-    permission. The file of that name is left as it was (see :mod:`reprstore.atomic`)."""
+    permission. The file of that name is left as it was (see :mod:`reprstore.store.atomic`)."""

@@ -28,9 +28,9 @@ def _serve() -> None:
     import zarr  # noqa: F401
 
     import reprstore.cli.app
-    import reprstore.comparison
-    import reprstore.extraction
-    import reprstore.ingest  # noqa: F401
+    import reprstore.workflows.comparison
+    import reprstore.workflows.extraction
+    import reprstore.workflows.ingest  # noqa: F401
 
     for line in sys.stdin:
         request = json.loads(line)

@@ -1,4 +1,4 @@
-"""Result and figure files are replaced whole or not at all (``reprstore.atomic``).
+"""Result and figure files are replaced whole or not at all (``reprstore.store.atomic``).
 
 A real 1 MiB tmpfs (needs root; skipped where mounting is not allowed) is filled until
 only two pages are free, so each output (21 KB to 130 KB) fails midway through its
@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 from conftest import assert_user_error, run_cli, tmpfs
 
-from reprstore.atomic import is_temporary, replacing, write_text_atomic
-from reprstore.ingest import import_files
+from reprstore.store.atomic import is_temporary, replacing, write_text_atomic
+from reprstore.workflows.ingest import import_files
 
 #: Bytes left free on the full disk: less than any output below.
 LEFT = 8192

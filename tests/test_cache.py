@@ -393,7 +393,7 @@ def test_concurrent_overlapping_grids_with_kills(tmp_path: Path) -> None:
 _MEMORY_SCRIPT = """
 import json, resource, sys
 import numpy as np
-from reprstore.comparison import compare
+from reprstore.workflows.comparison import compare
 from reprstore.store import cache_files
 
 store, memory = sys.argv[1], int(sys.argv[2])

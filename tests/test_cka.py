@@ -9,9 +9,10 @@ import pytest
 from test_cka_reference import correlated, ref_cka, ref_hsic1
 
 import reprstore
-import reprstore.engine
-from reprstore.engine import TorchBackend, cka
+import reprstore.engine.arrays
+from reprstore.engine.pass_context import TorchBackend
 from reprstore.errors import ComparisonError, InputError
+from reprstore.workflows.in_memory import cka
 
 ESTIMATORS = ["biased", "debiased", "minibatch"]
 KERNELS = ["linear", "rbf"]
@@ -79,7 +80,7 @@ def test_shuffle_split_over_passes_by_memory(rng: np.random.Generator) -> None:
         computes.append(1)
         return dask.get(dsk, keys, **kwargs)
 
-    got = reprstore.engine.compare_arrays(
+    got = reprstore.engine.arrays.compare_arrays(
         [dx, dy], [(0, 1)], estimator="minibatch", batch_size=20, shuffle=3,
         memory=24_000, progress=lambda d, t: calls.append((d, t)),
         scheduler=counting_get,

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from conftest import TESTS, assert_user_error, run_cli
 
-from reprstore.ingest import import_files
+from reprstore.workflows.ingest import import_files
 
 
 def _free_port() -> int:
@@ -158,7 +158,7 @@ def test_unreachable_scheduler(root: Path) -> None:
 
 def test_local_cluster_workers_in_another_directory(root: Path) -> None:
     """A 2-worker LocalCluster started from another working directory (API, relative path)."""
-    from reprstore.comparison import compare
+    from reprstore.workflows.comparison import compare
 
     here = Path.cwd()
     os.chdir(root)

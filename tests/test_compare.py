@@ -13,8 +13,7 @@ import zarr
 from test_cka_reference import ref_cka
 from zarr.storage import LocalStore
 
-from reprstore.comparison import RESULT_COLUMNS, compare, plan_grid, read_pairs_file
-from reprstore.engine import cka, compare_arrays
+from reprstore.engine.arrays import compare_arrays
 from reprstore.errors import (
     ComparisonError,
     DatasetMismatchError,
@@ -23,9 +22,11 @@ from reprstore.errors import (
     InputError,
     NotFoundError,
 )
-from reprstore.ingest import import_files
 from reprstore.keys import ReprKey
 from reprstore.store import Store
+from reprstore.workflows.comparison import RESULT_COLUMNS, compare, plan_grid, read_pairs_file
+from reprstore.workflows.in_memory import cka
+from reprstore.workflows.ingest import import_files
 
 N = 200
 LAYERS = {"l1": 4, "l2": 8, "l3": 12}  # different widths → different stored chunk rows

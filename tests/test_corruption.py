@@ -16,7 +16,7 @@ import pytest
 from conftest import assert_user_error, run_cli
 
 from reprstore.errors import CorruptDataError
-from reprstore.ingest import import_files
+from reprstore.workflows.ingest import import_files
 
 N, P = 5000, 512  # float32: 2048-row chunks, 3 per array
 
@@ -162,7 +162,7 @@ def test_checksums_edited_to_match_nothing(store: Path) -> None:
 
 
 def test_api_raises_the_error_family(store: Path) -> None:
-    from reprstore.comparison import compare
+    from reprstore.workflows.comparison import compare
 
     _chunk(store, "l0", 2).unlink()
     with pytest.raises(CorruptDataError, match=r"chunk 2 \(rows 4096\.\.5000\)"):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from reprstore.ingest import import_files
+from reprstore.workflows.ingest import import_files
 
 P = 5
 

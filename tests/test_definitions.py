@@ -10,7 +10,7 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
 
 import reprstore
-from reprstore.engine import measure_arrays
+from reprstore.engine.arrays import measure_arrays
 from reprstore.errors import InputError
 
 ROUTES = ["features", "samples"]
@@ -155,8 +155,7 @@ def test_linreg_folds_shares_one_pass_with_the_other_measures(monkeypatch):
     from sklearn.linear_model import LinearRegression
     from sklearn.model_selection import KFold, cross_val_predict
 
-    from reprstore import passes
-    from reprstore.stats import dask_graph
+    from reprstore.engine import dask_graph, passes
 
     x, y = data(500, 20, 15, seed=3)
     plain = measure_arrays([x, y], [(0, 1)], "cka,cca,rsa", block_rows=64).pairs[(0, 1)]
@@ -190,8 +189,8 @@ def test_linreg_fold_by_a_metadata_column_of_the_store(tmp_path):
     from sklearn.linear_model import LinearRegression
     from sklearn.model_selection import PredefinedSplit, cross_val_predict
 
-    from reprstore.comparison import compare
-    from reprstore.ingest import import_files
+    from reprstore.workflows.comparison import compare
+    from reprstore.workflows.ingest import import_files
 
     x, y = data(300, 10, 6, seed=9)
     site = np.random.default_rng(1).choice(["b", "a", "c", "d"], size=300)

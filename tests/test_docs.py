@@ -45,7 +45,7 @@ def test_every_option_of_import_and_cka_is_in_cli_md(command: str) -> None:
 
 def test_condition_functions_and_template_fields_are_documented() -> None:
     from reprstore.expr import FUNCTIONS
-    from reprstore.templates import TEMPLATE_FIELDS
+    from reprstore.sources.templates import TEMPLATE_FIELDS
 
     cli = text("cli.md")
     assert [f for f in FUNCTIONS if f"`{f}(" not in cli] == []
@@ -86,8 +86,8 @@ def test_documented_regex_and_id_examples_mean_what_they_say() -> None:
 
 
 def test_every_result_column_and_provenance_field_is_in_results_md(tmp_path: Path) -> None:
-    from reprstore.comparison import EXTRA_COLUMNS, RESULT_COLUMNS, compare
-    from reprstore.ingest import import_files
+    from reprstore.workflows.comparison import EXTRA_COLUMNS, RESULT_COLUMNS, compare
+    from reprstore.workflows.ingest import import_files
 
     results = text("results.md")
     assert [c for c in RESULT_COLUMNS + EXTRA_COLUMNS if f"`{c}`" not in results] == []

@@ -18,8 +18,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 import reprstore
+from reprstore.capture import weights
 from reprstore.errors import InputError
-from reprstore.extract import weights
 
 STEPS = (0, 20, 100, 1000)
 
@@ -225,7 +225,7 @@ def test_torch_warnings_do_not_precede_the_error(
 
 _MEMORY_SCRIPT = """
 import json, os, resource, sys
-from reprstore.analysis.drift import weight_drift
+from reprstore.workflows.drift import weight_drift
 
 ref, cur, small_a, small_b = sys.argv[1:5]
 weight_drift([small_a, small_b])  # warm up: imports, threads, allocator

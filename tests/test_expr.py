@@ -204,7 +204,7 @@ def test_bad_pair_filters_are_refused(text: str, needle: str) -> None:
 
 @pytest.fixture(scope="module")
 def small_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from reprstore.ingest import import_files
+    from reprstore.workflows.ingest import import_files
 
     tmp = tmp_path_factory.mktemp("expr")
     rng = np.random.default_rng(3)

@@ -13,10 +13,10 @@ import torch
 import zarr
 
 import reprstore
+from reprstore.capture.hooks import layer_glob, select_layers
+from reprstore.capture.reduce import reduce_output
 from reprstore.errors import DatasetMismatchError, InputError
-from reprstore.extract.hooks import layer_glob, select_layers
-from reprstore.extract.reduce import reduce_output
-from reprstore.extraction import extract
+from reprstore.workflows.extraction import extract
 
 N_MLP, N_CNN = 50, 30
 
@@ -224,7 +224,7 @@ def test_import_reprstore_extraction_is_light() -> None:
     import subprocess
 
     code = (
-        "import sys, reprstore, reprstore.extraction, reprstore.extract; "
+        "import sys, reprstore, reprstore.workflows.extraction, reprstore.capture; "
         "assert callable(reprstore.extract); print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

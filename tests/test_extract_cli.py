@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from reprstore.cli.app import app
 from reprstore.errors import InputError
-from reprstore.extraction import recorder
+from reprstore.workflows.extraction import recorder
 
 MINILM = None
 try:
@@ -247,9 +247,9 @@ def test_recorder_records_batches_and_removes_hooks(tmp_path: Path) -> None:
 
 
 def test_runner_removes_hooks_after_failure(tmp_path: Path, data: Path) -> None:
-    from reprstore.extract.data import ArraySource
-    from reprstore.extract.runner import plan_layers, run
-    from reprstore.files import open_tensor_files
+    from reprstore.capture.data import ArraySource
+    from reprstore.capture.runner import plan_layers, run
+    from reprstore.sources.files import open_tensor_files
 
     class Failing:
         resumed_from = 0

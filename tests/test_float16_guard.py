@@ -13,7 +13,7 @@ import pytest
 import zarr
 from conftest import assert_user_error, run_cli
 
-from reprstore.comparison import compare
+from reprstore.workflows.comparison import compare
 
 
 def _linear_cka(x: np.ndarray, y: np.ndarray) -> float:

@@ -11,9 +11,9 @@ import zarr
 from conftest import assert_user_error, run_cli, store_digest
 
 from reprstore.errors import DatasetMismatchError, InputError
-from reprstore.ingest import import_files
 from reprstore.keys import ReprKey
 from reprstore.store import Store
+from reprstore.workflows.ingest import import_files
 
 
 def stored(store: Path, layer: str, model: str = "m") -> np.ndarray:
@@ -46,7 +46,7 @@ def test_npz_with_key_template(tmp_path: Path, rng: np.random.Generator) -> None
 def test_npz_streams_in_blocks_and_resumes_at_any_row(
     tmp_path: Path, rng: np.random.Generator
 ) -> None:
-    from reprstore.files import open_tensor_files
+    from reprstore.sources.files import open_tensor_files
 
     x = rng.normal(size=(1000, 3))
     np.savez(tmp_path / "x.npz", x=x)
@@ -226,7 +226,7 @@ def test_interrupted_import_resumes(tmp_path: Path, rng: np.random.Generator) ->
 
 
 def test_ids_and_text_columns_keep_leading_zeros(tmp_path: Path, rng: np.random.Generator) -> None:
-    from reprstore.comparison import compare
+    from reprstore.workflows.comparison import compare
 
     n = 40
     ids = [f"{i * 37:05d}" for i in range(n)]  # 00000, 00037, … 01443

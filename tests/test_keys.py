@@ -240,9 +240,9 @@ def test_attribute_names_conditions_cannot_read_are_refused(name: str, needle: s
 
 def test_every_name_a_pair_condition_reads_from_the_key_is_refused_as_an_attribute() -> None:
     """The reserved names are exactly what a pair condition reads besides attributes."""
-    from reprstore.comparison import PAIR_KEYS
     from reprstore.expr import parse_pair_filter
     from reprstore.keys import validate_attribute_name
+    from reprstore.workflows.comparison import PAIR_KEYS
 
     for name in PAIR_KEYS:
         with pytest.raises(InvalidNameError):

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from test_measures_reference import ORACLES, ref_describe
 
-from reprstore.engine import describe_arrays, measure_arrays
+from reprstore.engine import dask_graph
+from reprstore.engine.arrays import describe_arrays, measure_arrays
 from reprstore.errors import ComparisonError
 from reprstore.metrics.base import INVARIANCES
 from reprstore.metrics.registry import REGISTRY, get, parse_spec
-from reprstore.stats import dask_graph
 from reprstore.stats.minibatch import assign_batches
 
 #: The option sets each measure is checked with (a measure missing here is checked with

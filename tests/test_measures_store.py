@@ -20,7 +20,7 @@ from test_measures_reference import ORACLES, ref_describe
 
 import reprstore
 from reprstore.errors import ComparisonError, DatasetMismatchError, InputError
-from reprstore.ingest import import_files
+from reprstore.workflows.ingest import import_files
 
 FIVE = "cka,cca,procrustes,linreg,rsa"
 

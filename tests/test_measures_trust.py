@@ -11,8 +11,9 @@ import pytest
 from test_cka_reference import correlated, ref_cka
 from test_measures_reference import ORACLES
 
-from reprstore.engine import cka, measure_arrays
+from reprstore.engine.arrays import measure_arrays
 from reprstore.errors import ComparisonError
+from reprstore.workflows.in_memory import cka
 
 SCALES = [1e-30, 1e30, 1e37]
 SCALE_MEASURES = "cka,cca,procrustes,linreg,rsa,rsa:rdm=cosine,shape,pca:k=3"

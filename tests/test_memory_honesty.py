@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reprstore.ingest import import_files
+from reprstore.workflows.ingest import import_files
 
 MiB = 2**20
 SCRIPT = textwrap.dedent(
     """
     import json, resource, sys
-    from reprstore.comparison import compare
-    from reprstore.description import describe
+    from reprstore.workflows.comparison import compare
+    from reprstore.workflows.description import describe
 
     store, kind, measure, memory, extra = sys.argv[1:6]
     memory, extra = int(memory), json.loads(extra)

@@ -7,7 +7,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-import reprstore.engine
+import reprstore
 from reprstore.stats import batch_kernels
 
 TOL = 1e-9
@@ -81,7 +81,7 @@ def test_grid_matches_oracle_with_ragged_batches(
     through batches (pieces carried between blocks and between chains)."""
     xs = layers(rng, 437)
     arrays = [da.from_array(x, chunks=(64, -1)) for x in xs]
-    got = reprstore.engine.compare_arrays(
+    got = reprstore.engine.arrays.compare_arrays(
         arrays, GRID, estimator="minibatch", kernel=kernel, batch_size=40, shuffle=shuffle
     )
     want = oracle_grid(xs, GRID, 40, shuffle, kernel)
@@ -94,7 +94,7 @@ def test_grid_with_mask_matches_oracle_of_kept_rows(rng: np.random.Generator, ke
     xs = layers(rng, 500)
     mask = rng.random(500) < 0.7
     arrays = [da.from_array(x, chunks=(96, -1)) for x in xs]
-    got = reprstore.engine.compare_arrays(
+    got = reprstore.engine.arrays.compare_arrays(
         arrays, GRID, mask=mask, estimator="minibatch", kernel=kernel, batch_size=30, shuffle=2
     )
     want = oracle_grid([x[mask] for x in xs], GRID, 30, 2, kernel)
@@ -107,7 +107,9 @@ def test_huge_and_tiny_magnitudes_take_the_careful_route(rng: np.random.Generato
     are scaled first, and CKA (scale invariant) is the oracle's of the unscaled rows."""
     xs = layers(rng, 300, count=2, dtype=np.float64)
     scaled = [xs[0] * 1e72, xs[1] * 1e-72]
-    got = reprstore.engine.compare_arrays(scaled, [(0, 1)], estimator="minibatch", batch_size=50)
+    got = reprstore.engine.arrays.compare_arrays(
+        scaled, [(0, 1)], estimator="minibatch", batch_size=50
+    )
     assert got[0].cka == pytest.approx(oracle_grid(xs, [(0, 1)], 50)[0], rel=TOL, abs=0)
 
 
@@ -138,7 +140,7 @@ def test_symmetric_median_is_the_median_of_all_entries(rng: np.random.Generator,
 def test_consecutive_batches_hold_no_array_of_n_rows(n: int) -> None:
     """The consecutive layout's ids equal the SPEC's near-equal batches (larger first), and
     the pass's graph carries no array with a row per stored row: memory flat in n."""
-    from reprstore.stats import dask_graph
+    from reprstore.engine import dask_graph
     from reprstore.stats.minibatch import ConsecutiveBatches
 
     b = 64
@@ -160,7 +162,7 @@ def test_consecutive_batches_hold_no_array_of_n_rows(n: int) -> None:
         if isinstance(a, np.ndarray)
     ]
     assert max(sizes, default=0) < 100  # at most the batch totals (k values)
-    got = reprstore.engine.cka(xs[0], xs[1], estimator="minibatch", batch_size=b).cka
+    got = reprstore.cka(xs[0], xs[1], estimator="minibatch", batch_size=b).cka
     assert got == pytest.approx(oracle_grid(xs, [(0, 1)], b)[0], rel=TOL, abs=TOL)
 
 
@@ -185,7 +187,7 @@ def _leaves(task: object) -> list[object]:
 def test_a_pass_graph_holds_each_array_once_not_a_dask_array_per_block() -> None:
     """Block readers share their whole array (the graph does not grow a dask array per
     block), for the minibatch chains and the exact linear pass alike."""
-    from reprstore.stats import dask_graph
+    from reprstore.engine import dask_graph
     from reprstore.stats.minibatch import ConsecutiveBatches
 
     rng = np.random.default_rng(1)

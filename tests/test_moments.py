@@ -12,7 +12,7 @@ from conftest import assert_user_error, run_cli
 
 from reprstore.analysis.moments import find_moments, robust_z
 from reprstore.errors import InputError
-from reprstore.ingest import import_files
+from reprstore.workflows.ingest import import_files
 
 STEPS = [f"step{100 * k}" for k in range(16)]
 

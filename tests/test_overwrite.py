@@ -22,10 +22,10 @@ import zarr
 from conftest import TESTS, assert_user_error, run_cli, store_digest, tmpfs
 
 from reprstore.errors import ReprstoreError
-from reprstore.ingest import import_files
 from reprstore.keys import ReprKey
 from reprstore.store import Store
 from reprstore.store import replace as replace_mod
+from reprstore.workflows.ingest import import_files
 
 KEY = "reprs/m/0/final/default/a"
 N, P = 40_000, 128
@@ -178,7 +178,7 @@ def test_abandoned_stage_is_removed_and_old_kept(tmp_path: Path, two_versions) -
 
 CKA_LOOP = """
 import sys, json
-from reprstore.comparison import compare
+from reprstore.workflows.comparison import compare
 from reprstore.errors import ReprstoreError
 out = []
 for _ in range(int(sys.argv[2])):

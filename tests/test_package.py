@@ -35,7 +35,7 @@ def test_import_reprstore_is_light() -> None:
 
 
 def test_store_does_not_import_torch() -> None:
-    mods = _imports_after("import reprstore.store, reprstore.ingest")
+    mods = _imports_after("import reprstore.store, reprstore.workflows.ingest")
     assert "torch" not in mods
 
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from conftest import assert_user_error, run_cli, store_digest
 
-from reprstore.comparison import compare, plan_grid
-from reprstore.ingest import import_files
 from reprstore.store import Store
+from reprstore.workflows.comparison import compare, plan_grid
+from reprstore.workflows.ingest import import_files
 
 N = 40
 TASKS = {"full": "sst2,mnli", "lora": "qqp", "adapter": "mnli,rte", "prefix": "cola"}
@@ -143,7 +143,7 @@ def test_a_filter_that_keeps_nothing_says_so(grid_store: Path) -> None:
 
 
 def test_timeline_pairs_by_step_in_natural_order(tmp_path: Path) -> None:
-    from reprstore.bulk import import_tree
+    from reprstore.workflows.bulk import import_tree
 
     rng = np.random.default_rng(4)
     steps = (5, 20, 100, 1000)

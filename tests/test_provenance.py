@@ -14,8 +14,8 @@ import zarr
 from conftest import run_cli
 
 from reprstore.errors import InputError
-from reprstore.ingest import import_files
 from reprstore.report import read_provenance, read_results, write_results
+from reprstore.workflows.ingest import import_files
 
 N = 60
 

@@ -14,10 +14,10 @@ import pytest
 import zarr
 from conftest import TESTS, assert_user_error, run_cli
 
-from reprstore.comparison import compare
-from reprstore.result_cache import fingerprint
 from reprstore.store import Store
-from reprstore.store.upgrade import upgrade
+from reprstore.store.migration import upgrade
+from reprstore.store.result_cache import fingerprint
+from reprstore.workflows.comparison import compare
 
 FIXTURE = TESTS / "fixtures" / "v1_store"  # format 1, written with the old codec
 OLD = {"cname": "zstd", "clevel": 3, "shuffle": "shuffle", "blocksize": 0}

@@ -16,9 +16,9 @@ import pytest
 import zarr
 from conftest import TESTS, assert_user_error, run_cli, store_digest, tmpfs
 
-from reprstore.ingest import import_files
 from reprstore.keys import ReprKey
 from reprstore.store import Store
+from reprstore.workflows.ingest import import_files
 
 
 def _cli_popen(*args: str, cwd: Path) -> subprocess.Popen:

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from conftest import assert_user_error, run_cli
 
-from reprstore.comparison import EXTRA_COLUMNS, RESULT_COLUMNS
 from reprstore.errors import InputError
-from reprstore.ingest import import_files
 from reprstore.report import check_output, plot_heatmap, write_results
 from reprstore.report.plot import grid, side_labels
+from reprstore.workflows.comparison import EXTRA_COLUMNS, RESULT_COLUMNS
+from reprstore.workflows.ingest import import_files
 
 
 def results(n_a: int = 2, n_b: int = 3) -> pd.DataFrame:

@@ -12,7 +12,7 @@ from conftest import run_cli
 
 import reprstore
 from reprstore.errors import ComparisonError
-from reprstore.ingest import import_files
+from reprstore.workflows.ingest import import_files
 
 N, P, DEAD = 60, 7, (1, 4)
 

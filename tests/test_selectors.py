@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from conftest import TESTS, assert_user_error, run_cli, store_digest
 
-from reprstore.comparison import compare
 from reprstore.errors import NotFoundError
-from reprstore.ingest import import_files
 from reprstore.keys import ReprKey
 from reprstore.store import Store
 from reprstore.store.lock import Lease
+from reprstore.workflows.comparison import compare
+from reprstore.workflows.ingest import import_files
 
 
 @pytest.fixture

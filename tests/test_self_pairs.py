@@ -12,7 +12,7 @@ import pytest
 import scipy.linalg
 from test_measures_reference import centred, ref_cca, ref_linreg, ref_procrustes
 
-from reprstore.engine import measure_arrays
+from reprstore.engine.arrays import measure_arrays
 
 MEASURES = "cca:ridge=0.1,linreg:ridge=0.1,linreg,procrustes"
 

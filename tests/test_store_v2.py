@@ -13,12 +13,12 @@ import torch
 import zarr
 from conftest import assert_user_error, run_cli, store_digest
 
-from reprstore.comparison import compare
-from reprstore.extraction import extract
-from reprstore.ingest import import_files
 from reprstore.keys import ReprKey
 from reprstore.report.plot import grid
 from reprstore.store import Store
+from reprstore.workflows.comparison import compare
+from reprstore.workflows.extraction import extract
+from reprstore.workflows.ingest import import_files
 
 
 def _npy(path: Path, x: np.ndarray) -> Path:

@@ -13,9 +13,9 @@ import pytest
 import zarr
 from conftest import TESTS, assert_user_error, run_cli, store_digest
 
-from reprstore.ingest import import_files
 from reprstore.keys import ReprKey
 from reprstore.store import Store
+from reprstore.workflows.ingest import import_files
 
 MODELS = {"full": ("0", "1"), "lora": ("0", "1", "2"), "base": ("0",)}
 
@@ -248,7 +248,7 @@ def test_formula_cells_are_escaped_in_result_csv_only(store: Path, tmp_path: Pat
 
 
 def test_spreadsheet_escape_round_trips() -> None:
-    from reprstore.csvtext import spreadsheet_safe, unescape_cell
+    from reprstore.store.csvtext import spreadsheet_safe, unescape_cell
 
     values = ["=1", "+1", "-1", "-0.5", "+3", "1e-5", "-1e+5", ".5", "-", "-x", "@", "\tx",
               "\rx", "'=1", "''@x", "'x", "'", "", "x=1", "- 1", 5, None, -0.5]  # fmt: skip

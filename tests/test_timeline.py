@@ -14,9 +14,9 @@ import pytest
 from conftest import assert_user_error, run_cli
 from test_uncertainty import cka_debiased
 
-from reprstore.analysis.timeline import timeline
 from reprstore.errors import InputError, NotFoundError
-from reprstore.ingest import import_files
+from reprstore.workflows.ingest import import_files
+from reprstore.workflows.timelines import timeline
 
 STEPS = ("step0", "step20", "step100")
 

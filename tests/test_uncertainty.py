@@ -20,10 +20,10 @@ from conftest import assert_user_error, run_cli
 from scipy import stats
 
 import reprstore
-from reprstore.comparison import compare
 from reprstore.errors import ComparisonError, InputError
-from reprstore.ingest import import_files
 from reprstore.stats import resample as rs
+from reprstore.workflows.comparison import compare
+from reprstore.workflows.ingest import import_files
 
 LEVEL = 0.95
 

@@ -22,12 +22,12 @@ from conftest import assert_user_error, run_cli
 from scipy import stats
 from scipy.spatial.distance import pdist
 
-from reprstore.comparison import compare
-from reprstore.engine import measure_arrays
+from reprstore.engine.arrays import measure_arrays
 from reprstore.errors import ComparisonError, InputError
-from reprstore.ingest import import_files
 from reprstore.stats import resample as rs
 from reprstore.uncertainty import options
+from reprstore.workflows.comparison import compare
+from reprstore.workflows.ingest import import_files
 
 LEVEL = 0.95
 

@@ -17,10 +17,10 @@ import pytest
 import zarr
 from conftest import TESTS, assert_user_error, run_cli, store_digest
 
-from reprstore.comparison import compare
 from reprstore.keys import ReprKey
 from reprstore.store import Store
-from reprstore.store.upgrade import STAGING, upgrade
+from reprstore.store.migration import STAGING, upgrade
+from reprstore.workflows.comparison import compare
 
 FIXTURE = TESTS / "fixtures" / "v1_store"  # written by reprstore at commit bcd61cd
 V1_KEYS = [  # (model, seed, checkpoint, layer, dataset) in natural order
@@ -166,7 +166,7 @@ def _big_v1_store(tmp_path: Path, name: str, copies: int = 30) -> Path:
 
 UPGRADE_SCRIPT = """
 import sys, time
-from reprstore.store.upgrade import upgrade
+from reprstore.store.migration import upgrade
 upgrade(sys.argv[1], progress=lambda done, total: time.sleep(0.002))
 """
 
@@ -214,7 +214,7 @@ def test_upgrade_survives_sigkill_at_random_moments(tmp_path: Path) -> None:
 
 
 def test_upgrade_refuses_remote_stores() -> None:
-    from reprstore.store.upgrade import upgrade as run
+    from reprstore.store.migration import upgrade as run
 
     group = zarr.open_group("memory://v1-remote", mode="w")
     group.attrs["reprstore"] = {"format": 1}
@@ -285,7 +285,7 @@ def test_a_read_that_an_upgrade_overlaps_says_so(tmp_path: Path) -> None:
 
 UPGRADE_ON_GO = """
 import sys, time
-from reprstore.store.upgrade import upgrade
+from reprstore.store.migration import upgrade
 print("ready", flush=True)
 sys.stdin.readline()
 upgrade(sys.argv[1], progress=lambda done, total: time.sleep(0.01))

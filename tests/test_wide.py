@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from test_cka_reference import ref_hsic0, ref_hsic1
 
-from reprstore.engine import cka_spec, measure_arrays
+from reprstore.engine.arrays import cka_spec, measure_arrays
+from reprstore.engine.planner import DryRun
 from reprstore.errors import ComparisonError, InputError
-from reprstore.planner import DryRun
 from reprstore.stats.gram_tiles import sample_layout
 from reprstore.stats.selection import OrderStatistics, median_ranks
 
@@ -426,7 +426,7 @@ _MEMORY_SCRIPT = textwrap.dedent(
     """
     import json, resource, sys
     import numpy as np
-    from reprstore.engine import cka_spec, measure_arrays
+    from reprstore.engine.arrays import cka_spec, measure_arrays
 
     kernel, estimator, route, memory, n, p = sys.argv[1:7]
     n, p = int(n), int(p)
@@ -481,7 +481,7 @@ def test_peak_rss_stays_within_memory_under_a_real_address_space_limit(
 def test_sample_route_with_local_workers(wide_store):
     """--workers 2 (two local threads): the value is the default scheduler's, for cka
     (tiles) and cca:ridge (factors)."""
-    from reprstore.comparison import compare
+    from reprstore.workflows.comparison import compare
 
     store, x, y = wide_store
     local = compare(store, "layer=a", "layer=b", measures="cka,cca:ridge=0.1")

@@ -11,9 +11,9 @@ import re
 import dask.array as da
 import pytest
 
-from reprstore.engine import measure_arrays
+from reprstore.engine.arrays import measure_arrays
+from reprstore.engine.planner import DryRun, kept_bytes
 from reprstore.metrics.registry import parse_measures
-from reprstore.planner import DryRun, kept_bytes
 
 FIVE = "cka,cca:ridge=0.1,procrustes,linreg:ridge=0.1,rsa"
 

@@ -1,9 +1,10 @@
-"""Analyses of finished result tables and checkpoint files: no zarr, no torch at import.
+"""Pure functions over finished result tables: no zarr, no torch, no dask at import.
 
-Rooms: :mod:`~reprstore.analysis.results` (reading result files, naming columns and
-values), :mod:`~reprstore.analysis.summary` (seed summaries), :mod:`~reprstore.analysis.
-contrast` (group contrasts with exact permutation p-values and ratio intervals),
-:mod:`~reprstore.analysis.steps` (checkpoint labels on a step axis) and
-:mod:`~reprstore.analysis.drift` (weight drift between checkpoint files; the files are read
-by :mod:`reprstore.extract.weights`, imported only when called).
+Rooms: :mod:`~reprstore.analysis.results` (result tables as analyses see them: columns
+and values), :mod:`~reprstore.analysis.summary` (seed summaries),
+:mod:`~reprstore.analysis.contrasts` (group contrasts with exact permutation p-values and
+ratio intervals), :mod:`~reprstore.analysis.steps` (checkpoint labels on a step axis) and
+:mod:`~reprstore.analysis.moments` (the checkpoints where a timeline jumps). What computes
+comparisons or reads checkpoint files (timelines, weight drift) is a use case in
+:mod:`reprstore.workflows`.
 """

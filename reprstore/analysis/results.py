@@ -76,7 +76,7 @@ def read_results(source: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
     if isinstance(source, pd.DataFrame):
         df = source
     else:
-        from reprstore.report.tables import read_results as read_file
+        from reprstore.resultfiles.tables import read_results as read_file
 
         df = read_file(source)
     if df.empty:
@@ -95,9 +95,9 @@ def row_name(df: pd.DataFrame, i: int) -> str:
 
 
 def tables_source_format() -> str:
-    """The ``attrs`` key under which :func:`reprstore.report.tables.read_results` keeps the
+    """The ``attrs`` key under which :func:`reprstore.resultfiles.tables.read_results` keeps the
     format of the file a table was read from."""
-    from reprstore.report.tables import SOURCE_FORMAT
+    from reprstore.resultfiles.tables import SOURCE_FORMAT
 
     return SOURCE_FORMAT
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from reprstore.analysis.results import natural_sorted
-from reprstore.keys import checkpoint_step
+from reprstore.keys import checkpoint_step, natural_key
 
 FINAL_LABELS = ("final", "last", "end")
 
@@ -80,3 +80,12 @@ def step_axis(labels: Sequence[object], final_step: float | None = None) -> Step
     if dropped:
         notes.append(f"left out checkpoints without a step number: {', '.join(dropped)}")
     return StepAxis(positions, ticks, notes)
+
+
+def step_order(label: str) -> tuple:
+    """Sort key of checkpoint labels on the step axis: by step, then final/last/end, then
+    labels without a number (natural order)."""
+    step = step_of(label)
+    if step is not None:
+        return (0, step, ())
+    return (1 if label.lower() in FINAL_LABELS else 2, 0, natural_key(label))

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from reprstore.cli import _options as opt
-from reprstore.cli._errors import handle_errors
-from reprstore.cli._format import stdout_console
+from reprstore.cli import options as opt
+from reprstore.cli.error_lines import handle_errors
+from reprstore.cli.formatting import stdout_console
 
 console = stdout_console()
 
@@ -33,7 +33,7 @@ def upgrade(
     copied, checked and swapped in by rename. Local stores only.
     """
     from reprstore.cli.progress import progress_bar
-    from reprstore.store.upgrade import upgrade as run_upgrade
+    from reprstore.store.migration import upgrade as run_upgrade
 
     opt.set_quiet(quiet)
     with progress_bar("upgrade", unit="steps") as bar:
@@ -161,11 +161,11 @@ def cache(
 
     Example: reprstore cache runs.zarr --prune
     """
-    from reprstore.cli._format import human_bytes
+    from reprstore.cli.formatting import human_bytes
     from reprstore.errors import InputError
-    from reprstore.result_cache import clear as clear_cache
-    from reprstore.result_cache import summarize
     from reprstore.store import Store
+    from reprstore.store.result_cache import clear as clear_cache
+    from reprstore.store.result_cache import summarize
 
     opt.set_quiet(quiet)
     if clear and prune:

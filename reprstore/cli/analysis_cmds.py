@@ -7,9 +7,9 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from reprstore.cli import _options as opt
-from reprstore.cli._errors import handle_errors
-from reprstore.cli._format import PlainTable, stdout_console
+from reprstore.cli import options as opt
+from reprstore.cli.error_lines import handle_errors
+from reprstore.cli.formatting import PlainTable, stdout_console
 
 console = stdout_console()
 
@@ -145,8 +145,8 @@ def summarize(
 
     Example: reprstore summarize drift.csv --by layer --drift --contrast 'model=lora:full'
     """
-    from reprstore.analysis.contrast import ContrastSpec
-    from reprstore.analysis.contrast import contrast as run_contrast
+    from reprstore.analysis.contrasts import ContrastSpec
+    from reprstore.analysis.contrasts import contrast as run_contrast
     from reprstore.analysis.summary import check_level
     from reprstore.analysis.summary import summarize as run_summary
     from reprstore.report import check_output
@@ -380,10 +380,10 @@ def drift(
 
     Example: reprstore drift --checkpoints 'ckpts/*.pt' --against final --plot drift.png
     """
-    from reprstore.analysis.drift import weight_drift
     from reprstore.errors import InputError
     from reprstore.report import check_output
     from reprstore.report.figures import check_figure_path, plot_weight_drift
+    from reprstore.workflows.drift import weight_drift
 
     given = [*(files or []), *(checkpoints or [])]
     if not given:

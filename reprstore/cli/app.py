@@ -1,7 +1,7 @@
 """The typer app: one command per function, listed in :data:`COMMANDS`; heavy imports stay
 inside the functions.
 
-Every command is wrapped by :func:`reprstore.cli._errors.handle_errors`, so a user error
+Every command is wrapped by :func:`reprstore.cli.error_lines.handle_errors`, so a user error
 is one line on stderr with exit status 1 (``REPRSTORE_DEBUG=1`` shows the traceback).
 ``app`` (every command) is built on first use; :func:`main` builds only the command it
 runs, so that ``reprstore ls`` neither imports nor sets up the other fifteen.
@@ -20,7 +20,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from reprstore.cli import _options as opt
+from reprstore.cli import options as opt
 
 HELP_MIN_WIDTH = 120
 """--help is laid out at least this wide (a narrower terminal wraps the lines itself):

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from reprstore.cli import _options as opt
-from reprstore.cli._errors import handle_errors
-from reprstore.cli._format import stdout_console
+from reprstore.cli import options as opt
+from reprstore.cli.error_lines import handle_errors
+from reprstore.cli.formatting import stdout_console
 
 console = stdout_console()
 

@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 import typer
 
-from reprstore.cli import _options as opt
+from reprstore.cli import options as opt
 from reprstore.cli import uncertainty_opts as unc
-from reprstore.cli._errors import handle_errors
-from reprstore.cli._format import PlainTable, stdout_console
+from reprstore.cli.error_lines import handle_errors
+from reprstore.cli.formatting import PlainTable, stdout_console
 
 console = stdout_console()
 
@@ -292,17 +292,18 @@ def cka(
     With error bars: ... --ci 0.95 --bootstrap 200 --seed 1 --permutations 999
     """
     from reprstore.cli.progress import progress_bar
-    from reprstore.cluster import check_scheduler, check_timeout, quiet_distributed_logs
-    from reprstore.comparison import compare, read_pairs_file
-    from reprstore.engine import parse_memory, resolve_backend
+    from reprstore.engine.cluster import check_scheduler, check_timeout, quiet_distributed_logs
+    from reprstore.engine.pass_context import resolve_backend
+    from reprstore.engine.planner import check_route
     from reprstore.errors import InputError
     from reprstore.expr import parse_pair_filter, parse_row_filter
     from reprstore.keys import parse_keys
     from reprstore.metrics.cka import check_options
-    from reprstore.planner import check_route
     from reprstore.report import check_output, write_results
     from reprstore.report.figures import check_figure_path
     from reprstore.report.plot import plot_comparison
+    from reprstore.stats.plan import parse_memory
+    from reprstore.workflows.comparison import compare, read_pairs_file
 
     opt.set_quiet(quiet)
     if (a is None or b is None) and pairs is None:
@@ -343,7 +344,7 @@ def cka(
         console.print("dry run: no chunk read, nothing written")
         return
     if pairs is not None:
-        from reprstore.report.provenance import file_sha256
+        from reprstore.resultfiles.provenance import file_sha256
 
         record = df.attrs.setdefault("reprstore", {})
         record["pairs_file"] = {"path": pairs, "sha256": file_sha256(pairs)}

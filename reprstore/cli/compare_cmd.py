@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 import typer
 
-from reprstore.cli import _options as opt
 from reprstore.cli import cka_cmd as c
+from reprstore.cli import options as opt
 from reprstore.cli import uncertainty_opts as unc
-from reprstore.cli._errors import handle_errors
-from reprstore.cli._format import PlainTable, stdout_console
+from reprstore.cli.error_lines import handle_errors
+from reprstore.cli.formatting import PlainTable, stdout_console
 
 console = stdout_console()
 
@@ -165,15 +165,16 @@ def compare(
     if measure_help(measure):
         return
     from reprstore.cli.progress import progress_bar
-    from reprstore.comparison import compare as run_compare
-    from reprstore.comparison import read_pairs_file
-    from reprstore.engine import parse_memory, resolve_backend
+    from reprstore.engine.pass_context import resolve_backend
+    from reprstore.engine.planner import check_route
     from reprstore.errors import InputError
     from reprstore.keys import parse_keys
-    from reprstore.planner import check_route
     from reprstore.report import check_output, write_results
     from reprstore.report.figures import check_figure_path
     from reprstore.report.plot import plot_comparison
+    from reprstore.stats.plan import parse_memory
+    from reprstore.workflows.comparison import compare as run_compare
+    from reprstore.workflows.comparison import read_pairs_file
 
     if (a is None or b is None) and pairs is None:
         raise InputError("Give both --a and --b selectors (or a --pairs file).")
@@ -241,9 +242,9 @@ def describe(
     if measure_help(measure):
         return
     from reprstore.cli.progress import progress_bar
-    from reprstore.description import describe as run_describe
-    from reprstore.engine import parse_memory
     from reprstore.report import check_output, write_results
+    from reprstore.stats.plan import parse_memory
+    from reprstore.workflows.description import describe as run_describe
 
     budget = parse_memory(memory)
     check_output(out)

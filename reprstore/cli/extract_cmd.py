@@ -9,9 +9,9 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from reprstore.cli import _options as opt
-from reprstore.cli._errors import fail, handle_errors
-from reprstore.cli._format import PlainTable, human_bytes, stdout_console
+from reprstore.cli import options as opt
+from reprstore.cli.error_lines import fail, handle_errors
+from reprstore.cli.formatting import PlainTable, human_bytes, stdout_console
 
 console = stdout_console()
 
@@ -250,7 +250,7 @@ def extract(
         layers = "attentions.*"
     if not layers or not name:
         raise fail("--layers and --name are required (or pass --list-layers).", 2)
-    from reprstore.extraction import extract as run_extract
+    from reprstore.workflows.extraction import extract as run_extract
 
     with _progress_bar() as (progress, new_checkpoint):
         result = run_extract(
@@ -281,7 +281,7 @@ def _print_layers(
     threads: int | None,
     attentions: bool = False,
 ) -> None:
-    from reprstore.extraction import list_layers
+    from reprstore.workflows.extraction import list_layers
 
     rows = list_layers(
         model=model, data=data, device=device, max_length=max_length, data_key=data_key,

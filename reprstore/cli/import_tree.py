@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.console import Console
 
-from reprstore.cli._format import PlainTable, shape_text
+from reprstore.cli.formatting import PlainTable, shape_text
 
 
 def plan_table(plan: Any, title: str) -> PlainTable:
@@ -41,9 +41,9 @@ def run_tree_import(
     console: Console, store: str, template: str, *, dry_run: bool, **options: Any
 ) -> None:
     """Plan (and unless ``dry_run`` carry out) a template import, printing what happens."""
-    from reprstore.bulk import dry_run as plan_only
-    from reprstore.bulk import import_tree
     from reprstore.cli.progress import progress_bar
+    from reprstore.workflows.bulk import dry_run as plan_only
+    from reprstore.workflows.bulk import import_tree
 
     if dry_run:
         plan = plan_only(store, template, **options)

@@ -9,9 +9,9 @@ import typer
 from rich.text import Text
 from rich.tree import Tree
 
-from reprstore.cli import _options as opt
-from reprstore.cli._errors import handle_errors
-from reprstore.cli._format import PlainTable, human_bytes, shape_text, stdout_console
+from reprstore.cli import options as opt
+from reprstore.cli.error_lines import handle_errors
+from reprstore.cli.formatting import PlainTable, human_bytes, shape_text, stdout_console
 
 console = stdout_console()
 
@@ -104,7 +104,7 @@ def import_(
     Examples: reprstore import runs.zarr acts/layer_*.npy --name mlp --layer '{stem}' ;
     reprstore import runs.zarr 'dumps/{model}/seed{seed}/{layer}.npy' --dry-run
     """
-    from reprstore.templates import is_template
+    from reprstore.sources.templates import is_template
 
     opt.set_quiet(quiet)
     if len(files) == 1 and is_template(files[0]):
@@ -119,7 +119,7 @@ def import_(
         return
     from reprstore.cli.progress import progress_bar
     from reprstore.errors import InputError
-    from reprstore.ingest import import_files
+    from reprstore.workflows.ingest import import_files
 
     for flag, value in (("--dry-run", dry_run), ("--attr-ignore", attr_ignore),
                         ("--attr-rename", attr_rename)):  # fmt: skip
@@ -270,7 +270,7 @@ def verify(
     each problem names the representation and the chunk (row range) it concerns.
     """
     from reprstore.cli.progress import progress_bar
-    from reprstore.store.verify import verify as run_verify
+    from reprstore.store.integrity import verify as run_verify
 
     with progress_bar("verify", unit="representations") as bar:
         report = run_verify(store, selector, progress=bar)
@@ -293,6 +293,6 @@ def verify(
             + f": {status}"
         )
     if not report.ok:
-        from reprstore.cli._errors import fail
+        from reprstore.cli.error_lines import fail
 
         raise fail(f"verify found {len(report.problems)} problem(s) in {store}.")

@@ -6,12 +6,12 @@ from typing import Annotated, Any
 
 import typer
 
-from reprstore.cli import _options as opt
 from reprstore.cli import cka_cmd as c
 from reprstore.cli import compare_cmd as cc
+from reprstore.cli import options as opt
 from reprstore.cli import uncertainty_opts as unc
-from reprstore.cli._errors import handle_errors
-from reprstore.cli._format import stdout_console
+from reprstore.cli.error_lines import handle_errors
+from reprstore.cli.formatting import stdout_console
 
 console = stdout_console()
 
@@ -99,11 +99,11 @@ def timeline(
     if cc.measure_help(measure):
         return
     from reprstore.analysis.summary import check_level
-    from reprstore.analysis.timeline import timeline as run_timeline
     from reprstore.cli.progress import progress_bar
-    from reprstore.engine import parse_memory
     from reprstore.report import check_output, write_results
     from reprstore.report.figures import check_band, check_figure_path, plot_results
+    from reprstore.stats.plan import parse_memory
+    from reprstore.workflows.timelines import timeline as run_timeline
 
     specs = cc.checked_measures(
         measure, None, workers, scheduler, ci, bootstrap, permutations, seed
@@ -163,7 +163,7 @@ def _show_moments(found: Any, out: str | None) -> None:
     """Print the moments (or that there are none) and write them beside ``out``."""
     from pathlib import Path
 
-    from reprstore.cli._format import PlainTable
+    from reprstore.cli.formatting import PlainTable
     from reprstore.report import write_results
 
     for note in found.notes:

@@ -24,7 +24,7 @@ import numpy as np
 
 from reprstore.errors import ComparisonError
 from reprstore.metrics.base import Side
-from reprstore.metrics.describe import _Single
+from reprstore.metrics.describe import SingleMeasure
 
 #: The ``special`` pass both measures share.
 PASS = "attention"
@@ -50,7 +50,7 @@ def per_head_entropy(a: Side) -> np.ndarray:
     return np.asarray(sums.heads_sum / sums.samples, dtype=np.float64)
 
 
-class _Attention(_Single):
+class _Attention(SingleMeasure):
     """Reads the attention pass's sums, not moments: no p × p statistics at all."""
 
     def own_views(self, opts: Mapping[str, Any]) -> frozenset[str]:

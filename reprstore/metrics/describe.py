@@ -22,7 +22,7 @@ from reprstore.metrics.base import Measure, Option, Side, participation_ratio
 DEAD_RULES = ("skip", "zero", "error")
 
 
-class _Single(Measure):
+class SingleMeasure(Measure):
     pairing = "single"
     workspace_terms = (0.0, 0.0, 0.0)
     kept_terms = (0.0, 0.0)  # the values only (partial)
@@ -37,7 +37,7 @@ class _Single(Measure):
         return self.describe(side, opts)
 
 
-class _Spectral(_Single):
+class _Spectral(SingleMeasure):
     """A function of the covariance eigenvalues λ (descending): orthogonal, scale and
     translation invariant."""
 
@@ -73,7 +73,7 @@ class EffectiveRank(_Spectral):
         return float(np.exp(-(p * np.log(p)).sum()))
 
 
-class Variance(_Single):
+class Variance(SingleMeasure):
     name = "variance"
     summary = "total variance tr(Cxx) in the stored units"
     scalars = ("variance",)
@@ -96,7 +96,7 @@ def finite_counts(a: Side) -> Any:
     return counts
 
 
-class Sparsity(_Single):
+class Sparsity(SingleMeasure):
     name = "sparsity"
     summary = "fraction of entries with |x| ≤ tol"
     options = (Option("tol", float, 0.0, "entries with |x| ≤ tol count as zero"),)
@@ -117,7 +117,7 @@ class Sparsity(_Single):
         return {"sparsity": counts.small[opts["tol"]] / counts.entries}
 
 
-class Selectivity(_Single):
+class Selectivity(SingleMeasure):
     name = "selectivity"
     summary = "mean class selectivity (μmax − μrest)/(μmax + μrest) per unit (Morcos 2018)"
     options = (

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from reprstore.capture.sink import ATTENTION, ATTENTION_LAYOUT
 from reprstore.errors import InputError
-from reprstore.extract.sink import ATTENTION, ATTENTION_LAYOUT
-from reprstore.report.figures import _pyplot, check_figure_path, save
+from reprstore.report.output import check_figure_path, save
+from reprstore.report.style import pyplot as _pyplot
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -108,7 +109,7 @@ def plot_heads(
     store: Store, selector: str | None, out: str | os.PathLike[str], *, sample: int
 ) -> Path:
     """Every head of one sample, a row per checkpoint of one layer of one run."""
-    from reprstore.analysis.timeline import step_order
+    from reprstore.analysis.steps import step_order
 
     path = check_figure_path(out)
     infos = attention_infos(store, selector)

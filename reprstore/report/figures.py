@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -32,16 +30,16 @@ from reprstore.analysis.results import (
     value_of,
 )
 from reprstore.analysis.summary import check_level
-from reprstore.atomic import replacing
 from reprstore.errors import InputError
 from reprstore.report.facets import (
     apply_where,
 )
 from reprstore.report.lines import ALL_TENSORS, draw_profile, draw_timeline
+from reprstore.report.output import Rendered, check_figure_path, save
 from reprstore.report.style import Style, pyplot, with_ticks
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    pass
 
 KINDS = ("heatmap", "timeline", "profile", "seeds", "measures")
 BANDS = ("ci", "sd", "sem", "none")
@@ -54,55 +52,14 @@ def check_band(band: str) -> str:
     return band
 
 
-FIGURE_FORMATS = (".png", ".svg", ".pdf")
 #: Tensor-level drift tables (``reprstore drift``) have these columns.
 DRIFT_KEYS = ("checkpoint", "parameter")
-
-
-@dataclass(frozen=True)
-class Rendered:
-    """A written figure and the plain statements about what it shows."""
-
-    path: Path
-    notes: list[str] = field(default_factory=list)
-
-
-def check_figure_path(path: str | os.PathLike[str]) -> Path:
-    """``path`` if it ends in .png/.svg/.pdf and its folder exists, else raise."""
-    out = Path(path)
-    if out.suffix.lower() not in FIGURE_FORMATS:
-        raise InputError(
-            f"Cannot write a figure to {os.fspath(path)}: expected a file name ending in "
-            f"{', '.join(FIGURE_FORMATS)}. Got {out.suffix or 'no suffix'!r} instead."
-        )
-    if not out.parent.is_dir():
-        raise InputError(f"Cannot write {os.fspath(path)}: folder {out.parent} does not exist.")
-    return out
 
 
 def check_kind(kind: str) -> str:
     if kind not in KINDS:
         raise InputError(f"Unknown plot kind {kind!r}. Expected one of {', '.join(KINDS)}.")
     return kind
-
-
-def _pyplot() -> Any:
-    return pyplot()
-
-
-def save(fig: Figure, path: Path, dpi: int = 150) -> Path:
-    """Write ``fig`` (PNG at ``dpi``, or vector SVG/PDF) and close it.
-
-    The figure is drawn into a temporary file beside ``path`` and renamed when complete
-    (:mod:`reprstore.atomic`): a failed write leaves the old figure, or none.
-    """
-    plt = _pyplot()
-    try:
-        with replacing(path) as tmp:
-            fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lower().lstrip("."))
-    finally:
-        plt.close(fig)
-    return path
 
 
 def plot_results(
@@ -186,7 +143,7 @@ def plot_results(
 
         return plot_comparison(df, out, style)
     what.of(df)  # a missing or non-numeric measure fails before anything is drawn
-    _pyplot()
+    pyplot()
     if kind in ("heatmap", "seeds"):
         if is_drift:
             raise InputError(f"--kind {kind} needs a pair result table; a drift table plots as "

@@ -220,7 +220,7 @@ def draw_matrices(
                              layout="constrained", squeeze=False)  # fmt: skip
     image: Any = None
     for ax, (panel, part, table) in zip(axes.flat, tables, strict=False):
-        image = _panel(ax, part, table, (low, high, cmap), skip, over, style, places)
+        image = heatmap_panel(ax, part, table, (low, high, cmap), skip, over, style, places)
         if panel:
             ax.set_title(panel, fontsize=10)
     for ax in list(axes.flat)[len(tables) :]:
@@ -235,7 +235,7 @@ def _value_title(value: Value) -> str:
     return value.title if value.complement else measure_title(value.column)
 
 
-def _panel(
+def heatmap_panel(
     ax: Axes,
     part: pd.DataFrame,
     table: tuple[list[str], list[str], np.ndarray, np.ndarray, np.ndarray],

@@ -30,20 +30,20 @@ from reprstore.report.lines import points, profile_lines, profile_on, replicate_
 from reprstore.report.matrices import (
     CHECKPOINTS,
     MAX_PANELS,
-    _panel,
     cell_table,
     describe_rows,
     draw_matrices,
     facet_columns,
+    heatmap_panel,
     panels,
 )
+from reprstore.report.output import Rendered, check_figure_path, save
 from reprstore.report.style import Style, colour_scale, measure_title, pyplot
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from reprstore.report.figures import Rendered
 
 #: The pca curves drawn: (column, line style, legend text).
 CURVES = (("cev_b_in_a_curve", "-", "B in A's PCs"), ("cev_b_self_curve", "--", "B in its own PCs"))
@@ -78,11 +78,9 @@ def matched_key(df: pd.DataFrame) -> str | None:
 def plot_comparison(
     df: pd.DataFrame, path: str | os.PathLike[str], style: Style = Style()
 ) -> Rendered:
-    """Draw the result of :func:`reprstore.comparison.compare` into ``path``
+    """Draw the result of :func:`reprstore.workflows.comparison.compare` into ``path``
     (.png, .svg or .pdf): heatmaps for a grid, line panels for matched pairs, and the
     curves and angles of ``pca``."""
-    from reprstore.report.figures import Rendered, check_figure_path, save
-
     out = check_figure_path(path)
     fig, notes = draw_comparison(df, style)
     return Rendered(save(fig, out, dpi=120), notes)
@@ -141,7 +139,7 @@ def _heatmap_panels(
         values = Value(column).of(part)
         table = cell_table(part, values, skip, [], style)
         scale = colour_scale(column, values, style)
-        image = _panel(ax, part, table, scale, skip, None, style)
+        image = heatmap_panel(ax, part, table, scale, skip, None, style)
         fig.colorbar(image, ax=ax, shrink=0.85)
         ax.set_title(" · ".join(w for w in (measure_title(column), title) if w), fontsize=9)
     if has_pca:

@@ -1,4 +1,5 @@
-"""Streamed sufficient statistics (numpy only; :mod:`.dask_graph` is the one dask adapter).
+"""Streamed sufficient statistics, numpy only (the dask graphs that feed them are
+:mod:`reprstore.engine.dask_graph`).
 
 * :mod:`.linear` — per-representation and per-pair moments of the linear-kernel CKA;
 * :mod:`.minibatch` — per-batch HSIC sums of minibatch CKA (:mod:`.batch_kernels`: the

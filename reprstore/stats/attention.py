@@ -2,7 +2,7 @@
 entropy over its real queries.
 
 Rows are attention maps stored per head, ``(n, H·T·T)`` in the order (head, query, key)
-(reduction ``attention`` of :mod:`reprstore.extract.reduce`). Padded tokens are zeros:
+(reduction ``attention`` of :mod:`reprstore.capture.reduce`). Padded tokens are zeros:
 query ``q`` of a sample is real iff its rows (over the heads) are not all zero, and key
 ``k`` is real iff query ``k`` is. For each sample and head,
 

@@ -24,22 +24,28 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from reprstore.stats import linear
-from reprstore.stats.linear import LinearState, Offset
+if TYPE_CHECKING:  # linear takes this module's fast path; nothing here runs its code
+    from reprstore.stats import linear
+    from reprstore.stats.linear import LinearState, Offset
+
+#: Sub-blocks have at least this many rows (here and on linear's generic path): XᵀX and
+#: XᵀY on (≥ 512 × 768) blocks already run near the BLAS peak.
+MIN_SUB_BLOCK_ROWS = 512
+
 
 #: Bytes of the working buffers of one sub-block (all involved representations together,
-#: in the products' dtype); sub-blocks have at least ``linear.MIN_SUB_BLOCK_ROWS`` rows.
+#: in the products' dtype); sub-blocks have at least ``MIN_SUB_BLOCK_ROWS`` rows.
 WORK_BYTES = 96 * 1024**2
 
 
 def work_rows(features: Sequence[int], itemsize: int, target_bytes: int = WORK_BYTES) -> int:
     """Rows per sub-block: about ``target_bytes`` of ``itemsize`` values over all widths."""
     row_bytes = itemsize * max(sum(int(p) for p in features), 1)
-    return max(linear.MIN_SUB_BLOCK_ROWS, target_bytes // row_bytes)
+    return max(MIN_SUB_BLOCK_ROWS, target_bytes // row_bytes)
 
 
 def _convert(

@@ -32,6 +32,9 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from reprstore.stats import fused
+from reprstore.stats.fused import MIN_SUB_BLOCK_ROWS
+
 T = TypeVar("T")
 
 
@@ -350,10 +353,8 @@ def moments(
 
 
 #: A row block is converted to float64 in sub-blocks of about this many bytes (all the
-#: involved representations together) and never fewer than ``MIN_SUB_BLOCK_ROWS`` rows:
-#: XᵀX and XᵀY on (≥ 512 × 768) blocks already run near the BLAS peak.
+#: involved representations together) and never fewer than ``MIN_SUB_BLOCK_ROWS`` rows.
 SUB_BLOCK_BYTES = 16 * 1024**2
-MIN_SUB_BLOCK_ROWS = 512
 
 LinearState = tuple[dict[int, ReprMoments], dict[tuple[int, int], PairMoments]]
 
@@ -422,8 +423,6 @@ def accumulate(
     shift = {i: as_offset(shifts[i]) for i in needed}  # type: ignore[arg-type]
     n = data[needed[0]].shape[0]
     if isinstance(backend, NumpyBackend):
-        from reprstore.stats import fused
-
         with _pool(threads if n else 1) as pool:
             return fused.accumulate(state, data, shift, pairs, own, backend.dtype, rows, pool)
     step = rows or sub_block_rows([data[i].shape[1] for i in needed])

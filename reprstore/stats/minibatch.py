@@ -26,7 +26,7 @@ import numpy as np
 
 from reprstore.stats.batch_kernels import BatchAccumulator, add_batches, nonfinite_rows
 from reprstore.stats.batch_kernels import batch_gram as batch_gram  # re-exported
-from reprstore.stats.batch_kernels import relative_spread as _relative_spread  # noqa: F401 (uncertainty)
+from reprstore.stats.batch_kernels import relative_spread as relative_spread
 from reprstore.stats.hsic import MIN_ROWS_UNBIASED
 from reprstore.stats.linear import NUMPY, Backend
 

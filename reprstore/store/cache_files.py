@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
 
-from reprstore.atomic import is_temporary, write_atomic
+from reprstore.store.atomic import is_temporary, write_atomic
+from reprstore.store.zarr_internals import default_buffer_prototype, sync
 
 ROOT = "cache"
 
@@ -39,9 +38,9 @@ class CacheFiles:
     @classmethod
     def of(cls, store: Any) -> CacheFiles:
         """The cache of a :class:`~reprstore.store.Store` (opened for reading or writing)."""
-        from reprstore.store.store import STORE_FORMAT, _local_path
+        from reprstore.store.handle import STORE_FORMAT, local_path
 
-        local = _local_path(store.url)
+        local = local_path(store.url)
         zstore = store.root.store
         if zstore.read_only:
             with contextlib.suppress(Exception):

@@ -186,8 +186,7 @@ class CheckedRows:
             return True
 
     def _chunk_exists(self, index: int) -> bool:
-        from zarr.core.buffer import default_buffer_prototype
-        from zarr.core.sync import sync
+        from reprstore.store.zarr_internals import default_buffer_prototype, sync
 
         arr = self.array
         key = arr.metadata.encode_chunk_key((index, 0))

@@ -10,7 +10,7 @@ from reprstore.keys import SELECTOR_KEYS, Selector, natural_key, nfc
 
 if TYPE_CHECKING:
     from reprstore.keys import ReprKey
-    from reprstore.store.store import Store
+    from reprstore.store.handle import Store
 
 MAX_LISTED = 8
 

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
-from reprstore.store.store import Store
+from reprstore.store.handle import Store
+from reprstore.store.zarr_internals import sync
 
 
 def _only_marker(store: Store) -> bool:

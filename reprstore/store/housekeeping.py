@@ -6,14 +6,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from zarr.core.sync import sync
-
-from reprstore.csvtext import read_table
 from reprstore.errors import InputError, NotFoundError, SelectorError
 from reprstore.keys import ReprKey, Selector, nfc, validate_attribute_name
+from reprstore.store.csvtext import read_table
+from reprstore.store.handle import ReprInfo, Store
 from reprstore.store.lock import Lease
 from reprstore.store.runattrs import Changes, RunAttributes, target_of
-from reprstore.store.store import ReprInfo, Store
+from reprstore.store.zarr_internals import sync
 
 RUN_COLUMNS = ("model", "seed", "checkpoint")
 
@@ -36,7 +35,7 @@ def delete_selected(st: Store, infos: Sequence[ReprInfo]) -> list[ReprKey]:
     Then sweep the folders those arrays lived in for what an earlier, killed ``rm`` left:
     chunks without a ``zarr.json`` (invisible to every reader, but taking space).
     """
-    from reprstore.result_cache import drop_representation, fingerprint, stored_fingerprints
+    from reprstore.store.result_cache import drop_representation, fingerprint, stored_fingerprints
 
     deleted = []
     prints = {fingerprint(info) for info in infos}
@@ -138,7 +137,7 @@ def changes_for_selector(st: Store, selector: str, values: dict[str, str | None]
 def changes_from_csv(st: Store, path: str | os.PathLike[str]) -> Changes:
     """One row per model or run: ``model[,seed[,checkpoint]]`` then attribute columns.
 
-    The file is read by :func:`reprstore.csvtext.read_table` (UTF-8, one header, no row
+    The file is read by :func:`reprstore.store.csvtext.read_table` (UTF-8, one header, no row
     longer than it). Every cell is kept as the string written (``01234`` stays
     ``01234``); an empty cell sets nothing. Names are matched in NFC. Unknown models,
     seeds or checkpoints are refused before anything is written.

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import zarr
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
+
+from reprstore.store.zarr_internals import default_buffer_prototype, sync
 
 #: What each level below ``reprs/`` is (format 2; format-1 stores lack the dataset level),
 #: for matching a damaged node against a selector.

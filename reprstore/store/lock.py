@@ -18,10 +18,9 @@ import uuid
 from typing import Any
 
 from zarr.abc.store import Store as ZarrStore
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
 
 from reprstore.errors import LockedError
+from reprstore.store.zarr_internals import default_buffer_prototype, sync
 
 LOCK_NAME = "writer.lock"
 STALE_AFTER_S = 600.0

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zarr.abc.store import Store as ZarrStore
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
 from zarr.storage import LocalStore
+
+from reprstore.store.zarr_internals import default_buffer_prototype, sync
 
 STAGING = ".staging"
 JOURNAL = "swap.json"

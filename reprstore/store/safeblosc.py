@@ -19,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
-from zarr.core.array_spec import ArraySpec
-from zarr.core.buffer import Buffer
 from zarr.registry import register_codec
+
+from reprstore.store.zarr_internals import ArraySpec, Buffer
 
 HEADER_BYTES = 16
 

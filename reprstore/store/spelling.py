@@ -12,10 +12,9 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from zarr.core.sync import sync
-
 from reprstore.errors import InputError
 from reprstore.keys import DATASETS, REPRS, ReprKey, nfc
+from reprstore.store.zarr_internals import sync
 
 
 class Spellings:

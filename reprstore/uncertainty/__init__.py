@@ -1,12 +1,12 @@
 """Sample-level uncertainty of every measure: confidence intervals and permutation tests.
 
-The glue between the engine's :class:`~reprstore.engine.PassContext` and the pure
+The glue between the engine's :class:`~reprstore.engine.pass_context.PassContext` and the pure
 resampling math of :mod:`reprstore.stats.resample`:
 
 * every measure on the linear statistics (cka's exact estimators, cca, svcca, pwcca,
   procrustes, shape, linreg, rsa, cosine, pca within one dataset): rows are hashed into
   G groups by (seed, sample id); one pass keeps the engine's streamed sums per group
-  (:mod:`reprstore.uncertainty.grouped`); each measure's own ``partial``/``finalize`` run
+  (:mod:`reprstore.engine.grouped`); each measure's own ``partial``/``finalize`` run
   on every leave-one-group-out combination, giving the delete-group jackknife's
   estimate ± t_{G−1}·SE of every scalar column (:mod:`reprstore.uncertainty.generic`);
 * permutation tests of "A and B are unrelated": for cka, B's rows permuted over all rows
@@ -18,84 +18,77 @@ resampling math of :mod:`reprstore.stats.resample`:
   bootstrap), permutations permute B's rows within each batch.
 
 Entry points for the engine: :func:`check_measures` (refuses, before any work, what has
-no meaning) and :func:`measure` (called by :func:`reprstore.engine.measure_arrays` when
+no meaning) and :func:`measure` (called by :func:`reprstore.engine.arrays.measure_arrays` when
 it is given ``uncertainty=``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from reprstore.errors import InputError
 from reprstore.metrics.cka import CKAResult
+from reprstore.uncertainty.base import (
+    CI_COLUMNS as CI_COLUMNS,
+)
+from reprstore.uncertainty.base import (
+    DEFAULT_REPLICATES as DEFAULT_REPLICATES,
+)
+from reprstore.uncertainty.base import (
+    EXACT_PERMUTATION_MACS as EXACT_PERMUTATION_MACS,
+)
+from reprstore.uncertainty.base import (
+    P_COLUMNS as P_COLUMNS,
+)
+from reprstore.uncertainty.base import (
+    UncertainResult as UncertainResult,
+)
+from reprstore.uncertainty.base import (
+    UncertaintySettings as UncertaintySettings,
+)
+from reprstore.uncertainty.base import (
+    clip_interval as clip_interval,
+)
+from reprstore.uncertainty.base import (
+    columns_of as columns_of,
+)
+from reprstore.uncertainty.base import (
+    result_columns as result_columns,
+)
+from reprstore.uncertainty.base import (
+    say as say,
+)
+from reprstore.uncertainty.base import (
+    with_uncertainty as with_uncertainty,
+)
 
 if TYPE_CHECKING:
+    from reprstore.engine.pass_context import PassContext
+    from reprstore.engine.passes import Outcome
     from reprstore.metrics.base import Spec
-    from reprstore.passes import Outcome, PassContext
-
-DEFAULT_REPLICATES = 200
-#: Fewer groups than this give too few degrees of freedom for a useful interval.
-MIN_GROUPS = 10
-#: Exact permutations are used while R·n·p·q stays below this (multiply-adds).
-EXACT_PERMUTATION_MACS = 2e11
 
 
 @dataclass(frozen=True)
-class UncertaintyOptions:
-    """What to add to each CKA value, validated once.
+class UncertaintyOptions(UncertaintySettings):
+    """:class:`~reprstore.uncertainty.base.UncertaintySettings` that the engine can run:
+    it calls :meth:`measure` on what it is given as ``uncertainty=`` (the engine never
+    imports this package)."""
 
-    Attributes
-    ----------
-    ci : float or None
-        Confidence level in (0, 1), e.g. 0.95; ``None``: no interval.
-    bootstrap : int
-        Replicates: the number of row groups of the exact estimators' jackknife (fewer
-        when they do not fit ``--memory``), the bootstrap resamples of minibatch.
-    permutations : int or None
-        Permutations R of the test of "A and B are unrelated" (p has resolution 1/(R+1)).
-    seed : int
-        Seed of the groups, the bootstrap weights and the permutations.
-    permute : {"auto", "rows", "batches"}
-        Which statistic the test permutes (see module docstring); ``auto`` picks rows
-        for the exact estimators while it is cheap.
-    report : callable(str), optional
-        Receives the plan (passes, memory) before any work.
-    """
-
-    ci: float | None = None
-    bootstrap: int = DEFAULT_REPLICATES
-    permutations: int | None = None
-    seed: int = 0
-    permute: str = "auto"
-    report: Callable[[str], None] | None = field(default=None, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.ci is not None and not (0.0 < float(self.ci) < 1.0):
-            raise InputError(
-                f"--ci must be a confidence level between 0 and 1 (e.g. 0.95). Got {self.ci}."
-            )
-        if int(self.bootstrap) < 2:
-            raise InputError(
-                f"--bootstrap must be at least 2 replicates (e.g. 200). Got {self.bootstrap}."
-            )
-        if self.permutations is not None and int(self.permutations) < 1:
-            raise InputError(
-                f"--permutations must be at least 1 (e.g. 999). Got {self.permutations}."
-            )
-        if int(self.seed) < 0:
-            raise InputError(f"--seed must be a non-negative integer. Got {self.seed}.")
-        if self.permute not in ("auto", "rows", "batches"):
-            raise InputError(
-                f"Unknown permutation scheme {self.permute!r}. Expected auto, rows or batches."
-            )
-
-    @property
-    def active(self) -> bool:
-        return self.ci is not None or self.permutations is not None
+    def measure(
+        self,
+        ctx: PassContext,
+        pairs: Sequence[tuple[int, int]],
+        specs: Sequence[Spec],
+        *,
+        ids: np.ndarray | None = None,
+        own: Sequence[int] = (),
+    ) -> Outcome:
+        """The measures of ``pairs`` with these intervals and tests (:func:`measure`)."""
+        return measure(ctx, pairs, specs, self, ids=ids, own=own)
 
 
 def options(
@@ -119,110 +112,6 @@ def options(
         report=report,
     )
     return opts if opts.active else None
-
-
-@dataclass(frozen=True)
-class UncertainResult(CKAResult):
-    """A :class:`CKAResult` with its interval and permutation test.
-
-    Attributes
-    ----------
-    cka_lo, cka_hi, cka_se : float or None
-        The interval at ``ci_level`` and the standard error.
-    ci_method : str or None
-        How they were obtained (e.g. ``jackknife-t, 200 groups``).
-    ci_replicates : int or None
-        Groups (jackknife) or resamples (bootstrap) used.
-    cka_p : float or None
-        p = (1 + #{T_π ≥ T}) / (R + 1).
-    cka_p_resolution : float or None
-        1 / (R + 1), the smallest attainable p.
-    cka_p_statistic : float or None
-        The observed value T of the permuted statistic.
-    permutation_method : str or None
-        Which statistic was permuted, and how.
-    resample_seed : int or None
-    """
-
-    cka_lo: float | None = None
-    cka_hi: float | None = None
-    cka_se: float | None = None
-    ci_level: float | None = None
-    ci_method: str | None = None
-    ci_replicates: int | None = None
-    cka_p: float | None = None
-    cka_p_resolution: float | None = None
-    cka_p_statistic: float | None = None
-    permutations: int | None = None
-    permutation_method: str | None = None
-    resample_seed: int | None = None
-
-
-CI_COLUMNS = ["cka_lo", "cka_hi", "cka_se", "ci_level", "ci_method", "ci_replicates"]
-P_COLUMNS = [
-    "cka_p",
-    "cka_p_resolution",
-    "cka_p_statistic",
-    "permutations",
-    "permutation_method",
-]
-#: The fields of :class:`UncertainResult` named after the cka column (renamed with a suffix).
-_CKA_FIELDS = ("cka_lo", "cka_hi", "cka_se", "cka_p", "cka_p_resolution", "cka_p_statistic")
-
-
-def say(opts: UncertaintyOptions, line: str) -> None:
-    """Hand one plan line to ``opts.report`` (if any)."""
-    if opts.report is not None:
-        opts.report(line)
-
-
-def result_columns(
-    opts: UncertaintyOptions | None, specs: Sequence[Spec] | None = None
-) -> list[str]:
-    """The result-file columns ``opts`` adds (after the plain ones) for the measures ``specs``
-    (default: one ``cka``): ``<col>_lo``, ``<col>_hi``, ``<col>_se`` of every scalar column,
-    ``<col>_p`` of every row-paired one, and the shared columns."""
-    if opts is None:
-        return []
-    if specs is None:
-        cols = CI_COLUMNS if opts.ci is not None else []
-        cols = cols + (P_COLUMNS if opts.permutations is not None else [])
-        return [*cols, "resample_seed"]
-    out: list[str] = []
-    scalars = [(s, s.column(c)) for s in specs for c in s.measure.columns(s.opts)[0]]
-    if opts.ci is not None:
-        out += [f"{c}_{k}" for _, c in scalars for k in ("lo", "hi", "se")]
-        out += ["ci_level", "ci_method", "ci_replicates"]
-    if opts.permutations is not None:
-        for s, c in scalars:
-            if s.measure.pairing == "rows":
-                out.append(f"{c}_p")
-                out += [f"{c}_p_resolution", f"{c}_p_statistic"] if s.name == "cka" else []
-        out += ["p_resolution"] if any(s.name != "cka" for s in specs) else []
-        out += ["permutations", "permutation_method"]
-    return [*out, "resample_seed"]
-
-
-def columns_of(r: CKAResult, column: str = "cka") -> dict[str, Any]:
-    """The uncertainty fields of a result as a row's extra columns (empty for a plain one);
-    ``column`` is the cka column's name (``cka`` or a suffixed one)."""
-    if not isinstance(r, UncertainResult):
-        return {}
-    fields = (*CI_COLUMNS, *P_COLUMNS, "resample_seed")
-    return {(column + c[3:] if c in _CKA_FIELDS else c): getattr(r, c) for c in fields}
-
-
-def with_uncertainty(r: CKAResult, **fields: Any) -> UncertainResult:
-    """``r`` as an :class:`UncertainResult` with ``fields`` set (or updated)."""
-    base = {f: getattr(r, f) for f in CKAResult.__dataclass_fields__}
-    if isinstance(r, UncertainResult):
-        return replace(r, **fields)
-    return UncertainResult(**base, **fields)
-
-
-def clip_interval(lo: float, hi: float) -> tuple[float, float]:
-    """An interval for CKA, clipped to [−1, 1] (where CKA lives)."""
-    return float(np.clip(lo, -1.0, 1.0)), float(np.clip(hi, -1.0, 1.0))
 
 
 def _selected_ids(ctx: PassContext, ids: np.ndarray | None) -> np.ndarray:
@@ -294,11 +183,11 @@ def measure(
     ids: np.ndarray | None = None,
     own: Sequence[int] = (),
 ) -> Outcome:
-    """The engine's :class:`~reprstore.passes.Outcome` of ``specs`` for the ordered pairs,
+    """The engine's :class:`~reprstore.engine.passes.Outcome` of ``specs`` for the ordered pairs,
     with the uncertainty columns ``opts`` asks for (see :func:`result_columns`)."""
+    from reprstore.engine.passes import Outcome
     from reprstore.metrics.cka import result_columns as cka_columns
     from reprstore.metrics.cka import swapped
-    from reprstore.passes import Outcome
 
     check_measures(specs, opts)
     if own:
@@ -327,8 +216,8 @@ def _linear_measures(
     opts: UncertaintyOptions, ids: np.ndarray,
 ) -> dict[tuple[int, int], dict[str, Any]]:  # fmt: skip
     """Columns of every ordered pair for measures on the linear statistics (cka exact too)."""
-    from reprstore import passes
-    from reprstore.stats.dask_graph import Runner
+    from reprstore.engine import passes
+    from reprstore.engine.dask_graph import Runner
     from reprstore.uncertainty import generic, linear
 
     ckas = [s for s in specs if s.name == "cka"]

@@ -22,17 +22,18 @@ from typing import Any
 
 import numpy as np
 
+from reprstore.engine import dask_graph
+from reprstore.engine.pass_context import PassContext
+from reprstore.engine.passes import rbf_bandwidths
 from reprstore.errors import ComparisonError, InputError
 from reprstore.metrics.cka import CKAResult, cka_minibatch
-from reprstore.passes import PassContext, _bandwidths
-from reprstore.stats import dask_graph
 from reprstore.stats import resample as rs
 from reprstore.stats.hsic import MIN_ROWS_UNBIASED, GramSummary, gram_terms, hsic1, hsic1_scale
 from reprstore.stats.linear import NUMPY, Backend, count_nonfinite
 from reprstore.stats.minibatch import MinibatchSums, assign_batches, batch_gram
-from reprstore.stats.minibatch import _relative_spread as relative_spread
+from reprstore.stats.minibatch import relative_spread as relative_spread
 from reprstore.stats.plan import batch_groups, human_bytes
-from reprstore.uncertainty import UncertaintyOptions, clip_interval, with_uncertainty
+from reprstore.uncertainty.base import UncertaintySettings, clip_interval, with_uncertainty
 
 Pair = tuple[int, int]
 #: Permuted kernels are gathered this many bytes at a time.
@@ -203,7 +204,7 @@ def batch_records(
     )
     bws: dict[int, Any] = {}
     if kernel == "rbf":
-        bws = _bandwidths(ctx, idx, sigma, run, len(idx) * ctx.blocks)
+        bws = rbf_bandwidths(ctx, idx, sigma, run, len(idx) * ctx.blocks)
     sigma2 = [bws[i].sigma2 if i in bws else None for i in range(len(ctx.arrays))]
     cross = [(i, j) for i, j in ctx.pairs if i != j]
     backend = ctx.backend if ctx.backend is not None else NUMPY
@@ -244,7 +245,7 @@ def _hsic_of(recs: dict[int, BatchRecord], order: list[int], i: int, j: int) -> 
 
 
 def batch_interval(
-    recs: dict[int, BatchRecord], pair: Pair, point: float, opts: UncertaintyOptions
+    recs: dict[int, BatchRecord], pair: Pair, point: float, opts: UncertaintySettings
 ) -> dict[str, Any]:
     """Poisson bootstrap over batches: SE and estimate ± t_{k−1}·SE."""
     assert opts.ci is not None
@@ -277,7 +278,7 @@ def batch_interval(
 
 
 def batch_test(
-    recs: dict[int, BatchRecord], pair: Pair, opts: UncertaintyOptions, method: str
+    recs: dict[int, BatchRecord], pair: Pair, opts: UncertaintySettings, method: str
 ) -> dict[str, Any]:
     """p-value of the within-batch permutation test of ``pair``."""
     assert opts.permutations is not None
@@ -309,7 +310,7 @@ def _batches(n: int, batch_size: int, shuffle: int | None) -> int:
 
 
 def run_minibatch(
-    ctx: PassContext, opts: UncertaintyOptions, *, kernel: str, sigma: float,
+    ctx: PassContext, opts: UncertaintySettings, *, kernel: str, sigma: float,
     batch_size: int, shuffle: int | None,
 ) -> list[CKAResult]:  # fmt: skip
     """Minibatch CKA of ``ctx.pairs`` with a batch-bootstrap interval and/or the test."""
@@ -341,7 +342,7 @@ def run_minibatch(
 
 
 def permute_batches(
-    ctx: PassContext, opts: UncertaintyOptions, *, batch_size: int, shuffle: int | None,
+    ctx: PassContext, opts: UncertaintySettings, *, batch_size: int, shuffle: int | None,
     why: str,
 ) -> dict[Pair, dict[str, Any]]:  # fmt: skip
     """The within-batch permutation test for exact-estimator pairs (linear kernel)."""

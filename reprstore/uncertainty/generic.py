@@ -5,9 +5,9 @@ procrustes, shape, linreg, rsa, cosine, pca within one dataset, and cka's exact 
 estimators) see only finished streamed sums: per representation and row view the
 :class:`~reprstore.stats.linear.ReprMoments`, per pair the ``PairMoments``. So:
 
-* **interval**: one grouped pass (:mod:`reprstore.uncertainty.grouped`) keeps those sums
+* **interval**: one grouped pass (:mod:`reprstore.engine.grouped`) keeps those sums
   per row group; for each non-empty group g the engine's own two steps (each measure's
-  ``partial`` on every side, ``finalize`` on every pair, :func:`reprstore.passes._partials`
+  ``partial`` on every side, ``finalize`` on every pair, :func:`reprstore.engine.passes._partials`
   / ``_finalize``) run on ``total − state_g``, giving every scalar column with g left out;
   the delete-group jackknife SE and estimate ± t_{G'−1}·SE follow per column
   (``<col>_lo``, ``<col>_hi``, ``<col>_se``);
@@ -26,16 +26,17 @@ from typing import Any
 
 import numpy as np
 
-from reprstore import passes
+from reprstore.engine import dask_graph, passes
+from reprstore.engine import grouped as gp
+from reprstore.engine.pass_context import PassContext
+from reprstore.engine.passes import Layout, Outcome, measure_sums
 from reprstore.errors import ComparisonError
 from reprstore.metrics.base import Cross, Side, Spec
-from reprstore.passes import Outcome, PassContext
-from reprstore.stats import dask_graph, linear
+from reprstore.stats import linear
 from reprstore.stats import resample as rs
 from reprstore.stats.plan import STORED_COPIES, human_bytes
 from reprstore.stats.resample import DRAW_BYTES, DRAW_COPIES
-from reprstore.uncertainty import UncertaintyOptions, say
-from reprstore.uncertainty import grouped as gp
+from reprstore.uncertainty.base import UncertaintySettings, say
 
 Pair = tuple[int, int]
 #: Row permutations of the non-cka measures are refused (under ``permute="auto"``) beyond
@@ -43,32 +44,6 @@ Pair = tuple[int, int]
 PERMUTATION_MACS = 2e12
 #: Columns where a smaller value means more alike (distances): the test's statistic is −value.
 DISTANCES = frozenset({"procrustes", "shape"})
-
-
-# ----------------------------------------------------------------------- the layout
-
-
-class Layout:
-    """The streams and stream pairs the specs need for some array pairs (as the engine)."""
-
-    def __init__(self, ctx: PassContext, specs: Sequence[Spec], pairs: Sequence[Pair]) -> None:
-        self.own_views = passes._union(specs, "own")
-        self.cross_views = passes._union([s for s in specs if s.measure.pairing == "rows"],
-                                         "cross")  # fmt: skip
-        reprs = sorted({i for p in pairs for i in p})
-        self.streams: list[gp.Stream] = [(i, v) for i in reprs for v in self.own_views]
-        self.index = {st: k for k, st in enumerate(self.streams)}
-        self.features = [int(ctx.arrays[i].shape[1]) for i, _ in self.streams]
-
-    def own_of(self, pairs: Sequence[Pair]) -> list[int]:
-        return sorted({self.index[(i, v)] for p in pairs for i in p for v in self.own_views})
-
-    def cross_of(self, pairs: Sequence[Pair]) -> list[Pair]:
-        return [(self.index[(i, v)], self.index[(j, v)])
-                for i, j in pairs if i != j for v in self.cross_views]  # fmt: skip
-
-    def unit_bytes(self, pairs: Sequence[Pair]) -> int:
-        return gp.unit_bytes(self.features, self.own_of(pairs), self.cross_of(pairs))
 
 
 def scalar_columns(specs: Sequence[Spec]) -> list[tuple[Spec, str]]:
@@ -79,35 +54,6 @@ def scalar_columns(specs: Sequence[Spec]) -> list[tuple[Spec, str]]:
 def _value(row: dict[str, Any], column: str) -> float:
     v = row.get(column)
     return float(v) if isinstance(v, (int, float, np.number)) and v is not None else np.nan
-
-
-# ------------------------------------------------------------- measures on some sums
-
-
-def measure_sums(
-    ctx: PassContext, lay: Layout, specs: Sequence[Spec], orient: dict[Pair, list[Pair]],
-    sums: dict, offsets: Sequence[Any],
-) -> dict[Pair, dict[str, Any]]:  # fmt: skip
-    """The engine's columns of every ordered pair of ``orient`` from one combination of
-    group sums: each measure's ``partial`` per side, ``finalize`` per pair."""
-    out = Outcome()
-    for i in sorted({k for p in orient for k in p}):
-        views = {v: gp.repr_moments(sums, lay.index[(i, v)], offsets[lay.index[(i, v)]])
-                 for v in lay.own_views}  # fmt: skip
-        passes._partials(out, specs, i, Side(ctx.names[i], views), {})
-    for (i, j), orientations in orient.items():
-        n = round(float(sums[("r", lay.index[(i, lay.own_views[0])], "n")]))
-        pair_sums: dict[str, linear.PairMoments]
-        if i == j:
-            pair_sums = {v: linear.self_pair(gp.repr_moments(sums, lay.index[(i, v)],
-                                                             offsets[lay.index[(i, v)]]))
-                         for v in lay.cross_views}  # fmt: skip
-        else:
-            pair_sums = {v: gp.pair_moments(sums, lay.index[(i, v)], lay.index[(j, v)])
-                         for v in lay.cross_views}  # fmt: skip
-        cross = Cross(n, pair_sums, {}, (ctx.names[i], ctx.names[j]))
-        passes._finalize(out, specs, (i, j), orientations, cross, {})
-    return out.pairs
 
 
 def _map(threads: int, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
@@ -129,7 +75,7 @@ def orientations(ordered: Sequence[Pair]) -> dict[Pair, list[Pair]]:
 
 
 def _plan(ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec],
-          opts: UncertaintyOptions) -> tuple:  # fmt: skip
+          opts: UncertaintySettings) -> tuple:  # fmt: skip
     """(orientations, unordered pairs, layout, row-block bytes, G, passes of pair indices)."""
     orient = orientations(ordered)
     units = list(orient)
@@ -159,7 +105,7 @@ def _plan(ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec],
 
 
 def interval_blocks(ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec],
-                    opts: UncertaintyOptions) -> int:  # fmt: skip
+                    opts: UncertaintySettings) -> int:  # fmt: skip
     """Row-block tasks of the interval's passes (for the progress bar)."""
     return len(_plan(ctx, ordered, specs, opts)[5]) * ctx.blocks
 
@@ -170,7 +116,7 @@ def test_blocks(ctx: PassContext, ordered: Sequence[Pair]) -> int:
 
 
 def intervals(
-    ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec], opts: UncertaintyOptions,
+    ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec], opts: UncertaintySettings,
     ids: np.ndarray, runner: dask_graph.Runner,
 ) -> dict[Pair, dict[str, Any]]:  # fmt: skip
     """Every ordered pair's columns with the jackknife interval of each scalar column.
@@ -224,7 +170,7 @@ def intervals(
 
 def _interval_columns(
     row: dict[str, Any], reps: Sequence[dict[str, Any]], columns: Sequence[tuple[Spec, str]],
-    opts: UncertaintyOptions, groups: int,
+    opts: UncertaintySettings, groups: int,
 ) -> dict[str, Any]:  # fmt: skip
     assert opts.ci is not None
     extra: dict[str, Any] = {}
@@ -326,7 +272,7 @@ def _permuted_pair(a: linear.Prepared, b: linear.Prepared, order: np.ndarray | N
 
 
 def plan_test(
-    ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec], opts: UncertaintyOptions
+    ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec], opts: UncertaintySettings
 ) -> None:
     """Refuse a row permutation test beyond ``--memory`` or the budget; say its cost."""
     assert opts.permutations is not None
@@ -352,7 +298,7 @@ def plan_test(
 
 
 def permutation_tests(
-    ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec], opts: UncertaintyOptions,
+    ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec], opts: UncertaintySettings,
     runner: dask_graph.Runner,
 ) -> dict[Pair, dict[str, Any]]:  # fmt: skip
     """Per ordered pair, ``<col>_p`` of every scalar column of the row-paired specs, from R

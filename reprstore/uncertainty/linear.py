@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from reprstore.engine import dask_graph
+from reprstore.engine.pass_context import PassContext
 from reprstore.errors import ComparisonError
 from reprstore.metrics.cka import cka_linear_sides, linear_side
-from reprstore.passes import PassContext
-from reprstore.stats import dask_graph, linear
+from reprstore.stats import linear
 from reprstore.stats import resample as rs
 from reprstore.stats.plan import human_bytes
-from reprstore.uncertainty import EXACT_PERMUTATION_MACS, UncertaintyOptions, say
+from reprstore.uncertainty.base import EXACT_PERMUTATION_MACS, UncertaintySettings, say
 
 Pair = tuple[int, int]
 
@@ -43,7 +44,7 @@ def row_permutation_cost(ctx: PassContext, pairs: Sequence[Pair], r: int) -> tup
 
 def permute_rows(
     ctx: PassContext,
-    opts: UncertaintyOptions,
+    opts: UncertaintySettings,
     estimator: str,
     runner: dask_graph.Runner | None = None,
 ) -> dict[Pair, dict[str, Any]]:
@@ -88,7 +89,7 @@ def permute_rows(
 # -------------------------------------------------------------------------- driver
 
 
-def permutes_rows(ctx: PassContext, opts: UncertaintyOptions) -> bool:
+def permutes_rows(ctx: PassContext, opts: UncertaintySettings) -> bool:
     """Whether the test permutes rows (else within minibatches, a pass of its own)."""
     macs, held = row_permutation_cost(ctx, ctx.pairs, int(opts.permutations or 0))
     cheap = macs <= EXACT_PERMUTATION_MACS and held <= ctx.memory
@@ -97,7 +98,7 @@ def permutes_rows(ctx: PassContext, opts: UncertaintyOptions) -> bool:
 
 def cka_tests(
     ctx: PassContext,
-    opts: UncertaintyOptions,
+    opts: UncertaintySettings,
     *,
     estimator: str,
     batch_size: int,

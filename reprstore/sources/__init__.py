@@ -1,0 +1,2 @@
+"""Tensor files a lab already has (``.npy``, ``.pt``, ``.safetensors``) and the path
+templates that name them."""
