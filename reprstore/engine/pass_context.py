@@ -248,12 +248,16 @@ def context(
 BLOCK_SHARE = 4
 
 
+def block_bytes_within(memory: int, threads: int) -> int:
+    """Bytes of one row block (all involved arrays, float64) such that ``threads`` blocks in
+    flight, about four copies each, take at most 1/``BLOCK_SHARE`` of ``memory``; never
+    more than ``TARGET_BLOCK_BYTES``. The one block-size rule of every pass."""
+    return max(1, min(TARGET_BLOCK_BYTES, memory // (BLOCK_SHARE * 4 * max(threads, 1))))
+
+
 def block_rows_within(memory: int, width: int, threads: int) -> int:
-    """Rows per block such that ``threads`` blocks in flight take at most 1/``BLOCK_SHARE``
-    of ``memory`` (and never more than ``TARGET_BLOCK_BYTES`` a block)."""
-    row_bytes = 8 * max(width, 1)
-    per_block = min(TARGET_BLOCK_BYTES, memory // (BLOCK_SHARE * 4 * max(threads, 1)))
-    return max(1, per_block // row_bytes)
+    """Rows per block of ``width`` float64 columns within :func:`block_bytes_within`."""
+    return max(1, block_bytes_within(memory, threads) // (8 * max(width, 1)))
 
 
 def lazy_rows(source: Any, rows: int, name: str) -> da.Array:

@@ -105,6 +105,13 @@ class Measure:
     #: a result file read back with a value outside it was edited or is not a result
     #: (:func:`reprstore.metrics.registry.column_range`).
     ranges: tuple[tuple[str, float, float], ...] = ()
+    #: Axis titles of scalar columns in figures (column, title); a column not listed is
+    #: titled by its name (:func:`reprstore.metrics.registry.column_title`).
+    titles: tuple[tuple[str, str], ...] = ()
+    #: Scalar columns where a smaller value means more alike (distances, not
+    #: similarities): a permutation test's statistic is their negative
+    #: (:func:`reprstore.metrics.registry.is_distance`).
+    distances: tuple[str, ...] = ()
     #: Temporaries of the per-representation and per-pair steps (eigen/SVD workspaces,
     #: whitening, products), as float64 counts (a, b, c) of p², q² and p·q
     #: (:meth:`workspace`); the planner reserves them for every thread that runs the steps.

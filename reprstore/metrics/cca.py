@@ -116,6 +116,7 @@ class CCA(Measure):
     summary = "mean canonical correlation ρ (Raghu 2017) and mean ρ² (cca_r2)"
     options = (RIDGE,)
     scalars = ("cca", "cca_r2")
+    titles = (("cca", "CCA (mean ρ)"), ("cca_r2", "CCA (mean ρ²)"))
     ranges = (("cca", 0.0, 1.0), ("cca_r2", 0.0, 1.0))
     workspace_terms = (4.0, 4.0, 3.0)  # whitening eigh of Cxx, Cyy; products with Cxy; SVD
     kept_terms = (4.0, 4.0)  # the side (moments, Cxx), its factors and Cxx^-½ (as measured)

@@ -341,6 +341,7 @@ class CKA(Measure):
         Option("shuffle", int, None, "seed of random minibatch membership"),
     )
     scalars = ("cka",)
+    titles = (("cka", "CKA"),)
     #: |CKA| ≤ 1 for every estimator: each HSIC estimate is an inner product of centred
     #: (or U-centred, debiased) kernels, and Cauchy–Schwarz bounds their ratio.
     ranges = (("cka", -1.0, 1.0),)

@@ -34,6 +34,7 @@ class Cosine(Measure):
     name = "cosine"
     summary = "cosine of the stored matrices (cosine) and mean row-wise cosine (cosine_rows)"
     scalars = ("cosine", "cosine_rows")
+    titles = (("cosine", "cosine"), ("cosine_rows", "mean row cosine"))
     ranges = (("cosine", -1.0, 1.0), ("cosine_rows", -1.0, 1.0))
     workspace_terms = (0.0, 0.0, 1.0)  # the cross product's trace only
     kept_terms = (1.0, 3.0)  # the side's moments

@@ -58,6 +58,7 @@ class ParticipationRatio(_Spectral):
     name = "pr"
     summary = "participation ratio (Σλ)²/Σλ² of the covariance eigenvalues"
     scalars = ("pr",)
+    titles = (("pr", "participation ratio"),)
 
     def of(self, w: np.ndarray) -> float:
         return participation_ratio(w)
@@ -67,6 +68,7 @@ class EffectiveRank(_Spectral):
     name = "erank"
     summary = "effective rank: exp of the entropy of λ/Σλ (Roy & Vetterli 2007)"
     scalars = ("erank",)
+    titles = (("erank", "effective rank"),)
 
     def of(self, w: np.ndarray) -> float:
         p = w[w > 0] / w.sum()
@@ -77,6 +79,7 @@ class Variance(SingleMeasure):
     name = "variance"
     summary = "total variance tr(Cxx) in the stored units"
     scalars = ("variance",)
+    titles = (("variance", "total variance"),)
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
         return frozenset({"orthogonal", "translation"})
@@ -101,6 +104,7 @@ class Sparsity(SingleMeasure):
     summary = "fraction of entries with |x| ≤ tol"
     options = (Option("tol", float, 0.0, "entries with |x| ≤ tol count as zero"),)
     scalars = ("sparsity",)
+    titles = (("sparsity", "sparsity"),)
     ranges = (("sparsity", 0.0, 1.0),)
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:
@@ -126,6 +130,7 @@ class Selectivity(SingleMeasure):
                choices=DEAD_RULES),
     )  # fmt: skip
     scalars = ("selectivity", "selectivity_dead")
+    titles = (("selectivity", "class selectivity"),)
     arrays = ("selectivity_units",)
 
     def invariances(self, opts: Mapping[str, Any]) -> frozenset[str]:

@@ -52,6 +52,7 @@ class LinReg(Measure):
     )
     symmetric = False
     scalars = ("linreg",)
+    titles = (("linreg", "linear regression R²"),)
     ranges = (("linreg", -float("inf"), 1.0),)  # R² ≤ 1; out of sample it can be any negative
     workspace_terms = (3.0, 1.0, 2.0)  # Cholesky/solve of Cxx with Cxy as right-hand sides
     kept_terms = (4.0, 4.0)  # the side (moments, Cxx), its factors, the (ridge) inverse

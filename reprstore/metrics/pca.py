@@ -60,6 +60,15 @@ class PCA(Measure):
     pairing = "features"
     equal_width = True
     scalars = (*CURVES, "pr_a", "pr_b", "pr_b_in_a")
+    titles = (
+        ("cev_b_in_a", "variance of B in A's top-k PCs"),
+        ("cev_a_in_b", "variance of A in B's top-k PCs"),
+        ("cev_a_self", "variance of A in its top-k PCs"),
+        ("cev_b_self", "variance of B in its top-k PCs"),
+        ("pr_a", "participation ratio of A"),
+        ("pr_b", "participation ratio of B"),
+        ("pr_b_in_a", "participation ratio of B in A's top-k PCs"),
+    )
     ranges = tuple((c, 0.0, 1.0) for c in CURVES)  # fractions of a trace
     workspace_terms = (3.0, 3.0, 2.0)  # eigh of each covariance, the subspaces' products
     #: the sides' own spectra are biased upwards by O(p/n); the cross curves are not

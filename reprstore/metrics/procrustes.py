@@ -25,6 +25,8 @@ class Procrustes(Measure):
     name = "procrustes"
     summary = "squared orthogonal Procrustes distance 2 − 2‖X̂ᵀŶ‖_* (Ding 2021), in [0, 2]"
     scalars = ("procrustes",)
+    titles = (("procrustes", "Procrustes distance"),)
+    distances = ("procrustes",)
     ranges = (("procrustes", 0.0, 2.0),)
     workspace_terms = (2.0, 2.0, 3.0)  # the nuclear norm of Cxy: its SVD
     biased_plugin = scalars

@@ -21,6 +21,7 @@ class PWCCA(Measure):
     options = (RIDGE,)
     symmetric = False
     scalars = ("pwcca",)
+    titles = (("pwcca", "PWCCA"),)
     ranges = (("pwcca", 0.0, 1.0),)
     workspace_terms = (4.0, 4.0, 4.0)  # CCA plus the weights of the canonical directions
     kept_terms = (4.0, 4.0)  # the side (moments, Cxx), its factors and Cxx^-½ (as measured)

@@ -63,6 +63,23 @@ def column_range(column: str) -> tuple[float, float] | None:
     return None
 
 
+def column_title(column: str) -> str | None:
+    """The axis title a measure declares for a result column (by its base name), if any."""
+    base = column.split("[", 1)[0]
+    for name in REGISTRY:
+        for col, title in get(name).titles:
+            if col == base:
+                return title
+    return None
+
+
+def is_distance(column: str) -> bool:
+    """Whether a result column is a distance (smaller means more alike), as its measure
+    declares (``cka`` and a suffixed ``procrustes[…]`` alike)."""
+    base = column.split("[", 1)[0]
+    return any(base in get(name).distances for name in REGISTRY)
+
+
 def measures() -> dict[str, str]:
     """Every registered measure: name → one line (what it is, its options)."""
     out = {}

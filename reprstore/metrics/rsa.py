@@ -86,6 +86,7 @@ class RSA(Measure):
         Option("rdm", str, "sqeuclidean", "sqeuclidean, cosine or correlation", tuple(VIEW)),
     )
     scalars = ("rsa",)
+    titles = (("rsa", "RSA (RDM correlation)"),)
     ranges = (("rsa", -1.0, 1.0),)
     workspace_terms = (2.0, 2.0, 2.0)  # products of the centred moments
 

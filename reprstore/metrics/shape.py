@@ -56,6 +56,8 @@ class Shape(Measure):
     summary = "angular shape metric (Williams 2021): α=1 angular Procrustes, α=0 CCA-like"
     options = (Option("alpha", float, 1.0, "α in [0, 1] (regularisation towards I)", upper=1.0),)
     scalars = ("shape",)
+    titles = (("shape", "shape distance"),)
+    distances = ("shape",)
     workspace_terms = (4.0, 4.0, 3.0)  # partial whitening (eigh) of each side, then an SVD
     biased_plugin = scalars
     ci_max_ratio = 0.01

@@ -42,6 +42,7 @@ class SVCCA(Measure):
         Option("k", int, None, "number of directions kept (instead of keep)"),
     )
     scalars = ("svcca",)
+    titles = (("svcca", "SVCCA"),)
     ranges = (("svcca", 0.0, 1.0),)
     workspace_terms = (4.0, 4.0, 3.0)  # SVD truncation, then CCA
     kept_terms = (4.0, 4.0)  # the side (moments, Cxx), its eigenvectors, the kept directions

@@ -16,32 +16,6 @@ import numpy as np
 
 from reprstore.errors import InputError
 
-#: Axis titles of measure columns (a suffixed ``cka[kernel=rbf]`` keeps its suffix).
-MEASURE_TITLES = {
-    "cka": "CKA",
-    "cca": "CCA (mean ρ)",
-    "cca_r2": "CCA (mean ρ²)",
-    "svcca": "SVCCA",
-    "pwcca": "PWCCA",
-    "procrustes": "Procrustes distance",
-    "shape": "shape distance",
-    "linreg": "linear regression R²",
-    "rsa": "RSA (RDM correlation)",
-    "cosine": "cosine",
-    "cosine_rows": "mean row cosine",
-    "cev_b_in_a": "variance of B in A's top-k PCs",
-    "cev_a_in_b": "variance of A in B's top-k PCs",
-    "cev_a_self": "variance of A in its top-k PCs",
-    "cev_b_self": "variance of B in its top-k PCs",
-    "pr_a": "participation ratio of A",
-    "pr_b": "participation ratio of B",
-    "pr_b_in_a": "participation ratio of B in A's top-k PCs",
-    "pr": "participation ratio",
-    "erank": "effective rank",
-    "variance": "total variance",
-    "sparsity": "sparsity",
-    "selectivity": "class selectivity",
-}
 #: The most panels across when ``--cols`` is not given.
 DEFAULT_COLS = 3
 
@@ -146,8 +120,10 @@ def parse_labels(items: Sequence[str] | None) -> dict[str, str]:
 
 def measure_title(column: str) -> str:
     """``CKA`` for ``cka``, ``CKA [kernel=rbf]`` for a suffixed column, else the name."""
+    from reprstore.metrics.registry import column_title
+
     base, bracket, rest = column.partition("[")
-    title = MEASURE_TITLES.get(base, base)
+    title = column_title(base) or base
     return f"{title} [{rest}" if bracket else title
 
 

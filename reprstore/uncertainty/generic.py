@@ -42,8 +42,6 @@ Pair = tuple[int, int]
 #: Row permutations of the non-cka measures are refused (under ``permute="auto"``) beyond
 #: this many multiply-adds: about 10 minutes of float64 BLAS on two cores.
 PERMUTATION_MACS = 2e12
-#: Columns where a smaller value means more alike (distances): the test's statistic is −value.
-DISTANCES = frozenset({"procrustes", "shape"})
 
 
 def scalar_columns(specs: Sequence[Spec]) -> list[tuple[Spec, str]]:
@@ -359,5 +357,7 @@ def _row(specs: Sequence[Spec], pa: dict[str, Any], pb: dict[str, Any], cross: C
 
 
 def _signed(column: str, value: float) -> float:
-    base = column.split("[")[0]
-    return -value if base in DISTANCES else value
+    """The test's statistic: the value, or its negative for a declared distance."""
+    from reprstore.metrics.registry import is_distance
+
+    return -value if is_distance(column) else value

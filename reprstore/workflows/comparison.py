@@ -402,11 +402,10 @@ def dataset_arrays(
 def _block_target(infos: Sequence[ReprInfo], memory: int | str | None) -> int:
     """Bytes of one row block: :data:`TARGET_BLOCK_BYTES`, less under a small ``memory``."""
     from reprstore.engine.dask_graph import scheduler_threads
-    from reprstore.engine.pass_context import BLOCK_SHARE
+    from reprstore.engine.pass_context import block_bytes_within
     from reprstore.stats.plan import parse_memory
 
-    share = parse_memory(memory) // (BLOCK_SHARE * 4 * scheduler_threads(None))
-    return max(1, min(TARGET_BLOCK_BYTES, share))
+    return block_bytes_within(parse_memory(memory), scheduler_threads(None))
 
 
 def _run_dataset(
