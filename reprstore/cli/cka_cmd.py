@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
@@ -242,15 +243,6 @@ def _cell(value: Any) -> str:
     return "" if value is None or value != value else str(value)
 
 
-def check_cache_flags(refresh: bool, no_cache: bool) -> None:
-    """--refresh and --no-cache exclude each other."""
-    if refresh and no_cache:
-        from reprstore.errors import InputError
-
-        raise InputError("Give either --refresh (recompute, rewrite the cache) or --no-cache "
-                         "(leave the cache alone), not both.")  # fmt: skip
-
-
 @handle_errors
 def cka(
     store: opt.StoreArg,
@@ -292,54 +284,36 @@ def cka(
     With error bars: ... --ci 0.95 --bootstrap 200 --seed 1 --permutations 999
     """
     from reprstore.cli.progress import progress_bar
-    from reprstore.engine.cluster import check_scheduler, check_timeout, quiet_distributed_logs
-    from reprstore.engine.pass_context import resolve_backend
-    from reprstore.engine.planner import check_route
+    from reprstore.engine.cluster import quiet_distributed_logs
     from reprstore.errors import InputError
-    from reprstore.expr import parse_pair_filter, parse_row_filter
-    from reprstore.keys import parse_keys
-    from reprstore.metrics.cka import check_options
     from reprstore.report import check_output, write_results
     from reprstore.report.figures import check_figure_path
     from reprstore.report.plot import plot_comparison
-    from reprstore.stats.plan import parse_memory
-    from reprstore.workflows.comparison import compare, read_pairs_file
+    from reprstore.workflows.compare_options import CompareOptions
+    from reprstore.workflows.comparison import read_pairs_file, run_comparison
 
     opt.set_quiet(quiet)
     if (a is None or b is None) and pairs is None:
         raise InputError("Give both --a and --b selectors (or a --pairs file).")
-    if workers is not None and scheduler is not None:
-        raise InputError("Give either --workers or --scheduler, not both.")
-    check_options(estimator, kernel)
-    check_scheduler(scheduler)
-    check_timeout(timeout)
+    request = CompareOptions.make(
+        a, b, estimator=estimator, kernel=kernel, sigma=sigma, batch_size=batch_size,
+        shuffle=shuffle, where=where, match=match, differ=differ, pair_where=pair_where,
+        unordered=unordered, allow_incomplete=allow_incomplete, device=device,
+        precision=precision, memory=memory, workers=workers, scheduler=scheduler,
+        timeout=timeout, ci=ci, bootstrap=bootstrap, permutations=permutations, seed=seed,
+        route=route, dry_run=dry_run, cache=not no_cache, refresh=refresh,
+        report=unc.plan_printer(console),
+    )  # fmt: skip
     if scheduler is not None or workers is not None:
         quiet_distributed_logs()
-    resolve_backend(device, precision)
-    budget = parse_memory(memory)
     check_output(out)
-    if where is not None:
-        parse_row_filter(where)  # refuse a bad condition before any work
-    if pair_where is not None:
-        parse_pair_filter(pair_where)
     if plot is not None:
         check_figure_path(plot)
-    unc.check(ci, bootstrap, permutations, seed)
-    check_route(route)
-    check_cache_flags(refresh, no_cache)
-    listed = read_pairs_file(pairs) if pairs is not None else None
+    if pairs is not None:  # a file of pairs: read (and checked) before the store is opened
+        request = replace(request, selection=replace(
+            request.selection, pairs=tuple(read_pairs_file(pairs))))  # fmt: skip
     with progress_bar("cka", unit="blocks") as bar:
-        df = compare(
-            store, a, b, estimator=estimator, kernel=kernel, sigma=sigma,
-            batch_size=batch_size, shuffle=shuffle, where=where,
-            match=parse_keys(match, "--match"), differ=parse_keys(differ, "--differ"),
-            pairs=listed, pair_where=pair_where, unordered=unordered,
-            allow_incomplete=allow_incomplete, device=device, precision=precision, memory=budget,
-            workers=workers, scheduler=scheduler, progress=bar, timeout=timeout,
-            ci=ci, bootstrap=bootstrap, permutations=permutations, seed=seed,
-            report=unc.plan_printer(console), route=route, dry_run=dry_run,
-            cache=not no_cache, refresh=refresh,
-        )  # fmt: skip
+        df = run_comparison(store, request, progress=bar, report=unc.plan_printer(console))
     if dry_run:
         console.print("dry run: no chunk read, nothing written")
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
@@ -165,47 +166,33 @@ def compare(
     if measure_help(measure):
         return
     from reprstore.cli.progress import progress_bar
-    from reprstore.engine.pass_context import resolve_backend
-    from reprstore.engine.planner import check_route
     from reprstore.errors import InputError
-    from reprstore.keys import parse_keys
     from reprstore.report import check_output, write_results
     from reprstore.report.figures import check_figure_path
     from reprstore.report.plot import plot_comparison
-    from reprstore.stats.plan import parse_memory
-    from reprstore.workflows.comparison import compare as run_compare
-    from reprstore.workflows.comparison import read_pairs_file
+    from reprstore.workflows.compare_options import CompareOptions
+    from reprstore.workflows.comparison import read_pairs_file, run_comparison
 
     if (a is None or b is None) and pairs is None:
         raise InputError("Give both --a and --b selectors (or a --pairs file).")
-    cka_defaults = dict(estimator=estimator, kernel=kernel, sigma=sigma, batch_size=batch_size,
-                        shuffle=shuffle)  # fmt: skip
-    specs = checked_measures(measure, {"cka": cka_defaults}, workers, scheduler,
-                             ci, bootstrap, permutations, seed)  # fmt: skip
-    resolve_backend(device, precision)
-    check_route(route)
-    c.check_cache_flags(refresh, no_cache)
-    budget = parse_memory(memory)
+    request = CompareOptions.make(
+        a, b, measures=measure, estimator=estimator, kernel=kernel, sigma=sigma,
+        batch_size=batch_size, shuffle=shuffle, where=where, match=match, differ=differ,
+        pair_where=pair_where, unordered=unordered, allow_incomplete=allow_incomplete,
+        device=device, precision=precision, memory=memory, workers=workers,
+        scheduler=scheduler, ci=ci, bootstrap=bootstrap, permutations=permutations, seed=seed,
+        route=route, dry_run=dry_run, cache=not no_cache, refresh=refresh,
+        report=unc.plan_printer(console),
+    )  # fmt: skip
+    specs = request.specs
     check_output(out)
     if plot is not None:
         check_figure_path(plot)
-    if pair_where is not None:
-        from reprstore.expr import parse_pair_filter
-
-        parse_pair_filter(pair_where)  # refuse a bad condition before any work
-    listed = read_pairs_file(pairs) if pairs is not None else None
+    if pairs is not None:  # a file of pairs: read (and checked) before the store is opened
+        request = replace(request, selection=replace(
+            request.selection, pairs=tuple(read_pairs_file(pairs))))  # fmt: skip
     with progress_bar("compare", unit="blocks") as bar:
-        df = run_compare(
-            store, a, b, measures=measure, estimator=estimator, kernel=kernel, sigma=sigma,
-            batch_size=batch_size, shuffle=shuffle, where=where,
-            match=parse_keys(match, "--match"), differ=parse_keys(differ, "--differ"),
-            pairs=listed, pair_where=pair_where, unordered=unordered,
-            allow_incomplete=allow_incomplete, device=device, precision=precision,
-            memory=budget, workers=workers, scheduler=scheduler, progress=bar,
-            ci=ci, bootstrap=bootstrap, permutations=permutations, seed=seed,
-            report=unc.plan_printer(console), route=route, dry_run=dry_run,
-            cache=not no_cache, refresh=refresh,
-        )  # fmt: skip
+        df = run_comparison(store, request, progress=bar, report=unc.plan_printer(console))
     if dry_run:
         console.print("dry run: no chunk read, nothing written")
         return

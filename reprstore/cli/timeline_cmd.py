@@ -100,6 +100,7 @@ def timeline(
         return
     from reprstore.analysis.summary import check_level
     from reprstore.cli.progress import progress_bar
+    from reprstore.engine.options import check_cache_choice
     from reprstore.report import check_output, write_results
     from reprstore.report.figures import check_band, check_figure_path, plot_results
     from reprstore.stats.plan import parse_memory
@@ -108,7 +109,7 @@ def timeline(
     specs = cc.checked_measures(
         measure, None, workers, scheduler, ci, bootstrap, permutations, seed
     )
-    c.check_cache_flags(refresh, no_cache)
+    check_cache_choice(not no_cache, refresh)
     budget = parse_memory(memory)
     check_output(out)
     if plot is not None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from reprstore.engine.arrays import DEFAULT_BATCH_SIZE, measure_arrays
-from reprstore.engine.cluster import LOCAL_WORKERS, check_cluster_choice, dask_scheduler
+from reprstore.engine.cluster import LOCAL_WORKERS, dask_scheduler
 from reprstore.engine.pass_context import TARGET_BLOCK_BYTES, Progress, lazy_rows
 from reprstore.engine.passes import finalize_features
 from reprstore.errors import (
@@ -39,9 +39,8 @@ from reprstore.keys import (
     key_order,
 )
 from reprstore.metrics.base import Spec
-from reprstore.metrics.cka import check_options
-from reprstore.metrics.registry import parse_measures
 from reprstore.store.csvtext import unescape_cell
+from reprstore.workflows.compare_options import CompareOptions
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -698,73 +697,73 @@ def compare(
         :data:`EXTRA_COLUMNS`), array-valued outputs as list columns; then ``cka_lo``,
         ``cka_hi``, ``cka_se`` … / ``cka_p`` … where asked.
     """
-    from reprstore.engine.planner import check_route
-    from reprstore.uncertainty import check_measures
-    from reprstore.uncertainty import options as uncertainty_options
+    request = CompareOptions.make(
+        a, b, measures=measures, estimator=estimator, kernel=kernel, sigma=sigma,
+        batch_size=batch_size, shuffle=shuffle, where=where, match=match, differ=differ,
+        pairs=pairs, pair_where=pair_where, unordered=unordered,
+        allow_incomplete=allow_incomplete, device=device, precision=precision, memory=memory,
+        workers=workers, scheduler=scheduler, split_every=split_every, timeout=timeout, ci=ci,
+        bootstrap=bootstrap, permutations=permutations, seed=seed, route=route,
+        dry_run=dry_run, cache=cache, refresh=refresh, report=report,
+    )  # fmt: skip
+    return run_comparison(store, request, progress=progress, report=report)
+
+
+def run_comparison(
+    store: Store | str | os.PathLike[str],
+    request: CompareOptions,
+    *,
+    progress: Progress | None = None,
+    report: Any = None,
+) -> pd.DataFrame:
+    """:func:`compare` of a request already checked (:class:`CompareOptions`): what the
+    command line calls after it has built the request from its options."""
     from reprstore.uncertainty import result_columns as uncertainty_columns
 
-    check_options(estimator, kernel)
-    check_route(route)
-    match, differ = _keys_option(match, "--match"), _keys_option(differ, "--differ")
-    if shuffle is not None and (isinstance(shuffle, bool) or not isinstance(shuffle, int)
-                                or shuffle < 0):  # fmt: skip
-        raise InputError(f"--shuffle must be a non-negative integer seed. Got {shuffle!r} instead.")
-    specs = parse_measures(measures, defaults={"cka": dict(
-        estimator=estimator, kernel=kernel, sigma=sigma, batch_size=batch_size, shuffle=shuffle,
-    )})  # fmt: skip
-    single = [s.name for s in specs if s.measure.pairing == "single"]
-    if single:
-        raise InputError(
-            f"{', '.join(single)} describe(s) one representation: use reprstore describe."
-        )
-    unc = uncertainty_options(ci, bootstrap, permutations, seed, report=report)
-    if unc is not None:
-        check_measures(specs, unc)
+    sel, run, unc = request.selection, request.compute, request.uncertainty
+    specs = list(request.specs)
     row_paired = [s.name for s in specs if s.measure.pairing == "rows"]
     st = open_store(store)
     plan = plan_grid(
-        st, a, b, match=match, differ=differ, pairs=pairs, pair_where=pair_where,
-        allow_incomplete=allow_incomplete, row_paired=bool(row_paired), unordered=unordered,
+        st, sel.a, sel.b, match=sel.match, differ=sel.differ,
+        pairs=None if sel.pairs is None else list(sel.pairs), pair_where=sel.pair_where,
+        allow_incomplete=sel.allow_incomplete, row_paired=bool(row_paired),
+        unordered=sel.unordered,
     )  # fmt: skip
-    options: dict[str, Any] = dict(device=device, precision=precision, memory=memory, route=route)
-    if split_every is not None:
-        options["split_every"] = split_every
+    settings = run.engine_settings()
     across = [(i, j) for i, j in plan.pairs if plan.reprs[i].dataset != plan.reprs[j].dataset]
     if unc is not None and across:
         raise InputError(
             "--ci and --permutations resample rows of one dataset; some pairs span datasets "
             "(different samples on each side). Compare within one dataset (--match dataset)."
         )
-    if refresh and not cache:
-        raise InputError("Give either --refresh or --no-cache, not both.")
+    where = sel.where
     masks = {d: row_mask(st, d, where) for d in sorted({i.dataset for i in plan.reprs})}
-    keeper = _Keeper.start(st, plan, specs, masks, unc, report, refresh, dict(
-        route=route, device=device.split(":")[0] if isinstance(device, str) else str(device),
-        precision=precision,
-    )) if cache else None  # fmt: skip
+    keeper = _Keeper.start(st, plan, specs, masks, unc, report, run.refresh, dict(
+        route=run.route, device=run.device_kind, precision=run.precision,
+    )) if run.cache else None  # fmt: skip
     found: dict[tuple[int, int], dict[str, Any]] = {}
     rows_of: dict[str, int] = {}
     plans: list[str] = []
     groups = keeper.todo() if keeper is not None else [(list(range(len(specs))), plan.pairs)]
-    check_cluster_choice(workers, scheduler)  # also when all is cached: no cluster is made
-    computing = bool(groups) and not dry_run  # no cluster to start when all is cached
-    if workers is not None and groups and report is not None:
-        report("workers: " + LOCAL_WORKERS.format(n=workers))
-    with dask_scheduler(workers if computing else None, scheduler if groups else None,
-                        timeout) as sched:  # fmt: skip
+    computing = bool(groups) and not run.dry_run  # no cluster to start when all is cached
+    if run.workers is not None and groups and report is not None:
+        report("workers: " + LOCAL_WORKERS.format(n=run.workers))
+    with dask_scheduler(run.workers if computing else None, run.scheduler if groups else None,
+                        run.timeout) as sched:  # fmt: skip
         for chosen, todo in groups:
             sub = GridPlan(plan.reprs, todo, plan.attributes)
             got = _run_grid(
                 st, sub, [specs[k] for k in chosen], where=where,
-                allow_incomplete=allow_incomplete, progress=progress, scheduler=sched,
-                uncertainty=unc, report=report, dry_run=dry_run, plans=plans, rows_of=rows_of,
-                keeper=keeper, masks=masks, **options,
+                allow_incomplete=sel.allow_incomplete, progress=progress, scheduler=sched,
+                uncertainty=unc, report=report, dry_run=run.dry_run, plans=plans,
+                rows_of=rows_of, keeper=keeper, masks=masks, **settings,
             )  # fmt: skip
             for pair, row in got.items():
                 found.setdefault(pair, {}).update(row)
-            if keeper is not None and not dry_run:
+            if keeper is not None and not run.dry_run:
                 keeper.keep(got, [specs[k] for k in chosen], rows_of)
-    if dry_run:
+    if run.dry_run:
         import pandas as pd
 
         empty = pd.DataFrame(columns=result_columns(specs, bool(across)))
@@ -774,26 +773,18 @@ def compare(
         keeper.finish(found, rows_of)
     df = _table(plan, specs, found, rows_of, bool(across), uncertainty_columns(unc, specs))
     return annotate(
-        df, st, plan, a=a, b=b, match=match, differ=differ, pairs=pairs,
-        pair_where=pair_where, where=where, masks=masks,
+        df, st, plan, a=sel.a, b=sel.b, match=sel.match, differ=sel.differ,
+        pairs=sel.pairs, pair_where=sel.pair_where, where=where, masks=masks,
         options={
-            **options, "estimator": estimator, "kernel": kernel, "sigma": sigma,
-            "batch_size": batch_size, "shuffle": shuffle, "measures": [s.key for s in specs],
-            "unordered": unordered,
-            "cache": "off" if keeper is None else keeper.cache.stats.summary(refresh),
+            **run.provenance(), **request.cka, "measures": [s.key for s in specs],
+            "unordered": sel.unordered,
+            "cache": "off" if keeper is None else keeper.cache.stats.summary(run.refresh),
             **({} if unc is None else {
                 "ci": unc.ci, "bootstrap": unc.bootstrap if unc.ci is not None else None,
                 "permutations": unc.permutations, "seed": unc.seed,
             }),
         },
     )  # fmt: skip
-
-
-def _keys_option(value: str | Sequence[str], option: str) -> tuple[str, ...]:
-    """``--match``/``--differ`` as the CLI reads them: ``"layer,seed"`` or a list of keys."""
-    from reprstore.keys import parse_keys
-
-    return parse_keys(value if isinstance(value, str) else ",".join(value), option)
 
 
 def annotate(
