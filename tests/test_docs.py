@@ -114,7 +114,9 @@ def test_python_page_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyP
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 
-@pytest.mark.parametrize("page", ["README.md", *(f"docs/{p.name}" for p in DOCS.glob("*.md"))])
+@pytest.mark.parametrize(
+    "page", ["README.md", "CONTRIBUTING.md", *(f"docs/{p.name}" for p in DOCS.glob("*.md"))]
+)
 def test_relative_links_resolve(page: str) -> None:
     path = ROOT / page
     targets = [t for t in LINK.findall(path.read_text()) if "://" not in t]
