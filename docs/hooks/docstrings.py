@@ -48,3 +48,8 @@ class Docstrings(griffe.Extension):
     def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
         if pkg.path == "reprstore":
             _walk(pkg)
+
+    def on_package_loaded(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
+        """The same hook under its older name: griffe 1.13 (allowed by mkdocstrings-python
+        2.0.0) calls only this one."""
+        self.on_package(pkg=pkg, **kwargs)

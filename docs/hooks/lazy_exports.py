@@ -27,3 +27,8 @@ class LazyExports(griffe.Extension):
             pkg.set_member(name, griffe.Alias(name, f"{module}.{name}", parent=pkg))
         static = [e for e in pkg.exports or [] if isinstance(e, str)]
         pkg.exports = [*static, *(n for n in table if n not in static)]
+
+    def on_package_loaded(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
+        """The same hook under its older name: griffe 1.13 (allowed by mkdocstrings-python
+        2.0.0) calls only this one."""
+        self.on_package(pkg=pkg, **kwargs)
