@@ -23,6 +23,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from zarr.abc.store import Store as ZarrStore
 from zarr.core.buffer import default_buffer_prototype
@@ -123,7 +124,7 @@ def begin_if_needed(
     return Replacement.begin(store, target) if overwrite and exists else None
 
 
-def _stages(store: ZarrStore) -> list[tuple[str, dict]]:
+def _stages(store: ZarrStore) -> list[tuple[str, dict[str, Any]]]:
     out = []
     for key in _keys(store, STAGING):
         parts = key.split("/")
