@@ -27,10 +27,10 @@ from reprstore.metrics.cka import CKAResult, cka_minibatch
 from reprstore.passes import PassContext, _bandwidths
 from reprstore.stats import dask_graph
 from reprstore.stats import resample as rs
+from reprstore.stats.batch_kernels import relative_spread
 from reprstore.stats.hsic import MIN_ROWS_UNBIASED, GramSummary, gram_terms, hsic1, hsic1_scale
 from reprstore.stats.linear import NUMPY, Backend, count_nonfinite
 from reprstore.stats.minibatch import MinibatchSums, assign_batches, batch_gram
-from reprstore.stats.minibatch import _relative_spread as relative_spread
 from reprstore.stats.plan import batch_groups, human_bytes
 from reprstore.uncertainty import UncertaintyOptions, clip_interval, with_uncertainty
 
