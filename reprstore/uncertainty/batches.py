@@ -152,7 +152,7 @@ def _block_records(
     return (recs, bad), pieces
 
 
-def _finish(parts: Sequence[dict], b: int, *args: Any) -> Records:
+def _finish(parts: Sequence[dict[int, list[np.ndarray | None]]], b: int, *args: Any) -> Records:
     got = [p[b] for p in parts if b in p]
     rows = [None if got[0][i] is None else np.concatenate([g[i] for g in got])
             for i in range(len(got[0]))]  # fmt: skip
@@ -166,7 +166,7 @@ def _merge(a: Records, b: Records) -> Records:
 
 def records_pass(
     arrays: Sequence[Any], batch_ids: np.ndarray, own: Sequence[int], pairs: Sequence[Pair],
-    args: tuple, split_every: int,
+    args: tuple[Any, ...], split_every: int,
 ) -> Any:  # fmt: skip
     """Graph of one pass: the delayed :data:`Records` of the batches in ``batch_ids``."""
     totals = np.bincount(batch_ids[batch_ids >= 0])

@@ -86,7 +86,7 @@ def _value(row: dict[str, Any], column: str) -> float:
 
 def measure_sums(
     ctx: PassContext, lay: Layout, specs: Sequence[Spec], orient: dict[Pair, list[Pair]],
-    sums: dict, offsets: Sequence[Any],
+    sums: gp.Sums, offsets: Sequence[Any],
 ) -> dict[Pair, dict[str, Any]]:  # fmt: skip
     """The engine's columns of every ordered pair of ``orient`` from one combination of
     group sums: each measure's ``partial`` per side, ``finalize`` per pair."""
@@ -128,8 +128,13 @@ def orientations(ordered: Sequence[Pair]) -> dict[Pair, list[Pair]]:
     return orient
 
 
+#: What :func:`_plan` gives: orientations, unordered pairs, layout, row-block bytes, G,
+#: passes of pair indices.
+_Plan = tuple[dict[Pair, list[Pair]], list[Pair], Layout, int, int, list[list[int]]]
+
+
 def _plan(ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec],
-          opts: UncertaintyOptions) -> tuple:  # fmt: skip
+          opts: UncertaintyOptions) -> _Plan:  # fmt: skip
     """(orientations, unordered pairs, layout, row-block bytes, G, passes of pair indices)."""
     orient = orientations(ordered)
     units = list(orient)
@@ -204,8 +209,9 @@ def intervals(
         full = gp.total(stacked)
         point = measure_sums(ctx, lay, specs, batch, full, offsets)
 
-        def replicate(g: int, stacked: dict = stacked, full: dict = full,
-                      batch: dict = batch) -> dict[Pair, dict[str, Any]]:  # fmt: skip
+        def replicate(g: int, stacked: gp.Sums = stacked, full: gp.Sums = full,
+                      batch: dict[Pair, list[Pair]] = batch,
+                      ) -> dict[Pair, dict[str, Any]]:  # fmt: skip
             return measure_sums(ctx, lay, specs, batch, gp.left_out(stacked, full, g), offsets)
 
         try:
