@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from zarr.abc.store import Store as ZarrStore
-from zarr.core.buffer import default_buffer_prototype
+from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
@@ -36,7 +36,7 @@ TARGET = "target.json"
 DONE = ".done"
 
 
-def _bytes(data: bytes):  # type: ignore[no-untyped-def]
+def _bytes(data: bytes) -> Buffer:
     return default_buffer_prototype().buffer.from_bytes(data)
 
 
