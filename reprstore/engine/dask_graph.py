@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import dask
 import dask.array as da
@@ -35,14 +35,27 @@ import dask.local
 import dask.system
 import dask.threaded
 import numpy as np
+from dask.base import compute as _untyped_compute
+from dask.base import get_scheduler as _untyped_get_scheduler
 from dask.callbacks import Callback
 from dask.delayed import Delayed
+from dask.delayed import delayed as _untyped_delayed
 
 from reprstore.stats import attention, counts, linear, minibatch
 from reprstore.stats.linear import NUMPY, Backend
 from reprstore.stats.views import RAW, apply_view
 
 T = TypeVar("T")
+
+# dask's scheduling functions carry no annotations (under --strict a call to one from
+# typed code is an error): this module and reprstore.engine.grouped call them
+# through these names, the boundary between the typed code and dask's untyped API.
+#: ``dask.delayed``
+dask_delayed: Callable[..., Any] = _untyped_delayed
+#: ``dask.compute``
+dask_compute: Callable[..., Any] = _untyped_compute
+#: ``dask.base.get_scheduler``
+dask_get_scheduler: Callable[..., Any] = _untyped_get_scheduler
 
 DEFAULT_SPLIT_EVERY = 8
 
@@ -66,9 +79,17 @@ def row_blocks(arrays: Sequence[da.Array]) -> tuple[list[list[Delayed]], tuple[i
         if a.chunks[0] != chunks:
             raise ValueError("all arrays of one pass must share their row chunks")
         if len(a.chunks[1]) != 1:
-            a = a.rechunk({1: -1})
-        out.append(list(a.to_delayed().ravel()))
+            a = one_column_chunk(a)
+        nodes: Any = cast(Any, a).to_delayed()  # dask's Array.to_delayed is unannotated
+        out.append(list(nodes.ravel()))
     return out, chunks
+
+
+def one_column_chunk(a: da.Array) -> da.Array:
+    """``a.rechunk({1: -1})``: ``a`` with its columns in one chunk (dask's ``rechunk`` is
+    unannotated)."""
+    out: da.Array = cast(Any, a).rechunk({1: -1})
+    return out
 
 
 def _reduce_all(merge: Callable[[T, T], T], parts: list[T]) -> T:
@@ -83,11 +104,11 @@ def tree_reduce(parts: list[Any], merge: Callable[[T, T], T], split_every: int) 
         raise ValueError(f"split_every must be at least 2, got {split_every}")
     while len(parts) > 1:
         parts = [
-            dask.delayed(_reduce_all)(merge, parts[i : i + split_every])
+            dask_delayed(_reduce_all)(merge, parts[i : i + split_every])
             for i in range(0, len(parts), split_every)
         ]
     out = parts[0]
-    return out if isinstance(out, Delayed) else dask.delayed(out)
+    return out if isinstance(out, Delayed) else dask_delayed(out)
 
 
 def _select(block: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
@@ -130,7 +151,7 @@ class BlockReader:
         self.k = k
 
     def __call__(self) -> np.ndarray:
-        (out,) = dask.compute(self.array.blocks[self.k], scheduler=dask.local.get_sync)
+        (out,) = dask_compute(self.array.blocks[self.k], scheduler=dask.local.get_sync)
         return np.asarray(out)
 
 
@@ -213,7 +234,7 @@ def _malloc_trim() -> Callable[[int], int] | None:
     try:
         import ctypes
 
-        return ctypes.CDLL("libc.so.6").malloc_trim  # type: ignore[no-any-return]
+        return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):  # not glibc
         return None
 
@@ -329,7 +350,7 @@ def linear_pass(
     streams = list(views) if views is not None else [(i, RAW) for i in range(len(arrays))]
     involved = set(own) | {i for p in pairs for i in p}
     sources = {streams[s][0] for s in involved}
-    whole = [a.rechunk({1: -1}) if i in sources else a for i, a in enumerate(arrays)]
+    whole = [one_column_chunk(a) if i in sources else a for i, a in enumerate(arrays)]
 
     def readers(k: int) -> list[BlockReader | ViewReader | None]:
         read = {i: BlockReader(whole[i], k) for i in sorted(sources)}
@@ -347,11 +368,11 @@ def linear_pass(
     if start is not None:
         if any(known[i] is None for i in involved):
             raise ValueError("a pass that starts from a state needs every shift known")
-        heads[0] = dask.delayed(start, traverse=False, name=f"linear-start-{uuid.uuid4().hex}")
+        heads[0] = dask_delayed(start, traverse=False, name=f"linear-start-{uuid.uuid4().hex}")
         shift_arg: Any = known
     elif any(known[i] is None for i in involved):
-        first, found = dask.delayed(_first_offsets, nout=2)(readers(live[0]), rows[live[0]], known)
-        heads[0], todo = dask.delayed(_linear_first)(first, found, *args), live[1:]
+        first, found = dask_delayed(_first_offsets, nout=2)(readers(live[0]), rows[live[0]], known)
+        heads[0], todo = dask_delayed(_linear_first)(first, found, *args), live[1:]
         shift_arg = found
         known = [found[i] for i in range(len(streams))]
         rotate = 1  # the first chain has read the first block already
@@ -361,7 +382,7 @@ def linear_pass(
     for c in range(n_chains):
         state = heads[c]
         for k in todo[(c - rotate) % n_chains :: n_chains]:
-            state = dask.delayed(_linear_step)(state, readers(k), rows[k], shift_arg, *args)
+            state = dask_delayed(_linear_step)(state, readers(k), rows[k], shift_arg, *args)
         if state is not None:
             parts.append(state)
     return tree_reduce(parts, linear.merge_into, split_every), known
@@ -454,7 +475,7 @@ def scattered_batches(
             continue
         local = np.bincount(ids[ids >= 0], minlength=totals.size)[present]
         whole = present[local == totals[present]]
-        part, piece = dask.delayed(block, nout=2)(
+        part, piece = dask_delayed(block, nout=2)(
             [blocks[i][k] if i in involved else None for i in range(len(arrays))],
             ids, whole, *extra,
         )  # fmt: skip
@@ -462,7 +483,7 @@ def scattered_batches(
         for b in np.setdiff1d(present, whole).tolist():
             pieces.setdefault(b, []).append(piece)
     for b, got in pieces.items():
-        parts.append(dask.delayed(finish)(got, b, *extra))
+        parts.append(dask_delayed(finish)(got, b, *extra))
     return tree_reduce(parts, merge, split_every)
 
 
@@ -537,7 +558,7 @@ def _minibatch_chains(
     chunks = arrays[0].chunks[0]
     bounds = np.cumsum((0, *chunks))
     involved = set(own) | {i for p in pairs for i in p}
-    whole = [a.rechunk({1: -1}) if i in involved else a for i, a in enumerate(arrays)]
+    whole = [one_column_chunk(a) if i in involved else a for i, a in enumerate(arrays)]
     if isinstance(batch_ids, minibatch.ConsecutiveBatches):
         lo, hi = batch_ids.row_range()
         live = [k for k in range(len(chunks)) if bounds[k] < hi and bounds[k + 1] > lo]
@@ -557,14 +578,15 @@ def _minibatch_chains(
             readers = [
                 BlockReader(whole[i], k) if i in involved else None for i in range(len(arrays))
             ]
-            carry = dask.delayed(_minibatch_step)(
+            carry = dask_delayed(_minibatch_step)(
                 carry, readers, block_ids, totals, heads, list(own), list(pairs), kernel,
                 list(sigma2), backend,
             )  # fmt: skip
         carries.append(carry)
-    return dask.delayed(minibatch.merge_chains)(
+    merged: Delayed = dask_delayed(minibatch.merge_chains)(
         carries, list(own), list(pairs), kernel, list(sigma2), backend
     )
+    return merged
 
 
 def _minibatch_step(
@@ -612,8 +634,8 @@ def counts_pass(
         code = None if codes is None else codes[bounds[k] : bounds[k + 1]]
         if code is not None and sel is not None:
             code = code[sel]
-        block = dask.delayed(_select)(blocks[0][k], sel)
-        parts.append(dask.delayed(counts.block_counts)(block, list(tols), code, n_classes))
+        block = dask_delayed(_select)(blocks[0][k], sel)
+        parts.append(dask_delayed(counts.block_counts)(block, list(tols), code, n_classes))
     return tree_reduce(parts, counts.merge_counts, split_every)
 
 
@@ -634,9 +656,9 @@ def attention_pass(
     through it in bounded slabs."""
     chunks = array.chunks[0]
     rows = _mask_slices(mask, chunks)
-    whole = array.rechunk({1: -1})
+    whole = one_column_chunk(array)
     parts = [
-        dask.delayed(_attention_block)(BlockReader(whole, k), rows[k], heads)
+        dask_delayed(_attention_block)(BlockReader(whole, k), rows[k], heads)
         for k in live_block_indices(chunks, mask)
     ]
     return tree_reduce(parts, attention.merge_entropy, split_every)
@@ -647,8 +669,9 @@ def gather_rows(array: da.Array, mask: np.ndarray | None) -> Delayed:
     blocks, chunks = row_blocks([array])
     rows = _mask_slices(mask, chunks)
     live = live_block_indices(chunks, mask)
-    parts = [dask.delayed(_select)(blocks[0][k], rows[k]) for k in live]
-    return dask.delayed(np.concatenate)(parts)
+    parts = [dask_delayed(_select)(blocks[0][k], rows[k]) for k in live]
+    joined: Delayed = dask_delayed(np.concatenate)(parts)
+    return joined
 
 
 def resolve_scheduler(scheduler: Any = None) -> Any:
@@ -669,19 +692,20 @@ def resolve_scheduler(scheduler: Any = None) -> Any:
 
 def is_local_threaded(scheduler: Any = None) -> bool:
     """Whether ``scheduler`` is dask's local threaded scheduler."""
-    return dask.base.get_scheduler(scheduler=resolve_scheduler(scheduler)) is dask.threaded.get
+    return dask_get_scheduler(scheduler=resolve_scheduler(scheduler)) is dask.threaded.get
 
 
 def scheduler_threads(scheduler: Any = None) -> int:
     """Tasks the scheduler runs at once: local threads, a dask.distributed cluster's
     threads, or 1 (synchronous and unknown schedulers)."""
-    get = dask.base.get_scheduler(scheduler=resolve_scheduler(scheduler))
+    get = dask_get_scheduler(scheduler=resolve_scheduler(scheduler))
     if get is dask.threaded.get:
         return max(1, int(dask.config.get("num_workers", None) or dask.system.CPU_COUNT))
     nthreads = getattr(getattr(get, "__self__", None), "nthreads", None)
     if callable(nthreads):  # a distributed Client's bound ``get``
         try:
-            return max(1, sum(nthreads().values()))
+            total: int = max(1, sum(nthreads().values()))
+            return total
         except Exception:  # a client that cannot answer: assume one thread
             return 1
     return 1
@@ -737,13 +761,16 @@ def compute(
     ``workers=chains``, so no thread reads blocks ahead that no chain can take.
     """
     scheduler = resolve_scheduler(scheduler)
-    get = dask.base.get_scheduler(scheduler=scheduler, collections=list(objs))
+    get = dask_get_scheduler(scheduler=scheduler, collections=list(objs))
+    out: tuple[Any, ...]
     if get is not dask.threaded.get:
-        return dask.compute(*objs, scheduler=scheduler)
+        out = dask_compute(*objs, scheduler=scheduler)
+        return out
     cores = scheduler_threads(scheduler)
     workers = max(1, min(workers or cores, cores))
     with blas_threads(blas or max(1, cores // workers)):
-        return dask.compute(*objs, scheduler=scheduler, num_workers=workers)
+        out = dask_compute(*objs, scheduler=scheduler, num_workers=workers)
+        return out
 
 
 _BLOCK_TASKS = ("_linear_step", "_linear_first", "block_minibatch", "_select", "block_counts",
@@ -755,7 +782,8 @@ class _BlockCounter(Callback):
     """Counts finished row-block tasks of a local dask scheduler."""
 
     def __init__(self, on_block: Callable[[], None]) -> None:
-        super().__init__()
+        # dask's Callback.__init__ is unannotated
+        super().__init__()  # type: ignore[no-untyped-call]
         self.on_block = on_block
 
     def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, id: Any) -> None:

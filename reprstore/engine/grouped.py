@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,10 @@ MIN_GROUPS = 10
 Pair = tuple[int, int]
 REPR_FIELDS = ("n", "total", "gram", "sqnorm", "sqnorm2", "sqnorm_x", "nonfinite")
 PAIR_FIELDS = ("cross", "a_y", "b_x", "ab")
+#: A key of the group sums: ``("r", stream, field)`` or ``("p", stream, stream, field)``.
+SumKey = tuple[str | int, ...]
+#: Group sums by key: stacked (G, ...) or one combination of them (e.g. ``total − state_g``).
+Sums = dict[SumKey, np.ndarray]
 
 
 # ------------------------------------------------------------------------------ plan
@@ -124,10 +128,10 @@ def _add_in_place(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
         c[...] = out.T
 
 
-def _zeros(features: Sequence[int], own: Sequence[int], cross: Sequence[Pair], g: int) -> dict:
+def _zeros(features: Sequence[int], own: Sequence[int], cross: Sequence[Pair], g: int) -> Sums:
     """Empty stacked group sums (G, ...); ``np.zeros`` maps its pages lazily, so untouched
     groups take no memory."""
-    out: dict = {}
+    out: Sums = {}
     for s in own:
         p = features[s]
         shapes = dict(n=(), total=(p,), gram=(p, p), sqnorm=(), sqnorm2=(), sqnorm_x=(p,),
@@ -141,7 +145,7 @@ def _zeros(features: Sequence[int], own: Sequence[int], cross: Sequence[Pair], g
 
 
 def _add_group(
-    state: dict, g: int, sub: dict[int, np.ndarray], offsets: Sequence[Any],
+    state: Sums, g: int, sub: dict[int, np.ndarray], offsets: Sequence[Any],
     own: Sequence[int], cross: Sequence[Pair],
 ) -> None:  # fmt: skip
     """Add group ``g``'s rows of one block (``sub``: stream → rows) to the sums in place
@@ -165,7 +169,7 @@ def _add_group(
 
 
 def _stream_blocks(
-    readers: dict[int, dask_graph.BlockReader], rows: np.ndarray | None,
+    readers: Mapping[int, Callable[[], np.ndarray]], rows: np.ndarray | None,
     streams: Sequence[Stream], wanted: Sequence[int],
 ) -> dict[int, np.ndarray]:  # fmt: skip
     """The selected rows of one block of each wanted stream (each array read once)."""
@@ -178,7 +182,7 @@ def _stream_blocks(
 
 
 def _grouped_step(
-    state: dict | None,
+    state: Sums | None,
     readers: dict[int, dask_graph.BlockReader],
     rows: np.ndarray | None,
     groups: np.ndarray,
@@ -187,7 +191,7 @@ def _grouped_step(
     streams: Sequence[Stream],
     own: Sequence[int],
     cross: Sequence[Pair],
-) -> dict:
+) -> Sums:
     """Add one row block to the stacked group sums (``groups``: group of each selected row).
 
     The name starts with ``_grouped_step`` so that the engine's progress counts it as a
@@ -207,7 +211,7 @@ def _grouped_step(
     return state
 
 
-def _merge_groups(a: dict, b: dict) -> dict:
+def _merge_groups(a: Sums, b: Sums) -> Sums:
     for k, v in b.items():
         a[k] += v
     return a
@@ -230,9 +234,11 @@ def first_offsets(ctx: PassContext, streams: Sequence[Stream], wanted: Sequence[
     k, rows = _live(ctx)[0]
     arrays = sorted({streams[s][0] for s in wanted})
     # a callable scheduler: by name, dask would import distributed to look for a client
-    got = dask.compute(*[ctx.arrays[i].blocks[k] for i in arrays], scheduler=dask.local.get_sync)
+    got = dask_graph.dask_compute(
+        *[ctx.arrays[i].blocks[k] for i in arrays], scheduler=dask.local.get_sync
+    )
     readers = {i: _Fixed(np.asarray(x)) for i, x in zip(arrays, got, strict=True)}
-    blocks = _stream_blocks(readers, rows, streams, wanted)  # type: ignore[arg-type]
+    blocks = _stream_blocks(readers, rows, streams, wanted)
     offsets: list[Any] = [None] * len(streams)
     for s, x in blocks.items():
         offsets[s] = linear.block_offset(np.asarray(x))
@@ -259,7 +265,7 @@ def grouped_pass(
     room: int,
     offsets: Sequence[Any],
     runner: dask_graph.Runner,
-) -> dict:
+) -> dict[Any, Any]:  # Sums, to which a caller may add keys (the fold pass: "_offsets")
     """One pass: the stacked per-group sums (G, ...) of the streams ``own`` and the stream
     pairs ``cross``; in checkpointed segments when ``ctx.checkpoints`` is set
     (:func:`reprstore.engine.checkpoints.run_segments`), in one graph otherwise.
@@ -277,7 +283,7 @@ def grouped_pass(
     full = np.full(int(bounds[-1]), -1, dtype=np.int64)
     full[np.flatnonzero(ctx.mask) if ctx.mask is not None else slice(None)] = groups
     arrays = sorted({streams[s][0] for s in set(own) | {s for p in cross for s in p}})
-    whole = {i: ctx.arrays[i].rechunk({1: -1}) for i in arrays}
+    whole = {i: dask_graph.one_column_chunk(ctx.arrays[i]) for i in arrays}
     live = _live(ctx)
     threads = dask_graph.scheduler_threads(ctx.scheduler)
     features = [0 if o is None else len(o) for o in offsets]
@@ -285,25 +291,27 @@ def grouped_pass(
     chains = max(1, min(threads, len(live), room // max(per_chain, 1)))
     args = (n_groups, list(offsets), list(streams), list(own), list(cross))
 
-    def segment(blocks: list[tuple[int, np.ndarray | None]], start: dict | None) -> dict:
+    def segment(blocks: list[tuple[int, np.ndarray | None]], start: Sums | None) -> Sums:
         """The sums of ``blocks`` folded into ``start`` (in place, the first chain's)."""
         parts: list[Any] = []
         for c in range(min(chains, len(blocks))):
             state: Any = None
             if c == 0 and start is not None:
-                state = dask.delayed(start, traverse=False,
-                                     name=f"grouped-start-{uuid.uuid4().hex}")  # fmt: skip
+                state = dask_graph.dask_delayed(
+                    start, traverse=False, name=f"grouped-start-{uuid.uuid4().hex}"
+                )
             for k, rows in blocks[c::chains]:
                 readers = {i: dask_graph.BlockReader(a, k) for i, a in whole.items()}
                 g = full[bounds[k] : bounds[k + 1]]
                 g = g if rows is None else g[rows]
-                state = dask.delayed(_grouped_step)(state, readers, rows, g, *args)
+                state = dask_graph.dask_delayed(_grouped_step)(state, readers, rows, g, *args)
             parts.append(state)
         graph = dask_graph.tree_reduce(parts, _merge_groups, ctx.split_every)
         workers = min(chains, len(blocks))
+        out: Sums
         (out,) = runner(graph, blocks=len(blocks), workers=workers,
                         blas=max(1, threads // workers))  # fmt: skip
-        return out  # type: ignore[no-any-return]
+        return out
 
     ckpt = getattr(ctx, "checkpoints", None)
     local = dask_graph.is_local_threaded(ctx.scheduler)
@@ -320,7 +328,7 @@ def grouped_pass(
     def skip(done: int) -> None:
         runner.skip(sum(len(s) for s in segments[:done]))
 
-    return checkpoints.run_segments(  # type: ignore[no-any-return]
+    summed: Sums = checkpoints.run_segments(
         ckpt,
         key,
         len(segments),
@@ -329,6 +337,7 @@ def grouped_pass(
         ctx.memory,
         skip,
     )
+    return summed
 
 
 def _digest(groups: np.ndarray, offsets: Sequence[Any]) -> str:
@@ -344,14 +353,14 @@ def _digest(groups: np.ndarray, offsets: Sequence[Any]) -> str:
     return h.hexdigest()
 
 
-def _encode_sums(stacked: dict) -> dict[str, np.ndarray]:
+def _encode_sums(stacked: Sums) -> dict[str, np.ndarray]:
     """Stacked group sums as plain named arrays: ``("p", 0, 1, "cross")`` → ``p.0.1.cross``."""
     return {".".join(map(str, k)): v for k, v in stacked.items()}
 
 
-def _decode_sums(shapes: dict, arrays: dict[str, np.ndarray]) -> dict:
+def _decode_sums(shapes: dict[SumKey, tuple[int, ...]], arrays: dict[str, np.ndarray]) -> Sums:
     """The stacked group sums of :func:`_encode_sums`, checked against the pass's shapes."""
-    out: dict = {}
+    out: Sums = {}
     for name, v in arrays.items():
         kind, *idx, f = name.split(".")
         out[(kind, *map(int, idx), f)] = np.asarray(v, dtype=np.float64)
@@ -363,7 +372,7 @@ def _decode_sums(shapes: dict, arrays: dict[str, np.ndarray]) -> dict:
 # ------------------------------------------------------------- states → statistics
 
 
-def repr_moments(sums: dict, s: int, offset: linear.Offset) -> linear.ReprMoments:
+def repr_moments(sums: Sums, s: int, offset: linear.Offset) -> linear.ReprMoments:
     """The :class:`~reprstore.stats.linear.ReprMoments` of stream ``s`` from one
     combination of group sums (e.g. ``total − state_g``)."""
     v = {f: sums[("r", s, f)] for f in REPR_FIELDS}
@@ -374,17 +383,17 @@ def repr_moments(sums: dict, s: int, offset: linear.Offset) -> linear.ReprMoment
     )  # fmt: skip
 
 
-def pair_moments(sums: dict, s: int, t: int) -> linear.PairMoments:
+def pair_moments(sums: Sums, s: int, t: int) -> linear.PairMoments:
     """The :class:`~reprstore.stats.linear.PairMoments` of streams (s, t) from group sums."""
     f = {x: sums[("p", s, t, x)] for x in PAIR_FIELDS}
     return linear.PairMoments(f["cross"], f["a_y"], f["b_x"], float(f["ab"]))
 
 
-def total(stacked: dict) -> dict:
+def total(stacked: Sums) -> Sums:
     """The sums over all groups (the statistics of every row)."""
     return {k: v.sum(axis=0) for k, v in stacked.items()}
 
 
-def left_out(stacked: dict, full: dict, g: int) -> dict:
+def left_out(stacked: Sums, full: Sums, g: int) -> Sums:
     """The sums without group ``g``."""
     return {k: full[k] - v[g] for k, v in stacked.items()}

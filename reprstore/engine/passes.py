@@ -683,7 +683,7 @@ class Layout:
 
 def measure_sums(
     ctx: PassContext, lay: Layout, specs: Sequence[Spec], orient: dict[Pair, list[Pair]],
-    sums: dict, offsets: Sequence[Any],
+    sums: gp.Sums, offsets: Sequence[Any],
 ) -> dict[Pair, dict[str, Any]]:  # fmt: skip
     """The engine's columns of every ordered pair of ``orient`` from one combination of
     group sums: each measure's ``partial`` per side, ``finalize`` per pair."""

@@ -372,7 +372,7 @@ class Side:
     def whitener(self, ridge: float = 0.0) -> Whitening:
         """Cxx^-½ over the rank, or of Cxx + ridge·tr(Cxx)/p·I: made once per representation
         and ridge, shared by the measures that whiten."""
-        cache = self.__dict__.setdefault("_whiteners", {})
+        cache: dict[float, Whitening] = self.__dict__.setdefault("_whiteners", {})
         if ridge not in cache:
             cache[ridge] = self._whitening(ridge)
         return cache[ridge]
@@ -429,15 +429,18 @@ class Whitening:
 
     def left(self, m: np.ndarray) -> np.ndarray:
         """Wᵀm (r, q)."""
-        return self.w @ m if self.triangular else self.w.T @ m
+        out: np.ndarray = self.w @ m if self.triangular else self.w.T @ m
+        return out
 
     def right(self, m: np.ndarray) -> np.ndarray:
         """mW (q, r)."""
-        return m @ self.w.T if self.triangular else m @ self.w
+        out: np.ndarray = m @ self.w.T if self.triangular else m @ self.w
+        return out
 
     def apply(self, u: np.ndarray) -> np.ndarray:
         """Wu (p, k): directions in the whitened basis back in the side's units."""
-        return self.w.T @ u if self.triangular else self.w @ u
+        out: np.ndarray = self.w.T @ u if self.triangular else self.w @ u
+        return out
 
 
 def whitening_parts(measure: Measure, opts: Mapping[str, Any], p: int) -> dict[Hashable, int]:
@@ -482,4 +485,5 @@ def singular_values(m: np.ndarray) -> np.ndarray:
     if not x.flags.c_contiguous:
         x = np.ascontiguousarray(x)
     w = np.linalg.eigvalsh(x @ x.T)[::-1]
-    return np.sqrt(np.maximum(w, 0.0))
+    out: np.ndarray = np.sqrt(np.maximum(w, 0.0))
+    return out

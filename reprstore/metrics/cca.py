@@ -105,7 +105,8 @@ def check_rho(rho: np.ndarray, names: tuple[str, str]) -> np.ndarray:
             f"{rho.max():.9g} > 1: the sides are too ill-conditioned; add a ridge "
             "(cca:ridge=1e-3)."
         )
-    return np.clip(rho, 0.0, 1.0)
+    clipped: np.ndarray = np.clip(rho, 0.0, 1.0)
+    return clipped
 
 
 RIDGE = Option("ridge", float, 0.0, "ε: Cxx + ε·tr(Cxx)/p·I (and Cyy alike)")

@@ -156,7 +156,8 @@ def fold_fit(train: Sums, ridge: float, alpha_total: float, p: int) -> np.ndarra
         return np.linalg.solve(cxx + alpha_total / n * np.eye(p), cxy)
     w, v = np.linalg.eigh((cxx + cxx.T) / 2.0)
     keep = w > RANK_RTOL * w[-1]  # least squares over the training rank (minimum norm)
-    return (v[:, keep] / w[keep]) @ (v[:, keep].T @ cxy)
+    fit: np.ndarray = (v[:, keep] / w[keep]) @ (v[:, keep].T @ cxy)
+    return fit
 
 
 def fold_sse(test: Sums, train: Sums, w: np.ndarray) -> float:

@@ -49,7 +49,8 @@ def principal_angles(qa: np.ndarray, qb: np.ndarray) -> np.ndarray:
     m = qa.T @ qb
     cos = np.clip(np.linalg.svd(m, compute_uv=False), -1.0, 1.0)  # descending
     sin = np.clip(np.sort(np.linalg.svd(qb - qa @ m, compute_uv=False)), 0.0, 1.0)
-    return np.where(cos >= np.sqrt(0.5), np.arcsin(sin[: cos.size]), np.arccos(cos))
+    angles: np.ndarray = np.where(cos >= np.sqrt(0.5), np.arcsin(sin[: cos.size]), np.arccos(cos))
+    return angles
 
 
 class PCA(Measure):

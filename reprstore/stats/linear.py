@@ -209,7 +209,7 @@ def init_pair(p: int, q: int) -> PairMoments:
 def shifted(block: np.ndarray, shift: np.ndarray | Offset) -> np.ndarray:
     """``block`` (r, p) as float64 minus the shift (and divided by the scale): a new array."""
     off = as_offset(shift)
-    out = np.subtract(block, off.shift, dtype=np.float64)
+    out: np.ndarray = np.subtract(block, off.shift, dtype=np.float64)
     if off.scale != 1.0:
         out *= 1.0 / off.scale  # a power of two: exact
     return out

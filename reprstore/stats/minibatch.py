@@ -21,16 +21,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
 from reprstore.stats.batch_kernels import BatchAccumulator, add_batches, nonfinite_rows
 from reprstore.stats.batch_kernels import batch_gram as batch_gram  # re-exported
-from reprstore.stats.batch_kernels import relative_spread as relative_spread
 from reprstore.stats.hsic import MIN_ROWS_UNBIASED
 from reprstore.stats.linear import NUMPY, Backend
 
 Pieces = dict[int, list[np.ndarray | None]]
+
+_K = TypeVar("_K")
+_V = TypeVar("_V", int, float)
 
 
 @dataclass
@@ -69,7 +72,7 @@ class MinibatchSums:
 def merge_sums(a: MinibatchSums, b: MinibatchSums) -> MinibatchSums:
     """Sum of two partial states."""
 
-    def add(x: dict, y: dict) -> dict:
+    def add(x: dict[_K, _V], y: dict[_K, _V]) -> dict[_K, _V]:
         return {k: x.get(k, 0) + y.get(k, 0) for k in x.keys() | y.keys()}
 
     return MinibatchSums(
@@ -91,7 +94,7 @@ def sums_to_arrays(sums: MinibatchSums) -> dict[str, np.ndarray]:
     """The sums as plain arrays (a checkpoint: float64 kept exactly, no pickle)."""
     out = {"counts": np.array([sums.n_batches, sums.n_rows], dtype=np.int64)}
     for name in _SUM_FIELDS:
-        part: dict = getattr(sums, name)
+        part: dict[Any, float] = getattr(sums, name)
         keys = list(part)
         width = 2 if name == "pairs" else 1
         out[f"{name}.keys"] = np.array(keys, dtype=np.int64).reshape(len(keys), width)
@@ -103,7 +106,7 @@ def sums_to_arrays(sums: MinibatchSums) -> dict[str, np.ndarray]:
 def sums_from_arrays(arrays: dict[str, np.ndarray]) -> MinibatchSums:
     """:func:`sums_to_arrays` backwards."""
     n_batches, n_rows = (int(v) for v in arrays["counts"])
-    parts: dict[str, dict] = {}
+    parts: dict[str, dict[Any, Any]] = {}
     for name in _SUM_FIELDS:
         keys, values = arrays[f"{name}.keys"], arrays[f"{name}.values"]
         if len(keys) != len(values):
@@ -140,7 +143,8 @@ class ConsecutiveBatches:
 
     @property
     def first_rows(self) -> np.ndarray:
-        return np.cumsum(self.sizes) - self.sizes
+        first: np.ndarray = np.cumsum(self.sizes) - self.sizes
+        return first
 
     def segment(self, lo: int, hi: int) -> ConsecutiveBatches:
         """The same layout, batches [lo, hi) only."""
@@ -361,7 +365,7 @@ def _rows_of(blocks: Sequence[np.ndarray | None], sel: np.ndarray) -> list[np.nd
 
 def _joined(parts: Sequence[Sequence[np.ndarray | None]]) -> list[np.ndarray | None]:
     return [
-        None if parts[0][i] is None else np.concatenate([p[i] for p in parts])  # type: ignore[misc]
+        None if parts[0][i] is None else np.concatenate([p[i] for p in parts])
         for i in range(len(parts[0]))
     ]
 

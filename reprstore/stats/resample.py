@@ -169,13 +169,16 @@ def permutation_step(n: int) -> int:
 
 def permutation(seed: int, replicate: int, stream: int, n: int) -> np.ndarray:
     """Permutation ``replicate`` of :func:`permutations`: int64 (n,)."""
-    return permutations(seed, 1, stream, n, start=replicate)[0]
+    out: np.ndarray = permutations(seed, 1, stream, n, start=replicate)[0]
+    return out
 
 
 # ------------------------------------------------------------------ combining group sums
 
 
-def stack_states(states: Sequence[State | None], like: State | None = None) -> dict:
+def stack_states(
+    states: Sequence[State | None], like: State | None = None
+) -> dict[Hashable, np.ndarray]:
     """Stack G group states (mappings of arrays/numbers that add) along a new axis 0.
 
     A ``None`` state (an empty group) counts as zeros of the shapes of the others.
@@ -187,7 +190,7 @@ def stack_states(states: Sequence[State | None], like: State | None = None) -> d
     ref = like if like is not None else next((s for s in states if s is not None), None)
     if ref is None:
         raise ValueError("every group is empty")
-    out: dict = {}
+    out: dict[Hashable, np.ndarray] = {}
     for key, value in ref.items():
         first = np.asarray(value, dtype=np.float64)
         stacked = np.zeros((len(states), *first.shape))
@@ -198,7 +201,9 @@ def stack_states(states: Sequence[State | None], like: State | None = None) -> d
     return out
 
 
-def combine(weights: np.ndarray, stacked: Mapping[Hashable, np.ndarray]) -> dict:
+def combine(
+    weights: np.ndarray, stacked: Mapping[Hashable, np.ndarray]
+) -> dict[Hashable, np.ndarray]:
     """Σ_g w_g · state_g for weights (G,), or one combination per row of weights (R, G)."""
     w = np.asarray(weights, dtype=np.float64)
     return {k: np.tensordot(w, v, axes=([w.ndim - 1], [0])) for k, v in stacked.items()}
@@ -207,7 +212,7 @@ def combine(weights: np.ndarray, stacked: Mapping[Hashable, np.ndarray]) -> dict
 def replicate_values(
     weights: np.ndarray,
     stacked: Mapping[Hashable, np.ndarray],
-    statistic: Callable[[dict], np.ndarray],
+    statistic: Callable[[dict[Hashable, np.ndarray]], np.ndarray],
     max_bytes: int = 256 * 1024**2,
 ) -> np.ndarray:
     """The statistic of each replicate's combined state.
@@ -237,7 +242,7 @@ def replicate_values(
 
 def jackknife_values(
     stacked: Mapping[Hashable, np.ndarray],
-    statistic: Callable[[dict], np.ndarray],
+    statistic: Callable[[dict[Hashable, np.ndarray]], np.ndarray],
     groups: Sequence[int] | np.ndarray | None = None,
 ) -> np.ndarray:
     """The statistic with each group left out in turn (total − state_g): (len(groups), m).
@@ -268,21 +273,24 @@ def half_sample_se(values: np.ndarray) -> np.ndarray:
     sampling spread to first order (random half-sampling, McCarthy 1969; the delete-d
     jackknife with d = G/2, Shao & Wu 1989, whose factor (G − d)/d is then 1).
     """
-    return np.std(values, axis=0, ddof=1)
+    se: np.ndarray = np.std(values, axis=0, ddof=1)
+    return se
 
 
 def jackknife_se(values: np.ndarray) -> np.ndarray:
     """Delete-one-group jackknife standard error from the G leave-one-out values (G, ...)."""
     g = values.shape[0]
     centred = values - values.mean(axis=0)
-    return np.sqrt((g - 1) / g * np.sum(centred**2, axis=0))
+    se: np.ndarray = np.sqrt((g - 1) / g * np.sum(centred**2, axis=0))
+    return se
 
 
 def jackknife_corrected(estimate: float, values: np.ndarray) -> np.ndarray:
     """The delete-group jackknife's bias-corrected estimate G·θ̂ − (G − 1)·mean(θ̂₍₋g₎)
     (Quenouille 1956): it removes the O(1/n) bias of a plug-in such as an in-sample R²."""
     g = values.shape[0]
-    return g * np.asarray(estimate, dtype=np.float64) - (g - 1) * values.mean(axis=0)
+    out: np.ndarray = g * np.asarray(estimate, dtype=np.float64) - (g - 1) * values.mean(axis=0)
+    return out
 
 
 def t_interval(
@@ -311,4 +319,5 @@ def permutation_p(observed: np.ndarray | float, null: np.ndarray) -> np.ndarray:
     """
     null = np.asarray(null, dtype=np.float64)
     count = np.sum(null >= np.asarray(observed, dtype=np.float64), axis=0)
-    return (1.0 + count) / (null.shape[0] + 1.0)
+    p: np.ndarray = (1.0 + count) / (null.shape[0] + 1.0)
+    return p

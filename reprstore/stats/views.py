@@ -36,6 +36,6 @@ def apply_view(block: np.ndarray, view: str) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         y = x / top  # no overflow or underflow in the squares below
         norm = top * np.sqrt(np.einsum("ij,ij->i", y, y))[:, None]
-        out = x / norm
+        out: np.ndarray = x / norm
     out[~(norm[:, 0] > 0.0)] = np.nan
     return out

@@ -67,12 +67,12 @@ class CheckedRows:
     chunk_rows: int
     crcs: tuple[int, ...]
     rows_written: int
-    _array: Any = field(default=None, repr=False, compare=False)
+    _array: zarr.Array[Any] | None = field(default=None, repr=False, compare=False)
 
     ndim = 2
 
     @classmethod
-    def from_array(cls, url: str, array: zarr.Array, label: str) -> CheckedRows:
+    def from_array(cls, url: str, array: zarr.Array[Any], label: str) -> CheckedRows:
         """Wrap an open zarr array of a store at ``url`` (its attributes give the CRCs)."""
         attrs: dict[str, Any] = array.attrs.asdict()
         return cls(
@@ -93,7 +93,7 @@ class CheckedRows:
         return state
 
     @property
-    def array(self) -> zarr.Array:
+    def array(self) -> zarr.Array[Any]:
         if self._array is None:
             try:
                 self._array = zarr.open_array(self.location, path=self.path, mode="r")

@@ -77,7 +77,7 @@ def _stored_columns(group: zarr.Group) -> list[str]:
     return sorted(meta.array_keys())
 
 
-def _array(group: zarr.Group, path: str) -> zarr.Array:
+def _array(group: zarr.Group, path: str) -> zarr.Array[Any]:
     """An array of a dataset; a missing or unreadable one is a CorruptDataError naming it."""
     from reprstore.errors import CorruptDataError
 
@@ -172,7 +172,7 @@ def check_dataset(
     if fingerprint is not None and ds.fingerprint not in (None, fingerprint):
         raise DatasetMismatchError(
             f"The input data differ from the data dataset {name!r} was extracted from "
-            f"(fingerprint {fingerprint[:12]} ≠ {ds.fingerprint[:12]}). "  # type: ignore[index]
+            f"(fingerprint {fingerprint[:12]} ≠ {ds.fingerprint[:12]}). "
             "Use the same samples in the same order, or a new --dataset name."
         )
     for column, values in (meta or {}).items():

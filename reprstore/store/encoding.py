@@ -22,11 +22,14 @@ Decisions (measured on real MiniLM activations, see the benchmarks):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from reprstore.errors import InputError
+
+if TYPE_CHECKING:
+    from zarr.codecs import BloscCodec
 
 STORAGE_DTYPES = ("float16", "float32", "bfloat16")
 DEFAULT_DTYPE = "float16"
@@ -164,7 +167,7 @@ def chunk_rows_for(n_features: int, itemsize: int, n_samples: int | None) -> int
     return rows
 
 
-def compressors(dtype: np.dtype) -> list:
+def compressors(dtype: np.dtype) -> list[BloscCodec]:
     """The zarr v3 codec chain new arrays of a stored dtype are written with."""
     from zarr.codecs import BloscCodec
 

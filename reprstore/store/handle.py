@@ -518,7 +518,7 @@ class Store:
         return self.format != 1 or str(node.attrs.get("dataset", "default")) == key.dataset
 
     @_read_consistently
-    def array(self, key: ReprKey, *, allow_incomplete: bool = False) -> zarr.Array:
+    def array(self, key: ReprKey, *, allow_incomplete: bool = False) -> zarr.Array[Any]:
         """The zarr array of a representation; refuses incomplete ones unless allowed."""
         if not self.exists(key):
             raise NotFoundError(f"No representation {key.label()} in {self.url}.")
@@ -658,7 +658,7 @@ class Store:
         sources: dict[str, Any],
         overwrite: bool,
         path: str | None = None,
-    ) -> zarr.Array:
+    ) -> zarr.Array[Any]:
         self._check_settings(key, settings, overwrite)
         if self.exists(key) and not overwrite:
             arr = self.root[self.array_path(key)]

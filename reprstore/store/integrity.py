@@ -46,7 +46,7 @@ class VerifyReport:
         return not self.problems
 
 
-def _stored_size(arr: zarr.Array, index: int) -> int | None:
+def _stored_size(arr: zarr.Array[Any], index: int) -> int | None:
     """Bytes of chunk ``index`` as stored, or None if its key is missing."""
     key = arr.metadata.encode_chunk_key((index, 0))
     path = f"{arr.path}/{key}" if arr.path else key
@@ -55,7 +55,7 @@ def _stored_size(arr: zarr.Array, index: int) -> int | None:
 
 
 def _check_layout(
-    store: Store, key: ReprKey, arr: zarr.Array, attrs: dict[str, Any]
+    store: Store, key: ReprKey, arr: zarr.Array[Any], attrs: dict[str, Any]
 ) -> Iterator[str]:
     settings = attrs.get("settings", {})
     n_features = settings.get("n_features")
@@ -79,7 +79,9 @@ def _check_layout(
         yield f"has {arr.shape[0]} rows; dataset {dataset!r} has {n}"
 
 
-def _check_chunks(arr: zarr.Array, attrs: dict[str, Any], report: VerifyReport) -> Iterator[str]:
+def _check_chunks(
+    arr: zarr.Array[Any], attrs: dict[str, Any], report: VerifyReport
+) -> Iterator[str]:
     rows = int(arr.chunks[0])
     written = int(attrs.get("rows_written", 0))
     crcs = list(attrs.get("chunk_crc32", []))

@@ -37,7 +37,7 @@ from reprstore.store.encoding import compressors
 STAGING = "__reencode__"
 
 
-def codec_config(arr: zarr.Array) -> list[dict[str, Any]]:
+def codec_config(arr: zarr.Array[Any]) -> list[dict[str, Any]]:
     """The bytes-to-bytes codecs of an array as JSON (what its ``zarr.json`` says)."""
     return [c.to_dict() for c in arr.metadata.codecs[1:]]  # type: ignore[union-attr]
 
@@ -47,9 +47,9 @@ def target_config(dtype: np.dtype) -> list[dict[str, Any]]:
     return [c.to_dict() for c in compressors(dtype)]
 
 
-def needs_reencode(arr: zarr.Array) -> bool:
+def needs_reencode(arr: zarr.Array[Any]) -> bool:
     """Whether ``arr`` was written with a codec chain other than the current default."""
-    return codec_config(arr) != target_config(arr.dtype)  # type: ignore[arg-type]
+    return codec_config(arr) != target_config(arr.dtype)
 
 
 def plan(root: zarr.Group, paths: list[str]) -> list[str]:
@@ -61,7 +61,7 @@ def _chunk_exists(folder: Path, index: int) -> bool:
     return (folder / "c" / str(index) / "0").exists()
 
 
-def _copy(src: zarr.Array, dst: zarr.Array, folder: Path, label: str,
+def _copy(src: zarr.Array[Any], dst: zarr.Array[Any], folder: Path, label: str,
           step: Callable[[], None]) -> None:  # fmt: skip
     """Copy every stored chunk of ``src`` into ``dst``; check each against the original
     decoded bytes and its recorded CRC-32."""

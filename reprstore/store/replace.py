@@ -23,11 +23,12 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from zarr.abc.store import Store as ZarrStore
 from zarr.storage import LocalStore
 
-from reprstore.store.zarr_internals import default_buffer_prototype, sync
+from reprstore.store.zarr_internals import Buffer, default_buffer_prototype, sync
 
 STAGING = ".staging"
 JOURNAL = "swap.json"
@@ -35,7 +36,7 @@ TARGET = "target.json"
 DONE = ".done"
 
 
-def _bytes(data: bytes):  # type: ignore[no-untyped-def]
+def _bytes(data: bytes) -> Buffer:
     return default_buffer_prototype().buffer.from_bytes(data)
 
 
@@ -123,7 +124,7 @@ def begin_if_needed(
     return Replacement.begin(store, target) if overwrite and exists else None
 
 
-def _stages(store: ZarrStore) -> list[tuple[str, dict]]:
+def _stages(store: ZarrStore) -> list[tuple[str, dict[str, Any]]]:
     out = []
     for key in _keys(store, STAGING):
         parts = key.split("/")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import zarr
@@ -15,7 +16,7 @@ class ZarrRows:
     """A zarr array seen as rows (axis 0 = samples); ``read`` returns numpy."""
 
     url: str
-    array: zarr.Array
+    array: zarr.Array[Any]
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -49,7 +49,7 @@ class ReprWriter:
 
     def __init__(
         self,
-        array: zarr.Array,
+        array: zarr.Array[Any],
         key: ReprKey,
         settings: ReprSettings,
         encoding: Encoding,

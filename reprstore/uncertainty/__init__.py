@@ -242,7 +242,7 @@ def _linear_measures(
 
         rows = passes.run(replace(ctx, progress=first), ordered, specs).pairs
         runner.done, runner.total = seen[0], seen[0] + blocks
-    tests: dict[Any, dict] = {}
+    tests: dict[Any, dict[tuple[int, int], dict[str, Any]]] = {}
     if opts.permutations is not None:
         if others:
             tests[None] = generic.permutation_tests(ctx, ordered, others, opts, runner)

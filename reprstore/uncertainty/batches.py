@@ -28,10 +28,10 @@ from reprstore.engine.passes import rbf_bandwidths
 from reprstore.errors import ComparisonError, InputError
 from reprstore.metrics.cka import CKAResult, cka_minibatch
 from reprstore.stats import resample as rs
+from reprstore.stats.batch_kernels import relative_spread
 from reprstore.stats.hsic import MIN_ROWS_UNBIASED, GramSummary, gram_terms, hsic1, hsic1_scale
 from reprstore.stats.linear import NUMPY, Backend, count_nonfinite
 from reprstore.stats.minibatch import MinibatchSums, assign_batches, batch_gram
-from reprstore.stats.minibatch import relative_spread as relative_spread
 from reprstore.stats.plan import batch_groups, human_bytes
 from reprstore.uncertainty.base import UncertaintySettings, clip_interval, with_uncertainty
 
@@ -153,7 +153,7 @@ def _block_records(
     return (recs, bad), pieces
 
 
-def _finish(parts: Sequence[dict], b: int, *args: Any) -> Records:
+def _finish(parts: Sequence[dict[int, list[np.ndarray | None]]], b: int, *args: Any) -> Records:
     got = [p[b] for p in parts if b in p]
     rows = [None if got[0][i] is None else np.concatenate([g[i] for g in got])
             for i in range(len(got[0]))]  # fmt: skip
@@ -167,7 +167,7 @@ def _merge(a: Records, b: Records) -> Records:
 
 def records_pass(
     arrays: Sequence[Any], batch_ids: np.ndarray, own: Sequence[int], pairs: Sequence[Pair],
-    args: tuple, split_every: int,
+    args: tuple[Any, ...], split_every: int,
 ) -> Any:  # fmt: skip
     """Graph of one pass: the delayed :data:`Records` of the batches in ``batch_ids``."""
     totals = np.bincount(batch_ids[batch_ids >= 0])

@@ -72,8 +72,13 @@ def orientations(ordered: Sequence[Pair]) -> dict[Pair, list[Pair]]:
     return orient
 
 
+#: What :func:`_plan` gives: orientations, unordered pairs, layout, row-block bytes, G,
+#: passes of pair indices.
+_Plan = tuple[dict[Pair, list[Pair]], list[Pair], Layout, int, int, list[list[int]]]
+
+
 def _plan(ctx: PassContext, ordered: Sequence[Pair], specs: Sequence[Spec],
-          opts: UncertaintySettings) -> tuple:  # fmt: skip
+          opts: UncertaintySettings) -> _Plan:  # fmt: skip
     """(orientations, unordered pairs, layout, row-block bytes, G, passes of pair indices)."""
     orient = orientations(ordered)
     units = list(orient)
@@ -148,8 +153,9 @@ def intervals(
         full = gp.total(stacked)
         point = measure_sums(ctx, lay, specs, batch, full, offsets)
 
-        def replicate(g: int, stacked: dict = stacked, full: dict = full,
-                      batch: dict = batch) -> dict[Pair, dict[str, Any]]:  # fmt: skip
+        def replicate(g: int, stacked: gp.Sums = stacked, full: gp.Sums = full,
+                      batch: dict[Pair, list[Pair]] = batch,
+                      ) -> dict[Pair, dict[str, Any]]:  # fmt: skip
             return measure_sums(ctx, lay, specs, batch, gp.left_out(stacked, full, g), offsets)
 
         try:
