@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from reprstore.engine.cluster import dask_scheduler as _scheduler
+from reprstore.engine.options import ComputeOptions
 from reprstore.engine.pass_context import Progress, context
 from reprstore.engine.passes import attention, counts, run
 from reprstore.errors import InputError, NotFoundError
@@ -62,6 +63,8 @@ def describe(
     """
     import pandas as pd
 
+    run_opts = ComputeOptions(memory=memory, workers=workers, scheduler=scheduler)  # checked once
+    memory = run_opts.budget
     specs = parse_measures(measures)
     paired = [s.name for s in specs if s.measure.pairing != "single"]
     if paired:
