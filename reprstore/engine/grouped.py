@@ -25,9 +25,8 @@ import dask
 import numpy as np
 
 from reprstore.engine import checkpoints, dask_graph
-from reprstore.errors import ComparisonError
 from reprstore.stats import linear
-from reprstore.stats.plan import human_bytes
+from reprstore.stats.plan import check_budget, human_bytes
 from reprstore.stats.views import RAW, apply_view
 
 if TYPE_CHECKING:
@@ -98,12 +97,11 @@ def plan_groups(
 
     if not fits(widest, least):
         need = max(least * widest + data_bytes, (least + replicas) * widest + finishing)
-        raise ComparisonError(
-            f"The interval needs {least} group states of {human_bytes(widest)} each "
-            f"({human_bytes(need)} with the row blocks and the recomputations' work), more "
-            f"than the memory limit {human_bytes(memory)}. Raise --memory (or use --estimator "
-            "minibatch)."
-        )
+        check_budget(
+            f"The interval's {least} group states of {human_bytes(widest)} each (with the "
+            "row blocks and the recomputations' work)", need, memory,
+            "Raise --memory (or use --estimator minibatch).",
+        )  # fmt: skip
     groups = least
     while groups < asked and fits(widest, groups + 1):
         groups += 1

@@ -69,7 +69,7 @@ from reprstore.stats.minibatch import (
 from reprstore.stats.plan import (
     Reading,
     batch_groups,
-    human_bytes,
+    check_budget,
     pass_chains,
     plan_linear_passes,
 )
@@ -506,20 +506,16 @@ def minibatch_workers(c: PassContext, idx: list[int], batch_size: int) -> int:
     involved representation and two temporaries) and pieces of batches.
     """
     kernels = 8 * batch_size**2 * (len(idx) + 2)
-    if kernels > c.memory:
-        raise ComparisonError(
-            f"Batches of {batch_size} rows need {human_bytes(kernels)} "
-            f"of kernels, more than the memory limit {human_bytes(c.memory)}. Lower --batch-size."
-        )
+    check_budget(f"The kernels of batches of {batch_size} rows", kernels, c.memory,
+                 "Lower --batch-size.")  # fmt: skip
     row_bytes = 8 * sum(int(c.arrays[i].shape[1]) for i in idx)
     block = max(c.arrays[0].chunks[0]) * row_bytes
     task = kernels + 2 * block + batch_size * row_bytes
-    if task > c.memory:
-        raise ComparisonError(
-            f"One row block of the minibatch pass needs about {human_bytes(task)} (blocks of "
-            f"{max(c.arrays[0].chunks[0])} rows and batches of {batch_size}), more than the "
-            f"memory limit {human_bytes(c.memory)}. Raise --memory or lower --batch-size."
-        )
+    check_budget(
+        f"One row block of the minibatch pass (blocks of {max(c.arrays[0].chunks[0])} rows "
+        f"and batches of {batch_size})", task, c.memory,
+        "Raise --memory or lower --batch-size.",
+    )  # fmt: skip
     return max(1, min(c.threads, c.memory // task))
 
 

@@ -27,7 +27,7 @@ from reprstore.engine.pass_context import PassContext
 from reprstore.errors import ComparisonError, InputError
 from reprstore.metrics.base import Spec
 from reprstore.stats.gram_tiles import SampleLayout, sample_bytes, sample_layout
-from reprstore.stats.plan import Reading, finishing_reserve, human_bytes, pass_bytes
+from reprstore.stats.plan import Reading, check_budget, finishing_reserve, human_bytes, pass_bytes
 from reprstore.stats.views import RAW
 
 ROUTES = ("auto", "features", "samples")
@@ -269,12 +269,8 @@ def _fold_refusals(
         plan_note = f"{s.key}: the sums of {k} folds kept in the pass"
         if plan_note not in notes:
             notes.append(plan_note)
-        if need > ctx.memory:
-            raise ComparisonError(
-                f"{s.key} keeps the sums of each of its {k} folds ({human_bytes(need)}), more "
-                f"than the memory limit {human_bytes(ctx.memory)}. Raise --memory or use "
-                "fewer folds."
-            )
+        check_budget(f"{s.key}, which keeps the sums of each of its {k} folds,", need,
+                     ctx.memory, "Raise --memory or use fewer folds.")  # fmt: skip
 
 
 def _interval_refusals(ctx: Any, specs: Sequence[Spec], unique: Sequence[Pair]) -> None:
@@ -437,7 +433,7 @@ def _cost_samples(plan: Plan, ctx: Any, pairs: Sequence[Pair], widths: list[int]
                   free: Sequence[Spec]) -> None:  # fmt: skip
     """Rounds, reads, FLOPs and memory of the sample route's pairs: one round of tiles per
     measure (cka, rsa, procrustes/shape), and the exact median's rounds for rbf."""
-    from reprstore.engine.sample_pass import factor_bytes
+    from reprstore.engine.sample_pass import check_factors, factor_bytes
 
     idx = sorted({i for p in pairs for i in p})
     w, s = [widths[i] for i in idx], [sizes[i] for i in idx]
@@ -456,14 +452,7 @@ def _cost_samples(plan: Plan, ctx: Any, pairs: Sequence[Pair], widths: list[int]
     n = plan.n
     if any(x.measure.sample_form(x.opts) == "factors" for x in free):
         need = factor_bytes(n, len(idx))
-        if need > ctx.memory:
-            raise ComparisonError(
-                f"The sample route's factors (cca, svcca, linreg, procrustes, shape) hold the "
-                f"{n} × {n} Gram matrices of "
-                f"{len(idx)} representation(s) ({human_bytes(need)}), more than the memory "
-                f"limit {human_bytes(ctx.memory)}. Raise --memory, compare fewer "
-                "representations at once, or use fewer rows (--where)."
-            )
+        check_factors(n, len(idx), ctx.memory)
         plan.sample_memory = max(plan.sample_memory, need)
         plan.flops += EIGH_FLOPS * float(n) ** 3 * len(idx)
     stored = sum(ctx.arrays[0].shape[0] * widths[i] * sizes[i] for i in idx)

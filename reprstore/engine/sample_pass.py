@@ -48,7 +48,7 @@ from reprstore.stats.gram_tiles import (
 from reprstore.stats.hsic import HsicTerms, hsic1
 from reprstore.stats.kernels import Bandwidth
 from reprstore.stats.linear import Offset, block_offset, count_nonfinite
-from reprstore.stats.plan import human_bytes
+from reprstore.stats.plan import check_budget, human_bytes
 from reprstore.stats.selection import OrderStatistics, median_ranks
 
 if TYPE_CHECKING:
@@ -529,6 +529,16 @@ def factor_bytes(n: int, reprs: int) -> int:
     return 8 * n * n * (reprs + 3)
 
 
+def check_factors(n: int, reprs: int, memory: int) -> None:
+    """Refuse factors of ``reprs`` representations of ``n`` rows beyond ``memory`` (the
+    planner asks first; the pass asks again for factors it makes outside a plan)."""
+    check_budget(
+        f"The sample route's factors (cca, svcca, linreg, procrustes, shape: the {n} × {n} "
+        f"Gram matrices of {reprs} representation(s))", factor_bytes(n, reprs), memory,
+        "Raise --memory, compare fewer representations at once, or use fewer rows (--where).",
+    )  # fmt: skip
+
+
 def sample_factors(c: PassContext, idx: Sequence[int]) -> dict[int, np.ndarray]:
     """A factor F (n × r, stored units) of each representation's centred Gram matrix
     K̄ = HKH = FFᵀ, r its rank, made from tiles (never the n × p rows at once).
@@ -541,13 +551,7 @@ def sample_factors(c: PassContext, idx: Sequence[int]) -> dict[int, np.ndarray]:
     from reprstore.stats.hsic import double_centre
 
     n, names, threads = c.n, c.names, c.threads
-    if factor_bytes(n, len(idx)) > c.memory:
-        raise ComparisonError(
-            f"The sample route's factors hold the {n} × {n} Gram matrices of {len(idx)} "
-            f"representation(s) ({human_bytes(factor_bytes(n, len(idx)))}), more than the "
-            f"memory limit {human_bytes(c.memory)}. Raise --memory, compare fewer "
-            "representations at once, or use fewer rows (--where)."
-        )
+    check_factors(n, len(idx), c.memory)
     layout, rows, state = _setup(c, idx)
     grams = {i: np.zeros((n, n)) for i in idx}
     progress = _Progress(c.progress)

@@ -47,6 +47,17 @@ def parse_memory(value: int | str | None) -> int:
     return n
 
 
+def check_budget(what: str, need: int, memory: int, remedy: str, detail: str = "") -> None:
+    """The one budget check of every pass and plan: refuse, in one line, what needs more
+    than ``memory`` bytes. ``what`` names what holds the bytes, ``detail`` (`` (a, b)``)
+    their parts, ``remedy`` what the user can change."""
+    if need > memory:
+        raise ComparisonError(
+            f"{what} needs {human_bytes(need)}{detail}, more than the memory limit "
+            f"{human_bytes(memory)}. {remedy}"
+        )
+
+
 def plan_linear_passes(
     features: Sequence[int],
     pairs: Sequence[Pair],
@@ -94,13 +105,11 @@ def plan_linear_passes(
             if before:
                 parts["kept from earlier passes"] = before
             shown = ", ".join(f"{k} {human_bytes(v)}" for k, v in parts.items() if v)
-            raise ComparisonError(
-                f"One pair ({features[i]} × {features[j]} features) needs about "
-                f"{human_bytes(need)} ({shown}), more than the memory limit "
-                f"{human_bytes(memory)}. "
+            check_budget(
+                f"One pair ({features[i]} × {features[j]} features)", need, memory,
                 "Raise --memory or use --estimator minibatch (its memory does not grow "
-                "with the number of features squared)."
-            )
+                "with the number of features squared).", detail=f" ({shown})",
+            )  # fmt: skip
         own = grown
         held.append(extra)
         batch.append((i, j))

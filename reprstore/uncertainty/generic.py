@@ -34,7 +34,7 @@ from reprstore.errors import ComparisonError
 from reprstore.metrics.base import Cross, Side, Spec
 from reprstore.stats import linear
 from reprstore.stats import resample as rs
-from reprstore.stats.plan import STORED_COPIES, human_bytes
+from reprstore.stats.plan import STORED_COPIES, check_budget, human_bytes
 from reprstore.stats.resample import DRAW_BYTES, DRAW_COPIES
 from reprstore.uncertainty.base import UncertaintySettings, say
 
@@ -283,12 +283,10 @@ def plan_test(
     r = int(opts.permutations)
     macs, held_bytes = permutation_cost(ctx, specs, list(orientations(ordered)), r)
     names = ", ".join(s.name + s.suffix for s in specs)
-    if held_bytes > ctx.memory:
-        raise ComparisonError(
-            f"The permutation test of {names} holds the compared rows in memory "
-            f"({human_bytes(held_bytes)}), more than --memory {human_bytes(ctx.memory)}. Raise "
-            "--memory or compare fewer rows (--where)."
-        )
+    check_budget(
+        f"The permutation test of {names} (the compared rows held in memory)", held_bytes,
+        ctx.memory, "Raise --memory or compare fewer rows (--where).",
+    )  # fmt: skip
     if opts.permute == "batches" or (opts.permute == "auto" and macs > PERMUTATION_MACS):
         raise ComparisonError(
             f"{r} row permutations of {names} would take {macs / 1e9:.3g} G multiply-adds "

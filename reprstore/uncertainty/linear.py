@@ -18,11 +18,10 @@ import numpy as np
 
 from reprstore.engine import dask_graph
 from reprstore.engine.pass_context import PassContext
-from reprstore.errors import ComparisonError
 from reprstore.metrics.cka import cka_linear_sides, linear_side
 from reprstore.stats import linear
 from reprstore.stats import resample as rs
-from reprstore.stats.plan import human_bytes
+from reprstore.stats.plan import check_budget, human_bytes
 from reprstore.uncertainty.base import EXACT_PERMUTATION_MACS, UncertaintySettings, say
 
 Pair = tuple[int, int]
@@ -112,11 +111,8 @@ def cka_tests(
     assert opts.permutations is not None
     macs, held = row_permutation_cost(ctx, ctx.pairs, int(opts.permutations))
     if permutes_rows(ctx, opts):
-        if held > ctx.memory:
-            raise ComparisonError(
-                f"Permuting rows holds both sides in memory ({human_bytes(held)}), more than "
-                f"--memory {human_bytes(ctx.memory)}. Raise --memory or permute within batches."
-            )
+        check_budget("Permuting rows (both sides held in memory)", held, ctx.memory,
+                     "Raise --memory or permute within batches.")  # fmt: skip
         say(opts, f"test: {opts.permutations} permutations of rows, 1 pass holding "
             f"{human_bytes(held)}, {macs / 1e9:.3g} G multiply-adds")  # fmt: skip
         return permute_rows(ctx, opts, estimator, runner)
