@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from reprstore.analysis.results import (
@@ -98,14 +99,20 @@ class PermutationResult:
         return f"sampled: {self.resamples:,} of {self.arrangements:,} arrangements, seed {seed}"
 
 
-def _statistics(pooled: np.ndarray, firsts: np.ndarray, n_x: int) -> np.ndarray:
+def _statistics(
+    pooled: npt.NDArray[np.float64], firsts: npt.NDArray[np.intp], n_x: int
+) -> npt.NDArray[np.float64]:
     """x̄ − ȳ for each row of ``firsts`` (indices of the X part of ``pooled``)."""
-    total, n_y = pooled.sum(), pooled.size - n_x
-    sums = pooled[firsts].sum(axis=1)
+    # numpy's stubs type a sum as Any
+    total: np.float64 = pooled.sum()
+    sums: npt.NDArray[np.float64] = pooled[firsts].sum(axis=1)
+    n_y = pooled.size - n_x
     return sums / n_x - (total - sums) / n_y
 
 
-def _extreme(stats: np.ndarray, observed: float, alternative: str, tol: float) -> np.ndarray:
+def _extreme(
+    stats: npt.NDArray[np.float64], observed: float, alternative: str, tol: float
+) -> npt.NDArray[np.bool_]:
     if alternative == "greater":
         return stats >= observed - tol
     if alternative == "less":
@@ -327,7 +334,9 @@ def _check_alpha(alpha: float) -> float:
     return float(alpha)
 
 
-def _check_sizes(keys: list[str], group: tuple[str, ...], spec: ContrastSpec, nx: int, ny: int):
+def _check_sizes(
+    keys: list[str], group: tuple[str, ...], spec: ContrastSpec, nx: int, ny: int
+) -> None:
     if nx >= 2 and ny >= 2:
         return
     where = ", ".join(f"{k}={v}" for k, v in zip(keys, group, strict=True))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from reprstore import keys
@@ -383,13 +384,14 @@ def replicates(
     return table, notes
 
 
-def replicate_labels(df: pd.DataFrame, over: list[str]) -> np.ndarray:
+def replicate_labels(df: pd.DataFrame, over: list[str]) -> npt.NDArray[np.object_]:
     """``seed0 · seed1``: the replicate of each row, one shared label per distinct
     combination of the ``over`` columns (vectorised: a million rows in well under a second,
     where joining each row's cells took minutes and gigabytes)."""
     codes, combos = pd.MultiIndex.from_frame(df[over].astype(str)).factorize()
     labels = np.array([" · ".join(map(str, c)) for c in combos], dtype=object)
-    return labels[codes]
+    replicates: npt.NDArray[np.object_] = labels[codes]  # indexing by codes is typed Any
+    return replicates
 
 
 def self_pairs(df: pd.DataFrame) -> pd.Series | None:

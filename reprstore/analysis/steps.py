@@ -82,7 +82,7 @@ def step_axis(labels: Sequence[object], final_step: float | None = None) -> Step
     return StepAxis(positions, ticks, notes)
 
 
-def step_order(label: str) -> tuple:
+def step_order(label: str) -> tuple[int, int, tuple[tuple[int, int | str], ...]]:
     """Sort key of checkpoint labels on the step axis: by step, then final/last/end, then
     labels without a number (natural order)."""
     step = step_of(label)

@@ -31,7 +31,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import dask
 import numpy as np
 
 from reprstore.engine import dask_graph
@@ -183,7 +182,7 @@ def run_linear(
     segments = [live[k : k + per] for k in range(0, len(live), per)]
     if ckpt is None or len(segments) < 2:
         graph, _ = dask_graph.linear_pass(c.arrays, own, pairs, shifts=offsets, chains=chains,
-                                          **common)  # type: ignore[arg-type]  # fmt: skip
+                                          **common)  # fmt: skip
         (whole,) = runner(graph, blocks=len(live), workers=chains, blas=1)
         return whole  # type: ignore[no-any-return]
     layout = [c.arrays[0].chunks[0], per, c.backend, c.n]
@@ -204,8 +203,8 @@ def run_linear(
         graph, found = dask_graph.linear_pass(
             c.arrays, own, pairs, shifts=shifts, chains=min(chains, len(segments[k])),
             blocks=segments[k], start=state, **common,
-        )  # type: ignore[arg-type]  # fmt: skip
-        state, got = runner(graph, dask.delayed(list)(found), blocks=len(segments[k]),
+        )  # fmt: skip
+        state, got = runner(graph, dask_graph.dask_delayed(list)(found), blocks=len(segments[k]),
                             workers=chains, blas=1)  # fmt: skip
         shifts = [g if g is not None else s for g, s in zip(got, shifts, strict=True)]
         now = time.monotonic()
@@ -336,7 +335,9 @@ def _load_other(ckpt: PassCheckpoints, key: str, total: int, form: Segments) -> 
 # ---------------------------------------------------------------------- file format
 
 
-def _encode(state: LinearState, shifts: Sequence[Any], done: int, total: int) -> dict:
+def _encode(
+    state: LinearState, shifts: Sequence[Any], done: int, total: int
+) -> dict[str, np.ndarray]:
     reprs, pairs = state
     arrays: dict[str, np.ndarray] = {}
     head: dict[str, Any] = {"format": FORMAT, "done": done, "segments": total,

@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from reprstore.errors import ClusterError, InputError, ReprstoreError
@@ -211,8 +211,10 @@ def dask_scheduler(
     if isinstance(scheduler, str) and "://" in scheduler:
         from distributed import Client
 
+        # Client.__init__ carries no annotations: called through a typed name (--strict)
+        connect: Callable[..., Client] = Client
         try:
-            client = Client(scheduler, timeout=min(wait, 10))
+            client = connect(scheduler, timeout=min(wait, 10))
         except (OSError, TimeoutError, ValueError) as err:
             raise InputError(f"Cannot reach the dask scheduler at {scheduler}: {err}") from None
         with (

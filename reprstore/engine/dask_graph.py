@@ -48,7 +48,7 @@ from reprstore.stats.views import RAW, apply_view
 T = TypeVar("T")
 
 # dask's scheduling functions carry no annotations (under --strict a call to one from
-# typed code is an error): this module and reprstore.engine.grouped call them
+# typed code is an error): this module and the rest of reprstore.engine call them
 # through these names, the boundary between the typed code and dask's untyped API.
 #: ``dask.delayed``
 dask_delayed: Callable[..., Any] = _untyped_delayed
@@ -56,6 +56,10 @@ dask_delayed: Callable[..., Any] = _untyped_delayed
 dask_compute: Callable[..., Any] = _untyped_compute
 #: ``dask.base.get_scheduler``
 dask_get_scheduler: Callable[..., Any] = _untyped_get_scheduler
+#: ``dask.array.from_array``
+dask_from_array: Callable[..., da.Array] = da.from_array
+#: ``dask.array.rechunk`` (what ``Array.rechunk`` calls)
+dask_rechunk: Callable[..., da.Array] = da.rechunk
 
 DEFAULT_SPLIT_EVERY = 8
 

@@ -150,7 +150,9 @@ def as_dask(x: Any, block_rows: int | None = None) -> da.Array:
         rows = max(stored, rows - rows % stored)
     if isinstance(x, np.ndarray):
         x = _Rows(x)  # dask would copy an ndarray into its graph chunk by chunk, at once
-    return da.from_array(x, chunks=(rows, -1), name=_Rows.name(x), meta=np.empty((0, 0), x.dtype))
+    return dask_graph.dask_from_array(
+        x, chunks=(rows, -1), name=_Rows.name(x), meta=np.empty((0, 0), x.dtype)
+    )
 
 
 class _Rows:
@@ -163,7 +165,8 @@ class _Rows:
         self.ndim = data.ndim
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        return self.data[key]
+        rows: np.ndarray = self.data[key]  # indexing by an untyped key is typed Any
+        return rows
 
     @staticmethod
     def name(x: Any) -> str | None:
@@ -188,7 +191,7 @@ def align_rows(arrays: Sequence[da.Array]) -> list[da.Array]:
                 f"Row counts differ: expected {n} rows on both sides. Got {a.shape[0]} instead."
             )
     chunks = arrays[0].chunks[0]
-    return [a if a.chunks[0] == chunks else a.rechunk({0: chunks}) for a in arrays]
+    return [a if a.chunks[0] == chunks else dask_graph.dask_rechunk(a, {0: chunks}) for a in arrays]
 
 
 # ------------------------------------------------------------------------------ engine
@@ -264,7 +267,7 @@ def lazy_rows(source: Any, rows: int, name: str) -> da.Array:
     """A dask array over ``source`` (an array-like that reads its rows on demand, such as
     a checked store reader) in blocks of ``rows`` rows, nothing read yet; ``name`` must
     change when the content does (dask caches by name)."""
-    return da.from_array(source, chunks=(rows, -1), name=name, asarray=False)
+    return dask_graph.dask_from_array(source, chunks=(rows, -1), name=name, asarray=False)
 
 
 def content_key(x: Any) -> tuple[Any, ...]:

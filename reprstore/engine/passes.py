@@ -113,7 +113,7 @@ def run(
     ordered: Sequence[Pair],
     specs: Sequence[Spec],
     own: Sequence[int] = (),
-    extras: dict | None = None,
+    extras: dict[Any, dict[str, Any]] | None = None,
     routes: dict[Pair, str] | None = None,
     widths: dict[int, int] | None = None,
 ) -> Outcome:
@@ -207,7 +207,8 @@ def _names(c: PassContext, pair: Pair) -> tuple[str, str]:
     return c.names[pair[0]], c.names[pair[1]]
 
 
-def _partials(out: Outcome, specs: Sequence[Spec], i: int, side: Side, extras: dict) -> None:
+def _partials(out: Outcome, specs: Sequence[Spec], i: int, side: Side,
+              extras: dict[Any, dict[str, Any]]) -> None:  # fmt: skip
     """The per-representation step of every measure on ``side`` (its decompositions shared)."""
     side.extra.update(extras.get(("side", i), {}))
     out.partials[i] = {
@@ -231,7 +232,7 @@ def _finalize(
     key: Pair,
     orientations: Sequence[Pair],
     cross: Cross,
-    extras: dict,
+    extras: dict[Any, dict[str, Any]],
 ) -> None:
     """The per-pair step of every measure for each asked orientation of the pair ``key``.
 
@@ -283,7 +284,7 @@ def finalize_features(
 def _special_passes(
     c: PassContext, specs: Sequence[Spec], orient: dict[Pair, list[Pair]],
     routes: dict[Pair, str],
-) -> dict:  # fmt: skip
+) -> dict[Any, dict[str, Any]]:  # fmt: skip
     """The passes some measures need of their own: minibatch CKA, and the sample route's
     (tiles for cka and rsa; factors of the Gram matrices for the orthogonally invariant
     measures). Extras by ("pair", a, b) → measure key → ``cka`` result or ``columns``."""
@@ -352,7 +353,7 @@ def folds_of(c: PassContext, s: Spec) -> tuple[np.ndarray, int]:
 
 
 def _fold_pass(c: PassContext, streams: Sequence[tuple[int, str]], own: Sequence[int],
-               cross: Sequence[Pair], s: Spec) -> dict:  # fmt: skip
+               cross: Sequence[Pair], s: Spec) -> dict[Any, Any]:  # fmt: skip
     """One pass keeping the sums of every fold of ``s`` for ``streams``
     (:mod:`reprstore.engine.grouped`); also gives the offsets used."""
     groups, k = folds_of(c, s)
@@ -366,7 +367,7 @@ def _fold_pass(c: PassContext, streams: Sequence[tuple[int, str]], own: Sequence
 
 
 def _fold_values(
-    c: PassContext, s: Spec, orient: dict[Pair, list[Pair]], stacked: dict,
+    c: PassContext, s: Spec, orient: dict[Pair, list[Pair]], stacked: dict[Any, Any],
     index: dict[int, int],
 ) -> dict[Pair, float]:  # fmt: skip
     """linreg:folds of every ordered pair from the per-fold sums: each fold fitted on the
@@ -509,7 +510,7 @@ def minibatch_workers(c: PassContext, idx: list[int], batch_size: int) -> int:
     check_budget(f"The kernels of batches of {batch_size} rows", kernels, c.memory,
                  "Lower --batch-size.")  # fmt: skip
     row_bytes = 8 * sum(int(c.arrays[i].shape[1]) for i in idx)
-    block = max(c.arrays[0].chunks[0]) * row_bytes
+    block: int = max(c.arrays[0].chunks[0]) * row_bytes  # dask's chunks are untyped
     task = kernels + 2 * block + batch_size * row_bytes
     check_budget(
         f"One row block of the minibatch pass (blocks of {max(c.arrays[0].chunks[0])} rows "
@@ -559,7 +560,7 @@ def _minibatch(
     for number, g in enumerate(groups):
         parts = _batch_segments(g, len(checkpoints.live_blocks(g, bounds)), workers)
 
-        def step(k: int, state: MinibatchSums | None, parts: list = parts) -> MinibatchSums:
+        def step(k: int, state: MinibatchSums | None, parts: list[Any] = parts) -> MinibatchSums:
             graph = dask_graph.minibatch_pass(
                 c.arrays, parts[k], idx, cross, kernel=kernel, sigma2=sigma2,
                 backend=c.backend, split_every=c.split_every, chains=workers,
@@ -578,7 +579,7 @@ def _minibatch(
             key = ckpt.key(streams, list(range(len(idx))),
                            [(at[i], at[j]) for i, j in cross], layout)  # fmt: skip
 
-        def skip(done: int, parts: list = parts) -> None:
+        def skip(done: int, parts: list[Any] = parts) -> None:
             run.skip(sum(len(checkpoints.live_blocks(p, bounds)) for p in parts[:done]))
 
         got = checkpoints.run_segments(ckpt, key, len(parts), step, form, c.memory, skip)

@@ -18,6 +18,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from reprstore.engine import dask_graph
 from reprstore.errors import ComparisonError
@@ -389,12 +390,13 @@ def _result(
     if estimator == "biased":
         scales = (state.traces[(i, i)], state.traces[(j, j)]) if kernel == "linear" else None
     else:
-        scales = tuple(
+        si, sj = (
             (state.traces[(k, k)] - float(state.sums[k].diag @ state.sums[k].diag))
             / max(n * (n - 3), 1)
             for k in (i, j)
-        )  # type: ignore[assignment]
-    value = ratio(hab, haa, hbb, label, n, scales)  # type: ignore[arg-type]
+        )
+        scales = (si, sj)
+    value = ratio(hab, haa, hbb, label, n, scales)
     extra = bandwidth_fields(bws[0].sigma if bws else None, bws)
     return CKAResult(
         cka=value,
@@ -436,11 +438,11 @@ def unit_gram_tile(a: np.ndarray, b: np.ndarray | None, centre: bool, slab: int)
     """uᵢ·uⱼ of the unit rows u = x/‖x‖ (rows centred across features first if
     ``centre``) of raw rows ``a`` and ``b`` (``None``: ``a`` with itself), float64."""
 
-    def units(x: np.ndarray) -> np.ndarray:
+    def units(x: np.ndarray) -> npt.NDArray[np.float64]:
         y = np.asarray(x, dtype=np.float64)
         if centre:
             y = y - y.mean(axis=1, keepdims=True)
-        norm = np.sqrt(np.einsum("ij,ij->i", y, y))
+        norm: npt.NDArray[np.float64] = np.sqrt(np.einsum("ij,ij->i", y, y))  # einsum: Any
         if not (norm > 0).all():
             raise ComparisonError(
                 f"{int((norm <= 0).sum())} row(s) have a zero norm"

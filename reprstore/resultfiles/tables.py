@@ -252,13 +252,13 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
     text = {c: str for c in pd.read_csv(path, nrows=0).columns if _is_key_column(c)}
     pieces = []
-    for piece in pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""],  # type: ignore[arg-type]
+    for piece in pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""],
                              chunksize=CSV_CHUNK_ROWS):  # fmt: skip
         for c in text:
             piece[c] = piece[c].astype("category")
         pieces.append(piece)
     if not pieces:
-        return pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])  # type: ignore[arg-type]
+        return pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])
     if len(pieces) == 1:
         return pieces[0]
     keys = {c: union_categoricals([p[c] for p in pieces]) for c in text}

@@ -251,7 +251,8 @@ def _torch_to_numpy(tensor: Any) -> np.ndarray:
 
     if tensor.dtype == torch.bfloat16:
         tensor = tensor.float()
-    return tensor.detach().cpu().numpy()
+    array: np.ndarray = tensor.detach().cpu().numpy()  # ``tensor`` is untyped (Any)
+    return array
 
 
 def _open_pt(path: Path) -> list[TensorFile]:
