@@ -301,3 +301,19 @@ def test_concurrent_meta_imports_into_a_fresh_store_twenty_times(
     assert ds.meta_columns() == ["label", "region", "text"]
     assert ds.meta("text")[n - 1] == f"a longer text value {n - 1}"
     assert list(ds.meta("label")[:5]) == ["0", "1", "2", "3", "0"]
+
+
+def test_the_first_creator_of_a_store_keeps_its_marker(tmp_path: Path) -> None:
+    """Creating the root group and its marker is one exclusive step: a second creator
+    never rewrites ``zarr.json`` (before, it could erase the first one's marker)."""
+    import json
+
+    from reprstore.store.handle import _create_local_root
+
+    path = tmp_path / "s.zarr"
+    _create_local_root(path)
+    first = (path / "zarr.json").read_text()
+    _create_local_root(path)
+    assert (path / "zarr.json").read_text() == first
+    assert json.loads(first)["attributes"]["reprstore"]["format"] == 2
+    assert [p.name for p in path.iterdir()] == ["zarr.json"]  # no temporary file left

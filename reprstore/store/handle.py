@@ -261,6 +261,35 @@ def _made_meanwhile(path: Path) -> bool:
     return False
 
 
+def _create_local_root(path: Path) -> None:
+    """Make the root group of a new local store, marker included, in one exclusive step.
+
+    Writing the group first and its marker after (as ``zarr.open_group(mode="a")`` then
+    ``update_attributes`` do) lets two processes creating one store both write
+    ``zarr.json``, the second erasing the first's marker: the store then reads as "not a
+    reprstore store". Here the full ``zarr.json`` is written to a private file and linked
+    into place, which fails if one is there already (``os.link`` is atomic and exclusive
+    on local file systems); whoever loses opens the winner's store.
+    """
+    import json
+    import uuid
+
+    path.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "zarr_format": 3,
+        "node_type": "group",
+        "attributes": {STORE_MARKER: {"format": STORE_FORMAT, "created": utc_now()}},
+    }
+    tmp = path / f".zarr.json.{uuid.uuid4().hex}"
+    tmp.write_text(json.dumps(meta))
+    try:
+        os.link(tmp, path / "zarr.json")
+    except FileExistsError:
+        pass  # another process made the store first: open it
+    finally:
+        tmp.unlink()
+
+
 class Store:
     """A reprstore store; open it with :meth:`Store.open`."""
 
@@ -312,6 +341,11 @@ class Store:
             )
         if writable and not create and path is not None and not path.exists():
             raise StoreNotFoundError(f"No store at {url}.")
+        if create and path is not None and not (path / "zarr.json").exists():
+            try:
+                _create_local_root(path)
+            except OSError as err:
+                raise StoreWriteError(f"Cannot create store {url}: {err}") from err
         target = str(path) if path is not None else url  # file:// opens as its local path
         try:
             root = _open_root(target, create) if not writable or create else _open_existing(target)
