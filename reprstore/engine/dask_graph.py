@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeGuard, TypeVar, cast
 
 import dask
 import dask.array as da
@@ -60,6 +60,15 @@ dask_get_scheduler: Callable[..., Any] = _untyped_get_scheduler
 dask_from_array: Callable[..., da.Array] = da.from_array
 #: ``dask.array.rechunk`` (what ``Array.rechunk`` calls)
 dask_rechunk: Callable[..., da.Array] = da.rechunk
+#: dask's synchronous scheduler, as a callable (by name, dask would import distributed to
+#: look for a client).
+sync_scheduler: Callable[..., Any] = dask.local.get_sync
+
+
+def is_dask_array(x: Any) -> TypeGuard[da.Array]:
+    """Whether ``x`` is a dask array (the engine's other modules never import dask)."""
+    return isinstance(x, da.Array)
+
 
 DEFAULT_SPLIT_EVERY = 8
 

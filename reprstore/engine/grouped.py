@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import dask
 import numpy as np
 
 from reprstore.engine import checkpoints, dask_graph
@@ -231,9 +230,8 @@ def first_offsets(ctx: PassContext, streams: Sequence[Stream], wanted: Sequence[
     the first live block, as the engine's plain pass takes them (``None`` elsewhere)."""
     k, rows = _live(ctx)[0]
     arrays = sorted({streams[s][0] for s in wanted})
-    # a callable scheduler: by name, dask would import distributed to look for a client
     got = dask_graph.dask_compute(
-        *[ctx.arrays[i].blocks[k] for i in arrays], scheduler=dask.local.get_sync
+        *[ctx.arrays[i].blocks[k] for i in arrays], scheduler=dask_graph.sync_scheduler
     )
     readers = {i: _Fixed(np.asarray(x)) for i, x in zip(arrays, got, strict=True)}
     blocks = _stream_blocks(readers, rows, streams, wanted)

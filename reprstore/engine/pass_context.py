@@ -8,15 +8,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 
 from reprstore.engine import dask_graph
 from reprstore.errors import ComparisonError, InputError
 from reprstore.stats.linear import NUMPY, Backend, NumpyBackend
 from reprstore.stats.plan import live_blocks, parse_memory
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 #: Target bytes of one row block (all involved arrays, float64) for in-memory inputs.
 TARGET_BLOCK_BYTES = 32 * 1024**2
@@ -134,7 +136,7 @@ def as_dask(x: Any, block_rows: int | None = None) -> da.Array:
     block_rows : int, optional
         Rows per block for inputs that are not dask arrays already.
     """
-    if not isinstance(x, da.Array):
+    if not dask_graph.is_dask_array(x):
         x = from_torch(x)
         if not hasattr(x, "shape") or not hasattr(x, "__getitem__"):
             x = np.asarray(x)
@@ -142,7 +144,7 @@ def as_dask(x: Any, block_rows: int | None = None) -> da.Array:
         raise InputError(
             f"Expected a 2-D array (n_samples, n_features). Got shape {tuple(x.shape)} instead."
         )
-    if isinstance(x, da.Array):
+    if dask_graph.is_dask_array(x):
         return x
     rows = block_rows or _default_block_rows(x)
     stored = _stored_rows(x)
@@ -275,7 +277,7 @@ def content_key(x: Any) -> tuple[Any, ...]:
     of the first and last 64 rows (a dask array: its content-derived name)."""
     import hashlib
 
-    if isinstance(x, da.Array):
+    if dask_graph.is_dask_array(x):
         return (tuple(x.shape), str(x.dtype), x.name)
     x = from_torch(x)
     shape = tuple(getattr(x, "shape", np.shape(x)))
