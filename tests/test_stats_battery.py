@@ -373,17 +373,30 @@ def test_minibatch_pass_through_dask(
 TOLS = (0.5, 1000.0)
 
 
+def counts_data() -> np.ndarray:
+    """X stored as float32 (the sums are float64), with a NaN row and an Inf row (counted,
+    left out of the class sums) and entries exactly at a tolerance (counted as small)."""
+    x = representations()[0].astype(np.float32)
+    x[3, 2], x[50, 0] = np.nan, np.inf
+    x[7, :3], x[8, 1], x[9, 4] = 0.5, -1000.0, 0.0
+    return x
+
+
 def class_codes() -> np.ndarray:
     codes = np.arange(N) % 4 - 1  # −1 (no class), 0, 1, 2
     codes[:5] = 2  # uneven classes
     return codes
 
 
-def check_counts(got: counts.Counts, x: np.ndarray, codes: np.ndarray) -> None:
-    assert got.entries == x.size and got.nonfinite == 0
+def check_counts(got: counts.Counts, x: np.ndarray, codes: np.ndarray | None) -> None:
+    finite = np.isfinite(x).all(axis=1)
+    assert got.entries == x.size and got.nonfinite == int((~finite).sum()) == 2
     assert got.small == {t: int((np.abs(x) <= t).sum()) for t in TOLS}
+    if codes is None:
+        assert got.class_sums.size == 0 and got.class_counts.size == 0
+        return
     for c in range(3):
-        rows = x[codes == c]
+        rows = x[(codes == c) & finite].astype(np.float64)
         assert got.class_counts[c] == rows.shape[0]
         mean = got.class_sums[c] / got.class_counts[c]
         np.testing.assert_allclose(mean, rows.mean(axis=0), rtol=RTOL)
@@ -391,17 +404,22 @@ def check_counts(got: counts.Counts, x: np.ndarray, codes: np.ndarray) -> None:
 
 @pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("chunking", list(CHUNKINGS))
-def test_counts_any_chunking_and_merge_order(chunking: str, order: str) -> None:
-    x, codes = representations()[0], class_codes()
+@pytest.mark.parametrize("classes", [True, False])
+def test_counts_any_chunking_and_merge_order(chunking: str, order: str, classes: bool) -> None:
+    """Blocks' counts merged in any order, with empty states (a reduction's start) among
+    them; with class codes and without."""
+    x, codes = counts_data(), class_codes() if classes else None
     parts = [
-        counts.block_counts(x[a:b], TOLS, codes[a:b], 3) for a, b in bounds(CHUNKINGS[chunking])
+        counts.block_counts(x[a:b], TOLS, None if codes is None else codes[a:b], 3)
+        for a, b in bounds(CHUNKINGS[chunking])
     ]
+    parts = [counts.Counts(), *parts[:1], counts.Counts(), *parts[1:]]
     check_counts(merged(parts, counts.merge_counts, order), x, codes)
 
 
 @pytest.mark.parametrize(("chunking", "workers"), [("one", 1), ("uneven", 4), ("rows", 4)])
 def test_counts_pass_through_dask(chunking: str, workers: int) -> None:
-    x, codes = representations()[0], class_codes()
+    x, codes = counts_data(), class_codes()
     graph = dask_graph.counts_pass(
         da.from_array(x, chunks=(CHUNKINGS[chunking], -1)), None, TOLS, codes, 3, split_every=2
     )
