@@ -6,6 +6,8 @@ of every file in the store before and after.
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,6 +66,10 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "plain.txt").write_text("hello")
     (root / "notastore").mkdir()
     (root / "notastore" / "readme.txt").write_text("hi")
+    # a folder made an hour ago, as a user's is: a brand-new one is waited for (10 s) as a
+    # store another process may be creating (tests/test_store.py::test_open_errors)
+    hour_ago = time.time() - 3600
+    os.utime(root / "notastore", (hour_ago, hour_ago))
     (root / "ids_short.txt").write_text("a\nb\n")
     _bad_files(root, rng, n)
     _tag_and_name_files(root)

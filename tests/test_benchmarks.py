@@ -39,6 +39,7 @@ def _rows(doc: dict, case: str) -> list[dict]:
     return [r for r in doc["summary"]["rows"] if r["case"] == case]
 
 
+@pytest.mark.slow
 def test_every_case_produced_its_figures(tiny_run: dict) -> None:
     ceil = tiny_run["summary"]["ceilings"]
     assert ceil["gemm_float32"] > 0 and ceil["gemm_float64"] > 0 and ceil["disk_mb_s"] > 0
@@ -63,6 +64,7 @@ def test_every_case_produced_its_figures(tiny_run: dict) -> None:
     assert peers and all(r["status"].startswith("skipped") for r in peers)
 
 
+@pytest.mark.slow
 def test_reprstore_agrees_with_the_float64_oracle(tiny_run: dict) -> None:
     for case in ("cka_memory", "grid", "workers"):
         for r in _rows(tiny_run, case):
@@ -71,6 +73,7 @@ def test_reprstore_agrees_with_the_float64_oracle(tiny_run: dict) -> None:
                 assert r["max_rel_err"] < 1e-6, (case, r["method"], r["max_rel_err"])
 
 
+@pytest.mark.slow
 def test_minibatch_grid_agrees_with_the_oracle_of_the_same_batches(tiny_run: dict) -> None:
     rows = [r for r in _rows(tiny_run, "mbgrid") if r["method"].startswith("reprstore")]
     assert {"linear" in r["method"] for r in rows} == {True, False}  # linear and rbf
@@ -78,6 +81,7 @@ def test_minibatch_grid_agrees_with_the_oracle_of_the_same_batches(tiny_run: dic
         assert r["max_abs_err"] <= (1e-6 if "float32" in r["method"] else 1e-9), r
 
 
+@pytest.mark.slow
 def test_the_gram_space_reference_is_skipped_with_a_reason_when_too_large(tiny_run: dict) -> None:
     from benchmarks import config, synth
     from benchmarks.harness import run_task
@@ -92,6 +96,7 @@ def test_the_gram_space_reference_is_skipped_with_a_reason_when_too_large(tiny_r
     assert out["status"].startswith("skipped: N×N = "), out
 
 
+@pytest.mark.slow
 def test_report_files_and_goals(tiny_run: dict) -> None:
     out = tiny_run["_out"]
     md = (out / "latest.md").read_text()
@@ -106,6 +111,7 @@ def test_report_files_and_goals(tiny_run: dict) -> None:
         assert key in goals, key
 
 
+@pytest.mark.slow
 def test_render_rewrites_the_report_from_the_json(tiny_run: dict, tmp_path: Path) -> None:
     (doc_path,) = tiny_run["_out"].glob("*-tiny.json")
     proc = subprocess.run(
@@ -177,6 +183,7 @@ def _run_tiny(name: str, tmp_path: Path) -> Path:
     return doc_path
 
 
+@pytest.mark.slow
 def test_the_wide_benchmark_runs_and_agrees_with_numpy(tmp_path: Path) -> None:
     """``python -m benchmarks.wide --tiny``: every reprstore route that ran matches the
     numpy float64 Gram computation of the same data."""
@@ -189,6 +196,7 @@ def test_the_wide_benchmark_runs_and_agrees_with_numpy(tmp_path: Path) -> None:
     assert list((tmp_path / "out").glob("*-wide-tiny.md"))
 
 
+@pytest.mark.slow
 def test_the_permutations_benchmark_runs_and_its_checks_hold(tmp_path: Path) -> None:
     """``python -m benchmarks.permutations --tiny``: the new kernel gather gives the old
     one's values bit for bit, each estimator's test permutes what it says, and both
@@ -199,6 +207,7 @@ def test_the_permutations_benchmark_runs_and_its_checks_hold(tmp_path: Path) -> 
     assert list((tmp_path / "out").glob("*-permutations-tiny.md"))
 
 
+@pytest.mark.slow
 def test_the_wide_measures_benchmark_runs_and_its_checks_hold(tmp_path: Path) -> None:
     """``python -m benchmarks.wide_measures --tiny``: both grids ran, their cka values
     agree (the five measures' run computes the same cka), and the ratio is reported."""
@@ -208,6 +217,7 @@ def test_the_wide_measures_benchmark_runs_and_its_checks_hold(tmp_path: Path) ->
     assert list((tmp_path / "out").glob("*-wide_measures-tiny.md"))
 
 
+@pytest.mark.slow
 def test_the_rerun_benchmark_runs_and_its_checks_hold(tmp_path: Path) -> None:
     """``python -m benchmarks.rerun --tiny``: the rerun, the no-cache run and the grown grid
     keep the first run's bits, and the report is written."""
@@ -219,6 +229,7 @@ def test_the_rerun_benchmark_runs_and_its_checks_hold(tmp_path: Path) -> None:
     assert list((tmp_path / "out").glob("*-rerun-tiny.md"))
 
 
+@pytest.mark.slow
 def test_the_startup_benchmark_runs_and_reports_every_command(tmp_path: Path) -> None:
     """``python -m benchmarks.startup --tiny``: every command ran (``ls`` of a missing store
     exits 1 by design), its median was measured and its heavy imports recorded. No timing
@@ -236,6 +247,7 @@ def test_the_startup_benchmark_runs_and_reports_every_command(tmp_path: Path) ->
     assert list((tmp_path / "out").glob("*-startup-tiny.md"))
 
 
+@pytest.mark.slow
 def test_the_memory_benchmark_runs_every_row(tmp_path: Path) -> None:
     """``python -m benchmarks.memory --tiny``: every row of the review's table ran or was
     refused in one line (exit 1), and the report is written. Memory is bounded by
@@ -249,6 +261,7 @@ def test_the_memory_benchmark_runs_every_row(tmp_path: Path) -> None:
     assert list((tmp_path / "out").glob("*-memory-tiny.md"))
 
 
+@pytest.mark.slow
 def test_the_codecs_benchmark_runs_and_its_ratios_are_the_stored_bytes(tmp_path: Path) -> None:
     """``python -m benchmarks.codecs --tiny``: every codec round-trips the chunk (checked
     inside), each ratio is the chunk's bytes over its stored bytes, and 'none' stores the

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -43,8 +44,10 @@ def _store(tmp: Path, layers: dict[str, dict[str, np.ndarray]]) -> Path:
     return tmp / "s.zarr"
 
 
-@pytest.fixture
-def grid(tmp_path: Path) -> dict[str, dict[str, np.ndarray]]:
+@pytest.fixture(scope="module")
+def grid_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The folder of a store imported once for the module by the real CLI, and its data."""
+    tmp = tmp_path_factory.mktemp("cache-grid")
     rng = np.random.default_rng(7)
     base = rng.normal(size=(N, 6))
     data = {
@@ -53,8 +56,17 @@ def grid(tmp_path: Path) -> dict[str, dict[str, np.ndarray]]:
         for seed in ("0", "1")
     }  # fmt: skip
     # the two seeds' layers share names: --match layer pairs them
-    _store(tmp_path, {s: {n: x for n, x in d.items()} for s, d in data.items()})
-    return data
+    _store(tmp, {s: {n: x for n, x in d.items()} for s, d in data.items()})
+    return tmp, data
+
+
+@pytest.fixture
+def grid(tmp_path: Path, grid_store: tuple[Path, dict]) -> dict[str, dict[str, np.ndarray]]:
+    """A fresh copy of the module's store (and its .npy files) in ``tmp_path``, and a copy
+    of its data that the test may change (four CLI imports once, not once per test)."""
+    folder, data = grid_store
+    shutil.copytree(folder, tmp_path, dirs_exist_ok=True)
+    return {seed: {name: x.copy() for name, x in layers.items()} for seed, layers in data.items()}
 
 
 def _compare(tmp: Path, out: str, *extra: str) -> subprocess.CompletedProcess:
@@ -330,6 +342,7 @@ def test_sigkill_at_random_moments_resumes_bit_identically(tmp_path: Path, memor
     assert run_cli("verify", "s.zarr", cwd=tmp_path).returncode == 0
 
 
+@pytest.mark.slow
 def test_resume_is_faster_and_a_foreign_checkpoint_is_ignored(tmp_path: Path) -> None:
     _big_store(tmp_path)
     args = ["compare", "s.zarr", "--a", "seed=0", "--b", "seed=1", "--measure", "cka",
@@ -360,6 +373,7 @@ def test_resume_is_faster_and_a_foreign_checkpoint_is_ignored(tmp_path: Path) ->
                                   check_exact=True)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_concurrent_overlapping_grids_with_kills(tmp_path: Path) -> None:
     base = _big_store(tmp_path, n=12_000, width=64)
     del base
@@ -421,6 +435,7 @@ print(json.dumps({"base": base, "peak": status("VmHWM:"), "saves": len(saves),
 """
 
 
+@pytest.mark.slow
 def test_checkpointed_pass_stays_within_memory_under_a_real_limit(tmp_path: Path) -> None:
     """Saving and loading checkpoints adds no copy of the pass's sums: a 3 × 3 grid of
     12,000 × 768 (70 MB of sums) saving after every segment peaks within --memory + 20 %."""

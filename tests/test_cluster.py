@@ -122,6 +122,7 @@ def test_two_workers_in_another_directory_read_the_right_store(
 
 
 @pytest.mark.parametrize("cluster", [0], indirect=True)
+@pytest.mark.slow
 def test_cluster_without_workers_is_one_line_after_the_timeout(
     root: Path, cluster: Cluster
 ) -> None:
@@ -134,6 +135,7 @@ def test_cluster_without_workers_is_one_line_after_the_timeout(
 
 
 @pytest.mark.parametrize("cluster", [0], indirect=True)
+@pytest.mark.slow
 def test_killed_scheduler_is_one_line(root: Path, cluster: Cluster) -> None:
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
     proc = subprocess.Popen([sys.executable, "-m", "reprstore", "cka", "s.zarr", "--a",

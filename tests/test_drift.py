@@ -247,6 +247,7 @@ print(json.dumps({"base": base, "peak": status("VmHWM:"),
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+@pytest.mark.slow
 def test_drift_reads_one_slice_at_a_time_under_a_real_limit(tmp_path: Path, suffix: str) -> None:
     """Two 64 MiB tensors in a base and a fine-tuned file (128 MiB each): the pass adds well
     under one tensor's size to the peak resident memory (it was 384 MiB: every page of

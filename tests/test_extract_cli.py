@@ -119,6 +119,7 @@ def _wide_cmd(store: Path, data: Path) -> list[str]:
             "float32", "--batch-size", "8"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_result(tmp_path: Path, data: Path) -> None:
     killed, clean = tmp_path / "killed.zarr", tmp_path / "clean.zarr"
     env = {

@@ -21,6 +21,9 @@ import pytest
 
 from reprstore.workflows.ingest import import_files
 
+# every test runs a comparison in a fresh process under a real memory limit: the slow tier
+pytestmark = pytest.mark.slow
+
 MiB = 2**20
 SCRIPT = textwrap.dedent(
     """

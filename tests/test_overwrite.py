@@ -77,6 +77,7 @@ def test_overwrite_replaces_and_leaves_nothing_behind(tmp_path: Path, two_versio
     assert run_cli("verify", "s.zarr", cwd=tmp_path).returncode == 0
 
 
+@pytest.mark.slow
 def test_overwrite_survives_random_kills(tmp_path: Path, two_versions) -> None:
     old, new = two_versions
     store = tmp_path / "s.zarr"

@@ -109,6 +109,7 @@ def assert_same_as_uninterrupted(args: list[str], cwd: Path, inputs: list[str], 
     assert run_cli("verify", "s.zarr", cwd=cwd).returncode == 0
 
 
+@pytest.mark.slow
 def test_import_survives_ten_random_kills(tmp_path: Path, rng: np.random.Generator) -> None:
     inputs = [f"layer_{i}.npy" for i in range(3)]
     for name in inputs:
@@ -119,6 +120,7 @@ def test_import_survives_ten_random_kills(tmp_path: Path, rng: np.random.Generat
     assert_same_as_uninterrupted(args, tmp_path, inputs, n=3)
 
 
+@pytest.mark.slow
 def test_extract_survives_ten_random_kills(tmp_path: Path, rng: np.random.Generator) -> None:
     np.save(tmp_path / "x.npy", rng.normal(size=(1200, 8)).astype(np.float32))
     args = ["extract", "s.zarr", "--model", "models_for_tests:slow_wide", "--data", "x.npy",
@@ -271,6 +273,7 @@ def _forked_cli(args: list[str], cwd: Path, log: Path) -> int:
     return pid
 
 
+@pytest.mark.slow
 def test_concurrent_meta_imports_into_a_fresh_store_twenty_times(
     tmp_path: Path, rng: np.random.Generator
 ) -> None:

@@ -183,6 +183,7 @@ def test_quiet_does_not_outlive_its_invocation(store: Path) -> None:
     assert "12 representation(s)" in runner.invoke(app, ["ls", str(store)]).output
 
 
+@pytest.mark.slow
 def test_rm_killed_midway_never_leaves_a_half_array(tmp_path: Path) -> None:
     """SIGKILL an rm of 200 arrays at random moments: each array left is whole (verify passes),
     what a kill leaves half-deleted is invisible, and the next rm sweeps it away."""

@@ -22,6 +22,7 @@ from reprstore.errors import (
 )
 from reprstore.keys import ReprKey
 from reprstore.store import Encoding, ReprSettings, Store, bitround, write_dataset
+from reprstore.store import store as store_module
 from reprstore.store.encoding import chunk_rows_for
 
 KEY = ReprKey("mlp", "0", "final", "default", "fc1")
@@ -259,7 +260,10 @@ def test_keep_bits_out_of_range() -> None:
         Encoding("int8")
 
 
-def test_open_errors(tmp_path: Path) -> None:
+def test_open_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a brand-new folder is waited for as a store another process may be creating; a
+    # second rather than ten keeps that path (the wait, then the refusal) and its meaning
+    monkeypatch.setattr(store_module, "CREATION_WAIT_S", 1.0)
     with pytest.raises(StoreNotFoundError, match="No store"):
         Store.open(tmp_path / "missing.zarr")
     (tmp_path / "notes").mkdir()

@@ -408,6 +408,7 @@ def _peak_kib(*args: str, cwd: Path) -> int:
     return int(done.stderr.rsplit("MAXRSS", 1)[1])
 
 
+@pytest.mark.slow
 def test_summarize_and_plot_read_a_large_result_file_in_bounded_memory(
     tmp_path: Path, rng: np.random.Generator
 ) -> None:

@@ -88,6 +88,7 @@ def draw(chol: np.ndarray, a: np.ndarray, sd: np.ndarray, n: int, rng: np.random
 # ----------------------------------------------------------- calibration: CKA
 
 
+@pytest.mark.slow
 def test_cka_interval_covers_population_cka_at_nominal_rate() -> None:
     chol, a, sd = gaussian_model(4, 3, seed=11)
     truth, _ = population(chol, a, sd)

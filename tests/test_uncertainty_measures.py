@@ -107,6 +107,7 @@ def _run(x, y, measures, pairs=((0, 1),), **kw):
 # ----------------------------------------------------------------- calibration
 
 
+@pytest.mark.slow
 def test_linreg_and_cca_intervals_cover_their_population_values() -> None:
     """X ~ N(μ, Σxx), Y = XA + E: population R² = tr(Σyx Σxx⁻¹ Σxy)/tr(Σyy) and the
     population canonical correlations are closed forms of (Σxx, A, σ²); p small and n large,
@@ -347,6 +348,7 @@ def test_progress_of_a_test_alone_follows_the_plain_pass() -> None:
     assert done == sorted(done) and done[-1] == 21
 
 
+@pytest.mark.slow
 def test_every_offered_interval_covers_at_the_ratio_where_it_is_offered() -> None:
     """The coverage simulation (benchmarks/coverage.py) at p/n = 0.01, in small: 100 datasets
     of 2,000 rows, 50 groups; every interval reprstore offers there must cover the

@@ -171,6 +171,7 @@ upgrade(sys.argv[1], progress=lambda done, total: time.sleep(0.002))
 """
 
 
+@pytest.mark.slow
 def test_upgrade_survives_sigkill_at_random_moments(tmp_path: Path) -> None:
     killed = _big_v1_store(tmp_path, "killed.zarr")
     clean = _big_v1_store(tmp_path, "clean.zarr")
@@ -304,6 +305,7 @@ def _ls_cmd(store: Path) -> list[str]:
     return [sys.executable, "-m", "reprstore", "ls", str(store), "--json"]
 
 
+@pytest.mark.slow
 def test_ls_during_an_upgrade_lists_the_store_or_says_it_is_being_upgraded(
     tmp_path: Path,
 ) -> None:
