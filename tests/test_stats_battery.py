@@ -26,8 +26,9 @@ import dask.array as da
 import numpy as np
 import pytest
 
+from reprstore.engine import dask_graph
 from reprstore.metrics.cka import linear_terms
-from reprstore.stats import attention, counts, dask_graph, gram_tiles, linear, minibatch
+from reprstore.stats import attention, counts, gram_tiles, linear, minibatch
 from reprstore.stats.hsic import hsic1
 from reprstore.stats.minibatch import assign_batches
 
@@ -574,7 +575,7 @@ def test_cka_of_either_route_any_chunking_and_threads(
 ) -> None:
     """The public ``cka`` on dask arrays: feature moments (chains merged in place) or
     Gram tiles (a small memory limit: several panels and tiles), on 1 or 4 threads."""
-    from reprstore.engine import cka
+    from reprstore.workflows.in_memory import cka
 
     x, y = representations()[:2]
     dx, dy = (da.from_array(a, chunks=(CHUNKINGS[chunking], -1)) for a in (x, y))

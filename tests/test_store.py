@@ -22,7 +22,7 @@ from reprstore.errors import (
 )
 from reprstore.keys import ReprKey
 from reprstore.store import Encoding, ReprSettings, Store, bitround, write_dataset
-from reprstore.store import store as store_module
+from reprstore.store import handle as store_module
 from reprstore.store.encoding import chunk_rows_for
 
 KEY = ReprKey("mlp", "0", "final", "default", "fc1")
