@@ -194,17 +194,35 @@ def test_linear_moments_any_chunking_and_merge_order(chunking: str, order: str, 
     check_linear(merged(parts, fn, order), data)
 
 
+class PlainBackend:
+    """A backend that is not a :class:`~reprstore.stats.linear.NumpyBackend`, so that
+    ``accumulate`` takes its generic path (prepare, update, per block), the one a GPU
+    backend takes; its products are plain numpy."""
+
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        return x.copy()
+
+    def cross(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.asarray(a.T @ b, dtype=np.float64)
+
+    def outer(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.asarray(a @ b.T, dtype=np.float64)
+
+
 @pytest.mark.parametrize("chunking", ["equal", "uneven"])
 @pytest.mark.parametrize("threads", [1, 4])
-def test_linear_moments_folded_with_threads(chunking: str, threads: int) -> None:
+@pytest.mark.parametrize("backend", ["numpy", "generic"])
+def test_linear_moments_folded_with_threads(chunking: str, threads: int, backend: str) -> None:
     """One state folded block after block in place (how a chain works), the products of
-    each block shared among ``threads`` threads, sub-blocks of 5 rows."""
+    each block shared among ``threads`` threads, sub-blocks of 5 rows; by the numpy path
+    and by the generic path of other backends."""
     data = representations()
     offs = offsets_of(data)
+    kind = linear.NUMPY if backend == "numpy" else PlainBackend()
     state = None
     for a, b in bounds(CHUNKINGS[chunking]):
         block = [d[a:b] for d in data]
-        state = linear.accumulate(state, block, offs, PAIRS, OWN, rows=5, threads=threads)
+        state = linear.accumulate(state, block, offs, PAIRS, OWN, kind, rows=5, threads=threads)
     assert state is not None
     check_linear(state, data)
 
