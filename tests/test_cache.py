@@ -553,3 +553,96 @@ def _cross_validated_r2(x: np.ndarray, y: np.ndarray, k: int) -> float:
         w = np.linalg.lstsq(x[train] - mx, y[train] - my, rcond=None)[0]
         pred[rows] = (x[rows] - mx) @ w + my
     return float(1 - ((y - pred) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())
+
+
+# ---------------------------------------------- the sample route's checkpoints, in process
+
+
+class _Killed(Exception):
+    """Stands for a SIGKILL right after a checkpoint was saved."""
+
+
+def _sample_pass(tmp: Path, arrays: list[np.ndarray], measure: str, notes: list[str],
+                 kill_at: int | None = None) -> tuple[dict, list[tuple[int, int]]]:  # fmt: skip
+    """The (0, 1) columns of ``measure`` by the sample route (512 rows: 4 panels of 128
+    rows, 128-row tiles, one thread), with checkpoints
+    saved after every segment under ``tmp``, and the progress reported; ``kill_at``:
+    stop (raise _Killed) once the checkpoint after that many segments is saved."""
+    from reprstore.engine import checkpoints
+    from reprstore.engine.arrays import measure_arrays
+    from reprstore.store.cache_files import CacheFiles
+
+    saver = checkpoints.PassCheckpoints(CacheFiles(None, tmp), ["fa", "fb"], "rows", notes.append)
+    seen: list[tuple[int, int]] = []
+    after = checkpoints.SegmentSaves.after
+
+    def saved_then_killed(self: checkpoints.SegmentSaves, done: int, state: object) -> None:
+        after(self, done, state)
+        if done == kill_at:
+            raise _Killed
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REPRSTORE_CHECKPOINT_SECONDS", "0")
+        mp.setattr(checkpoints, "SAVE_SHARE", 0.0)  # save after every segment
+        mp.setattr(checkpoints.SegmentSaves, "after", saved_then_killed)
+        out = measure_arrays(arrays, [(0, 1)], measure, route="samples", block_rows=64,
+                             memory=985_000, scheduler="synchronous", checkpoints=saver,
+                             progress=lambda d, t: seen.append((d, t)))  # fmt: skip
+    return out.pairs[(0, 1)], seen
+
+
+def _same_bits(got: dict, want: dict) -> None:
+    floats = [k for k, v in want.items() if isinstance(v, float)]
+    assert floats
+    for k in floats:
+        assert np.array_equal(got[k], want[k], equal_nan=True), (k, got[k], want[k])
+
+
+@pytest.mark.parametrize(
+    "measure, kill_at",
+    [
+        ("cka", 2),  # linear: one round of 4 segments
+        ("cka:kernel=rbf", 2),  # the median's first round
+        ("cka:kernel=rbf", 4),  # between two rounds
+        ("cka:kernel=rbf", 5),  # the median's second round
+        ("cka:kernel=rbf", 9),  # the kernel round
+        ("rsa", 1),
+    ],
+)  # fmt: skip
+def test_a_sample_pass_resumes_from_its_checkpoint_bit_identically(
+    tmp_path: Path, measure: str, kill_at: int
+) -> None:
+    rng = np.random.default_rng(kill_at)
+    x = rng.normal(size=(512, 24))
+    y = x[:, :16] @ rng.normal(size=(16, 32)) + rng.normal(size=(512, 32))
+    notes: list[str] = []
+    want, ticks = _sample_pass(tmp_path / "ref", [x, y], measure, [])  # saved, never loaded
+    with pytest.raises(_Killed):
+        _sample_pass(tmp_path, [x, y], measure, notes, kill_at=kill_at)
+    [path] = glob.glob(str(tmp_path / "cache" / "passes" / "*.npz"))
+    with np.load(path) as z:
+        assert z["_segments"][0] == kill_at
+    got, resumed = _sample_pass(tmp_path, [x, y], measure, notes)
+    assert f"resumed a pass from its checkpoint: {kill_at} segments done" in notes, notes
+    _same_bits(got, want)
+    # progress counts the tiles the resumed run did not make again, and ends as before
+    assert resumed[0][0] > kill_at and resumed[-1] == ticks[-1], (resumed[:2], ticks[-1])
+    assert len(resumed) < len(ticks)
+    if kill_at != 4:
+        return
+    # a checkpoint of other options has another key: not loaded
+    other = measure + ":sigma=0.25"
+    ref, _ = _sample_pass(tmp_path / "ref2", [x, y], other, [])
+    notes.clear()
+    got, _ = _sample_pass(tmp_path, [x, y], other, notes)
+    assert not any("resumed" in n for n in notes), notes
+    _same_bits(got, ref)
+    # another pass's state under this pass's key: noted, ignored, never merged
+    with pytest.raises(_Killed):
+        _sample_pass(tmp_path / "rsa", [x, y], "rsa", [], kill_at=1)
+    [foreign] = glob.glob(str(tmp_path / "rsa" / "cache" / "passes" / "*.npz"))
+    Path(path).write_bytes(Path(foreign).read_bytes())
+    notes.clear()
+    got, _ = _sample_pass(tmp_path, [x, y], measure, notes)
+    assert any("ignored" in n for n in notes) and not any("resumed" in n for n in notes), notes
+    _same_bits(got, want)

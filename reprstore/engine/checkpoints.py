@@ -290,12 +290,14 @@ class SegmentSaves:
         self.cost: float | None = None  # seconds the last save took (None: not timed yet)
         self.last_save = time.monotonic()
 
-    def resume(self) -> tuple[Any, int]:
-        """The saved (state, segments done) of this pass, or (None, 0)."""
+    def resume(self, fits: Callable[[Any, int], bool] | None = None) -> tuple[Any, int]:
+        """The saved (state, segments done) of this pass, or (None, 0); ``fits(state,
+        done)`` False: the saved state is not one this pass makes after ``done`` segments
+        (ignored with a note)."""
         if self.key is None:
             return None, 0
         assert self.ckpt is not None
-        state, done = _load_other(self.ckpt, self.key, self.total, self.form)
+        state, done = _load_other(self.ckpt, self.key, self.total, self.form, fits)
         if done:
             of = f" of {self.total}" if self.total is not None else ""
             self.ckpt._say(f"resumed a pass from its checkpoint: {done}{of} segments done")
@@ -358,8 +360,9 @@ def run_segments(
 
 
 def _load_other(
-    ckpt: PassCheckpoints, key: str, total: int | None, form: Segments
-) -> tuple[Any, int]:
+    ckpt: PassCheckpoints, key: str, total: int | None, form: Segments,
+    fits: Callable[[Any, int], bool] | None = None,
+) -> tuple[Any, int]:  # fmt: skip
     """The saved (state, segments done) of a segmented pass, or (None, 0); ``total=None``:
     a pass whose segments are not known in advance (any number done)."""
     try:
@@ -376,7 +379,8 @@ def _load_other(
     except (KeyError, ValueError, TypeError) as err:
         ckpt._say(f"a checkpoint of this pass could not be read ({err}); it is ignored")
         return None, 0
-    if segments != (total or 0) or done <= 0 or (total is not None and done >= total):
+    if (segments != (total or 0) or done <= 0 or (total is not None and done >= total)
+            or (fits is not None and not fits(state, done))):  # fmt: skip
         ckpt._say("a checkpoint of this pass was made another way; it is ignored")
         return None, 0
     return state, done

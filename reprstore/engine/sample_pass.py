@@ -205,14 +205,10 @@ def _resume(
     ``fits(extra, round)``."""
     if saves is None:
         return 0, 0
-    got, done = saves.resume()
+    got, done = saves.resume(lambda s, done: s[2] == done // m and fits(s[1], s[2]))
     if got is None:
         return 0, 0
-    saved, more, r = got
-    if r != done // m or not fits(more, r):
-        assert saves.ckpt is not None
-        saves.ckpt._say("a checkpoint of this pass was made another way; it is ignored")
-        return 0, 0
+    saved, more, _ = got
     state.offsets, state.raw_sq = saved.offsets, saved.raw_sq
     state.sums, state.traces = saved.sums or state.sums, saved.traces or state.traces
     if isinstance(extra, dict):
@@ -226,6 +222,8 @@ def _resume(
 def _selections_fit(rbf: bool, idx: Sequence[int], order: dict[int, OrderStatistics],
                     r: int) -> bool:  # fmt: skip
     """Whether saved selections are those of round ``r`` (all done: the kernel round)."""
+    if not isinstance(order, dict):
+        return False
     if not rbf:
         return not order and r == 0
     if sorted(order) != list(idx):
@@ -308,7 +306,7 @@ def _state_bytes(saved: Saved) -> int:
     size = sum(8 * 2 * len(k.rows) for k in state.sums.values())
     size += sum(o.shift.nbytes for o in state.offsets.values())
     if isinstance(extra, dict):
-        size += sum(v.nbytes for o in extra.values() for v in o.to_arrays().values())
+        size += sum(o.nbytes() for o in extra.values())
     return size
 
 
@@ -657,7 +655,7 @@ def sample_rsa(c: PassContext, unique: Sequence[Pair], rdm: str) -> dict[Pair, d
     progress.extend(sum(tiles))
     m = len(rows.panels)
     saves = _saves(c, ["samples-rsa", rdm], idx, pairs, layout, rows.panels)
-    _, start = _resume(saves, m, state, sums, lambda more, r: r == 0 and len(more.s1) == len(idx))
+    _, start = _resume(saves, m, state, sums, lambda more, r: isinstance(more, _RdmSums) and r == 0)
     progress.skip(sum(tiles[:start]))
 
     def saved(pi: int) -> None:

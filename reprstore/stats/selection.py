@@ -131,8 +131,9 @@ class OrderStatistics:
     def to_arrays(self) -> dict[str, np.ndarray]:
         """This selection between two :meth:`add` calls as plain int64/uint64/float64
         arrays (a pass's checkpoint, :mod:`reprstore.engine.checkpoints`; no pickle):
-        the targets, the round's histograms and the kept values piece by piece (the held
-        arrays themselves, no copy). :meth:`from_arrays` takes them back."""
+        the targets, the round's histograms (their non-empty bins when fewer than half
+        are) and the kept values piece by piece (the held arrays themselves, no copy).
+        :meth:`from_arrays` takes them back."""
         t = self.targets
         out = {
             "meta": np.array([self.total, self.collect, self.rounds, self._seen], dtype=np.int64),
@@ -146,8 +147,12 @@ class OrderStatistics:
             "keys": np.array([list(k) for k in self._round], dtype=np.uint64).reshape(-1, 3),
         }
         for q, acc in enumerate(self._round.values()):
-            if acc.hist is not None:
-                out[f"hist{q}"] = acc.hist
+            if acc.hist is not None:  # 2²⁰–2²² bins, mostly empty: the others' counts
+                bins = np.flatnonzero(acc.hist)
+                if 2 * bins.size < acc.hist.size:
+                    out[f"bins{q}"], out[f"hist{q}"] = bins, acc.hist[bins]
+                else:
+                    out[f"hist{q}"] = acc.hist
             out[f"weights{q}"] = np.array(acc.weights, dtype=np.int64)
             for k, v in enumerate(acc.values):
                 out[f"values{q}_{k}"] = v
@@ -171,11 +176,21 @@ class OrderStatistics:
             acc = _Round()
             if f"hist{q}" in arrays:
                 acc.hist = np.asarray(arrays[f"hist{q}"], dtype=np.int64)
+                if f"bins{q}" in arrays:
+                    acc.hist = np.zeros(1 << LEVEL_BITS[level], dtype=np.int64)
+                    acc.hist[arrays[f"bins{q}"]] = arrays[f"hist{q}"]
             acc.weights = [int(w) for w in arrays[f"weights{q}"]]
             acc.values = [np.asarray(arrays[f"values{q}_{k}"], dtype=np.float64)
                           for k in range(len(acc.weights))]  # fmt: skip
             out._round[(bool(c), int(level), int(prefix))] = acc
         return out
+
+    def nbytes(self) -> int:
+        """Bytes of this round's histograms and kept values (at most what
+        :meth:`to_arrays` gives)."""
+        held = [a.hist for a in self._round.values() if a.hist is not None]
+        held += [v for a in self._round.values() for v in a.values]
+        return sum(int(v.nbytes) for v in held) + 64 * len(self.targets)
 
     def _narrow(self, t: _Target, acc: _Round) -> None:
         want = t.rank - t.below
