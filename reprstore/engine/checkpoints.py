@@ -17,8 +17,13 @@ the right key that does not hold what its key says (damaged, truncated, another 
 is ignored with a note and overwritten. Checkpoints are deleted once the comparison's
 results are in the result cache (:mod:`reprstore.store.result_cache`).
 
-The arrays are saved as an ``.npz`` of plain float64 arrays and a JSON header (no
-pickle: a checkpoint cannot run code when loaded).
+The other streamed passes fold their segments the same way with :func:`run_segments`
+(minibatch CKA, the grouped passes) or :class:`SegmentSaves` directly (the sample route,
+:mod:`reprstore.engine.sample_pass`: rounds of panel segments, as many rounds as its RBF
+median takes); their state is saved by a :class:`Segments` form.
+
+The arrays are saved as an ``.npz`` of plain float64 and integer arrays and a JSON header
+(no pickle: a checkpoint cannot run code when loaded).
 """
 
 from __future__ import annotations

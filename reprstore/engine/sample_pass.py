@@ -7,6 +7,11 @@ all its pairs (:mod:`reprstore.stats.gram_tiles`). The RBF kernel first takes th
 median of the n² squared distances by rounds of the same tiles
 (:mod:`reprstore.stats.selection`): one round when every row fits and the middle bin is
 small, usually two. Memory: :func:`reprstore.stats.gram_tiles.sample_layout`.
+
+:func:`sample_cka` and :func:`sample_rsa` save checkpoints (``c.checkpoints``) after each
+outer panel's segment of a round and resume from them bit-identically (see
+*checkpoints* below, :mod:`reprstore.engine.checkpoints`); :func:`sample_factors` does
+not (its state is n × n per representation, its time mostly the eigendecompositions).
 """
 
 from __future__ import annotations
