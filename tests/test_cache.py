@@ -681,3 +681,45 @@ def test_a_sample_pass_resumes_from_its_checkpoint_bit_identically(
     got, _ = _sample_pass(tmp_path, [x, y], measure, notes)
     assert any("ignored" in n for n in notes) and not any("resumed" in n for n in notes), notes
     _same_bits(got, want)
+
+
+def test_run_segments_saves_resumes_and_ignores_another_layout(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               ) -> None:  # fmt: skip
+    """The generic segment loop (minibatch, grouped passes; SegmentSaves under the sample
+    route's): a state saved after segment k is resumed from k, the skipped segments are
+    counted, and a checkpoint of another segment count is ignored with a note."""
+    from reprstore.engine import checkpoints
+    from reprstore.store.cache_files import CacheFiles
+
+    monkeypatch.setenv("REPRSTORE_CHECKPOINT_SECONDS", "0")
+    monkeypatch.setattr(checkpoints, "SAVE_SHARE", 0.0)
+    form = checkpoints.Segments(lambda s: {"s": s}, lambda a: a["s"], 8 * 3)
+    notes: list[str] = []
+    ckpt = checkpoints.PassCheckpoints(CacheFiles(None, tmp_path), ["f"], "rows", notes.append)
+    steps: list[int] = []
+    kill = [False]
+
+    def step(k: int, state: np.ndarray | None) -> np.ndarray:
+        steps.append(k)
+        if k == 3 and kill[0]:  # dies in segment 3
+            raise _Killed
+        part = np.sqrt(np.arange(3.0) + k) / 7.0
+        return part if state is None else state + part
+
+    whole = checkpoints.run_segments(None, None, 6, step, form, 1 << 20)
+    kill[0] = True
+    with pytest.raises(_Killed):
+        checkpoints.run_segments(ckpt, "k", 6, step, form, 1 << 20)
+    kill[0] = False
+    skipped: list[int] = []
+    steps.clear()
+    got = checkpoints.run_segments(ckpt, "k", 6, step, form, 1 << 20, skipped.append)
+    assert steps == [3, 4, 5] and skipped == [3]
+    assert "resumed a pass from its checkpoint: 3 of 6 segments done" in notes
+    assert np.array_equal(got, whole)
+    steps.clear()
+    notes.clear()
+    again = checkpoints.run_segments(ckpt, "k", 7, step, form, 1 << 20)  # another layout
+    assert steps == list(range(7)) and any("made another way" in n for n in notes), notes
+    assert again.shape == (3,)
