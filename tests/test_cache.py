@@ -283,7 +283,8 @@ def _kill_loop(args: list[str], cwd: Path, kills: int, seed: int,
     whatever the machine's speed. With ``within`` (the progress of one kind of pass), a
     run is killed only once it has saved a segment of that pass, then at a random moment
     (0–0.3 s) or at its next save: the kills land in that pass, whatever runs before it.
-    Returns what each run did."""
+    Returns what each run did ("killed" or "finished rc=…", with ", resumed" when it
+    resumed a pass from its checkpoint)."""
     rnd = random.Random(seed)
     store = cwd / args[1]
     seen = []
@@ -306,9 +307,8 @@ def _kill_loop(args: list[str], cwd: Path, kills: int, seed: int,
         proc.kill()
         out, _ = proc.communicate()
         resumed = ", resumed" if "resumed a pass from its checkpoint" in out else ""
-        seen.append(
-            "killed" if proc.returncode == -9 else f"finished rc={proc.returncode}{resumed}"
-        )
+        seen.append(("killed" if proc.returncode == -9 else f"finished rc={proc.returncode}")
+                    + resumed)  # fmt: skip
         if proc.returncode == 0:
             break
     return seen
@@ -323,7 +323,8 @@ def test_sigkill_at_random_moments_resumes_bit_identically(tmp_path: Path, memor
     ref = run_cli(*args[:-1], "ref.parquet", "--no-cache", cwd=tmp_path)
     assert ref.returncode == 0, ref.stderr
     seen = _kill_loop(args, tmp_path, kills=10, seed=len(memory))
-    assert seen.count("killed") >= 4, seen  # 10 blocks: at least 4 saved segments to go
+    killed = sum(s.startswith("killed") for s in seen)
+    assert killed >= 4, seen  # 10 blocks: at least 4 saved segments to go
     final = run_cli(*args, cwd=tmp_path)
     assert final.returncode == 0, final.stderr
     got, want = pd.read_parquet(tmp_path / "got.parquet"), pd.read_parquet(tmp_path / "ref.parquet")
@@ -492,18 +493,20 @@ def _kills_resume_bit_identically(tmp: Path, args: list[str], columns: list[str]
                                   kills: int, seed: int, least: int | None = None,
                                   ) -> pd.DataFrame:  # fmt: skip
     """SIGKILL ``args`` ``kills`` times (:func:`_kill_loop`; ``least`` of them, or half,
-    must land in the pass), finish it, and check its ``columns`` (of the ``--out`` file
-    ``args`` ends with: parquet or csv) against an uninterrupted ``--no-cache`` run bit
-    for bit, with no checkpoint left."""
+    must land in the pass: as many runs resume it), finish it, and check its ``columns``
+    (of the ``--out`` file ``args`` ends with: parquet or csv) against an uninterrupted
+    ``--no-cache`` run bit for bit, with no checkpoint left."""
     out = Path(args[-1])
     ref = run_cli(*args[:-1], f"ref{out.suffix}", "--no-cache", cwd=tmp)
     assert ref.returncode == 0, ref.stderr
     seen = _kill_loop(args, tmp, kills=kills, seed=seed, within=_segments_done)
-    assert seen.count("killed") >= (kills // 2 if least is None else least), seen
     final = run_cli(*args, cwd=tmp)
     assert final.returncode == 0, final.stderr
-    resumed = "resumed a pass from its checkpoint" in final.stdout or seen[-1].endswith("resumed")
-    assert resumed, (seen, final.stdout)  # the run that finished the pass resumed it
+    # a run that resumed the pass follows a kill in the pass (a kill may also land after
+    # the pass, its values cached: the runs after it reuse them)
+    resumed = sum(s.endswith("resumed") for s in seen)
+    resumed += "resumed a pass from its checkpoint" in final.stdout
+    assert resumed >= (kills // 2 if least is None else least), (seen, final.stdout[-300:])
     if out.suffix == ".csv":  # the written digits (pandas reads them back exactly)
         got, want = pd.read_csv(tmp / out), pd.read_csv(tmp / "ref.csv")
     else:
@@ -557,17 +560,16 @@ def test_sigkills_of_a_sample_route_pass_resume_bit_identically(
     tmp_path: Path, kernel: str, n: int
 ) -> None:
     """The sample route (tiles of the n × n kernels; rbf: the exact median's rounds first)
-    in 21 (linear) or 11 (rbf: × 3 rounds) panels of 128-wide layers within --memory,
-    killed in its segments and resumed: the same bits as an uninterrupted run."""
+    in 24 (linear) or 16 (rbf: × 3 rounds) panels of 128-wide layers within 8 MB (two
+    threads), killed in its segments and resumed: the same bits as an uninterrupted run."""
     data = _segmented_store(tmp_path, n=n, width=128)
-    memory = "5800KB" if kernel == "linear" else "6MB"
     args = ["cka", "s.zarr", "--a", "seed=0", "--b", "seed=1", "--route", "samples",
-            "--kernel", kernel, "--memory", memory, "--workers", "2",
+            "--kernel", kernel, "--memory", "8MB", "--workers", "2",
             "--out", "got.csv"]  # fmt: skip
     columns = ["cka", "hsic_ab", "hsic_aa", "hsic_bb"]
     if kernel == "rbf":
         columns += ["bandwidth_a", "bandwidth_b"]
-    got = _kills_resume_bit_identically(tmp_path, args, columns, kills=8, seed=len(kernel),
+    got = _kills_resume_bit_identically(tmp_path, args, columns, kills=10, seed=len(kernel),
                                         least=5)  # fmt: skip
     assert (got["route"] == "samples").all()
     if kernel == "linear":
