@@ -725,3 +725,45 @@ def test_run_segments_saves_resumes_and_ignores_another_layout(tmp_path: Path,
     again = checkpoints.run_segments(ckpt, "k", 7, step, form, 1 << 20)  # another layout
     assert steps == list(range(7)) and any("made another way" in n for n in notes), notes
     assert again.shape == (3,)
+
+
+def test_a_sample_pass_on_an_object_store_saves_only_a_state_within_memory(
+    tmp_path: Path,
+) -> None:
+    """On an object store a checkpoint is uploaded from a copy in memory: a sample pass
+    saves its state when it is within a quarter of --memory (linear: 2 × n numbers per
+    representation), and not an RBF median round's histograms (8 MiB each here), noted."""
+    from reprstore.engine import checkpoints
+    from reprstore.engine.arrays import measure_arrays
+    from reprstore.store.cache_files import CacheFiles
+
+    class Remote(CacheFiles):
+        def __init__(self) -> None:
+            super().__init__(None, None)  # not local: an object store
+            self.puts: list[int] = []
+
+        def read_arrays(self, key: str) -> None:
+            return None
+
+        def write_arrays(self, key: str, arrays: dict[str, np.ndarray]) -> bool:
+            self.puts.append(sum(a.nbytes for a in arrays.values()))
+            return True
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(512, 24)), rng.normal(size=(512, 32))
+    for measure, saved in (("cka", True), ("cka:kernel=rbf", False)):
+        notes: list[str] = []
+        files = Remote()
+        saver = checkpoints.PassCheckpoints(files, ["fa", "fb"], "rows", notes.append)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("REPRSTORE_CHECKPOINT_SECONDS", "0")
+            mp.setattr(checkpoints, "SAVE_SHARE", 0.0)
+            measure_arrays([x, y], [(0, 1)], measure, route="samples", block_rows=64,
+                           memory=985_000, scheduler="synchronous", checkpoints=saver)  # fmt: skip
+        refused = [n for n in notes if "would not fit --memory" in n]
+        if saved:
+            assert len(files.puts) == 3 and not refused, (files.puts, notes)  # 4 panels
+            assert max(files.puts) <= 985_000 // 4
+        else:
+            assert refused, notes
+            assert all(p <= 985_000 // 4 for p in files.puts), files.puts
