@@ -89,7 +89,7 @@ def measure_arrays(
         Per-row metadata the measures name (``linreg:fold_by=COL``), for every stored row
         (the mask selects them as it selects the rows).
     checkpoints : reprstore.engine.checkpoints.PassCheckpoints, optional
-        Where the linear passes save their sums as they go, so that a killed run resumes.
+        Where the passes save their state as they go, so that a killed run resumes.
     settings : device, memory, scheduler, split_every, progress, precision, block_rows
 
     Returns

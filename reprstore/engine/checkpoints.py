@@ -17,8 +17,13 @@ the right key that does not hold what its key says (damaged, truncated, another 
 is ignored with a note and overwritten. Checkpoints are deleted once the comparison's
 results are in the result cache (:mod:`reprstore.store.result_cache`).
 
-The arrays are saved as an ``.npz`` of plain float64 arrays and a JSON header (no
-pickle: a checkpoint cannot run code when loaded).
+The other streamed passes fold their segments the same way with :func:`run_segments`
+(minibatch CKA, the grouped passes) or :class:`SegmentSaves` directly (the sample route,
+:mod:`reprstore.engine.sample_pass`: rounds of panel segments, as many rounds as its RBF
+median takes); their state is saved by a :class:`Segments` form.
+
+The arrays are saved as an ``.npz`` of plain float64 and integer arrays and a JSON header
+(no pickle: a checkpoint cannot run code when loaded).
 """
 
 from __future__ import annotations
@@ -230,12 +235,13 @@ class Segments:
     """How a pass other than the linear one keeps its state between segments.
 
     ``encode(state)`` gives plain arrays (with a JSON ``head``) and ``decode`` takes them
-    back; ``nbytes`` is the state's size (an object store uploads it from a copy).
+    back; ``nbytes`` is the state's size (an object store uploads it from a copy), or a
+    function of the state for a state whose size changes over the pass.
     """
 
     encode: Callable[[Any], dict[str, np.ndarray]]
     decode: Callable[[dict[str, np.ndarray]], Any]
-    nbytes: int
+    nbytes: int | Callable[[Any], int]
 
 
 #: A minibatch pass makes about one segment per this many row blocks (each segment
@@ -262,6 +268,74 @@ def live_blocks(batches: Any, bounds: np.ndarray) -> list[int]:
     return [k for k in blocks if (batches[bounds[k] : bounds[k + 1]] >= 0).any()]
 
 
+class SegmentSaves:
+    """The saves of one pass folded in segments, and its resumption.
+
+    :func:`run_segments` drives it for a pass of ``total`` segments known in advance; a
+    pass whose segments are not (the sample route: rounds of panel segments until a
+    selection ends) gives ``total=None``, numbers its segments itself (the same numbers
+    in every run) and never asks to save after its last one. ``key=None`` (or no
+    checkpoint files: ``--no-cache``) saves and loads nothing.
+
+    A save is *due* :data:`MIN_INTERVAL_S` (``$REPRSTORE_CHECKPOINT_SECONDS``) and
+    :data:`SAVE_SHARE` × the last save's time after the last one. On an object store a
+    checkpoint is uploaded from a copy in memory: a state over a quarter of ``memory``
+    is not saved there (noted once).
+    """
+
+    def __init__(self, ckpt: PassCheckpoints | None, key: str | None, form: Segments,
+                 memory: int, total: int | None = None) -> None:  # fmt: skip
+        if ckpt is None or ckpt.files is None:
+            key = None
+        self.ckpt = ckpt
+        self.key = key
+        self.form = form
+        self.memory = memory
+        self.total = total
+        self.cost: float | None = None  # seconds the last save took (None: not timed yet)
+        self.last_save = time.monotonic()
+
+    def resume(self, fits: Callable[[Any, int], bool] | None = None) -> tuple[Any, int]:
+        """The saved (state, segments done) of this pass, or (None, 0); ``fits(state,
+        done)`` False: the saved state is not one this pass makes after ``done`` segments
+        (ignored with a note)."""
+        if self.key is None:
+            return None, 0
+        assert self.ckpt is not None
+        state, done = _load_other(self.ckpt, self.key, self.total, self.form, fits)
+        if done:
+            of = f" of {self.total}" if self.total is not None else ""
+            self.ckpt._say(f"resumed a pass from its checkpoint: {done}{of} segments done")
+        self.last_save = time.monotonic()
+        return state, done
+
+    def nbytes(self, state: Any) -> int:
+        size = self.form.nbytes
+        return size if isinstance(size, int) else int(size(state))
+
+    def after(self, done: int, state: Any) -> None:
+        """``done`` segments are folded into ``state``: save it if a save is due."""
+        if self.key is None:
+            return
+        assert self.ckpt is not None
+        size = self.nbytes(state)
+        cost = self.cost if self.cost is not None else size / WRITE_SPEED
+        if time.monotonic() - self.last_save < max(min_interval(), SAVE_SHARE * cost):
+            return
+        if not self.ckpt.files.local and size > self.memory // 4:
+            self.ckpt._say(
+                "checkpoints not saved: on an object store a checkpoint is uploaded from a "
+                "copy in memory, and this pass's state would not fit --memory"
+            )
+            return
+        began = time.monotonic()
+        arrays = self.form.encode(state)
+        arrays["_segments"] = np.array([done, self.total or 0], dtype=np.int64)
+        if self.ckpt.save_arrays(self.key, arrays):
+            self.cost = time.monotonic() - began
+        self.last_save = time.monotonic()
+
+
 def run_segments(
     ckpt: PassCheckpoints | None,
     key: str | None,
@@ -272,46 +346,30 @@ def run_segments(
     skip: Callable[[int], None] = lambda k: None,
 ) -> Any:
     """Fold ``total`` segments in order (``state = step(k, state)``, ``None`` first),
-    saving the state after a segment when due, resuming from a saved one.
+    saving the state after a segment when due, resuming from a saved one
+    (:class:`SegmentSaves`).
 
     The same segments fold in the same order with or without checkpoints, so a resumed
     run's state is bit-identical to an uninterrupted one. ``skip(k)`` counts the
     segments a resumed run does not read (progress).
     """
-    state: Any = None
-    done = 0
-    if ckpt is None or ckpt.files is None or total < 2:
-        key = None
-    if key is not None:
-        state, done = _load_other(ckpt, key, total, form)  # type: ignore[arg-type]
-        if done:
-            skip(done)
-            ckpt._say(f"resumed a pass from its checkpoint: {done} of {total} segments done")  # type: ignore[union-attr]
-    cost = form.nbytes / WRITE_SPEED
-    last_save = time.monotonic()
+    saves = SegmentSaves(ckpt, key if total >= 2 else None, form, memory, total)
+    state, done = saves.resume()
+    if done:
+        skip(done)
     for k in range(done, total):
         state = step(k, state)
-        now = time.monotonic()
-        due = now - last_save >= max(min_interval(), SAVE_SHARE * cost)
-        if key is None or not due or k + 1 >= total:
-            continue
-        assert ckpt is not None
-        if not ckpt.files.local and form.nbytes > memory // 4:
-            ckpt._say("checkpoints not saved: on an object store a checkpoint is uploaded from "
-                      "a copy in memory, and this pass's state would not fit --memory")  # fmt: skip
-            key = None
-            continue
-        began = time.monotonic()
-        arrays = form.encode(state)
-        arrays["_segments"] = np.array([k + 1, total], dtype=np.int64)
-        if ckpt.save_arrays(key, arrays):
-            cost = time.monotonic() - began
-        last_save = time.monotonic()
+        if k + 1 < total:
+            saves.after(k + 1, state)
     return state
 
 
-def _load_other(ckpt: PassCheckpoints, key: str, total: int, form: Segments) -> tuple[Any, int]:
-    """The saved (state, segments done) of a segmented pass, or (None, 0)."""
+def _load_other(
+    ckpt: PassCheckpoints, key: str, total: int | None, form: Segments,
+    fits: Callable[[Any, int], bool] | None = None,
+) -> tuple[Any, int]:  # fmt: skip
+    """The saved (state, segments done) of a segmented pass, or (None, 0); ``total=None``:
+    a pass whose segments are not known in advance (any number done)."""
     try:
         arrays = ckpt.files.read_arrays(ckpt._path(key))
     except ValueError as err:
@@ -326,7 +384,8 @@ def _load_other(ckpt: PassCheckpoints, key: str, total: int, form: Segments) -> 
     except (KeyError, ValueError, TypeError) as err:
         ckpt._say(f"a checkpoint of this pass could not be read ({err}); it is ignored")
         return None, 0
-    if segments != total or not 0 < done < total:
+    if (segments != (total or 0) or done <= 0 or (total is not None and done >= total)
+            or (fits is not None and not fits(state, done))):  # fmt: skip
         ckpt._say("a checkpoint of this pass was made another way; it is ignored")
         return None, 0
     return state, done

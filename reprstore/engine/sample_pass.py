@@ -7,20 +7,26 @@ all its pairs (:mod:`reprstore.stats.gram_tiles`). The RBF kernel first takes th
 median of the n² squared distances by rounds of the same tiles
 (:mod:`reprstore.stats.selection`): one round when every row fits and the middle bin is
 small, usually two. Memory: :func:`reprstore.stats.gram_tiles.sample_layout`.
+
+:func:`sample_cka` and :func:`sample_rsa` save checkpoints (``c.checkpoints``) after each
+outer panel's segment of a round and resume from them bit-identically (see
+*checkpoints* below, :mod:`reprstore.engine.checkpoints`); :func:`sample_factors` does
+not (its state is n × n per representation, its time mostly the eigendecompositions).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from reprstore.engine import dask_graph
+from reprstore.engine import checkpoints, dask_graph
 from reprstore.errors import ComparisonError
 from reprstore.metrics.base import clip_unit
 from reprstore.metrics.cka import (
@@ -153,6 +159,162 @@ class _State:
     traces: dict[Pair, float]
 
 
+# --------------------------------------------------------------------- checkpoints
+#
+# The sample route's passes are segmented by outer panel: a round's segment I is every
+# tile pair of the panel pairs (I, J ≥ I), and the segments of all rounds are numbered in
+# order (round r's segment I is number r·m + I, m panels). The state after a segment is
+# what the later segments and the result depend on: each representation's offset, raw
+# squared norm, kernel sums, the pairs' traces (rsa: the RDM sums) and an RBF median's
+# selection (its targets and this round's histograms and kept values). The row norms
+# are not saved: every segment reads its panels again and takes their norms there. A
+# resumed run folds the same segments in the same order as an uninterrupted one, so its
+# values are the same bits.
+
+
+def _saves(
+    c: PassContext, kind: list[Any], idx: Sequence[int], pairs: Sequence[Pair],
+    layout: SampleLayout, panels: Sequence[_Panel],
+) -> checkpoints.SegmentSaves | None:  # fmt: skip
+    """The checkpoints of a sample pass (None: no checkpoints asked, or one panel). The
+    key holds the pass kind and its options (``kind``), the representations'
+    fingerprints and the rows (:class:`~reprstore.engine.checkpoints.PassCheckpoints`),
+    the panels' blocks, the tile and slab sizes; the round is in the segments' numbers."""
+    ckpt = c.checkpoints
+    if ckpt is None or len(panels) < 2:
+        return None
+    key = None
+    if ckpt.files is not None:
+        at = {i: k for k, i in enumerate(idx)}
+        cut = [[p.start, p.rows, [[b, m] for b, _, m in p.blocks]] for p in panels]
+        lay = [*kind, c.arrays[0].chunks[0], cut, layout.panel, layout.tile, layout.slab,
+               c.backend, c.n]  # fmt: skip
+        key = ckpt.key([(i, "raw") for i in idx], list(range(len(idx))),
+                       [(at[i], at[j]) for i, j in pairs], lay)  # fmt: skip
+    form = checkpoints.Segments(partial(_encode, idx, pairs), partial(_decode, c, idx, pairs),
+                                _state_bytes)  # fmt: skip
+    return checkpoints.SegmentSaves(ckpt, key, form, c.memory)
+
+
+#: What a sample pass saves: its _State, an RBF median's selections (or an rsa's sums),
+#: and the round.
+Saved = tuple[_State, Any, int]
+
+
+def _resume(
+    saves: checkpoints.SegmentSaves | None, m: int, state: _State, extra: Any,
+    fits: Callable[[Any, int], bool],
+) -> tuple[int, int]:  # fmt: skip
+    """(round, first segment of it) to go on with, ``state`` and ``extra`` (a dict or an
+    :class:`_RdmSums`) filled from the pass's checkpoint when there is one that
+    ``fits(extra, round)``."""
+    if saves is None:
+        return 0, 0
+    got, done = saves.resume(lambda s, done: s[2] == done // m and fits(s[1], s[2]))
+    if got is None:
+        return 0, 0
+    saved, more, _ = got
+    state.offsets, state.raw_sq = saved.offsets, saved.raw_sq
+    state.sums, state.traces = saved.sums or state.sums, saved.traces or state.traces
+    if isinstance(extra, dict):
+        extra.clear()
+        extra.update(more)
+    else:
+        extra.__dict__.update(more.__dict__)
+    return divmod(done, m)
+
+
+def _selections_fit(rbf: bool, idx: Sequence[int], order: dict[int, OrderStatistics],
+                    r: int) -> bool:  # fmt: skip
+    """Whether saved selections are those of round ``r`` (all done: the kernel round)."""
+    if not isinstance(order, dict):
+        return False
+    if not rbf:
+        return not order and r == 0
+    if sorted(order) != list(idx):
+        return False
+    if all(o.done for o in order.values()):
+        return r == max(o.rounds for o in order.values())
+    return all(o.rounds == r if not o.done else o.rounds < r for o in order.values())
+
+
+def _encode(idx: Sequence[int], pairs: Sequence[Pair], saved: Saved) -> dict[str, np.ndarray]:
+    """A sample pass's state as plain arrays (the held arrays themselves: no copy)."""
+    state, extra, r = saved
+    kind = "order" if isinstance(extra, dict) else "rdm"
+    out: dict[str, np.ndarray] = {
+        "head": np.array(json.dumps({"format": 1, "idx": list(idx), "round": r, "extra": kind})),
+        "scale": np.array([state.offsets[i].scale for i in idx], dtype=np.float64),
+        "raw_sq": np.array([state.raw_sq[i] for i in idx], dtype=np.float64),
+    }
+    for i in idx:
+        out[f"shift.{i}"] = state.offsets[i].shift
+    if state.sums:
+        out["traces"] = np.array([state.traces[p] for p in pairs], dtype=np.float64)
+        for i in idx:
+            out[f"rows.{i}"], out[f"diag.{i}"] = state.sums[i].rows, state.sums[i].diag
+    if isinstance(extra, dict):
+        for i, o in extra.items():
+            out.update({f"order.{i}.{k}": v for k, v in o.to_arrays().items()})
+    else:
+        cross = [(i, j) for i, j in pairs if i != j]
+        for name in ("shift", "s1", "s2"):
+            out[f"rdm.{name}"] = np.array([getattr(extra, name)[i] for i in idx])
+        out["rdm.s12"] = np.array([extra.s12[p] for p in cross], dtype=np.float64)
+    return out
+
+
+def _decode(c: PassContext, idx: Sequence[int], pairs: Sequence[Pair],
+            arrays: dict[str, np.ndarray]) -> Saved:  # fmt: skip
+    """The state :func:`_encode` saved, checked against this pass (ValueError if not)."""
+    head = json.loads(str(arrays["head"]))
+    if head.get("format") != 1 or head["idx"] != list(idx):
+        raise ValueError("not the state of this pass")
+    n = c.n
+    scale, raw_sq = arrays["scale"], arrays["raw_sq"]
+    offsets = {}
+    for k, i in enumerate(idx):
+        shift = arrays[f"shift.{i}"]
+        if shift.shape != (c.arrays[i].shape[1],):
+            raise ValueError("not the state of this pass")
+        offsets[i] = Offset(shift, float(scale[k]))
+    state = _State(offsets, {}, {i: float(raw_sq[k]) for k, i in enumerate(idx)}, {}, {})
+    if "traces" in arrays:
+        state.traces = dict(zip(pairs, (float(v) for v in arrays["traces"]), strict=True))
+        for i in idx:
+            rows, diag = arrays[f"rows.{i}"], arrays[f"diag.{i}"]
+            if rows.shape != (n,) or diag.shape != (n,):
+                raise ValueError("not the state of this pass")
+            state.sums[i] = KernelSums(rows, diag)
+    extra: Any
+    if head["extra"] == "order":
+        extra = {}
+        for i in idx:
+            at = f"order.{i}."
+            mine = {k[len(at) :]: v for k, v in arrays.items() if k.startswith(at)}
+            if mine:
+                extra[i] = OrderStatistics.from_arrays(mine)
+                if extra[i].total != n * n:
+                    raise ValueError("not the state of this pass")
+    else:
+        cross = [(i, j) for i, j in pairs if i != j]
+        means, s1, s2 = ({i: float(v) for i, v in zip(idx, arrays[f"rdm.{name}"], strict=True)}
+                         for name in ("shift", "s1", "s2"))  # fmt: skip
+        s12 = dict(zip(cross, (float(v) for v in arrays["rdm.s12"]), strict=True))
+        extra = _RdmSums(means, s1, s2, s12)
+    return state, extra, int(head["round"])
+
+
+def _state_bytes(saved: Saved) -> int:
+    """Bytes of a sample pass's saved state (an object store uploads it from a copy)."""
+    state, extra, _ = saved
+    size = sum(8 * 2 * len(k.rows) for k in state.sums.values())
+    size += sum(o.shift.nbytes for o in state.offsets.values())
+    if isinstance(extra, dict):
+        size += sum(o.nbytes() for o in extra.values())
+    return size
+
+
 def sample_cka(
     c: PassContext,
     unique: Sequence[Pair],
@@ -176,20 +338,34 @@ def sample_cka(
     pairs = sorted(set(unique) | {(i, i) for i in idx})
     state = _State({}, {i: np.zeros(n) for i in idx}, dict.fromkeys(idx, 0.0),
                    {i: KernelSums.empty(n) for i in idx}, dict.fromkeys(pairs, 0.0))  # fmt: skip
-    total_tiles = _tile_count(panels, layout.tile)
+    order = {i: OrderStatistics(n * n, median_ranks(n * n)) for i in idx} if rbf else {}
     rounds = _Progress(c.progress)
+    saves = _saves(c, ["samples-cka", estimator, kernel, sigma], idx, pairs, layout, panels)
+    r, start = _resume(saves, len(panels), state, order, partial(_selections_fit, rbf, idx))
+    tiles = _segment_tiles(panels, layout.tile)
+    rounds.extend(r * sum(tiles))
+    rounds.skip(r * sum(tiles) + sum(tiles[:start]))
+
+    def saved(pi: int) -> None:  # after panel pi's segment of round r
+        if saves is not None and pi + 1 < len(panels):
+            saves.after(r * len(panels) + pi + 1, (state, order, r))
+
     bws: dict[int, Bandwidth] = {}
     sigma2: dict[int, float] = {}
     if rbf:
-        order = {i: OrderStatistics(n * n, median_ranks(n * n)) for i in idx}
         visit = partial(_median_tile, state, order, layout.slab, threads)
         while not all(o.done for o in order.values()):
-            rounds.extend(total_tiles)
+            rounds.extend(sum(tiles))
             first = all(o.rounds == 0 for o in order.values())
-            _sweep(rows, layout, state, threads, visit, rounds, first=first)
+            _sweep(rows, layout, state, threads, visit, rounds, first=first, start=start,
+                   after=saved)  # fmt: skip
+            start = 0
             for o in order.values():
                 if not o.done:
                     o.end_round()
+            r += 1
+            if saves is not None:  # the next round's start
+                saves.after(r * len(panels), (state, order, r))
         for i in idx:
             lo, hi = order[i].results()
             median = (lo + hi) / 2.0
@@ -199,9 +375,9 @@ def sample_cka(
             bws[i] = Bandwidth(sigma, median * scale2, method, state.raw_sq[i] / n)
             check_bandwidth(bws[i], names[i], n)
             sigma2[i] = sigma**2 * median
-    rounds.extend(total_tiles)
+    rounds.extend(sum(tiles))
     visit = partial(_kernel_tile, state, pairs, sigma2 if rbf else None, layout.slab, threads)
-    _sweep(rows, layout, state, threads, visit, rounds, first=not rbf)
+    _sweep(rows, layout, state, threads, visit, rounds, first=not rbf, start=start, after=saved)
     rounds.finish()
     out: dict[Pair, CKAResult] = {}
     for i, j in unique:
@@ -237,6 +413,10 @@ class _Progress:
     def extend(self, k: int) -> None:
         self.total += k
 
+    def skip(self, k: int) -> None:
+        """Count ``k`` tile pairs a resumed pass does not make again."""
+        self.done += k
+
     def tick(self) -> None:
         self.done += 1
         if self.progress is not None:
@@ -247,12 +427,14 @@ class _Progress:
             self.progress(self.total, self.total)
 
 
-def _tile_count(panels: Sequence[_Panel], tile: int) -> int:
+def _segment_tiles(panels: Sequence[_Panel], tile: int) -> list[int]:
+    """Tile pairs of each panel's segment of a round (its panel pairs (I, J ≥ I))."""
     bounds = [len(tile_bounds(p.rows, tile)) for p in panels]
-    total = sum(t * (t + 1) // 2 for t in bounds)
-    return total + sum(
-        bounds[a] * bounds[b] for a in range(len(bounds)) for b in range(a + 1, len(bounds))
-    )
+    return [t * (t + 1) // 2 + t * sum(bounds[a + 1 :]) for a, t in enumerate(bounds)]
+
+
+def _tile_count(panels: Sequence[_Panel], tile: int) -> int:
+    return sum(_segment_tiles(panels, tile))
 
 
 def _sweep(
@@ -263,10 +445,15 @@ def _sweep(
     visit: Callable[[dict[int, np.ndarray], dict[int, np.ndarray], int, int, bool], None],
     progress: _Progress,
     first: bool,
+    start: int = 0,
+    after: Callable[[int], None] | None = None,
 ) -> None:
     """One round: every tile pair (I ≤ J) of the selected rows, visited with the raw rows
-    of I and of J of every representation and the tiles' starts among the selected rows."""
-    for pi, pj, a, b in _panel_pairs(rows, threads, state, first):
+    of I and of J of every representation and the tiles' starts among the selected rows;
+    from outer panel ``start`` on (a resumed round), ``after(I)`` once panel I's segment
+    (its pairs (I, J ≥ I)) is done."""
+    last = len(rows.panels) - 1
+    for pi, pj, a, b in _panel_pairs(rows, threads, state, first, start):
         ta = tile_bounds(rows.panels[pi].rows, layout.tile)
         tb = ta if pi == pj else tile_bounds(rows.panels[pj].rows, layout.tile)
         for x, (s0, s1) in enumerate(ta):
@@ -278,15 +465,17 @@ def _sweep(
                 rb = ra if same else {i: m[t0:t1] for i, m in b.items()}
                 visit(ra, rb, rows.panels[pi].start + s0, rows.panels[pj].start + t0, same)
                 progress.tick()
+        if pj == last and after is not None:
+            after(pi)
 
 
 def _panel_pairs(
-    rows: _Rows, threads: int, state: _State, first: bool
+    rows: _Rows, threads: int, state: _State, first: bool, start: int = 0
 ) -> Iterator[tuple[int, int, dict[int, np.ndarray], dict[int, np.ndarray]]]:
-    """Panel pairs (I ≤ J) with their rows: I held while every J ≥ I streams. A single
-    panel is read once and kept for every round."""
+    """Panel pairs (I ≤ J, I ≥ ``start``) with their rows: I held while every J ≥ I
+    streams. A single panel is read once and kept for every round."""
     m = len(rows.panels)
-    for pi in range(m):
+    for pi in range(start, m):
         a = rows.held.get(pi)
         if a is None:
             a = _load(rows, pi, threads, state, first)
@@ -467,7 +656,16 @@ def sample_rsa(c: PassContext, unique: Sequence[Pair], rdm: str) -> dict[Pair, d
     sums = _RdmSums()
     pairs = sorted(set(unique) | {(i, i) for i in idx})
     progress = _Progress(c.progress)
-    progress.extend(_tile_count(rows.panels, layout.tile))
+    tiles = _segment_tiles(rows.panels, layout.tile)
+    progress.extend(sum(tiles))
+    m = len(rows.panels)
+    saves = _saves(c, ["samples-rsa", rdm], idx, pairs, layout, rows.panels)
+    _, start = _resume(saves, m, state, sums, lambda more, r: isinstance(more, _RdmSums) and r == 0)
+    progress.skip(sum(tiles[:start]))
+
+    def saved(pi: int) -> None:
+        if saves is not None and pi + 1 < m:
+            saves.after(pi + 1, (state, sums, 0))
 
     def visit(a: RowsOf, b: RowsOf, s: int, t: int, same: bool) -> None:
         tiles: dict[int, np.ndarray] = {}
@@ -501,10 +699,10 @@ def sample_rsa(c: PassContext, unique: Sequence[Pair], rdm: str) -> dict[Pair, d
                 x = (x - float(np.diagonal(tiles[i]) @ np.diagonal(tiles[j]))) / 2.0
             sums.s12[(i, j)] = sums.s12.get((i, j), 0.0) + x
 
-    _sweep(rows, layout, state, threads, visit, progress, first=True)
+    _sweep(rows, layout, state, threads, visit, progress, first=True, start=start, after=saved)
     progress.finish()
-    m = n * (n - 1) / 2.0
-    var = {i: sums.s2[i] - sums.s1[i] ** 2 / m for i in idx}
+    count = n * (n - 1) / 2.0
+    var = {i: sums.s2[i] - sums.s1[i] ** 2 / count for i in idx}
     for i in idx:
         if not var[i] > 1e-12 * abs(sums.s2[i]):
             raise ComparisonError(
@@ -515,7 +713,7 @@ def sample_rsa(c: PassContext, unique: Sequence[Pair], rdm: str) -> dict[Pair, d
         if i == j:
             value = 1.0
         else:
-            cov = sums.s12[(i, j)] - sums.s1[i] * sums.s1[j] / m
+            cov = sums.s12[(i, j)] - sums.s1[i] * sums.s1[j] / count
             value = clip_unit(cov / math.sqrt(var[i]) / math.sqrt(var[j]), "RSA",
                               (names[i], names[j]))  # fmt: skip
         out[(i, j)] = {"rsa": value}

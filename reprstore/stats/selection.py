@@ -127,6 +127,71 @@ class OrderStatistics:
         self._round, self._seen = {}, 0
         self.rounds += 1
 
+    # -- a checkpoint of a selection between two tiles ----------------------------
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """This selection between two :meth:`add` calls as plain int64/uint64/float64
+        arrays (a pass's checkpoint, :mod:`reprstore.engine.checkpoints`; no pickle):
+        the targets, the round's histograms (their non-empty bins when fewer than half
+        are) and the kept values piece by piece (the held arrays themselves, no copy).
+        :meth:`from_arrays` takes them back."""
+        t = self.targets
+        out = {
+            "meta": np.array([self.total, self.collect, self.rounds, self._seen], dtype=np.int64),
+            "rank": np.array([x.rank for x in t], dtype=np.int64),
+            "level": np.array([x.level for x in t], dtype=np.int64),
+            "prefix": np.array([x.prefix for x in t], dtype=np.uint64),
+            "below": np.array([x.below for x in t], dtype=np.int64),
+            "collect": np.array([x.collect for x in t], dtype=np.int64),
+            "found": np.array([x.value is not None for x in t], dtype=np.int64),
+            "value": np.array([np.nan if x.value is None else x.value for x in t]),
+            "keys": np.array([list(k) for k in self._round], dtype=np.uint64).reshape(-1, 3),
+        }
+        for q, acc in enumerate(self._round.values()):
+            if acc.hist is not None:  # 2²⁰–2²² bins, mostly empty: the others' counts
+                bins = np.flatnonzero(acc.hist)
+                if 2 * bins.size < acc.hist.size:
+                    out[f"bins{q}"], out[f"hist{q}"] = bins, acc.hist[bins]
+                else:
+                    out[f"hist{q}"] = acc.hist
+            out[f"weights{q}"] = np.array(acc.weights, dtype=np.int64)
+            for k, v in enumerate(acc.values):
+                out[f"values{q}_{k}"] = v
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> OrderStatistics:
+        """The selection :meth:`to_arrays` saved (ValueError/KeyError if they are not one)."""
+        total, collect, rounds, seen = (int(v) for v in arrays["meta"])
+        rank = [int(v) for v in arrays["rank"]]
+        out = cls(total, rank, collect)
+        out.rounds, out._seen = rounds, seen
+        for k, t in enumerate(out.targets):
+            t.level, t.prefix = int(arrays["level"][k]), int(arrays["prefix"][k])
+            t.below, t.collect = int(arrays["below"][k]), bool(arrays["collect"][k])
+            t.value = float(arrays["value"][k]) if arrays["found"][k] else None
+            if not 0 <= t.level <= len(LEVEL_BITS) or not 0 <= t.below <= total:
+                raise ValueError("not the state of a selection")
+        keys = np.asarray(arrays["keys"], dtype=np.uint64).reshape(-1, 3)
+        for q, (c, level, prefix) in enumerate(keys.tolist()):
+            acc = _Round()
+            if f"hist{q}" in arrays:
+                acc.hist = np.asarray(arrays[f"hist{q}"], dtype=np.int64)
+                if f"bins{q}" in arrays:
+                    acc.hist = np.zeros(1 << LEVEL_BITS[level], dtype=np.int64)
+                    acc.hist[arrays[f"bins{q}"]] = arrays[f"hist{q}"]
+            acc.weights = [int(w) for w in arrays[f"weights{q}"]]
+            acc.values = [np.asarray(arrays[f"values{q}_{k}"], dtype=np.float64)
+                          for k in range(len(acc.weights))]  # fmt: skip
+            out._round[(bool(c), int(level), int(prefix))] = acc
+        return out
+
+    def nbytes(self) -> int:
+        """Bytes of this round's histograms and kept values (at most what
+        :meth:`to_arrays` gives)."""
+        held = [a.hist for a in self._round.values() if a.hist is not None]
+        held += [v for a in self._round.values() for v in a.values]
+        return sum(int(v.nbytes) for v in held) + 64 * len(self.targets)
+
     def _narrow(self, t: _Target, acc: _Round) -> None:
         want = t.rank - t.below
         if t.collect:

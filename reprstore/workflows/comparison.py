@@ -685,8 +685,8 @@ def compare(
     cache, refresh : bool
         Keep every pair's values in the store's result cache and reuse them when the same
         pair is asked for again with the same data, rows and options
-        (:mod:`reprstore.store.result_cache`); the linear passes save checkpoints there, so a
-        killed run resumes (:mod:`reprstore.engine.checkpoints`). ``refresh`` recomputes and
+        (:mod:`reprstore.store.result_cache`); the streamed passes save checkpoints there, so
+        a killed run resumes (:mod:`reprstore.engine.checkpoints`). ``refresh`` recomputes and
         overwrites; ``cache=False`` neither reads nor writes the cache.
 
     Returns
