@@ -463,9 +463,11 @@ def _debiased(x: np.ndarray, y: np.ndarray) -> float:
 # --------------------------------------------- the slow tier: kills of the other passes
 
 
-def _segmented_store(tmp: Path, n: int = 32_768, width: int = 32) -> dict[str, np.ndarray]:
+def _segmented_store(tmp: Path, n: int = 32_768, width: int = 32,
+                     signal: float = 1.0) -> dict[str, np.ndarray]:  # fmt: skip
     """Two layers per seed, n × width float32 in 256-row chunks, imported in this process
-    (a small --memory then makes row blocks of a few chunks: every pass has many segments)."""
+    (a small --memory then makes row blocks of a few chunks: every pass has many segments);
+    the seeds' layers share ``signal`` × a 6-dimensional signal."""
     from reprstore import import_files
 
     rng = np.random.default_rng(11)
@@ -476,7 +478,7 @@ def _segmented_store(tmp: Path, n: int = 32_768, width: int = 32) -> dict[str, n
         for seed in ("0", "1"):
             files = []
             for k in range(2):
-                x = base @ rng.normal(size=(6, width)) + rng.normal(size=(n, width))
+                x = signal * base @ rng.normal(size=(6, width)) + rng.normal(size=(n, width))
                 data[f"{seed}_l{k}"] = x.astype(np.float32)
                 np.save(tmp / f"l{k}.npy", data[f"{seed}_l{k}"])
                 files.append(tmp / f"l{k}.npy")
@@ -486,14 +488,15 @@ def _segmented_store(tmp: Path, n: int = 32_768, width: int = 32) -> dict[str, n
 
 
 def _kills_resume_bit_identically(tmp: Path, args: list[str], columns: list[str],
-                                  kills: int, seed: int) -> pd.DataFrame:  # fmt: skip
-    """SIGKILL ``args`` ``kills`` times (:func:`_kill_loop`), finish it, and check its
-    ``columns`` against an uninterrupted ``--no-cache`` run bit for bit, with no
-    checkpoint left."""
+                                  kills: int, seed: int, killed: int | None = None,
+                                  ) -> pd.DataFrame:  # fmt: skip
+    """SIGKILL ``args`` ``kills`` times (:func:`_kill_loop`; at least ``killed`` of them
+    mid-pass, default half), finish it, and check its ``columns`` against an uninterrupted
+    ``--no-cache`` run bit for bit, with no checkpoint left."""
     ref = run_cli(*args[:-1], "ref.parquet", "--no-cache", cwd=tmp)
     assert ref.returncode == 0, ref.stderr
     seen = _kill_loop(args, tmp, kills=kills, seed=seed, within=_segments_done)
-    assert seen.count("killed") >= kills // 2, seen
+    assert seen.count("killed") >= (kills // 2 if killed is None else killed), seen
     final = run_cli(*args, cwd=tmp)
     assert final.returncode == 0, final.stderr
     assert "resumed a pass from its checkpoint" in final.stdout, (seen, final.stdout)
@@ -541,6 +544,19 @@ def test_sigkills_of_a_fold_pass_resume_bit_identically(tmp_path: Path) -> None:
         assert row.linreg == pytest.approx(want, abs=1e-8)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("measure", ["cka", "cca"])  # linear.py's test; generic.py's
+def test_sigkills_of_a_permutation_test_resume_bit_identically(tmp_path: Path,
+                                                                measure: str) -> None:  # fmt: skip
+    _segmented_store(tmp_path, n=4096, signal=0.05)
+    args = ["compare", "s.zarr", "--a", "seed=0", "--b", "seed=1,layer=l0", "--measure",
+            measure, "--permutations", "999", "--seed", "4", "--memory", "64MB", "--out",
+            "got.parquet"]  # fmt: skip
+    columns = [measure, f"{measure}_p"] + (["cka_p_statistic"] if measure == "cka" else [])
+    got = _kills_resume_bit_identically(tmp_path, args, columns, kills=6, seed=4, killed=5)
+    assert 0.001 < got[f"{measure}_p"].max() < 1  # p-values between the resolution and 1
+
+
 def _cross_validated_r2(x: np.ndarray, y: np.ndarray, k: int) -> float:
     """k-fold (consecutive folds) ridge-free least squares R² of y from x, predictions
     pooled, variance-weighted over y's columns (sklearn cross_val_predict + r2_score)."""
@@ -553,3 +569,104 @@ def _cross_validated_r2(x: np.ndarray, y: np.ndarray, k: int) -> float:
         w = np.linalg.lstsq(x[train] - mx, y[train] - my, rcond=None)[0]
         pred[rows] = (x[rows] - mx) @ w + my
     return float(1 - ((y - pred) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())
+
+
+# ------------------------------------------- permutation tests, resumed (fast and slow)
+
+
+class _Killed(Exception):
+    """Stands for a SIGKILL in the middle of a test's permutations."""
+
+
+def _stop_after(monkeypatch: pytest.MonkeyPatch, blocks: int | None) -> list[int]:
+    """Make the permutation tests raise :class:`_Killed` after ``blocks`` blocks of
+    permutations (None: never); returns the blocks each test ran, a list it fills."""
+    from reprstore.uncertainty import resume
+
+    real = getattr(resume.run_nulls, "real", resume.run_nulls)
+    ran: list[int] = []
+
+    def run_nulls(ctx, key, units, r, n, widths, block):  # type: ignore[no-untyped-def]
+        ran.append(0)
+
+        def counted(*args):  # type: ignore[no-untyped-def]
+            if blocks is not None and ran[-1] >= blocks:
+                raise _Killed
+            ran[-1] += 1
+            return block(*args)
+
+        return real(ctx, key, units, r, n, widths, counted)
+
+    run_nulls.real = real  # type: ignore[attr-defined]
+    monkeypatch.setattr(resume, "run_nulls", run_nulls)
+    return ran
+
+
+@pytest.mark.parametrize("measure", ["cka", "cca"])  # linear.py's and generic.py's tests
+def test_a_permutation_checkpoint_resumes_and_one_of_another_test_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, measure: str
+) -> None:
+    from reprstore.uncertainty import resume
+    from reprstore.workflows.comparison import compare
+
+    _segmented_store(tmp_path, n=1024, width=8, signal=0.03)
+    monkeypatch.setenv("REPRSTORE_CHECKPOINT_SECONDS", "0")  # save after every segment
+    store = str(tmp_path / "s.zarr")
+    cols = [f"{measure}", f"{measure}_p"]
+    kw: dict = dict(measures=measure, permutations=99, memory="64MB")
+
+    def run(seed: int, **more: object) -> tuple[pd.DataFrame, list[str]]:
+        notes: list[str] = []
+        df = compare(store, "seed=0", "seed=1,layer=l0", seed=seed, report=notes.append,
+                     **kw, **more)  # fmt: skip
+        return df, notes
+
+    ref, _ = run(5, cache=False)
+    assert 0.02 < ref[f"{measure}_p"].max() < 1  # not all at the resolution
+    total = 2 * len(resume.null_segments(99, 1024))  # 2 pairs × 25 segments
+    ran = _stop_after(monkeypatch, 30)
+    with pytest.raises(_Killed):
+        run(5)
+    assert len(glob.glob(f"{store}/cache/passes/*.npz")) == 1
+    done = _segments_done(tmp_path / "s.zarr")  # saved when due: 0 < done ≤ 30
+    assert 0 < done <= 30
+    # another seed's test (another key) does not load it
+    ran = _stop_after(monkeypatch, None)
+    other, notes = run(6, cache=False)
+    assert sum(ran) == total and not any("resumed" in n for n in notes), notes
+    other, notes = run(6)
+    assert sum(ran) == 2 * total and not any("resumed" in n for n in notes), notes
+    # its own run does, reads the rest only, and gives the uninterrupted values
+    ran.clear()
+    got, notes = run(5)
+    assert any(f"resumed a pass from its checkpoint: {done} of {total}" in n for n in notes), notes
+    assert ran == [total - done]
+    pd.testing.assert_frame_equal(got[cols], ref[cols], check_exact=True)
+    assert not glob.glob(f"{store}/cache/passes/*.npz")  # removed once cached
+    assert not other[cols].equals(ref[cols])
+
+
+def test_a_permutation_checkpoint_of_another_shape_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reprstore.workflows.comparison import compare
+
+    _segmented_store(tmp_path, n=1024, width=8, signal=0.03)
+    monkeypatch.setenv("REPRSTORE_CHECKPOINT_SECONDS", "0")
+    store = str(tmp_path / "s.zarr")
+
+    kw: dict = dict(measures="cka", permutations=99, memory="64MB", seed=5)
+    ref = compare(store, "seed=0,layer=l0", "seed=1,layer=l0", cache=False, **kw)
+    _stop_after(monkeypatch, 10)
+    with pytest.raises(_Killed):
+        compare(store, "seed=0,layer=l0", "seed=1,layer=l0", **kw)
+    [path] = glob.glob(f"{store}/cache/passes/*.npz")
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["u0_0"] = arrays["u0_0"][:-1]  # one value short of its 10 segments
+    np.savez(path, **arrays)
+    _stop_after(monkeypatch, None)
+    notes: list[str] = []
+    got = compare(store, "seed=0,layer=l0", "seed=1,layer=l0", report=notes.append, **kw)
+    assert any("made another way; it is ignored" in n for n in notes), notes
+    pd.testing.assert_frame_equal(got[["cka", "cka_p"]], ref[["cka", "cka_p"]], check_exact=True)

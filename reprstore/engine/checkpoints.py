@@ -230,12 +230,15 @@ class Segments:
     """How a pass other than the linear one keeps its state between segments.
 
     ``encode(state)`` gives plain arrays (with a JSON ``head``) and ``decode`` takes them
-    back; ``nbytes`` is the state's size (an object store uploads it from a copy).
+    back; ``nbytes`` is the state's size (an object store uploads it from a copy);
+    ``fits(state, done)``, if given, says whether a decoded state is that of ``done``
+    segments (a checkpoint that is not is ignored with a note).
     """
 
     encode: Callable[[Any], dict[str, np.ndarray]]
     decode: Callable[[dict[str, np.ndarray]], Any]
     nbytes: int
+    fits: Callable[[Any, int], bool] | None = None
 
 
 #: A minibatch pass makes about one segment per this many row blocks (each segment
@@ -326,7 +329,7 @@ def _load_other(ckpt: PassCheckpoints, key: str, total: int, form: Segments) -> 
     except (KeyError, ValueError, TypeError) as err:
         ckpt._say(f"a checkpoint of this pass could not be read ({err}); it is ignored")
         return None, 0
-    if segments != total or not 0 < done < total:
+    if segments != total or not 0 < done < total or (form.fits and not form.fits(state, done)):
         ckpt._say("a checkpoint of this pass was made another way; it is ignored")
         return None, 0
     return state, done
