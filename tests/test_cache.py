@@ -670,3 +670,68 @@ def test_a_permutation_checkpoint_of_another_shape_is_ignored(
     got = compare(store, "seed=0,layer=l0", "seed=1,layer=l0", report=notes.append, **kw)
     assert any("made another way; it is ignored" in n for n in notes), notes
     pd.testing.assert_frame_equal(got[["cka", "cka_p"]], ref[["cka", "cka_p"]], check_exact=True)
+
+
+def test_a_minibatch_records_checkpoint_resumes_and_one_of_another_test_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pass of minibatch --ci/--permutations (batch records: the batch bootstrap's
+    HSIC values and the within-batch permutations' nulls) resumes from a saved segment."""
+    from reprstore.uncertainty import batches
+    from reprstore.workflows.comparison import compare
+
+    _segmented_store(tmp_path, n=4096, signal=0.05)
+    monkeypatch.setenv("REPRSTORE_CHECKPOINT_SECONDS", "0")
+    store = str(tmp_path / "s.zarr")
+    cols = ["cka", "cka_lo", "cka_hi", "cka_se", "cka_p", "cka_p_statistic"]
+    kw: dict = dict(estimator="minibatch", batch_size=128, ci=0.9, bootstrap=30,
+                    permutations=49, memory="8MB")  # fmt: skip
+    real = batches.records_pass
+    calls: list[int] = []
+
+    def records_pass(*args, **more):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if stop is not None and len(calls) > stop:
+            raise _Killed
+        return real(*args, **more)
+
+    monkeypatch.setattr(batches, "records_pass", records_pass)
+
+    def run(seed: int, **more: object) -> tuple[pd.DataFrame, list[str]]:
+        notes: list[str] = []
+        calls.clear()
+        df = compare(store, "seed=0", "seed=1,layer=l0", seed=seed, report=notes.append,
+                     **kw, **more)  # fmt: skip
+        return df, notes
+
+    stop = None
+    ref, _ = run(5, cache=False)
+    total = len(calls)
+    assert total >= 8 and 0.02 < ref["cka_p"].max() < 1
+    stop = total // 2
+    with pytest.raises(_Killed):
+        run(5)
+    done = _segments_done(tmp_path / "s.zarr")
+    assert 0 < done <= stop
+    stop = None
+    _, notes = run(6)  # another seed: another key, not loaded
+    assert len(calls) == total and not any("resumed" in n for n in notes), notes
+    got, notes = run(5)
+    assert any(f"resumed a pass from its checkpoint: {done} of {total}" in n for n in notes), notes
+    assert len(calls) == total - done
+    pd.testing.assert_frame_equal(got[cols], ref[cols], check_exact=True)
+    assert not glob.glob(f"{store}/cache/passes/*.npz")
+
+
+@pytest.mark.slow
+def test_sigkills_of_a_minibatch_interval_and_test_resume_bit_identically(
+    tmp_path: Path,
+) -> None:
+    _segmented_store(tmp_path, n=8192, signal=0.05)
+    args = ["cka", "s.zarr", "--a", "seed=0", "--b", "seed=1,layer=l0", "--estimator",
+            "minibatch", "--batch-size", "256", "--ci", "0.95", "--bootstrap", "50",
+            "--permutations", "999", "--seed", "3", "--memory", "8MB", "--out",
+            "got.parquet"]  # fmt: skip
+    columns = ["cka", "hsic_ab", "cka_lo", "cka_hi", "cka_se", "cka_p", "cka_p_statistic"]
+    got = _kills_resume_bit_identically(tmp_path, args, columns, kills=6, seed=5, killed=5)
+    assert 0.001 < got["cka_p"].max() < 1

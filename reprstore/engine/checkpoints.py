@@ -246,11 +246,12 @@ class Segments:
 BLOCKS_PER_SEGMENT = 8
 
 
-def minibatch_segments(live: int, workers: int, batches: int) -> int:
-    """Segments of a minibatch pass over ``live`` blocks: one per
-    :data:`BLOCKS_PER_SEGMENT` blocks (and ``workers`` blocks at least), at most
+def minibatch_segments(live: int, workers: int, batches: int,
+                       per: int = BLOCKS_PER_SEGMENT) -> int:  # fmt: skip
+    """Segments of a minibatch pass over ``live`` blocks: one per ``per`` blocks
+    (:data:`BLOCKS_PER_SEGMENT`; and ``workers`` blocks at least), at most
     :data:`MAX_SEGMENTS` and ``batches``."""
-    per = max(BLOCKS_PER_SEGMENT, workers)
+    per = max(per, workers)
     return max(1, min(MAX_SEGMENTS, batches, live // per))
 
 

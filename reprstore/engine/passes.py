@@ -558,7 +558,7 @@ def _minibatch(
     bounds = np.cumsum((0, *c.arrays[0].chunks[0]))
     form = checkpoints.Segments(sums_to_arrays, sums_from_arrays, 64 * (len(idx) + len(cross)))
     for number, g in enumerate(groups):
-        parts = _batch_segments(g, len(checkpoints.live_blocks(g, bounds)), workers)
+        parts = batch_segments(g, len(checkpoints.live_blocks(g, bounds)), workers)
 
         def step(k: int, state: MinibatchSums | None, parts: list[Any] = parts) -> MinibatchSums:
             graph = dask_graph.minibatch_pass(
@@ -599,13 +599,16 @@ def _minibatch(
     ]
 
 
-def _batch_segments(batches: ConsecutiveBatches | np.ndarray, live: int, workers: int) -> list[Any]:
+def batch_segments(batches: ConsecutiveBatches | np.ndarray, live: int, workers: int,
+                   per: int = checkpoints.BLOCKS_PER_SEGMENT) -> list[Any]:  # fmt: skip
     """The segments of a minibatch pass over consecutive batches: runs of whole batches,
     each its own graph, so that a killed pass resumes from the last one saved
     (:func:`reprstore.engine.checkpoints.run_segments`). A block that holds the edge of two
-    segments is read by both: about one segment per :data:`checkpoints.BLOCKS_PER_SEGMENT`
-    blocks keeps the re-reads a small part of the pass. Random batches (a shuffle) read
-    every block for any batch, so their pass is one segment."""
+    segments is read by both: about one segment per ``per`` blocks
+    (:data:`checkpoints.BLOCKS_PER_SEGMENT`) keeps the re-reads a small part of the pass
+    (a pass whose batches cost far more than their rows, a permutation test's, can take
+    ``per=1``). Random batches (a shuffle) read every block for any batch, so their pass
+    is one segment. Segments without a row are left out."""
     if isinstance(batches, ConsecutiveBatches):
         total = len(batches.sizes)
     elif not (batches >= 0).any():
@@ -615,12 +618,13 @@ def _batch_segments(batches: ConsecutiveBatches | np.ndarray, live: int, workers
         used = batches[batches >= 0]
         if (np.diff(used) < 0).any():  # a shuffle
             return [batches]
-    count = checkpoints.minibatch_segments(live, workers, total)
+    count = checkpoints.minibatch_segments(live, workers, total, per)
     edges = [round(k * total / count) for k in range(count + 1)]
     if isinstance(batches, ConsecutiveBatches):
         return [batches.segment(lo, hi) for lo, hi in itertools.pairwise(edges)]
-    return [np.where((batches >= lo) & (batches < hi), batches, -1)
-            for lo, hi in itertools.pairwise(edges)]  # fmt: skip
+    parts = [np.where((batches >= lo) & (batches < hi), batches, -1)
+             for lo, hi in itertools.pairwise(edges)]  # fmt: skip
+    return [p for p in parts if (p >= 0).any()]
 
 
 def counts(

@@ -340,7 +340,8 @@ def permutation_tests(
         got = _map(ctx.threads, partial(stat, u), list(chunk))
         return {f"{a},{b}": np.array([g[(a, b)] for g in got]) for a, b in units[u][1]}
 
-    layout = ["rows", r, opts.seed, ctx.n, [s.key + "|" + s.suffix for s in specs],
+    layout = ["permutations", "rows", r, opts.seed, ctx.n,
+              [s.key + "|" + s.suffix for s in specs],
               [[list(p), [list(o) for o in os_]] for p, os_ in units], lay.streams,
               lay.cross_views]  # fmt: skip
     key = resume.checkpoint_key(ctx, sorted({k for p in orient for k in p}), layout)

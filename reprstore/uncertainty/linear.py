@@ -78,7 +78,8 @@ def permute_rows(
         chunk = rs.permutations(opts.seed, count, 0, ctx.n, start=start)
         return {"cka": np.array([stats[u](p) for p in chunk], dtype=np.float64)}
 
-    layout = ["cka rows", estimator, r, opts.seed, ctx.n, [list(p) for p in ctx.pairs]]
+    layout = ["permutations", "cka rows", estimator, r, opts.seed, ctx.n,
+              [list(p) for p in ctx.pairs]]  # fmt: skip
     key = resume.checkpoint_key(ctx, idx, layout)
     nulls = resume.run_nulls(ctx, key, len(ctx.pairs), r, ctx.n, [1] * len(ctx.pairs), block)
     out: dict[Pair, dict[str, Any]] = {}

@@ -51,14 +51,15 @@ def null_segments(r: int, n: int) -> list[tuple[int, int]]:
 
 
 def checkpoint_key(ctx: PassContext, arrays: Sequence[int], layout: Sequence[Any]) -> str | None:
-    """The checkpoint key of a test over ``ctx.arrays[arrays]`` with ``layout`` (the test's
-    kind and settings), or None when nothing is checkpointed (no cache, an array without a
-    fingerprint)."""
+    """The checkpoint key of a pass or test over ``ctx.arrays[arrays]`` with ``layout``
+    (its kind first, then every setting its state depends on), or None when nothing is
+    checkpointed (no cache, an array without a fingerprint). The row selection is in the
+    key too (``ctx.checkpoints.rows``)."""
     ckpt = getattr(ctx, "checkpoints", None)
     if ckpt is None or ckpt.files is None:
         return None
     streams = [(i, "raw") for i in arrays]
-    key: str | None = ckpt.key(streams, list(range(len(streams))), [], ["permutations", *layout])
+    key: str | None = ckpt.key(streams, list(range(len(streams))), [], list(layout))
     return key
 
 
