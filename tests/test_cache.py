@@ -463,11 +463,11 @@ def _debiased(x: np.ndarray, y: np.ndarray) -> float:
 # --------------------------------------------- the slow tier: kills of the other passes
 
 
-def _segmented_store(tmp: Path, n: int = 32_768, width: int = 32,
-                     signal: float = 1.0) -> dict[str, np.ndarray]:  # fmt: skip
-    """Two layers per seed, n × width float32 in 256-row chunks, imported in this process
-    (a small --memory then makes row blocks of a few chunks: every pass has many segments);
-    the seeds' layers share ``signal`` × a 6-dimensional signal."""
+def _segmented_store(tmp: Path, n: int = 32_768, width: int = 32, signal: float = 1.0,
+                     layers: int = 2) -> dict[str, np.ndarray]:  # fmt: skip
+    """``layers`` layers per seed, n × width float32 in 256-row chunks, imported in this
+    process (a small --memory then makes row blocks of a few chunks: every pass has many
+    segments); the seeds' layers share ``signal`` × a 6-dimensional signal."""
     from reprstore import import_files
 
     rng = np.random.default_rng(11)
@@ -477,7 +477,7 @@ def _segmented_store(tmp: Path, n: int = 32_768, width: int = 32,
         mp.setattr("reprstore.store.encoding.TARGET_CHUNK_BYTES", 256 * width * 4)
         for seed in ("0", "1"):
             files = []
-            for k in range(2):
+            for k in range(layers):
                 x = signal * base @ rng.normal(size=(6, width)) + rng.normal(size=(n, width))
                 data[f"{seed}_l{k}"] = x.astype(np.float32)
                 np.save(tmp / f"l{k}.npy", data[f"{seed}_l{k}"])
@@ -735,3 +735,129 @@ def test_sigkills_of_a_minibatch_interval_and_test_resume_bit_identically(
     columns = ["cka", "hsic_ab", "cka_lo", "cka_hi", "cka_se", "cka_p", "cka_p_statistic"]
     got = _kills_resume_bit_identically(tmp_path, args, columns, kills=6, seed=5, killed=5)
     assert 0.001 < got["cka_p"].max() < 1
+
+
+def test_a_shuffled_minibatch_checkpoint_resumes_and_one_of_another_shuffle_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shuffled minibatch pass is checkpointed after each group of batches (each a read
+    of every block) and resumes from the last one saved."""
+    from reprstore.engine import dask_graph
+    from reprstore.workflows.comparison import compare
+
+    _segmented_store(tmp_path, n=8192)
+    monkeypatch.setenv("REPRSTORE_CHECKPOINT_SECONDS", "0")
+    store = str(tmp_path / "s.zarr")
+    real = dask_graph.minibatch_pass
+    calls: list[int] = []
+    stop: int | None = None
+
+    def minibatch_pass(*args, **more):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if stop is not None and len(calls) > stop:
+            raise _Killed
+        return real(*args, **more)
+
+    monkeypatch.setattr(dask_graph, "minibatch_pass", minibatch_pass)
+
+    def run(shuffle: int, **more: object) -> tuple[pd.DataFrame, list[str]]:
+        notes: list[str] = []
+        calls.clear()
+        df = compare(store, "seed=0", "seed=1", estimator="minibatch", batch_size=256,
+                     shuffle=shuffle, memory="4MB", report=notes.append, **more)  # fmt: skip
+        return df, notes
+
+    ref, _ = run(1, cache=False)
+    total = len(calls)
+    assert total >= 4
+    stop = total // 2
+    with pytest.raises(_Killed):
+        run(1)
+    done = _segments_done(tmp_path / "s.zarr")
+    assert 0 < done <= stop
+    stop = None
+    other, notes = run(2)  # another shuffle: another key, not loaded
+    assert len(calls) == total and not any("resumed" in n for n in notes), notes
+    got, notes = run(1)
+    assert any(f"resumed a pass from its checkpoint: {done} of {total}" in n for n in notes), notes
+    assert len(calls) == total - done
+    pd.testing.assert_frame_equal(got[["cka", "hsic_ab"]], ref[["cka", "hsic_ab"]],
+                                  check_exact=True)  # fmt: skip
+    assert not other["cka"].equals(ref["cka"])
+    assert not glob.glob(f"{store}/cache/passes/*.npz")
+
+
+@pytest.mark.slow
+def test_sigkills_of_a_shuffled_minibatch_pass_resume_bit_identically(tmp_path: Path) -> None:
+    data = _segmented_store(tmp_path)
+    args = ["cka", "s.zarr", "--a", "seed=0", "--b", "seed=1", "--estimator", "minibatch",
+            "--batch-size", "256", "--shuffle", "7", "--memory", "4MB", "--out",
+            "got.parquet"]  # fmt: skip
+    got = _kills_resume_bit_identically(tmp_path, args, ["cka", "hsic_ab"], kills=6, seed=6,
+                                        killed=5)  # fmt: skip
+    for row in got.itertuples():
+        want = _cka(data[f"0_{row.a_layer}"], data[f"1_{row.b_layer}"])
+        assert row.cka == pytest.approx(want, abs=0.02)
+
+
+def test_a_bandwidth_checkpoint_resumes_and_one_of_another_sigma_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The RBF bandwidth pass (minibatch, --kernel rbf) keeps the bandwidths found so far,
+    a segment of representations at a time, and a rerun goes on from them."""
+    from reprstore.engine import passes
+    from reprstore.stats import kernels
+    from reprstore.workflows.comparison import compare
+
+    _segmented_store(tmp_path, n=2048, width=8)
+    monkeypatch.setenv("REPRSTORE_CHECKPOINT_SECONDS", "0")
+    monkeypatch.setattr(passes, "BANDWIDTHS_PER_SEGMENT", 1)  # 4 representations: 4 segments
+    store = str(tmp_path / "s.zarr")
+    real = kernels.bandwidth
+    calls: list[int] = []
+    stop: int | None = None
+
+    def bandwidth(*args, **more):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if stop is not None and len(calls) > stop:
+            raise _Killed
+        return real(*args, **more)
+
+    monkeypatch.setattr(passes, "bandwidth", bandwidth)
+
+    def run(sigma: float, **more: object) -> tuple[pd.DataFrame, list[str]]:
+        notes: list[str] = []
+        calls.clear()
+        df = compare(store, "seed=0", "seed=1", estimator="minibatch", kernel="rbf",
+                     sigma=sigma, batch_size=128, report=notes.append, **more)  # fmt: skip
+        return df, notes
+
+    ref, _ = run(0.5, cache=False)
+    assert len(calls) == 4
+    stop = 3
+    with pytest.raises(_Killed):
+        run(0.5)
+    done = _segments_done(tmp_path / "s.zarr")
+    assert 0 < done <= 3
+    stop = None
+    other, notes = run(0.7)  # another sigma: another key, not loaded
+    assert len(calls) == 4 and not any("resumed" in n for n in notes), notes
+    got, notes = run(0.5)
+    assert any(f"resumed a pass from its checkpoint: {done} of 4" in n for n in notes), notes
+    assert len(calls) == 4 - done
+    cols = ["cka", "hsic_ab", "sigma_method"]
+    pd.testing.assert_frame_equal(got[cols], ref[cols], check_exact=True)
+    assert not other["cka"].equals(ref["cka"])
+    assert not glob.glob(f"{store}/cache/passes/*.npz")
+
+
+@pytest.mark.slow
+def test_sigkills_of_a_bandwidth_pass_resume_bit_identically(tmp_path: Path) -> None:
+    """25 representations: 7 segments of the RBF bandwidth pass (exact medians of 4,096²
+    distances), then the minibatch pass; every kill lands in one of them."""
+    _segmented_store(tmp_path, n=4096, layers=24)
+    args = ["cka", "s.zarr", "--a", "seed=0", "--b", "seed=1,layer=l0", "--estimator",
+            "minibatch", "--kernel", "rbf", "--batch-size", "256", "--memory", "64MB",
+            "--out", "got.parquet"]  # fmt: skip
+    _kills_resume_bit_identically(tmp_path, args, ["cka", "hsic_ab", "sigma_method"], kills=6,
+                                  seed=7, killed=5)  # fmt: skip

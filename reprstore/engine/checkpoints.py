@@ -255,6 +255,21 @@ def minibatch_segments(live: int, workers: int, batches: int,
     return max(1, min(MAX_SEGMENTS, batches, live // per))
 
 
+#: Reading and decoding one stored value costs about this many multiply-adds (the
+#: rule that decides how many segments a shuffled pass has).
+READ_COST = 64.0
+
+
+def shuffled_segments(work: float, read: float, batches: int) -> int:
+    """Segments of a pass over shuffled batches, ``work`` multiply-adds for ``read``
+    stored values: every segment reads every block of the pass (its batches' rows are
+    anywhere), so one segment per :data:`BLOCKS_PER_SEGMENT` × the read's cost
+    (:data:`READ_COST`) of work keeps the re-reads at most about 1/8 of the pass; at
+    most :data:`MAX_SEGMENTS` and ``batches``."""
+    count = int(work // (BLOCKS_PER_SEGMENT * READ_COST * max(read, 1.0)))
+    return max(1, min(MAX_SEGMENTS, batches, count))
+
+
 def live_blocks(batches: Any, bounds: np.ndarray) -> list[int]:
     """The row blocks holding a row of ``batches`` (a consecutive layout or batch ids)."""
     from reprstore.stats.minibatch import ConsecutiveBatches

@@ -45,7 +45,7 @@ class PassContext:
     threads: int = 1
     #: Per-row metadata columns the measures name (``linreg:fold_by``), of the selected rows.
     columns: dict[str, np.ndarray] = field(default_factory=dict)
-    #: Where the linear passes save their state as they go (:mod:`reprstore.engine.checkpoints`).
+    #: Where the passes save their state as they go (:mod:`reprstore.engine.checkpoints`).
     checkpoints: Any = None
 
 

@@ -11,7 +11,11 @@ batch). Minibatch CKA is a ratio of means over batches, so
   HSIC₁(L_b,L_b)) (the denominators do not change under permutation).
 
 Permutation r of batch b depends on (seed, r, b) only, and a batch's rows are always in
-stored order, so the p-value is the same for any chunking, workers or rerun.
+stored order, so the p-value is the same for any chunking, workers or rerun. That also
+makes the pass resumable: it runs in segments of whole batches
+(:func:`reprstore.engine.passes.batch_segments`) and saves the finished batches' records
+(:func:`reprstore.engine.checkpoints.run_segments`), so a killed run goes on from the
+last saved segment, to the same bits.
 """
 
 from __future__ import annotations
@@ -216,8 +220,17 @@ def batch_records(
     # with permutations a batch costs far more than reading its rows: a segment per block
     per = 1 if permutations else checkpoints.BLOCKS_PER_SEGMENT
     threads = max(1, ctx.threads)
-    segments = [s for g in groups
-                for s in batch_segments(g, len(live_blocks(g, bounds)), threads, per)]  # fmt: skip
+    widths = sum(int(ctx.arrays[i].shape[1]) for i in idx)
+    segments = []
+    for g in groups:
+        shuffled = 1
+        if shuffle is not None:  # every segment reads every block: while worth it
+            used = np.count_nonzero(g >= 0)
+            kernels = widths + len(idx) + len(cross) + permutations * len(ctx.pairs)
+            shuffled = checkpoints.shuffled_segments(float(used) * batch_size * kernels,
+                                                     float(used) * widths,
+                                                     len(np.unique(g[g >= 0])))  # fmt: skip
+        segments += batch_segments(g, len(live_blocks(g, bounds)), threads, per, shuffled)
 
     def step(k: int, state: Records | None) -> Records:
         graph = records_pass(ctx.arrays, segments[k], idx, cross, args, ctx.split_every)

@@ -15,7 +15,9 @@ estimators) see only finished streamed sums: per representation and row view the
   in memory; each permutation π re-makes the pair's cross sums of (A, B[π]) (one p × q
   product per view) and re-runs ``finalize`` on the unchanged partials;
   p = (1 + #{T_π ≥ T}) / (R + 1) per scalar column (``<col>_p``), T the column (its
-  negative for distances, where smaller means more alike).
+  negative for distances, where smaller means more alike). The permutations run in
+  checkpointed segments (:mod:`reprstore.uncertainty.resume`): a killed test resumes
+  from the null values saved, to the same bits.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ Permutation test: the rows of B are permuted against A over all rows; each permu
 costs one p × q product (the sides' own statistics do not change). It holds both sides'
 selected rows in memory, so it is used while that and R·n·p·q stay small; otherwise the
 minibatch statistic is permuted within batches (:mod:`reprstore.uncertainty.batches`).
+Both resume after a kill from their checkpoints, bit-identically
+(:mod:`reprstore.uncertainty.resume`).
 """
 
 from __future__ import annotations
