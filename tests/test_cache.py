@@ -482,9 +482,11 @@ def _debiased(x: np.ndarray, y: np.ndarray) -> float:
 # --------------------------------------------- the slow tier: kills of the other passes
 
 
-def _segmented_store(tmp: Path, n: int = 32_768, width: int = 32) -> dict[str, np.ndarray]:
-    """Two layers per seed, n × width float32 in 256-row chunks, imported in this process
-    (a small --memory then makes row blocks of a few chunks: every pass has many segments)."""
+def _segmented_store(tmp: Path, n: int = 32_768, width: int = 32, signal: float = 1.0,
+                     layers: int = 2) -> dict[str, np.ndarray]:  # fmt: skip
+    """``layers`` layers per seed, n × width float32 in 256-row chunks, imported in this
+    process (a small --memory then makes row blocks of a few chunks: every pass has many
+    segments); the seeds' layers share ``signal`` × a 6-dimensional signal."""
     from reprstore import import_files
 
     rng = np.random.default_rng(11)
@@ -494,8 +496,8 @@ def _segmented_store(tmp: Path, n: int = 32_768, width: int = 32) -> dict[str, n
         mp.setattr("reprstore.store.encoding.TARGET_CHUNK_BYTES", 256 * width * 4)
         for seed in ("0", "1"):
             files = []
-            for k in range(2):
-                x = base @ rng.normal(size=(6, width)) + rng.normal(size=(n, width))
+            for k in range(layers):
+                x = signal * base @ rng.normal(size=(6, width)) + rng.normal(size=(n, width))
                 data[f"{seed}_l{k}"] = x.astype(np.float32)
                 np.save(tmp / f"l{k}.npy", data[f"{seed}_l{k}"])
                 files.append(tmp / f"l{k}.npy")
@@ -591,6 +593,18 @@ def test_sigkills_of_a_sample_route_pass_resume_bit_identically(
         for row in got.itertuples():
             want = _debiased(data[f"0_{row.a_layer}"], data[f"1_{row.b_layer}"])
             assert row.cka == pytest.approx(want, abs=1e-10)
+
+
+@pytest.mark.parametrize("measure", ["cka", "cca"])  # linear.py's test; generic.py's
+def test_sigkills_of_a_permutation_test_resume_bit_identically(tmp_path: Path,
+                                                                measure: str) -> None:  # fmt: skip
+    _segmented_store(tmp_path, n=4096, signal=0.05)
+    args = ["compare", "s.zarr", "--a", "seed=0", "--b", "seed=1,layer=l0", "--measure",
+            measure, "--permutations", "999", "--seed", "4", "--memory", "64MB", "--out",
+            "got.parquet"]  # fmt: skip
+    columns = [measure, f"{measure}_p"] + (["cka_p_statistic"] if measure == "cka" else [])
+    got = _kills_resume_bit_identically(tmp_path, args, columns, kills=6, seed=4, least=5)
+    assert 0.001 < got[f"{measure}_p"].max() < 1  # p-values between the resolution and 1
 
 
 def _cross_validated_r2(x: np.ndarray, y: np.ndarray, k: int) -> float:
@@ -782,3 +796,295 @@ def test_a_sample_pass_on_an_object_store_saves_only_a_state_within_memory(
         else:
             assert refused, notes
             assert all(p <= 985_000 // 4 for p in files.puts), files.puts
+
+
+# ------------------------------------------- permutation tests, resumed (fast and slow)
+
+
+class _Killed(Exception):
+    """Stands for a SIGKILL in the middle of a test's permutations."""
+
+
+def _stop_after(monkeypatch: pytest.MonkeyPatch, blocks: int | None) -> list[int]:
+    """Make the permutation tests raise :class:`_Killed` after ``blocks`` blocks of
+    permutations (None: never); returns the blocks each test ran, a list it fills."""
+    from reprstore.uncertainty import resume
+
+    real = getattr(resume.run_nulls, "real", resume.run_nulls)
+    ran: list[int] = []
+
+    def run_nulls(ctx, key, units, r, n, widths, block):  # type: ignore[no-untyped-def]
+        ran.append(0)
+
+        def counted(*args):  # type: ignore[no-untyped-def]
+            if blocks is not None and ran[-1] >= blocks:
+                raise _Killed
+            ran[-1] += 1
+            return block(*args)
+
+        return real(ctx, key, units, r, n, widths, counted)
+
+    run_nulls.real = real  # type: ignore[attr-defined]
+    monkeypatch.setattr(resume, "run_nulls", run_nulls)
+    return ran
+
+
+@pytest.mark.parametrize("measure", ["cka", "cca"])  # linear.py's and generic.py's tests
+def test_a_permutation_checkpoint_resumes_and_one_of_another_test_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, measure: str
+) -> None:
+    from reprstore.uncertainty import resume
+    from reprstore.workflows.comparison import compare
+
+    _segmented_store(tmp_path, n=1024, width=8, signal=0.03)
+    monkeypatch.setenv("REPRSTORE_CHECKPOINT_SECONDS", "0")  # save after every segment
+    store = str(tmp_path / "s.zarr")
+    cols = [f"{measure}", f"{measure}_p"]
+    kw: dict = dict(measures=measure, permutations=99, memory="64MB")
+
+    def run(seed: int, **more: object) -> tuple[pd.DataFrame, list[str]]:
+        notes: list[str] = []
+        df = compare(store, "seed=0", "seed=1,layer=l0", seed=seed, report=notes.append,
+                     **kw, **more)  # fmt: skip
+        return df, notes
+
+    ref, _ = run(5, cache=False)
+    assert 0.02 < ref[f"{measure}_p"].max() < 1  # not all at the resolution
+    total = 2 * len(resume.null_segments(99, 1024))  # 2 pairs × 25 segments
+    ran = _stop_after(monkeypatch, 30)
+    with pytest.raises(_Killed):
+        run(5)
+    assert len(glob.glob(f"{store}/cache/passes/*.npz")) == 1
+    done = _segments_done(tmp_path / "s.zarr")  # saved when due: 0 < done ≤ 30
+    assert 0 < done <= 30
+    # another seed's test (another key) does not load it
+    ran = _stop_after(monkeypatch, None)
+    other, notes = run(6, cache=False)
+    assert sum(ran) == total and not any("resumed" in n for n in notes), notes
+    other, notes = run(6)
+    assert sum(ran) == 2 * total and not any("resumed" in n for n in notes), notes
+    # its own run does, reads the rest only, and gives the uninterrupted values
+    ran.clear()
+    got, notes = run(5)
+    assert any(f"resumed a pass from its checkpoint: {done} of {total}" in n for n in notes), notes
+    assert ran == [total - done]
+    pd.testing.assert_frame_equal(got[cols], ref[cols], check_exact=True)
+    assert not glob.glob(f"{store}/cache/passes/*.npz")  # removed once cached
+    assert not other[cols].equals(ref[cols])
+
+
+def test_a_permutation_checkpoint_of_another_shape_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reprstore.workflows.comparison import compare
+
+    _segmented_store(tmp_path, n=1024, width=8, signal=0.03)
+    monkeypatch.setenv("REPRSTORE_CHECKPOINT_SECONDS", "0")
+    store = str(tmp_path / "s.zarr")
+
+    kw: dict = dict(measures="cka", permutations=99, memory="64MB", seed=5)
+    ref = compare(store, "seed=0,layer=l0", "seed=1,layer=l0", cache=False, **kw)
+    _stop_after(monkeypatch, 10)
+    with pytest.raises(_Killed):
+        compare(store, "seed=0,layer=l0", "seed=1,layer=l0", **kw)
+    [path] = glob.glob(f"{store}/cache/passes/*.npz")
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["u0_0"] = arrays["u0_0"][:-1]  # one value short of its 10 segments
+    np.savez(path, **arrays)
+    _stop_after(monkeypatch, None)
+    notes: list[str] = []
+    got = compare(store, "seed=0,layer=l0", "seed=1,layer=l0", report=notes.append, **kw)
+    assert any("made another way; it is ignored" in n for n in notes), notes
+    pd.testing.assert_frame_equal(got[["cka", "cka_p"]], ref[["cka", "cka_p"]], check_exact=True)
+
+
+def test_a_minibatch_records_checkpoint_resumes_and_one_of_another_test_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pass of minibatch --ci/--permutations (batch records: the batch bootstrap's
+    HSIC values and the within-batch permutations' nulls) resumes from a saved segment."""
+    from reprstore.uncertainty import batches
+    from reprstore.workflows.comparison import compare
+
+    _segmented_store(tmp_path, n=4096, signal=0.05)
+    monkeypatch.setenv("REPRSTORE_CHECKPOINT_SECONDS", "0")
+    store = str(tmp_path / "s.zarr")
+    cols = ["cka", "cka_lo", "cka_hi", "cka_se", "cka_p", "cka_p_statistic"]
+    kw: dict = dict(estimator="minibatch", batch_size=128, ci=0.9, bootstrap=30,
+                    permutations=49, memory="8MB")  # fmt: skip
+    real = batches.records_pass
+    calls: list[int] = []
+
+    def records_pass(*args, **more):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if stop is not None and len(calls) > stop:
+            raise _Killed
+        return real(*args, **more)
+
+    monkeypatch.setattr(batches, "records_pass", records_pass)
+
+    def run(seed: int, **more: object) -> tuple[pd.DataFrame, list[str]]:
+        notes: list[str] = []
+        calls.clear()
+        df = compare(store, "seed=0", "seed=1,layer=l0", seed=seed, report=notes.append,
+                     **kw, **more)  # fmt: skip
+        return df, notes
+
+    stop = None
+    ref, _ = run(5, cache=False)
+    total = len(calls)
+    assert total >= 8 and 0.02 < ref["cka_p"].max() < 1
+    stop = total // 2
+    with pytest.raises(_Killed):
+        run(5)
+    done = _segments_done(tmp_path / "s.zarr")
+    assert 0 < done <= stop
+    stop = None
+    _, notes = run(6)  # another seed: another key, not loaded
+    assert len(calls) == total and not any("resumed" in n for n in notes), notes
+    got, notes = run(5)
+    assert any(f"resumed a pass from its checkpoint: {done} of {total}" in n for n in notes), notes
+    assert len(calls) == total - done
+    pd.testing.assert_frame_equal(got[cols], ref[cols], check_exact=True)
+    assert not glob.glob(f"{store}/cache/passes/*.npz")
+
+
+@pytest.mark.slow
+def test_sigkills_of_a_minibatch_interval_and_test_resume_bit_identically(
+    tmp_path: Path,
+) -> None:
+    _segmented_store(tmp_path, n=8192, signal=0.05)
+    args = ["cka", "s.zarr", "--a", "seed=0", "--b", "seed=1,layer=l0", "--estimator",
+            "minibatch", "--batch-size", "256", "--ci", "0.95", "--bootstrap", "50",
+            "--permutations", "999", "--seed", "3", "--memory", "8MB", "--out",
+            "got.parquet"]  # fmt: skip
+    columns = ["cka", "hsic_ab", "cka_lo", "cka_hi", "cka_se", "cka_p", "cka_p_statistic"]
+    got = _kills_resume_bit_identically(tmp_path, args, columns, kills=6, seed=5, least=5)
+    assert 0.001 < got["cka_p"].max() < 1
+
+
+def test_a_shuffled_minibatch_checkpoint_resumes_and_one_of_another_shuffle_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shuffled minibatch pass is checkpointed after each group of batches (each a read
+    of every block) and resumes from the last one saved."""
+    from reprstore.engine import dask_graph
+    from reprstore.workflows.comparison import compare
+
+    _segmented_store(tmp_path, n=8192)
+    monkeypatch.setenv("REPRSTORE_CHECKPOINT_SECONDS", "0")
+    store = str(tmp_path / "s.zarr")
+    real = dask_graph.minibatch_pass
+    calls: list[int] = []
+    stop: int | None = None
+
+    def minibatch_pass(*args, **more):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if stop is not None and len(calls) > stop:
+            raise _Killed
+        return real(*args, **more)
+
+    monkeypatch.setattr(dask_graph, "minibatch_pass", minibatch_pass)
+
+    def run(shuffle: int, **more: object) -> tuple[pd.DataFrame, list[str]]:
+        notes: list[str] = []
+        calls.clear()
+        df = compare(store, "seed=0", "seed=1", estimator="minibatch", batch_size=256,
+                     shuffle=shuffle, memory="4MB", report=notes.append, **more)  # fmt: skip
+        return df, notes
+
+    ref, _ = run(1, cache=False)
+    total = len(calls)
+    assert total >= 4
+    stop = total // 2
+    with pytest.raises(_Killed):
+        run(1)
+    done = _segments_done(tmp_path / "s.zarr")
+    assert 0 < done <= stop
+    stop = None
+    other, notes = run(2)  # another shuffle: another key, not loaded
+    assert len(calls) == total and not any("resumed" in n for n in notes), notes
+    got, notes = run(1)
+    assert any(f"resumed a pass from its checkpoint: {done} of {total}" in n for n in notes), notes
+    assert len(calls) == total - done
+    pd.testing.assert_frame_equal(got[["cka", "hsic_ab"]], ref[["cka", "hsic_ab"]],
+                                  check_exact=True)  # fmt: skip
+    assert not other["cka"].equals(ref["cka"])
+    assert not glob.glob(f"{store}/cache/passes/*.npz")
+
+
+@pytest.mark.slow
+def test_sigkills_of_a_shuffled_minibatch_pass_resume_bit_identically(tmp_path: Path) -> None:
+    data = _segmented_store(tmp_path)
+    args = ["cka", "s.zarr", "--a", "seed=0", "--b", "seed=1", "--estimator", "minibatch",
+            "--batch-size", "256", "--shuffle", "7", "--memory", "4MB", "--out",
+            "got.parquet"]  # fmt: skip
+    got = _kills_resume_bit_identically(tmp_path, args, ["cka", "hsic_ab"], kills=6, seed=6,
+                                        least=5)  # fmt: skip
+    for row in got.itertuples():
+        want = _cka(data[f"0_{row.a_layer}"], data[f"1_{row.b_layer}"])
+        assert row.cka == pytest.approx(want, abs=0.02)
+
+
+def test_a_bandwidth_checkpoint_resumes_and_one_of_another_sigma_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The RBF bandwidth pass (minibatch, --kernel rbf) keeps the bandwidths found so far,
+    a segment of representations at a time, and a rerun goes on from them."""
+    from reprstore.engine import passes
+    from reprstore.stats import kernels
+    from reprstore.workflows.comparison import compare
+
+    _segmented_store(tmp_path, n=2048, width=8)
+    monkeypatch.setenv("REPRSTORE_CHECKPOINT_SECONDS", "0")
+    monkeypatch.setattr(passes, "BANDWIDTHS_PER_SEGMENT", 1)  # 4 representations: 4 segments
+    store = str(tmp_path / "s.zarr")
+    real = kernels.bandwidth
+    calls: list[int] = []
+    stop: int | None = None
+
+    def bandwidth(*args, **more):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if stop is not None and len(calls) > stop:
+            raise _Killed
+        return real(*args, **more)
+
+    monkeypatch.setattr(passes, "bandwidth", bandwidth)
+
+    def run(sigma: float, **more: object) -> tuple[pd.DataFrame, list[str]]:
+        notes: list[str] = []
+        calls.clear()
+        df = compare(store, "seed=0", "seed=1", estimator="minibatch", kernel="rbf",
+                     sigma=sigma, batch_size=128, report=notes.append, **more)  # fmt: skip
+        return df, notes
+
+    ref, _ = run(0.5, cache=False)
+    assert len(calls) == 4
+    stop = 3
+    with pytest.raises(_Killed):
+        run(0.5)
+    done = _segments_done(tmp_path / "s.zarr")
+    assert 0 < done <= 3
+    stop = None
+    other, notes = run(0.7)  # another sigma: another key, not loaded
+    assert len(calls) == 4 and not any("resumed" in n for n in notes), notes
+    got, notes = run(0.5)
+    assert any(f"resumed a pass from its checkpoint: {done} of 4" in n for n in notes), notes
+    assert len(calls) == 4 - done
+    cols = ["cka", "hsic_ab", "sigma_method"]
+    pd.testing.assert_frame_equal(got[cols], ref[cols], check_exact=True)
+    assert not other["cka"].equals(ref["cka"])
+    assert not glob.glob(f"{store}/cache/passes/*.npz")
+
+
+@pytest.mark.slow
+def test_sigkills_of_a_bandwidth_pass_resume_bit_identically(tmp_path: Path) -> None:
+    """25 representations: 7 segments of the RBF bandwidth pass (exact medians of 4,096²
+    distances), then the minibatch pass; every kill lands in one of them."""
+    _segmented_store(tmp_path, n=4096, layers=24)
+    args = ["cka", "s.zarr", "--a", "seed=0", "--b", "seed=1,layer=l0", "--estimator",
+            "minibatch", "--kernel", "rbf", "--batch-size", "256", "--memory", "64MB",
+            "--out", "got.parquet"]  # fmt: skip
+    _kills_resume_bit_identically(tmp_path, args, ["cka", "hsic_ab", "sigma_method"], kills=6,
+                                  seed=7, least=5)  # fmt: skip

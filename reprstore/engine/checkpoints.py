@@ -236,12 +236,15 @@ class Segments:
 
     ``encode(state)`` gives plain arrays (with a JSON ``head``) and ``decode`` takes them
     back; ``nbytes`` is the state's size (an object store uploads it from a copy), or a
-    function of the state for a state whose size changes over the pass.
+    function of the state for a state whose size changes over the pass; ``fits(state,
+    done)``, if given, says whether a decoded state is that of ``done`` segments (a
+    checkpoint that is not is ignored with a note).
     """
 
     encode: Callable[[Any], dict[str, np.ndarray]]
     decode: Callable[[dict[str, np.ndarray]], Any]
     nbytes: int | Callable[[Any], int]
+    fits: Callable[[Any, int], bool] | None = None
 
 
 #: A minibatch pass makes about one segment per this many row blocks (each segment
@@ -249,12 +252,28 @@ class Segments:
 BLOCKS_PER_SEGMENT = 8
 
 
-def minibatch_segments(live: int, workers: int, batches: int) -> int:
-    """Segments of a minibatch pass over ``live`` blocks: one per
-    :data:`BLOCKS_PER_SEGMENT` blocks (and ``workers`` blocks at least), at most
+def minibatch_segments(live: int, workers: int, batches: int,
+                       per: int = BLOCKS_PER_SEGMENT) -> int:  # fmt: skip
+    """Segments of a minibatch pass over ``live`` blocks: one per ``per`` blocks
+    (:data:`BLOCKS_PER_SEGMENT`; and ``workers`` blocks at least), at most
     :data:`MAX_SEGMENTS` and ``batches``."""
-    per = max(BLOCKS_PER_SEGMENT, workers)
+    per = max(per, workers)
     return max(1, min(MAX_SEGMENTS, batches, live // per))
+
+
+#: Reading and decoding one stored value costs about this many multiply-adds (the
+#: rule that decides how many segments a shuffled pass has).
+READ_COST = 64.0
+
+
+def shuffled_segments(work: float, read: float, batches: int) -> int:
+    """Segments of a pass over shuffled batches, ``work`` multiply-adds for ``read``
+    stored values: every segment reads every block of the pass (its batches' rows are
+    anywhere), so one segment per :data:`BLOCKS_PER_SEGMENT` × the read's cost
+    (:data:`READ_COST`) of work keeps the re-reads at most about 1/8 of the pass; at
+    most :data:`MAX_SEGMENTS` and ``batches``."""
+    count = int(work // (BLOCKS_PER_SEGMENT * READ_COST * max(read, 1.0)))
+    return max(1, min(MAX_SEGMENTS, batches, count))
 
 
 def live_blocks(batches: Any, bounds: np.ndarray) -> list[int]:
@@ -385,7 +404,8 @@ def _load_other(
         ckpt._say(f"a checkpoint of this pass could not be read ({err}); it is ignored")
         return None, 0
     if (segments != (total or 0) or done <= 0 or (total is not None and done >= total)
-            or (fits is not None and not fits(state, done))):  # fmt: skip
+            or (fits is not None and not fits(state, done))
+            or (form.fits is not None and not form.fits(state, done))):  # fmt: skip
         ckpt._say("a checkpoint of this pass was made another way; it is ignored")
         return None, 0
     return state, done

@@ -23,6 +23,7 @@ permuted side's rows through a row index; the measures are unchanged.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -467,10 +468,20 @@ def _factor_columns(
     return {(a, b): out.pairs[(pos[a], pos[b])] for a, b in ordered}
 
 
+#: The bandwidth pass's segments: this many representations each (gathered together,
+#: their medians on the pass's threads).
+BANDWIDTHS_PER_SEGMENT = 4
+
+
 def rbf_bandwidths(
     c: PassContext, idx: list[int], sigma: float, run: dask_graph.Runner, blocks: int
 ) -> dict[int, Bandwidth]:
-    """σ of each representation in ``idx`` from one pass: exact up to SIGMA_EXACT_ROWS rows."""
+    """σ of each representation in ``idx`` from one pass: exact up to SIGMA_EXACT_ROWS rows.
+
+    The representations are taken :data:`BANDWIDTHS_PER_SEGMENT` at a time, each segment
+    checkpointed (``c.checkpoints``): a killed run keeps the bandwidths found so far. Each
+    bandwidth depends on its representation's rows alone, so the segments change no bit.
+    """
     rows = np.flatnonzero(c.mask) if c.mask is not None else np.arange(c.arrays[0].shape[0])
     if c.n <= SIGMA_EXACT_ROWS:
         method = f"exact median of all {c.n}² squared distances"
@@ -483,14 +494,53 @@ def rbf_bandwidths(
         )
     sample = np.zeros(c.arrays[0].shape[0], dtype=bool)
     sample[rows] = True
-    data = run(*[dask_graph.gather_rows(c.arrays[i], sample) for i in idx], blocks=blocks)
-    out: dict[int, Bandwidth] = {}
+    per = BANDWIDTHS_PER_SEGMENT
+    segments = [idx[k : k + per] for k in range(0, len(idx), per)]
+    each = blocks // max(len(idx), 1)  # the blocks of one representation's gather
 
-    def one(i: int, x: np.ndarray) -> None:
-        out[i] = checked_bandwidth(x, sigma, method, c.names[i], c.n)
+    def step(k: int, state: dict[int, Bandwidth] | None) -> dict[int, Bandwidth]:
+        out = dict(state or {})
+        part = segments[k]
+        data = run(*[dask_graph.gather_rows(c.arrays[i], sample) for i in part],
+                   blocks=each * len(part))  # fmt: skip
 
-    _parallel(c.threads, [partial(one, i, x) for i, x in zip(idx, data, strict=True)])
+        def one(i: int, x: np.ndarray) -> None:
+            out[i] = checked_bandwidth(x, sigma, method, c.names[i], c.n)
+
+        _parallel(c.threads, [partial(one, i, x) for i, x in zip(part, data, strict=True)])
+        return out
+
+    def skip(done: int) -> None:
+        run.skip(each * sum(len(p) for p in segments[:done]))
+
+    key = None
+    ckpt = c.checkpoints
+    if ckpt is not None and ckpt.files is not None:
+        layout = ["rbf bandwidths", sigma, c.n, SIGMA_EXACT_ROWS, SIGMA_SAMPLE_ROWS,
+                  SIGMA_SEED, per]  # fmt: skip
+        key = ckpt.key([(i, "raw") for i in idx], list(range(len(idx))), [], layout)
+    form = checkpoints.Segments(_encode_bandwidths, _decode_bandwidths, 64 * len(idx))
+    out = checkpoints.run_segments(ckpt, key, len(segments), step, form, c.memory, skip) or {}
     return {i: out[i] for i in idx}
+
+
+def _encode_bandwidths(state: dict[int, Bandwidth]) -> dict[str, np.ndarray]:
+    order = sorted(state)
+    head = [[i, state[i].method] for i in order]
+    return {
+        "head": np.array(json.dumps(head)),
+        "values": np.array([[state[i].sigma, state[i].median, state[i].scale] for i in order],
+                           dtype=np.float64).reshape(-1, 3),
+    }  # fmt: skip
+
+
+def _decode_bandwidths(arrays: dict[str, np.ndarray]) -> dict[int, Bandwidth]:
+    head = json.loads(str(arrays["head"]))
+    values = arrays["values"]
+    if values.dtype != np.float64 or values.shape != (len(head), 3):
+        raise ValueError(f"bandwidths of shape {values.shape}")
+    return {int(i): Bandwidth(float(v[0]), float(v[1]), str(m), float(v[2]))
+            for (i, m), v in zip(head, values, strict=True)}  # fmt: skip
 
 
 def checked_bandwidth(x: np.ndarray, sigma: float, method: str, name: str, n: int) -> Bandwidth:
@@ -553,37 +603,54 @@ def _minibatch(
     if kernel == "rbf":
         bws = rbf_bandwidths(c, idx, sigma, run, len(idx) * c.blocks)
     sigma2 = [bws[i].sigma2 if i in bws else None for i in range(len(c.arrays))]
-    sums = MinibatchSums()
     cross = [(i, j) for i, j in unique if i != j]
     bounds = np.cumsum((0, *c.arrays[0].chunks[0]))
-    form = checkpoints.Segments(sums_to_arrays, sums_from_arrays, 64 * (len(idx) + len(cross)))
+    widths = sum(int(c.arrays[i].shape[1]) for i in idx)
+    segments: list[tuple[int, Any]] = []  # (group, its part)
     for number, g in enumerate(groups):
-        parts = _batch_segments(g, len(checkpoints.live_blocks(g, bounds)), workers)
+        live = checkpoints.live_blocks(g, bounds)
+        shuffled = 1
+        if shuffle is not None and isinstance(g, np.ndarray):  # batches' rows anywhere
+            used = np.count_nonzero(g >= 0)
+            work = float(used) * batch_size * (widths + len(idx) + len(cross))
+            shuffled = checkpoints.shuffled_segments(work, float(used) * widths,
+                                                     len(np.unique(g[g >= 0])))  # fmt: skip
+        parts = batch_segments(g, len(live), workers, shuffled=shuffled)
+        segments += [(number, part) for part in parts]
+    last = {number: k for k, (number, _) in enumerate(segments)}
 
-        def step(k: int, state: MinibatchSums | None, parts: list[Any] = parts) -> MinibatchSums:
-            graph = dask_graph.minibatch_pass(
-                c.arrays, parts[k], idx, cross, kernel=kernel, sigma2=sigma2,
-                backend=c.backend, split_every=c.split_every, chains=workers,
-            )  # fmt: skip
-            got = run(graph, blocks=len(checkpoints.live_blocks(parts[k], bounds)),
-                      workers=workers)[0]  # fmt: skip
-            return got if state is None else merge_sums(state, got)
+    def step(k: int, state: tuple[MinibatchSums, MinibatchSums | None] | None
+             ) -> tuple[MinibatchSums, MinibatchSums | None]:  # fmt: skip
+        """Sums of the groups done, and of the segments of this group done so far."""
+        done, inner = state if state is not None else (MinibatchSums(), None)
+        number, part = segments[k]
+        graph = dask_graph.minibatch_pass(
+            c.arrays, part, idx, cross, kernel=kernel, sigma2=sigma2,
+            backend=c.backend, split_every=c.split_every, chains=workers,
+        )  # fmt: skip
+        got = run(graph, blocks=len(checkpoints.live_blocks(part, bounds)), workers=workers)[0]
+        inner = got if inner is None else merge_sums(inner, got)
+        if last[number] == k:  # the group's last segment: its sums join the others
+            return merge_sums(done, inner), None
+        return done, inner
 
-        ckpt = c.checkpoints
-        layout = ["minibatch", c.arrays[0].chunks[0], kernel, sigma2, batch_size, shuffle,
-                  number, len(parts), c.backend, c.n]  # fmt: skip
-        key = None
-        if ckpt is not None and ckpt.files is not None:
-            streams = [(i, "raw") for i in idx]
-            at = {i: k for k, i in enumerate(idx)}
-            key = ckpt.key(streams, list(range(len(idx))),
-                           [(at[i], at[j]) for i, j in cross], layout)  # fmt: skip
+    ckpt = c.checkpoints
+    layout = ["minibatch", c.arrays[0].chunks[0], kernel, sigma2, batch_size, shuffle,
+              [[n, len(checkpoints.live_blocks(p, bounds))] for n, p in segments],
+              c.backend, c.n]  # fmt: skip
+    key = None
+    if ckpt is not None and ckpt.files is not None:
+        streams = [(i, "raw") for i in idx]
+        at = {i: k for k, i in enumerate(idx)}
+        key = ckpt.key(streams, list(range(len(idx))),
+                       [(at[i], at[j]) for i, j in cross], layout)  # fmt: skip
 
-        def skip(done: int, parts: list[Any] = parts) -> None:
-            run.skip(sum(len(checkpoints.live_blocks(p, bounds)) for p in parts[:done]))
+    def skip(done: int) -> None:
+        run.skip(sum(len(checkpoints.live_blocks(p, bounds)) for _, p in segments[:done]))
 
-        got = checkpoints.run_segments(ckpt, key, len(parts), step, form, c.memory, skip)
-        sums = merge_sums(sums, got)
+    form = checkpoints.Segments(_encode_nested, _decode_nested, 128 * (len(idx) + len(cross)))
+    got = checkpoints.run_segments(ckpt, key, len(segments), step, form, c.memory, skip)
+    sums = got[0] if got is not None else MinibatchSums()
     run.finish()
     return [
         cka_minibatch(
@@ -599,28 +666,59 @@ def _minibatch(
     ]
 
 
-def _batch_segments(batches: ConsecutiveBatches | np.ndarray, live: int, workers: int) -> list[Any]:
-    """The segments of a minibatch pass over consecutive batches: runs of whole batches,
-    each its own graph, so that a killed pass resumes from the last one saved
-    (:func:`reprstore.engine.checkpoints.run_segments`). A block that holds the edge of two
-    segments is read by both: about one segment per :data:`checkpoints.BLOCKS_PER_SEGMENT`
-    blocks keeps the re-reads a small part of the pass. Random batches (a shuffle) read
-    every block for any batch, so their pass is one segment."""
+def _encode_nested(state: tuple[MinibatchSums, MinibatchSums | None]) -> dict[str, np.ndarray]:
+    """A minibatch pass's state: the sums of the groups done and of the current one."""
+    done, inner = state
+    arrays = {f"done.{k}": v for k, v in sums_to_arrays(done).items()}
+    if inner is not None:
+        arrays.update({f"group.{k}": v for k, v in sums_to_arrays(inner).items()})
+    return arrays
+
+
+def _decode_nested(arrays: dict[str, np.ndarray]) -> tuple[MinibatchSums, MinibatchSums | None]:
+    def part(prefix: str) -> dict[str, np.ndarray]:
+        return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+    inner = part("group.")
+    return sums_from_arrays(part("done.")), sums_from_arrays(inner) if inner else None
+
+
+def batch_segments(batches: ConsecutiveBatches | np.ndarray, live: int, workers: int,
+                   per: int = checkpoints.BLOCKS_PER_SEGMENT,
+                   shuffled: int = 1) -> list[Any]:  # fmt: skip
+    """The segments of a minibatch pass: runs of whole batches, each its own graph, so
+    that a killed pass resumes from the last one saved
+    (:func:`reprstore.engine.checkpoints.run_segments`). Over consecutive batches, a block
+    that holds the edge of two segments is read by both: about one segment per ``per``
+    blocks (:data:`checkpoints.BLOCKS_PER_SEGMENT`) keeps the re-reads a small part of the
+    pass (a pass whose batches cost far more than their rows, a permutation test's, can
+    take ``per=1``). Random batches (a shuffle) have their rows in every block, so each
+    segment reads them all: they make ``shuffled`` segments
+    (:func:`checkpoints.shuffled_segments`). Segments without a row are left out."""
     if isinstance(batches, ConsecutiveBatches):
         total = len(batches.sizes)
     elif not (batches >= 0).any():
         return [batches]
     else:
-        total = int(batches.max()) + 1
         used = batches[batches >= 0]
+        first, total = int(used.min()), int(used.max()) + 1
         if (np.diff(used) < 0).any():  # a shuffle
-            return [batches]
-    count = checkpoints.minibatch_segments(live, workers, total)
+            if shuffled <= 1:
+                return [batches]
+            edges = [first + round(k * (total - first) / shuffled) for k in range(shuffled + 1)]
+            return _batch_ranges(batches, edges)
+    count = checkpoints.minibatch_segments(live, workers, total, per)
     edges = [round(k * total / count) for k in range(count + 1)]
     if isinstance(batches, ConsecutiveBatches):
         return [batches.segment(lo, hi) for lo, hi in itertools.pairwise(edges)]
-    return [np.where((batches >= lo) & (batches < hi), batches, -1)
-            for lo, hi in itertools.pairwise(edges)]  # fmt: skip
+    return _batch_ranges(batches, edges)
+
+
+def _batch_ranges(batches: np.ndarray, edges: Sequence[int]) -> list[np.ndarray]:
+    """The batch ids of ``batches`` in each range of ``edges`` (−1 elsewhere), non-empty."""
+    parts = [np.where((batches >= lo) & (batches < hi), batches, -1)
+             for lo, hi in itertools.pairwise(edges)]  # fmt: skip
+    return [p for p in parts if (p >= 0).any()]
 
 
 def counts(

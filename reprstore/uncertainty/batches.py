@@ -11,20 +11,26 @@ batch). Minibatch CKA is a ratio of means over batches, so
   HSIC₁(L_b,L_b)) (the denominators do not change under permutation).
 
 Permutation r of batch b depends on (seed, r, b) only, and a batch's rows are always in
-stored order, so the p-value is the same for any chunking, workers or rerun.
+stored order, so the p-value is the same for any chunking, workers or rerun. That also
+makes the pass resumable: it runs in segments of whole batches
+(:func:`reprstore.engine.passes.batch_segments`) and saves the finished batches' records
+(:func:`reprstore.engine.checkpoints.run_segments`), so a killed run goes on from the
+last saved segment, to the same bits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from reprstore.engine import dask_graph
+from reprstore.engine import checkpoints, dask_graph
+from reprstore.engine.checkpoints import live_blocks
 from reprstore.engine.pass_context import PassContext
-from reprstore.engine.passes import rbf_bandwidths
+from reprstore.engine.passes import batch_segments, rbf_bandwidths
 from reprstore.errors import ComparisonError, InputError
 from reprstore.metrics.cka import CKAResult, cka_minibatch
 from reprstore.stats import resample as rs
@@ -33,6 +39,7 @@ from reprstore.stats.hsic import MIN_ROWS_UNBIASED, GramSummary, gram_terms, hsi
 from reprstore.stats.linear import NUMPY, Backend, count_nonfinite
 from reprstore.stats.minibatch import MinibatchSums, assign_batches, batch_gram
 from reprstore.stats.plan import batch_groups, human_bytes
+from reprstore.uncertainty import resume
 from reprstore.uncertainty.base import UncertaintySettings, clip_interval, with_uncertainty
 
 Pair = tuple[int, int]
@@ -209,14 +216,105 @@ def batch_records(
     cross = [(i, j) for i, j in ctx.pairs if i != j]
     backend = ctx.backend if ctx.backend is not None else NUMPY
     args = (kernel, sigma2, backend, seed, permutations, list(ctx.pairs))
-    recs: dict[int, BatchRecord] = {}
-    bad: dict[int, int] = {}
+    bounds = np.cumsum((0, *ctx.arrays[0].chunks[0]))
+    # with permutations a batch costs far more than reading its rows: a segment per block
+    per = 1 if permutations else checkpoints.BLOCKS_PER_SEGMENT
+    threads = max(1, ctx.threads)
+    widths = sum(int(ctx.arrays[i].shape[1]) for i in idx)
+    segments = []
     for g in groups:
-        graph = records_pass(ctx.arrays, g, idx, cross, args, ctx.split_every)
-        ((got, nonfinite),) = run(graph, blocks=ctx.blocks)
+        shuffled = 1
+        if shuffle is not None:  # every segment reads every block: while worth it
+            used = np.count_nonzero(g >= 0)
+            kernels = widths + len(idx) + len(cross) + permutations * len(ctx.pairs)
+            shuffled = checkpoints.shuffled_segments(float(used) * batch_size * kernels,
+                                                     float(used) * widths,
+                                                     len(np.unique(g[g >= 0])))  # fmt: skip
+        segments += batch_segments(g, len(live_blocks(g, bounds)), threads, per, shuffled)
+
+    def step(k: int, state: Records | None) -> Records:
+        graph = records_pass(ctx.arrays, segments[k], idx, cross, args, ctx.split_every)
+        ((got, nonfinite),) = run(graph, blocks=len(live_blocks(segments[k], bounds)))
+        recs, bad = state if state is not None else ({}, {})
         recs.update(got)
         bad = {k: bad.get(k, 0) + nonfinite.get(k, 0) for k in bad.keys() | nonfinite.keys()}
+        return recs, bad
+
+    def skip(done: int) -> None:
+        run.skip(sum(len(live_blocks(p, bounds)) for p in segments[:done]))
+
+    layout = ["batch records", kernel, sigma2, batch_size, shuffle, seed, permutations,
+              ctx.n, ctx.arrays[0].chunks[0], [len(g) for g in groups], len(segments),
+              [list(p) for p in ctx.pairs], backend]  # fmt: skip
+    key = resume.checkpoint_key(ctx, idx, layout)
+    form = checkpoints.Segments(
+        partial(_encode_records, idx, cross, list(ctx.pairs)),
+        partial(_decode_records, idx, cross, list(ctx.pairs), permutations),
+        _records_bytes(int(ids.max()) + 1 if (ids >= 0).any() else 0, idx, cross,
+                       len(ctx.pairs), permutations),
+    )  # fmt: skip
+    ckpt = getattr(ctx, "checkpoints", None)
+    recs, bad = checkpoints.run_segments(ckpt, key, len(segments), step, form, ctx.memory,
+                                         skip) or ({}, {})  # fmt: skip
+    run.finish()
     return recs, bad, bws
+
+
+def _records_bytes(batches: int, own: Sequence[int], cross: Sequence[Pair], permuted: int,
+                   r: int) -> int:  # fmt: skip
+    """Bytes of the records of ``batches`` batches (a checkpoint's size)."""
+    return 8 * batches * (2 + 4 * len(own) + len(cross) + permuted * r)
+
+
+def _encode_records(own: Sequence[int], cross: Sequence[Pair], permuted: Sequence[Pair],
+                    state: Records) -> dict[str, np.ndarray]:  # fmt: skip
+    """Batch records and NaN/Inf counts as plain arrays (one entry per batch, in order)."""
+    recs, bad = state
+    order = sorted(recs)
+    arrays = {"batches": np.array(order, dtype=np.int64),
+              "n": np.array([recs[b].n for b in order], dtype=np.int64),
+              "bad": np.array([[k, v] for k, v in sorted(bad.items())],
+                              dtype=np.int64).reshape(-1, 2)}  # fmt: skip
+    for i in own:
+        for name in ("own", "spread", "scale", "own_scale"):
+            arrays[f"{name}{i}"] = np.array([getattr(recs[b], name)[i] for b in order],
+                                            dtype=np.float64)  # fmt: skip
+    for i, j in cross:
+        arrays[f"pair{i}_{j}"] = np.array([recs[b].pairs[(i, j)] for b in order],
+                                          dtype=np.float64)  # fmt: skip
+    for i, j in permuted:
+        if order and (i, j) in recs[order[0]].null:
+            arrays[f"null{i}_{j}"] = np.array([recs[b].null[(i, j)] for b in order],
+                                              dtype=np.float64)  # fmt: skip
+    return arrays
+
+
+def _decode_records(own: Sequence[int], cross: Sequence[Pair], permuted: Sequence[Pair],
+                    r: int, arrays: dict[str, np.ndarray]) -> Records:  # fmt: skip
+    order = [int(b) for b in arrays["batches"]]
+    ns = arrays["n"]
+    columns = {f"{name}{i}": arrays[f"{name}{i}"]
+               for i in own for name in ("own", "spread", "scale", "own_scale")}  # fmt: skip
+    pairs = {p: arrays[f"pair{p[0]}_{p[1]}"] for p in cross}
+    nulls = {p: arrays[f"null{p[0]}_{p[1]}"] for p in permuted} if r else {}
+    for name, v in [*columns.items(), *pairs.items(), *nulls.items()]:
+        if v.dtype != np.float64 or v.shape[:1] != (len(order),):
+            raise ValueError(f"{name} of shape {v.shape}")
+    if any(v.shape[1:] != (r,) for v in nulls.values()):
+        raise ValueError("null values of another number of permutations")
+    recs = {}
+    for k, b in enumerate(order):
+        recs[b] = BatchRecord(
+            n=int(ns[k]),
+            own={i: float(columns[f"own{i}"][k]) for i in own},
+            pairs={p: float(v[k]) for p, v in pairs.items()},
+            null={p: v[k].copy() for p, v in nulls.items()},
+            spread={i: float(columns[f"spread{i}"][k]) for i in own},
+            scale={i: float(columns[f"scale{i}"][k]) for i in own},
+            own_scale={i: float(columns[f"own_scale{i}"][k]) for i in own},
+        )
+    bad = {int(k): int(v) for k, v in arrays["bad"].reshape(-1, 2)}
+    return recs, bad
 
 
 def sums_of(recs: dict[int, BatchRecord], bad: dict[int, int]) -> MinibatchSums:

@@ -15,13 +15,16 @@ estimators) see only finished streamed sums: per representation and row view the
   in memory; each permutation π re-makes the pair's cross sums of (A, B[π]) (one p × q
   product per view) and re-runs ``finalize`` on the unchanged partials;
   p = (1 + #{T_π ≥ T}) / (R + 1) per scalar column (``<col>_p``), T the column (its
-  negative for distances, where smaller means more alike).
+  negative for distances, where smaller means more alike). The permutations run in
+  checkpointed segments (:mod:`reprstore.uncertainty.resume`): a killed test resumes
+  from the null values saved, to the same bits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -36,6 +39,7 @@ from reprstore.stats import linear
 from reprstore.stats import resample as rs
 from reprstore.stats.plan import STORED_COPIES, check_budget, human_bytes
 from reprstore.stats.resample import DRAW_BYTES, DRAW_COPIES
+from reprstore.uncertainty import resume
 from reprstore.uncertainty.base import UncertaintySettings, say
 
 Pair = tuple[int, int]
@@ -321,27 +325,35 @@ def permutation_tests(
             passes._partials(out, specs, i, Side(ctx.names[i], views), {})
             store[i] = out.partials[i]
     columns = scalar_columns(specs)
-    step = rs.permutation_step(ctx.n)
+    units = list(orient.items())
+
+    def stat(u: int, order: np.ndarray | None) -> dict[Pair, np.ndarray]:
+        (i, j), o = units[u]
+        views = {v: _permuted_pair(held[lay.index[(i, v)]][0], held[lay.index[(j, v)]][0],
+                                   order) for v in lay.cross_views}  # fmt: skip
+        cross = Cross(ctx.n, views, {}, (ctx.names[i], ctx.names[j]))
+        return {(a, b): _row(specs, sides[a], twins[b] if a == b else sides[b],
+                             cross if (a, b) == (i, j) else passes._reverse(cross), columns)
+                for a, b in o}  # fmt: skip
+
+    def block(u: int, start: int, count: int) -> dict[str, np.ndarray]:
+        """The null values of permutations start … start + count − 1 of unit u."""
+        chunk = rs.permutations(opts.seed, count, 0, ctx.n, start=start)
+        got = _map(ctx.threads, partial(stat, u), list(chunk))
+        return {f"{a},{b}": np.array([g[(a, b)] for g in got]) for a, b in units[u][1]}
+
+    layout = ["permutations", "rows", r, opts.seed, ctx.n,
+              [s.key + "|" + s.suffix for s in specs],
+              [[list(p), [list(o) for o in os_]] for p, os_ in units], lay.streams,
+              lay.cross_views]  # fmt: skip
+    key = resume.checkpoint_key(ctx, sorted({k for p in orient for k in p}), layout)
+    widths = [len(os_) * len(columns) for _, os_ in units]
+    nulls = resume.run_nulls(ctx, key, len(units), r, ctx.n, widths, block)
     found: dict[Pair, dict[str, Any]] = {}
-    for (i, j), orientations_ in orient.items():
-
-        def stat(order: np.ndarray | None, i: int = i, j: int = j,
-                 o: list[Pair] = orientations_) -> dict[Pair, np.ndarray]:  # fmt: skip
-            views = {v: _permuted_pair(held[lay.index[(i, v)]][0], held[lay.index[(j, v)]][0],
-                                       order) for v in lay.cross_views}  # fmt: skip
-            cross = Cross(ctx.n, views, {}, (ctx.names[i], ctx.names[j]))
-            return {(a, b): _row(specs, sides[a], twins[b] if a == b else sides[b],
-                                 cross if (a, b) == (i, j) else passes._reverse(cross), columns)
-                    for a, b in o}  # fmt: skip
-
-        observed = stat(None)
-        nulls: list[dict[Pair, np.ndarray]] = []
-        for s in range(0, r, step):  # 32 MiB of indices at a time, not R × n of them
-            chunk = rs.permutations(opts.seed, min(step, r - s), 0, ctx.n, start=s)
-            nulls += _map(ctx.threads, stat, list(chunk))
+    for u, (_, orientations_) in enumerate(units):
+        observed = stat(u, None)
         for p in orientations_:
-            null = np.array([n[p] for n in nulls])
-            pv = rs.permutation_p(observed[p], null)
+            pv = rs.permutation_p(observed[p], nulls[u][f"{p[0]},{p[1]}"])
             found[p] = {f"{c}_p": float(v) for (_, c), v in zip(columns, pv, strict=True)}
             found[p].update(
                 p_resolution=1.0 / (r + 1), permutations=r, resample_seed=opts.seed,

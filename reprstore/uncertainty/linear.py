@@ -7,6 +7,8 @@ Permutation test: the rows of B are permuted against A over all rows; each permu
 costs one p × q product (the sides' own statistics do not change). It holds both sides'
 selected rows in memory, so it is used while that and R·n·p·q stay small; otherwise the
 minibatch statistic is permuted within batches (:mod:`reprstore.uncertainty.batches`).
+Both resume after a kill from their checkpoints, bit-identically
+(:mod:`reprstore.uncertainty.resume`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from reprstore.metrics.cka import cka_linear_sides, linear_side
 from reprstore.stats import linear
 from reprstore.stats import resample as rs
 from reprstore.stats.plan import check_budget, human_bytes
+from reprstore.uncertainty import resume
 from reprstore.uncertainty.base import EXACT_PERMUTATION_MACS, UncertaintySettings, say
 
 Pair = tuple[int, int]
@@ -59,8 +62,7 @@ def permute_rows(
         m = linear.moments(np.asarray(x))
         side = linear_side(m, estimator, ctx.names[i])
         prepared[i] = (linear.prepare_block(np.asarray(x), m.offset), side)
-    out: dict[Pair, dict[str, Any]] = {}
-    step = rs.permutation_step(ctx.n)
+    stats = []
     for i, j in ctx.pairs:
         (xa, sa), (xb, sb) = prepared[i], prepared[j]
 
@@ -71,14 +73,23 @@ def permute_rows(
             ab = linear.PairMoments(xa.x.T @ y, xa.sqn @ y, bn @ xa.x, float(xa.sqn @ bn))
             return cka_linear_sides(sa, sb, ab, estimator).cka
 
-        observed = stat(None)
-        null = np.concatenate([
-            [stat(p) for p in rs.permutations(opts.seed, min(step, r - s), 0, ctx.n, start=s)]
-            for s in range(0, r, step)
-        ])  # fmt: skip
+        stats.append(stat)
+
+    def block(u: int, start: int, count: int) -> dict[str, np.ndarray]:
+        """The null values of permutations start … start + count − 1 of pair u."""
+        chunk = rs.permutations(opts.seed, count, 0, ctx.n, start=start)
+        return {"cka": np.array([stats[u](p) for p in chunk], dtype=np.float64)}
+
+    layout = ["permutations", "cka rows", estimator, r, opts.seed, ctx.n,
+              [list(p) for p in ctx.pairs]]  # fmt: skip
+    key = resume.checkpoint_key(ctx, idx, layout)
+    nulls = resume.run_nulls(ctx, key, len(ctx.pairs), r, ctx.n, [1] * len(ctx.pairs), block)
+    out: dict[Pair, dict[str, Any]] = {}
+    for u, (i, j) in enumerate(ctx.pairs):
+        observed = stats[u](None)
         out[(i, j)] = dict(
-            cka_p=float(rs.permutation_p(observed, null)), cka_p_resolution=1.0 / (r + 1),
-            cka_p_statistic=observed, permutations=r,
+            cka_p=float(rs.permutation_p(observed, nulls[u]["cka"])),
+            cka_p_resolution=1.0 / (r + 1), cka_p_statistic=observed, permutations=r,
             permutation_method=f"rows of B permuted over all {ctx.n} rows; {estimator} CKA",
             resample_seed=opts.seed,
         )  # fmt: skip
