@@ -177,6 +177,7 @@ def test_cli_plot_and_bad_input(tmp_path: Path, profile: pd.DataFrame) -> None:
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.slow  # the README's examples end to end, in fresh processes (CI runs it)
 def test_readme_statistics_section_runs_as_written(tmp_path: Path) -> None:
     """The README's Statistics examples, in order, in a fresh folder; their figures drawn."""
     import os

