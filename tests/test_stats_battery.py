@@ -227,6 +227,121 @@ def test_linear_moments_folded_with_threads(chunking: str, threads: int, backend
     check_linear(state, data)
 
 
+def zeroed_rows(raw: np.ndarray, off: linear.Offset) -> tuple[np.ndarray, int]:
+    """Rows shifted and scaled by ``off``, those holding NaN/±Inf set to zero; their count."""
+    x = (raw - off.shift) / off.scale
+    bad = ~np.isfinite(x).all(axis=1)
+    x[bad] = 0.0
+    return x, int(bad.sum())
+
+
+def check_raw_sums(
+    state: linear.LinearState,
+    data: Sequence[np.ndarray],
+    offs: Sequence[linear.Offset],
+    own_rows: dict[int, slice],
+    pair_rows: dict[tuple[int, int], slice],
+) -> None:
+    """Every sum of ``state`` against its definition (rows holding NaN/Inf counted in
+    ``n`` and ``nonfinite``, left out of the sums) over the rows given per key."""
+    reprs, cross = state
+    assert sorted(reprs) == sorted(own_rows) and sorted(cross) == sorted(pair_rows)
+    for i, rows in own_rows.items():
+        x, bad = zeroed_rows(data[i][rows], offs[i])
+        a = (x * x).sum(axis=1)
+        m = reprs[i]
+        assert (m.n, m.nonfinite) == (x.shape[0], bad)
+        scale = np.abs(x).sum()
+        np.testing.assert_allclose(m.total, x.sum(axis=0), rtol=RTOL, atol=RTOL * scale)
+        np.testing.assert_allclose(m.gram, x.T @ x, rtol=RTOL, atol=RTOL * scale**2)
+        assert m.sqnorm == pytest.approx(a.sum(), rel=RTOL)
+        assert m.sqnorm2 == pytest.approx(a @ a, rel=RTOL)
+        np.testing.assert_allclose(m.sqnorm_x, a @ x, rtol=RTOL, atol=RTOL * (a @ np.abs(x)).max())
+    for (i, j), rows in pair_rows.items():
+        x, y = zeroed_rows(data[i][rows], offs[i])[0], zeroed_rows(data[j][rows], offs[j])[0]
+        a, b = (x * x).sum(axis=1), (y * y).sum(axis=1)
+        c = cross[(i, j)]
+        big = np.abs(x).sum() * np.abs(y).sum()
+        np.testing.assert_allclose(c.cross, x.T @ y, rtol=RTOL, atol=RTOL * big)
+        np.testing.assert_allclose(c.a_y, a @ y, rtol=RTOL, atol=RTOL * (a @ np.abs(y)).max())
+        np.testing.assert_allclose(c.b_x, b @ x, rtol=RTOL, atol=RTOL * (b @ np.abs(x)).max())
+        assert c.ab == pytest.approx(a @ b, rel=RTOL)
+
+
+def with_nonfinite(data: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Copies of ``data`` with NaN/±Inf rows in several chunks of every chunking."""
+    out = [d.copy() for d in data]
+    out[0][[3, 40, 41, 77], [0, 2, 6, 1]] = [np.nan, np.inf, -np.inf, np.nan]
+    out[1][[41, 60, 95], [1, 4, 0]] = np.nan
+    out[2][[2, 90], [0, 2]] = [np.inf, np.nan]
+    return out
+
+
+@pytest.mark.parametrize("chunking", ["equal", "uneven"])
+@pytest.mark.parametrize("merge", ["new", "in_place", "folded"])
+@pytest.mark.parametrize("backend", ["numpy", "generic"])
+def test_linear_nonfinite_rows_counted_over_merges(chunking: str, merge: str, backend: str) -> None:
+    """Rows holding NaN/Inf in several chunks (and sub-blocks of 5 rows): each counted once
+    in ``nonfinite`` however the partial states meet, and zero in every sum."""
+    data = with_nonfinite(representations())
+    offs = offsets_of(data)
+    kind = linear.NUMPY if backend == "numpy" else PlainBackend()
+    parts = [
+        linear.accumulate(None, [d[a:b] for d in data], offs, PAIRS, OWN, kind, rows=5)
+        for a, b in bounds(CHUNKINGS[chunking])
+    ]
+    if merge == "folded":
+        state = None
+        for a, b in bounds(CHUNKINGS[chunking]):
+            block = [d[a:b] for d in data]
+            state = linear.accumulate(state, block, offs, PAIRS, OWN, kind, rows=5)
+    else:
+        fn = linear.merge_block_moments if merge == "new" else linear.merge_into
+        state = merged(parts, fn, "left")
+    assert state is not None
+    every = slice(None)
+    check_raw_sums(state, data, offs, dict.fromkeys(OWN, every), dict.fromkeys(PAIRS, every))
+
+
+@pytest.mark.parametrize("merge", ["new", "in_place"])
+def test_linear_merge_of_states_holding_different_keys(merge: str) -> None:
+    """A state without some representations and pairs (a pass of fewer statistics) merged
+    with one holding them all: the missing ones are taken over, the shared ones added."""
+    data = representations()
+    offs = offsets_of(data)
+    first = linear.accumulate(None, [d[:40] for d in data], offs, [(1, 2)], [1, 2])
+    second = linear.accumulate(None, [d[40:] for d in data], offs, PAIRS, OWN)
+    fn = linear.merge_block_moments if merge == "new" else linear.merge_into
+    got = fn(first, second)
+    late, every = slice(40, None), slice(None)
+    own_rows = {0: late, 1: every, 2: every}
+    check_raw_sums(got, data, offs, own_rows, {(0, 1): late, (2, 0): late, (1, 2): every})
+    # and the other way round: the state holding everything first
+    first = linear.accumulate(None, [d[:40] for d in data], offs, PAIRS, OWN)
+    second = linear.accumulate(None, [d[40:] for d in data], offs, [(1, 2)], [1, 2])
+    got = fn(first, second)
+    early = slice(None, 40)
+    own_rows = {0: early, 1: every, 2: every}
+    check_raw_sums(got, data, offs, own_rows, {(0, 1): early, (2, 0): early, (1, 2): every})
+
+
+def test_linear_moments_of_one_block_and_its_default_offset() -> None:
+    """:func:`linear.moments` (the numpy backend's own products, not the fused path) and
+    the default offset: the finite rows' column mean (zeros for no rows)."""
+    data = with_nonfinite(representations())
+    x = data[0]
+    shift = linear.block_shift(x[:10])
+    finite = x[:10][np.isfinite(x[:10]).all(axis=1)]
+    assert len(finite) == 9
+    np.testing.assert_allclose(shift, finite.mean(axis=0), rtol=1e-15)
+    np.testing.assert_array_equal(linear.block_shift(x[:0]), np.zeros(7))
+    for off in (linear.Offset(shift), linear.block_offset(x[:10])):
+        m = linear.moments(x, off)
+        check_raw_sums(({0: m}, {}), [x], [off], {0: slice(None)}, {})
+    assert linear.NumpyBackend().dtype == np.float64
+    assert linear.NumpyBackend("float32").prepare(x).dtype == np.float32
+
+
 DASK_CASES = [
     # (chunking, chains, workers, split_every, shifts known)
     ("one", 1, 1, 8, False),
