@@ -501,6 +501,191 @@ def test_minibatch_pass_through_dask(
     check_minibatch(got, want, N)
 
 
+def ref_batch_ids(n: int, batch_size: int) -> np.ndarray:
+    """k = max(1, ⌊n/B⌋) batches of consecutive rows, the first n mod k one row larger."""
+    k = max(1, n // batch_size)
+    sizes = [n // k + (b < n % k) for b in range(k)]
+    return np.repeat(np.arange(k, dtype=np.int64), sizes)
+
+
+@pytest.mark.parametrize(
+    ("n", "batch_size"), [(96, 10), (103, 25), (104, 25), (57, 5), (12, 4), (7, 25), (1, 10)]
+)
+def test_consecutive_batch_layout_against_its_definition(n: int, batch_size: int) -> None:
+    """Batch ids, sizes and first rows of consecutive batches, of any row range, and of a
+    segment of batches [lo, hi) (the others read −1) with its row range."""
+    want = ref_batch_ids(n, batch_size)
+    got = assign_batches(n, batch_size)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, want)
+    sizes = np.bincount(want)
+    k = len(sizes)
+    np.testing.assert_array_equal(minibatch.batch_sizes(n, batch_size), sizes)
+    layout = minibatch.ConsecutiveBatches(n, batch_size)
+    np.testing.assert_array_equal(layout.first_rows, np.cumsum(sizes) - sizes)
+    for a, b in [(0, n), (n // 3, n // 2 + 1), (n - 1, n)]:
+        np.testing.assert_array_equal(layout.ids(a, b), want[a:b])
+    for lo, hi in [(0, 1), (0, max(k - 1, 1)), (1, k), (k // 2, None), (0, None)]:
+        seg = (
+            layout.segment(lo, hi)
+            if hi is not None
+            else minibatch.ConsecutiveBatches(n, batch_size, lo)
+        )
+        top = k if hi is None else hi
+        inside = (want >= lo) & (want < top)
+        np.testing.assert_array_equal(seg.ids(0, n), np.where(inside, want, -1))
+        np.testing.assert_array_equal(seg.ids(n // 2, n), np.where(inside, want, -1)[n // 2 :])
+        assert seg.row_range() == (int((want < lo).sum()), int((want < top).sum()))
+    empty = assign_batches(0, batch_size)
+    assert empty.dtype == np.int64 and empty.shape == (0,)
+
+
+def batch_refs(
+    data: Sequence[np.ndarray], ids: np.ndarray, kernel: str, sigma2: Sequence[float | None]
+) -> dict[int, tuple]:
+    """The reference sums of every batch alone."""
+    return {
+        int(b): ref_minibatch(data, np.where(ids == b, b, -1), kernel, sigma2)
+        for b in np.unique(ids[ids >= 0])
+    }
+
+
+def summed(refs: dict[int, tuple], batches: Sequence[int]) -> tuple:
+    own = {i: sum(refs[b][1][i] for b in batches) for i in OWN}
+    pairs = {p: sum(refs[b][2][p] for b in batches) for p in PAIRS}
+    return len(batches), own, pairs
+
+
+def by_blocks(
+    blocks: Sequence[np.ndarray | None],
+    ids: np.ndarray,
+    chunks: Sequence[int],
+    own: Sequence[int],
+    pairs: Sequence[tuple[int, int]],
+    kernel: str,
+    sigma2: Sequence[float | None],
+) -> minibatch.MinibatchSums:
+    """The scattered route by hand: ``block_minibatch`` on every block (the batches wholly
+    in it finished there), ``finish_batches`` for the others, everything merged."""
+    spans = bounds(chunks)
+    home: dict[int, list[int]] = {}
+    for k, (a, b) in enumerate(spans):
+        for batch in np.unique(ids[a:b][ids[a:b] >= 0]).tolist():
+            home.setdefault(batch, []).append(k)
+    total, parts = minibatch.MinibatchSums(), []
+    for k, (a, b) in enumerate(spans):
+        whole = np.array([x for x, ks in home.items() if ks == [k]], dtype=np.int64)
+        rows = [None if d is None else d[a:b] for d in blocks]
+        sums, pieces = minibatch.block_minibatch(rows, ids[a:b], whole, own, pairs, kernel, sigma2)
+        assert sorted(pieces) == sorted(x for x, ks in home.items() if k in ks and len(ks) > 1)
+        total = minibatch.merge_sums(total, sums)
+        parts.append(pieces)
+    for batch, ks in home.items():
+        if len(ks) > 1:
+            done = minibatch.finish_batches(parts, [batch], own, pairs, kernel, sigma2)
+            total = minibatch.merge_sums(total, done)
+    return total
+
+
+def by_chains(
+    blocks: Sequence[np.ndarray | None],
+    ids: np.ndarray,
+    chunks: Sequence[int],
+    chains: int,
+    own: Sequence[int],
+    pairs: Sequence[tuple[int, int]],
+    kernel: str,
+    sigma2: Sequence[float | None],
+    refs: dict[int, tuple] | None = None,
+) -> minibatch.MinibatchSums:
+    """The chain route by hand: ``fold_block`` block after block in each chain, then
+    ``merge_chains``. With ``refs``, after every block: the chain's sums are those of the
+    batches it has finished (begun in the chain, last row read), its tail holds exactly
+    the batch begun in it and still open, its head the batches begun before it."""
+    spans = bounds(chunks)
+    used = ids >= 0
+    totals = np.bincount(ids[used])
+    first = np.array([np.flatnonzero(ids == b)[0] for b in range(len(totals))])
+    last = np.array([np.flatnonzero(ids == b)[-1] for b in range(len(totals))])
+    carries = []
+    for group in np.array_split(np.arange(len(spans)), chains):
+        start = spans[group[0]][0]
+        carry = None
+        for k in group:
+            a, b = spans[k]
+            seen = ids[start:b][used[start:b]]
+            heads = [x for x in np.unique(ids[a:b][used[a:b]]).tolist() if first[x] < start]
+            rows = [None if d is None else d[a:b] for d in blocks]
+            carry = minibatch.fold_block(
+                carry, rows, ids[a:b], totals, heads, own, pairs, kernel, sigma2
+            )
+            if refs is None:
+                continue
+            began = {x for x in np.unique(seen).tolist() if first[x] >= start}
+            finished = sorted(x for x in began if last[x] < b)
+            assert sorted(carry.tail) == sorted(began - set(finished))
+            assert sorted(carry.head) == sorted(x for x in np.unique(seen) if first[x] < start)
+            if finished:
+                rows_done = int(totals[finished].sum())
+                check_minibatch(carry.sums, summed(refs, finished), rows_done)
+            else:
+                assert (carry.sums.n_batches, carry.sums.own) == (0, {})
+        carries.append(carry)
+    return minibatch.merge_chains(carries, own, pairs, kernel, sigma2)
+
+
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+@pytest.mark.parametrize("shuffle", [None, 3])
+@pytest.mark.parametrize("chunking", ["one", "equal", "uneven"])
+def test_minibatch_blocks_and_pieces_by_hand(
+    minibatch_refs: dict, kernel: str, shuffle: int | None, chunking: str
+) -> None:
+    """Batches wholly in one block finished by its task, the others from their pieces."""
+    data = representations()
+    s2, ids, want = minibatch_refs[(kernel, shuffle)]
+    got = by_blocks(data, ids, CHUNKINGS[chunking], OWN, PAIRS, kernel, s2)
+    check_minibatch(got, want, N)
+    assert got.nonfinite == dict.fromkeys(OWN, 0)
+
+
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+@pytest.mark.parametrize(("chunking", "chains"), [("equal", 2), ("uneven", 3), ("rows", 4)])
+def test_minibatch_chains_by_hand(
+    minibatch_refs: dict, kernel: str, chunking: str, chains: int
+) -> None:
+    """A chain finishes each batch as soon as it has read its last row and keeps only the
+    rows of the open batch and of those begun before it; the merge finishes the rest."""
+    data = representations()
+    s2, ids, want = minibatch_refs[(kernel, None)]
+    refs = batch_refs(data, ids, kernel, s2)
+    got = by_chains(data, ids, CHUNKINGS[chunking], chains, OWN, PAIRS, kernel, s2, refs)
+    check_minibatch(got, want, N)
+
+
+@pytest.mark.parametrize("route", ["blocks", "chains"])
+def test_minibatch_nonfinite_rows_and_an_unused_representation(route: str) -> None:
+    """Rows holding NaN/Inf are counted once each, among the used rows only (batch id ≥ 0,
+    batch 0 included), for every involved representation (own or in a pair only); a
+    representation in no statistic is passed as None."""
+    x, _, w = representations()
+    x, w = x.copy(), w.copy()
+    ids = assign_batches(N, 10)
+    ids[[5, 50, 51]] = -1  # rows left out of this pass
+    x[[0, 5, 30], [1, 2, 0]] = [np.nan, np.inf, np.nan]  # batch 0, unused, batch 2
+    w[[50, 70], [1, 0]] = [np.nan, -np.inf]  # unused, batch 6
+    blocks = [x, None, w]
+    own, pairs = [0], [(2, 0)]
+    s2 = [None] * 3
+    chunks = CHUNKINGS["uneven"]
+    if route == "blocks":
+        got = by_blocks(blocks, ids, chunks, own, pairs, "linear", s2)
+    else:
+        got = by_chains(blocks, ids, chunks, 2, own, pairs, "linear", s2)
+    assert got.nonfinite == {0: 2, 2: 1}
+    assert (got.n_batches, got.n_rows) == (9, N - 3)
+    assert sorted(got.own) == [0] and sorted(got.pairs) == [(2, 0)]
+
+
 # --------------------------------------------------------------------------- counts
 
 
