@@ -401,27 +401,42 @@ def rbf_sigma2(data: Sequence[np.ndarray]) -> list[float]:
 
 def ref_minibatch(
     data: Sequence[np.ndarray], ids: np.ndarray, kernel: str, sigma2: Sequence[float | None]
-) -> tuple[int, dict[int, float], dict[tuple[int, int], float]]:
-    """Σ over batches of HSIC₁ of every representation with itself and of every pair."""
+) -> tuple[int, dict[int, float], dict[tuple[int, int], float], dict, dict]:
+    """Σ over batches of HSIC₁ of every representation with itself and of every pair; and
+    per representation Σ over batches of tr(K̃K̃)/(B(B−3)) (K̃: the doubly centred kernel,
+    zero diagonal) and of the relative spread Σ‖xᵢ − x̄‖² / Σ‖xᵢ‖²."""
     own = dict.fromkeys(OWN, 0.0)
     pairs = dict.fromkeys(PAIRS, 0.0)
+    own_scale = dict.fromkeys(OWN, 0.0)
+    spread = dict.fromkeys(OWN, 0.0)
     batches = np.unique(ids[ids >= 0])
     for b in batches:
         k = [ref_kernel(d[ids == b], kernel, s) for d, s in zip(data, sigma2, strict=True)]
         for i in OWN:
             own[i] += ref_hsic1(k[i], k[i])
+            n = k[i].shape[0]
+            h = np.eye(n) - 1.0 / n
+            kt = h @ k[i] @ h
+            np.fill_diagonal(kt, 0.0)
+            own_scale[i] += float((kt * kt).sum()) / (n * (n - 3))
+            x = data[i][ids == b]
+            xc = x - x.mean(axis=0)
+            spread[i] += float((xc * xc).sum() / (x * x).sum())
         for i, j in PAIRS:
             pairs[(i, j)] += ref_hsic1(k[i], k[j])
-    return len(batches), own, pairs
+    return len(batches), own, pairs, own_scale, spread
 
 
 def check_minibatch(got: minibatch.MinibatchSums, want: tuple, rows: int) -> None:
-    n_batches, own, pairs = want
+    n_batches, own, pairs, own_scale, spread = want
     assert (got.n_batches, got.n_rows) == (n_batches, rows)
     assert sorted(got.own) == OWN and sorted(got.pairs) == sorted(PAIRS)
     for i in OWN:
         assert got.own[i] == pytest.approx(own[i], rel=RTOL), i
         assert got.nonfinite.get(i, 0) == 0
+        assert got.own_scale[i] == pytest.approx(own_scale[i], rel=RTOL), i
+        assert got.spread[i] == pytest.approx(spread[i], rel=RTOL), i
+        assert got.scale[i] == n_batches
     for key in PAIRS:
         # a pair's HSIC may be far smaller than the own ones: judge it against them
         size = np.sqrt(own[key[0]] * own[key[1]])
@@ -553,7 +568,9 @@ def batch_refs(
 def summed(refs: dict[int, tuple], batches: Sequence[int]) -> tuple:
     own = {i: sum(refs[b][1][i] for b in batches) for i in OWN}
     pairs = {p: sum(refs[b][2][p] for b in batches) for p in PAIRS}
-    return len(batches), own, pairs
+    own_scale = {i: sum(refs[b][3][i] for b in batches) for i in OWN}
+    spread = {i: sum(refs[b][4][i] for b in batches) for i in OWN}
+    return len(batches), own, pairs, own_scale, spread
 
 
 def by_blocks(
