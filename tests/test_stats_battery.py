@@ -326,8 +326,9 @@ def test_linear_merge_of_states_holding_different_keys(merge: str) -> None:
 
 
 def test_linear_moments_of_one_block_and_its_default_offset() -> None:
-    """:func:`linear.moments` (the numpy backend's own products, not the fused path) and
-    the default offset: the finite rows' column mean (zeros for no rows)."""
+    """:func:`linear.moments` (the numpy backend's own products, not the fused path), a
+    pass of one representation alone, and the default offset: the finite rows' column
+    mean (zeros for no rows)."""
     data = with_nonfinite(representations())
     x = data[0]
     shift = linear.block_shift(x[:10])
@@ -338,6 +339,9 @@ def test_linear_moments_of_one_block_and_its_default_offset() -> None:
     for off in (linear.Offset(shift), linear.block_offset(x[:10])):
         m = linear.moments(x, off)
         check_raw_sums(({0: m}, {}), [x], [off], {0: slice(None)}, {})
+        # one representation alone through accumulate's numpy path, in sub-blocks
+        state = linear.accumulate(None, [x], [off], [], [0], rows=7)
+        check_raw_sums(state, [x], [off], {0: slice(None)}, {})
     assert linear.NumpyBackend().dtype == np.float64
     assert linear.NumpyBackend("float32").prepare(x).dtype == np.float32
 
