@@ -281,8 +281,9 @@ def with_nonfinite(data: Sequence[np.ndarray]) -> list[np.ndarray]:
 @pytest.mark.parametrize("merge", ["new", "in_place", "folded"])
 @pytest.mark.parametrize("backend", ["numpy", "generic"])
 def test_linear_nonfinite_rows_counted_over_merges(chunking: str, merge: str, backend: str) -> None:
-    """Rows holding NaN/Inf in several chunks (and sub-blocks of 5 rows): each counted once
-    in ``nonfinite`` however the partial states meet, and zero in every sum."""
+    """Rows holding NaN/Inf in several chunks (sub-blocks of 5 rows, or the default size
+    when folded): each counted once in ``nonfinite`` however the partial states meet, and
+    zero in every sum."""
     data = with_nonfinite(representations())
     offs = offsets_of(data)
     kind = linear.NUMPY if backend == "numpy" else PlainBackend()
@@ -294,7 +295,7 @@ def test_linear_nonfinite_rows_counted_over_merges(chunking: str, merge: str, ba
         state = None
         for a, b in bounds(CHUNKINGS[chunking]):
             block = [d[a:b] for d in data]
-            state = linear.accumulate(state, block, offs, PAIRS, OWN, kind, rows=5)
+            state = linear.accumulate(state, block, offs, PAIRS, OWN, kind)  # default rows
     else:
         fn = linear.merge_block_moments if merge == "new" else linear.merge_into
         state = merged(parts, fn, "left")
