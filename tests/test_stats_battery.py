@@ -347,6 +347,15 @@ def test_linear_moments_of_one_block_and_its_default_offset() -> None:
     assert linear.NumpyBackend("float32").prepare(x).dtype == np.float32
 
 
+def test_linear_transposed_pair() -> None:
+    """The cross statistics of (Y, X) read from those of (X, Y)."""
+    data = representations()
+    offs = offsets_of(data)
+    _, cross = linear.accumulate(None, data, offs, PAIRS, OWN)
+    flipped = {(j, i): linear.transposed(c) for (i, j), c in cross.items()}
+    check_raw_sums(({}, flipped), data, offs, {}, dict.fromkeys(flipped, slice(None)))
+
+
 DASK_CASES = [
     # (chunking, chains, workers, split_every, shifts known)
     ("one", 1, 1, 8, False),
@@ -706,6 +715,45 @@ def test_minibatch_nonfinite_rows_and_an_unused_representation(route: str) -> No
     assert got.nonfinite == {0: 2, 2: 1}
     assert (got.n_batches, got.n_rows) == (9, N - 3)
     assert sorted(got.own) == [0] and sorted(got.pairs) == [(2, 0)]
+
+
+def test_minibatch_sums_as_arrays_and_back() -> None:
+    """A checkpoint of the sums: plain int64/float64 arrays, every value back exactly,
+    keys as ints (pairs as tuples), counts as ints; keys and values of unequal length are
+    refused."""
+    sums = minibatch.MinibatchSums(
+        n_batches=3,
+        n_rows=31,
+        own={0: 1.5, 2: 1.0 / 3.0},
+        pairs={(0, 2): -0.1, (2, 0): np.nextafter(1.0, 2.0)},
+        nonfinite={0: 2, 2: 0},
+        spread={0: 0.25, 2: 1e-300},
+        scale={0: 3.0, 2: 3.0},
+        own_scale={0: 7.0, 2: 2.0**-60},
+    )
+    arrays = minibatch.sums_to_arrays(sums)
+    assert arrays["counts"].dtype == np.int64 and arrays["counts"].tolist() == [3, 31]
+    assert arrays["pairs.keys"].dtype == np.int64
+    assert arrays["pairs.keys"].tolist() == [[0, 2], [2, 0]]
+    assert arrays["own.keys"].tolist() == [[0], [2]]
+    assert arrays["nonfinite.values"].dtype == np.int64
+    assert arrays["nonfinite.values"].tolist() == [2, 0]
+    assert arrays["own_scale.values"].dtype == np.float64
+    assert arrays["own_scale.values"].tolist() == [7.0, 2.0**-60]
+    assert sorted(arrays) == sorted(
+        ["counts"] + [f"{f}.{p}" for f in minibatch._SUM_FIELDS for p in ("keys", "values")]
+    )
+    back = minibatch.sums_from_arrays(arrays)
+    assert back == sums
+    assert all(type(k) is int for k in back.own) and all(type(k) is tuple for k in back.pairs)
+    assert all(type(v) is int for v in back.nonfinite.values())
+    assert all(type(v) is float for v in back.own.values())
+    assert (back.n_batches, back.n_rows) == (3, 31) and type(back.n_rows) is int
+    empty = minibatch.sums_from_arrays(minibatch.sums_to_arrays(minibatch.MinibatchSums()))
+    assert empty == minibatch.MinibatchSums()
+    arrays["spread.values"] = arrays["spread.values"][:1]
+    with pytest.raises(ValueError, match=r"^spread: 2 keys for 1 values$"):
+        minibatch.sums_from_arrays(arrays)
 
 
 # --------------------------------------------------------------------------- counts
