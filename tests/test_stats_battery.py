@@ -194,19 +194,27 @@ def test_linear_moments_any_chunking_and_merge_order(chunking: str, order: str, 
     check_linear(merged(parts, fn, order), data)
 
 
+class OnDevice:
+    """A block "on the device" of :class:`PlainBackend`: only its products can read it."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.data = x.copy()
+
+
 class PlainBackend:
     """A backend that is not a :class:`~reprstore.stats.linear.NumpyBackend`, so that
     ``accumulate`` takes its generic path (prepare, update, per block), the one a GPU
-    backend takes; its products are plain numpy."""
+    backend takes; its prepared blocks are not arrays (as on a device), its products are
+    plain numpy."""
 
-    def prepare(self, x: np.ndarray) -> np.ndarray:
-        return x.copy()
+    def prepare(self, x: np.ndarray) -> OnDevice:
+        return OnDevice(x)
 
-    def cross(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.asarray(a.T @ b, dtype=np.float64)
+    def cross(self, a: OnDevice, b: OnDevice) -> np.ndarray:
+        return np.asarray(a.data.T @ b.data, dtype=np.float64)
 
-    def outer(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.asarray(a @ b.T, dtype=np.float64)
+    def outer(self, a: OnDevice, b: OnDevice) -> np.ndarray:
+        return np.asarray(a.data @ b.data.T, dtype=np.float64)
 
 
 @pytest.mark.parametrize("chunking", ["equal", "uneven"])
@@ -282,8 +290,8 @@ def with_nonfinite(data: Sequence[np.ndarray]) -> list[np.ndarray]:
 @pytest.mark.parametrize("backend", ["numpy", "generic"])
 def test_linear_nonfinite_rows_counted_over_merges(chunking: str, merge: str, backend: str) -> None:
     """Rows holding NaN/Inf in several chunks (sub-blocks of 5 rows, or the default size
-    when folded): each counted once in ``nonfinite`` however the partial states meet, and
-    zero in every sum."""
+    when folded, from an empty block): each counted once in ``nonfinite`` however the
+    partial states meet, and zero in every sum."""
     data = with_nonfinite(representations())
     offs = offsets_of(data)
     kind = linear.NUMPY if backend == "numpy" else PlainBackend()
@@ -291,8 +299,8 @@ def test_linear_nonfinite_rows_counted_over_merges(chunking: str, merge: str, ba
         linear.accumulate(None, [d[a:b] for d in data], offs, PAIRS, OWN, kind, rows=5)
         for a, b in bounds(CHUNKINGS[chunking])
     ]
-    if merge == "folded":
-        state = None
+    if merge == "folded":  # from an empty block
+        state = linear.accumulate(None, [d[:0] for d in data], offs, PAIRS, OWN, kind)
         for a, b in bounds(CHUNKINGS[chunking]):
             block = [d[a:b] for d in data]
             state = linear.accumulate(state, block, offs, PAIRS, OWN, kind)  # default rows
