@@ -346,8 +346,9 @@ def test_linear_moments_of_one_block_and_its_default_offset() -> None:
     np.testing.assert_allclose(shift, finite.mean(axis=0), rtol=1e-15)
     np.testing.assert_array_equal(linear.block_shift(x[:0]), np.zeros(7))
     for off in (linear.Offset(shift), linear.block_offset(x[:10])):
-        m = linear.moments(x, off)
-        check_raw_sums(({0: m}, {}), [x], [off], {0: slice(None)}, {})
+        for kind in (linear.NUMPY, PlainBackend()):
+            m = linear.moments(x, off, kind)
+            check_raw_sums(({0: m}, {}), [x], [off], {0: slice(None)}, {})
         # one representation alone through accumulate's numpy path, in sub-blocks
         state = linear.accumulate(None, [x], [off], [], [0], rows=7)
         check_raw_sums(state, [x], [off], {0: slice(None)}, {})
