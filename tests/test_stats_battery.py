@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -363,6 +364,43 @@ def test_linear_transposed_pair() -> None:
     _, cross = linear.accumulate(None, data, offs, PAIRS, OWN)
     flipped = {(j, i): linear.transposed(c) for (i, j), c in cross.items()}
     check_raw_sums(({}, flipped), data, offs, {}, dict.fromkeys(flipped, slice(None)))
+
+
+def nearest_power_of_two(value: float) -> float:
+    """2**k for the integer k nearest log2(value)."""
+    return 2.0 ** round(math.log2(value))
+
+
+def test_block_offset_against_its_definition() -> None:
+    """The offset of a block: its finite rows' column mean, and the power of two nearest
+    their root-mean-square deviation from it (nearest the largest |mean| for a constant
+    block); zeros and 1 for no finite rows, an empty shift and 1 for no columns."""
+    rng = np.random.default_rng(5)
+    wide = 50.0 + 3.0 * rng.normal(size=(40, 6))
+    wide[4, 2], wide[9, 0] = np.nan, np.inf
+    narrow = 7.0 + 1e-3 * rng.normal(size=(30, 3))
+    column = 100.0 + 40.0 * rng.normal(size=(25, 1))
+    for x in (wide, narrow, column):
+        finite = x[np.isfinite(x).all(axis=1)]
+        mean = finite.mean(axis=0)
+        rms = math.sqrt(float(np.mean((finite - mean) ** 2)))
+        off = linear.block_offset(x)
+        np.testing.assert_allclose(off.shift, mean, rtol=1e-14)
+        assert off.scale == nearest_power_of_two(rms) != 1.0
+    constant = np.tile([3.0, -12.0, 0.5], (5, 1))
+    off = linear.block_offset(constant)
+    np.testing.assert_array_equal(off.shift, [3.0, -12.0, 0.5])
+    assert off.scale == 16.0
+    for nothing in (np.full((3, 4), np.nan), np.zeros((0, 4))):
+        off = linear.block_offset(nothing)
+        np.testing.assert_array_equal(off.shift, np.zeros(4))
+        assert off.scale == 1.0
+    off = linear.block_offset(np.zeros((5, 0)))
+    assert off.shift.shape == (0,) and off.scale == 1.0
+    for value in (12.0, 0.75, 0.3, 1e-30, 3e300):
+        assert linear.power_of_two(value) == nearest_power_of_two(value)
+    for bad in (0.0, -3.0, np.nan, np.inf, -np.inf):
+        assert linear.power_of_two(bad) == 1.0
 
 
 DASK_CASES = [
