@@ -380,11 +380,12 @@ def test_block_offset_against_its_definition() -> None:
     wide[4, 2], wide[9, 0] = np.nan, np.inf
     narrow = 7.0 + 1e-3 * rng.normal(size=(30, 3))
     column = 100.0 + 40.0 * rng.normal(size=(25, 1))
-    for x in (wide, narrow, column):
-        finite = x[np.isfinite(x).all(axis=1)]
+    for x in (wide, narrow, column, wide.astype(np.float32)):
+        finite = x[np.isfinite(x).all(axis=1)].astype(np.float64)
         mean = finite.mean(axis=0)
         rms = math.sqrt(float(np.mean((finite - mean) ** 2)))
         off = linear.block_offset(x)
+        assert off.shift.dtype == np.float64  # the mean of float32 rows taken in float64
         np.testing.assert_allclose(off.shift, mean, rtol=1e-14)
         assert off.scale == nearest_power_of_two(rms) != 1.0
     constant = np.tile([3.0, -12.0, 0.5], (5, 1))
