@@ -89,6 +89,22 @@ def test_merge_refuses_different_shifts(rng: np.random.Generator) -> None:
         linear.merge_repr(linear.moments(x[:5]), linear.moments(x[5:]))
 
 
+@pytest.mark.parametrize("merge", ["new", "in_place"])
+def test_merges_refuse_a_different_shift_or_scale(merge: str) -> None:
+    """Either part of the offset differing alone is refused, with the whole message."""
+    x = np.arange(40.0).reshape(10, 4) ** 1.5
+    base = linear.Offset(x[:5].mean(axis=0), 1.0)
+    a = linear.moments(x[:5], base)
+    message = "^cannot merge statistics accumulated with different shifts$"
+    for other in (linear.Offset(x[5:].mean(axis=0), 1.0), linear.Offset(base.shift, 2.0)):
+        b = linear.moments(x[5:], other)
+        with pytest.raises(ValueError, match=message):
+            if merge == "new":
+                linear.merge_repr(a, b)
+            else:
+                linear.merge_into(({0: a}, {}), ({0: b}, {}))
+
+
 def test_streamed_terms_equal_gram_space_terms(rng: np.random.Generator) -> None:
     """The feature-space identities for tr(K̃L̃), 1ᵀK̃1 and 1ᵀK̃L̃1, against explicit kernels."""
     x, y = correlated(rng, n=50)
