@@ -211,7 +211,9 @@ def test_pass_memory_does_not_grow_with_blocks() -> None:
 
     peak(512)  # warm-up: first-call caches and imports
     small, large = peak(512), peak(4096)  # 4 and 32 blocks
-    assert large < small + state / 2, (small, large)
+    # one state per block would add 28 states (112 MiB) for the 28 more blocks; a loaded
+    # machine lets the threads read a few blocks ahead (1 MiB each): at most one state more
+    assert large < small + state, (small, large)
     assert large < 4 * state, (small, large)  # two chains: two states, a few blocks
 
 
