@@ -107,12 +107,11 @@ def checked_measures(
     seed: int | None,
 ) -> list[Any]:
     """The measure specs of ``--measure``, with the scheduler and uncertainty options
-    checked against them (shared by ``compare`` and ``timeline``)."""
-    from reprstore.errors import InputError
+    checked against them (``timeline``; ``compare`` builds a CompareOptions)."""
+    from reprstore.engine.cluster import check_cluster_choice
     from reprstore.metrics.registry import parse_measures
 
-    if workers is not None and scheduler is not None:
-        raise InputError("Give either --workers or --scheduler, not both.")
+    check_cluster_choice(workers, scheduler)
     specs = parse_measures(measure, defaults)
     asked = unc.check(ci, bootstrap, permutations, seed)
     if asked is not None:

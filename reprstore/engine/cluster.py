@@ -195,14 +195,11 @@ def dask_scheduler(
     ``distributed.Client``, or any value ``dask.compute(scheduler=…)`` takes. Neither:
     local threads. On a cluster, a scheduler that stops answering or a cluster without
     workers for ``timeout`` seconds ends the comparison with one
-    :class:`~reprstore.errors.ClusterError`.
+    :class:`~reprstore.errors.ClusterError`. The values come from a
+    :class:`~reprstore.engine.options.ComputeOptions`, which checked them.
     """
-    wait = check_timeout(timeout)
-    check_scheduler(scheduler)
-    check_cluster_choice(workers, scheduler)
+    wait = check_timeout(timeout)  # the default for None (ComputeOptions checked the rest)
     if workers is not None:
-        if workers < 1:
-            raise InputError(f"--workers must be at least 1. Got {workers} instead.")
         import dask
 
         with dask.config.set(scheduler="threads", num_workers=workers):
