@@ -250,18 +250,20 @@ def extract(
         layers = "attentions.*"
     if not layers or not name:
         raise fail("--layers and --name are required (or pass --list-layers).", 2)
-    from reprstore.workflows.extraction import extract as run_extract
+    from reprstore.workflows.extract_options import ExtractOptions
+    from reprstore.workflows.extraction import run_extraction
 
+    options = ExtractOptions(
+        model=model, data=data, layers=(layers,), name=name, seed=seed,  # split at commas there
+        checkpoint=tuple(checkpoint or ()), checkpoint_label=checkpoint_label,
+        dataset=dataset, reduce=reduce, dtype=dtype, keep_bits=keep_bits,
+        batch_size=batch_size, device=device, threads=threads, max_length=max_length,
+        data_key=data_key, ids=ids, meta=meta, autocast=autocast, on_nonfinite=on_nonfinite,
+        overwrite=overwrite, trust_checkpoint=trust_checkpoint, layer_name=layer_name,
+        attentions=attentions,
+    )  # fmt: skip
     with _progress_bar() as (progress, new_checkpoint):
-        result = run_extract(
-            store, model=model, data=data, layers=layers, name=name, seed=seed,
-            checkpoint=checkpoint, checkpoint_label=checkpoint_label, dataset=dataset,
-            reduce=reduce, dtype=dtype, keep_bits=keep_bits, batch_size=batch_size,
-            device=device, threads=threads, max_length=max_length, data_key=data_key,
-            ids=ids, meta=meta, autocast=autocast, on_nonfinite=on_nonfinite,
-            overwrite=overwrite, trust_checkpoint=trust_checkpoint, progress=progress,
-            on_checkpoint=new_checkpoint, layer_name=layer_name, attentions=attentions,
-        )  # fmt: skip
+        result = run_extraction(store, options, progress=progress, on_checkpoint=new_checkpoint)
     for label, row in result.resumed_from.items():
         if row > 0:
             console.print(f"checkpoint {label}: resumed at row {row}")

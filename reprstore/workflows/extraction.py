@@ -22,18 +22,20 @@ Decisions
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
 from reprstore.errors import InputError
 from reprstore.keys import ReprKey, substitute_fields, validate_name
+from reprstore.workflows.extract_options import ExtractOptions
 
 if TYPE_CHECKING:
     from reprstore.capture.data import DataSource
@@ -126,6 +128,7 @@ def _hash(record: Mapping[str, Any]) -> str:
 
 
 # -- extract -------------------------------------------------------------------------------
+@overload
 def extract(
     store: str | os.PathLike[str] | Store,
     *,
@@ -156,12 +159,58 @@ def extract(
     on_checkpoint: Callable[[str], None] | None = None,
     layer_name: str | None = None,
     attentions: bool = False,
+) -> ExtractResult: ...
+
+
+@overload
+def extract(
+    store: str | os.PathLike[str] | Store,
+    *,
+    options: ExtractOptions,
+    progress: ExtractProgress | None = None,
+    on_checkpoint: Callable[[str], None] | None = None,
+) -> ExtractResult: ...
+
+
+def extract(
+    store: str | os.PathLike[str] | Store,
+    *,
+    model: str | None = None,
+    data: str | DataSource | None = None,
+    layers: str | Sequence[str] | None = None,
+    name: str | None = None,
+    seed: str = "0",
+    checkpoint: str | Sequence[str] | None = None,
+    checkpoint_label: str | None = None,
+    dataset: str = "default",
+    reduce: str = "mean",
+    dtype: str = "float16",
+    keep_bits: int | None = None,
+    batch_size: int = 32,
+    device: str = "cpu",
+    threads: int | None = None,
+    max_length: int | None = None,
+    data_key: str | None = None,
+    ids: np.ndarray | str | os.PathLike[str] | None = None,
+    meta: Mapping[str, np.ndarray] | str | os.PathLike[str] | None = None,
+    autocast: str | None = None,
+    on_nonfinite: str = "warn",
+    overwrite: bool = False,
+    trust_checkpoint: bool = False,
+    queue_size: int = 4,
+    progress: ExtractProgress | None = None,
+    on_checkpoint: Callable[[str], None] | None = None,
+    layer_name: str | None = None,
+    attentions: bool = False,
+    options: ExtractOptions | None = None,
 ) -> ExtractResult:
     """Run a model on a dataset and stream the chosen layers' outputs into a store.
 
     Every input is checked before anything is written (model, checkpoints, data, layers,
-    dataset, existing arrays). An interrupted run resumes when called again with the
-    same arguments; complete arrays with the same settings are skipped.
+    dataset, existing arrays); the options themselves before any model is loaded
+    (:class:`~reprstore.workflows.extract_options.ExtractOptions`). An interrupted run
+    resumes when called again with the same arguments; complete arrays with the same
+    settings are skipped.
 
     Parameters
     ----------
@@ -206,68 +255,91 @@ def extract(
         weights element ``MODULE:N`` — is stored per head, ``(n_samples, heads·T·T)``,
         padded to the dataset's longest sample with zeros (reduction ``attention``,
         attribute ``layout="heads,query,key"``; see :mod:`reprstore.capture.reduce`).
+    options
+        Instead of the keywords from ``model`` to ``attentions``: an
+        :class:`~reprstore.workflows.extract_options.ExtractOptions` already made (and
+        checked); giving both is a ``TypeError``.
 
     Returns
     -------
     ExtractResult
         The keys written and skipped.
     """
-    from reprstore.capture.models import (
-        expand_checkpoints,
-        load_checkpoint,
-        load_model,
-        parse_device,
-        validate_checkpoint,
-    )
-    from reprstore.capture.reduce import check_reduction
-    from reprstore.capture.runner import autocast_context, plan_layers, run, torch_threads
-    from reprstore.store import Encoding, ReprSettings, Store, check_dataset, write_dataset
+    settings = dict(
+        model=model, data=data, layers=layers, name=name, seed=seed, checkpoint=checkpoint,
+        checkpoint_label=checkpoint_label, dataset=dataset, reduce=reduce, dtype=dtype,
+        keep_bits=keep_bits, batch_size=batch_size, device=device, threads=threads,
+        max_length=max_length, data_key=data_key, ids=ids, meta=meta, autocast=autocast,
+        on_nonfinite=on_nonfinite, overwrite=overwrite, trust_checkpoint=trust_checkpoint,
+        queue_size=queue_size, layer_name=layer_name, attentions=attentions,
+    )  # fmt: skip
+    if options is None:
+        missing = [k for k in ("model", "data", "layers", "name") if settings[k] is None]
+        if missing:
+            raise TypeError(
+                f"extract() missing required keyword argument(s) {', '.join(missing)} "
+                "(or pass options=ExtractOptions(...))."
+            )
+        options = ExtractOptions(**settings)  # type: ignore[arg-type]
+    else:
+        defaults = inspect.signature(extract).parameters
+        given = [k for k, v in settings.items() if _differs(v, defaults[k].default)]
+        if given:
+            raise TypeError(
+                f"extract() takes either options= or the extraction keywords, not both "
+                f"(also given: {', '.join(given)})."
+            )
+    return run_extraction(store, options, progress=progress, on_checkpoint=on_checkpoint)
+
+
+def _differs(value: Any, default: Any) -> bool:
+    """A keyword given a value other than its default (the defaults are plain scalars)."""
+    return value is not default and not (type(value) is type(default) and value == default)
+
+
+def run_extraction(
+    store: str | os.PathLike[str] | Store,
+    options: ExtractOptions,
+    *,
+    progress: ExtractProgress | None = None,
+    on_checkpoint: Callable[[str], None] | None = None,
+) -> ExtractResult:
+    """:func:`extract` of options already checked (:class:`ExtractOptions`): what the
+    command line calls after it has built them from its flags."""
+    from reprstore.capture.models import load_checkpoint, load_model, validate_checkpoint
+    from reprstore.capture.runner import plan_layers, run, torch_threads
+    from reprstore.store import ReprSettings, Store, check_dataset, write_dataset
     from reprstore.store.fresh import undo_new_store
     from reprstore.workflows.ingest import read_ids, read_meta
 
-    check_reduction(reduce)
-    if layer_name is not None:  # the template's fields, before any model is loaded
-        substitute_fields(layer_name, {"layer": "layer", "reduce": reduce}, "--layer-name")
-    encoding = Encoding(dtype, keep_bits)
-    name, seed, dataset = (
-        validate_name(value, what)
-        for value, what in ((name, "model name"), (seed, "seed"), (dataset, "dataset"))
-    )  # NFC
-    if batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1. Got {batch_size} instead.")
-    if on_nonfinite not in ("error", "warn", "ignore"):
-        raise InputError(f"Unknown --on-nonfinite {on_nonfinite!r}. Expected error or warn.")
-    torch_device = parse_device(device)
-    autocast_context(torch_device, autocast)  # validates
+    o = options
+    torch_device, encoding, checkpoints = o.torch_device, o.encoding, list(o.checkpoints)
+    ids, meta = o.ids, o.meta
     id_values = read_ids(ids) if isinstance(ids, (str, os.PathLike)) else ids
     meta_values = read_meta(meta) if isinstance(meta, (str, os.PathLike)) else meta
-    checkpoints = expand_checkpoints(
-        [checkpoint] if isinstance(checkpoint, str) else list(checkpoint or []),
-        checkpoint_label,
-    )
-    for ckpt in checkpoints:
-        validate_name(ckpt.label, "checkpoint label")
 
-    with torch_threads(threads):
-        loaded = load_model(model, eager_attention=attentions)
+    with torch_threads(o.threads):
+        loaded = load_model(o.model, eager_attention=o.attentions)
         for ckpt in checkpoints:
-            validate_checkpoint(loaded.module, ckpt, trust=trust_checkpoint)
+            validate_checkpoint(loaded.module, ckpt, trust=o.trust_checkpoint)
         loaded.module.to(torch_device)
-        source = open_data(data, loaded, reduce=reduce, max_length=max_length, data_key=data_key)
-        extra_kwargs = _forward_kwargs(loaded, layers, attentions)
+        source = open_data(
+            o.data, loaded, reduce=o.reduce, max_length=o.max_length, data_key=o.data_key
+        )
+        extra_kwargs = _forward_kwargs(loaded, o.layers, o.attentions)
         plan = plan_layers(
             loaded.module,
             source,
-            layers,
-            reduce,
+            o.layers,
+            o.reduce,
             torch_device,
-            autocast=autocast,
+            autocast=o.autocast,
             variable_tokens=_variable_tokens(source),
             extra_kwargs=extra_kwargs,
-            attention_tokens=_attention_tokens(source) if attentions else None,
+            attention_tokens=_attention_tokens(source) if o.attentions else None,
         )
         n = source.n_samples
-        names = stored_layer_names([lay.layer for lay in plan.layers], layer_name, reduce)
+        names = stored_layer_names([lay.layer for lay in plan.layers], o.layer_name, o.reduce)
         # Hash the input data on a helper thread (hashlib and file reads release the GIL)
         # while this one hashes the weights and imports/opens the store; the data is not
         # read anywhere else meanwhile. Each weights id (a checkpoint's sha256) is computed
@@ -278,27 +350,27 @@ def extract(
             st = store if isinstance(store, Store) else Store.open(store, create=True)
             fingerprint = pending.result()
         with undo_new_store(st):  # a refused plan leaves no half-made store
-            check_dataset(st.root, dataset, n, id_values, meta_values, fingerprint)
+            check_dataset(st.root, o.dataset, n, id_values, meta_values, fingerprint)
             todo = _plan_writes(
                 st,
                 loaded,
                 checkpoints,
                 plan.layers,
                 weights=weights,
-                name=name,
-                seed=seed,
-                dataset=dataset,
+                name=o.name,
+                seed=o.seed,
+                dataset=o.dataset,
                 n=n,
                 encoding=encoding,
                 fingerprint=fingerprint,
                 preprocessing=source.settings(),
-                autocast=autocast,
-                overwrite=overwrite,
+                autocast=o.autocast,
+                overwrite=o.overwrite,
                 settings_cls=ReprSettings,
                 stored_names=names,
             )
         write_dataset(
-            st.root, dataset, n, id_values, meta_values, fingerprint, source=source.description
+            st.root, o.dataset, n, id_values, meta_values, fingerprint, source=source.description
         )
 
         result = ExtractResult(n_samples=n)
@@ -309,24 +381,25 @@ def extract(
                 continue
             if on_checkpoint is not None:
                 on_checkpoint(ckpt.label)
-            load_checkpoint(loaded.module, ckpt, trust=trust_checkpoint)
+            load_checkpoint(loaded.module, ckpt, trust=o.trust_checkpoint)
             loaded.module.to(torch_device)
             sources = _provenance(
-                loaded, ckpt, weights[ckpt.label], source, fingerprint, batch_size, device, threads
-            )
+                loaded, ckpt, weights[ckpt.label], source, fingerprint, o.batch_size, o.device,
+                o.threads,
+            )  # fmt: skip
             sinks = _open_sinks(
-                st, settings, encoding, sources, overwrite, on_nonfinite, _hooks_of(names)
+                st, settings, encoding, sources, o.overwrite, o.on_nonfinite, _hooks_of(names)
             )
             result.resumed_from[ckpt.label] = run(
                 loaded.module,
                 source,
                 plan,
-                reduce,
+                o.reduce,
                 sinks,
-                batch_size=batch_size,
+                batch_size=o.batch_size,
                 device=torch_device,
-                autocast=autocast,
-                queue_size=queue_size,
+                autocast=o.autocast,
+                queue_size=o.queue_size,
                 progress=progress,
                 extra_kwargs=extra_kwargs,
             )
