@@ -114,3 +114,8 @@ def slow_wide() -> nn.Module:
             return self.net(x)
 
     return SlowWide()
+
+
+def must_not_load() -> nn.Module:
+    """A model spec whose loading fails loudly: for checks that must come before it."""
+    raise RuntimeError("models_for_tests:must_not_load was built")
