@@ -100,7 +100,7 @@ class ExtractOptions:
         _at_least_one(self.batch_size, "--batch-size")
         if self.on_nonfinite not in ON_NONFINITE:
             raise InputError(
-                f"Unknown --on-nonfinite {self.on_nonfinite!r}. Expected error or warn."
+                f"Unknown --on-nonfinite {self.on_nonfinite!r}. Expected error, warn or ignore."
             )
         keep("torch_device", parse_device(self.device))
         autocast_context(self.torch_device, self.autocast)  # validates
