@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import cli_fork
 import numpy as np
 import pytest
 
@@ -17,18 +17,48 @@ TESTS = Path(__file__).parent
 
 
 def run_cli(
-    *args: str, cwd: Path | None = None, timeout: float = 300
+    *args: str, cwd: Path | None = None, timeout: float = 300, fresh: bool = False
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m reprstore ARGS`` as a user would; tests/ is importable for model specs."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-    }
-    env.pop("REPRSTORE_DEBUG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "reprstore", *args],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout,
-    )  # fmt: skip
+    """Run ``reprstore ARGS`` as a user would, in a process of its own; tests/ is importable.
+
+    The process is a child forked from a server that has done the imports
+    (:mod:`cli_fork`), with this process's environment and working directory: the same
+    entry point, streams and exit status as ``python -m reprstore``, a second or more
+    sooner. A server is started for each set of the variables read at start-up
+    (``PYTHON*``, thread counts, ``DASK_*``) the tests run with. ``fresh=True`` runs a new
+    interpreter instead.
+    """
+    env = cli_fork.server_env()
+    if fresh:
+        return subprocess.run(
+            [sys.executable, "-m", "reprstore", *args],
+            capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout,
+        )  # fmt: skip
+    server = _fork_server(env)
+    return server.run(*args, cwd=cwd or Path.cwd(), env=env, timeout=timeout)
+
+
+_SERVERS: dict[tuple[tuple[str, str], ...], cli_fork.ForkedCLI] = {}
+
+
+def _fork_server(env: dict[str, str]) -> cli_fork.ForkedCLI:
+    """A fork server started with ``env``'s start-up variables (on first use, again if it
+    died); the least recently used of more than three is stopped."""
+    key = cli_fork.startup_key(env)
+    server = _SERVERS.pop(key, None)
+    if server is None or not server.alive():
+        server = cli_fork.ForkedCLI(env)
+    _SERVERS[key] = server  # the most recently used last
+    while len(_SERVERS) > 3:
+        _SERVERS.pop(next(iter(_SERVERS))).close()
+    return server
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the fork servers with the session."""
+    for server in _SERVERS.values():
+        server.close()
+    _SERVERS.clear()
 
 
 def assert_user_error(result: subprocess.CompletedProcess, *needles: str) -> None:

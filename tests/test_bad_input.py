@@ -1,6 +1,6 @@
 """Bad input across every command: one line on stderr, exit 1, the store unchanged.
 
-Each case runs the real CLI in a subprocess against one shared store and compares a hash
+Each case runs the real CLI in a process of its own (forked, see ``conftest.run_cli``) against one shared store and compares a hash
 of every file in the store before and after.
 """
 
@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from cli_fork import ForkedCLI
-from conftest import assert_user_error, store_digest
+from conftest import assert_user_error, run_cli, store_digest
 
 from reprstore.keys import ReprKey
 from reprstore.store import Encoding, ReprSettings, Store
@@ -563,17 +561,10 @@ def _snapshot(root: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def cli() -> Iterator[ForkedCLI]:
-    server = ForkedCLI()
-    yield server
-    server.close()
-
-
 @pytest.mark.parametrize(("args", "needle"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input(root: Path, cli: ForkedCLI, args: list[str], needle: str) -> None:
+def test_bad_input(root: Path, args: list[str], needle: str) -> None:
     before = _snapshot(root)
-    result = cli.run(*args, cwd=root)
+    result = run_cli(*args, cwd=root)
     assert_user_error(result, needle)
     assert "Unexpected" not in result.stderr
     # every store unchanged, no half-made new store (fresh.zarr), no file written (pwned, r.*)

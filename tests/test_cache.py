@@ -595,6 +595,7 @@ def test_sigkills_of_a_sample_route_pass_resume_bit_identically(
             assert row.cka == pytest.approx(want, abs=1e-10)
 
 
+@pytest.mark.slow  # a kill loop (the in-process resume test below is the fast one)
 @pytest.mark.parametrize("measure", ["cka", "cca"])  # linear.py's test; generic.py's
 def test_sigkills_of_a_permutation_test_resume_bit_identically(tmp_path: Path,
                                                                 measure: str) -> None:  # fmt: skip

@@ -24,7 +24,7 @@ def test_ci_runs_exactly_the_readme_test_commands() -> None:
     section = section[: section.index("\n## ", 3)]
     (block,) = re.findall(r"```bash\n(.*?)```", section, re.S)
     documented = _pytest_commands(block)
-    assert documented == ["python -m pytest -q", "python -m pytest -q -m slow"]
+    assert documented == ["python -m pytest -q -n auto", "python -m pytest -q -n auto -m slow"]
     ci = (ROOT / ".ci" / "run").read_text()
     assert _pytest_commands(ci) == documented
     assert "set -euo pipefail" in ci  # pytest's exit 5 (no test selected) fails CI
