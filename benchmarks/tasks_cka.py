@@ -16,6 +16,7 @@ the page cache so that every method reads cold) is not timed.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,12 @@ def _grid_fn() -> Callable[..., Any] | None:
     return compare
 
 
+def _no_cache(grid: Callable[..., Any]) -> dict[str, Any]:
+    """``cache=False`` where the grid function keeps results in the store: every timed run
+    computes (a repeat would otherwise read the first run's values from the cache)."""
+    return {"cache": False} if "cache" in inspect.signature(grid).parameters else {}
+
+
 def _selector(side: list[list[Any]]) -> str:
     """``model=synth,seed=R`` (every layer of the run) or ``…,layer=lK`` for one layer."""
     sel = f"model={MODEL},seed={side[0][0]}"
@@ -120,7 +127,8 @@ def reprstore_cka(params: dict[str, Any]) -> Run:
         mat = np.zeros((len(xs), len(ys)))
         if mode == "grid":
             sel_x, sel_y = _selector(params["xs"]), _selector(params["ys"])
-            df = grid(params["store"], sel_x, sel_y, workers=params.get("workers"), **kw)  # type: ignore[misc]
+            df = grid(params["store"], sel_x, sel_y, workers=params.get("workers"),  # type: ignore[misc]
+                      **kw, **_no_cache(grid))  # fmt: skip
             pos_x = {f"l{k}": i for i, (_, k) in enumerate(params["xs"])}
             pos_y = {f"l{k}": j for j, (_, k) in enumerate(params["ys"])}
             for row in df.itertuples():
