@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -128,50 +128,6 @@ def _hash(record: Mapping[str, Any]) -> str:
 
 
 # -- extract -------------------------------------------------------------------------------
-@overload
-def extract(
-    store: str | os.PathLike[str] | Store,
-    *,
-    model: str,
-    data: str | DataSource,
-    layers: str | Sequence[str],
-    name: str,
-    seed: str = "0",
-    checkpoint: str | Sequence[str] | None = None,
-    checkpoint_label: str | None = None,
-    dataset: str = "default",
-    reduce: str = "mean",
-    dtype: str = "float16",
-    keep_bits: int | None = None,
-    batch_size: int = 32,
-    device: str = "cpu",
-    threads: int | None = None,
-    max_length: int | None = None,
-    data_key: str | None = None,
-    ids: np.ndarray | str | os.PathLike[str] | None = None,
-    meta: Mapping[str, np.ndarray] | str | os.PathLike[str] | None = None,
-    autocast: str | None = None,
-    on_nonfinite: str = "warn",
-    overwrite: bool = False,
-    trust_checkpoint: bool = False,
-    queue_size: int = 4,
-    progress: ExtractProgress | None = None,
-    on_checkpoint: Callable[[str], None] | None = None,
-    layer_name: str | None = None,
-    attentions: bool = False,
-) -> ExtractResult: ...
-
-
-@overload
-def extract(
-    store: str | os.PathLike[str] | Store,
-    *,
-    options: ExtractOptions,
-    progress: ExtractProgress | None = None,
-    on_checkpoint: Callable[[str], None] | None = None,
-) -> ExtractResult: ...
-
-
 def extract(
     store: str | os.PathLike[str] | Store,
     *,
