@@ -130,7 +130,7 @@ def measure_arrays(
         raise DryRun(plan)
     if uncertainty is not None:
         return uncertainty.measure(ctx, pairs, specs, ids=ids, own=own)
-    return passes.run(ctx, pairs, specs, own, routes=plan.routes)
+    return passes.run(ctx, pairs, specs, own, routes=plan.routes, direct=plan.direct)
 
 
 def _selected_columns(ctx: PassContext, columns: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -708,6 +708,13 @@ def is_local_threaded(scheduler: Any = None) -> bool:
     return dask_get_scheduler(scheduler=resolve_scheduler(scheduler)) is dask.threaded.get
 
 
+def is_local(scheduler: Any = None) -> bool:
+    """Whether ``scheduler`` runs in this process: dask's local threads or synchronous
+    (``None`` from dask: no client is active, an array's default, local threads)."""
+    get = dask_get_scheduler(scheduler=resolve_scheduler(scheduler))
+    return get is None or get is dask.threaded.get or get is dask.local.get_sync
+
+
 def scheduler_threads(scheduler: Any = None) -> int:
     """Tasks the scheduler runs at once: local threads, a dask.distributed cluster's
     threads, or 1 (synchronous and unknown schedulers)."""

@@ -47,6 +47,9 @@ class PassContext:
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     #: Where the passes save their state as they go (:mod:`reprstore.engine.checkpoints`).
     checkpoints: Any = None
+    #: Per array, the array-like it wraps (numpy, zarr …; None for a dask input): what the
+    #: direct pass reads whole (:mod:`reprstore.engine.direct`).
+    sources: list[Any] | None = None
 
 
 # ---------------------------------------------------------------------------- options
@@ -127,6 +130,17 @@ def _stored_rows(x: Any) -> int | None:
     return None
 
 
+def array_like(x: Any) -> Any:
+    """``x`` as an array-like with ``shape`` and row slicing (torch tensors and nested
+    sequences converted to numpy), or ``x`` itself when it is a dask array."""
+    if dask_graph.is_dask_array(x):
+        return x
+    x = from_torch(x)
+    if not hasattr(x, "shape") or not hasattr(x, "__getitem__"):
+        x = np.asarray(x)
+    return x
+
+
 def as_dask(x: Any, block_rows: int | None = None) -> da.Array:
     """A 2-D dask array over ``x`` without reading it (torch tensors are converted).
 
@@ -136,10 +150,7 @@ def as_dask(x: Any, block_rows: int | None = None) -> da.Array:
     block_rows : int, optional
         Rows per block for inputs that are not dask arrays already.
     """
-    if not dask_graph.is_dask_array(x):
-        x = from_torch(x)
-        if not hasattr(x, "shape") or not hasattr(x, "__getitem__"):
-            x = np.asarray(x)
+    x = array_like(x)
     if len(x.shape) != 2:
         raise InputError(
             f"Expected a 2-D array (n_samples, n_features). Got shape {tuple(x.shape)} instead."
@@ -226,8 +237,10 @@ def context(
     threads = dask_graph.scheduler_threads(scheduler)
     width = sum(int(getattr(a, "shape", (0, 0))[1]) for a in arrays if len(a.shape) == 2)
     fit = block_rows_within(budget, width, threads)
+    inputs = [array_like(a) for a in arrays]
     # dask inputs keep their blocks (smaller ones would read a stored chunk more than once)
-    dasks = align_rows([as_dask(a, min(block_rows or fit, fit)) for a in arrays])
+    dasks = align_rows([as_dask(a, min(block_rows or fit, fit)) for a in inputs])
+    sources = [None if dask_graph.is_dask_array(a) else a for a in inputs]
     n_total = dasks[0].shape[0]
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
@@ -244,7 +257,7 @@ def context(
     return PassContext(
         arrays=dasks, pairs=unique, blocks=live_blocks(dasks[0].chunks[0], mask), mask=mask,
         n=n, names=labels, backend=backend, memory=budget, scheduler=scheduler,
-        split_every=split_every, progress=progress, threads=threads,
+        split_every=split_every, progress=progress, threads=threads, sources=sources,
     )  # fmt: skip
 
 

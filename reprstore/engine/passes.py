@@ -117,6 +117,7 @@ def run(
     extras: dict[Any, dict[str, Any]] | None = None,
     routes: dict[Pair, str] | None = None,
     widths: dict[int, int] | None = None,
+    direct: bool = False,
 ) -> Outcome:
     """Every measure of ``specs`` for every ordered pair, in as few passes as fit.
 
@@ -126,7 +127,9 @@ def run(
     beforehand, by ``("side", i)`` (e.g. counts); ``routes`` (from
     :func:`reprstore.engine.planner.make_plan`) puts unique pairs on the ``samples`` route
     (default: every pair on ``features``); ``widths`` are the widths of the
-    representations the arrays stand for (factors of the sample route), by array.
+    representations the arrays stand for (factors of the sample route), by array;
+    ``direct`` (the plan's :attr:`~reprstore.engine.planner.Plan.direct`) makes a single
+    linear pass the direct one (:mod:`reprstore.engine.direct`).
     """
     out = Outcome()
     routes = routes or {}
@@ -165,8 +168,14 @@ def run(
         reading = Reading(block_rows, c.threads, itemsizes, c.blocks, local)
         chains = pass_chains(features, own_s, batch, reading)
         inner = max(1, c.threads // chains) if local else 1
-        moments, cross = checkpoints.run_linear(c, runner, streams, own_s, batch, offsets,
-                                                chains, inner)  # fmt: skip
+        if direct and len(passes) == 1:
+            from reprstore.engine.direct import direct_linear
+
+            moments, cross = direct_linear(c, streams, own_s, batch)
+            runner.skip(c.blocks)
+        else:
+            moments, cross = checkpoints.run_linear(c, runner, streams, own_s, batch, offsets,
+                                                    chains, inner)  # fmt: skip
         for st, m in moments.items():
             offsets[st] = m.offset
             have.setdefault(streams[st][0], {})[streams[st][1]] = m

@@ -73,6 +73,9 @@ class Plan:
     stored: float = 0.0
     flops: float = 0.0
     notes: list[str] = field(default_factory=list)
+    #: Whether the feature pass is the direct one (:mod:`reprstore.engine.direct`): the
+    #: whole arrays read at once, no task graph.
+    direct: bool = False
 
     @property
     def memory(self) -> int:
@@ -94,7 +97,8 @@ class Plan:
         by = ", ".join(f"{k} by {r}" for r, k in sorted(self.counts().items()))
         steps = []
         if self.feature_passes:
-            steps.append(f"{self.feature_passes} feature pass(es)")
+            how = " (direct: whole arrays read at once)" if self.direct else ""
+            steps.append(f"{self.feature_passes} feature pass(es){how}")
         if self.sample_rounds:
             lay = self.layout
             tiles = f" of {lay.tile}-row tiles, {lay.panels} panel(s)" if lay else ""
@@ -208,6 +212,10 @@ def make_plan(
     sample_pairs = [p for p in unique if plan.routes[p] == "samples" or rbf]
     if sample_pairs:
         _cost_samples(plan, ctx, sample_pairs, widths, sizes, block, rbf, free)
+    if _direct_candidate(ctx, specs, plan, uncertain):
+        need = direct_bytes(ctx, specs, own, plan)
+        if need <= ctx.memory:
+            plan.direct, plan.feature_memory = True, need
     minibatch = [s for s in specs if s.measure.special(s.opts) == "minibatch"]
     if minibatch:
         idx = sorted({i for p in unique for i in p})
@@ -216,6 +224,64 @@ def make_plan(
         b = minibatch[0].opts["batch_size"]
         plan.flops += sum(2.0 * n * b * widths[i] for i in idx)
     return plan
+
+
+def _direct_candidate(ctx: Any, specs: Sequence[Spec], plan: Plan, uncertain: bool) -> bool:
+    """Whether the comparison's linear statistics may come from the direct pass
+    (:mod:`reprstore.engine.direct`), memory aside: one feature pass and nothing else
+    (no sample route, no measure with a pass of its own, no interval or test), numpy
+    products, a local scheduler (threads or synchronous), no checkpoint files
+    to save, and inputs of at most :data:`~reprstore.engine.direct.DIRECT_MAX_BLOCKS`
+    stored row blocks. Anything else takes the dask pass."""
+    from reprstore.engine import dask_graph
+    from reprstore.engine.direct import DIRECT_MAX_BLOCKS
+    from reprstore.stats.linear import NumpyBackend
+
+    ckpt = getattr(ctx, "checkpoints", None)
+    return (
+        plan.feature_passes == 1
+        and not plan.sample_rounds
+        and not uncertain
+        and all(r == "features" for r in plan.routes.values())
+        and not any(s.measure.special(s.opts) for s in specs)
+        and isinstance(ctx.backend, NumpyBackend)
+        and dask_graph.is_local(ctx.scheduler)
+        and (ckpt is None or ckpt.files is None)
+        and len(ctx.arrays[0].chunks[0]) <= DIRECT_MAX_BLOCKS
+        and getattr(ctx, "sources", None) is not None
+    )
+
+
+def direct_bytes(ctx: Any, specs: Sequence[Spec], own: Sequence[int], plan: Plan) -> int:
+    """The memory model of the direct pass, the larger of its two phases.
+
+    While summing: every involved array as stored, whole, ``STORED_COPIES`` times (zarr's
+    compressed and decoded chunks, the array, its selected rows), each row view's float64
+    rows (:mod:`reprstore.stats.views`), the offsets' float64 copies of one row block per
+    thread, and the statistics updated in place with their products' temporaries and the
+    float64 working buffers
+    (:func:`reprstore.stats.plan.in_place_bytes` over all rows as one block). Then, the
+    arrays freed, the statistics once and the measures' finishing workspaces."""
+    from reprstore.stats.plan import STORED_COPIES, in_place_bytes, linear_state_bytes
+
+    pairs = [p for p, r in plan.routes.items() if r == "features"]
+    streams, plan_pairs, features = feature_streams(ctx, pairs, specs, own)
+    own_s = sorted({k for p in plan_pairs for k in p if p[0] == p[1]})
+    cross = [p for p in plan_pairs if p[0] != p[1]]
+    reprs = sorted({i for i, _ in streams})
+    n_total = int(ctx.arrays[0].shape[0])
+    stored = sum(n_total * int(ctx.arrays[i].shape[1]) * int(ctx.arrays[i].dtype.itemsize)
+                 for i in reprs)  # fmt: skip
+    block = max(ctx.arrays[0].chunks[0])
+    threads = max(1, ctx.threads)
+    views = sum(8 * ctx.n * int(ctx.arrays[i].shape[1]) for i, v in streams if v != RAW)
+    offsets = 3 * 8 * block * max((int(ctx.arrays[i].shape[1]) for i in reprs), default=0)
+    reading = Reading(ctx.n, threads)
+    summing = (STORED_COPIES * stored + views + min(threads, len(streams)) * offsets
+               + in_place_bytes(features, own_s, cross, reading))  # fmt: skip
+    widths = [int(a.shape[1]) for a in ctx.arrays]
+    held = finishing_reserve(finishing_bytes(specs, widths, streams, plan_pairs), threads)
+    return int(max(summing, linear_state_bytes(features, own_s, cross) + held))
 
 
 def _shape_refusals(ctx: Any, specs: Sequence[Spec], unique: Sequence[Pair]) -> None:
