@@ -237,18 +237,32 @@ def _finite_rows(block: np.ndarray) -> np.ndarray:
 def block_offset(block: np.ndarray) -> Offset:
     """The :class:`Offset` of a representation from one block (r, p): its finite rows'
     mean, and the power of two nearest their root-mean-square deviation from it (or
-    nearest the largest |mean| when the block is constant)."""
-    x = _finite_rows(block)
+    nearest the largest |mean| when the block is constant).
+
+    One float64 copy of the block, worked on in place: the column sums tell whether a
+    row holds NaN/±Inf (only then are the finite rows picked out), and the deviations are
+    scaled and squared where they are (the same values as ``mean(x)``, ``max|x − mean|``
+    and ``mean(((x − mean) / max)²)`` with their temporaries).
+    """
+    x = np.asarray(block, dtype=np.float64)
+    owned = x is not block and x.base is None  # a fresh conversion: ours to overwrite
+    total = x.sum(axis=0)
+    if not np.isfinite(total).all():
+        keep = np.isfinite(x).all(axis=1)
+        if not keep.all():
+            x, owned = x[keep], True
+        total = x.sum(axis=0)
     if x.shape[0] == 0:
         return Offset(np.zeros(block.shape[1]), 1.0)
-    shift = np.asarray(x.mean(axis=0))
+    shift = np.asarray(total / x.shape[0])  # what x.mean(axis=0) computes
     if block.shape[1] == 0:
         return Offset(shift, 1.0)
-    dev = x - shift
-    top = float(np.max(np.abs(dev))) if dev.size else 0.0
+    dev = np.subtract(x, shift, out=x if owned else None)
+    top = max(float(dev.max()), -float(dev.min())) if dev.size else 0.0
     if top > 0.0:
         dev *= 1.0 / top  # no overflow or underflow in the squares
-        rms = top * float(np.sqrt(np.mean(dev * dev)))
+        np.square(dev, out=dev)
+        rms = top * float(np.sqrt(dev.mean()))
     else:
         rms = float(np.max(np.abs(shift)))
     return Offset(shift, power_of_two(rms))
