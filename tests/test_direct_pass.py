@@ -105,6 +105,7 @@ def test_direct_reads_zarr_whole_and_matches_reference(
     same = reprstore.engine.arrays.compare_arrays([zx[:], zy[:]], [(0, 1)], estimator=estimator,
                                                   block_rows=128)  # fmt: skip
     assert got == pytest.approx(same[0].cka, rel=REL)
+    assert reprstore.cka(zy, zx, estimator=estimator).cka == got  # the same bits both ways
 
 
 def test_direct_equals_dask_pass_for_every_measure(rng: np.random.Generator) -> None:

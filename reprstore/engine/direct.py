@@ -68,9 +68,7 @@ def direct_linear(
     sources = sorted({streams[s][0] for s in involved})
     threads = max(1, c.threads)
     with dask_graph.blas_threads(1 if threads > 1 else None):
-        raw = _map(threads, [partial(read_whole, c, i) for i in sources])
-        whole = dict(zip(sources, raw, strict=True))
-        del raw
+        whole = {i: read_whole(c, i) for i in sources}  # zarr decodes on its own threads
         head = first_rows(c)
         rows = None if c.mask is None else c.mask[head]
 

@@ -257,9 +257,9 @@ def direct_bytes(ctx: Any, specs: Sequence[Spec], own: Sequence[int], plan: Plan
 
     While summing: every involved array as stored, whole, ``STORED_COPIES`` times (zarr's
     compressed and decoded chunks, the array, its selected rows), each row view's float64
-    rows (:mod:`reprstore.stats.views`), the offsets' float64 copies of one row block per
-    thread, and the statistics updated in place with their products' temporaries and the
-    float64 working buffers
+    rows (:mod:`reprstore.stats.views`), and the larger of the offsets' float64 copies of
+    one row block per thread (taken first) and the statistics updated in place with their
+    products' temporaries and the float64 working buffers
     (:func:`reprstore.stats.plan.in_place_bytes` over all rows as one block). Then, the
     arrays freed, the statistics once and the measures' finishing workspaces."""
     from reprstore.stats.plan import STORED_COPIES, in_place_bytes, linear_state_bytes
@@ -275,10 +275,14 @@ def direct_bytes(ctx: Any, specs: Sequence[Spec], own: Sequence[int], plan: Plan
     block = max(ctx.arrays[0].chunks[0])
     threads = max(1, ctx.threads)
     views = sum(8 * ctx.n * int(ctx.arrays[i].shape[1]) for i, v in streams if v != RAW)
-    offsets = 3 * 8 * block * max((int(ctx.arrays[i].shape[1]) for i in reprs), default=0)
+    # a block's float64 copy per offset taken at once (two where rows are not finite)
+    offsets = 2 * 8 * block * max((int(ctx.arrays[i].shape[1]) for i in reprs), default=0)
     reading = Reading(ctx.n, threads)
-    summing = (STORED_COPIES * stored + views + min(threads, len(streams)) * offsets
-               + in_place_bytes(features, own_s, cross, reading))  # fmt: skip
+    summing = (
+        STORED_COPIES * stored
+        + views
+        + max(min(threads, len(streams)) * offsets, in_place_bytes(features, own_s, cross, reading))
+    )
     widths = [int(a.shape[1]) for a in ctx.arrays]
     held = finishing_reserve(finishing_bytes(specs, widths, streams, plan_pairs), threads)
     return int(max(summing, linear_state_bytes(features, own_s, cross) + held))
