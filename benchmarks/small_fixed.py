@@ -10,7 +10,7 @@ CPU (all threads), one after the other:
 * ``import reprstore`` (lazy: the public names only);
 * the engine's import (``reprstore.workflows.in_memory``: dask, the engine, the measures),
   what the first ``reprstore.cka`` call would otherwise import;
-* opening the store (``zarr.open_group`` and the two array handles);
+* ``import zarr``, then opening the store (``zarr.open_group`` and the two array handles);
 * planning (``measure_arrays(…, dry_run=True)``: the pass context and the plan, no chunk
   read);
 * the first ``reprstore.cka`` (the arrays dropped from the page cache first, as the
@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-STAGES = ("import reprstore", "import engine", "open store", "plan", "first cka", "second cka")
+STAGES = ("import reprstore", "import engine", "import zarr", "open store", "plan", "first cka",
+          "second cka")  # fmt: skip
 
 CHILD = r"""
 import json, sys, time
@@ -49,6 +50,7 @@ from reprstore.engine.arrays import measure_arrays
 from reprstore.engine.planner import DryRun
 mark()
 import zarr
+mark()
 store = sys.argv[1]
 root = zarr.open_group(store, mode="r")
 x = root["reprs/synth/0/final/default/l0"]
@@ -69,8 +71,8 @@ mark()
 mark()
 reprstore.cka(x, y)
 mark()
-spans = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(clock[:4], clock[1:5])]
-spans += [(clock[k + 1][0] - clock[k][0], clock[k + 1][1] - clock[k][1]) for k in (5, 7)]
+spans = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(clock[:5], clock[1:6])]
+spans += [(clock[k + 1][0] - clock[k][0], clock[k + 1][1] - clock[k][1]) for k in (6, 8)]
 print(json.dumps({"spans": spans, "plan": line, "value": value}))
 """
 
