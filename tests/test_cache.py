@@ -794,7 +794,8 @@ def test_a_sample_pass_on_an_object_store_saves_only_a_state_within_memory(
             mp.setenv("REPRSTORE_CHECKPOINT_SECONDS", "0")
             mp.setattr(checkpoints, "SAVE_SHARE", 0.0)
             measure_arrays([x, y], [(0, 1)], measure, route="samples", block_rows=64,
-                           memory=SAMPLE_MEMORY, scheduler="synchronous", checkpoints=saver)  # fmt: skip
+                           memory=SAMPLE_MEMORY, scheduler="synchronous",
+                           checkpoints=saver)  # fmt: skip
         refused = [n for n in notes if "would not fit --memory" in n]
         if saved:
             assert len(files.puts) == 3 and not refused, (files.puts, notes)  # 4 panels
