@@ -92,7 +92,8 @@ def reprstore_cka(params: dict[str, Any]) -> Run:
     zarr arrays) or ``grid`` (one call of the store grid ``reprstore.workflows.comparison.compare``
     with selectors ``seed=0`` × ``seed=1``: one pass over all pairs).
 
-    ``precision``: that of the per-block products (``float64`` unless given).
+    ``precision``: that of the per-block products (``float64`` unless given); ``device``:
+    where they run (``cuda``; numpy on the CPU unless given).
 
     ``workers``: in ``grid`` mode, ``compare(…, workers=K)`` (a local dask.distributed
     cluster of K single-threaded processes, started and stopped inside the timing, as the
@@ -117,6 +118,8 @@ def reprstore_cka(params: dict[str, Any]) -> Run:
         kw["precision"] = params["precision"]
     if params.get("measures"):
         kw["measures"] = params["measures"]
+    if params.get("device"):
+        kw["device"] = params["device"]
     pairs = [(i, j) for i in range(len(xs)) for j in range(len(ys))]
     mode = params.get("mode", "pair")
     grid = _grid_fn()

@@ -31,7 +31,13 @@ MiB = 1024**2
 
 
 def gemm(params: dict[str, Any]) -> Run:
-    """Best of ``repeat`` products ``AᵀB`` of (rows × 768) blocks in ``dtype``: GFLOP/s."""
+    """Best of ``repeat`` products ``AᵀB`` of (rows × 768) blocks in ``dtype``: GFLOP/s.
+
+    ``device`` (``cuda``, ``cuda:1``, ``cpu``): the same product with torch on that device
+    (TF32 off: the card's true float32 rate), the ceiling of reprstore's ``--device`` rows.
+    """
+    if params.get("device"):
+        return _torch_gemm(params)
     dtype = np.dtype(params["dtype"])
     rows, p = params["rows"], params.get("features", 768)
     rng = np.random.default_rng(0)
@@ -46,6 +52,35 @@ def gemm(params: dict[str, Any]) -> Run:
             _ = a.T @ b
             best = min(best, time.perf_counter() - t0)
         return {"gflops": 2.0 * rows * p * p / best / 1e9}
+
+    return run
+
+
+def _torch_gemm(params: dict[str, Any]) -> Run:
+    import torch
+
+    device, rows, p = params["device"], params["rows"], params.get("features", 768)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    dtype = getattr(torch, params["dtype"])
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(rows, p, generator=gen, dtype=dtype).to(device)
+    b = torch.randn(rows, p, generator=gen, dtype=dtype).to(device)
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+
+    _ = a[:64].T @ b[:64]  # load the kernels, create the context
+    sync()
+
+    def run() -> dict[str, Any]:
+        best = float("inf")
+        for _ in range(params.get("repeat", 3)):
+            t0 = time.perf_counter()
+            _ = a.T @ b
+            sync()
+            best = min(best, time.perf_counter() - t0)
+        return {"gflops": 2.0 * rows * p * p / best / 1e9, "device": device}
 
     return run
 

@@ -203,7 +203,8 @@ def _spec(kernel: str) -> Any:
 
 
 def reprstore_task(params: dict[str, Any]) -> Any:
-    """``reprstore.engine.arrays.measure_arrays`` of (x, y) with ``route`` and ``memory``.
+    """``reprstore.engine.arrays.measure_arrays`` of (x, y) with ``route`` and ``memory``
+    (and ``device``, ``precision`` where given).
 
     The plan is made first, untimed (``dry_run``): a planner refusal is recorded as
     ``refused: …``, a plan estimated over ``max_plan_s`` as ``skipped: …``.
@@ -215,6 +216,7 @@ def reprstore_task(params: dict[str, Any]) -> Any:
     x, y = _arrays(params["store"])
     spec = _spec(params["kernel"])
     kw = {"route": params["route"], "memory": params["memory"]}
+    kw.update(device=params.get("device", "cpu"), precision=params.get("precision", "float64"))
     try:
         engine.measure_arrays([x, y], [(0, 1)], [spec], dry_run=True, **kw)
     except DryRun as stop:
@@ -239,6 +241,7 @@ def reprstore_task(params: dict[str, Any]) -> Any:
             "sigma_method": r.get("sigma_method"),
             "plan": lines[0] if lines else plan.line(),
             "plan_s": plan.seconds,
+            "plan_flops": plan.flops,
             "plan_memory_mib": plan.memory / 2**20,
         }
 

@@ -629,6 +629,11 @@ class _Killed(Exception):
     """Stands for a SIGKILL right after a checkpoint was saved."""
 
 
+#: Bytes that cut 512 rows of widths 24 and 32 (64-row blocks, one thread) into 4 panels
+#: of 128 rows and 128-row tiles (reprstore.stats.gram_tiles.sample_layout).
+SAMPLE_MEMORY = 1_290_000
+
+
 def _sample_pass(tmp: Path, arrays: list[np.ndarray], measure: str, notes: list[str],
                  kill_at: int | None = None) -> tuple[dict, list[tuple[int, int]]]:  # fmt: skip
     """The (0, 1) columns of ``measure`` by the sample route (512 rows: 4 panels of 128
@@ -653,7 +658,7 @@ def _sample_pass(tmp: Path, arrays: list[np.ndarray], measure: str, notes: list[
         mp.setattr(checkpoints, "SAVE_SHARE", 0.0)  # save after every segment
         mp.setattr(checkpoints.SegmentSaves, "after", saved_then_killed)
         out = measure_arrays(arrays, [(0, 1)], measure, route="samples", block_rows=64,
-                             memory=985_000, scheduler="synchronous", checkpoints=saver,
+                             memory=SAMPLE_MEMORY, scheduler="synchronous", checkpoints=saver,
                              progress=lambda d, t: seen.append((d, t)))  # fmt: skip
     return out.pairs[(0, 1)], seen
 
@@ -789,14 +794,15 @@ def test_a_sample_pass_on_an_object_store_saves_only_a_state_within_memory(
             mp.setenv("REPRSTORE_CHECKPOINT_SECONDS", "0")
             mp.setattr(checkpoints, "SAVE_SHARE", 0.0)
             measure_arrays([x, y], [(0, 1)], measure, route="samples", block_rows=64,
-                           memory=985_000, scheduler="synchronous", checkpoints=saver)  # fmt: skip
+                           memory=SAMPLE_MEMORY, scheduler="synchronous",
+                           checkpoints=saver)  # fmt: skip
         refused = [n for n in notes if "would not fit --memory" in n]
         if saved:
             assert len(files.puts) == 3 and not refused, (files.puts, notes)  # 4 panels
-            assert max(files.puts) <= 985_000 // 4
+            assert max(files.puts) <= SAMPLE_MEMORY // 4
         else:
             assert refused, notes
-            assert all(p <= 985_000 // 4 for p in files.puts), files.puts
+            assert all(p <= SAMPLE_MEMORY // 4 for p in files.puts), files.puts
 
 
 # ------------------------------------------- permutation tests, resumed (fast and slow)

@@ -214,3 +214,15 @@ def test_attention_describe_within_memory(tmp_path: Path) -> None:
     row = dict(zip(got["columns"], got["values"][0], strict=True))
     assert abs(row["attention_entropy"] - ent.mean()) < 1e-9 * ent.mean()
     assert abs(row["head_specialization"] - ent.std()) < 1e-6
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+@pytest.mark.parametrize("memory", [96 * MiB, 128 * MiB, 256 * MiB])
+def test_sample_route_grid_within_memory(
+    stores: dict[str, Path], precision: str, memory: int
+) -> None:
+    """The sample route's tiles, their products' slabs and (float32, or a GPU) the copies
+    the backend multiplies: a 4 × 4 grid in panels and tiles stays within --memory."""
+    got = _run(stores["grid"], "compare", "cka", memory, route="samples", precision=precision)
+    _holds(got, memory)
+    assert "refused" not in got and len(got["values"]) == 16

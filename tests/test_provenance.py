@@ -73,12 +73,15 @@ def test_json_is_a_header_object_and_csv_a_plain_table_with_a_sidecar(store: Pat
     assert side["provenance"]["rows"]["default"]["rows_used"] == N
 
 
-def test_pairs_file_is_recorded_with_its_hash(store: Path) -> None:
+@pytest.mark.parametrize("command", [("cka",), ("compare", "--measure", "cka,rsa")])
+def test_pairs_file_is_recorded_with_its_hash(store: Path, command: tuple[str, ...]) -> None:
+    """Both commands record the --pairs file (compare did not before they shared one
+    runner)."""
     (store / "pairs.csv").write_text(
         "a_model,a_seed,a_checkpoint,a_layer,b_model,b_seed,b_checkpoint,b_layer\n"
         "m,0,final,a,m,01,final,b\n"
     )
-    result = run_cli("cka", "s.zarr", "--pairs", "pairs.csv", "--out", "p.parquet", cwd=store)
+    result = run_cli(*command, "s.zarr", "--pairs", "pairs.csv", "--out", "p.parquet", cwd=store)
     assert result.returncode == 0, result.stderr
     record = read_provenance(store / "p.parquet")
     digest = hashlib.sha256((store / "pairs.csv").read_bytes()).hexdigest()

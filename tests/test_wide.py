@@ -491,3 +491,71 @@ def test_sample_route_with_local_workers(wide_store):
     assert float(remote["cca"].iloc[0]) == pytest.approx(float(local["cca"].iloc[0]), rel=1e-12)
     expected = ref_cka(linear_gram(x - x.mean(0)), linear_gram(y - y.mean(0)), "debiased")
     assert float(remote["cka"].iloc[0]) == pytest.approx(expected, rel=1e-9)
+
+
+# ------------------------------------------------ the tiles' products by other backends
+
+
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+def test_sample_route_tiles_run_on_the_torch_backend(kernel):
+    """--device cuda runs the sample route's Gram tiles with torch (the natural GPU work):
+    the same backend on the CPU gives the float64 reference's value, and the plan names
+    where the products run."""
+    from reprstore.engine.pass_context import TorchBackend
+
+    x, y = data(300, 70, 50, seed=21)
+    if kernel == "rbf":
+        k, _ = rbf_gram(x, 0.5)
+        l, _ = rbf_gram(y, 0.5)  # noqa: E741
+    else:
+        k, l = linear_gram(x - x.mean(0)), linear_gram(y - y.mean(0))  # noqa: E741
+    lines: list[str] = []
+    got = run([x, y], kernel=kernel, route="samples", block_rows=64, memory="4MB",
+              device=TorchBackend("cpu", "float64"), report=lines.append)  # fmt: skip
+    assert got["route"] == "samples"
+    assert got["cka"] == pytest.approx(ref_cka(k, l, "debiased"), rel=1e-9)
+    assert "products on torch cpu (float64)" in lines[0]
+
+
+@pytest.mark.parametrize("spec", ["cka", "cka:kernel=rbf", "rsa", "rsa:rdm=correlation"])
+def test_sample_route_float32_products_stay_within_the_stated_accuracy(spec):
+    """--precision float32 now reaches the sample route's tiles (it used to be ignored
+    there): products in float32, sums in float64, within 1e-6 of the float64 reference's
+    value on shifted data, as the feature route's float32 products."""
+    x, y = data(240, 90, 60, seed=22, shift=20.0)
+    lines: list[str] = []
+    f32 = measure_arrays([x, y], [(0, 1)], spec, route="samples", block_rows=60,
+                         precision="float32", report=lines.append).pairs[(0, 1)]  # fmt: skip
+    f64 = measure_arrays([x, y], [(0, 1)], spec, route="samples", block_rows=60).pairs[(0, 1)]
+    col = spec.split(":")[0]
+    if col == "cka":
+        kernel = "rbf" if "rbf" in spec else "linear"
+        if kernel == "rbf":
+            k, _ = rbf_gram(x, 0.5)
+            l, _ = rbf_gram(y, 0.5)  # noqa: E741
+        else:
+            k, l = linear_gram(x - x.mean(0)), linear_gram(y - y.mean(0))  # noqa: E741
+        expected = ref_cka(k, l, "debiased")
+    else:
+        expected = ref_rsa(x, y, "correlation" if "correlation" in spec else "sqeuclidean")
+    assert f64[col] == pytest.approx(expected, rel=1e-9)
+    assert f32[col] == pytest.approx(expected, rel=1e-6)
+    assert f32[col] != f64[col]  # the float32 products did run
+    assert "products in float32" in lines[0]
+
+
+def test_sample_route_factors_keep_float64_products_under_float32():
+    """The factor measures' n × n Gram matrices stay float64 with --precision float32:
+    their rank rule would read float32 rounding as rank (linreg came out 1 % high, ridge-free
+    cca refused a full-rank side), so float32 changes nothing there."""
+    x, y = data(240, 90, 60, seed=22, shift=20.0)
+    spec = "procrustes,linreg,shape"
+    f32 = measure_arrays([x, y], [(0, 1)], spec, route="samples", block_rows=60,
+                         precision="float32").pairs[(0, 1)]  # fmt: skip
+    ratio = ref_nuclear_ratio(x, y)
+    assert f32["procrustes"] == pytest.approx(2.0 - 2.0 * ratio, rel=1e-9)
+    assert f32["shape"] == pytest.approx(np.arccos(ratio), rel=1e-9)
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    beta, *_ = np.linalg.lstsq(xc, yc, rcond=None)
+    r2 = 1.0 - float(((yc - xc @ beta) ** 2).sum()) / float((yc**2).sum())
+    assert f32["linreg"] == pytest.approx(r2, rel=1e-9)

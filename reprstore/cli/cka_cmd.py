@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -283,14 +284,8 @@ def cka(
     Example: reprstore cka runs.zarr --a seed=0 --b seed=1 --match layer --out cka.csv
     With error bars: ... --ci 0.95 --bootstrap 200 --seed 1 --permutations 999
     """
-    from reprstore.cli.progress import progress_bar
-    from reprstore.engine.cluster import quiet_distributed_logs
     from reprstore.errors import InputError
-    from reprstore.report import check_output, write_results
-    from reprstore.report.figures import check_figure_path
-    from reprstore.report.plot import plot_comparison
     from reprstore.workflows.compare_options import CompareOptions
-    from reprstore.workflows.comparison import read_pairs_file, run_comparison
 
     opt.set_quiet(quiet)
     if (a is None or b is None) and pairs is None:
@@ -304,7 +299,25 @@ def cka(
         route=route, dry_run=dry_run, cache=not no_cache, refresh=refresh,
         report=unc.plan_printer(console),
     )  # fmt: skip
-    if scheduler is not None or workers is not None:
+    run_and_report(store, request, "cka", out=out, plot=plot, pairs=pairs, table=_table)
+
+
+def run_and_report(
+    store: str, request: Any, name: str, *, out: str | None, plot: str | None,
+    pairs: str | None, table: Callable[[Any], PlainTable],
+) -> None:  # fmt: skip
+    """What ``cka`` and ``compare`` do with their checked request: check where results
+    and figures go and read the ``--pairs`` file before the store is opened, run with a
+    progress bar and the plan line, then print the table, write ``--out`` (recording the
+    pairs file's hash) and draw ``--plot``."""
+    from reprstore.cli.progress import progress_bar
+    from reprstore.engine.cluster import quiet_distributed_logs
+    from reprstore.report import check_output, write_results
+    from reprstore.report.figures import check_figure_path
+    from reprstore.report.plot import plot_comparison
+    from reprstore.workflows.comparison import read_pairs_file, run_comparison
+
+    if request.compute.scheduler is not None or request.compute.workers is not None:
         quiet_distributed_logs()
     check_output(out)
     if plot is not None:
@@ -312,9 +325,9 @@ def cka(
     if pairs is not None:  # a file of pairs: read (and checked) before the store is opened
         request = replace(request, selection=replace(
             request.selection, pairs=tuple(read_pairs_file(pairs))))  # fmt: skip
-    with progress_bar("cka", unit="blocks") as bar:
+    with progress_bar(name, unit="blocks") as bar:
         df = run_comparison(store, request, progress=bar, report=unc.plan_printer(console))
-    if dry_run:
+    if request.compute.dry_run:
         console.print("dry run: no chunk read, nothing written")
         return
     if pairs is not None:
@@ -322,7 +335,7 @@ def cka(
 
         record = df.attrs.setdefault("reprstore", {})
         record["pairs_file"] = {"path": pairs, "sha256": file_sha256(pairs)}
-    console.print(_table(df))
+    console.print(table(df))
     if out is not None:
         console.print(f"wrote {write_results(df, out)}")
     if plot is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
@@ -164,13 +163,8 @@ def compare(
     opt.set_quiet(quiet)
     if measure_help(measure):
         return
-    from reprstore.cli.progress import progress_bar
     from reprstore.errors import InputError
-    from reprstore.report import check_output, write_results
-    from reprstore.report.figures import check_figure_path
-    from reprstore.report.plot import plot_comparison
     from reprstore.workflows.compare_options import CompareOptions
-    from reprstore.workflows.comparison import read_pairs_file, run_comparison
 
     if (a is None or b is None) and pairs is None:
         raise InputError("Give both --a and --b selectors (or a --pairs file).")
@@ -183,27 +177,9 @@ def compare(
         route=route, dry_run=dry_run, cache=not no_cache, refresh=refresh,
         report=unc.plan_printer(console),
     )  # fmt: skip
-    specs = request.specs
-    check_output(out)
-    if plot is not None:
-        check_figure_path(plot)
-    if pairs is not None:  # a file of pairs: read (and checked) before the store is opened
-        request = replace(request, selection=replace(
-            request.selection, pairs=tuple(read_pairs_file(pairs))))  # fmt: skip
-    with progress_bar("compare", unit="blocks") as bar:
-        df = run_comparison(store, request, progress=bar, report=unc.plan_printer(console))
-    if dry_run:
-        console.print("dry run: no chunk read, nothing written")
-        return
-    names = ", ".join(s.name + s.suffix for s in specs)
-    console.print(pairs_table(df, f"{names}: {len(df)} pair(s)"))
-    if out is not None:
-        console.print(f"wrote {write_results(df, out)}")
-    if plot is not None:
-        drawn = plot_comparison(df, plot)
-        for note in drawn.notes:
-            console.print(f"note: {note}", highlight=False)
-        console.print(f"wrote {drawn.path}")
+    names = ", ".join(s.name + s.suffix for s in request.specs)
+    c.run_and_report(store, request, "compare", out=out, plot=plot, pairs=pairs,
+                     table=lambda df: pairs_table(df, f"{names}: {len(df)} pair(s)"))  # fmt: skip
 
 
 @handle_errors

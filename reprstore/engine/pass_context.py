@@ -109,6 +109,32 @@ def resolve_backend(device: str | Backend, precision: str = "float64") -> Backen
     raise InputError(f"Unknown device {device!r}. Expected 'cpu' or 'cuda[:N]'.")
 
 
+def float64_products(backend: Backend) -> Backend:
+    """``backend``'s device with float64 products: for steps whose rank decisions need
+    them (the sample route's factors, where float32 rounding would read as more rank)."""
+    if isinstance(backend, NumpyBackend):
+        return NUMPY
+    if isinstance(backend, TorchBackend):
+        return TorchBackend(backend.device, "float64")
+    return backend
+
+
+def converted(backend: Backend) -> bool:
+    """Whether ``backend`` multiplies converted copies of the blocks (float32, or torch)
+    rather than the float64 blocks themselves: the memory model counts those copies."""
+    return backend is not NUMPY
+
+
+def products_note(backend: Backend) -> str | None:
+    """Where the block products run, as the plan line says it (``None``: numpy float64,
+    the default, which the line leaves out)."""
+    if isinstance(backend, NumpyBackend):
+        return None if backend.dtype == np.float64 else f"products in {backend.dtype.name}"
+    if isinstance(backend, TorchBackend):
+        return f"products on torch {backend.device} ({backend.dtype})"
+    return f"products by {backend!r}"
+
+
 # ------------------------------------------------------------------------ array inputs
 
 

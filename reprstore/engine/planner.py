@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reprstore.engine.pass_context import PassContext
+from reprstore.engine.pass_context import PassContext, converted, products_note
 from reprstore.errors import ComparisonError, InputError
 from reprstore.metrics.base import Spec
 from reprstore.stats.gram_tiles import SampleLayout, sample_bytes, sample_layout
@@ -189,6 +189,9 @@ def make_plan(
             "--route features."
         )
     plan = Plan(routes={}, n=n, threads=ctx.threads, budget=ctx.memory, notes=fold_notes)
+    products = products_note(ctx.backend)
+    if products is not None:
+        plan.notes.append(products)
     involved = {i for p in unique for i in p} | set(own)
     plan.stored = float(sum(ctx.arrays[i].shape[0] * widths[i] * sizes[i] for i in involved))
     deg = _degrees(unique)
@@ -402,7 +405,7 @@ def _cheaper(
         # representation's eigenproblem on the route of the smaller of n and p
         f_flops += sum(EIGH_FLOPS * float(widths[k]) ** 3 / deg[k] for k in sides)
     layout = sample_layout(n, [widths[k] for k in sides], [sizes[k] for k in sides],
-                           ctx.memory, ctx.threads, block)  # fmt: skip
+                           ctx.memory, ctx.threads, block, converted(ctx.backend))  # fmt: skip
     if layout is None:
         return "features"
     stored = sum(n * widths[k] * sizes[k] for k in sides)
@@ -507,7 +510,7 @@ def _cost_samples(plan: Plan, ctx: Any, pairs: Sequence[Pair], widths: list[int]
 
     idx = sorted({i for p in pairs for i in p})
     w, s = [widths[i] for i in idx], [sizes[i] for i in idx]
-    layout = sample_layout(plan.n, w, s, ctx.memory, ctx.threads, block)
+    layout = sample_layout(plan.n, w, s, ctx.memory, ctx.threads, block, converted(ctx.backend))
     if layout is None:
         raise ComparisonError(
             f"The sample route cannot hold one row block ({block} rows of {sum(w)} features "
@@ -518,7 +521,7 @@ def _cost_samples(plan: Plan, ctx: Any, pairs: Sequence[Pair], widths: list[int]
     plan.layout = layout
     rounds = len(rbf) * (1 + MEDIAN_ROUNDS) + len(free)
     plan.sample_rounds = rounds
-    plan.sample_memory = sample_bytes(layout, w, s, ctx.threads)
+    plan.sample_memory = sample_bytes(layout, w, s, ctx.threads, block, converted(ctx.backend))
     n = plan.n
     if any(x.measure.sample_form(x.opts) == "factors" for x in free):
         need = factor_bytes(n, len(idx))

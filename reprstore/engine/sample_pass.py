@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from reprstore.engine import checkpoints, dask_graph
+from reprstore.engine.pass_context import converted, float64_products
 from reprstore.errors import ComparisonError
 from reprstore.metrics.base import clip_unit
 from reprstore.metrics.cka import (
@@ -54,7 +55,7 @@ from reprstore.stats.gram_tiles import (
 )
 from reprstore.stats.hsic import HsicTerms, hsic1
 from reprstore.stats.kernels import Bandwidth
-from reprstore.stats.linear import Offset, block_offset, count_nonfinite
+from reprstore.stats.linear import NUMPY, Backend, Offset, block_offset, count_nonfinite
 from reprstore.stats.plan import check_budget, human_bytes
 from reprstore.stats.selection import OrderStatistics, median_ranks
 
@@ -83,6 +84,7 @@ class _Rows:
     ctx: PassContext
     idx: list[int]
     panels: list[_Panel]
+    group: int  # bytes of blocks one read brings at once (SampleLayout.group)
     held: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
     reads: int = 0
 
@@ -106,18 +108,15 @@ def _panels(chunks: Sequence[int], mask: np.ndarray | None, rows: int) -> list[_
     return out
 
 
-#: Bytes of stored blocks one read computation brings at once (copied into the panel).
-READ_GROUP_BYTES = 64 * 1024**2
-
-
 def _read_panel(
-    c: PassContext, idx: Sequence[int], panel: _Panel, threads: int
+    c: PassContext, idx: Sequence[int], panel: _Panel, threads: int, group_bytes: int
 ) -> dict[int, np.ndarray]:
     """The selected rows of ``panel`` of every representation of ``idx``, as stored.
 
     Each panel is allocated once and filled by computations on the comparison's
-    scheduler (a cluster's workers read the chunks) of at most ``READ_GROUP_BYTES`` of
-    blocks each: the panel is never held twice.
+    scheduler (a cluster's workers read the chunks) of at most ``group_bytes`` of blocks
+    each (one block at least; :func:`~reprstore.stats.gram_tiles.read_group`): the panel
+    is never held twice.
     """
     arrays = c.arrays
     out = {i: np.empty((panel.rows, arrays[i].shape[1]), dtype=arrays[i].dtype) for i in idx}
@@ -132,7 +131,7 @@ def _read_panel(
     for job in [*jobs, None]:
         if job is not None:
             nbytes = int(arrays[job[0]].blocks[job[1]].nbytes)
-            if not group or size + nbytes <= READ_GROUP_BYTES:
+            if not group or size + nbytes <= group_bytes:
                 group.append(job)
                 size += nbytes
                 continue
@@ -334,7 +333,7 @@ def sample_cka(
     if layout is None:
         layout = layout_for(c, idx)
     panels = _panels(arrays[0].chunks[0], mask, layout.panel)
-    rows = _Rows(c, idx, panels)
+    rows = _Rows(c, idx, panels, layout.group)
     pairs = sorted(set(unique) | {(i, i) for i in idx})
     state = _State({}, {i: np.zeros(n) for i in idx}, dict.fromkeys(idx, 0.0),
                    {i: KernelSums.empty(n) for i in idx}, dict.fromkeys(pairs, 0.0))  # fmt: skip
@@ -353,7 +352,7 @@ def sample_cka(
     bws: dict[int, Bandwidth] = {}
     sigma2: dict[int, float] = {}
     if rbf:
-        visit = partial(_median_tile, state, order, layout.slab, threads)
+        visit = partial(_median_tile, state, order, layout.slab, threads, c.backend)
         while not all(o.done for o in order.values()):
             rounds.extend(sum(tiles))
             first = all(o.rounds == 0 for o in order.values())
@@ -376,7 +375,8 @@ def sample_cka(
             check_bandwidth(bws[i], names[i], n)
             sigma2[i] = sigma**2 * median
     rounds.extend(sum(tiles))
-    visit = partial(_kernel_tile, state, pairs, sigma2 if rbf else None, layout.slab, threads)
+    visit = partial(_kernel_tile, state, pairs, sigma2 if rbf else None, layout.slab, threads,
+                    c.backend)  # fmt: skip
     _sweep(rows, layout, state, threads, visit, rounds, first=not rbf, start=start, after=saved)
     rounds.finish()
     out: dict[Pair, CKAResult] = {}
@@ -392,7 +392,7 @@ def layout_for(c: PassContext, idx: Sequence[int]) -> SampleLayout:
     widths = [int(arrays[i].shape[1]) for i in idx]
     sizes = [int(arrays[i].dtype.itemsize) for i in idx]
     block = max(arrays[0].chunks[0])
-    layout = sample_layout(c.n, widths, sizes, c.memory, c.threads, block)
+    layout = sample_layout(c.n, widths, sizes, c.memory, c.threads, block, converted(c.backend))
     if layout is None:
         raise ComparisonError(
             f"The sample route cannot hold one row block ({block} rows of "
@@ -490,7 +490,7 @@ def _panel_pairs(
 def _load(rows: _Rows, k: int, threads: int, state: _State, first: bool) -> dict[int, np.ndarray]:
     """Read panel ``k``; its rows' norms (and on the first round, offsets, NaN/Inf checks
     and raw squared norms) are taken here."""
-    got = _read_panel(rows.ctx, rows.idx, rows.panels[k], threads)
+    got = _read_panel(rows.ctx, rows.idx, rows.panels[k], threads, rows.group)
     rows.reads += 1
     names, n = rows.ctx.names, rows.ctx.n
     p = rows.panels[k]
@@ -505,13 +505,13 @@ def _load(rows: _Rows, k: int, threads: int, state: _State, first: bool) -> dict
 
 
 def _median_tile(
-    state: _State, order: dict[int, OrderStatistics], slab: int, threads: int,
+    state: _State, order: dict[int, OrderStatistics], slab: int, threads: int, backend: Backend,
     a: dict[int, np.ndarray], b: dict[int, np.ndarray], s: int, t: int, same: bool,
 ) -> None:  # fmt: skip
     """A selection round's tile: the squared distances of every representation, counted."""
 
     def one(i: int) -> None:
-        g = gram_tile(a[i], None if same else b[i], state.offsets[i], slab)
+        g = gram_tile(a[i], None if same else b[i], state.offsets[i], slab, backend)
         d = distances_in_place(g, state.norms[i][s : s + g.shape[0]],
                                state.norms[i][t : t + g.shape[1]], same)  # fmt: skip
         order[i].add(d, 1 if same else 2)
@@ -521,14 +521,14 @@ def _median_tile(
 
 def _kernel_tile(
     state: _State, pairs: Sequence[Pair], sigma2: dict[int, float] | None, slab: int,
-    threads: int, a: dict[int, np.ndarray], b: dict[int, np.ndarray], s: int, t: int,
-    same: bool,
+    threads: int, backend: Backend, a: dict[int, np.ndarray], b: dict[int, np.ndarray], s: int,
+    t: int, same: bool,
 ) -> None:  # fmt: skip
     """The kernel round's tile: K_IJ of every representation, its sums and the traces."""
     tiles: dict[int, np.ndarray] = {}
 
     def one(i: int) -> None:
-        k = gram_tile(a[i], None if same else b[i], state.offsets[i], slab)
+        k = gram_tile(a[i], None if same else b[i], state.offsets[i], slab, backend)
         if sigma2 is not None:
             distances_in_place(k, state.norms[i][s : s + k.shape[0]],
                                state.norms[i][t : t + k.shape[1]], same)  # fmt: skip
@@ -618,14 +618,17 @@ def _setup(c: PassContext, idx: Sequence[int]) -> tuple[SampleLayout, _Rows, _St
     n = c.n
     dask_graph.fixed_mmap_threshold()
     layout = layout_for(c, idx)
-    rows = _Rows(c, list(idx), _panels(c.arrays[0].chunks[0], c.mask, layout.panel))
+    rows = _Rows(c, list(idx), _panels(c.arrays[0].chunks[0], c.mask, layout.panel), layout.group)
     state = _State({}, {i: np.zeros(n) for i in idx}, dict.fromkeys(idx, 0.0), {}, {})
     return layout, rows, state
 
 
-def unit_gram_tile(a: np.ndarray, b: np.ndarray | None, centre: bool, slab: int) -> np.ndarray:
+def unit_gram_tile(
+    a: np.ndarray, b: np.ndarray | None, centre: bool, backend: Backend = NUMPY
+) -> np.ndarray:
     """uᵢ·uⱼ of the unit rows u = x/‖x‖ (rows centred across features first if
-    ``centre``) of raw rows ``a`` and ``b`` (``None``: ``a`` with itself), float64."""
+    ``centre``) of raw rows ``a`` and ``b`` (``None``: ``a`` with itself), float64; the
+    product by ``backend`` (as :func:`~reprstore.stats.gram_tiles.gram_tile`'s)."""
 
     def units(x: np.ndarray) -> npt.NDArray[np.float64]:
         y = np.asarray(x, dtype=np.float64)
@@ -641,8 +644,10 @@ def unit_gram_tile(a: np.ndarray, b: np.ndarray | None, centre: bool, slab: int)
         return y / norm[:, None]
 
     ua = units(a)
-    ub = ua if b is None else units(b)
-    return ua @ ub.T
+    if backend is NUMPY:
+        return ua @ (ua if b is None else units(b)).T
+    da = backend.prepare(ua)
+    return backend.outer(da, da if b is None else backend.prepare(units(b)))
 
 
 def sample_rsa(c: PassContext, unique: Sequence[Pair], rdm: str) -> dict[Pair, dict[str, float]]:
@@ -672,11 +677,13 @@ def sample_rsa(c: PassContext, unique: Sequence[Pair], rdm: str) -> dict[Pair, d
 
         def one(i: int) -> None:
             if rdm == "sqeuclidean":
-                e = gram_tile(a[i], None if same else b[i], state.offsets[i], layout.slab)
+                e = gram_tile(
+                    a[i], None if same else b[i], state.offsets[i], layout.slab, c.backend
+                )
                 distances_in_place(e, state.norms[i][s : s + e.shape[0]],
                                    state.norms[i][t : t + e.shape[1]], same)  # fmt: skip
             else:
-                e = unit_gram_tile(a[i], None if same else b[i], rdm == "correlation", layout.slab)
+                e = unit_gram_tile(a[i], None if same else b[i], rdm == "correlation", c.backend)
                 e *= -1.0  # D = 1 − G: the constant does not change a correlation
             if i not in sums.shift:  # the first tile's mean: sums of small numbers
                 sums.shift[i] = float(e.mean())
@@ -754,12 +761,13 @@ def sample_factors(c: PassContext, idx: Sequence[int]) -> dict[int, np.ndarray]:
     check_factors(n, len(idx), c.memory)
     layout, rows, state = _setup(c, idx)
     grams = {i: np.zeros((n, n)) for i in idx}
+    backend = float64_products(c.backend)  # the factors' ranks need float64 products
     progress = _Progress(c.progress)
     progress.extend(_tile_count(rows.panels, layout.tile))
 
     def visit(a: RowsOf, b: RowsOf, s: int, t: int, same: bool) -> None:
         def one(i: int) -> None:
-            g = gram_tile(a[i], None if same else b[i], state.offsets[i], layout.slab)
+            g = gram_tile(a[i], None if same else b[i], state.offsets[i], layout.slab, backend)
             grams[i][s : s + g.shape[0], t : t + g.shape[1]] = g
             if not same:
                 grams[i][t : t + g.shape[1], s : s + g.shape[0]] = g.T

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reprstore.stats.linear import Offset, shifted
+from reprstore.stats.linear import NUMPY, Backend, Offset, shifted
 
 #: Features of one float64 slab of a tile product (a slab of both tiles is in flight).
 SLAB_FEATURES = 2048
@@ -49,12 +49,16 @@ class SampleLayout:
         Features converted to float64 at a time.
     panels : int
         Panels over the selected rows (1: every row held, read once for all rounds).
+    group : int
+        Bytes of stored blocks one read brings at once before they are copied into the
+        panel (at least one block whatever this says): :func:`read_group`.
     """
 
     panel: int
     tile: int
     slab: int
     panels: int
+    group: int = 64 * 1024**2
 
     @property
     def reads(self) -> int:
@@ -64,25 +68,49 @@ class SampleLayout:
         return 1 if m == 1 else m * (m + 1) // 2
 
 
+#: Most bytes of stored blocks one read brings at once.
+READ_GROUP_BYTES = 64 * 1024**2
+
+
+def read_group(memory: int) -> int:
+    """Bytes of stored blocks one panel read brings at once: an eighth of the budget, at
+    most :data:`READ_GROUP_BYTES` (fewer, larger reads are faster; they are held twice
+    while decoded and copied into the panel, and the memory model counts that)."""
+    return max(1, min(READ_GROUP_BYTES, memory // 8))
+
+
+def _read_bytes(
+    group: int, block_rows: int, widths: Sequence[int], itemsizes: Sequence[int]
+) -> int:
+    """What a panel read holds besides the panel: its group of blocks (at least the
+    largest one) as computed, and again as decoded by the store's codec."""
+    block = block_rows * max((w * s for w, s in zip(widths, itemsizes, strict=True)), default=0)
+    return 2 * max(group, block)
+
+
 def sample_layout(
     n: int, widths: Sequence[int], itemsizes: Sequence[int], memory: int, threads: int,
-    block_rows: int,
+    block_rows: int, converted: bool = False,
 ) -> SampleLayout | None:  # fmt: skip
     """The largest tiles and panels within ``memory`` bytes (``None``: even the smallest
-    do not fit). See :func:`sample_bytes` for what is counted."""
+    do not fit). See :func:`sample_bytes` for what is counted; ``converted``: the products
+    run on converted copies (float32, or torch), see :func:`_tile_bytes`."""
     r = len(widths)
     raw_row = sum(w * s for w, s in zip(widths, itemsizes, strict=True))
     tile = min(n, 4096)
+    group = read_group(memory)
     while True:
         slab = min(max(widths, default=1), SLAB_FEATURES)
-        fixed = _tile_bytes(tile, r, threads) + _slab_bytes(tile, slab, threads)
+        fixed = _tile_bytes(tile, r, threads, converted)
+        fixed += _slab_bytes(tile, slab, threads, converted)
+        fixed += _read_bytes(group, block_rows, widths, itemsizes)
         left = memory - fixed
         if left >= n * raw_row:  # every row held: one read for all rounds
-            return SampleLayout(panel=n, tile=tile, slab=slab, panels=1)
+            return SampleLayout(panel=n, tile=tile, slab=slab, panels=1, group=group)
         panel = (left // 2) // max(raw_row, 1)
         panel = min(panel, n)
         if panel >= max(block_rows, tile, 1):
-            return SampleLayout(panel, tile, slab, panels=-(-n // panel))
+            return SampleLayout(panel, tile, slab, panels=-(-n // panel), group=group)
         if tile <= MIN_TILE:
             return None
         tile = max(MIN_TILE, tile // 2)
@@ -93,39 +121,48 @@ def sample_layout(
 THREAD_TILES = 4
 
 
-def _tile_bytes(tile: int, reprs: int, threads: int) -> int:
-    """The tiles of every representation, and each thread's temporaries."""
-    return tile * tile * 8 * (reprs + THREAD_TILES * threads)
+def _tile_bytes(tile: int, reprs: int, threads: int, converted: bool = False) -> int:
+    """The tiles of every representation, and each thread's temporaries (``converted``:
+    one more, the product as the backend returns it before its float64 copy)."""
+    return tile * tile * 8 * (reprs + (THREAD_TILES + converted) * threads)
 
 
-def _slab_bytes(tile: int, slab: int, threads: int) -> int:
-    return 2 * tile * slab * 8 * threads
+def _slab_bytes(tile: int, slab: int, threads: int, converted: bool = False) -> int:
+    """Each thread's two float64 slabs (``converted``: and their copies for the backend)."""
+    return 2 * tile * slab * 8 * threads * (2 if converted else 1)
 
 
 def sample_bytes(layout: SampleLayout, widths: Sequence[int], itemsizes: Sequence[int],
-                 threads: int) -> int:  # fmt: skip
-    """Bytes the sample route holds: the panels (raw rows as stored), the tiles, the
-    slabs and the per-representation vectors (row sums, diagonal, norms: 4 × n)."""
+                 threads: int, block_rows: int, converted: bool = False) -> int:  # fmt: skip
+    """Bytes the sample route holds: the panels (raw rows as stored), what a panel read
+    holds besides (:func:`_read_bytes`), the tiles, the slabs and the per-representation
+    vectors (row sums, diagonal, norms: 4 × n)."""
     raw_row = sum(w * s for w, s in zip(widths, itemsizes, strict=True))
     held = raw_row * layout.panel * (1 if layout.panels == 1 else 2)
     vectors = 4 * 8 * layout.panel * layout.panels * len(widths)
-    return (held + vectors + _tile_bytes(layout.tile, len(widths), threads)
-            + _slab_bytes(layout.tile, layout.slab, threads))  # fmt: skip
+    held += _read_bytes(layout.group, block_rows, widths, itemsizes)
+    return (held + vectors + _tile_bytes(layout.tile, len(widths), threads, converted)
+            + _slab_bytes(layout.tile, layout.slab, threads, converted))  # fmt: skip
 
 
 # --------------------------------------------------------------------------- tiles
 
 
-def gram_tile(a: np.ndarray, b: np.ndarray | None, off: Offset, slab: int) -> np.ndarray:
+def gram_tile(
+    a: np.ndarray, b: np.ndarray | None, off: Offset, slab: int, backend: Backend = NUMPY
+) -> np.ndarray:
     """X̄_I X̄_Jᵀ (float64) of raw rows ``a`` (T_I, p) and ``b`` (T_J, p) shifted by ``off``,
-    ``slab`` features at a time; ``b=None``: the symmetric tile of ``a`` with itself."""
+    ``slab`` features at a time; ``b=None``: the symmetric tile of ``a`` with itself.
+
+    ``backend`` runs each slab's product (``--device``, ``--precision``: float32, or torch
+    on a GPU); the slabs' sum is float64 on the host whatever runs the products."""
     p = a.shape[1]
     out: np.ndarray | None = None
     for f in range(0, max(p, 1), slab):
         s = slice(f, f + slab)
         xa = shifted(a[:, s], Offset(off.shift[s], off.scale))
         xb = xa if b is None else shifted(b[:, s], Offset(off.shift[s], off.scale))
-        part = xa @ xb.T  # the same buffer twice: numpy's symmetric product (syrk)
+        part = _outer(xa, None if b is None else xb, backend)
         del xa, xb
         if out is None:
             out = part
@@ -133,6 +170,16 @@ def gram_tile(a: np.ndarray, b: np.ndarray | None, off: Offset, slab: int) -> np
             out += part
     assert out is not None
     return out
+
+
+def _outer(xa: np.ndarray, xb: np.ndarray | None, backend: Backend) -> np.ndarray:
+    """xa·xbᵀ in float64 (``xb=None``: xa·xaᵀ) by ``backend``; numpy's float64 product
+    of one buffer with itself is its symmetric product (syrk)."""
+    if backend is NUMPY:
+        out: np.ndarray = xa @ (xa if xb is None else xb).T
+        return out
+    da = backend.prepare(xa)
+    return backend.outer(da, da if xb is None else backend.prepare(xb))
 
 
 #: Rows converted to float64 at a time outside the tiles (norms, sums of squares).
