@@ -234,30 +234,37 @@ def _finite_rows(block: np.ndarray) -> np.ndarray:
     return x[np.isfinite(x).all(axis=1)]
 
 
+#: The spread behind an offset's scale is taken over at most this many evenly spaced rows.
+SCALE_ROWS = 256
+
+
 def block_offset(block: np.ndarray) -> Offset:
     """The :class:`Offset` of a representation from one block (r, p): its finite rows'
     mean, and the power of two nearest their root-mean-square deviation from it (or
     nearest the largest |mean| when the block is constant).
 
-    One float64 copy of the block, worked on in place: the column sums tell whether a
-    row holds NaN/±Inf (only then are the finite rows picked out), and the deviations are
-    scaled and squared where they are (the same values as ``mean(x)``, ``max|x − mean|``
-    and ``mean(((x − mean) / max)²)`` with their temporaries).
+    The mean is summed in float64 straight from the block's dtype (row after row, the
+    same sums as on a float64 copy); the deviation, which only sets a power of two, is
+    taken over at most :data:`SCALE_ROWS` evenly spaced rows. Any power of two gives the
+    same statistics bit for bit up to it (dividing by it is exact); it keeps squares and
+    fourth powers of tiny or huge values within float64's range. A block holding NaN/±Inf
+    takes its finite rows first.
     """
-    x = np.asarray(block, dtype=np.float64)
-    owned = x is not block and x.base is None  # a fresh conversion: ours to overwrite
-    total = x.sum(axis=0)
-    if not np.isfinite(total).all():
+    total = np.add.reduce(block, axis=0, dtype=np.float64) if block.shape[0] else None
+    x = block
+    if total is None or not np.isfinite(total).all():
+        x = np.asarray(block, dtype=np.float64)
         keep = np.isfinite(x).all(axis=1)
         if not keep.all():
-            x, owned = x[keep], True
+            x = x[keep]
         total = x.sum(axis=0)
     if x.shape[0] == 0:
         return Offset(np.zeros(block.shape[1]), 1.0)
     shift = np.asarray(total / x.shape[0])  # what x.mean(axis=0) computes
     if block.shape[1] == 0:
         return Offset(shift, 1.0)
-    dev = np.subtract(x, shift, out=x if owned else None)
+    step = max(1, -(-x.shape[0] // SCALE_ROWS))
+    dev = np.subtract(x[::step], shift, dtype=np.float64)
     top = max(float(dev.max()), -float(dev.min())) if dev.size else 0.0
     if top > 0.0:
         dev *= 1.0 / top  # no overflow or underflow in the squares
