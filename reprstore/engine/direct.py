@@ -12,7 +12,8 @@ chains. The direct pass instead
    of its first row block holding a selected row, as the dask pass does
    (:func:`reprstore.stats.linear.block_offset`);
 3. accumulates the same statistics (:func:`reprstore.stats.linear.accumulate`) over all
-   rows at once, the conversions and then the products shared by the threads.
+   rows, a row block's worth at a time through the same working buffers, the
+   conversions and then the products shared by the threads.
 
 The statistics are the dask pass's sums in another order of additions (equal to rounding;
 the measures' steps after the pass are the same). The planner decides
@@ -87,8 +88,9 @@ def direct_linear(
             i, view = streams[s]
             blocks[s], shifts[s] = apply_view(whole[i], view), off
         whole.clear()  # the blocks hold what is used
+        step = max(c.arrays[0].chunks[0])  # working buffers of one row block, reused
         return linear.accumulate(None, blocks, shifts, list(pairs), list(own), c.backend,
-                                 threads=threads)  # fmt: skip
+                                 rows=step, threads=threads)  # fmt: skip
 
 
 def _map(threads: int, jobs: Sequence[Any]) -> list[Any]:

@@ -263,7 +263,7 @@ def direct_bytes(ctx: Any, specs: Sequence[Spec], own: Sequence[int], plan: Plan
     rows (:mod:`reprstore.stats.views`), and the larger of the offsets' float64 copies of
     one row block per thread (taken first) and the statistics updated in place with their
     products' temporaries and the float64 working buffers
-    (:func:`reprstore.stats.plan.in_place_bytes` over all rows as one block). Then, the
+    (:func:`reprstore.stats.plan.in_place_bytes`, one row block's buffers). Then, the
     arrays freed, the statistics once and the measures' finishing workspaces."""
     from reprstore.stats.plan import STORED_COPIES, in_place_bytes, linear_state_bytes
 
@@ -280,7 +280,7 @@ def direct_bytes(ctx: Any, specs: Sequence[Spec], own: Sequence[int], plan: Plan
     views = sum(8 * ctx.n * int(ctx.arrays[i].shape[1]) for i, v in streams if v != RAW)
     # a block's float64 copy per offset taken at once (two where rows are not finite)
     offsets = 2 * 8 * block * max((int(ctx.arrays[i].shape[1]) for i in reprs), default=0)
-    reading = Reading(ctx.n, threads)
+    reading = Reading(min(ctx.n, block), threads)  # working buffers of one block
     summing = (
         STORED_COPIES * stored
         + views
