@@ -233,14 +233,15 @@ def _direct_candidate(ctx: Any, specs: Sequence[Spec], plan: Plan, uncertain: bo
     """Whether the comparison's linear statistics may come from the direct pass
     (:mod:`reprstore.engine.direct`), memory aside: one feature pass and nothing else
     (no sample route, no measure with a pass of its own, no interval or test), numpy
-    products, a local scheduler (threads or synchronous), no checkpoint files
-    to save, and inputs of at most :data:`~reprstore.engine.direct.DIRECT_MAX_BLOCKS`
-    stored row blocks. Anything else takes the dask pass."""
+    products, a local scheduler (threads or synchronous), and inputs of at most
+    :data:`~reprstore.engine.direct.DIRECT_MAX_BLOCKS` stored row blocks. Anything else
+    takes the dask pass. The direct pass saves no checkpoint: a pass of a few blocks is
+    over before a checkpoint would be due, and a killed one is cheaper to run again (the
+    result cache still keeps its values)."""
     from reprstore.engine import dask_graph
     from reprstore.engine.direct import DIRECT_MAX_BLOCKS
     from reprstore.stats.linear import NumpyBackend
 
-    ckpt = getattr(ctx, "checkpoints", None)
     return (
         plan.feature_passes == 1
         and not plan.sample_rounds
@@ -249,7 +250,6 @@ def _direct_candidate(ctx: Any, specs: Sequence[Spec], plan: Plan, uncertain: bo
         and not any(s.measure.special(s.opts) for s in specs)
         and isinstance(ctx.backend, NumpyBackend)
         and dask_graph.is_local(ctx.scheduler)
-        and (ckpt is None or ckpt.files is None)
         and len(ctx.arrays[0].chunks[0]) <= DIRECT_MAX_BLOCKS
         and getattr(ctx, "sources", None) is not None
     )
