@@ -10,7 +10,12 @@ Python, OpenBLAS or dask read when they start.
 
 Protocol (one JSON line each way): ``{"args": [...], "cwd": "...", "env": {...} | null,
 "timeout": float | null}`` → ``{"rc": int, "stdout": str, "stderr": str, "timed_out":
-bool}``.
+bool}``. The kill loops start a command and SIGKILL it while it runs: ``{"spawn": true,
+"args", "cwd", "env", "stdout": PATH, "stderr": PATH}`` forks the child with its streams
+to those files (a FIFO for a piped stdout) and answers ``{"pid": int}`` at once; the
+client kills it (a real SIGKILL of a separate process) and then asks ``{"reap": pid}`` →
+``{"rc": int, "timed_out": false}``: the server stays its parent, so no other process
+can take its pid before then (:class:`ForkedProcess`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,6 +67,16 @@ def _serve() -> None:
 
     for line in sys.stdin:
         request = json.loads(line)
+        if "reap" in request:
+            rc, timed_out = _wait(request["reap"], request.get("timeout"))
+            _reply({"rc": rc, "timed_out": timed_out})
+            continue
+        if request.get("spawn"):
+            pid = os.fork()
+            if pid == 0:
+                _child(request, Path(request["stdout"]), Path(request["stderr"]))
+            _reply({"pid": pid})
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             out, err = Path(tmp, "out"), Path(tmp, "err")
             pid = os.fork()
@@ -69,8 +85,12 @@ def _serve() -> None:
             rc, timed_out = _wait(pid, request.get("timeout"))
             reply = {"rc": rc, "stdout": out.read_text(errors="replace"),
                      "stderr": err.read_text(errors="replace"), "timed_out": timed_out}  # fmt: skip
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
+        _reply(reply)
+
+
+def _reply(reply: dict) -> None:
+    sys.stdout.write(json.dumps(reply) + "\n")
+    sys.stdout.flush()
 
 
 def _wait(pid: int, timeout: float | None) -> tuple[int, bool]:
@@ -89,16 +109,19 @@ def _wait(pid: int, timeout: float | None) -> tuple[int, bool]:
 def _child(request: dict, out: Path, err: Path) -> None:
     code = 1
     try:
-        if request.get("env") is not None:
-            os.environ.clear()
-            os.environ.update(request["env"])
-        os.chdir(request["cwd"])
+        # the streams first: a FIFO's reader waits for this open, whatever fails after it
         for fd, path in ((1, out), (2, err)):
             handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             os.dup2(handle, fd)
             os.close(handle)
-        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+        if request.get("env") is not None:
+            os.environ.clear()
+            os.environ.update(request["env"])
+        os.chdir(request["cwd"])
+        # PYTHONUNBUFFERED=1 (read at start-up): each line reaches a pipe when printed
+        buffering = 1 if os.environ.get("PYTHONUNBUFFERED") else -1
+        sys.stdout = open(1, "w", buffering=buffering, closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=buffering, closefd=False)  # noqa: SIM115
         sys.argv = ["reprstore", *request["args"]]
         os.environ.pop("REPRSTORE_DEBUG", None)
         from reprstore.cli import main
@@ -153,6 +176,31 @@ class ForkedCLI:
         return subprocess.CompletedProcess(["reprstore", *args], reply["rc"], reply["stdout"],
                                            reply["stderr"])  # fmt: skip
 
+    def spawn(
+        self, *args: str, cwd: Path, env: dict[str, str] | None = None, stdout: bool = True
+    ) -> ForkedProcess:
+        """Start ``reprstore ARGS`` in a forked child and return at once (a
+        :class:`ForkedProcess`); ``stdout``: pipe it (else to /dev/null)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        tmp = Path(tempfile.mkdtemp(prefix="cli-spawn-"))
+        out = tmp / "out"
+        if stdout:
+            os.mkfifo(out)
+        request = {"spawn": True, "args": list(args), "cwd": str(cwd), "env": env,
+                   "stdout": str(out) if stdout else os.devnull,
+                   "stderr": str(tmp / "err")}  # fmt: skip
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        pid = json.loads(self.proc.stdout.readline())["pid"]
+        return ForkedProcess(self, pid, ["reprstore", *args], tmp, out if stdout else None)
+
+    def reap(self, pid: int) -> int:
+        """The exit status of a spawned child that has ended (the server waits for it)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"reap": pid}) + "\n")
+        self.proc.stdin.flush()
+        return int(json.loads(self.proc.stdout.readline())["rc"])
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
@@ -160,6 +208,66 @@ class ForkedCLI:
         if self.proc.stdin is not None and not self.proc.stdin.closed:
             self.proc.stdin.close()
         self.proc.wait(timeout=30)
+
+
+class ForkedProcess:
+    """A command the server forked and left running: what the kill loops use of
+    ``subprocess.Popen`` (``pid``, ``stdout`` as text lines, ``poll``, ``kill``, ``wait``,
+    ``communicate``, ``returncode``). ``kill`` sends a real SIGKILL; the child stays the
+    server's until it is reaped, so its pid cannot be reused meanwhile. Only the server
+    process that spawned a child reaps it: do not run commands between ``kill`` and
+    ``wait`` on another client of the same server (none exists: one client per server)."""
+
+    def __init__(self, server: ForkedCLI, pid: int, args: list[str], tmp: Path,
+                 fifo: Path | None) -> None:  # fmt: skip
+        self.args, self.pid, self.returncode = args, pid, None
+        self._server, self._tmp, self._err = server, tmp, ""
+        self._pidfd = os.pidfd_open(pid)  # readable once the child has ended
+        # the child opens its end first thing; this open waits for it
+        self.stdout = open(fifo, errors="replace") if fifo is not None else None  # noqa: SIM115
+
+    def poll(self) -> int | None:
+        if self.returncode is None and select.select([self._pidfd], [], [], 0)[0]:
+            self._reap()
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            if not select.select([self._pidfd], [], [], timeout)[0]:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            self._reap()
+        assert self.returncode is not None
+        return self.returncode
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        """The rest of stdout and all of stderr once the child has ended; a child still
+        running after ``timeout`` s is killed and ``TimeoutExpired`` raised."""
+        import threading
+
+        fired: list[bool] = []
+        timer = None
+        if timeout is not None and self.returncode is None:
+            timer = threading.Timer(timeout, lambda: (fired.append(True), self.kill()))
+            timer.start()
+        try:
+            out = self.stdout.read() if self.stdout is not None else ""
+            self.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if fired:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0, out, self._err)
+        return out, self._err
+
+    def _reap(self) -> None:
+        self.returncode = self._server.reap(self.pid)
+        os.close(self._pidfd)
+        self._err = (self._tmp / "err").read_text(errors="replace")
+        shutil.rmtree(self._tmp, ignore_errors=True)  # an open stdout reads on
 
 
 if __name__ == "__main__":

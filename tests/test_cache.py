@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TESTS, assert_user_error, run_cli, store_digest, tmpfs
+from cli_fork import ForkedProcess
+from conftest import assert_user_error, run_cli, spawn_cli, store_digest, tmpfs
 
 N = 600
 
@@ -253,12 +254,11 @@ def _big_store(tmp: Path, n: int = 40_000, width: int = 256) -> np.ndarray:
     return base
 
 
-def _popen(args: list[str], cwd: Path) -> subprocess.Popen:
-    path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])  # as run_cli
-    env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1",
-           "REPRSTORE_CHECKPOINT_SECONDS": "0"}  # fmt: skip
-    return subprocess.Popen([sys.executable, "-m", "reprstore", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+def _popen(args: list[str], cwd: Path) -> ForkedProcess:
+    """Start the CLI in a process of its own (forked with the imports done, as run_cli's),
+    its lines piped as printed: the kill loops SIGKILL it."""
+    env = {"PYTHONUNBUFFERED": "1", "REPRSTORE_CHECKPOINT_SECONDS": "0"}
+    return spawn_cli(*args, cwd=cwd, env=env)
 
 
 def _checkpoint_done(store: Path) -> int:
