@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 TESTS = Path(__file__).parent
@@ -51,7 +52,7 @@ PRELOAD = (
 )  # fmt: skip
 
 
-def _serve() -> None:
+def _preload() -> None:
     import importlib
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # as an hf: model sets it, before the import
@@ -65,6 +66,9 @@ def _serve() -> None:
     for command in COMMANDS:  # each command's own modules
         build_app([command])
 
+
+def _serve() -> None:
+    _preload()
     for line in sys.stdin:
         request = json.loads(line)
         if "reap" in request:
@@ -106,14 +110,23 @@ def _wait(pid: int, timeout: float | None) -> tuple[int, bool]:
     return os.waitstatus_to_exitcode(status), not ready
 
 
-def _child(request: dict, out: Path, err: Path) -> None:
+def _child(request: dict, out: Path | None, err: Path | None,
+           fds: list[int] | None = None) -> None:  # fmt: skip
+    """Run the command in this forked child, its stdout and stderr to ``out`` and ``err``
+    or, for the shim, its stdin, stdout and stderr the caller's ``fds``; never returns."""
     code = 1
     try:
-        # the streams first: a FIFO's reader waits for this open, whatever fails after it
-        for fd, path in ((1, out), (2, err)):
-            handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-            os.dup2(handle, fd)
-            os.close(handle)
+        if fds is not None:
+            for fd, handle in enumerate(fds):
+                os.dup2(handle, fd)
+                os.close(handle)
+            sys.stdin = open(0, closefd=False)  # noqa: SIM115
+        else:
+            # the streams first: a FIFO's reader waits for this open, whatever fails after
+            for fd, path in ((1, out), (2, err)):
+                handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)  # type: ignore[arg-type]
+                os.dup2(handle, fd)
+                os.close(handle)
         if request.get("env") is not None:
             os.environ.clear()
             os.environ.update(request["env"])
@@ -270,6 +283,77 @@ class ForkedProcess:
         shutil.rmtree(self._tmp, ignore_errors=True)  # an open stdout reads on
 
 
+# ------------------------------------------- the shim: `reprstore` on PATH for bash scripts
+
+SHIM = """#!{python} -IS
+# reprstore for a test's bash script: the command runs in a child forked by the server on
+# {socket} (tests/cli_fork.py), with this process's streams, directory and environment
+import json, os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect({socket!r})
+request = {{"args": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ)}}
+socket.send_fds(s, [json.dumps(request).encode()], [0, 1, 2])
+rc = json.loads(s.recv(4096))["rc"]
+sys.exit(rc if rc >= 0 else 128 - rc)
+"""
+
+
+def _serve_socket(path: str) -> None:
+    """Serve the shim's commands on the Unix socket ``path``: for each, a handler process
+    forks the child that runs it (with the caller's stdin, stdout and stderr, received with
+    the request) and sends back its exit status; commands may overlap (a pipeline)."""
+    import socket
+
+    _preload()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    server.bind(path)
+    server.listen(16)
+    print("ready", flush=True)
+    while True:
+        conn, _ = server.accept()
+        if os.fork() == 0:  # the handler
+            server.close()
+            msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+            pid = os.fork()
+            if pid == 0:
+                _child(json.loads(msg), None, None, fds)
+            for fd in fds:
+                os.close(fd)
+            _, status = os.waitpid(pid, 0)
+            conn.send(json.dumps({"rc": os.waitstatus_to_exitcode(status)}).encode())
+            os._exit(0)
+        conn.close()
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+
+
+@contextlib.contextmanager
+def shim() -> Iterator[Path]:
+    """A folder holding a ``reprstore`` executable whose commands run forked from a server
+    with the imports done (started here, stopped on exit): put it first on a script's PATH.
+    Each command is a process of its own running the console script's entry point
+    (``reprstore.cli:main``) with the script's streams, directory, environment and exit
+    status, a second or more sooner than a fresh interpreter."""
+    with tempfile.TemporaryDirectory(prefix="cli-shim-") as tmp:
+        sock = str(Path(tmp) / "s")
+        proc = subprocess.Popen([sys.executable, __file__, "--socket", sock],
+                                stdout=subprocess.PIPE, text=True, env=server_env())  # fmt: skip
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            exe = Path(tmp) / "bin" / "reprstore"
+            exe.parent.mkdir()
+            exe.write_text(SHIM.format(python=sys.executable, socket=sock))
+            exe.chmod(0o755)
+            yield exe.parent
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(TESTS))
-    _serve()
+    if sys.argv[1:2] == ["--socket"]:
+        _serve_socket(sys.argv[2])
+    else:
+        _serve()
