@@ -1017,7 +1017,9 @@ def test_a_shuffled_minibatch_checkpoint_resumes_and_one_of_another_shuffle_is_i
 
 @pytest.mark.slow
 def test_sigkills_of_a_shuffled_minibatch_pass_resume_bit_identically(tmp_path: Path) -> None:
-    data = _segmented_store(tmp_path)
+    # 16,384 rows: each group of batches reads every block, so a pass costs ~n²; a quarter
+    # of 32,768's (29 s a run, 2026-12-07), with the pass still in more segments than kills
+    data = _segmented_store(tmp_path, n=16_384)
     args = ["cka", "s.zarr", "--a", "seed=0", "--b", "seed=1", "--estimator", "minibatch",
             "--batch-size", "256", "--shuffle", "7", "--memory", "4MB", "--out",
             "got.parquet"]  # fmt: skip
