@@ -227,9 +227,8 @@ class ForkedProcess:
     """A command the server forked and left running: what the kill loops use of
     ``subprocess.Popen`` (``pid``, ``stdout`` as text lines, ``poll``, ``kill``, ``wait``,
     ``communicate``, ``returncode``). ``kill`` sends a real SIGKILL; the child stays the
-    server's until it is reaped, so its pid cannot be reused meanwhile. Only the server
-    process that spawned a child reaps it: do not run commands between ``kill`` and
-    ``wait`` on another client of the same server (none exists: one client per server)."""
+    server's until it is reaped (by ``poll``, ``wait`` or ``communicate``), so its pid
+    cannot be reused meanwhile."""
 
     def __init__(self, server: ForkedCLI, pid: int, args: list[str], tmp: Path,
                  fifo: Path | None) -> None:  # fmt: skip
