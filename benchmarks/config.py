@@ -26,6 +26,8 @@ class Sizes:
     import_n : rows of the ``.npy`` of the import-memory case
     extract_n : samples of the extraction case (run at 1× and 10×)
     extract_repeats : interleaved runs of each extraction side (the fastest is kept)
+    max_repeats : at most this many interleaved runs of the other compared sides (the
+        minibatch grid's two, the measures' three; ``tiny``: one, its times mean nothing)
     gram_limit : bytes of one N × N float64 matrix above which Gram-space methods are skipped
     gemm_rows : rows of the blocks of the GEMM ceiling
     disk_bytes : size of the file of the disk-read ceiling
@@ -43,6 +45,7 @@ class Sizes:
     import_n: int = 1_000_000
     extract_n: int = 2_000
     extract_repeats: int = 2
+    max_repeats: int = 3
     gram_limit: int = 8 * 10**9
     gemm_rows: int = 65_536
     disk_bytes: int = 2 * GiB
@@ -79,6 +82,7 @@ TINY = Sizes(
     import_n=2_000,
     extract_n=16,
     extract_repeats=1,
+    max_repeats=1,
     gemm_rows=2_048,
     disk_bytes=32 * 1024**2,
     timeout=240,

@@ -216,7 +216,7 @@ TASK_MBO = "benchmarks.tasks_minibatch:minibatch_oracle"
 def case_mbgrid(r: Runner) -> None:
     """The minibatch grid (linear and rbf) against the peers' minibatch layer matrices
     (linear only: none has a minibatch rbf) and the float64 oracle of the same batches;
-    interleaved, best of two."""
+    interleaved, best of two (``max_repeats``)."""
     s = r.sizes
     ds, _m = _dataset(r, s.grid_n, s.grid_layers)
     g, b = f"{s.grid_layers}×{s.grid_layers}", s.batch_size
@@ -234,7 +234,7 @@ def case_mbgrid(r: Runner) -> None:
         *[(f"{p} (minibatch B={b}, linear)", TASK_PEER, _grid(ds, peer=p, batch_size=b))
           for p in ("torch-cka", "cka-pytorch")],
     ]  # fmt: skip
-    for row in r.best_of(2, "mbgrid", jobs, n=s.grid_n):
+    for row in r.best_of(min(2, s.max_repeats), "mbgrid", jobs, n=s.grid_n):
         ref = oracle["rbf" if "rbf" in row["method"] else "linear"]
         if row["status"] == "ok" and ref.get("values"):
             v, o = np.asarray(row["values"]), np.asarray(ref["values"])
@@ -274,7 +274,7 @@ def case_measures(r: Runner) -> None:
         (f"reprstore grid cka ({g})", TASK_REPR, _grid(ds, mode="grid")),
         (f"reprstore grid {FIVE} ({g})", TASK_REPR, _grid(ds, mode="grid", measures=FIVE)),
     ]
-    r.best_of(3, "measures", jobs, **tags)
+    r.best_of(min(3, s.max_repeats), "measures", jobs, **tags)
     r.run("measures", f"numpy float64 reference formulas, {FIVE}", TASK_NPM, _grid(ds), **tags)
     r.run("measures", "rsatoolbox rsa (RDMs in memory)", TASK_RSA, _grid(ds), **tags)
 

@@ -38,6 +38,18 @@ def run_cli(
     return server.run(*args, cwd=cwd or Path.cwd(), env=env, timeout=timeout)
 
 
+def spawn_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, stdout: bool = True
+) -> cli_fork.ForkedProcess:
+    """Start ``reprstore ARGS`` and return at once, for the kill loops: a process of its own
+    forked like :func:`run_cli`'s, with this process's environment updated by ``env``, its
+    stdout piped (``stdout=False``: discarded) and its stderr kept; the parts of
+    ``subprocess.Popen`` the loops use (:class:`cli_fork.ForkedProcess`). ``kill()`` is a
+    real SIGKILL of that process."""
+    full = {**cli_fork.server_env(), **(env or {})}
+    return _fork_server(full).spawn(*args, cwd=cwd, env=full, stdout=stdout)
+
+
 _SERVERS: dict[tuple[tuple[str, str], ...], cli_fork.ForkedCLI] = {}
 
 

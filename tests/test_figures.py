@@ -8,6 +8,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from cli_fork import shim
 from conftest import assert_user_error, run_cli
 from test_bounded_intervals import logit_t_interval
 
@@ -191,9 +192,12 @@ def test_readme_statistics_section_runs_as_written(tmp_path: Path) -> None:
     script = "\n".join(re.findall(r"```bash\n(.*?)```", section, re.S))
     for kind in ("profile", "timeline", "seeds"):
         assert f"--kind {kind}" in script
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    # each `reprstore` command forked from a server with the imports done (test_readme)
+    with shim() as bindir:
+        path = os.pathsep.join([str(bindir), str(Path(sys.executable).parent), os.environ["PATH"]])
+        proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path,
+                              env={**os.environ, "PATH": path}, capture_output=True, text=True,
+                              timeout=600, check=False)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = " ".join(proc.stdout.split())
     assert "smallest attainable two-sided p is 0.1" in out and "4 vs 4 seeds can" in out

