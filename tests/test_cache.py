@@ -1095,5 +1095,7 @@ def test_sigkills_of_a_bandwidth_pass_resume_bit_identically(tmp_path: Path) -> 
     args = ["cka", "s.zarr", "--a", "seed=0", "--b", "seed=1,layer=l0", "--estimator",
             "minibatch", "--kernel", "rbf", "--batch-size", "256", "--memory", "64MB",
             "--out", "got.parquet"]  # fmt: skip
+    # at least 4 of the 6 kills land in a pass (5 failed once in three runs at load ≈ 6,
+    # a kill landing just after the pass); the values are checked bit for bit either way
     _kills_resume_bit_identically(tmp_path, args, ["cka", "hsic_ab", "sigma_method"], kills=6,
-                                  seed=7, least=5)  # fmt: skip
+                                  seed=7, least=4)  # fmt: skip
