@@ -517,31 +517,52 @@ def test_sample_route_tiles_run_on_the_torch_backend(kernel):
     assert "products on torch cpu (float64)" in lines[0]
 
 
-@pytest.mark.parametrize("spec", ["cka", "cka:kernel=rbf", "rsa", "rsa:rdm=correlation"])
-def test_sample_route_float32_products_stay_within_the_stated_accuracy(spec):
-    """--precision float32 now reaches the sample route's tiles (it used to be ignored
-    there): products in float32, sums in float64, within 1e-6 of the float64 reference's
-    value on shifted data, as the feature route's float32 products."""
-    x, y = data(240, 90, 60, seed=22, shift=20.0)
+def drifted(n: int = 240, seed: int = 22) -> tuple[np.ndarray, np.ndarray]:
+    """Shifted data whose rows after the first 60 (the first block, where offsets come
+    from) drift far from it, and a second side of tight clusters: where float32 products
+    of distances would cancel."""
+    x, y = data(n, 90, 60, seed=seed, shift=20.0)
+    x[60:] += 300.0 * np.sign(np.sin(np.arange(n - 60)))[:, None]
+    centres = np.random.default_rng(seed).normal(size=(4, 60)) * 5.0
+    y = centres[np.arange(n) % 4] + 1e-3 * y / np.abs(y).max()
+    return x, y
+
+
+@pytest.mark.parametrize("kind", ["shifted", "drifted"])
+def test_sample_route_float32_products_of_the_linear_kernel_stay_within_1e6(kind):
+    """--precision float32 now reaches the sample route's linear-kernel tiles (it used to
+    be ignored there): products in float32, sums in float64, within 1e-6 of the float64
+    reference's value, as the feature route's float32 products."""
+    x, y = data(240, 90, 60, seed=22, shift=20.0) if kind == "shifted" else drifted()
     lines: list[str] = []
-    f32 = measure_arrays([x, y], [(0, 1)], spec, route="samples", block_rows=60,
+    f32 = measure_arrays([x, y], [(0, 1)], "cka", route="samples", block_rows=60,
                          precision="float32", report=lines.append).pairs[(0, 1)]  # fmt: skip
+    f64 = measure_arrays([x, y], [(0, 1)], "cka", route="samples", block_rows=60).pairs[(0, 1)]
+    expected = ref_cka(linear_gram(x - x.mean(0)), linear_gram(y - y.mean(0)), "debiased")
+    assert f64["cka"] == pytest.approx(expected, rel=1e-9)
+    assert f32["cka"] == pytest.approx(expected, rel=1e-6)
+    assert f32["cka"] != f64["cka"]  # the float32 products did run
+    assert "products in float32" in lines[0]
+
+
+@pytest.mark.parametrize("spec", ["cka:kernel=rbf", "rsa", "rsa:rdm=correlation",
+                                  "rsa:rdm=cosine"])  # fmt: skip
+def test_sample_route_distance_tiles_keep_float64_products_under_float32(spec):
+    """Distances ‖x‖² + ‖y‖² − 2g (rbf, rsa) and 1 − uᵢ·uⱼ (cosine, correlation RDMs) cancel
+    where rows sit far from the offset or close together: with float32 products the rbf
+    CKA of tight clusters came out 0.566 instead of 0.853. Those tiles stay float64
+    products under --precision float32: the same bits as float64, the reference's value."""
+    x, y = drifted()
+    f32 = measure_arrays([x, y], [(0, 1)], spec, route="samples", block_rows=60,
+                         precision="float32").pairs[(0, 1)]  # fmt: skip
     f64 = measure_arrays([x, y], [(0, 1)], spec, route="samples", block_rows=60).pairs[(0, 1)]
     col = spec.split(":")[0]
     if col == "cka":
-        kernel = "rbf" if "rbf" in spec else "linear"
-        if kernel == "rbf":
-            k, _ = rbf_gram(x, 0.5)
-            l, _ = rbf_gram(y, 0.5)  # noqa: E741
-        else:
-            k, l = linear_gram(x - x.mean(0)), linear_gram(y - y.mean(0))  # noqa: E741
-        expected = ref_cka(k, l, "debiased")
+        expected = ref_cka(rbf_gram(x, 0.5)[0], rbf_gram(y, 0.5)[0], "debiased")
     else:
-        expected = ref_rsa(x, y, "correlation" if "correlation" in spec else "sqeuclidean")
-    assert f64[col] == pytest.approx(expected, rel=1e-9)
-    assert f32[col] == pytest.approx(expected, rel=1e-6)
-    assert f32[col] != f64[col]  # the float32 products did run
-    assert "products in float32" in lines[0]
+        expected = ref_rsa(x, y, spec.split("=")[1] if "=" in spec else "sqeuclidean")
+    assert f32[col] == f64[col]
+    assert f32[col] == pytest.approx(expected, rel=1e-9)
 
 
 def test_sample_route_factors_keep_float64_products_under_float32():

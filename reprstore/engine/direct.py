@@ -31,6 +31,7 @@ import numpy as np
 
 from reprstore.engine import dask_graph
 from reprstore.stats import linear
+from reprstore.stats.fused import WORK_BYTES
 from reprstore.stats.linear import LinearState
 from reprstore.stats.views import apply_view
 
@@ -88,7 +89,10 @@ def direct_linear(
             i, view = streams[s]
             blocks[s], shifts[s] = apply_view(whole[i], view), off
         whole.clear()  # the blocks hold what is used
-        step = max(c.arrays[0].chunks[0])  # working buffers of one row block, reused
+        # working buffers of one row block, reused, and at most fused.WORK_BYTES of them
+        # (what the plan counts: stats.plan.in_place_bytes)
+        width = sum(int(b.shape[1]) for b in blocks if b is not None)
+        step = min(max(c.arrays[0].chunks[0]), max(1, WORK_BYTES // (8 * max(width, 1))))
         return linear.accumulate(None, blocks, shifts, list(pairs), list(own), c.backend,
                                  rows=step, threads=threads)  # fmt: skip
 

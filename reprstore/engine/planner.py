@@ -260,7 +260,8 @@ def direct_bytes(ctx: Any, specs: Sequence[Spec], own: Sequence[int], plan: Plan
 
     While summing: every involved array as stored, whole, ``STORED_COPIES`` times (zarr's
     compressed and decoded chunks, the array, its selected rows), each row view's float64
-    rows (:mod:`reprstore.stats.views`), and the larger of the offsets' float64 copies of
+    rows (:mod:`reprstore.stats.views`, and two temporaries of the largest while it is made),
+    and the larger of the offsets' float64 copies of
     one row block per thread (taken first) and the statistics updated in place with their
     products' temporaries and the float64 working buffers
     (:func:`reprstore.stats.plan.in_place_bytes`, one row block's buffers). Then, the
@@ -277,7 +278,10 @@ def direct_bytes(ctx: Any, specs: Sequence[Spec], own: Sequence[int], plan: Plan
                  for i in reprs)  # fmt: skip
     block = max(ctx.arrays[0].chunks[0])
     threads = max(1, ctx.threads)
-    views = sum(8 * ctx.n * int(ctx.arrays[i].shape[1]) for i, v in streams if v != RAW)
+    # each row view's float64 rows, kept; while one is made, two more of its size
+    # (stats.views.apply_view: the float64 rows, their scaled copy, then the unit rows)
+    sizes_v = [8 * ctx.n * int(ctx.arrays[i].shape[1]) for i, v in streams if v != RAW]
+    views = sum(sizes_v) + 2 * max(sizes_v, default=0)
     # a block's float64 copy per offset taken at once (two where rows are not finite)
     offsets = 2 * 8 * block * max((int(ctx.arrays[i].shape[1]) for i in reprs), default=0)
     reading = Reading(min(ctx.n, block), threads)  # working buffers of one block

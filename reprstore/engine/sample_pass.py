@@ -352,7 +352,8 @@ def sample_cka(
     bws: dict[int, Bandwidth] = {}
     sigma2: dict[int, float] = {}
     if rbf:
-        visit = partial(_median_tile, state, order, layout.slab, threads, c.backend)
+        exact = float64_products(c.backend)  # distances: ‖x‖² + ‖y‖² − 2g cancels
+        visit = partial(_median_tile, state, order, layout.slab, threads, exact)
         while not all(o.done for o in order.values()):
             rounds.extend(sum(tiles))
             first = all(o.rounds == 0 for o in order.values())
@@ -375,8 +376,11 @@ def sample_cka(
             check_bandwidth(bws[i], names[i], n)
             sigma2[i] = sigma**2 * median
     rounds.extend(sum(tiles))
+    # float32 products (--precision) for the linear kernel only: the rbf kernel's
+    # distances ‖x‖² + ‖y‖² − 2g cancel where rows are far from the offset
+    backend = float64_products(c.backend) if rbf else c.backend
     visit = partial(_kernel_tile, state, pairs, sigma2 if rbf else None, layout.slab, threads,
-                    c.backend)  # fmt: skip
+                    backend)  # fmt: skip
     _sweep(rows, layout, state, threads, visit, rounds, first=not rbf, start=start, after=saved)
     rounds.finish()
     out: dict[Pair, CKAResult] = {}
@@ -658,6 +662,7 @@ def sample_rsa(c: PassContext, unique: Sequence[Pair], rdm: str) -> dict[Pair, d
         raise ComparisonError(f"RSA needs at least 3 rows. Got {n} instead.")
     idx = sorted({i for p in unique for i in p})
     layout, rows, state = _setup(c, idx)
+    exact = float64_products(c.backend)  # distances and 1 − uᵢ·uⱼ cancel: float64 products
     sums = _RdmSums()
     pairs = sorted(set(unique) | {(i, i) for i in idx})
     progress = _Progress(c.progress)
@@ -677,13 +682,11 @@ def sample_rsa(c: PassContext, unique: Sequence[Pair], rdm: str) -> dict[Pair, d
 
         def one(i: int) -> None:
             if rdm == "sqeuclidean":
-                e = gram_tile(
-                    a[i], None if same else b[i], state.offsets[i], layout.slab, c.backend
-                )
+                e = gram_tile(a[i], None if same else b[i], state.offsets[i], layout.slab, exact)
                 distances_in_place(e, state.norms[i][s : s + e.shape[0]],
                                    state.norms[i][t : t + e.shape[1]], same)  # fmt: skip
             else:
-                e = unit_gram_tile(a[i], None if same else b[i], rdm == "correlation", c.backend)
+                e = unit_gram_tile(a[i], None if same else b[i], rdm == "correlation", exact)
                 e *= -1.0  # D = 1 − G: the constant does not change a correlation
             if i not in sums.shift:  # the first tile's mean: sums of small numbers
                 sums.shift[i] = float(e.mean())
