@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import config, wide
-from benchmarks.runner import TASK_REPR, Runner, _best, _dataset, _grid, _machine, _versions
+from benchmarks.runner import TASK_REPR, Runner, _dataset, _grid, _machine, _versions
 
 HERE = Path(__file__).resolve().parent
 TASK_GEMM = "benchmarks.tasks_io:gemm"
@@ -83,14 +83,6 @@ class GpuBench:
         self.wide = wide.Bench(wide.TINY, work / "wide", log, mem_cap, repeats)
         self.ceilings: dict[str, float] = {}
 
-    def interleaved(self, case: str, jobs: list[tuple[str, str, dict[str, Any]]],
-                    **tags: Any) -> list[dict[str, Any]]:  # fmt: skip
-        r = self.runner
-        runs = [[r.measure(case, *job, **tags) for job in jobs] for _ in range(self.repeats)]
-        kept = [_best([rep[k] for rep in runs]) for k in range(len(jobs))]
-        r.rows.extend(kept)
-        return kept
-
     def ceiling(self) -> None:
         s = self.sizes.grid
         for dtype in ("float64", "float32"):
@@ -115,8 +107,8 @@ class GpuBench:
                  _grid(ds, mode="grid", precision=p, device=dev))
                 for p in ("float64", "float32")]  # fmt: skip
         oracle = np.asarray(m["oracle"]["debiased"])
-        for row, p in zip(self.interleaved("grid", jobs, n=s.grid_n), ("float64", "float32"),
-                          strict=True):  # fmt: skip
+        rows = self.runner.best_of(self.repeats, "grid", jobs, n=s.grid_n)
+        for row, p in zip(rows, ("float64", "float32"), strict=True):
             self._share(row, row.get("flops"), p)
             if row["status"] == "ok":
                 row["max_abs_diff"] = float(np.max(np.abs(np.asarray(row["values"]) - oracle)))
@@ -138,7 +130,7 @@ class GpuBench:
             (f"reprstore minibatch grid (B={b}, linear, float32 products) on {dev}", TASK_REPR,
              _grid(ds, precision="float32", **mb)),
         ]  # fmt: skip
-        for row in self.interleaved("mbgrid", jobs, n=s.grid_n):
+        for row in self.runner.best_of(self.repeats, "mbgrid", jobs, n=s.grid_n):
             ref = oracle["rbf" if "rbf" in row["method"] else "linear"]
             if row["status"] == "ok" and ref.get("values"):
                 diff = np.asarray(row["values"]) - np.asarray(ref["values"])
@@ -153,7 +145,7 @@ class GpuBench:
             jobs = [(f"reprstore sample route ({kernel}), {prec} products on {dev}",
                      wide.TASK_REPR, {**base, "device": dev, "precision": prec})
                     for prec in ("float64", "float32")]  # fmt: skip
-            rows = self.interleaved("wide", jobs, n=n, p=p, kernel=kernel)
+            rows = self.runner.best_of(self.repeats, "wide", jobs, n=n, p=p, kernel=kernel)
             ref = self.runner.run("wide", f"numpy float64 in memory ({kernel}, CPU)",
                                   wide.TASK_NUMPY, {"store": str(store), "kernel": kernel},
                                   n=n, p=p, kernel=kernel)  # fmt: skip

@@ -74,20 +74,21 @@ def direct_linear(
         head = first_rows(c)
         rows = None if c.mask is None else c.mask[head]
 
-        def offset(s: int) -> linear.Offset:
+        def offset(s: int, found: dict[int, linear.Offset]) -> None:
             i, view = streams[s]
             block = whole[i][head]
-            return linear.block_offset(apply_view(block if rows is None else block[rows], view))
+            found[s] = linear.block_offset(apply_view(block if rows is None else block[rows], view))
 
-        found = _map(threads, [partial(offset, s) for s in involved])
+        found: dict[int, linear.Offset] = {}
+        dask_graph.run_jobs(threads, [partial(offset, s, found) for s in involved])
         if c.mask is not None:
             for i in sources:
                 whole[i] = whole[i][c.mask]
         blocks: list[np.ndarray | None] = [None] * len(streams)
         shifts: list[Any] = [None] * len(streams)
-        for s, off in zip(involved, found, strict=True):
+        for s in involved:
             i, view = streams[s]
-            blocks[s], shifts[s] = apply_view(whole[i], view), off
+            blocks[s], shifts[s] = apply_view(whole[i], view), found[s]
         whole.clear()  # the blocks hold what is used
         # working buffers of one row block, reused, and at most fused.WORK_BYTES of them
         # (what the plan counts: stats.plan.in_place_bytes)
@@ -95,12 +96,3 @@ def direct_linear(
         step = min(max(c.arrays[0].chunks[0]), max(1, WORK_BYTES // (8 * max(width, 1))))
         return linear.accumulate(None, blocks, shifts, list(pairs), list(own), c.backend,
                                  rows=step, threads=threads)  # fmt: skip
-
-
-def _map(threads: int, jobs: Sequence[Any]) -> list[Any]:
-    if threads <= 1 or len(jobs) < 2:
-        return [job() for job in jobs]
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(min(threads, len(jobs)), "reprstore-direct") as pool:
-        return list(pool.map(lambda job: job(), jobs))

@@ -52,6 +52,7 @@ from reprstore.stats.gram_tiles import (
     sample_layout,
     spread,
     tile_bounds,
+    tile_product,
 )
 from reprstore.stats.hsic import HsicTerms, hsic1
 from reprstore.stats.kernels import Bandwidth
@@ -351,9 +352,11 @@ def sample_cka(
 
     bws: dict[int, Bandwidth] = {}
     sigma2: dict[int, float] = {}
+    # float32 products (--precision) for the linear kernel only: the rbf kernel's
+    # distances ‖x‖² + ‖y‖² − 2g cancel where rows are far from the offset
+    backend = float64_products(c.backend) if rbf else c.backend
     if rbf:
-        exact = float64_products(c.backend)  # distances: ‖x‖² + ‖y‖² − 2g cancels
-        visit = partial(_median_tile, state, order, layout.slab, threads, exact)
+        visit = partial(_median_tile, state, order, layout.slab, threads, backend)
         while not all(o.done for o in order.values()):
             rounds.extend(sum(tiles))
             first = all(o.rounds == 0 for o in order.values())
@@ -376,9 +379,6 @@ def sample_cka(
             check_bandwidth(bws[i], names[i], n)
             sigma2[i] = sigma**2 * median
     rounds.extend(sum(tiles))
-    # float32 products (--precision) for the linear kernel only: the rbf kernel's
-    # distances ‖x‖² + ‖y‖² − 2g cancel where rows are far from the offset
-    backend = float64_products(c.backend) if rbf else c.backend
     visit = partial(_kernel_tile, state, pairs, sigma2 if rbf else None, layout.slab, threads,
                     backend)  # fmt: skip
     _sweep(rows, layout, state, threads, visit, rounds, first=not rbf, start=start, after=saved)
@@ -632,7 +632,7 @@ def unit_gram_tile(
 ) -> np.ndarray:
     """uᵢ·uⱼ of the unit rows u = x/‖x‖ (rows centred across features first if
     ``centre``) of raw rows ``a`` and ``b`` (``None``: ``a`` with itself), float64; the
-    product by ``backend`` (as :func:`~reprstore.stats.gram_tiles.gram_tile`'s)."""
+    product by ``backend`` (:func:`~reprstore.stats.gram_tiles.tile_product`)."""
 
     def units(x: np.ndarray) -> npt.NDArray[np.float64]:
         y = np.asarray(x, dtype=np.float64)
@@ -647,11 +647,7 @@ def unit_gram_tile(
             )
         return y / norm[:, None]
 
-    ua = units(a)
-    if backend is NUMPY:
-        return ua @ (ua if b is None else units(b)).T
-    da = backend.prepare(ua)
-    return backend.outer(da, da if b is None else backend.prepare(units(b)))
+    return tile_product(units(a), None if b is None else units(b), backend)
 
 
 def sample_rsa(c: PassContext, unique: Sequence[Pair], rdm: str) -> dict[Pair, dict[str, float]]:

@@ -58,7 +58,7 @@ class SampleLayout:
     tile: int
     slab: int
     panels: int
-    group: int = 64 * 1024**2
+    group: int
 
     @property
     def reads(self) -> int:
@@ -162,7 +162,7 @@ def gram_tile(
         s = slice(f, f + slab)
         xa = shifted(a[:, s], Offset(off.shift[s], off.scale))
         xb = xa if b is None else shifted(b[:, s], Offset(off.shift[s], off.scale))
-        part = _outer(xa, None if b is None else xb, backend)
+        part = tile_product(xa, None if b is None else xb, backend)
         del xa, xb
         if out is None:
             out = part
@@ -172,7 +172,7 @@ def gram_tile(
     return out
 
 
-def _outer(xa: np.ndarray, xb: np.ndarray | None, backend: Backend) -> np.ndarray:
+def tile_product(xa: np.ndarray, xb: np.ndarray | None, backend: Backend = NUMPY) -> np.ndarray:
     """xa·xbᵀ in float64 (``xb=None``: xa·xaᵀ) by ``backend``; numpy's float64 product
     of one buffer with itself is its symmetric product (syrk)."""
     if backend is NUMPY:
