@@ -80,12 +80,14 @@ def read_group(memory: int) -> int:
 
 
 def _read_bytes(
-    group: int, block_rows: int, widths: Sequence[int], itemsizes: Sequence[int]
+    group: int, block_rows: int, widths: Sequence[int], itemsizes: Sequence[int], rows: int
 ) -> int:
     """What a panel read holds besides the panel: its group of blocks (at least the
-    largest one) as computed, and again as decoded by the store's codec."""
+    largest one, at most the ``rows`` read) as computed, and again as decoded by the
+    store's codec."""
+    raw_row = sum(w * s for w, s in zip(widths, itemsizes, strict=True))
     block = block_rows * max((w * s for w, s in zip(widths, itemsizes, strict=True)), default=0)
-    return 2 * max(group, block)
+    return 2 * min(max(group, block), rows * raw_row)
 
 
 def sample_layout(
@@ -103,7 +105,7 @@ def sample_layout(
         slab = min(max(widths, default=1), SLAB_FEATURES)
         fixed = _tile_bytes(tile, r, threads, converted)
         fixed += _slab_bytes(tile, slab, threads, converted)
-        fixed += _read_bytes(group, block_rows, widths, itemsizes)
+        fixed += _read_bytes(group, block_rows, widths, itemsizes, n)
         left = memory - fixed
         if left >= n * raw_row:  # every row held: one read for all rounds
             return SampleLayout(panel=n, tile=tile, slab=slab, panels=1, group=group)
@@ -140,7 +142,7 @@ def sample_bytes(layout: SampleLayout, widths: Sequence[int], itemsizes: Sequenc
     raw_row = sum(w * s for w, s in zip(widths, itemsizes, strict=True))
     held = raw_row * layout.panel * (1 if layout.panels == 1 else 2)
     vectors = 4 * 8 * layout.panel * layout.panels * len(widths)
-    held += _read_bytes(layout.group, block_rows, widths, itemsizes)
+    held += _read_bytes(layout.group, block_rows, widths, itemsizes, layout.panel)
     return (held + vectors + _tile_bytes(layout.tile, len(widths), threads, converted)
             + _slab_bytes(layout.tile, layout.slab, threads, converted))  # fmt: skip
 
