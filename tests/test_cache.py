@@ -1041,13 +1041,13 @@ def test_a_bandwidth_checkpoint_resumes_and_one_of_another_sigma_is_ignored(
 ) -> None:
     """The RBF bandwidth pass (minibatch, --kernel rbf) keeps the bandwidths found so far,
     a segment of representations at a time, and a rerun goes on from them."""
-    from reprstore.engine import passes
+    from reprstore.engine import passes, planner
     from reprstore.stats import kernels
     from reprstore.workflows.comparison import compare
 
     _segmented_store(tmp_path, n=2048, width=8)
     monkeypatch.setenv("REPRSTORE_CHECKPOINT_SECONDS", "0")
-    monkeypatch.setattr(passes, "BANDWIDTHS_PER_SEGMENT", 1)  # 4 representations: 4 segments
+    monkeypatch.setattr(planner, "BANDWIDTHS_PER_SEGMENT", 1)  # 4 representations: 4 segments
     store = str(tmp_path / "s.zarr")
     real = kernels.bandwidth
     calls: list[int] = []

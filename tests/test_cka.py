@@ -82,11 +82,11 @@ def test_shuffle_split_over_passes_by_memory(rng: np.random.Generator) -> None:
 
     got = reprstore.engine.arrays.compare_arrays(
         [dx, dy], [(0, 1)], estimator="minibatch", batch_size=20, shuffle=3,
-        memory=24_000, progress=lambda d, t: calls.append((d, t)),
+        memory=50_000, progress=lambda d, t: calls.append((d, t)),
         scheduler=counting_get,
     )  # fmt: skip
     close(got[0].cka, expected)
-    assert len(computes) == 3  # 7 batches, 3 per pass by the memory limit
+    assert len(computes) == 3  # 7 batches, 3 per pass: what one task (28 KB) leaves of the limit
     assert calls[-1][0] == calls[-1][1] and [d for d, _ in calls] == sorted(d for d, _ in calls)
 
 
@@ -259,7 +259,11 @@ def test_exact_rbf_runs_in_tiles_under_a_small_memory(rng: np.random.Generator) 
     assert small.cka == pytest.approx(cka(x, y, kernel="rbf").cka, rel=1e-9)
     with pytest.raises(ComparisonError, match="Raise --memory"):
         cka(x, y, kernel="rbf", memory="20KB")
-    assert cka(x, y, "minibatch", kernel="rbf", memory="1MB", batch_size=50).n_batches == 8
+    # minibatch rbf: the exact median of its 400² distances does not fit 1 MB (it once ran
+    # over the limit unsaid), 4 MB holds it
+    with pytest.raises(ComparisonError, match=r"RBF bandwidth .* needs 2 MiB"):
+        cka(x, y, "minibatch", kernel="rbf", memory="1MB", batch_size=50)
+    assert cka(x, y, "minibatch", kernel="rbf", memory="4MB", batch_size=50).n_batches == 8
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
@@ -276,6 +280,39 @@ def test_float32_products_keep_1e6_on_large_mean(rng: np.random.Generator, estim
         cka(x, y, precision="float16")
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_minibatch_float32_products_of_stored_halves_and_singles(
+    rng: np.random.Generator, dtype: str, kernel: str
+) -> None:
+    """Minibatch kernels of float16/float32 rows are shifted in float32 (no float64 copy):
+    still within 1e-6 of the float64 reference of the same rows, also far from the origin."""
+    x, y = correlated(rng, n=240, p=48, q=24)
+    x = (300.0 + x).astype(dtype)  # large mean: the shift must be exact where it matters
+    y = (-20.0 + y).astype(dtype)
+    # the reference on the float64 rows shifted by their mean (HSIC₁ ignores a shift; the
+    # uncentred reference itself loses 1e-5 to cancellation at this offset)
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    expected = ref_cka(x64 - x64.mean(0), y64 - y64.mean(0), "minibatch", kernel=kernel,
+                       batch_size=40)  # fmt: skip
+    dx = da.from_array(x, chunks=(64, -1))
+    got = cka(dx, y, "minibatch", kernel=kernel, batch_size=40, precision="float32")
+    close(got.cka, expected)
+
+
+@pytest.mark.parametrize("scale", [1e-24, 1e-21, 1e-13, 1e18])
+def test_minibatch_float32_products_far_from_float32_range(
+    rng: np.random.Generator, scale: float
+) -> None:
+    """float32 squares underflow below ~1e-38 and overflow above ~3e38: batches whose
+    kernels would leave [1e-24, 1e24] are scaled first (the careful route), not summed as
+    subnormal noise or infinities."""
+    x, y = correlated(rng, n=160, p=32, q=16)
+    x32 = (scale * x).astype(np.float32)
+    expected = ref_cka(x32, y, "minibatch", batch_size=40)
+    close(cka(x32, y, "minibatch", batch_size=40, precision="float32").cka, expected)
+
+
 def test_rbf_sigma_estimated_from_a_sample_for_large_n() -> None:
     rng = np.random.default_rng(4)
     x, y = rng.normal(size=(5000, 3)), rng.normal(size=(5000, 2))
@@ -287,3 +324,17 @@ def test_rbf_sigma_estimated_from_a_sample_for_large_n() -> None:
     sub = x[rng.choice(5000, size=1500, replace=False)]
     median = np.median(((sub[:, None, :] - sub[None, :, :]) ** 2).sum(-1))
     assert got.sigma2_a == pytest.approx(0.25 * median, rel=0.05)
+
+
+def test_minibatch_rbf_keeps_float64_products_under_float32() -> None:
+    """The minibatch rbf kernel is made from distances ‖x‖² + ‖y‖² − 2g, which cancel for
+    rows close together (tight clusters) or far from the batch's mean: as on the sample
+    route, its products stay float64 under precision="float32" (the same bits as float64);
+    only the linear kernel's run in float32."""
+    from test_wide import drifted
+
+    x, y = drifted()
+    f32 = cka(x, y, "minibatch", kernel="rbf", batch_size=60, precision="float32").cka
+    f64 = cka(x, y, "minibatch", kernel="rbf", batch_size=60).cka
+    assert f32 == f64
+    assert f64 == pytest.approx(ref_cka(x, y, "minibatch", kernel="rbf", batch_size=60), rel=1e-9)

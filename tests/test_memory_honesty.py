@@ -226,3 +226,40 @@ def test_sample_route_grid_within_memory(
     got = _run(stores["grid"], "compare", "cka", memory, route="samples", precision=precision)
     _holds(got, memory)
     assert "refused" not in got and len(got["values"]) == 16
+
+
+@pytest.mark.parametrize(
+    ("memory", "extra"),
+    [
+        (96 * MiB, {}),  # consecutive batches: one task at a time
+        (256 * MiB, {}),
+        (128 * MiB, {"shuffle": 3}),  # shuffled: groups of batches, each a pass
+        (160 * MiB, {"kernel": "rbf"}),  # the exact median of 4,000² distances: refused
+        (384 * MiB, {"kernel": "rbf"}),
+    ],
+)
+def test_minibatch_grid_within_memory(stores: dict[str, Path], memory: int, extra: dict) -> None:
+    """Minibatch CKA's pass (block tasks, shuffled groups) and its RBF bandwidths: the plan
+    counts them (the plan line once said ``memory ~0 B``) and the run stays within them."""
+    got = _run(stores["grid"], "compare", "cka", memory, estimator="minibatch",
+               batch_size=200, **extra)  # fmt: skip
+    _holds(got, memory)
+    if extra.get("kernel") == "rbf" and memory < 256 * MiB:
+        assert "refused" in got and "bandwidth" in got["refused"], got
+    else:
+        assert "refused" not in got and len(got["values"]) == 16
+
+
+def test_minibatch_plan_counts_its_pass(stores: dict[str, Path]) -> None:
+    """The plan line's memory and passes of a minibatch comparison come from the pass's own
+    model: its tasks, and one pass over the data per group of shuffled batches."""
+    from reprstore.workflows.comparison import compare
+
+    lines: list[str] = []
+    for extra in ({}, {"shuffle": 3}):
+        df = compare(stores["grid"], "seed=0", "seed=1", estimator="minibatch", batch_size=200,
+                     memory=128 * MiB, cache=False, dry_run=True, **extra)  # fmt: skip
+        lines += df.attrs["plans"]
+    assert "memory ~0 B" not in lines[0] and "1 other pass(es)" in lines[0]
+    passes = int(lines[1].split(" other pass")[0].rsplit(" ", 1)[1])
+    assert passes > 1 and f"each chunk read {passes}×" in lines[1], lines[1]

@@ -32,10 +32,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from reprstore.engine import checkpoints, dask_graph
+from reprstore.engine import checkpoints, dask_graph, planner
 from reprstore.engine import grouped as gp
-from reprstore.engine.pass_context import PassContext
+from reprstore.engine.pass_context import PassContext, kernel_products
 from reprstore.engine.planner import (
+    SIGMA_EXACT_ROWS,
+    SIGMA_SAMPLE_ROWS,
+    SIGMA_SEED,
     feature_streams,
     finishing_bytes,
     involved,
@@ -70,15 +73,9 @@ from reprstore.stats.minibatch import (
 from reprstore.stats.plan import (
     Reading,
     batch_groups,
-    check_budget,
     pass_chains,
     plan_linear_passes,
 )
-
-#: Up to this many rows the RBF median distance is exact; beyond, it is estimated.
-SIGMA_EXACT_ROWS = 4096
-SIGMA_SAMPLE_ROWS = 2048
-SIGMA_SEED = 0
 
 Pair = tuple[int, int]
 
@@ -477,17 +474,13 @@ def _factor_columns(
     return {(a, b): out.pairs[(pos[a], pos[b])] for a, b in ordered}
 
 
-#: The bandwidth pass's segments: this many representations each (gathered together,
-#: their medians on the pass's threads).
-BANDWIDTHS_PER_SEGMENT = 4
-
-
 def rbf_bandwidths(
     c: PassContext, idx: list[int], sigma: float, run: dask_graph.Runner, blocks: int
 ) -> dict[int, Bandwidth]:
     """σ of each representation in ``idx`` from one pass: exact up to SIGMA_EXACT_ROWS rows.
 
-    The representations are taken :data:`BANDWIDTHS_PER_SEGMENT` at a time, each segment
+    The representations are taken :data:`~reprstore.engine.planner.BANDWIDTHS_PER_SEGMENT`
+    at a time, each segment
     checkpointed (``c.checkpoints``): a killed run keeps the bandwidths found so far. Each
     bandwidth depends on its representation's rows alone, so the segments change no bit.
     """
@@ -503,7 +496,8 @@ def rbf_bandwidths(
         )
     sample = np.zeros(c.arrays[0].shape[0], dtype=bool)
     sample[rows] = True
-    per = BANDWIDTHS_PER_SEGMENT
+    per = planner.BANDWIDTHS_PER_SEGMENT
+    threads = planner.bandwidth_layout(c, idx).threads
     segments = [idx[k : k + per] for k in range(0, len(idx), per)]
     each = blocks // max(len(idx), 1)  # the blocks of one representation's gather
 
@@ -516,7 +510,7 @@ def rbf_bandwidths(
         def one(i: int, x: np.ndarray) -> None:
             out[i] = checked_bandwidth(x, sigma, method, c.names[i], c.n)
 
-        _parallel(c.threads, [partial(one, i, x) for i, x in zip(part, data, strict=True)])
+        _parallel(threads, [partial(one, i, x) for i, x in zip(part, data, strict=True)])
         return out
 
     def skip(done: int) -> None:
@@ -559,26 +553,6 @@ def checked_bandwidth(x: np.ndarray, sigma: float, method: str, name: str, n: in
     return bw
 
 
-def minibatch_workers(c: PassContext, idx: list[int], batch_size: int) -> int:
-    """Block tasks of a minibatch pass run at once so that their memory fits ``c.memory``.
-
-    Each task holds its block (raw and float64), the batch kernels (B² floats for every
-    involved representation and two temporaries) and pieces of batches.
-    """
-    kernels = 8 * batch_size**2 * (len(idx) + 2)
-    check_budget(f"The kernels of batches of {batch_size} rows", kernels, c.memory,
-                 "Lower --batch-size.")  # fmt: skip
-    row_bytes = 8 * sum(int(c.arrays[i].shape[1]) for i in idx)
-    block: int = max(c.arrays[0].chunks[0]) * row_bytes  # dask's chunks are untyped
-    task = kernels + 2 * block + batch_size * row_bytes
-    check_budget(
-        f"One row block of the minibatch pass (blocks of {max(c.arrays[0].chunks[0])} rows "
-        f"and batches of {batch_size})", task, c.memory,
-        "Raise --memory or lower --batch-size.",
-    )  # fmt: skip
-    return max(1, min(c.threads, c.memory // task))
-
-
 def _minibatch(
     c: PassContext,
     unique: Sequence[Pair],
@@ -593,7 +567,9 @@ def _minibatch(
             f"--batch-size must be at least {MIN_ROWS_UNBIASED}. Got {batch_size} instead."
         )
     idx = involved(unique)
-    workers = minibatch_workers(c, idx, batch_size)
+    model = planner.minibatch_layout(c, idx, batch_size, shuffle)
+    workers = model.workers
+    backend = kernel_products(c.backend, kernel)
     groups: list[Any]
     if shuffle is None and c.mask is None:  # every row, consecutive: no array of size n
         groups = [ConsecutiveBatches(c.n, batch_size)]
@@ -603,8 +579,7 @@ def _minibatch(
             ids, kept = np.full(c.arrays[0].shape[0], -1, dtype=np.int64), ids
             ids[c.mask] = kept
             del kept
-        row_bytes = 8 * sum(c.arrays[i].shape[1] for i in idx) * 2
-        groups = batch_groups(ids, max(c.memory // row_bytes, 1), batch_size, shuffle)
+        groups = batch_groups(ids, model.group_rows, batch_size, shuffle)
     run = dask_graph.Runner(
         c.scheduler, c.progress, c.blocks * (len(groups) + len(idx) * (kernel == "rbf"))
     )
@@ -635,7 +610,7 @@ def _minibatch(
         number, part = segments[k]
         graph = dask_graph.minibatch_pass(
             c.arrays, part, idx, cross, kernel=kernel, sigma2=sigma2,
-            backend=c.backend, split_every=c.split_every, chains=workers,
+            backend=backend, split_every=c.split_every, chains=workers,
         )  # fmt: skip
         got = run(graph, blocks=len(checkpoints.live_blocks(part, bounds)), workers=workers)[0]
         inner = got if inner is None else merge_sums(inner, got)
@@ -646,7 +621,7 @@ def _minibatch(
     ckpt = c.checkpoints
     layout = ["minibatch", c.arrays[0].chunks[0], kernel, sigma2, batch_size, shuffle,
               [[n, len(checkpoints.live_blocks(p, bounds))] for n, p in segments],
-              c.backend, c.n]  # fmt: skip
+              backend, c.n]  # fmt: skip
     key = None
     if ckpt is not None and ckpt.files is not None:
         streams = [(i, "raw") for i in idx]

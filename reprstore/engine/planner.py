@@ -14,6 +14,10 @@ Made from shapes only, before any chunk is read (SPEC: Routes, Plan):
 the smaller estimated time (FLOPs at :data:`FLOPS_PER_THREAD` per thread, plus reads at
 :data:`READ_BYTES_PER_THREAD`), and the sample route wherever the feature statistics
 exceed ``--memory``. Shape refusals (CCA with n ≤ p, …) and option clashes come here too.
+
+Minibatch CKA's pass (and its RBF bandwidths) is counted here as well
+(:func:`minibatch_layout`, :func:`bandwidth_layout`): the pass takes its block tasks at
+once, its groups of shuffled batches and its bandwidth threads from the same figures.
 """
 
 from __future__ import annotations
@@ -42,6 +46,13 @@ EIGH_FLOPS = 9.0
 RBF_ENTRY_COST = 40.0
 #: Selection rounds the exact RBF median usually takes (a plan's estimate; the run says).
 MEDIAN_ROUNDS = 2
+#: Minibatch CKA's RBF bandwidth: the exact median up to this many rows, beyond it the
+#: median among SIGMA_SAMPLE_ROWS rows drawn with SIGMA_SEED.
+SIGMA_EXACT_ROWS = 4096
+SIGMA_SAMPLE_ROWS = 2048
+SIGMA_SEED = 0
+#: Representations whose rows the bandwidth pass gathers at once (one checkpoint each).
+BANDWIDTHS_PER_SEGMENT = 4
 Pair = tuple[int, int]
 
 
@@ -67,6 +78,8 @@ class Plan:
     sample_memory: int = 0
     layout: SampleLayout | None = None
     other_passes: int = 0
+    #: Bytes held by the passes of their own (minibatch CKA and its bandwidths).
+    other_memory: int = 0
     reads: float = 0.0
     #: Bytes of the involved arrays as stored, read once: ``reads / stored`` is how many
     #: times each chunk is read on average (the passes an array takes part in).
@@ -79,7 +92,7 @@ class Plan:
 
     @property
     def memory(self) -> int:
-        return max(self.feature_memory, self.sample_memory)
+        return max(self.feature_memory, self.sample_memory, self.other_memory)
 
     @property
     def seconds(self) -> float:
@@ -219,14 +232,142 @@ def make_plan(
         need = direct_bytes(ctx, specs, own, plan)
         if need <= ctx.memory:
             plan.direct, plan.feature_memory = True, need
-    minibatch = [s for s in specs if s.measure.special(s.opts) == "minibatch"]
-    if minibatch:
-        idx = sorted({i for p in unique for i in p})
-        plan.other_passes += 1 + any(s.opts["kernel"] == "rbf" for s in minibatch)
-        plan.reads += sum(n * widths[i] * sizes[i] for i in idx) * plan.other_passes
-        b = minibatch[0].opts["batch_size"]
-        plan.flops += sum(2.0 * n * b * widths[i] for i in idx)
+    for s in specs:
+        if s.measure.special(s.opts) == "minibatch":
+            _cost_minibatch(plan, ctx, s.opts, sorted({i for p in unique for i in p}))
     return plan
+
+
+def _cost_minibatch(plan: Plan, ctx: Any, opts: dict[str, Any], idx: Sequence[int]) -> None:
+    """Passes, reads, FLOPs and memory of one minibatch CKA (and its RBF bandwidths)."""
+    layout = minibatch_layout(ctx, idx, opts["batch_size"], opts["shuffle"])
+    one_read = sum(ctx.n * int(ctx.arrays[i].shape[1]) * int(ctx.arrays[i].dtype.itemsize)
+                   for i in idx)  # fmt: skip
+    plan.other_passes += layout.groups
+    plan.reads += one_read * layout.groups
+    plan.flops += sum(2.0 * ctx.n * opts["batch_size"] * int(ctx.arrays[i].shape[1]) for i in idx)
+    plan.other_memory = max(plan.other_memory, layout.memory)
+    if opts["kernel"] == "rbf":
+        bw = bandwidth_layout(ctx, idx)
+        plan.other_passes += 1
+        plan.reads += one_read
+        plan.other_memory = max(plan.other_memory, bw.memory)
+
+
+@dataclass(frozen=True)
+class MinibatchLayout:
+    """How a minibatch pass runs within ``--memory`` (:func:`minibatch_layout`).
+
+    Attributes
+    ----------
+    workers : int
+        Block tasks at once (at most the threads).
+    task : int
+        Bytes of one block task.
+    group_rows : int
+        Rows of the shuffled batches gathered in one group (one pass over the data each);
+        ``n`` for consecutive batches, which need one pass.
+    groups : int
+        Passes over the data.
+    memory : int
+        Bytes held at once: the tasks, plus a group's pieces where batches are shuffled.
+    """
+
+    workers: int
+    task: int
+    group_rows: int
+    groups: int
+    memory: int
+
+
+def minibatch_layout(
+    ctx: Any, idx: Sequence[int], batch_size: int, shuffle: int | None
+) -> MinibatchLayout:
+    """The memory model of a minibatch pass over representations ``idx``, from shapes.
+
+    A block task holds its row block of every involved representation as stored
+    (``STORED_COPIES`` times: zarr's compressed and decoded chunks, the checked block), the
+    B × B kernel of every involved representation with two temporaries, one batch of one
+    representation in float64 (the kernel's input), and two batches of rows as stored (the
+    batch carried to the next block, and its joined copy). As many tasks run at once as fit
+    ``ctx.memory``. Shuffled batches have their rows in every block: their pieces (a copy,
+    then the joined batch) are gathered a group at a time, as many rows per group as the
+    memory left by the tasks holds; each group reads the data again. Refuses, before
+    anything is read, what one task cannot fit.
+    """
+    from reprstore.stats.minibatch import batch_sizes
+    from reprstore.stats.plan import STORED_COPIES
+
+    kernels = 8 * batch_size**2 * (len(idx) + 2)
+    check_budget(f"The kernels of batches of {batch_size} rows", kernels, ctx.memory,
+                 "Lower --batch-size.")  # fmt: skip
+    row_bytes = sum(int(ctx.arrays[i].shape[1]) * int(ctx.arrays[i].dtype.itemsize) for i in idx)
+    widest = max(int(ctx.arrays[i].shape[1]) for i in idx)
+    block_rows = max(ctx.arrays[0].chunks[0])
+    task = (STORED_COPIES * block_rows * row_bytes + kernels + 8 * batch_size * widest
+            + 2 * batch_size * row_bytes)  # fmt: skip
+    check_budget(
+        f"One row block of the minibatch pass (blocks of {block_rows} rows and batches of "
+        f"{batch_size})", task, ctx.memory, "Raise --memory or lower --batch-size.",
+    )  # fmt: skip
+    workers = max(1, min(ctx.threads, ctx.memory // task))
+    held = workers * task
+    if shuffle is None:
+        return MinibatchLayout(workers, task, ctx.n, 1, held)
+    n_batches = len(batch_sizes(ctx.n, batch_size))
+    per_batch = -(-ctx.n // n_batches)  # rows of the largest batch
+    check_budget(
+        f"The minibatch pass's tasks and one shuffled batch of {per_batch} rows",
+        held + 2 * row_bytes * per_batch, ctx.memory, "Raise --memory or lower --batch-size.",
+    )  # fmt: skip
+    per_group = min(max(1, (ctx.memory - held) // (2 * row_bytes * per_batch)), n_batches)
+    groups = -(-n_batches // per_group)
+    rows = min(ctx.n, per_group * per_batch)
+    return MinibatchLayout(workers, task, rows, groups, held + 2 * row_bytes * rows)
+
+
+@dataclass(frozen=True)
+class BandwidthLayout:
+    """How minibatch CKA's RBF bandwidths are found (:func:`bandwidth_layout`).
+
+    Attributes
+    ----------
+    rows : int
+        Rows each median is taken over (all of them up to :data:`SIGMA_EXACT_ROWS`).
+    threads : int
+        Medians computed at once.
+    memory : int
+    """
+
+    rows: int
+    threads: int
+    memory: int
+
+
+def bandwidth_layout(ctx: Any, idx: Sequence[int]) -> BandwidthLayout:
+    """The memory model of the bandwidth pass: :data:`BANDWIDTHS_PER_SEGMENT`
+    representations' rows gathered at once (their blocks as read, the selected rows and
+    their joined copy), then per median at once its rows' two float64 copies, the m × m
+    squared distances and their upper half (the selection's copy, made before the m × m
+    matrix is freed: :func:`reprstore.stats.kernels.median_sq_distance`). As many medians
+    run at once as fit ``ctx.memory``; refuses what one cannot fit."""
+    from reprstore.stats.plan import STORED_COPIES
+
+    m = ctx.n if ctx.n <= SIGMA_EXACT_ROWS else SIGMA_SAMPLE_ROWS
+    widths = [int(ctx.arrays[i].shape[1]) for i in idx]
+    itemsize = max(int(ctx.arrays[i].dtype.itemsize) for i in idx)
+    per = min(BANDWIDTHS_PER_SEGMENT, len(idx))
+    widest = sorted(widths, reverse=True)[:per]
+    block = max(ctx.arrays[0].chunks[0])
+    reading = STORED_COPIES * block * max(widths) * itemsize * max(1, ctx.threads)
+    gathered = 2 * m * itemsize * sum(widest)
+    one = 12 * m * m + 16 * m * max(widths)
+    check_budget(
+        f"The RBF bandwidth (median of {m}² squared distances)", gathered + one, ctx.memory,
+        "Raise --memory.",
+    )  # fmt: skip
+    threads = max(1, min(ctx.threads, per, (ctx.memory - gathered) // one))
+    return BandwidthLayout(m, threads, gathered + max(reading, threads * one))
 
 
 def _direct_candidate(ctx: Any, specs: Sequence[Spec], plan: Plan, uncertain: bool) -> bool:

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from reprstore.engine import checkpoints, dask_graph
-from reprstore.engine.pass_context import converted, float64_products
+from reprstore.engine.pass_context import converted, float64_products, kernel_products
 from reprstore.errors import ComparisonError
 from reprstore.metrics.base import clip_unit
 from reprstore.metrics.cka import (
@@ -352,9 +352,7 @@ def sample_cka(
 
     bws: dict[int, Bandwidth] = {}
     sigma2: dict[int, float] = {}
-    # float32 products (--precision) for the linear kernel only: the rbf kernel's
-    # distances ‖x‖² + ‖y‖² − 2g cancel where rows are far from the offset
-    backend = float64_products(c.backend) if rbf else c.backend
+    backend = kernel_products(c.backend, "rbf" if rbf else "linear")
     if rbf:
         visit = partial(_median_tile, state, order, layout.slab, threads, backend)
         while not all(o.done for o in order.values()):

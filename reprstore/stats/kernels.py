@@ -56,7 +56,18 @@ def median_sq_distance(x: np.ndarray) -> tuple[float, float]:
     """
     x = np.asarray(x, dtype=np.float64)
     scale = float(np.vdot(x, x)) / max(x.shape[0], 1)
-    return symmetric_median(sq_distances(x - x.mean(axis=0))), scale
+    d = sq_distances(x - x.mean(axis=0))
+    upper, n = upper_triangle(d), d.shape[0]
+    del d  # the n × n matrix freed before the selection (12 n² bytes at most, not 16)
+    return median_of_upper(upper, n), scale
+
+
+def upper_triangle(d: np.ndarray) -> np.ndarray:
+    """The n(n−1)/2 entries of ``d`` (n, n) above the diagonal, row by row (a copy)."""
+    n = d.shape[0]
+    if n < 2:
+        return np.zeros(0)
+    return np.concatenate([d[i, i + 1 :] for i in range(n - 1)])
 
 
 def symmetric_median(d: np.ndarray) -> float:
@@ -67,15 +78,20 @@ def symmetric_median(d: np.ndarray) -> float:
     Sorted, the n² entries are the n zeros of the diagonal, then every entry above the
     diagonal twice: the order statistics of the whole come from those of one half.
     """
-    n = d.shape[0]
+    return median_of_upper(upper_triangle(d), d.shape[0])
+
+
+def median_of_upper(upper: np.ndarray, n: int) -> float:
+    """:func:`symmetric_median` from the entries above the diagonal (``upper``, reordered
+    in place by the selection)."""
     if n < 2:
         return 0.0
-    upper = np.concatenate([d[i, i + 1 :] for i in range(n - 1)])
     total = n * n
     middle = [(total - 1) // 2, total // 2]  # equal for odd n²
     at = [(t - n) // 2 for t in middle if t >= n]
-    part = np.partition(upper, at) if at else upper
-    values = [0.0 if t < n else float(part[(t - n) // 2]) for t in middle]
+    if at:
+        upper.partition(at)
+    values = [0.0 if t < n else float(upper[(t - n) // 2]) for t in middle]
     return (values[0] + values[1]) / 2.0
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from reprstore.engine import checkpoints, dask_graph
 from reprstore.engine.checkpoints import live_blocks
-from reprstore.engine.pass_context import PassContext
+from reprstore.engine.pass_context import PassContext, kernel_products
 from reprstore.engine.passes import batch_segments, rbf_bandwidths
 from reprstore.errors import ComparisonError, InputError
 from reprstore.metrics.cka import CKAResult, cka_minibatch
@@ -214,7 +214,7 @@ def batch_records(
         bws = rbf_bandwidths(ctx, idx, sigma, run, len(idx) * ctx.blocks)
     sigma2 = [bws[i].sigma2 if i in bws else None for i in range(len(ctx.arrays))]
     cross = [(i, j) for i, j in ctx.pairs if i != j]
-    backend = ctx.backend if ctx.backend is not None else NUMPY
+    backend = kernel_products(ctx.backend if ctx.backend is not None else NUMPY, kernel)
     args = (kernel, sigma2, backend, seed, permutations, list(ctx.pairs))
     bounds = np.cumsum((0, *ctx.arrays[0].chunks[0]))
     # with permutations a batch costs far more than reading its rows: a segment per block
