@@ -580,13 +580,6 @@ def _minibatch(
             ids[c.mask] = kept
             del kept
         groups = batch_groups(ids, model.group_rows, batch_size, shuffle)
-    run = dask_graph.Runner(
-        c.scheduler, c.progress, c.blocks * (len(groups) + len(idx) * (kernel == "rbf"))
-    )
-    bws = {}
-    if kernel == "rbf":
-        bws = rbf_bandwidths(c, idx, sigma, run, len(idx) * c.blocks)
-    sigma2 = [bws[i].sigma2 if i in bws else None for i in range(len(c.arrays))]
     cross = [(i, j) for i, j in unique if i != j]
     bounds = np.cumsum((0, *c.arrays[0].chunks[0]))
     widths = sum(int(c.arrays[i].shape[1]) for i in idx)
@@ -602,6 +595,14 @@ def _minibatch(
         parts = batch_segments(g, len(live), workers, shuffled=shuffled)
         segments += [(number, part) for part in parts]
     last = {number: k for k, (number, _) in enumerate(segments)}
+    # block tasks of each segment (a chain that begins inside a block reads it too)
+    tasks = [dask_graph.chain_tasks(part, bounds, workers) for _, part in segments]
+    run = dask_graph.Runner(c.scheduler, c.progress,
+                            sum(tasks) + len(idx) * c.blocks * (kernel == "rbf"))  # fmt: skip
+    bws = {}
+    if kernel == "rbf":
+        bws = rbf_bandwidths(c, idx, sigma, run, len(idx) * c.blocks)
+    sigma2 = [bws[i].sigma2 if i in bws else None for i in range(len(c.arrays))]
 
     def step(k: int, state: tuple[MinibatchSums, MinibatchSums | None] | None
              ) -> tuple[MinibatchSums, MinibatchSums | None]:  # fmt: skip
@@ -612,7 +613,7 @@ def _minibatch(
             c.arrays, part, idx, cross, kernel=kernel, sigma2=sigma2,
             backend=backend, split_every=c.split_every, chains=workers,
         )  # fmt: skip
-        got = run(graph, blocks=len(checkpoints.live_blocks(part, bounds)), workers=workers)[0]
+        got = run(graph, blocks=tasks[k], workers=workers)[0]
         inner = got if inner is None else merge_sums(inner, got)
         if last[number] == k:  # the group's last segment: its sums join the others
             return merge_sums(done, inner), None
@@ -630,7 +631,7 @@ def _minibatch(
                        [(at[i], at[j]) for i, j in cross], layout)  # fmt: skip
 
     def skip(done: int) -> None:
-        run.skip(sum(len(checkpoints.live_blocks(p, bounds)) for _, p in segments[:done]))
+        run.skip(sum(tasks[:done]))
 
     form = checkpoints.Segments(_encode_nested, _decode_nested, 128 * (len(idx) + len(cross)))
     got = checkpoints.run_segments(ckpt, key, len(segments), step, form, c.memory, skip)

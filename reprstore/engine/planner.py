@@ -290,10 +290,11 @@ def minibatch_layout(
     B × B kernel of every involved representation with two temporaries, one batch of one
     representation in float64 (the kernel's input), and two batches of rows as stored (the
     batch carried to the next block, and its joined copy). As many tasks run at once as fit
-    ``ctx.memory``. Shuffled batches have their rows in every block: their pieces (a copy,
-    then the joined batch) are gathered a group at a time, as many rows per group as the
-    memory left by the tasks holds; each group reads the data again. Refuses, before
-    anything is read, what one task cannot fit.
+    ``ctx.memory``, and each chain of tasks after the first holds the block it shares with
+    the chain before (read once for both). Shuffled batches have their rows in every
+    block: their pieces (a copy, then the joined batch) are gathered a group at a time, as
+    many rows per group as the memory left by the tasks holds; each group reads the data
+    again. Refuses, before anything is read, what one task cannot fit.
     """
     from reprstore.stats.minibatch import batch_sizes
     from reprstore.stats.plan import STORED_COPIES
@@ -310,8 +311,10 @@ def minibatch_layout(
         f"One row block of the minibatch pass (blocks of {block_rows} rows and batches of "
         f"{batch_size})", task, ctx.memory, "Raise --memory or lower --batch-size.",
     )  # fmt: skip
-    workers = max(1, min(ctx.threads, ctx.memory // task))
-    held = workers * task
+    # a block two chains share (consecutive batches) stays read until the second uses it
+    shared = block_rows * row_bytes
+    workers = max(1, min(ctx.threads, (ctx.memory + shared) // (task + shared)))
+    held = workers * task + (workers - 1) * shared
     if shuffle is None:
         return MinibatchLayout(workers, task, ctx.n, 1, held)
     n_batches = len(batch_sizes(ctx.n, batch_size))
