@@ -179,7 +179,7 @@ def run_linear(
     """One linear pass over ``c.arrays``; in checkpointed segments when ``c.checkpoints``
     holds the store's checkpoints, in one graph otherwise."""
     common = dict(mask=c.mask, backend=c.backend, split_every=c.split_every, threads=threads,
-                  views=streams)  # fmt: skip
+                  views=streams, inputs=getattr(c, "sources", None))  # fmt: skip
     ckpt: PassCheckpoints | None = getattr(c, "checkpoints", None)
     live = dask_graph.live_block_indices(c.arrays[0].chunks[0], c.mask)
     local = dask_graph.is_local_threaded(c.scheduler)

@@ -5,7 +5,9 @@ them."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -274,7 +276,7 @@ def context(
     inputs = [array_like(a) for a in arrays]
     # dask inputs keep their blocks (smaller ones would read a stored chunk more than once)
     dasks = align_rows([as_dask(a, min(block_rows or fit, fit)) for a in inputs])
-    sources = [None if dask_graph.is_dask_array(a) else a for a in inputs]
+    sources = [input_source(a) for a in inputs]
     n_total = dasks[0].shape[0]
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
@@ -312,11 +314,27 @@ def block_rows_within(memory: int, width: int, threads: int) -> int:
     return max(1, block_bytes_within(memory, threads) // (8 * max(width, 1)))
 
 
+#: The sources of the dask arrays :func:`lazy_rows` made, by dask name, while they live:
+#: a pass's block readers slice them directly (:class:`~reprstore.engine.dask_graph.BlockReader`).
+_LAZY_SOURCES: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+
+
 def lazy_rows(source: Any, rows: int, name: str) -> da.Array:
     """A dask array over ``source`` (an array-like that reads its rows on demand, such as
     a checked store reader) in blocks of ``rows`` rows, nothing read yet; ``name`` must
     change when the content does (dask caches by name)."""
-    return dask_graph.dask_from_array(source, chunks=(rows, -1), name=name, asarray=False)
+    out = dask_graph.dask_from_array(source, chunks=(rows, -1), name=name, asarray=False)
+    with contextlib.suppress(TypeError):  # a source without weak references: read by dask
+        _LAZY_SOURCES[out.name] = source
+    return out
+
+
+def input_source(x: Any) -> Any:
+    """What input ``x`` reads its rows from: itself (numpy, zarr, h5py …), the source of a
+    dask array made by :func:`lazy_rows`, or ``None`` (another dask array: read by dask)."""
+    if not dask_graph.is_dask_array(x):
+        return x
+    return _LAZY_SOURCES.get(x.name)
 
 
 def content_key(x: Any) -> tuple[Any, ...]:

@@ -611,7 +611,7 @@ def _minibatch(
         number, part = segments[k]
         graph = dask_graph.minibatch_pass(
             c.arrays, part, idx, cross, kernel=kernel, sigma2=sigma2,
-            backend=backend, split_every=c.split_every, chains=workers,
+            backend=backend, split_every=c.split_every, chains=workers, inputs=c.sources,
         )  # fmt: skip
         got = run(graph, blocks=tasks[k], workers=workers)[0]
         inner = got if inner is None else merge_sums(inner, got)
