@@ -171,8 +171,8 @@ def _kernel_into(
     with np.errstate(over="ignore", invalid="ignore"):  # NaN/Inf/overflow: checked below
         if single:
             xs = x.astype(np.float32)  # a new array (also from float32 rows)
-            mean = xs.mean(axis=0, dtype=np.float64)
-            xs -= mean.astype(np.float32)
+            mean = xs.mean(axis=0)  # any shift will do: a float32 mean is as good
+            xs -= mean
             k[...] = np.matmul(xs, xs.T)  # one symmetric float32 product (BLAS ssyrk)
         else:
             xs = x.astype(np.float64)  # a new array (also from float64 rows)
@@ -207,8 +207,9 @@ def _float32_products(backend: Backend) -> bool:
 
 
 def n_rows_sq(mean: np.ndarray, n: int) -> float:
-    """n‖mean‖² (the raw sum of squares is the centred one plus this)."""
-    return float(n * np.dot(mean, mean))
+    """n‖mean‖² (the raw sum of squares is the centred one plus this), in float64."""
+    m = mean.astype(np.float64, copy=False)
+    return float(n * np.dot(m, m))
 
 
 def _careful_into(
