@@ -234,6 +234,7 @@ def test_sample_route_grid_within_memory(
         (96 * MiB, {}),  # consecutive batches: one task at a time
         (256 * MiB, {}),
         (128 * MiB, {"shuffle": 3}),  # shuffled: groups of batches, each a pass
+        (128 * MiB, {"shuffle": 3, "permutations": 9}),  # the batch records' pass
         (160 * MiB, {"kernel": "rbf"}),  # the exact median of 4,000² distances: refused
         (384 * MiB, {"kernel": "rbf"}),
     ],

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from reprstore.engine import checkpoints, dask_graph
+from reprstore.engine import checkpoints, dask_graph, planner
 from reprstore.engine.checkpoints import live_blocks
 from reprstore.engine.pass_context import PassContext, kernel_products
 from reprstore.engine.passes import batch_segments, rbf_bandwidths
@@ -38,7 +38,7 @@ from reprstore.stats.batch_kernels import relative_spread
 from reprstore.stats.hsic import MIN_ROWS_UNBIASED, GramSummary, gram_terms, hsic1, hsic1_scale
 from reprstore.stats.linear import NUMPY, Backend, count_nonfinite
 from reprstore.stats.minibatch import MinibatchSums, assign_batches, batch_gram
-from reprstore.stats.plan import batch_groups, human_bytes
+from reprstore.stats.plan import batch_groups
 from reprstore.uncertainty import resume
 from reprstore.uncertainty.base import UncertaintySettings, clip_interval, with_uncertainty
 
@@ -195,17 +195,12 @@ def batch_records(
             f"--batch-size must be at least {MIN_ROWS_UNBIASED}. Got {batch_size} instead."
         )
     idx = sorted({i for p in ctx.pairs for i in p})
-    need = 8 * batch_size**2 * (len(idx) + 3)
-    if need > ctx.memory:
-        raise ComparisonError(
-            f"Batches of {batch_size} rows need {human_bytes(need)} of kernels, more than the "
-            f"memory limit {human_bytes(ctx.memory)}. Lower --batch-size."
-        )
+    # the minibatch pass's memory model (the plan counted it): tasks, shuffled groups
+    model = planner.minibatch_layout(ctx, idx, batch_size, shuffle)
     ids = np.full(ctx.arrays[0].shape[0], -1, dtype=np.int64)
     sel = np.flatnonzero(ctx.mask) if ctx.mask is not None else np.arange(ids.size)
     ids[sel] = assign_batches(ctx.n, batch_size, shuffle)
-    row_bytes = 8 * sum(ctx.arrays[i].shape[1] for i in idx) * 2
-    groups = batch_groups(ids, max(ctx.memory // row_bytes, 1), batch_size, shuffle)
+    groups = batch_groups(ids, model.group_rows, batch_size, shuffle)
     run = dask_graph.Runner(
         ctx.scheduler, ctx.progress, ctx.blocks * (len(groups) + len(idx) * (kernel == "rbf"))
     )
