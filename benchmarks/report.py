@@ -168,14 +168,26 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
     mbg = {r["method"]: r for r in rows if r["case"] == "mbgrid" and _status_ok(r)}
     peers = [(m, r["wall_s"]) for m, r in mbg.items() if not m.startswith(("reprstore", "numpy"))]
     for kernel in ("linear", "rbf"):
-        mine = next((r for m, r in mbg.items() if m.startswith("reprstore") and kernel in m), None)
+        ours = [r for m, r in mbg.items() if m.startswith("reprstore") and kernel in m]
+        f64 = next((r for r in ours if "float32" not in r["method"]), None)
+        # like for like: the torch peers multiply in float32, so reprstore's float32
+        # products row where there is one (the rbf kernel's products stay float64)
+        mine = next((r for r in ours if "float32 products" in r["method"]), f64)
         if mine and peers:
             name, best = min(peers, key=lambda t: t[1])
             err = mine.get("max_abs_err")
+            value = f"×{best / mine['wall_s']:.2f}"
+            if mine is not f64 and f64 is not None:
+                value += f" float32 products (float64 products ×{best / f64['wall_s']:.2f})"
             goals[f"minibatch_grid_{kernel}_vs_fastest_peer"] = {
-                "value": f"×{best / mine['wall_s']:.2f} (fastest peer: {name}, linear); "
-                f"max abs diff from the float64 oracle of the same batches {_f(err, '{:.1e}')}",
-                "target": "≥ 5 and ≤ 1e-9 from the oracle",
+                "value": f"{value} (fastest peer: {name}, linear); max abs diff from the "
+                f"float64 oracle of the same batches {_f(err, '{:.1e}')}",
+                "target": (
+                    "≥ 5 like for like (float32 products against the float32 peers)"
+                    if kernel == "linear"
+                    else "≥ 5 (against the peers' linear kernel)"
+                )
+                + " and ≤ 1e-9 from the oracle",
                 "met": best / mine["wall_s"] >= 5 and err is not None and err <= 1e-9,
             }
     mbm = [r for r in rows if r["case"] == "mbmemory" and _status_ok(r)]
