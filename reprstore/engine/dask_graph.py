@@ -749,14 +749,20 @@ def attention_pass(
     return tree_reduce(parts, attention.merge_entropy, split_every)
 
 
-def gather_rows(array: da.Array, mask: np.ndarray | None) -> Delayed:
-    """Delayed in-memory copy of the selected rows of ``array`` (n, p) (small data only)."""
-    blocks, chunks = row_blocks([array])
+def gather_rows(array: da.Array, mask: np.ndarray | None, source: Any = None) -> Delayed:
+    """Delayed in-memory copy of the selected rows of ``array`` (n, p) (small data only);
+    with the array's ``source``, each block is sliced from it (:class:`BlockReader`)."""
+    chunks = array.chunks[0]
     rows = _mask_slices(mask, chunks)
     live = live_block_indices(chunks, mask)
-    parts = [dask_delayed(_select)(blocks[0][k], rows[k]) for k in live]
+    whole = one_column_chunk(array)
+    parts = [dask_delayed(_read_rows)(BlockReader(whole, k, source), rows[k]) for k in live]
     joined: Delayed = dask_delayed(np.concatenate)(parts)
     return joined
+
+
+def _read_rows(reader: BlockReader, rows: np.ndarray | None) -> np.ndarray:
+    return _select(reader(), rows)
 
 
 def resolve_scheduler(scheduler: Any = None) -> Any:

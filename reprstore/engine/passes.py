@@ -504,8 +504,9 @@ def rbf_bandwidths(
     def step(k: int, state: dict[int, Bandwidth] | None) -> dict[int, Bandwidth]:
         out = dict(state or {})
         part = segments[k]
-        data = run(*[dask_graph.gather_rows(c.arrays[i], sample) for i in part],
-                   blocks=each * len(part))  # fmt: skip
+        gathers = [dask_graph.gather_rows(c.arrays[i], sample, dask_graph.source_of(c.sources, i))
+                   for i in part]  # fmt: skip
+        data = run(*gathers, blocks=each * len(part))
 
         def one(i: int, x: np.ndarray) -> None:
             out[i] = checked_bandwidth(x, sigma, method, c.names[i], c.n)

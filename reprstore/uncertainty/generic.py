@@ -255,8 +255,9 @@ def permutation_cost(ctx: PassContext, specs: Sequence[Spec], pairs: Sequence[Pa
 def _held_streams(ctx: PassContext, lay: Layout, runner: dask_graph.Runner) -> dict[int, Any]:
     """Every stream's selected rows, offset and prepared, with its full own moments."""
     arrays = sorted({i for i, _ in lay.streams})
-    data = runner(*[dask_graph.gather_rows(ctx.arrays[i], ctx.mask) for i in arrays],
-                  blocks=len(arrays) * ctx.blocks)  # fmt: skip
+    gathers = [dask_graph.gather_rows(ctx.arrays[i], ctx.mask, dask_graph.source_of(ctx.sources, i))
+               for i in arrays]  # fmt: skip
+    data = runner(*gathers, blocks=len(arrays) * ctx.blocks)
     raw = {i: np.asarray(x) for i, x in zip(arrays, data, strict=True)}
     held = {}
     for s, (i, view) in enumerate(lay.streams):

@@ -55,8 +55,9 @@ def permute_rows(
     r = int(opts.permutations)
     idx = sorted({i for p in ctx.pairs for i in p})
     run = runner or dask_graph.Runner(ctx.scheduler, ctx.progress, len(idx) * ctx.blocks)
-    data = run(*[dask_graph.gather_rows(ctx.arrays[i], ctx.mask) for i in idx],
-               blocks=len(idx) * ctx.blocks)  # fmt: skip
+    gathers = [dask_graph.gather_rows(ctx.arrays[i], ctx.mask, dask_graph.source_of(ctx.sources, i))
+               for i in idx]  # fmt: skip
+    data = run(*gathers, blocks=len(idx) * ctx.blocks)
     prepared = {}
     for i, x in zip(idx, data, strict=True):
         m = linear.moments(np.asarray(x))
