@@ -170,6 +170,12 @@ class BlockReader:
         self.k = k
         self.source = source
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if isinstance(state["source"], np.ndarray):  # to a worker: its rows once, not twice
+            state["source"] = None  # (the dask array carries them; it reads them there)
+        return state
+
     def __call__(self) -> np.ndarray:
         if self.source is not None:
             chunks = self.array.chunks[0]
