@@ -214,3 +214,32 @@ def test_a_pass_graph_holds_each_array_once_not_a_dask_array_per_block() -> None
         ]
         assert len(readers) >= 20 * 2
         assert len({id(r.array) for r in readers}) == 2
+
+
+@pytest.mark.parametrize(("n", "chunk", "batch", "chains"),
+                         [(10_000, 2048, 250, 2), (1000, 96, 40, 3), (300, 512, 25, 2),
+                          (5000, 1000, 1000, 4)])  # fmt: skip
+def test_chains_take_equal_batches_each_once(
+    n: int, chunk: int, batch: int, chains: int
+) -> None:
+    """The minibatch pass's chains take equal numbers of consecutive batches (5 blocks on
+    2 threads: 2.5 blocks each, not 2 and 3); every batch is in exactly one chain, and the
+    one block two chains share is counted once per chain that uses it (it is read once:
+    test_compare::test_one_pass_reads_every_chunk_once)."""
+    from reprstore.engine import dask_graph
+    from reprstore.stats.minibatch import ConsecutiveBatches
+
+    layout = ConsecutiveBatches(n, batch)
+    bounds = np.cumsum((0, *[min(chunk, n - s) for s in range(0, n, chunk)]))
+    parts = dask_graph._chain_parts(layout, bounds, chains)
+    k = len(layout.sizes)
+    counts = [(p.hi or k) - p.lo for p, _ in parts]
+    assert len(parts) == min(chains, k) and max(counts) - min(counts) <= 1
+    ids = np.concatenate([p.ids(0, n) for p, _ in parts]).reshape(len(parts), n)
+    assert ((ids >= 0).sum(axis=0) == 1).all()  # every row in exactly one chain
+    for p, blocks in parts:
+        lo, hi = p.row_range()
+        assert blocks == [
+            b for b in range(len(bounds) - 1) if bounds[b] < hi and bounds[b + 1] > lo
+        ]
+    assert dask_graph.chain_tasks(layout, bounds, chains) == sum(len(b) for _, b in parts)
