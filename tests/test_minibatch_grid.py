@@ -219,9 +219,7 @@ def test_a_pass_graph_holds_each_array_once_not_a_dask_array_per_block() -> None
 @pytest.mark.parametrize(("n", "chunk", "batch", "chains"),
                          [(10_000, 2048, 250, 2), (1000, 96, 40, 3), (300, 512, 25, 2),
                           (5000, 1000, 1000, 4)])  # fmt: skip
-def test_chains_take_equal_batches_each_once(
-    n: int, chunk: int, batch: int, chains: int
-) -> None:
+def test_chains_take_equal_batches_each_once(n: int, chunk: int, batch: int, chains: int) -> None:
     """The minibatch pass's chains take equal numbers of consecutive batches (5 blocks on
     2 threads: 2.5 blocks each, not 2 and 3); every batch is in exactly one chain, and the
     one block two chains share is counted once per chain that uses it (it is read once:
