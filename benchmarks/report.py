@@ -175,20 +175,24 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
         mine = next((r for r in ours if "float32 products" in r["method"]), f64)
         if mine and peers:
             name, best = min(peers, key=lambda t: t[1])
-            err = mine.get("max_abs_err")
+            # accuracy: float64 products within 1e-9 of the oracle, float32 ones within 1e-6
+            checked = [r for r in (f64, None if mine is f64 else mine) if r is not None]
+            errs = [(r.get("max_abs_err"), 1e-9 if r is f64 else 1e-6) for r in checked]
             value = f"×{best / mine['wall_s']:.2f}"
             if mine is not f64 and f64 is not None:
                 value += f" float32 products (float64 products ×{best / f64['wall_s']:.2f})"
+            diffs = " / ".join(_f(e, "{:.1e}") for e, _ in errs)
+            target = (
+                "≥ 5 like for like (float32 products against the float32 peers)"
+                if kernel == "linear"
+                else "≥ 5 (against the peers' linear kernel)"
+            )
             goals[f"minibatch_grid_{kernel}_vs_fastest_peer"] = {
                 "value": f"{value} (fastest peer: {name}, linear); max abs diff from the "
-                f"float64 oracle of the same batches {_f(err, '{:.1e}')}",
-                "target": (
-                    "≥ 5 like for like (float32 products against the float32 peers)"
-                    if kernel == "linear"
-                    else "≥ 5 (against the peers' linear kernel)"
-                )
-                + " and ≤ 1e-9 from the oracle",
-                "met": best / mine["wall_s"] >= 5 and err is not None and err <= 1e-9,
+                f"float64 oracle of the same batches {diffs}",
+                "target": f"{target}; ≤ 1e-9 from the oracle (float32 products ≤ 1e-6)",
+                "met": best / mine["wall_s"] >= 5
+                and all(e is not None and e <= bound for e, bound in errs),
             }
     mbm = [r for r in rows if r["case"] == "mbmemory" and _status_ok(r)]
     mine = [r for r in mbm if r["method"].startswith("reprstore") and "float32" not in r["method"]]

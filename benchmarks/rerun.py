@@ -49,12 +49,19 @@ def _cli(args: list[str], cwd: Path, kill_after: float | None = None) -> dict[st
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "reprstore", *args], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    if kill_after is not None:
-        try:
-            proc.wait(timeout=kill_after)
-        except subprocess.TimeoutExpired:
+    # reaped by os.wait4 alone (for its rusage): a Popen.wait that returned first would
+    # have reaped a run that ended before ``kill_after`` (No child processes)
+    deadline = None if kill_after is None else start + kill_after
+    while True:
+        pid, status, usage = os.wait4(proc.pid, 0 if deadline is None else os.WNOHANG)
+        if pid:
+            break
+        if deadline is not None and time.perf_counter() >= deadline:
             proc.send_signal(signal.SIGKILL)
-    _, status, usage = os.wait4(proc.pid, 0)
+            deadline = None
+        else:
+            time.sleep(0.005)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start
     out = proc.stdout.read().decode() if proc.stdout else ""
     err = proc.stderr.read().decode() if proc.stderr else ""

@@ -301,3 +301,11 @@ def test_the_grid_task_computes_every_run_instead_of_reading_the_result_cache(
     assert not (store / "cache" / "results").exists() or not any(
         (store / "cache" / "results").rglob("*.json")
     )
+
+
+def test_rerun_cli_reaps_a_run_that_ends_before_its_kill(tmp_path: Path) -> None:
+    """benchmarks.rerun's killed run: one that ends before ``kill_after`` is reaped once,
+    with its exit status (a Popen.wait first had reaped it: 'No child processes')."""
+    from benchmarks.rerun import _cli
+
+    assert _cli(["--help"], tmp_path, kill_after=60.0)["rc"] == 0

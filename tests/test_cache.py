@@ -998,7 +998,7 @@ def test_a_shuffled_minibatch_checkpoint_resumes_and_one_of_another_shuffle_is_i
         notes: list[str] = []
         calls.clear()
         df = compare(store, "seed=0", "seed=1", estimator="minibatch", batch_size=256,
-                     shuffle=shuffle, memory="4MB", report=notes.append, **more)  # fmt: skip
+                     shuffle=shuffle, memory="5MB", report=notes.append, **more)  # fmt: skip
         return df, notes
 
     ref, _ = run(1, cache=False)
@@ -1027,7 +1027,7 @@ def test_sigkills_of_a_shuffled_minibatch_pass_resume_bit_identically(tmp_path: 
     # of 32,768's (29 s a run, 2026-12-07), with the pass still in more segments than kills
     data = _segmented_store(tmp_path, n=16_384)
     args = ["cka", "s.zarr", "--a", "seed=0", "--b", "seed=1", "--estimator", "minibatch",
-            "--batch-size", "256", "--shuffle", "7", "--memory", "4MB", "--out",
+            "--batch-size", "256", "--shuffle", "7", "--memory", "6MB", "--out",
             "got.parquet"]  # fmt: skip
     got = _kills_resume_bit_identically(tmp_path, args, ["cka", "hsic_ab"], kills=6, seed=6,
                                         least=5)  # fmt: skip
@@ -1093,7 +1093,7 @@ def test_sigkills_of_a_bandwidth_pass_resume_bit_identically(tmp_path: Path) -> 
     distances), then the minibatch pass; every kill lands in one of them."""
     _segmented_store(tmp_path, n=4096, layers=24)
     args = ["cka", "s.zarr", "--a", "seed=0", "--b", "seed=1,layer=l0", "--estimator",
-            "minibatch", "--kernel", "rbf", "--batch-size", "256", "--memory", "64MB",
+            "minibatch", "--kernel", "rbf", "--batch-size", "256", "--memory", "128MB",
             "--out", "got.parquet"]  # fmt: skip
     # at least 4 of the 6 kills land in a pass (5 failed once in three runs at load ≈ 6,
     # a kill landing just after the pass); the values are checked bit for bit either way

@@ -123,6 +123,7 @@ def measure_arrays(
         route,
         uncertain=uncertainty is not None,
         ci=uncertainty is not None and uncertainty.ci is not None,
+        permutations=int(getattr(uncertainty, "permutations", None) or 0),
     )
     if report is not None:
         report(plan.line())

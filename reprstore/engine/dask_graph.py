@@ -46,6 +46,10 @@ from reprstore.stats import attention, counts, linear, minibatch
 from reprstore.stats.linear import NUMPY, Backend
 from reprstore.stats.views import RAW, apply_view
 
+#: A minibatch pass's batch ids: an array (−1 for rows left out), a range of batches over
+#: one (:class:`~reprstore.stats.minibatch.BatchRange`) or consecutive batches.
+BatchIds = np.ndarray | minibatch.BatchRange | minibatch.ConsecutiveBatches
+
 T = TypeVar("T")
 
 # dask's scheduling functions carry no annotations (under --strict a call to one from
@@ -428,7 +432,7 @@ def linear_pass(
 
 def minibatch_pass(
     arrays: Sequence[da.Array],
-    batch_ids: np.ndarray | minibatch.ConsecutiveBatches,
+    batch_ids: BatchIds,
     own: Sequence[int],
     pairs: Sequence[tuple[int, int]],
     *,
@@ -470,7 +474,7 @@ def minibatch_pass(
             arrays, batch_ids, totals, first, own, pairs, kernel, sigma2, backend,
             chains or scheduler_threads(None), inputs,
         )  # fmt: skip
-    assert isinstance(batch_ids, np.ndarray)  # a consecutive layout has its first rows
+    assert not isinstance(batch_ids, minibatch.ConsecutiveBatches)  # it has its first rows
     extra = (list(own), list(pairs), kernel, list(sigma2), backend)
     return scattered_batches(
         arrays, batch_ids, totals, _involved(own, pairs), minibatch.block_minibatch,
@@ -488,7 +492,7 @@ def _finish_minibatch(from_blocks: Sequence[Any], b: int, *extra: Any) -> Any:
 
 def scattered_batches(
     arrays: Sequence[da.Array],
-    batch_ids: np.ndarray,
+    batch_ids: np.ndarray | minibatch.BatchRange,
     totals: np.ndarray,
     involved: set[int],
     block: Callable[..., tuple[Any, Any]],
@@ -528,7 +532,7 @@ def scattered_batches(
 
 
 def _batch_layout(
-    batch_ids: np.ndarray, bounds: np.ndarray
+    batch_ids: np.ndarray | minibatch.BatchRange, bounds: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Rows of every batch, and the first row of every batch if the batches are consecutive
     (ids non-decreasing in row order; else None), one row block at a time (no temporary
@@ -576,7 +580,9 @@ class BlockIds:
 
 
 def _block_ids(
-    batch_ids: np.ndarray | minibatch.ConsecutiveBatches, start: int, stop: int
+    batch_ids: BatchIds,
+    start: int,
+    stop: int,
 ) -> np.ndarray | BlockIds:
     if isinstance(batch_ids, minibatch.ConsecutiveBatches):
         return BlockIds(batch_ids, start, stop)
@@ -584,8 +590,10 @@ def _block_ids(
 
 
 def _chain_parts(
-    batch_ids: np.ndarray | minibatch.ConsecutiveBatches, bounds: np.ndarray, chains: int
-) -> list[tuple[np.ndarray | minibatch.ConsecutiveBatches, list[int]]]:
+    batch_ids: BatchIds,
+    bounds: np.ndarray,
+    chains: int,
+) -> list[tuple[BatchIds, list[int]]]:
     """The chains of a pass over consecutive batches: (their batch layout, their blocks).
 
     Consecutive batches of every row are split into chains of equal *batches*: a chain may
@@ -598,7 +606,7 @@ def _chain_parts(
         b_lo = batch_ids.lo
         b_hi = len(batch_ids.sizes) if batch_ids.hi is None else batch_ids.hi
         n_chains = max(1, min(chains, b_hi - b_lo))
-        parts: list[tuple[np.ndarray | minibatch.ConsecutiveBatches, list[int]]] = []
+        parts: list[tuple[BatchIds, list[int]]] = []
         for c in range(n_chains):
             sub = batch_ids.segment(b_lo + c * (b_hi - b_lo) // n_chains,
                                     b_lo + (c + 1) * (b_hi - b_lo) // n_chains)  # fmt: skip
@@ -614,7 +622,9 @@ def _chain_parts(
 
 
 def chain_tasks(
-    batch_ids: np.ndarray | minibatch.ConsecutiveBatches, bounds: np.ndarray, chains: int
+    batch_ids: BatchIds,
+    bounds: np.ndarray,
+    chains: int,
 ) -> int:
     """Block tasks of a minibatch pass over ``batch_ids`` in ``chains`` chains (for
     progress): the live blocks, those two chains share counted for each."""
@@ -623,7 +633,7 @@ def chain_tasks(
 
 def _minibatch_chains(
     arrays: Sequence[da.Array],
-    batch_ids: np.ndarray | minibatch.ConsecutiveBatches,
+    batch_ids: BatchIds,
     totals: np.ndarray,
     first: np.ndarray,
     own: Sequence[int],

@@ -36,9 +36,6 @@ from reprstore.engine import checkpoints, dask_graph, planner
 from reprstore.engine import grouped as gp
 from reprstore.engine.pass_context import PassContext, kernel_products
 from reprstore.engine.planner import (
-    SIGMA_EXACT_ROWS,
-    SIGMA_SAMPLE_ROWS,
-    SIGMA_SEED,
     feature_streams,
     finishing_bytes,
     involved,
@@ -63,9 +60,11 @@ from reprstore.stats.linear import (
     transposed,
 )
 from reprstore.stats.minibatch import (
+    BatchRange,
     ConsecutiveBatches,
     MinibatchSums,
     assign_batches,
+    batch_range,
     merge_sums,
     sums_from_arrays,
     sums_to_arrays,
@@ -485,14 +484,14 @@ def rbf_bandwidths(
     bandwidth depends on its representation's rows alone, so the segments change no bit.
     """
     rows = np.flatnonzero(c.mask) if c.mask is not None else np.arange(c.arrays[0].shape[0])
-    if c.n <= SIGMA_EXACT_ROWS:
+    if c.n <= planner.SIGMA_EXACT_ROWS:
         method = f"exact median of all {c.n}² squared distances"
     else:
-        rng = np.random.default_rng(SIGMA_SEED)
-        rows = np.sort(rng.choice(rows, size=SIGMA_SAMPLE_ROWS, replace=False))
+        rng = np.random.default_rng(planner.SIGMA_SEED)
+        rows = np.sort(rng.choice(rows, size=planner.SIGMA_SAMPLE_ROWS, replace=False))
         method = (
-            f"median estimated from the {SIGMA_SAMPLE_ROWS}² squared distances among "
-            f"{SIGMA_SAMPLE_ROWS} of {c.n} rows drawn at random (seed {SIGMA_SEED})"
+            f"median estimated from the {planner.SIGMA_SAMPLE_ROWS}² squared distances among "
+            f"{planner.SIGMA_SAMPLE_ROWS} of {c.n} rows drawn at random (seed {planner.SIGMA_SEED})"
         )
     sample = np.zeros(c.arrays[0].shape[0], dtype=bool)
     sample[rows] = True
@@ -520,8 +519,8 @@ def rbf_bandwidths(
     key = None
     ckpt = c.checkpoints
     if ckpt is not None and ckpt.files is not None:
-        layout = ["rbf bandwidths", sigma, c.n, SIGMA_EXACT_ROWS, SIGMA_SAMPLE_ROWS,
-                  SIGMA_SEED, per]  # fmt: skip
+        layout = ["rbf bandwidths", sigma, c.n, planner.SIGMA_EXACT_ROWS, planner.SIGMA_SAMPLE_ROWS,
+                  planner.SIGMA_SEED, per]  # fmt: skip
         key = ckpt.key([(i, "raw") for i in idx], list(range(len(idx))), [], layout)
     form = checkpoints.Segments(_encode_bandwidths, _decode_bandwidths, 64 * len(idx))
     out = checkpoints.run_segments(ckpt, key, len(segments), step, form, c.memory, skip) or {}
@@ -588,11 +587,12 @@ def _minibatch(
     for number, g in enumerate(groups):
         live = checkpoints.live_blocks(g, bounds)
         shuffled = 1
-        if shuffle is not None and isinstance(g, np.ndarray):  # batches' rows anywhere
-            used = np.count_nonzero(g >= 0)
-            work = float(used) * batch_size * (widths + len(idx) + len(cross))
-            shuffled = checkpoints.shuffled_segments(work, float(used) * widths,
-                                                     len(np.unique(g[g >= 0])))  # fmt: skip
+        if shuffle is not None and isinstance(g, BatchRange):  # batches' rows anywhere
+            in_group = g.used()
+            work = float(in_group.size) * batch_size * (widths + len(idx) + len(cross))
+            shuffled = checkpoints.shuffled_segments(work, float(in_group.size) * widths,
+                                                     len(np.unique(in_group)))  # fmt: skip
+            del in_group
         parts = batch_segments(g, len(live), workers, shuffled=shuffled)
         segments += [(number, part) for part in parts]
     last = {number: k for k, (number, _) in enumerate(segments)}
@@ -669,7 +669,7 @@ def _decode_nested(arrays: dict[str, np.ndarray]) -> tuple[MinibatchSums, Miniba
     return sums_from_arrays(part("done.")), sums_from_arrays(inner) if inner else None
 
 
-def batch_segments(batches: ConsecutiveBatches | np.ndarray, live: int, workers: int,
+def batch_segments(batches: ConsecutiveBatches | np.ndarray | BatchRange, live: int, workers: int,
                    per: int = checkpoints.BLOCKS_PER_SEGMENT,
                    shuffled: int = 1) -> list[Any]:  # fmt: skip
     """The segments of a minibatch pass: runs of whole batches, each its own graph, so
@@ -683,28 +683,30 @@ def batch_segments(batches: ConsecutiveBatches | np.ndarray, live: int, workers:
     (:func:`checkpoints.shuffled_segments`). Segments without a row are left out."""
     if isinstance(batches, ConsecutiveBatches):
         total = len(batches.sizes)
-    elif not (batches >= 0).any():
-        return [batches]
     else:
-        used = batches[batches >= 0]
+        whole = batch_range(batches)
+        used = whole.used()
+        if not used.size:
+            return [batches]
         first, total = int(used.min()), int(used.max()) + 1
         if (np.diff(used) < 0).any():  # a shuffle
             if shuffled <= 1:
                 return [batches]
             edges = [first + round(k * (total - first) / shuffled) for k in range(shuffled + 1)]
-            return _batch_ranges(batches, edges)
+            return _batch_ranges(whole, used, edges)
     count = checkpoints.minibatch_segments(live, workers, total, per)
     edges = [round(k * total / count) for k in range(count + 1)]
     if isinstance(batches, ConsecutiveBatches):
         return [batches.segment(lo, hi) for lo, hi in itertools.pairwise(edges)]
-    return _batch_ranges(batches, edges)
+    return _batch_ranges(whole, used, edges)
 
 
-def _batch_ranges(batches: np.ndarray, edges: Sequence[int]) -> list[np.ndarray]:
-    """The batch ids of ``batches`` in each range of ``edges`` (−1 elsewhere), non-empty."""
-    parts = [np.where((batches >= lo) & (batches < hi), batches, -1)
-             for lo, hi in itertools.pairwise(edges)]  # fmt: skip
-    return [p for p in parts if (p >= 0).any()]
+def _batch_ranges(whole: BatchRange, used: np.ndarray, edges: Sequence[int]) -> list[BatchRange]:
+    """The batches of ``whole`` in each range of ``edges`` that holds a row (``used``:
+    their ids), as ranges over the same ids (no array of n each)."""
+    present = np.unique(used)
+    return [whole.within(lo, hi) for lo, hi in itertools.pairwise(edges)
+            if np.any((present >= lo) & (present < hi))]  # fmt: skip
 
 
 def counts(

@@ -53,6 +53,16 @@ SIGMA_SAMPLE_ROWS = 2048
 SIGMA_SEED = 0
 #: Representations whose rows the bandwidth pass gathers at once (one checkpoint each).
 BANDWIDTHS_PER_SEGMENT = 4
+#: A within-batch permutation test gathers permuted kernels into buffers of this size
+#: (an eighth of a smaller ``--memory``; :func:`gather_bytes`).
+PERMUTATION_GATHER_BYTES = 32 * 1024**2
+
+
+def gather_bytes(memory: int) -> int:
+    """The permuted kernels' gather buffer of a within-batch permutation test."""
+    return min(PERMUTATION_GATHER_BYTES, max(1, memory // 8))
+
+
 Pair = tuple[int, int]
 
 
@@ -160,6 +170,7 @@ def make_plan(
     route: str = "auto",
     uncertain: bool = False,
     ci: bool = False,
+    permutations: int = 0,
 ) -> Plan:
     """The plan of one comparison (``ctx``: its
     :class:`~reprstore.engine.pass_context.PassContext`).
@@ -234,13 +245,16 @@ def make_plan(
             plan.direct, plan.feature_memory = True, need
     for s in specs:
         if s.measure.special(s.opts) == "minibatch":
-            _cost_minibatch(plan, ctx, s.opts, sorted({i for p in unique for i in p}))
+            _cost_minibatch(plan, ctx, s.opts, sorted({i for p in unique for i in p}),
+                            permutations)  # fmt: skip
     return plan
 
 
-def _cost_minibatch(plan: Plan, ctx: Any, opts: dict[str, Any], idx: Sequence[int]) -> None:
+def _cost_minibatch(
+    plan: Plan, ctx: Any, opts: dict[str, Any], idx: Sequence[int], permutations: int = 0
+) -> None:
     """Passes, reads, FLOPs and memory of one minibatch CKA (and its RBF bandwidths)."""
-    layout = minibatch_layout(ctx, idx, opts["batch_size"], opts["shuffle"])
+    layout = minibatch_layout(ctx, idx, opts["batch_size"], opts["shuffle"], permutations)
     one_read = sum(ctx.n * int(ctx.arrays[i].shape[1]) * int(ctx.arrays[i].dtype.itemsize)
                    for i in idx)  # fmt: skip
     plan.other_passes += layout.groups
@@ -281,7 +295,7 @@ class MinibatchLayout:
 
 
 def minibatch_layout(
-    ctx: Any, idx: Sequence[int], batch_size: int, shuffle: int | None
+    ctx: Any, idx: Sequence[int], batch_size: int, shuffle: int | None, permutations: int = 0
 ) -> MinibatchLayout:
     """The memory model of a minibatch pass over representations ``idx``, from shapes.
 
@@ -294,18 +308,32 @@ def minibatch_layout(
     the chain before (read once for both). Shuffled batches have their rows in every
     block: their pieces (a copy, then the joined batch) are gathered a group at a time, as
     many rows per group as the memory left by the tasks holds; each group reads the data
-    again. Refuses, before anything is read, what one task cannot fit.
+    again; the batch ids (8 bytes a stored row, and temporaries) are held once: groups and
+    segments are ranges over them (:class:`~reprstore.stats.minibatch.BatchRange`). With
+    ``permutations`` (a within-batch test) each task also holds a gather buffer of
+    permuted kernels (:func:`gather_bytes`), a scratch kernel and the permutations being
+    drawn (within the same bound).
+    Refuses, before anything is read, what one task cannot fit.
     """
     from reprstore.stats.minibatch import batch_sizes
     from reprstore.stats.plan import STORED_COPIES
 
-    kernels = 8 * batch_size**2 * (len(idx) + 2)
+    kernel = 8 * batch_size**2
+    kernels = kernel * (len(idx) + 2)
+    if permutations:  # the gather buffer (one kernel at least), a scratch kernel, the draws
+        from reprstore.stats.resample import DRAW_BYTES, DRAW_COPIES
+
+        kernels += kernel * (1 + min(permutations, max(1, gather_bytes(ctx.memory) // kernel)))
+        one = DRAW_COPIES * 8 * batch_size  # one permutation drawn
+        kernels += max(one, min(DRAW_BYTES, gather_bytes(ctx.memory), one * permutations))
     check_budget(f"The kernels of batches of {batch_size} rows", kernels, ctx.memory,
                  "Lower --batch-size.")  # fmt: skip
     row_bytes = sum(int(ctx.arrays[i].shape[1]) * int(ctx.arrays[i].dtype.itemsize) for i in idx)
     widest = max(int(ctx.arrays[i].shape[1]) for i in idx)
     block_rows = max(ctx.arrays[0].chunks[0])
-    task = (STORED_COPIES * block_rows * row_bytes + kernels + 8 * batch_size * widest
+    # the block's rows as stored, three copies; its batch ids and their helpers (24 bytes
+    # a row); the kernels; one batch in float64; two batches carried across blocks
+    task = (block_rows * (STORED_COPIES * row_bytes + 24) + kernels + 8 * batch_size * widest
             + 2 * batch_size * row_bytes)  # fmt: skip
     check_budget(
         f"One row block of the minibatch pass (blocks of {block_rows} rows and batches of "
@@ -315,18 +343,25 @@ def minibatch_layout(
     shared = block_rows * row_bytes
     workers = max(1, min(ctx.threads, (ctx.memory + shared) // (task + shared)))
     held = workers * task + (workers - 1) * shared
+    # the batch ids of shuffled or filtered rows (8 bytes a stored row), shared by every
+    # group and segment as ranges, and as much again in temporaries while they are drawn
+    # or a range's rows are found; consecutive batches of every row need none
+    ids = 0 if shuffle is None and ctx.mask is None else 32 * int(ctx.arrays[0].shape[0])
     if shuffle is None:
-        return MinibatchLayout(workers, task, ctx.n, 1, held)
+        check_budget("The minibatch pass's tasks and batch ids", held + ids, ctx.memory,
+                     "Raise --memory.")  # fmt: skip
+        return MinibatchLayout(workers, task, ctx.n, 1, held + ids)
     n_batches = len(batch_sizes(ctx.n, batch_size))
     per_batch = -(-ctx.n // n_batches)  # rows of the largest batch
     check_budget(
-        f"The minibatch pass's tasks and one shuffled batch of {per_batch} rows",
-        held + 2 * row_bytes * per_batch, ctx.memory, "Raise --memory or lower --batch-size.",
+        f"The minibatch pass's tasks, batch ids and one shuffled batch of {per_batch} rows",
+        held + ids + 2 * row_bytes * per_batch, ctx.memory,
+        "Raise --memory or lower --batch-size.",
     )  # fmt: skip
-    per_group = min(max(1, (ctx.memory - held) // (2 * row_bytes * per_batch)), n_batches)
-    groups = -(-n_batches // per_group)
+    per_group = min(max(1, (ctx.memory - held - ids) // (2 * row_bytes * per_batch)), n_batches)
     rows = min(ctx.n, per_group * per_batch)
-    return MinibatchLayout(workers, task, rows, groups, held + 2 * row_bytes * rows)
+    groups = -(-n_batches // per_group)
+    return MinibatchLayout(workers, task, rows, groups, held + ids + 2 * row_bytes * rows)
 
 
 @dataclass(frozen=True)
@@ -350,10 +385,11 @@ class BandwidthLayout:
 def bandwidth_layout(ctx: Any, idx: Sequence[int]) -> BandwidthLayout:
     """The memory model of the bandwidth pass: :data:`BANDWIDTHS_PER_SEGMENT`
     representations' rows gathered at once (their blocks as read, the selected rows and
-    their joined copy), then per median at once its rows' two float64 copies, the m × m
-    squared distances and their upper half (the selection's copy, made before the m × m
-    matrix is freed: :func:`reprstore.stats.kernels.median_sq_distance`). As many medians
-    run at once as fit ``ctx.memory``; refuses what one cannot fit."""
+    their joined copy), then per median at once its rows' two float64 copies, the
+    m(m−1)/2 squared distances above the diagonal and one block of Gram rows
+    (:func:`reprstore.stats.kernels.upper_distances`; never the m × m matrix). As many
+    medians run at once as fit ``ctx.memory``; refuses what one cannot fit."""
+    from reprstore.stats.kernels import GRAM_BLOCK_BYTES
     from reprstore.stats.plan import STORED_COPIES
 
     m = ctx.n if ctx.n <= SIGMA_EXACT_ROWS else SIGMA_SAMPLE_ROWS
@@ -364,7 +400,8 @@ def bandwidth_layout(ctx: Any, idx: Sequence[int]) -> BandwidthLayout:
     block = max(ctx.arrays[0].chunks[0])
     reading = STORED_COPIES * block * max(widths) * itemsize * max(1, ctx.threads)
     gathered = 2 * m * itemsize * sum(widest)
-    one = 12 * m * m + 16 * m * max(widths)
+    # the distances above the diagonal, a block of Gram rows, the rows twice in float64
+    one = 4 * m * m + min(GRAM_BLOCK_BYTES, 8 * m * m) + 16 * m * max(widths)
     check_budget(
         f"The RBF bandwidth (median of {m}² squared distances)", gathered + one, ctx.memory,
         "Raise --memory.",

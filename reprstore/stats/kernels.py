@@ -57,28 +57,35 @@ def median_sq_distance(x: np.ndarray) -> tuple[float, float]:
     x = np.asarray(x, dtype=np.float64)
     scale = float(np.vdot(x, x)) / max(x.shape[0], 1)
     c = x - x.mean(axis=0)
-    g = c @ c.T
-    del c
-    upper, n = upper_distances(g), g.shape[0]
-    del g  # the n × n matrix freed before the selection (12 n² bytes at most)
-    return median_of_upper(upper, n), scale
+    del x
+    return median_of_upper(upper_distances(c), c.shape[0]), scale
 
 
-def upper_distances(g: np.ndarray) -> np.ndarray:
-    """The squared distances above the diagonal, row by row, from the Gram matrix ``g``
-    (n, n) of the rows: the upper half of :func:`sq_distances_from_gram` (the same
-    operations in the same order, so the same bits) without its passes over all n²."""
-    n = g.shape[0]
-    norms = np.diagonal(g).copy()
+#: Bytes of the Gram rows :func:`upper_distances` makes at once.
+GRAM_BLOCK_BYTES = 8 * 1024**2
+
+
+def upper_distances(c: np.ndarray) -> np.ndarray:
+    """The n(n−1)/2 squared distances above the diagonal between the rows of ``c`` (n, p,
+    float64, shifted near their mean), row by row: ‖cᵢ‖² + ‖cⱼ‖² − 2cᵢ·cⱼ clipped at zero,
+    from blocks of Gram rows of :data:`GRAM_BLOCK_BYTES` (never the n × n matrix: the
+    distances' 4n² bytes and one block are all it holds)."""
+    n = c.shape[0]
     out = np.empty(n * (n - 1) // 2)
+    norms = np.einsum("ij,ij->i", c, c)
+    step = max(1, GRAM_BLOCK_BYTES // (8 * max(n, 1)))
     at = 0
-    for i in range(n - 1):
-        row = out[at : at + n - 1 - i]
-        np.multiply(g[i, i + 1 :], -2.0, out=row)
-        row += norms[i]
-        row += norms[i + 1 :]
-        np.maximum(row, 0.0, out=row)
-        at += n - 1 - i
+    for lo in range(0, n - 1, step):
+        hi = min(n - 1, lo + step)
+        g = c[lo:hi] @ c[lo:].T  # rows lo..hi against rows lo..n
+        for r in range(lo, hi):
+            row = out[at : at + n - 1 - r]
+            np.multiply(g[r - lo, r - lo + 1 :], -2.0, out=row)
+            row += norms[r]
+            row += norms[r + 1 :]
+            np.maximum(row, 0.0, out=row)
+            at += n - 1 - r
+        del g  # before the next block is made
     return out
 
 

@@ -169,6 +169,45 @@ class ConsecutiveBatches:
         return ids
 
 
+@dataclass(frozen=True, eq=False)
+class BatchRange:
+    """Batches [lo, hi) of a pass's batch ids (−1 elsewhere), made for the rows asked.
+
+    A group or segment of a pass over shuffled or filtered batches: every range of one
+    pass shares the one ``ids`` array (8 bytes a stored row) instead of holding an array
+    the size of n of its own. Slicing rows gives their ids in the range, as a slice of
+    the whole array would.
+    """
+
+    ids: np.ndarray
+    lo: int
+    hi: int
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        part = self.ids[rows]
+        out: np.ndarray = np.where((part >= self.lo) & (part < self.hi), part, -1)
+        return out
+
+    def used(self) -> np.ndarray:
+        """The ids of the rows in the range, in row order."""
+        inside: np.ndarray = self.ids[(self.ids >= self.lo) & (self.ids < self.hi)]
+        return inside
+
+    def within(self, lo: int, hi: int) -> BatchRange:
+        """Batches [lo, hi) of this range."""
+        return BatchRange(self.ids, max(lo, self.lo), min(hi, self.hi))
+
+
+def batch_range(batches: np.ndarray | BatchRange) -> BatchRange:
+    """``batches`` as a :class:`BatchRange` (a whole ids array: every batch)."""
+    if isinstance(batches, BatchRange):
+        return batches
+    return BatchRange(batches, 0, np.iinfo(np.int64).max)
+
+
 def assign_batches(n: int, batch_size: int, shuffle: int | None = None) -> np.ndarray:
     """Batch number of each of ``n`` rows (every row is in exactly one batch).
 

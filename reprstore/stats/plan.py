@@ -8,10 +8,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from reprstore.errors import ComparisonError, InputError
+
+if TYPE_CHECKING:
+    from reprstore.stats.minibatch import BatchRange
 
 DEFAULT_MEMORY = 2 * 1024**3
 #: Statistics of one pass are counted this many times against ``memory`` (the chains'
@@ -263,11 +267,15 @@ def live_blocks(chunks: Sequence[int], mask: np.ndarray | None) -> int:
 
 def batch_groups(
     ids: np.ndarray, rows_per_pass: int, batch_size: int, shuffle: int | None
-) -> list[np.ndarray]:
+) -> list[np.ndarray | BatchRange]:
+    """The groups of a minibatch pass's batches (each a read of every block): shuffled
+    batches ``rows_per_pass`` rows at a time, as ranges over the one ``ids`` array."""
+    from reprstore.stats.minibatch import BatchRange
+
     n_batches = int(ids.max()) + 1 if (ids >= 0).any() else 0
     if n_batches == 0:
         return []
     if shuffle is None:
         return [ids]
     per = max(rows_per_pass // batch_size, 1)
-    return [np.where((ids >= g) & (ids < g + per), ids, -1) for g in range(0, n_batches, per)]
+    return [BatchRange(ids, g, g + per) for g in range(0, n_batches, per)]

@@ -161,10 +161,10 @@ DRAW_BYTES = 2**25
 DRAW_COPIES = 6
 
 
-def permutation_step(n: int) -> int:
-    """Permutations of n items to draw at once: drawing them holds at most
-    :data:`DRAW_BYTES` (one at a time when n alone exceeds it)."""
-    return max(1, DRAW_BYTES // (DRAW_COPIES * 8 * max(n, 1)))
+def permutation_step(n: int, budget: int = DRAW_BYTES) -> int:
+    """Permutations of n items to draw at once: drawing them holds at most ``budget``
+    bytes (:data:`DRAW_BYTES` by default; one at a time when n alone exceeds it)."""
+    return max(1, min(budget, DRAW_BYTES) // (DRAW_COPIES * 8 * max(n, 1)))
 
 
 def permutation(seed: int, replicate: int, stream: int, n: int) -> np.ndarray:

@@ -37,14 +37,20 @@ from reprstore.stats import resample as rs
 from reprstore.stats.batch_kernels import relative_spread
 from reprstore.stats.hsic import MIN_ROWS_UNBIASED, GramSummary, gram_terms, hsic1, hsic1_scale
 from reprstore.stats.linear import NUMPY, Backend, count_nonfinite
-from reprstore.stats.minibatch import MinibatchSums, assign_batches, batch_gram
+from reprstore.stats.minibatch import (
+    BatchRange,
+    MinibatchSums,
+    assign_batches,
+    batch_gram,
+    batch_range,
+)
 from reprstore.stats.plan import batch_groups
 from reprstore.uncertainty import resume
 from reprstore.uncertainty.base import UncertaintySettings, clip_interval, with_uncertainty
 
 Pair = tuple[int, int]
 #: Permuted kernels are gathered this many bytes at a time.
-GATHER_BYTES = 32 * 1024**2
+GATHER_BYTES = planner.PERMUTATION_GATHER_BYTES
 
 
 @dataclass
@@ -63,7 +69,9 @@ class BatchRecord:
 Records = tuple[dict[int, BatchRecord], dict[int, int]]  # per batch; NaN/Inf rows per side
 
 
-def permuted_hsic(ka: GramSummary, kb: GramSummary, perms: np.ndarray) -> np.ndarray:
+def permuted_hsic(
+    ka: GramSummary, kb: GramSummary, perms: np.ndarray, gather: int = GATHER_BYTES
+) -> np.ndarray:
     """HSIC₁(K, L^π) for each row π of ``perms`` (R, n), L^π = L[π][:, π]: shape (R,).
 
     Both kernels are built once per batch; a permutation only gathers L^π (B² copies) and
@@ -76,7 +84,7 @@ def permuted_hsic(ka: GramSummary, kb: GramSummary, perms: np.ndarray) -> np.nda
     n = ka.n
     k, l_ = ka.kt, kb.kt
     out = np.empty(perms.shape[0])
-    step = max(1, GATHER_BYTES // (8 * n * n))
+    step = max(1, gather // (8 * n * n))  # permuted kernels gathered at once
     block = np.empty((min(step, perms.shape[0]), n, n))
     rows = np.empty((n, n))
     for s in range(0, perms.shape[0], step):
@@ -113,10 +121,13 @@ def batch_record(
     seed: int,
     permutations: int,
     permuted: Sequence[Pair] = (),
+    gather: int = GATHER_BYTES,
 ) -> BatchRecord:
     """The record of one batch: rows (B, p_i) of each side (None where not involved).
 
-    ``permuted``: the pairs (a side with itself included) whose permuted HSIC₁ to keep.
+    ``permuted``: the pairs (a side with itself included) whose permuted HSIC₁ to keep;
+    ``gather``: bytes of permuted kernels gathered at once (:func:`permuted_hsic`), and
+    the bound of the permutations drawn at once.
     """
     needed = sorted(set(own) | {i for p in pairs for i in p})
     made = {i: batch_gram(rows[i], kernel, sigma2[i], backend) for i in needed}  # type: ignore[arg-type]
@@ -132,11 +143,12 @@ def batch_record(
     )
     if permutations:  # drawn a step at a time (the same permutations: counter-based)
         nulls: dict[Pair, list[np.ndarray]] = {p: [] for p in permuted}
-        step = rs.permutation_step(rec.n)
+        step = rs.permutation_step(rec.n, gather)  # draws held within the same bound
         for s in range(0, permutations, step):
             perms = rs.permutations(seed, min(step, permutations - s), batch, rec.n, start=s)
             for i, j in permuted:
-                nulls[(i, j)].append(permuted_hsic(grams[i], grams[j], perms) * unit[i] * unit[j])
+                null = permuted_hsic(grams[i], grams[j], perms, gather)
+                nulls[(i, j)].append(null * unit[i] * unit[j])
         rec.null = {p: np.concatenate(v) for p, v in nulls.items()}
     return rec
 
@@ -173,11 +185,12 @@ def _merge(a: Records, b: Records) -> Records:
 
 
 def records_pass(
-    arrays: Sequence[Any], batch_ids: np.ndarray, own: Sequence[int], pairs: Sequence[Pair],
+    arrays: Sequence[Any], batch_ids: np.ndarray | BatchRange, own: Sequence[int],
+    pairs: Sequence[Pair],
     args: tuple[Any, ...], split_every: int,
 ) -> Any:  # fmt: skip
     """Graph of one pass: the delayed :data:`Records` of the batches in ``batch_ids``."""
-    totals = np.bincount(batch_ids[batch_ids >= 0])
+    totals = np.bincount(batch_range(batch_ids).used())
     involved = set(own) | {i for p in pairs for i in p}
     extra = (list(own), list(pairs), *args)
     return dask_graph.scattered_batches(
@@ -196,7 +209,7 @@ def batch_records(
         )
     idx = sorted({i for p in ctx.pairs for i in p})
     # the minibatch pass's memory model (the plan counted it): tasks, shuffled groups
-    model = planner.minibatch_layout(ctx, idx, batch_size, shuffle)
+    model = planner.minibatch_layout(ctx, idx, batch_size, shuffle, permutations)
     ids = np.full(ctx.arrays[0].shape[0], -1, dtype=np.int64)
     sel = np.flatnonzero(ctx.mask) if ctx.mask is not None else np.arange(ids.size)
     ids[sel] = assign_batches(ctx.n, batch_size, shuffle)
@@ -210,26 +223,30 @@ def batch_records(
     sigma2 = [bws[i].sigma2 if i in bws else None for i in range(len(ctx.arrays))]
     cross = [(i, j) for i, j in ctx.pairs if i != j]
     backend = kernel_products(ctx.backend if ctx.backend is not None else NUMPY, kernel)
-    args = (kernel, sigma2, backend, seed, permutations, list(ctx.pairs))
+    args = (kernel, sigma2, backend, seed, permutations, list(ctx.pairs),
+            planner.gather_bytes(ctx.memory))  # fmt: skip
     bounds = np.cumsum((0, *ctx.arrays[0].chunks[0]))
     # with permutations a batch costs far more than reading its rows: a segment per block
     per = 1 if permutations else checkpoints.BLOCKS_PER_SEGMENT
-    threads = max(1, ctx.threads)
+    threads = model.workers  # block tasks at once, as the model counts them
     widths = sum(int(ctx.arrays[i].shape[1]) for i in idx)
     segments = []
     for g in groups:
         shuffled = 1
         if shuffle is not None:  # every segment reads every block: while worth it
-            used = np.count_nonzero(g >= 0)
+            in_group = batch_range(g).used()
+            used = in_group.size
             kernels = widths + len(idx) + len(cross) + permutations * len(ctx.pairs)
             shuffled = checkpoints.shuffled_segments(float(used) * batch_size * kernels,
                                                      float(used) * widths,
-                                                     len(np.unique(g[g >= 0])))  # fmt: skip
+                                                     len(np.unique(in_group)))  # fmt: skip
+            del in_group
         segments += batch_segments(g, len(live_blocks(g, bounds)), threads, per, shuffled)
 
     def step(k: int, state: Records | None) -> Records:
         graph = records_pass(ctx.arrays, segments[k], idx, cross, args, ctx.split_every)
-        ((got, nonfinite),) = run(graph, blocks=len(live_blocks(segments[k], bounds)))
+        ((got, nonfinite),) = run(graph, blocks=len(live_blocks(segments[k], bounds)),
+                                  workers=threads)  # fmt: skip
         recs, bad = state if state is not None else ({}, {})
         recs.update(got)
         bad = {k: bad.get(k, 0) + nonfinite.get(k, 0) for k in bad.keys() | nonfinite.keys()}
