@@ -235,7 +235,7 @@ def test_sample_route_grid_within_memory(
         (256 * MiB, {}),
         (128 * MiB, {"shuffle": 3}),  # shuffled: groups of batches, each a pass
         (128 * MiB, {"shuffle": 3, "permutations": 9}),  # the batch records' pass
-        (160 * MiB, {"kernel": "rbf"}),  # the exact median of 4,000² distances: refused
+        (128 * MiB, {"kernel": "rbf"}),  # the exact median of 4,000² distances: refused
         (384 * MiB, {"kernel": "rbf"}),
     ],
 )
@@ -245,7 +245,7 @@ def test_minibatch_grid_within_memory(stores: dict[str, Path], memory: int, extr
     got = _run(stores["grid"], "compare", "cka", memory, estimator="minibatch",
                batch_size=200, **extra)  # fmt: skip
     _holds(got, memory)
-    if extra.get("kernel") == "rbf" and memory < 256 * MiB:
+    if extra.get("kernel") == "rbf" and memory < 160 * MiB:
         assert "refused" in got and "bandwidth" in got["refused"], got
     else:
         assert "refused" not in got and len(got["values"]) == 16
